@@ -1,0 +1,14 @@
+//! detcd: an etcd-compatible replicated key-value store.
+//!
+//! Everything outside `server` (behind the default `server` feature) is the pure core: it never
+//! reads a clock, draws unseeded randomness, spawns threads, or touches files and sockets. The
+//! simulator (`sim/`) and the tokio server drive the very same [`node::Node`].
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod mvcc;
+pub mod node;
+pub mod proto;
+pub mod raftlog;
+pub mod time;
+pub mod wal;

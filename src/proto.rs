@@ -1,0 +1,16 @@
+//! Generated protobuf types (see build.rs). The core uses them as plain data; the gRPC service
+//! traits inside `etcdserverpb` exist only with the `server` feature.
+#![allow(clippy::all, missing_docs)]
+
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+}
+pub mod etcdserverpb {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
+pub mod detcdpb {
+    include!(concat!(env!("OUT_DIR"), "/detcdpb.rs"));
+}
