@@ -41,6 +41,8 @@ fn main() {
     }
     #[cfg(not(feature = "server"))]
     {
-        config.compile_fds(fds).expect("generating protobuf messages");
+        config
+            .compile_fds(fds)
+            .expect("generating protobuf messages");
     }
 }

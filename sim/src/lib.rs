@@ -3,3 +3,5 @@
 //!
 //! The full simulator (network, disk, clock and process faults, checkers) is built on top of
 //! the in-process harness in `detcd::testing`; see ARCHITECTURE.md.
+
+pub mod harness;

@@ -1,1 +1,933 @@
-//! placeholder
+//! THE step machine: one etcd member as a pure, single-threaded, sans-IO state machine.
+//!
+//! Inputs (time, peer messages, client requests, disk completions) go in through
+//! [`Node::handle`]; outputs (peer messages, disk operations, client replies) come out of
+//! [`Node::poll_output`]; [`Node::poll_timeout`] says when the driver must call again.
+//!
+//! Invariants (checked by [`Node::check_invariants`] after every input in tests and the simulator):
+//! - nothing here reads a clock, draws unseeded randomness, or performs I/O;
+//! - a message raft wants sent only after a durable write (votes, append acks) is released only
+//!   after the `DiskDone` of that write; a client write is answered only once it is applied, which
+//!   raft-rs allows only for entries durable on this member and committed by a quorum;
+//! - `applied_index <= commit index`, and the key space holds exactly the writes of entries
+//!   `1..=applied_index`;
+//! - every client request is answered exactly once: with its result, an error, or a timeout.
+
+mod config;
+mod requests;
+mod types;
+
+pub use config::Config;
+pub use types::*;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{RawNode, StateRole};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::error::EtcdError;
+use crate::mvcc::{self, KeySpace};
+use crate::proto::detcdpb::{internal_request, InternalRequest};
+use crate::proto::etcdserverpb::{RangeRequest, ResponseHeader, TxnRequest};
+use crate::raftlog::{election, LogStore};
+use crate::time::Instant;
+use crate::wal::{self, Record, Recovered};
+use requests::{PendingRequests, ReadBatches};
+
+/// How long a ReadIndex request may go unanswered before it is asked again. raft drops a
+/// ReadIndex silently when there is no leader or the leader has not committed in its term yet.
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+
+/// etcd refuses new writes when applying lags committing by this many entries.
+const APPLY_LAG_MAX: u64 = 5_000;
+
+pub struct Node {
+    cfg: Config,
+    raw: RawNode<LogStore>,
+    rng: ChaCha8Rng,
+    kv: KeySpace,
+    applied_index: u64,
+    /// Index of the latest snapshot taken or installed.
+    snapshot_index: u64,
+    now: Instant,
+    next_tick: Instant,
+    outputs: VecDeque<Output>,
+    stopped: Option<String>,
+
+    pending: PendingRequests,
+    reads: ReadBatches,
+    /// Proposals accepted while no leader was known, proposed as soon as one is.
+    awaiting_leader: VecDeque<Vec<u8>>,
+    /// Distinguishes this incarnation's proposals from those of earlier runs of the same member,
+    /// whose entries may still be applied after a restart.
+    proposal_nonce: u64,
+    proposal_seq: u64,
+
+    disk: DiskState,
+    /// Peers sent a snapshot, and when: if raft still waits on it much later, the message was
+    /// lost and raft is told so it sends another.
+    snapshots_in_flight: BTreeMap<MemberId, Instant>,
+}
+
+/// What the node knows about the WAL it has asked the driver to write.
+#[derive(Default)]
+struct DiskState {
+    next_io: u64,
+    /// Logical end of the WAL, counting appends not yet completed.
+    wal_end_offset: u64,
+    /// For each WAL append that carried entries: its offset and the index of its last entry.
+    entry_records: VecDeque<(u64, u64)>,
+    /// Raft readies whose writes are in flight, in order.
+    readies: VecDeque<InflightReady>,
+    /// Disk operations that are not raft readies.
+    other_ios: BTreeMap<u64, IoPurpose>,
+}
+
+struct InflightReady {
+    number: u64,
+    io: Option<u64>,
+    done: bool,
+    /// Messages raft allows out only once this ready is durable.
+    messages: Vec<raft::eraftpb::Message>,
+    /// An installed snapshot's marker offset: the WAL before it is released once durable.
+    release_wal_before: Option<(u64, u64)>,
+}
+
+enum IoPurpose {
+    /// A locally taken snapshot file is durable; next, write its WAL marker.
+    SnapshotSaved { index: u64, term: u64 },
+    /// The marker is durable; now the WAL before `wal_before` and older snapshots can go.
+    MarkerWritten {
+        wal_before: u64,
+        snapshot_index: u64,
+    },
+    /// A release; nothing follows it.
+    Released,
+}
+
+impl Node {
+    /// Builds a member from its recovered disk state. `rng_seed` decides every random choice the
+    /// member makes; the driver must give each incarnation of a member a different seed.
+    pub fn new(
+        cfg: Config,
+        recovered: Recovered,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<Node, String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        let (kv, snapshot_index) = match &recovered.snapshot {
+            Some(snap) => (
+                KeySpace::decode_snapshot(&snap.data).map_err(|e| {
+                    format!(
+                        "snapshot at index {} is unreadable: {e:?}",
+                        snap.get_metadata().index
+                    )
+                })?,
+                snap.get_metadata().index,
+            ),
+            None => (KeySpace::new(), 0),
+        };
+        let conf_state = match &recovered.snapshot {
+            Some(snap) => snap.get_metadata().get_conf_state().clone(),
+            None => {
+                let mut cs = ConfState::default();
+                cs.voters = cfg.peers.clone();
+                cs
+            }
+        };
+        if !conf_state.voters.contains(&cfg.id) {
+            return Err(format!(
+                "member {:x} is not in the cluster {:?}",
+                cfg.id, conf_state.voters
+            ));
+        }
+        let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
+        let mut hard_state = recovered.hard_state.clone();
+        // A commit index beyond the recovered log cannot be trusted; raft learns it again.
+        hard_state.commit = hard_state.commit.min(last_index).max(snapshot_index);
+        let store = LogStore::new(
+            hard_state,
+            conf_state,
+            recovered.snapshot.clone(),
+            recovered.entries.clone(),
+        );
+
+        let election_ticks = cfg.election_ticks();
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: election_ticks,
+            heartbeat_tick: 1,
+            applied: snapshot_index,
+            max_size_per_msg: cfg.raft_message_bytes_max,
+            max_inflight_msgs: cfg.raft_inflight_messages_max,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| format!("invalid raft configuration: {e}"))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut raw =
+            RawNode::new(&raft_cfg, store, &logger).map_err(|e| format!("starting raft: {e}"))?;
+        election::override_jitter(&mut raw.raft, &mut rng, election_ticks);
+
+        let proposal_nonce = rng.next_u64() ^ last_index.rotate_left(32);
+        let next_tick = now + cfg.heartbeat_interval;
+        let pending = PendingRequests::new(cfg.pending_requests_max);
+        Ok(Node {
+            cfg,
+            raw,
+            rng,
+            kv,
+            applied_index: snapshot_index,
+            snapshot_index,
+            now,
+            next_tick,
+            outputs: VecDeque::new(),
+            stopped: None,
+            pending,
+            reads: ReadBatches::new(proposal_nonce),
+            awaiting_leader: VecDeque::new(),
+            proposal_nonce,
+            proposal_seq: 0,
+            disk: DiskState {
+                wal_end_offset: recovered.wal_end_offset,
+                ..Default::default()
+            },
+            snapshots_in_flight: BTreeMap::new(),
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The driver's API
+    // ---------------------------------------------------------------------------------------
+
+    /// Feeds one input at time `now`. Never blocks, never does I/O, never panics on any input a
+    /// peer, client or disk can produce; errors become replies.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        // A member's clock never runs backwards from the node's point of view.
+        self.now = self.now.max(now);
+        if let Some(reason) = &self.stopped {
+            if let Input::Client { id, .. } = input {
+                let _ = reason;
+                self.reply(id, Err(EtcdError::Stopped));
+            }
+            return;
+        }
+        self.advance_clock();
+        match input {
+            Input::Tick => {}
+            Input::Peer { from, msg } => self.handle_peer(from, msg),
+            Input::Client { id, request } => self.handle_client(id, request),
+            Input::DiskDone { io, result } => self.handle_disk_done(io, result),
+        }
+        if self.stopped.is_none() {
+            self.flush_reads();
+            self.process_ready();
+            self.expire_requests();
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the driver must call `handle(.., Input::Tick)` at the latest.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        Some(
+            self.next_tick
+                .min(self.pending.next_deadline().unwrap_or(self.next_tick)),
+        )
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Observation, for drivers, tests and the simulator's checkers
+    // ---------------------------------------------------------------------------------------
+
+    pub fn id(&self) -> MemberId {
+        self.cfg.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> Option<MemberId> {
+        match self.raw.raft.leader_id {
+            raft::INVALID_ID => None,
+            id => Some(id),
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    pub fn first_log_index(&self) -> u64 {
+        self.raw.store().first_index()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.raw.raft.hard_state()
+    }
+
+    pub fn key_space(&self) -> &KeySpace {
+        &self.kv
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_some()
+    }
+
+    /// Term of the log entry at `index`, where this member still holds it (in memory, durable
+    /// or not).
+    pub fn log_term(&self, index: u64) -> Option<u64> {
+        self.raw
+            .raft
+            .raft_log
+            .term(index)
+            .ok()
+            .filter(|_| index <= self.raw.raft.raft_log.last_index())
+    }
+
+    /// Asserts the member's own invariants; cheap enough to call after every input.
+    pub fn check_invariants(&self) {
+        let log = &self.raw.raft.raft_log;
+        assert!(
+            self.applied_index <= log.committed,
+            "applied {} > committed {}",
+            self.applied_index,
+            log.committed
+        );
+        assert!(
+            self.snapshot_index <= self.applied_index,
+            "snapshot beyond applied"
+        );
+        assert!(
+            log.applied <= self.applied_index,
+            "raft applied ahead of the key space"
+        );
+        assert!(
+            self.kv.compact_revision() <= self.kv.current_revision(),
+            "compacted beyond the current revision"
+        );
+        assert!(
+            self.pending.len() <= self.cfg.pending_requests_max,
+            "pending requests over their bound"
+        );
+        if self.is_leader() {
+            assert_eq!(
+                self.leader_id(),
+                Some(self.cfg.id),
+                "a leader must know itself as leader"
+            );
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Time
+    // ---------------------------------------------------------------------------------------
+
+    /// Turns elapsed time into raft ticks. After a long pause, a member ticks at most one
+    /// election timeout's worth at once: what matters is that the timeout fired, not how often.
+    fn advance_clock(&mut self) {
+        let interval = self.cfg.heartbeat_interval;
+        let mut ticks = 0;
+        while self.now >= self.next_tick {
+            if ticks <= self.cfg.election_ticks() * 2 {
+                self.raw.tick();
+                election::override_jitter(
+                    &mut self.raw.raft,
+                    &mut self.rng,
+                    self.cfg.election_ticks(),
+                );
+                ticks += 1;
+                self.next_tick = self.next_tick + interval;
+            } else {
+                self.next_tick = self.now + interval;
+            }
+        }
+        if ticks > 0 {
+            self.on_tick();
+        }
+    }
+
+    fn on_tick(&mut self) {
+        // Ask again for read indexes that went unanswered.
+        let pending = &self.pending;
+        let stale = self
+            .reads
+            .stale_batches(self.now, READ_INDEX_RETRY, |id| pending.contains(id));
+        for ctx in stale {
+            self.raw.read_index(ctx.to_be_bytes().to_vec());
+            self.reads.mark_issued(ctx, self.now);
+        }
+        // A snapshot message that raft still waits on after two election timeouts was lost.
+        let give_up = self.cfg.election_timeout * 2;
+        let now = self.now;
+        let lost: Vec<MemberId> = self
+            .snapshots_in_flight
+            .iter()
+            .filter(|(_, sent)| now.saturating_since(**sent) >= give_up)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in lost {
+            self.snapshots_in_flight.remove(&peer);
+            let waiting = self
+                .raw
+                .raft
+                .prs()
+                .get(peer)
+                .is_some_and(|pr| pr.state == raft::ProgressState::Snapshot);
+            if self.is_leader() && waiting {
+                self.raw
+                    .report_snapshot(peer, raft::SnapshotStatus::Failure);
+            }
+        }
+        self.propose_awaiting();
+    }
+
+    fn expire_requests(&mut self) {
+        for id in self.pending.expire(self.now) {
+            let err = if self.leader_id().is_none() {
+                EtcdError::TimeoutDueToLeaderFail
+            } else {
+                EtcdError::Timeout
+            };
+            self.outputs.push_back(Output::Reply {
+                id,
+                result: Err(err),
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Peers
+    // ---------------------------------------------------------------------------------------
+
+    fn handle_peer(&mut self, from: MemberId, msg: PeerMessage) {
+        match msg {
+            PeerMessage::Raft(m) => {
+                // raft-rs trusts `from`; a message claiming another sender or addressed to
+                // someone else is dropped rather than stepped.
+                if m.from != from
+                    || m.to != self.cfg.id
+                    || raft::raw_node::is_local_msg(m.get_msg_type())
+                {
+                    return;
+                }
+                if self.raw.step(m).is_ok() {
+                    election::override_jitter(
+                        &mut self.raw.raft,
+                        &mut self.rng,
+                        self.cfg.election_ticks(),
+                    );
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Clients
+    // ---------------------------------------------------------------------------------------
+
+    fn handle_client(&mut self, id: RequestId, request: ClientRequest) {
+        if let Err(err) = self.pending.admit(id, self.now + self.cfg.request_timeout) {
+            self.reply(id, Err(err));
+            return;
+        }
+        let result = match request {
+            ClientRequest::Range(req) => self.accept_range(id, req),
+            ClientRequest::Txn(req) if !txn_has_writes(&req) => self.accept_read_txn(id, req),
+            ClientRequest::Put(req) => {
+                mvcc::check_put(&req).map(|()| self.propose(id, internal_request::Op::Put(req)))
+            }
+            ClientRequest::DeleteRange(req) => mvcc::check_delete_range(&req)
+                .map(|()| self.propose(id, internal_request::Op::DeleteRange(req))),
+            ClientRequest::Txn(req) => mvcc::check_txn(&req, self.cfg.max_txn_ops)
+                .map(|()| self.propose(id, internal_request::Op::Txn(req))),
+            ClientRequest::Compact(req) => {
+                Ok(self.propose(id, internal_request::Op::Compaction(req)))
+            }
+        };
+        if let Err(err) = result {
+            self.finish(id, Err(err));
+        }
+    }
+
+    fn accept_range(&mut self, id: RequestId, req: RangeRequest) -> Result<(), EtcdError> {
+        mvcc::check_range(&req)?;
+        if req.serializable {
+            let result = self.kv.range(&req).map(ClientResponse::Range);
+            self.finish(id, result);
+        } else {
+            self.reads.queue(id, ClientRequest::Range(req));
+        }
+        Ok(())
+    }
+
+    fn accept_read_txn(&mut self, id: RequestId, req: TxnRequest) -> Result<(), EtcdError> {
+        mvcc::check_txn(&req, self.cfg.max_txn_ops)?;
+        if txn_is_serializable(&req) {
+            let result = self.kv.txn(&req).map(ClientResponse::Txn);
+            self.finish(id, result);
+        } else {
+            self.reads.queue(id, ClientRequest::Txn(req));
+        }
+        Ok(())
+    }
+
+    /// Turns a write into a raft proposal tagged with this member and a fresh proposal id.
+    fn propose(&mut self, id: RequestId, op: internal_request::Op) {
+        if self
+            .raw
+            .raft
+            .raft_log
+            .committed
+            .saturating_sub(self.applied_index)
+            > APPLY_LAG_MAX
+        {
+            self.finish(id, Err(EtcdError::TooManyRequests));
+            return;
+        }
+        self.proposal_seq += 1;
+        let proposal_id = self.proposal_nonce.wrapping_add(self.proposal_seq);
+        let data = InternalRequest {
+            origin: self.cfg.id,
+            request_id: proposal_id,
+            op: Some(op),
+        }
+        .encode_to_vec();
+        if data.len() > self.cfg.max_request_bytes {
+            self.finish(id, Err(EtcdError::RequestTooLarge));
+            return;
+        }
+        self.pending.bind_proposal(id, proposal_id);
+        if self.leader_id().is_none() || self.raw.propose(Vec::new(), data.clone()).is_err() {
+            self.awaiting_leader.push_back(data);
+        }
+    }
+
+    fn propose_awaiting(&mut self) {
+        while self.leader_id().is_some() {
+            let Some(data) = self.awaiting_leader.pop_front() else {
+                break;
+            };
+            if self.raw.propose(Vec::new(), data.clone()).is_err() {
+                self.awaiting_leader.push_front(data);
+                break;
+            }
+        }
+        // Proposals whose requests timed out are dropped rather than kept forever.
+        self.awaiting_leader.truncate(self.cfg.pending_requests_max);
+    }
+
+    /// Issues one ReadIndex for all linearizable reads that arrived during this input.
+    fn flush_reads(&mut self) {
+        if let Some(ctx) = self.reads.issue_queued(self.now) {
+            self.raw.read_index(ctx.to_be_bytes().to_vec());
+        }
+    }
+
+    fn serve_reads_up_to_applied(&mut self) {
+        for (id, request) in self.reads.take_servable(self.applied_index) {
+            if !self.pending.contains(id) {
+                continue;
+            }
+            let result = match request {
+                ClientRequest::Range(req) => self.kv.range(&req).map(ClientResponse::Range),
+                ClientRequest::Txn(req) => self.kv.txn(&req).map(ClientResponse::Txn),
+                other => unreachable!("only reads wait for a read index, got {other:?}"),
+            };
+            self.finish(id, result);
+        }
+    }
+
+    /// Answers a request this member is tracking, filling in the response header.
+    fn finish(&mut self, id: RequestId, result: Result<ClientResponse, EtcdError>) {
+        if self.pending.remove(id) {
+            self.reply(id, result);
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, EtcdError>) {
+        let result = result.map(|mut resp| {
+            let header = ResponseHeader {
+                cluster_id: self.cfg.cluster_id,
+                member_id: self.cfg.id,
+                revision: response_revision(&resp).unwrap_or_else(|| self.kv.current_revision()),
+                raft_term: self.raw.raft.term,
+            };
+            set_header(&mut resp, header);
+            resp
+        });
+        self.outputs.push_back(Output::Reply { id, result });
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Raft readies: persist, send, apply
+    // ---------------------------------------------------------------------------------------
+
+    fn process_ready(&mut self) {
+        while self.stopped.is_none() && self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            if rd.ss().is_some() {
+                self.propose_awaiting();
+            }
+            for m in rd.take_messages() {
+                self.send(m);
+            }
+            let mut wal = Vec::new();
+            let mut save_snapshot = None;
+            let mut release_wal_before = None;
+            if !rd.snapshot().is_empty() {
+                let snapshot = rd.snapshot().clone();
+                if !self.install_snapshot(&snapshot) {
+                    return;
+                }
+                let meta = snapshot.get_metadata();
+                let marker_offset = self.disk.wal_end_offset;
+                wal::encode_record(
+                    &Record::Snapshot {
+                        index: meta.index,
+                        term: meta.term,
+                    },
+                    &mut wal,
+                );
+                release_wal_before = Some((marker_offset, meta.index));
+                save_snapshot = Some((meta.index, meta.term, wal::encode_snapshot_file(&snapshot)));
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed);
+            for rs in rd.take_read_states() {
+                if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                    self.reads
+                        .read_index_known(u64::from_be_bytes(ctx), rs.index);
+                }
+            }
+            let entries = rd.take_entries();
+            if let Some(last) = entries.last() {
+                self.disk
+                    .entry_records
+                    .push_back((self.disk.wal_end_offset + wal.len() as u64, last.index));
+                self.raw.mut_store().append(&entries);
+                wal::encode_record(&Record::Entries(entries), &mut wal);
+            }
+            if let Some(hs) = rd.hs() {
+                self.raw.mut_store().set_hard_state(hs.clone());
+                wal::encode_record(&Record::HardState(hs.clone()), &mut wal);
+            }
+            if let Some((index, term, file)) = save_snapshot {
+                self.emit_disk(DiskOp::SaveSnapshot {
+                    index,
+                    term,
+                    file: Bytes::from(file),
+                });
+            }
+            let io = (!wal.is_empty()).then(|| self.append_wal(wal, rd.must_sync()));
+            let messages = rd.take_persisted_messages();
+            self.disk.readies.push_back(InflightReady {
+                number: rd.number(),
+                io,
+                done: io.is_none(),
+                messages,
+                release_wal_before,
+            });
+            self.raw.advance_append_async(rd);
+            self.complete_readies();
+            self.serve_reads_up_to_applied();
+            self.maybe_snapshot();
+        }
+    }
+
+    fn send(&mut self, m: raft::eraftpb::Message) {
+        if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+            self.snapshots_in_flight.insert(m.to, self.now);
+        }
+        self.outputs.push_back(Output::Send {
+            to: m.to,
+            msg: PeerMessage::Raft(m),
+        });
+    }
+
+    fn emit_disk(&mut self, op: DiskOp) -> u64 {
+        self.disk.next_io += 1;
+        let io = self.disk.next_io;
+        self.outputs.push_back(Output::Disk { io: IoId(io), op });
+        io
+    }
+
+    fn append_wal(&mut self, data: Vec<u8>, sync: bool) -> u64 {
+        self.disk.wal_end_offset += data.len() as u64;
+        self.emit_disk(DiskOp::AppendWal {
+            data: Bytes::from(data),
+            sync,
+        })
+    }
+
+    fn handle_disk_done(&mut self, io: IoId, result: Result<(), DiskError>) {
+        if let Err(DiskError(reason)) = result {
+            // The disk's state is unknown now; continuing could acknowledge what is not durable.
+            self.stop(format!("disk operation {} failed: {reason}", io.0));
+            return;
+        }
+        if let Some(ready) = self.disk.readies.iter_mut().find(|r| r.io == Some(io.0)) {
+            ready.done = true;
+            self.complete_readies();
+            return;
+        }
+        match self.disk.other_ios.remove(&io.0) {
+            Some(IoPurpose::SnapshotSaved { index, term }) => {
+                let wal_before = self.releasable_wal_offset(index);
+                let mut wal = Vec::new();
+                wal::encode_record(&Record::Snapshot { index, term }, &mut wal);
+                wal::encode_record(
+                    &Record::HardState(self.raw.store().hard_state().clone()),
+                    &mut wal,
+                );
+                let io = self.append_wal(wal, true);
+                self.disk.other_ios.insert(
+                    io,
+                    IoPurpose::MarkerWritten {
+                        wal_before,
+                        snapshot_index: index,
+                    },
+                );
+            }
+            Some(IoPurpose::MarkerWritten {
+                wal_before,
+                snapshot_index,
+            }) => {
+                self.release(wal_before, snapshot_index);
+            }
+            Some(IoPurpose::Released) | None => {}
+        }
+    }
+
+    /// Tells raft about every ready whose write is durable, in order, and releases the messages
+    /// that had to wait for it.
+    fn complete_readies(&mut self) {
+        while self.disk.readies.front().is_some_and(|r| r.done) {
+            let ready = self.disk.readies.pop_front().expect("front exists");
+            self.raw.on_persist_ready(ready.number);
+            for m in ready.messages {
+                self.send(m);
+            }
+            if let Some((wal_before, snapshot_index)) = ready.release_wal_before {
+                self.disk
+                    .entry_records
+                    .retain(|(offset, _)| *offset >= wal_before);
+                self.release(wal_before, snapshot_index);
+            }
+        }
+        self.report_applied();
+    }
+
+    fn release(&mut self, wal_before_offset: u64, snapshots_before_index: u64) {
+        let io = self.emit_disk(DiskOp::Release {
+            wal_before_offset,
+            snapshots_before_index,
+        });
+        self.disk.other_ios.insert(io, IoPurpose::Released);
+    }
+
+    /// Tells raft how far the key space has applied, once raft agrees those entries are durable.
+    fn report_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let limit = log.committed.min(log.persisted);
+        if self.applied_index > log.applied && self.applied_index <= limit {
+            self.raw.advance_apply_to(self.applied_index);
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            assert_eq!(
+                entry.index,
+                self.applied_index + 1,
+                "committed entries must apply in order"
+            );
+            self.applied_index = entry.index;
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                continue;
+            }
+            let request = match InternalRequest::decode(entry.data.as_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Every member decodes the same bytes the same way, so skipping keeps the
+                    // replicas equal; nobody can be waiting for an undecodable entry.
+                    let _ = e;
+                    continue;
+                }
+            };
+            let result = match request.op {
+                Some(internal_request::Op::Put(req)) => self.kv.put(&req).map(ClientResponse::Put),
+                Some(internal_request::Op::DeleteRange(req)) => {
+                    self.kv.delete_range(&req).map(ClientResponse::DeleteRange)
+                }
+                Some(internal_request::Op::Txn(req)) => self.kv.txn(&req).map(ClientResponse::Txn),
+                Some(internal_request::Op::Compaction(req)) => {
+                    self.kv.compact(&req).map(ClientResponse::Compact)
+                }
+                None => continue,
+            };
+            if request.origin == self.cfg.id {
+                if let Some(id) = self.pending.take_proposal(request.request_id) {
+                    self.finish(id, result);
+                }
+            }
+        }
+        self.report_applied();
+    }
+
+    /// Replaces the key space with a snapshot the leader sent. Returns false if the member had
+    /// to stop because the snapshot is unreadable.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> bool {
+        let index = snapshot.get_metadata().index;
+        match KeySpace::decode_snapshot(&snapshot.data) {
+            Ok(kv) => {
+                self.kv = kv;
+                self.applied_index = index;
+                self.snapshot_index = index;
+                self.raw.mut_store().install_snapshot(snapshot.clone());
+                true
+            }
+            Err(e) => {
+                self.stop(format!(
+                    "snapshot at index {index} from the leader is unreadable: {e:?}"
+                ));
+                false
+            }
+        }
+    }
+
+    /// Every `snapshot_count` applied entries, snapshots the key space and compacts the log.
+    fn maybe_snapshot(&mut self) {
+        if self.applied_index < self.snapshot_index + self.cfg.snapshot_count.max(1) {
+            return;
+        }
+        let index = self.applied_index;
+        let Some(term) = self.raw.store().term_of(index) else {
+            return;
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.data = Bytes::from(self.kv.encode_snapshot());
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        let file = wal::encode_snapshot_file(&snapshot);
+        let keep_from = index.saturating_sub(self.cfg.snapshot_catchup_entries) + 1;
+        self.raw.mut_store().set_local_snapshot(snapshot, keep_from);
+        self.snapshot_index = index;
+        let io = self.emit_disk(DiskOp::SaveSnapshot {
+            index,
+            term,
+            file: Bytes::from(file),
+        });
+        self.disk
+            .other_ios
+            .insert(io, IoPurpose::SnapshotSaved { index, term });
+    }
+
+    /// The WAL offset before which no record holds an entry after `snapshot_index`.
+    fn releasable_wal_offset(&mut self, snapshot_index: u64) -> u64 {
+        while self
+            .disk
+            .entry_records
+            .front()
+            .is_some_and(|(_, last)| *last <= snapshot_index)
+        {
+            self.disk.entry_records.pop_front();
+        }
+        self.disk
+            .entry_records
+            .front()
+            .map_or(self.disk.wal_end_offset, |(offset, _)| *offset)
+    }
+
+    fn stop(&mut self, reason: String) {
+        for id in self.pending.drain() {
+            self.outputs.push_back(Output::Reply {
+                id,
+                result: Err(EtcdError::Stopped),
+            });
+        }
+        self.outputs.push_back(Output::Stopped {
+            reason: reason.clone(),
+        });
+        self.stopped = Some(reason);
+    }
+}
+
+fn txn_has_writes(req: &TxnRequest) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestRange(_)) | None => false,
+            Some(Request::RequestTxn(inner)) => txn_has_writes(inner),
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => true,
+        })
+}
+
+/// A read-only txn is served locally only when every range in it asked for serializable reads.
+fn txn_is_serializable(req: &TxnRequest) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.serializable,
+            Some(Request::RequestTxn(inner)) => txn_is_serializable(inner),
+            _ => true,
+        })
+}
+
+fn response_revision(resp: &ClientResponse) -> Option<i64> {
+    let header = match resp {
+        ClientResponse::Range(r) => r.header.as_ref(),
+        ClientResponse::Put(r) => r.header.as_ref(),
+        ClientResponse::DeleteRange(r) => r.header.as_ref(),
+        ClientResponse::Txn(r) => r.header.as_ref(),
+        ClientResponse::Compact(r) => r.header.as_ref(),
+    };
+    header.map(|h| h.revision)
+}
+
+fn set_header(resp: &mut ClientResponse, header: ResponseHeader) {
+    let slot = match resp {
+        ClientResponse::Range(r) => &mut r.header,
+        ClientResponse::Put(r) => &mut r.header,
+        ClientResponse::DeleteRange(r) => &mut r.header,
+        ClientResponse::Txn(r) => &mut r.header,
+        ClientResponse::Compact(r) => &mut r.header,
+    };
+    *slot = Some(header);
+}

@@ -1,1 +1,271 @@
-//! placeholder
+//! The in-memory mirror of the raft log that raft-rs reads through its `Storage` trait.
+//!
+//! Invariants:
+//! - `entries` are contiguous and start right after the compaction point `(compacted_index,
+//!   compacted_term)`, whose term raft needs for log matching.
+//! - `snapshot` (with its data) is the latest snapshot; its index is at or after the compaction
+//!   point, so a follower that needs a compacted entry can always be sent it.
+//! - the mirror holds entries as soon as raft hands them out for persisting; raft-rs itself tracks
+//!   which of them are durable (`on_persist_ready`), so holding unpersisted entries here is safe.
+
+pub mod election;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+#[derive(Default)]
+pub struct LogStore {
+    hard_state: HardState,
+    conf_state: ConfState,
+    compacted_index: u64,
+    compacted_term: u64,
+    entries: Vec<Entry>,
+    snapshot: Snapshot,
+}
+
+impl LogStore {
+    /// A store that starts from recovered state: an optional snapshot and the entries after it.
+    pub fn new(
+        hard_state: HardState,
+        conf_state: ConfState,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    ) -> LogStore {
+        let snapshot = snapshot.unwrap_or_default();
+        let meta = snapshot.get_metadata();
+        if let Some(first) = entries.first() {
+            assert_eq!(
+                first.index,
+                meta.index + 1,
+                "recovered entries must follow the snapshot"
+            );
+        }
+        LogStore {
+            hard_state,
+            conf_state,
+            compacted_index: meta.index,
+            compacted_term: meta.term,
+            entries,
+            snapshot,
+        }
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.compacted_index + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.entries
+            .last()
+            .map_or(self.compacted_index, |e| e.index)
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    /// Term of the entry at `index`, if the mirror still knows it.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if index == self.compacted_index {
+            return Some(self.compacted_term);
+        }
+        if index < self.compacted_index || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index - self.first_index()) as usize].term)
+    }
+
+    /// Appends entries handed out by raft, replacing any conflicting suffix.
+    pub fn append(&mut self, ents: &[Entry]) {
+        let Some(first) = ents.first() else { return };
+        assert!(
+            first.index >= self.first_index() && first.index <= self.last_index() + 1,
+            "append at {} outside [{}, {}]",
+            first.index,
+            self.first_index(),
+            self.last_index() + 1
+        );
+        let keep = (first.index - self.first_index()) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(ents);
+    }
+
+    /// Replaces the whole log with a snapshot installed from the leader.
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.get_metadata();
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.conf_state = meta.get_conf_state().clone();
+        self.compacted_index = meta.index;
+        self.compacted_term = meta.term;
+        self.entries.clear();
+        self.snapshot = snapshot;
+    }
+
+    /// Records a snapshot taken locally at an applied index and drops the entries before
+    /// `keep_from`; the entries between `keep_from` and the snapshot stay so that a follower
+    /// that is only a little behind catches up from the log instead of a whole snapshot.
+    pub fn set_local_snapshot(&mut self, snapshot: Snapshot, keep_from: u64) {
+        let index = snapshot.get_metadata().index;
+        assert!(
+            index <= self.last_index(),
+            "snapshot {index} beyond the log"
+        );
+        let keep_from = keep_from.clamp(self.first_index(), index + 1);
+        let new_compacted = keep_from - 1;
+        if new_compacted > self.compacted_index {
+            let term = self
+                .term_of(new_compacted)
+                .expect("compaction point is in the log");
+            self.entries
+                .drain(..(new_compacted - self.compacted_index) as usize);
+            self.compacted_index = new_compacted;
+            self.compacted_term = term;
+        }
+        self.snapshot = snapshot;
+    }
+
+    /// Entries in `[low, high)`, for the node's own use (tests, invariants).
+    pub fn entries_between(&self, low: u64, high: u64) -> &[Entry] {
+        let low = low.max(self.first_index());
+        let high = high.min(self.last_index() + 1);
+        if low >= high {
+            return &[];
+        }
+        let base = self.first_index();
+        &self.entries[(low - base) as usize..(high - base) as usize]
+    }
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 || low > high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut ents = self.entries_between(low, high).to_vec();
+        raft::util::limit_size(&mut ents, max_size.into());
+        Ok(ents)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.compacted_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.term_of(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(LogStore::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(LogStore::last_index(self))
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A snapshot is only ever taken at an applied index, so one at or after the compaction
+        // point always exists once anything was compacted.
+        if self.snapshot_index() < request_index || self.snapshot_index() == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e
+    }
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = term;
+        s
+    }
+
+    #[test]
+    fn append_replaces_conflicting_suffix() {
+        let mut log = LogStore::default();
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        log.append(&[entry(2, 2)]);
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.term(2).unwrap(), 2);
+        assert!(log.term(3).is_err());
+    }
+
+    #[test]
+    fn local_snapshot_keeps_catchup_entries() {
+        let mut log = LogStore::default();
+        let ents: Vec<_> = (1..=10).map(|i| entry(i, 1)).collect();
+        log.append(&ents);
+        log.set_local_snapshot(snapshot(8, 1), 6);
+        assert_eq!(log.first_index(), 6);
+        assert_eq!(
+            log.term(5).unwrap(),
+            1,
+            "term of the compaction point is kept"
+        );
+        assert!(matches!(
+            log.term(4),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(
+            log.entries(6, 11, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            5
+        );
+        assert_eq!(log.snapshot(7, 2).unwrap().get_metadata().index, 8);
+        assert!(log.snapshot(9, 2).is_err());
+    }
+
+    #[test]
+    fn installed_snapshot_replaces_log() {
+        let mut log = LogStore::default();
+        log.append(&[entry(1, 1), entry(2, 1)]);
+        log.install_snapshot(snapshot(20, 3));
+        assert_eq!(log.first_index(), 21);
+        assert_eq!(log.last_index(), 20);
+        assert_eq!(log.term(20).unwrap(), 3);
+        assert_eq!(log.hard_state().commit, 20);
+    }
+}

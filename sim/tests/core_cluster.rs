@@ -1,0 +1,288 @@
+//! The core's cluster behaviour, driven by the deterministic in-process harness: election,
+//! replication through any member, restart from the recovered disk, catch-up through a
+//! snapshot, linearizable reads, and determinism of a seed.
+
+use std::time::Duration;
+
+use detcd::error::EtcdError;
+use detcd::node::{ClientResponse, Config, MemberId};
+use detcd::proto::etcdserverpb::RangeResponse;
+use detcd_sim::harness::{req, Cluster};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn range(result: Option<Result<ClientResponse, EtcdError>>) -> RangeResponse {
+    match result {
+        Some(Ok(ClientResponse::Range(r))) => r,
+        other => panic!("expected a range response, got {other:?}"),
+    }
+}
+
+fn put_revision(result: Option<Result<ClientResponse, EtcdError>>) -> i64 {
+    match result {
+        Some(Ok(ClientResponse::Put(r))) => r.header.expect("header").revision,
+        other => panic!("expected a put response, got {other:?}"),
+    }
+}
+
+fn value_of(
+    cluster: &mut Cluster,
+    member: MemberId,
+    key: &str,
+    serializable: bool,
+) -> Option<String> {
+    let resp = range(cluster.call(member, req::get(key, serializable)));
+    resp.kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+}
+
+fn hashes(cluster: &Cluster) -> Vec<(u64, i64, u32)> {
+    cluster
+        .members
+        .values()
+        .filter_map(|m| m.node.as_ref())
+        .map(|n| {
+            let kv = n.key_space();
+            (
+                n.applied_index(),
+                kv.current_revision(),
+                kv.hash_kv(0).expect("hash of the current revision").0,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_members_elect_exactly_one_leader() {
+    for seed in 0..20 {
+        let mut cluster = Cluster::new(3, seed, |c| c);
+        let leader = cluster
+            .wait_for_leader(10 * SECOND)
+            .expect("a leader within 10 s");
+        cluster.run_for(5 * SECOND);
+        assert_eq!(
+            cluster.leaders(),
+            vec![leader],
+            "seed {seed}: leadership is stable without faults"
+        );
+        let terms: Vec<u64> = cluster
+            .members
+            .values()
+            .map(|m| m.node.as_ref().unwrap().term())
+            .collect();
+        assert!(
+            terms.iter().all(|t| *t == terms[0]),
+            "seed {seed}: all members in one term: {terms:?}"
+        );
+    }
+}
+
+#[test]
+fn single_member_serves_writes_and_reads() {
+    let mut cluster = Cluster::new(1, 7, |c| c);
+    cluster
+        .wait_for_leader(10 * SECOND)
+        .expect("a single member elects itself");
+    assert_eq!(put_revision(cluster.call(1, req::put("a", "1"))), 2);
+    assert_eq!(put_revision(cluster.call(1, req::put("a", "2"))), 3);
+    assert_eq!(value_of(&mut cluster, 1, "a", false).as_deref(), Some("2"));
+}
+
+#[test]
+fn writes_through_any_member_apply_identically_everywhere() {
+    let mut cluster = Cluster::new(3, 11, |c| c);
+    cluster.wait_for_leader(10 * SECOND).expect("leader");
+    let mut last_revision = 1;
+    for i in 0..30u64 {
+        let member = 1 + i % 3;
+        let rev =
+            put_revision(cluster.call(member, req::put(&format!("k{}", i % 7), &format!("v{i}"))));
+        assert_eq!(
+            rev,
+            last_revision + 1,
+            "every put through member {member} makes one new revision"
+        );
+        last_revision = rev;
+    }
+    cluster.run_for(SECOND);
+    let hashes = hashes(&cluster);
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "replicas diverge: {hashes:?}"
+    );
+    for member in 1..=3 {
+        assert_eq!(
+            value_of(&mut cluster, member, "k1", true).as_deref(),
+            Some("v29")
+        );
+    }
+}
+
+#[test]
+fn linearizable_reads_see_every_acknowledged_write() {
+    let mut cluster = Cluster::new(3, 5, |c| c);
+    cluster.wait_for_leader(10 * SECOND).expect("leader");
+    for i in 0..40u64 {
+        let writer = 1 + i % 3;
+        let reader = 1 + (i + 1) % 3;
+        let value = format!("v{i}");
+        put_revision(cluster.call(writer, req::put("x", &value)));
+        // Straight after the ack, before followers had a chance to apply through heartbeats.
+        assert_eq!(
+            value_of(&mut cluster, reader, "x", false),
+            Some(value),
+            "read {i} through member {reader}"
+        );
+    }
+}
+
+#[test]
+fn restarted_member_recovers_from_its_disk_and_rejoins() {
+    let mut cluster = Cluster::new(3, 3, |c| c);
+    let leader = cluster.wait_for_leader(10 * SECOND).expect("leader");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    for i in 0..10 {
+        put_revision(cluster.call(leader, req::put(&format!("a{i}"), "before")));
+    }
+    cluster.run_for(SECOND);
+    cluster.crash(follower);
+    for i in 0..10 {
+        put_revision(cluster.call(leader, req::put(&format!("b{i}"), "during")));
+    }
+    cluster
+        .start(follower)
+        .expect("the follower recovers from its own disk");
+    assert!(cluster.node(follower).applied_index() <= cluster.node(follower).commit_index());
+    cluster.run_for(3 * SECOND);
+    assert_eq!(
+        value_of(&mut cluster, follower, "a3", true).as_deref(),
+        Some("before"),
+        "kept its own data"
+    );
+    assert_eq!(
+        value_of(&mut cluster, follower, "b9", true).as_deref(),
+        Some("during"),
+        "caught up"
+    );
+    let hashes = hashes(&cluster);
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "replicas diverge: {hashes:?}"
+    );
+}
+
+#[test]
+fn whole_cluster_restart_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::new(3, 9, |c| Config {
+        snapshot_count: 25,
+        snapshot_catchup_entries: 5,
+        ..c
+    });
+    cluster.wait_for_leader(10 * SECOND).expect("leader");
+    let mut acked = Vec::new();
+    for i in 0..60 {
+        let rev =
+            put_revision(cluster.call(1 + i % 3, req::put(&format!("k{i}"), &format!("v{i}"))));
+        acked.push((format!("k{i}"), format!("v{i}"), rev));
+    }
+    for id in 1..=3 {
+        cluster.crash(id);
+    }
+    for id in 1..=3 {
+        cluster.start(id).expect("restart from disk");
+    }
+    cluster
+        .wait_for_leader(10 * SECOND)
+        .expect("a leader after the restart");
+    for (key, value, rev) in acked {
+        let resp = range(cluster.call(2, req::get(&key, false)));
+        let kv = resp.kvs.first().unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(
+            (kv.value.as_ref(), kv.mod_revision),
+            (value.as_bytes(), rev),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn member_far_behind_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::new(3, 21, |c| Config {
+        snapshot_count: 20,
+        snapshot_catchup_entries: 5,
+        ..c
+    });
+    let leader = cluster.wait_for_leader(10 * SECOND).expect("leader");
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.isolate(lagging, true);
+    for i in 0..100 {
+        put_revision(cluster.call(leader, req::put(&format!("k{}", i % 13), &format!("v{i}"))));
+    }
+    assert!(
+        cluster.node(leader).first_log_index() > cluster.node(lagging).applied_index() + 1,
+        "the leader compacted the entries the lagging member needs"
+    );
+    cluster.isolate(lagging, false);
+    cluster.run_for(5 * SECOND);
+    let node = cluster.node(lagging);
+    assert!(
+        node.snapshot_index() > 0,
+        "the lagging member installed a snapshot"
+    );
+    let hashes = hashes(&cluster);
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "replicas diverge: {hashes:?}"
+    );
+    // And it survives a restart from the installed snapshot.
+    cluster.crash(lagging);
+    cluster
+        .start(lagging)
+        .expect("restart after installing a snapshot");
+    cluster.run_for(2 * SECOND);
+    assert_eq!(
+        value_of(&mut cluster, lagging, "k12", true).as_deref(),
+        Some("v99")
+    );
+}
+
+#[test]
+fn request_without_quorum_times_out_with_an_unavailable_error() {
+    let mut cluster = Cluster::new(3, 13, |c| Config {
+        request_timeout: 3 * SECOND,
+        ..c
+    });
+    let leader = cluster.wait_for_leader(10 * SECOND).expect("leader");
+    for id in 1..=3 {
+        if id != leader {
+            cluster.crash(id);
+        }
+    }
+    match cluster.call(leader, req::put("k", "v")) {
+        Some(Err(e)) => assert_eq!(e.code(), detcd::error::Code::Unavailable, "{e}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    match cluster.call(leader, req::get("k", false)) {
+        Some(Err(e)) => assert_eq!(e.code(), detcd::error::Code::Unavailable, "{e}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_seed_gives_one_history() {
+    let run = |seed| {
+        let mut cluster = Cluster::new(3, seed, |c| c);
+        cluster.wait_for_leader(10 * SECOND);
+        for i in 0..20u64 {
+            cluster.call(1 + i % 3, req::put("k", &format!("{i}")));
+        }
+        (cluster.trace_hash, cluster.now)
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(
+        run(42).0,
+        run(43).0,
+        "different seeds draw different election timeouts"
+    );
+}

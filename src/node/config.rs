@@ -1,0 +1,62 @@
+//! Member configuration, with etcd's defaults.
+
+use std::time::Duration;
+
+use super::types::MemberId;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: MemberId,
+    pub cluster_id: u64,
+    /// Every voting member of the initial cluster, including `id`.
+    pub peers: Vec<MemberId>,
+    /// One raft tick. etcd: `--heartbeat-interval` 100 ms.
+    pub heartbeat_interval: Duration,
+    /// etcd: `--election-timeout` 1000 ms; must be a multiple of the heartbeat interval.
+    pub election_timeout: Duration,
+    /// Applied entries between snapshots. etcd 3.6: `--snapshot-count` 10,000.
+    pub snapshot_count: u64,
+    /// Log entries kept behind a snapshot for slow followers. etcd: 5,000.
+    pub snapshot_catchup_entries: u64,
+    /// Largest proposal accepted. etcd: `--max-request-bytes` 1.5 MiB.
+    pub max_request_bytes: usize,
+    /// etcd: `--max-txn-ops` 128.
+    pub max_txn_ops: usize,
+    /// How long a request may wait before `etcdserver: request timed out`. etcd: 5 s plus two
+    /// election timeouts.
+    pub request_timeout: Duration,
+    /// Client requests waiting at once; past it new ones get `etcdserver: too many requests`.
+    pub pending_requests_max: usize,
+    /// Largest raft append message. raft-rs counts entry bytes.
+    pub raft_message_bytes_max: u64,
+    /// Append messages in flight to one follower.
+    pub raft_inflight_messages_max: usize,
+}
+
+impl Config {
+    pub fn new(id: MemberId, peers: Vec<MemberId>) -> Config {
+        let heartbeat_interval = Duration::from_millis(100);
+        let election_timeout = Duration::from_millis(1000);
+        Config {
+            id,
+            cluster_id: 0x1000,
+            peers,
+            heartbeat_interval,
+            election_timeout,
+            snapshot_count: 10_000,
+            snapshot_catchup_entries: 5_000,
+            max_request_bytes: 3 * 1024 * 1024 / 2,
+            max_txn_ops: 128,
+            request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+            pending_requests_max: 10_000,
+            raft_message_bytes_max: 1024 * 1024,
+            raft_inflight_messages_max: 256,
+        }
+    }
+
+    /// Election timeout in ticks, at least 2 so that a heartbeat fits inside it.
+    pub fn election_ticks(&self) -> usize {
+        let ticks = self.election_timeout.as_nanos() / self.heartbeat_interval.as_nanos().max(1);
+        (ticks as usize).max(2)
+    }
+}
