@@ -10,5 +10,7 @@ pub mod mvcc;
 pub mod node;
 pub mod proto;
 pub mod raftlog;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod time;
 pub mod wal;
