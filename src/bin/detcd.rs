@@ -1,1 +1,26 @@
-fn main() {}
+//! `detcd`: starts one member. The flags are etcd's (`detcd --help`).
+
+use detcd::server::config::{self, Command};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::parse(&args) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Help) => {
+            print!("{}", config::usage());
+            return;
+        }
+        Ok(Command::Version) => {
+            println!("detcd Version: {}\nAPI Version: 3.6", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Err(e) => {
+            eprintln!("detcd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = detcd::server::run(*cfg) {
+        eprintln!("detcd: {e}");
+        std::process::exit(1);
+    }
+}

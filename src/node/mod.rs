@@ -176,6 +176,11 @@ impl Node {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut raw =
             RawNode::new(&raft_cfg, store, &logger).map_err(|e| format!("starting raft: {e}"))?;
+        // A member alone in its cluster needs no election timeout to know it wins; etcd's
+        // initial tick advance gets the same effect.
+        if raw.raft.prs().conf().voters().ids().len() == 1 && raw.raft.promotable() {
+            raw.campaign().map_err(|e| format!("campaigning: {e}"))?;
+        }
         election::override_jitter(&mut raw.raft, &mut rng, election_ticks);
 
         let proposal_nonce = rng.next_u64() ^ last_index.rotate_left(32);
@@ -212,21 +217,30 @@ impl Node {
     /// Feeds one input at time `now`. Never blocks, never does I/O, never panics on any input a
     /// peer, client or disk can produce; errors become replies.
     pub fn handle(&mut self, now: Instant, input: Input) {
+        self.handle_batch(now, std::iter::once(input));
+    }
+
+    /// Feeds several inputs that arrived together, then runs raft's ready loop once: the
+    /// proposals of many clients become one WAL append and one round of messages.
+    pub fn handle_batch(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
         // A member's clock never runs backwards from the node's point of view.
         self.now = self.now.max(now);
-        if let Some(reason) = &self.stopped {
-            if let Input::Client { id, .. } = input {
-                let _ = reason;
-                self.reply(id, Err(EtcdError::Stopped));
-            }
-            return;
+        if self.stopped.is_none() {
+            self.advance_clock();
         }
-        self.advance_clock();
-        match input {
-            Input::Tick => {}
-            Input::Peer { from, msg } => self.handle_peer(from, msg),
-            Input::Client { id, request } => self.handle_client(id, request),
-            Input::DiskDone { io, result } => self.handle_disk_done(io, result),
+        for input in inputs {
+            if self.stopped.is_some() {
+                if let Input::Client { id, .. } = input {
+                    self.reply(id, Err(EtcdError::Stopped));
+                }
+                continue;
+            }
+            match input {
+                Input::Tick => {}
+                Input::Peer { from, msg } => self.handle_peer(from, msg),
+                Input::Client { id, request } => self.handle_client(id, request),
+                Input::DiskDone { io, result } => self.handle_disk_done(io, result),
+            }
         }
         if self.stopped.is_none() {
             self.flush_reads();

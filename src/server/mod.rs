@@ -1,5 +1,147 @@
 //! The tokio adapter: runs the pure `Node` against real sockets, files and gRPC. No node logic
 //! lives here; every decision is the step machine's.
+//!
+//! Threads: the driver thread owns the node (driver.rs); the disk thread owns the data directory
+//! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs).
 
+pub mod config;
 pub mod disk;
+pub mod driver;
+pub mod grpc;
 pub mod peer;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::time::Instant;
+use config::ServerConfig;
+use driver::{Driver, DriverHandle, Exit};
+
+/// Client requests and peer messages waiting for the driver at once.
+const DRIVER_QUEUE_MAX: usize = 65_536;
+
+/// Starts a member and serves until SIGINT/SIGTERM (Ok) or a fatal error (Err, with the reason).
+pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("detcd-io")
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, String> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Seeds the node's RNG: the only randomness the member uses, drawn once from the OS clock and
+/// process id (the node itself never sees where it came from).
+fn os_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+async fn serve(cfg: ServerConfig) -> Result<(), String> {
+    let me = cfg.node.id;
+    let clock_origin = std::time::Instant::now();
+    let loaded = disk::load(&cfg.data_dir, cfg.wal_segment_bytes)
+        .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
+    if loaded.recovered.torn_tail_bytes > 0 {
+        eprintln!("detcd: dropped a torn WAL tail of {} bytes (an interrupted write)", loaded.recovered.torn_tail_bytes);
+    }
+    let recovered = loaded.recovered.clone();
+    let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)?;
+
+    let client_listeners = bind(&cfg.listen_client, "clients").await?;
+    let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
+
+    let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
+    let identity = peer::PeerIdentity { cluster_id: cfg.node.cluster_id, member_id: me };
+    for listener in peer_listeners {
+        let h = handle.clone();
+        tokio::spawn(peer::serve(listener, identity.clone(), move |from, msg| h.deliver_peer(from, msg)));
+    }
+    let others = cfg.members.iter().filter(|(id, _)| **id != me).map(|(id, (_, addr))| (*id, addr.clone())).collect();
+    let peers = peer::PeerSender::new(identity, others);
+    let h = handle.clone();
+    let disk = disk::DiskExecutor::spawn(loaded, move |io, result| h.disk_done(io, result));
+
+    let ready = format!(
+        "detcd: member {me:x} ({}) of cluster {:x} ready to serve client requests on {}",
+        cfg.name,
+        cfg.node.cluster_id,
+        cfg.listen_client.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+    );
+    let driver = Driver::new(node, rx, handle.clone(), disk, peers, clock_origin, ready);
+    let driver_thread = std::thread::Builder::new()
+        .name("detcd-node".into())
+        .spawn(move || driver.run())
+        .map_err(|e| format!("starting the node thread: {e}"))?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for listener in client_listeners {
+        servers.push(tokio::spawn(serve_clients(listener, handle.clone(), cfg.node.max_request_bytes, shutdown_rx.clone())));
+    }
+
+    wait_for_signal().await;
+    eprintln!("detcd: shutting down");
+    let _ = shutdown_tx.send(true);
+    handle.shutdown();
+    let exit = tokio::task::spawn_blocking(move || driver_thread.join())
+        .await
+        .map_err(|e| format!("joining the node thread: {e}"))?
+        .map_err(|_| "the node thread panicked".to_string())?;
+    for server in servers {
+        server.abort();
+    }
+    match exit {
+        Exit::Shutdown => Ok(()),
+        Exit::Stopped(reason) => Err(format!("member stopped: {reason}")),
+    }
+}
+
+async fn serve_clients(
+    listener: TcpListener,
+    handle: DriverHandle,
+    max_request_bytes: usize,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
+    // slightly too large gets etcd's own error instead of a transport one.
+    let kv = KvServer::new(grpc::KvService::new(handle))
+        .max_decoding_message_size(max_request_bytes + 512 * 1024)
+        .max_encoding_message_size(usize::MAX);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(kv)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = result {
+        eprintln!("detcd: client server failed: {e}");
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

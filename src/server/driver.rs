@@ -1,0 +1,209 @@
+//! The driver: one thread owns the `Node`, feeds it what the sockets, the disk thread and the
+//! clock produce, and carries out everything it outputs. No node logic lives here.
+//!
+//! Every producer talks to the driver over one channel. Client requests and peer messages are
+//! bounded by a counter (past it, clients get `etcdserver: too many requests` and peer messages
+//! are dropped, which raft tolerates); disk completions are never refused, since the node waits
+//! for them, and their number is bounded by the disk queue.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::disk::DiskExecutor;
+use super::peer::PeerSender;
+use crate::error::EtcdError;
+use crate::node::{ClientRequest, ClientResponse, DiskError, Input, IoId, MemberId, Node, Output, PeerMessage, RequestId};
+use crate::time::Instant;
+
+/// Inputs taken from the channel for one `handle_batch`.
+const BATCH_INPUTS_MAX: usize = 1024;
+
+type ReplySender = oneshot::Sender<Result<ClientResponse, EtcdError>>;
+
+pub enum Event {
+    Client { request: ClientRequest, reply: ReplySender },
+    Peer { from: MemberId, msg: PeerMessage },
+    DiskDone { io: IoId, result: Result<(), DiskError> },
+    Shutdown,
+}
+
+/// The producers' end of the driver's channel. Cheap to clone.
+#[derive(Clone)]
+pub struct DriverHandle {
+    tx: mpsc::Sender<Event>,
+    queued: Arc<AtomicUsize>,
+    queued_max: usize,
+}
+
+impl DriverHandle {
+    pub fn new(queued_max: usize) -> (DriverHandle, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        (DriverHandle { tx, queued: Arc::new(AtomicUsize::new(0)), queued_max }, rx)
+    }
+
+    /// Sends a client request to the node and waits for its answer.
+    pub async fn call(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.offer(Event::Client { request, reply }) {
+            return Err(EtcdError::TooManyRequests);
+        }
+        answer.await.unwrap_or(Err(EtcdError::Stopped))
+    }
+
+    /// Hands a peer's message to the node, or drops it when the node is overloaded.
+    pub fn deliver_peer(&self, from: MemberId, msg: PeerMessage) {
+        self.offer(Event::Peer { from, msg });
+    }
+
+    pub fn disk_done(&self, io: IoId, result: Result<(), DiskError>) {
+        let _ = self.tx.send(Event::DiskDone { io, result });
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Event::Shutdown);
+    }
+
+    fn offer(&self, event: Event) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queued_max {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.tx.send(event).is_ok()
+    }
+
+    fn taken(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why the driver loop ended.
+pub enum Exit {
+    Shutdown,
+    Stopped(String),
+}
+
+pub struct Driver {
+    node: Node,
+    rx: mpsc::Receiver<Event>,
+    handle: DriverHandle,
+    disk: DiskExecutor,
+    peers: PeerSender,
+    clock_origin: std::time::Instant,
+    replies: BTreeMap<RequestId, ReplySender>,
+    next_request: u64,
+    announced_ready: bool,
+    ready_message: String,
+}
+
+impl Driver {
+    pub fn new(
+        node: Node,
+        rx: mpsc::Receiver<Event>,
+        handle: DriverHandle,
+        disk: DiskExecutor,
+        peers: PeerSender,
+        clock_origin: std::time::Instant,
+        ready_message: String,
+    ) -> Driver {
+        Driver {
+            node,
+            rx,
+            handle,
+            disk,
+            peers,
+            clock_origin,
+            replies: BTreeMap::new(),
+            next_request: 0,
+            announced_ready: false,
+            ready_message,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.clock_origin.elapsed().as_nanos() as u64)
+    }
+
+    /// Runs until shutdown or until the node stops; returns which. Drains the node's outputs
+    /// after every batch, so the node is never left holding work.
+    pub fn run(mut self) -> Exit {
+        self.dispatch_outputs();
+        loop {
+            let wait = self
+                .node
+                .poll_timeout()
+                .map(|t| Duration::from_nanos(t.as_nanos().saturating_sub(self.now().as_nanos())))
+                .unwrap_or(Duration::from_secs(1));
+            let mut inputs = Vec::new();
+            let mut shutdown = false;
+            match self.rx.recv_timeout(wait) {
+                Ok(event) => shutdown |= self.take(event, &mut inputs),
+                Err(mpsc::RecvTimeoutError::Timeout) => inputs.push(Input::Tick),
+                Err(mpsc::RecvTimeoutError::Disconnected) => shutdown = true,
+            }
+            while inputs.len() < BATCH_INPUTS_MAX {
+                match self.rx.try_recv() {
+                    Ok(event) => shutdown |= self.take(event, &mut inputs),
+                    Err(_) => break,
+                }
+            }
+            let now = self.now();
+            self.node.handle_batch(now, inputs);
+            if let Some(reason) = self.dispatch_outputs() {
+                self.disk.shutdown();
+                return Exit::Stopped(reason);
+            }
+            if !self.announced_ready && self.node.leader_id().is_some() {
+                self.announced_ready = true;
+                eprintln!("{}", self.ready_message);
+            }
+            if shutdown {
+                self.disk.shutdown();
+                return Exit::Shutdown;
+            }
+        }
+    }
+
+    /// Turns a channel event into a node input; true when it asks for shutdown.
+    fn take(&mut self, event: Event, inputs: &mut Vec<Input>) -> bool {
+        match event {
+            Event::Client { request, reply } => {
+                self.handle.taken();
+                self.next_request += 1;
+                let id = RequestId(self.next_request);
+                self.replies.insert(id, reply);
+                inputs.push(Input::Client { id, request });
+            }
+            Event::Peer { from, msg } => {
+                self.handle.taken();
+                inputs.push(Input::Peer { from, msg });
+            }
+            Event::DiskDone { io, result } => inputs.push(Input::DiskDone { io, result }),
+            Event::Shutdown => return true,
+        }
+        false
+    }
+
+    /// Carries out every output; returns the reason if the node stopped.
+    fn dispatch_outputs(&mut self) -> Option<String> {
+        let mut stopped = None;
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Send { to, msg } => self.peers.send(to, msg),
+                Output::Disk { io, op } => self.disk.submit(io, op),
+                Output::Reply { id, result } => {
+                    if let Some(reply) = self.replies.remove(&id) {
+                        // The client may have gone away; its answer is simply dropped.
+                        let _ = reply.send(result);
+                    }
+                }
+                Output::Stopped { reason } => stopped = Some(reason),
+            }
+        }
+        stopped
+    }
+}
