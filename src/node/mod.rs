@@ -54,6 +54,8 @@ pub struct Node {
     applied_index: u64,
     /// Index of the latest snapshot taken or installed.
     snapshot_index: u64,
+    /// Snapshots received from a leader and installed, for operators and tests.
+    snapshots_installed: u64,
     now: Instant,
     next_tick: Instant,
     outputs: VecDeque<Output>,
@@ -193,6 +195,7 @@ impl Node {
             kv,
             applied_index: snapshot_index,
             snapshot_index,
+            snapshots_installed: 0,
             now,
             next_tick,
             outputs: VecDeque::new(),
@@ -297,6 +300,10 @@ impl Node {
 
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot_index
+    }
+
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
     }
 
     pub fn first_log_index(&self) -> u64 {
@@ -828,6 +835,7 @@ impl Node {
                 self.kv = kv;
                 self.applied_index = index;
                 self.snapshot_index = index;
+                self.snapshots_installed += 1;
                 self.raw.mut_store().install_snapshot(snapshot.clone());
                 true
             }

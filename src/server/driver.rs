@@ -98,6 +98,8 @@ pub struct Driver {
     next_request: u64,
     announced_ready: bool,
     ready_message: String,
+    was_leader: bool,
+    snapshots_installed: u64,
 }
 
 impl Driver {
@@ -121,6 +123,8 @@ impl Driver {
             next_request: 0,
             announced_ready: false,
             ready_message,
+            was_leader: false,
+            snapshots_installed: 0,
         }
     }
 
@@ -157,6 +161,7 @@ impl Driver {
                 self.disk.shutdown();
                 return Exit::Stopped(reason);
             }
+            self.log_leadership();
             if !self.announced_ready && self.node.leader_id().is_some() {
                 self.announced_ready = true;
                 eprintln!("{}", self.ready_message);
@@ -164,6 +169,24 @@ impl Driver {
             if shutdown {
                 self.disk.shutdown();
                 return Exit::Shutdown;
+            }
+        }
+    }
+
+    /// One log line per change of this member's leadership or snapshot installed, so operators
+    /// (and tests) can tell what happened.
+    fn log_leadership(&mut self) {
+        if self.node.snapshots_installed() > self.snapshots_installed {
+            self.snapshots_installed = self.node.snapshots_installed();
+            eprintln!("detcd: installed a snapshot at index {} from the leader", self.node.snapshot_index());
+        }
+        let leader = self.node.is_leader();
+        if leader != self.was_leader {
+            self.was_leader = leader;
+            if leader {
+                eprintln!("detcd: became leader at term {}", self.node.term());
+            } else {
+                eprintln!("detcd: lost leadership at term {}", self.node.term());
             }
         }
     }

@@ -1,0 +1,129 @@
+//! Bad input gets etcd's error and never a crash: oversized requests, too many txn ops, empty
+//! keys, inverted ranges, a torn WAL tail (truncated on restart) and a corrupted WAL record in
+//! the middle (the member refuses to start, with a clear message).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{cluster, kv_client, start_all, stdout, wait_until_writable, Flavor, Member};
+use detcd::proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use tonic::Code;
+
+fn put(key: &str, value: Vec<u8>) -> PutRequest {
+    PutRequest { key: Bytes::from(key.to_string()), value: Bytes::from(value), ..Default::default() }
+}
+
+#[test]
+fn bad_requests_get_etcds_errors_and_the_member_keeps_serving() {
+    let mut members = cluster(Flavor::Detcd, 1, "bad", &[]);
+    start_all(&mut members);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = kv_client(&members[0]).await;
+
+        // Just over --max-request-bytes (1.5 MiB): etcd's own error.
+        let err = client.put(put("big", vec![b'x'; 1_600_000])).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+        // Past the gRPC limit (max-request-bytes + 512 KiB): refused by the transport.
+        let err = client.put(put("huge", vec![b'x'; 3_000_000])).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+        let err = client.put(put("", b"v".to_vec())).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
+
+        let ops: Vec<RequestOp> = (0..129)
+            .map(|i| RequestOp { request: Some(request_op::Request::RequestPut(put(&format!("t{i}"), vec![]))) })
+            .collect();
+        let err = client.txn(TxnRequest { success: ops, ..Default::default() }).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, "etcdserver: too many operations in txn request")
+        );
+
+        let dup = vec![
+            RequestOp { request: Some(request_op::Request::RequestPut(put("d", vec![]))) },
+            RequestOp { request: Some(request_op::Request::RequestPut(put("d", vec![]))) },
+        ];
+        let err = client.txn(TxnRequest { success: dup, ..Default::default() }).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"));
+
+        // An inverted range is simply empty, as in etcd.
+        let inverted = RangeRequest { key: Bytes::from("b"), range_end: Bytes::from("a"), ..Default::default() };
+        let resp = client.range(inverted).await.unwrap().into_inner();
+        assert!(resp.kvs.is_empty() && resp.count == 0);
+
+        let err = client.range(RangeRequest { key: Bytes::from("a"), revision: 1000, ..Default::default() }).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"));
+
+        // Still serving.
+        client.put(put("fine", b"yes".to_vec())).await.expect("the member survived bad input");
+    });
+}
+
+/// The WAL segment files of a member, oldest first.
+fn wal_segments(member: &Member) -> Vec<PathBuf> {
+    let dir = member.spec.data_dir.join("member").join("wal");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn write_some(member: &Member, prefix: &str, n: usize) {
+    for i in 0..n {
+        let out = member.etcdctl(&["put", &format!("{prefix}{i}"), &format!("value-{i}")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Where the written part of a preallocated segment ends (it is zero-filled after).
+fn written_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+}
+
+#[test]
+fn torn_wal_tail_is_truncated_on_restart() {
+    let mut members = cluster(Flavor::Detcd, 1, "torn", &[]);
+    start_all(&mut members);
+    write_some(&members[0], "k", 20);
+    members[0].kill();
+    let last = wal_segments(&members[0]).pop().expect("a segment");
+    let mut bytes = std::fs::read(&last).unwrap();
+    let end = written_len(&bytes);
+    // Tear the last record: its final bytes never reached the disk, plus garbage after it.
+    bytes[end - 6..end].fill(0);
+    bytes[end..end + 3].copy_from_slice(&[0xde, 0xad, 0xbe]);
+    std::fs::write(&last, &bytes).unwrap();
+
+    members[0].start();
+    wait_until_writable(&members[0], Duration::from_secs(20));
+    assert_eq!(stdout(&members[0].etcdctl(&["get", "k5", "--print-value-only"])), "value-5\n");
+    assert!(members[0].log_text().contains("torn"), "the truncation is logged:\n{}", members[0].log_text());
+}
+
+#[test]
+fn corrupted_wal_record_in_the_middle_refuses_to_start() {
+    let mut members = cluster(Flavor::Detcd, 1, "corrupt", &[]);
+    start_all(&mut members);
+    write_some(&members[0], "k", 20);
+    members[0].kill();
+    let first = wal_segments(&members[0]).remove(0);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let end = written_len(&bytes);
+    // Flip one bit early in the log, well before the last record.
+    let victim = end / 4;
+    bytes[victim] ^= 0x10;
+    std::fs::write(&first, &bytes).unwrap();
+
+    members[0].start();
+    let code = members[0].wait_exit(Duration::from_secs(20));
+    let log = members[0].log_text();
+    assert!(matches!(code, Some(c) if c != 0), "must refuse to start, got {code:?}:\n{log}");
+    assert!(log.to_lowercase().contains("corrupt"), "the error says what is wrong:\n{log}");
+}

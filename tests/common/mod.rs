@@ -1,0 +1,302 @@
+//! Support for the integration tests that run real processes on loopback: free ports, detcd and
+//! etcd members in temporary data dirs, etcdctl.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now. Ports are handed out from one process-wide counter
+/// region so that tests running in parallel do not race each other for the same one.
+pub fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        // The peer port is client port + 1; make sure that one is free too.
+        if TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("detcd-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temp dir");
+    dir
+}
+
+/// Which server binary a member runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Detcd,
+    Etcd,
+}
+
+impl Flavor {
+    fn binary(self) -> &'static str {
+        match self {
+            Flavor::Detcd => env!("CARGO_BIN_EXE_detcd"),
+            Flavor::Etcd => "etcd",
+        }
+    }
+}
+
+/// One member of a test cluster, as its command line describes it.
+pub struct MemberSpec {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl MemberSpec {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// A running (or stopped) member process.
+pub struct Member {
+    pub spec: MemberSpec,
+    pub flavor: Flavor,
+    pub initial_cluster: String,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Member {
+    pub fn args(&self) -> Vec<String> {
+        let s = &self.spec;
+        let mut args = vec![
+            format!("--name={}", s.name),
+            format!("--data-dir={}", s.data_dir.display()),
+            format!("--listen-client-urls=http://127.0.0.1:{}", s.client_port),
+            format!("--advertise-client-urls=http://127.0.0.1:{}", s.client_port),
+            format!("--listen-peer-urls=http://127.0.0.1:{}", s.peer_port),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", s.peer_port),
+            format!("--initial-cluster={}", self.initial_cluster),
+            "--initial-cluster-token=test-cluster".to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Starts the process; its stderr is collected into `log`.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "member {} already running", self.spec.name);
+        let mut child = Command::new(self.flavor.binary())
+            .args(self.args())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.flavor));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Waits for the process to exit by itself (e.g. refusing to start); returns its code.
+    pub fn wait_exit(&mut self, max: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + max;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl(&self.spec.endpoint(), args, None)
+    }
+
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        etcdctl(&self.spec.endpoint(), args, Some(stdin))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of `size` members of one flavor on fresh ports and data dirs.
+pub fn cluster(flavor: Flavor, size: usize, tag: &str, extra_args: &[&str]) -> Vec<Member> {
+    let specs: Vec<MemberSpec> = (0..size)
+        .map(|i| {
+            let client_port = free_port();
+            MemberSpec {
+                name: format!("m{i}"),
+                client_port,
+                peer_port: client_port + 1,
+                data_dir: temp_dir(&format!("{tag}-m{i}")).join("data"),
+            }
+        })
+        .collect();
+    let initial_cluster =
+        specs.iter().map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer_port)).collect::<Vec<_>>().join(",");
+    specs
+        .into_iter()
+        .map(|spec| Member {
+            spec,
+            flavor,
+            initial_cluster: initial_cluster.clone(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+        })
+        .collect()
+}
+
+/// Starts every member and waits until a write through the first one succeeds.
+pub fn start_all(members: &mut [Member]) {
+    for m in members.iter_mut() {
+        m.start();
+    }
+    wait_until_writable(&members[0], Duration::from_secs(30));
+}
+
+pub fn wait_until_writable(member: &Member, max: Duration) {
+    let deadline = Instant::now() + max;
+    loop {
+        let out = member.etcdctl(&["put", "__ready_probe", "1", "--command-timeout=2s"]);
+        if out.status.success() {
+            let del = member.etcdctl(&["del", "__ready_probe"]);
+            assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} never became writable: {}\n--- log ---\n{}",
+                member.spec.name,
+                String::from_utf8_lossy(&out.stderr),
+                member.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs etcdctl (API v3) against one endpoint.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoint}")).args(args);
+    match stdin {
+        None => cmd.stdin(Stdio::null()).output().expect("etcdctl runs (make test installs etcd-client)"),
+        Some(input) => {
+            use std::io::Write;
+            let mut child =
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("etcdctl runs");
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child.wait_with_output().unwrap()
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// etcdctl's error line ("Error: ...") without the client's retry log noise.
+pub fn error_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("Error:")).collect::<Vec<_>>().join("\n")
+}
+
+/// Whether a real etcd binary is installed to compare against.
+pub fn etcd_available() -> bool {
+    Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish in time.
+pub fn within<T: Send + 'static>(max: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(max).expect("finished in time")
+}
+
+pub fn data_dir_of(member: &Member) -> &Path {
+    &member.spec.data_dir
+}
+
+/// A gRPC KV client for one member.
+pub async fn kv_client(
+    member: &Member,
+) -> detcd::proto::etcdserverpb::kv_client::KvClient<tonic::transport::Channel> {
+    let url = format!("http://{}", member.spec.endpoint());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match detcd::proto::etcdserverpb::kv_client::KvClient::connect(url.clone()).await {
+            Ok(c) => return c.max_decoding_message_size(usize::MAX),
+            Err(e) if Instant::now() > deadline => panic!("connecting to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The member ids each member's log says are leader, latest last.
+pub fn leader_of(members: &[Member]) -> Option<usize> {
+    let mut best: Option<(u64, usize)> = None;
+    for (i, m) in members.iter().enumerate() {
+        let log = m.log.lock().unwrap();
+        for line in log.iter() {
+            if let Some(rest) = line.strip_prefix("detcd: became leader at term ") {
+                let term: u64 = rest.trim().parse().unwrap_or(0);
+                if best.is_none_or(|(t, _)| term > t) {
+                    best = Some((term, i));
+                }
+            }
+        }
+    }
+    best.map(|(_, i)| i)
+}

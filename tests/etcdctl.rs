@@ -1,0 +1,137 @@
+//! etcdctl against a real detcd member, checked line by line against what real etcd answers to the
+//! same commands in the same order (headers' cluster_id, member_id and raft_term aside, since they
+//! name the members; revisions must match exactly).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, error_line, etcd_available, start_all, stdout, Flavor, Member};
+use serde_json::Value;
+
+/// One etcdctl invocation: arguments, and stdin for `txn -i`.
+struct Step {
+    args: &'static [&'static str],
+    stdin: Option<&'static str>,
+}
+
+const fn run(args: &'static [&'static str]) -> Step {
+    Step { args, stdin: None }
+}
+
+const TXN: &str = "value(\"foo\") = \"baz\"\nmod(\"foo1\") > \"0\"\n\nput foo qux\nget foo\ndel zoo\n\nput foo nope\n\n";
+const TXN_FAILING: &str = "version(\"foo\") = \"100\"\n\nput foo never\n\nget foo1\nget zoo\n\n";
+
+fn script() -> Vec<Step> {
+    vec![
+        run(&["put", "foo", "bar"]),
+        run(&["put", "foo", "baz", "--prev-kv"]),
+        run(&["put", "foo1", "one"]),
+        run(&["put", "foo2", "two"]),
+        run(&["put", "foo3", "three"]),
+        run(&["put", "zoo", "animal"]),
+        run(&["put", "foo2", "TWO", "-w", "json"]),
+        run(&["get", "foo"]),
+        run(&["get", "foo", "-w", "json"]),
+        run(&["get", "--prefix", "foo"]),
+        run(&["get", "--prefix", "foo", "-w", "json"]),
+        run(&["get", "--from-key", "foo2"]),
+        run(&["get", "foo", "--rev=2", "-w", "json"]),
+        run(&["get", "--prefix", "foo", "--limit=2", "-w", "json"]),
+        run(&["get", "--prefix", "foo", "--sort-by=MODIFY", "--order=DESCEND"]),
+        run(&["get", "--prefix", "foo", "--sort-by=VALUE", "--order=ASCEND", "-w", "json"]),
+        run(&["get", "--prefix", "foo", "--sort-by=CREATE", "--order=DESCEND", "--limit=2"]),
+        run(&["get", "--prefix", "foo", "--keys-only"]),
+        run(&["get", "--prefix", "foo", "--count-only", "-w", "json"]),
+        run(&["get", "foo", "--print-value-only"]),
+        run(&["get", "", "--prefix", "--keys-only"]),
+        run(&["get", "nosuchkey", "-w", "json"]),
+        run(&["put", "foo1", "--ignore-value", "-w", "json"]),
+        run(&["put", "nosuchkey", "--ignore-value"]),
+        run(&["put", "foo1", "x", "--lease=1234"]),
+        run(&["put", "", "empty"]),
+        Step { args: &["txn", "-w", "json"], stdin: Some(TXN) },
+        Step { args: &["txn"], stdin: Some(TXN_FAILING) },
+        run(&["del", "nosuchkey"]),
+        run(&["del", "--prefix", "foo", "--prev-kv", "-w", "json"]),
+        run(&["put", "foo", "reborn", "-w", "json"]),
+        run(&["get", "foo", "-w", "json"]),
+        run(&["compaction", "5"]),
+        run(&["get", "foo", "--rev=3"]),
+        run(&["get", "foo", "--rev=100"]),
+        run(&["compaction", "4"]),
+        run(&["get", "zoo", "--rev=5", "-w", "json"]),
+        run(&["del", "--from-key", "a", "-w", "json"]),
+        run(&["get", "", "--from-key", "--count-only", "-w", "json"]),
+    ]
+}
+
+/// Removes what names a particular member or election from a JSON answer.
+fn normalize(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for key in ["cluster_id", "member_id", "raft_term"] {
+                map.remove(key);
+            }
+            map.values_mut().for_each(normalize);
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// What a step printed, in a comparable form.
+fn answer(member: &Member, step: &Step) -> String {
+    let out = match step.stdin {
+        Some(input) => member.etcdctl_stdin(step.args, input),
+        None => member.etcdctl(step.args),
+    };
+    let text = stdout(&out);
+    let body = if step.args.contains(&"json") && out.status.success() {
+        let mut v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{:?}: bad json {text:?}: {e}", step.args));
+        normalize(&mut v);
+        v.to_string()
+    } else {
+        text
+    };
+    format!("exit {:?}\n{body}{}", out.status.code(), error_line(&out))
+}
+
+#[test]
+fn etcdctl_kv_commands_answer_as_etcd_does() {
+    assert!(etcd_available(), "real etcd is needed for the comparison (make test installs etcd-server)");
+    let mut ours = cluster(Flavor::Detcd, 1, "ctl-detcd", &[]);
+    let mut theirs = cluster(Flavor::Etcd, 1, "ctl-etcd", &[]);
+    start_all(&mut ours);
+    start_all(&mut theirs);
+    let mut mismatches = Vec::new();
+    for step in script() {
+        let expected = answer(&theirs[0], &step);
+        let got = answer(&ours[0], &step);
+        if expected != got {
+            mismatches.push(format!("etcdctl {:?}\n  etcd:  {expected:?}\n  detcd: {got:?}", step.args));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} of {} commands differ:\n{}", mismatches.len(), script().len(), mismatches.join("\n"));
+}
+
+#[test]
+fn endpoint_health_reports_healthy() {
+    let mut ours = cluster(Flavor::Detcd, 1, "ctl-health", &[]);
+    start_all(&mut ours);
+    let out = ours[0].etcdctl(&["endpoint", "health"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("is healthy: successfully committed proposal"), "{text}");
+}
+
+#[test]
+fn member_restarts_on_its_data_dir_after_sigterm() {
+    let mut ours = cluster(Flavor::Detcd, 1, "ctl-restart", &[]);
+    start_all(&mut ours);
+    assert!(ours[0].etcdctl(&["put", "persisted", "yes"]).status.success());
+    assert_eq!(ours[0].terminate(), Some(0), "clean exit on SIGTERM:\n{}", ours[0].log_text());
+    ours[0].start();
+    common::wait_until_writable(&ours[0], Duration::from_secs(20));
+    assert_eq!(stdout(&ours[0].etcdctl(&["get", "persisted", "--print-value-only"])), "yes\n");
+}
