@@ -1,0 +1,85 @@
+//! The listening side: accepts peer connections, checks each one's handshake and frames, and
+//! hands every whole, valid message to the driver. A bad connection is closed and logged; it
+//! never stops the listener or reaches the node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
+use super::PeerIdentity;
+use crate::node::{MemberId, PeerMessage};
+
+/// A dialler that connects but does not introduce itself must not hold a connection forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Members are few; this many inbound connections at once means something is misbehaving, and
+/// refusing more keeps it from exhausting our file descriptors and memory.
+const CONNECTIONS_MAX: usize = 1024;
+/// After a failed accept (typically out of file descriptors), retrying at once would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// Accepts peer connections on `listener` for as long as the returned future is polled, and hands
+/// every valid message to `deliver(from, msg)`. `deliver` is called from many tasks and must not
+/// block; it may drop the message when the node's queue is full (raft retransmits).
+///
+/// Dropping the future closes the listener and every connection it accepted.
+pub async fn serve<F>(listener: TcpListener, me: PeerIdentity, deliver: F)
+where
+    F: Fn(MemberId, PeerMessage) + Send + Sync + 'static,
+{
+    let deliver = Arc::new(deliver);
+    // The JoinSet owns the connection tasks, so dropping `serve` aborts them all.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) if connections.len() < CONNECTIONS_MAX => {
+                    connections.spawn(handle_connection(stream, addr, me, Arc::clone(&deliver)));
+                }
+                Ok((_, addr)) => eprintln!("detcd: peer {addr}: refused, {CONNECTIONS_MAX} connections open"),
+                Err(e) => {
+                    eprintln!("detcd: peer listener: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn handle_connection<F>(
+    stream: TcpStream,
+    addr: SocketAddr,
+    me: PeerIdentity,
+    deliver: Arc<F>,
+) where
+    F: Fn(MemberId, PeerMessage),
+{
+    if let Err(e) = receive(stream, me, &*deliver).await {
+        eprintln!("detcd: peer {addr}: closing connection: {e}");
+    }
+}
+
+/// Reads one connection to its end. Returns `Ok` only when the dialler closed it cleanly.
+/// Generic over the stream so tests can check each refusal's reason on bytes in memory.
+pub(super) async fn receive<S, F>(stream: S, me: PeerIdentity, deliver: &F) -> Result<(), WireError>
+where
+    S: AsyncRead + Unpin,
+    F: Fn(MemberId, PeerMessage),
+{
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_handshake(&mut reader))
+        .await
+        .map_err(|_| WireError::HandshakeTimeout)??;
+    handshake.check(me)?;
+    while let Some(bytes) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
+        let msg = wire::decode_message(&bytes, &handshake)?;
+        deliver(handshake.from, PeerMessage::Raft(msg));
+    }
+    Ok(())
+}

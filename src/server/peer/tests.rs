@@ -1,0 +1,468 @@
+//! The transport on real loopback sockets: what arrives, what is refused, and that nothing a
+//! remote sends can stop a listener.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message as RaftMessage, MessageType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use super::outbound::{Backoff, QUEUE_MESSAGES_MAX};
+use super::wire::{self, Handshake, WireError, HANDSHAKE_BYTES};
+use super::*;
+use crate::node::PeerMessage;
+
+const CLUSTER: u64 = 0xc1;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn identity(member_id: MemberId) -> PeerIdentity {
+    PeerIdentity {
+        cluster_id: CLUSTER,
+        member_id,
+    }
+}
+
+fn raft_message(from: MemberId, to: MemberId, index: u64) -> RaftMessage {
+    let mut msg = RaftMessage::default();
+    msg.set_msg_type(MessageType::MsgAppend);
+    msg.from = from;
+    msg.to = to;
+    msg.term = 3;
+    msg.index = index;
+    msg
+}
+
+fn peer_message(from: MemberId, to: MemberId, index: u64) -> PeerMessage {
+    PeerMessage::Raft(raft_message(from, to, index))
+}
+
+type Delivered = mpsc::UnboundedReceiver<(MemberId, PeerMessage)>;
+
+/// A listening member whose deliveries land in a channel the test reads.
+struct Listening {
+    addr: SocketAddr,
+    delivered: Delivered,
+    task: JoinHandle<()>,
+}
+
+async fn listen_on(addr: SocketAddr, me: PeerIdentity) -> Listening {
+    let listener = TcpListener::bind(addr).await.expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    let (tx, delivered) = mpsc::unbounded_channel();
+    let task = tokio::spawn(serve(listener, me, move |from, msg| {
+        let _ = tx.send((from, msg));
+    }));
+    Listening {
+        addr,
+        delivered,
+        task,
+    }
+}
+
+async fn listen(me: PeerIdentity) -> Listening {
+    listen_on("127.0.0.1:0".parse().expect("literal address"), me).await
+}
+
+fn sender_to(me: PeerIdentity, to: MemberId, addr: SocketAddr) -> PeerSender {
+    PeerSender::new(me, BTreeMap::from([(to, addr.to_string())]))
+}
+
+async fn next_delivery(delivered: &mut Delivered) -> (MemberId, PeerMessage) {
+    timeout(WAIT, delivered.recv())
+        .await
+        .expect("a message within the wait")
+        .expect("listener alive")
+}
+
+/// Encodes a message as the wire carries it, for tests that write raw bytes.
+async fn frames_of(msg: &RaftMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    let bytes = msg.write_to_bytes().expect("encodable");
+    wire::write_message(&mut out, &bytes)
+        .await
+        .expect("writing to a Vec");
+    out
+}
+
+/// Writes `bytes` on a fresh connection and asserts the listener closes it.
+async fn assert_connection_closed(addr: SocketAddr, bytes: &[u8], case: &str) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The listener may close before reading all of it; a failed write is part of the outcome.
+    let _ = stream.write_all(bytes).await;
+    // Half-close, so a listener waiting for the rest of a message sees the stream end.
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 64];
+    let read = timeout(WAIT, stream.read(&mut sink)).await;
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{case}: listener wrote {n} bytes"),
+        Err(_) => panic!("{case}: connection still open"),
+    }
+}
+
+#[tokio::test]
+async fn two_members_exchange_messages_in_both_directions() {
+    let mut one = listen(identity(1)).await;
+    let mut two = listen(identity(2)).await;
+    let one_to_two = sender_to(identity(1), 2, two.addr);
+    let two_to_one = sender_to(identity(2), 1, one.addr);
+    for index in 0..20 {
+        one_to_two.send(2, peer_message(1, 2, index));
+        two_to_one.send(1, peer_message(2, 1, index));
+    }
+    for index in 0..20 {
+        assert_eq!(
+            next_delivery(&mut two.delivered).await,
+            (1, peer_message(1, 2, index))
+        );
+        assert_eq!(
+            next_delivery(&mut one.delivered).await,
+            (2, peer_message(2, 1, index))
+        );
+    }
+    let stats = one_to_two.stats();
+    assert_eq!((stats.sent, stats.dropped, stats.connects), (20, 0, 1));
+    assert_eq!(one_to_two.peer_stats(2), Some(stats));
+}
+
+fn snapshot_message(data_bytes: usize) -> RaftMessage {
+    let mut msg = raft_message(1, 2, 7);
+    msg.set_msg_type(MessageType::MsgSnapshot);
+    // A pattern that is not periodic in the chunk size, so a misplaced chunk would show.
+    let data: Vec<u8> = (0..data_bytes).map(|i| (i % 251) as u8).collect();
+    msg.mut_snapshot().set_data(data.into());
+    msg
+}
+
+#[tokio::test]
+async fn five_mib_snapshot_arrives_intact_through_chunks() {
+    let mut two = listen(identity(2)).await;
+    let sender = sender_to(identity(1), 2, two.addr);
+    let big = snapshot_message(5 << 20);
+    sender.send(2, PeerMessage::Raft(big.clone()));
+    sender.send(2, peer_message(1, 2, 8)); // and the stream continues after it
+    assert_eq!(
+        next_delivery(&mut two.delivered).await,
+        (1, PeerMessage::Raft(big))
+    );
+    assert_eq!(
+        next_delivery(&mut two.delivered).await,
+        (1, peer_message(1, 2, 8))
+    );
+}
+
+/// Splits raw wire bytes into (flags, payload length) per frame.
+fn frame_layout(mut bytes: &[u8]) -> Vec<(u8, usize)> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let length = u32::from_be_bytes(bytes[0..4].try_into().expect("header")) as usize;
+        frames.push((bytes[4], length));
+        bytes = &bytes[9 + length..];
+    }
+    frames
+}
+
+#[tokio::test]
+async fn large_messages_are_cut_into_one_mib_chunks_and_small_ones_are_not() {
+    let small = frame_layout(&frames_of(&snapshot_message(FRAME_PAYLOAD_BYTES_MAX - 64)).await);
+    assert_eq!(small.len(), 1);
+    assert_eq!(small[0].0, 0);
+    let big = frame_layout(&frames_of(&snapshot_message(5 << 20)).await);
+    assert_eq!(big.len(), 6);
+    assert!(big[..5]
+        .iter()
+        .all(|&(flags, length)| flags == 1 && length == CHUNK_BYTES_MAX));
+    assert_eq!(big[5].0, 0);
+}
+
+#[tokio::test]
+async fn reassembly_past_the_bound_is_refused() {
+    let bytes = frames_of(&snapshot_message(3 << 20)).await;
+    let mut reader = BufReader::new(&bytes[..]);
+    let outcome = wire::read_message(&mut reader, 2 << 20).await;
+    assert!(
+        matches!(outcome, Err(WireError::MessageTooLarge(_))),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn foreign_cluster_is_rejected_and_nothing_is_delivered() {
+    let mut two = listen(identity(2)).await;
+    let foreign = PeerIdentity {
+        cluster_id: CLUSTER + 1,
+        member_id: 1,
+    };
+    let handshake = Handshake {
+        cluster_id: foreign.cluster_id,
+        from: 1,
+        to: 2,
+    };
+    let mut bytes = handshake.encode().to_vec();
+    bytes.extend(frames_of(&raft_message(1, 2, 1)).await);
+    assert_connection_closed(two.addr, &bytes, "foreign cluster").await;
+    // A real sender from the foreign cluster keeps redialling and keeps being refused.
+    let sender = sender_to(foreign, 2, two.addr);
+    for index in 0..10 {
+        sender.send(2, peer_message(1, 2, index));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        two.delivered.try_recv().is_err(),
+        "a foreign cluster's message was delivered"
+    );
+}
+
+/// Byte strings that must each close their connection without delivering anything, with the
+/// reason the listener must give.
+async fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let good = Handshake {
+        cluster_id: CLUSTER,
+        from: 1,
+        to: 2,
+    }
+    .encode();
+    let with_good_handshake = |rest: &[u8]| [&good[..], rest].concat();
+    let frame = frames_of(&raft_message(1, 2, 1)).await;
+    let mut bad_crc = frame.clone();
+    *bad_crc.last_mut().expect("non-empty frame") ^= 0x40;
+    let mut bad_flags = frame.clone();
+    bad_flags[4] = 0x80;
+    let mut bad_magic = good;
+    bad_magic[0] = b'X';
+    let mut bad_version = good;
+    bad_version[7] = 2;
+    let undecodable = [0xff_u8; 16];
+    let mut undecodable_frame = Vec::new();
+    wire::write_message(&mut undecodable_frame, &undecodable)
+        .await
+        .expect("to a Vec");
+    let mut truncated_chunks = frames_of(&snapshot_message(5 << 20)).await;
+    truncated_chunks.truncate(2 * (9 + CHUNK_BYTES_MAX));
+    vec![
+        (
+            "bad magic \"GET ",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n                   ".to_vec(),
+        ),
+        ("bad magic \"XTCP", bad_magic.to_vec()),
+        ("unsupported version 2", bad_version.to_vec()),
+        (
+            "meant for member 3",
+            Handshake {
+                cluster_id: CLUSTER,
+                from: 1,
+                to: 3,
+            }
+            .encode()
+            .to_vec(),
+        ),
+        (
+            "sender member id is zero",
+            Handshake {
+                cluster_id: CLUSTER,
+                from: 0,
+                to: 2,
+            }
+            .encode()
+            .to_vec(),
+        ),
+        (
+            "foreign cluster",
+            Handshake {
+                cluster_id: CLUSTER + 1,
+                from: 1,
+                to: 2,
+            }
+            .encode()
+            .to_vec(),
+        ),
+        (
+            "frame of 4294967295 bytes",
+            with_good_handshake(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0]),
+        ),
+        ("unknown frame flags", with_good_handshake(&bad_flags)),
+        ("crc mismatch", with_good_handshake(&bad_crc)),
+        (
+            "undecodable raft message",
+            with_good_handshake(&undecodable_frame),
+        ),
+        (
+            "message from 3",
+            with_good_handshake(&frames_of(&raft_message(3, 2, 1)).await),
+        ),
+        (
+            "message to 3",
+            with_good_handshake(&frames_of(&raft_message(1, 3, 1)).await),
+        ),
+        (
+            "inside a chunked message",
+            with_good_handshake(&truncated_chunks),
+        ),
+        ("i/o", good[..20].to_vec()),
+    ]
+}
+
+#[tokio::test]
+async fn each_kind_of_garbage_is_refused_for_its_own_reason() {
+    for (reason, bytes) in garbage_cases().await {
+        let deliver = |from, msg| panic!("{reason}: delivered {msg:?} from {from}");
+        let refused = inbound::receive(&bytes[..], identity(2), &deliver).await;
+        let error = refused.expect_err(reason).to_string();
+        assert!(error.contains(reason), "expected {reason:?}, got {error:?}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_is_rejected_and_the_listener_keeps_serving() {
+    let mut two = listen(identity(2)).await;
+    for (case, bytes) in garbage_cases().await {
+        assert_connection_closed(two.addr, &bytes, case).await;
+        assert!(
+            two.delivered.try_recv().is_err(),
+            "{case}: something was delivered"
+        );
+    }
+    let sender = sender_to(identity(1), 2, two.addr);
+    sender.send(2, peer_message(1, 2, 42));
+    assert_eq!(
+        next_delivery(&mut two.delivered).await,
+        (1, peer_message(1, 2, 42))
+    );
+}
+
+#[tokio::test]
+async fn messages_before_a_bad_frame_stay_delivered() {
+    let mut two = listen(identity(2)).await;
+    let mut bytes = Handshake {
+        cluster_id: CLUSTER,
+        from: 1,
+        to: 2,
+    }
+    .encode()
+    .to_vec();
+    bytes.extend(frames_of(&raft_message(1, 2, 1)).await);
+    bytes.extend(frames_of(&raft_message(1, 3, 2)).await);
+    bytes.extend(frames_of(&raft_message(1, 2, 3)).await);
+    assert_connection_closed(two.addr, &bytes, "bad second message").await;
+    assert_eq!(
+        next_delivery(&mut two.delivered).await,
+        (1, peer_message(1, 2, 1))
+    );
+    assert!(
+        two.delivered.try_recv().is_err(),
+        "nothing after the bad frame is delivered"
+    );
+}
+
+#[tokio::test]
+async fn sender_reconnects_after_the_listener_restarts() {
+    let first = listen(identity(2)).await;
+    let (addr, mut delivered) = (first.addr, first.delivered);
+    let sender = sender_to(identity(1), 2, addr);
+    sender.send(2, peer_message(1, 2, 1));
+    assert_eq!(
+        next_delivery(&mut delivered).await,
+        (1, peer_message(1, 2, 1))
+    );
+
+    first.task.abort();
+    let _ = first.task.await; // dropping `serve` closes its listener and connections
+    let mut second = listen_on(addr, identity(2)).await;
+
+    // Messages sent while the sender still holds the dead connection may be lost; keep
+    // sending until one gets through the new one.
+    let mut index = 100;
+    let first_after = loop {
+        sender.send(2, peer_message(1, 2, index));
+        match timeout(Duration::from_millis(100), second.delivered.recv()).await {
+            Ok(got) => break got.expect("listener alive"),
+            Err(_) if index < 200 => index += 1,
+            Err(_) => panic!("no message arrived after the restart"),
+        }
+    };
+    assert_eq!(first_after.0, 1);
+    // Now connected: every later message arrives, in order.
+    while second.delivered.try_recv().is_ok() {}
+    for index in 1000..1010 {
+        sender.send(2, peer_message(1, 2, index));
+    }
+    for index in 1000..1010 {
+        assert_eq!(
+            next_delivery(&mut second.delivered).await,
+            (1, peer_message(1, 2, index))
+        );
+    }
+    assert_eq!(sender.stats().connects, 2);
+}
+
+#[tokio::test]
+async fn unknown_peer_and_full_queue_drop_without_blocking() {
+    // A port nobody listens on: the peer task keeps failing to dial and never drains its queue.
+    let closed_addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("bound address")
+    };
+    let sender = sender_to(identity(1), 2, closed_addr);
+    sender.send(9, peer_message(1, 9, 0));
+    assert_eq!(sender.stats().dropped, 1);
+    assert_eq!(sender.peer_stats(9), None);
+
+    let started = std::time::Instant::now();
+    for index in 0..(QUEUE_MESSAGES_MAX as u64 + 100) {
+        sender.send(2, peer_message(1, 2, index));
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "send waited");
+    let stats = sender.peer_stats(2).expect("known peer");
+    assert_eq!((stats.sent, stats.dropped, stats.connects), (0, 100, 0));
+    assert_eq!(sender.stats().dropped, 101);
+}
+
+#[test]
+fn a_member_never_dials_itself() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let _guard = runtime.enter();
+    let peers = BTreeMap::from([
+        (1, "127.0.0.1:1".to_string()),
+        (2, "127.0.0.1:2".to_string()),
+    ]);
+    let sender = PeerSender::new(identity(1), peers);
+    assert_eq!(sender.peer_stats(1), None);
+    assert!(sender.peer_stats(2).is_some());
+}
+
+#[test]
+fn handshake_round_trips_and_checks_its_receiver() {
+    let handshake = Handshake {
+        cluster_id: CLUSTER,
+        from: 1,
+        to: 2,
+    };
+    let bytes: [u8; HANDSHAKE_BYTES] = handshake.encode();
+    assert_eq!(&bytes[0..8], b"DTCP\0\0\0\x01");
+    let decoded = Handshake::decode(&bytes).expect("valid handshake");
+    assert_eq!(decoded, handshake);
+    assert!(decoded.check(identity(2)).is_ok());
+    assert!(matches!(
+        decoded.check(identity(3)),
+        Err(WireError::WrongReceiver { .. })
+    ));
+}
+
+#[test]
+fn backoff_doubles_from_50ms_to_2s_and_resets() {
+    let mut backoff = Backoff::new();
+    let delays_ms: Vec<u128> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
+    assert_eq!(delays_ms, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+    backoff.reset();
+    assert_eq!(backoff.next_delay(), Duration::from_millis(50));
+}

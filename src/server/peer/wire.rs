@@ -1,0 +1,246 @@
+//! The peer wire format (see the parent module for the byte layout): the handshake, frames and
+//! chunked messages, and the checks a listener applies to what it reads. Knows byte streams, not
+//! sockets, so both ends and the tests share it.
+
+use protobuf::Message as _;
+use raft::eraftpb::Message as RaftMessage;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::PeerIdentity;
+use crate::node::MemberId;
+
+const MAGIC: [u8; 4] = *b"DTCP";
+const VERSION: u32 = 1;
+pub(super) const HANDSHAKE_BYTES: usize = 32;
+const FRAME_HEADER_BYTES: usize = 9;
+const FLAG_MORE: u8 = 0x01;
+
+/// The largest payload a single frame may carry; a listener trusts a length up to this much.
+pub const FRAME_PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// The chunk size for messages that do not fit one frame.
+pub const CHUNK_BYTES_MAX: usize = 1 << 20;
+/// The largest message a listener reassembles; bounds the memory one connection can claim.
+pub const MESSAGE_BYTES_MAX: usize = 512 << 20;
+
+const _: () = assert!(CHUNK_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
+const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+
+/// Why a connection was closed. Every variant is the remote's fault or the network's, never ours.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WireError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake not received in time")]
+    HandshakeTimeout,
+    #[error("bad magic \"{}\"", .0.escape_ascii())]
+    BadMagic([u8; 4]),
+    #[error("unsupported version {0}")]
+    BadVersion(u32),
+    #[error("foreign cluster {theirs:x} (ours is {ours:x})")]
+    ForeignCluster { ours: u64, theirs: u64 },
+    #[error("meant for member {to:x}, but this is {me:x}")]
+    WrongReceiver { me: MemberId, to: MemberId },
+    #[error("sender member id is zero")]
+    ZeroSender,
+    #[error("frame of {0} bytes exceeds {FRAME_PAYLOAD_BYTES_MAX}")]
+    FrameTooLarge(u32),
+    #[error("unknown frame flags {0:#04x}")]
+    BadFlags(u8),
+    #[error("frame crc mismatch")]
+    BadCrc,
+    #[error("message exceeds {0} bytes")]
+    MessageTooLarge(usize),
+    #[error("connection ended inside a chunked message")]
+    TruncatedMessage,
+    #[error("undecodable raft message: {0}")]
+    Decode(#[from] protobuf::ProtobufError),
+    #[error("message from {msg:x} on a connection from {conn:x}")]
+    WrongFrom { conn: MemberId, msg: MemberId },
+    #[error("message to {msg:x} on a connection to {conn:x}")]
+    WrongTo { conn: MemberId, msg: MemberId },
+}
+
+/// The first 32 bytes of every connection: who dials whom, in which cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Handshake {
+    pub cluster_id: u64,
+    pub from: MemberId,
+    pub to: MemberId,
+}
+
+impl Handshake {
+    pub fn encode(&self) -> [u8; HANDSHAKE_BYTES] {
+        let mut out = [0u8; HANDSHAKE_BYTES];
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4..8].copy_from_slice(&VERSION.to_be_bytes());
+        out[8..16].copy_from_slice(&self.cluster_id.to_be_bytes());
+        out[16..24].copy_from_slice(&self.from.to_be_bytes());
+        out[24..32].copy_from_slice(&self.to.to_be_bytes());
+        out
+    }
+
+    /// Checks only what the bytes alone can tell (magic, version); [`Handshake::check`] does the rest.
+    pub fn decode(bytes: &[u8; HANDSHAKE_BYTES]) -> Result<Handshake, WireError> {
+        let magic: [u8; 4] = bytes[0..4].try_into().expect("4-byte slice");
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        let version = u32::from_be_bytes(bytes[4..8].try_into().expect("4-byte slice"));
+        if version != VERSION {
+            return Err(WireError::BadVersion(version));
+        }
+        let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Ok(Handshake {
+            cluster_id: u64_at(8),
+            from: u64_at(16),
+            to: u64_at(24),
+        })
+    }
+
+    /// Whether `me` should accept this connection.
+    pub fn check(&self, me: PeerIdentity) -> Result<(), WireError> {
+        if self.cluster_id != me.cluster_id {
+            return Err(WireError::ForeignCluster {
+                ours: me.cluster_id,
+                theirs: self.cluster_id,
+            });
+        }
+        if self.to != me.member_id {
+            return Err(WireError::WrongReceiver {
+                me: me.member_id,
+                to: self.to,
+            });
+        }
+        if self.from == 0 {
+            return Err(WireError::ZeroSender);
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn read_handshake<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<Handshake, WireError> {
+    let mut bytes = [0u8; HANDSHAKE_BYTES];
+    reader.read_exact(&mut bytes).await?;
+    Handshake::decode(&bytes)
+}
+
+fn frame_crc(flags: u8, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&[flags]), payload)
+}
+
+fn frame_header(flags: u8, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
+    let length = u32::try_from(payload.len()).expect("chunks are at most FRAME_PAYLOAD_BYTES_MAX");
+    let mut out = [0u8; FRAME_HEADER_BYTES];
+    out[0..4].copy_from_slice(&length.to_be_bytes());
+    out[4] = flags;
+    out[5..9].copy_from_slice(&frame_crc(flags, payload).to_be_bytes());
+    out
+}
+
+/// How an encoded message is cut into frame payloads: whole if it fits one frame, otherwise in
+/// CHUNK_BYTES_MAX pieces. Always at least one piece, so an empty message is one empty frame.
+fn chunks(message: &[u8]) -> Vec<&[u8]> {
+    if message.len() <= FRAME_PAYLOAD_BYTES_MAX {
+        return vec![message];
+    }
+    message.chunks(CHUNK_BYTES_MAX).collect()
+}
+
+/// Writes one encoded message as frames. Does not flush: the caller flushes once per batch.
+pub(super) async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &[u8],
+) -> std::io::Result<()> {
+    assert!(
+        message.len() <= MESSAGE_BYTES_MAX,
+        "the sender drops oversized messages first"
+    );
+    let pieces = chunks(message);
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let flags = if i == last { 0 } else { FLAG_MORE };
+        writer.write_all(&frame_header(flags, piece)).await?;
+        writer.write_all(piece).await?;
+    }
+    Ok(())
+}
+
+/// Reads the next whole message, `None` when the stream ends cleanly between messages.
+/// `message_bytes_max` is a parameter so tests can reach the bound without sending 512 MiB.
+pub(super) async fn read_message<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    message_bytes_max: usize,
+) -> Result<Option<Vec<u8>>, WireError> {
+    let mut message = Vec::new();
+    let mut frames = 0usize;
+    loop {
+        if reader.fill_buf().await?.is_empty() {
+            return if frames == 0 {
+                Ok(None)
+            } else {
+                Err(WireError::TruncatedMessage)
+            };
+        }
+        let more = read_frame(reader, &mut message, message_bytes_max).await?;
+        frames += 1;
+        if !more {
+            return Ok(Some(message));
+        }
+    }
+}
+
+/// Appends one frame's checked payload to `message`; returns its MORE flag.
+async fn read_frame<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    message: &mut Vec<u8>,
+    message_bytes_max: usize,
+) -> Result<bool, WireError> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    reader.read_exact(&mut header).await?;
+    let length = u32::from_be_bytes(header[0..4].try_into().expect("4-byte slice"));
+    let flags = header[4];
+    let crc = u32::from_be_bytes(header[5..9].try_into().expect("4-byte slice"));
+    if length as usize > FRAME_PAYLOAD_BYTES_MAX {
+        return Err(WireError::FrameTooLarge(length));
+    }
+    if flags & !FLAG_MORE != 0 {
+        return Err(WireError::BadFlags(flags));
+    }
+    if message.len() + length as usize > message_bytes_max {
+        return Err(WireError::MessageTooLarge(message_bytes_max));
+    }
+    let start = message.len();
+    // Reading through `take` grows the buffer as bytes arrive, so a lying length costs the liar
+    // bytes on the wire before it costs us memory.
+    let read = (&mut *reader)
+        .take(u64::from(length))
+        .read_to_end(message)
+        .await?;
+    if read != length as usize {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    if frame_crc(flags, &message[start..]) != crc {
+        return Err(WireError::BadCrc);
+    }
+    Ok(flags & FLAG_MORE != 0)
+}
+
+/// Decodes a reassembled message and checks it travels between the connection's two ends.
+pub(super) fn decode_message(bytes: &[u8], conn: &Handshake) -> Result<RaftMessage, WireError> {
+    let msg = RaftMessage::parse_from_bytes(bytes)?;
+    if msg.from != conn.from {
+        return Err(WireError::WrongFrom {
+            conn: conn.from,
+            msg: msg.from,
+        });
+    }
+    if msg.to != conn.to {
+        return Err(WireError::WrongTo {
+            conn: conn.to,
+            msg: msg.to,
+        });
+    }
+    Ok(msg)
+}
