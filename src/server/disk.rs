@@ -1,1 +1,0 @@
-//! Placeholder: the disk executor.

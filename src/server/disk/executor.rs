@@ -1,0 +1,172 @@
+//! The disk thread: executes the node's disk operations in order, in group-committed batches,
+//! and reports each completion through a callback.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use super::segments::WalWriter;
+use super::{snapshots, DiskFiles};
+use crate::node::{DiskError, DiskOp, IoId};
+
+/// Most operations one batch (one `fdatasync`) covers.
+pub const BATCH_OPS_MAX: usize = 1024;
+/// Most append bytes one batch covers, so a completion never waits behind an unbounded write.
+pub const BATCH_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Operations queued before `submit` blocks: the backpressure on a node that outruns its disk.
+const QUEUE_OPS_MAX: usize = 4096;
+
+type Queued = (IoId, DiskOp);
+
+/// Runs disk operations on one dedicated thread. Dropping it (or [`DiskExecutor::shutdown`])
+/// finishes every operation already submitted, reports their completions, and joins the thread.
+pub struct DiskExecutor {
+    queue: Option<SyncSender<Queued>>,
+    thread: Option<JoinHandle<()>>,
+    wal_syncs: Arc<AtomicU64>,
+}
+
+impl DiskExecutor {
+    /// Starts the disk thread on the files `load` opened. `completions` is called on that thread,
+    /// once per operation, in submission order; it must not block for long (it holds up the disk).
+    pub fn spawn(
+        files: DiskFiles,
+        completions: impl Fn(IoId, Result<(), DiskError>) + Send + 'static,
+    ) -> DiskExecutor {
+        let wal_syncs = Arc::new(AtomicU64::new(0));
+        let (queue, ops) = sync_channel(QUEUE_OPS_MAX);
+        let executor = Executor {
+            snap_dir: files.snap_dir.clone(),
+            wal: WalWriter::new(files, wal_syncs.clone()),
+            failed: None,
+        };
+        let thread = thread::Builder::new()
+            .name("detcd-disk".to_owned())
+            .spawn(move || executor.run(ops, completions))
+            .expect("the disk thread must start: the node cannot run without it");
+        DiskExecutor {
+            queue: Some(queue),
+            thread: Some(thread),
+            wal_syncs,
+        }
+    }
+
+    /// Queues `op`; blocks while the queue is full.
+    pub fn submit(&self, io: IoId, op: DiskOp) {
+        self.queue
+            .as_ref()
+            .expect("the queue lives until drop")
+            .send((io, op))
+            .expect("the disk thread is gone: it panicked (see its message)");
+    }
+
+    /// `fdatasync`s of WAL data so far; fewer than the synced appends when group commit works.
+    pub fn wal_syncs(&self) -> u64 {
+        self.wal_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Finishes the queued operations and joins the thread.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for DiskExecutor {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop once it has drained what is queued.
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            if let Err(panic) = thread.join() {
+                if !thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
+/// The state the disk thread owns.
+struct Executor {
+    wal: WalWriter,
+    snap_dir: PathBuf,
+    /// The first failure. Once set, every operation fails with it: the disk's state is unknown.
+    failed: Option<DiskError>,
+}
+
+impl Executor {
+    fn run(mut self, ops: Receiver<Queued>, completions: impl Fn(IoId, Result<(), DiskError>)) {
+        while let Ok(first) = ops.recv() {
+            let batch = take_batch(first, &ops);
+            let result = self.execute_batch(&batch);
+            for (io, _) in batch {
+                completions(io, result.clone());
+            }
+        }
+    }
+
+    /// A batch succeeds or fails as a whole: after a failed write or sync, which of its
+    /// operations reached the disk is unknown, and the node stops at the first error anyway.
+    fn execute_batch(&mut self, batch: &[Queued]) -> Result<(), DiskError> {
+        if self.failed.is_none() {
+            if let Err(reason) = self.write_batch(batch) {
+                self.failed = Some(DiskError(reason));
+            }
+        }
+        self.failed.clone().map_or(Ok(()), Err)
+    }
+
+    fn write_batch(&mut self, batch: &[Queued]) -> Result<(), String> {
+        let mut sync_owed = false;
+        for (_, op) in batch {
+            match op {
+                DiskOp::AppendWal { data, sync } => {
+                    self.wal.append(data)?;
+                    sync_owed |= *sync;
+                }
+                DiskOp::SaveSnapshot { index, file, .. } => {
+                    self.settle(&mut sync_owed)?;
+                    snapshots::save(&self.snap_dir, *index, file)?;
+                }
+                DiskOp::Release {
+                    wal_before_offset,
+                    snapshots_before_index,
+                } => {
+                    self.settle(&mut sync_owed)?;
+                    self.wal.release_before(*wal_before_offset)?;
+                    snapshots::release_before(&self.snap_dir, *snapshots_before_index)?;
+                }
+            }
+        }
+        self.settle(&mut sync_owed)
+    }
+
+    /// Issues the sync the batch owes so far. Called before snapshot saves and releases, so
+    /// those never overtake the durability of appends submitted before them.
+    fn settle(&mut self, sync_owed: &mut bool) -> Result<(), String> {
+        if std::mem::take(sync_owed) {
+            self.wal.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// `first` and every operation already queued behind it, within the batch bounds.
+fn take_batch(first: Queued, ops: &Receiver<Queued>) -> Vec<Queued> {
+    let mut bytes = append_bytes(&first.1);
+    let mut batch = vec![first];
+    while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+        let Ok(next) = ops.try_recv() else { break };
+        bytes += append_bytes(&next.1);
+        batch.push(next);
+    }
+    batch
+}
+
+fn append_bytes(op: &DiskOp) -> u64 {
+    match op {
+        DiskOp::AppendWal { data, .. } => data.len() as u64,
+        _ => 0,
+    }
+}
