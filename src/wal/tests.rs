@@ -694,6 +694,12 @@ proptest! {
         prop_assert_eq!(r.torn_tail_bytes, garbage.len() as u64);
     }
 
+}
+
+proptest! {
+    // Cheap cases: run many more of them.
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
     #[test]
     fn decoding_arbitrary_bytes_never_panics(
         start in (0u64..16).prop_map(|s| s * 4),
