@@ -21,7 +21,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 use super::error::{RecoveryError, SnapshotFileError};
 use super::frame::RECORD_ALIGN;
 use super::record::Record;
-use super::snapshot_file::decode_snapshot_file;
+use super::snapshot_file::check_snapshot_file;
 use super::stream::{decode_wal, DecodedRecord};
 
 /// What a driver hands recovery.
@@ -181,35 +181,42 @@ pub fn recover(image: &DiskImage) -> Result<Recovered, RecoveryError> {
     })
 }
 
-/// Decodes every snapshot file and picks the one with the highest index. Ties between files
-/// at one index are broken by their bytes, so the choice does not depend on the order the
-/// driver listed them in.
+/// Checks every snapshot file and picks the one with the highest index. Ties between files at
+/// one index are broken by their bytes, so the choice does not depend on the order the driver
+/// listed them in. Only the chosen file's data is copied.
 fn choose_snapshot(
     files: &[Vec<u8>],
 ) -> Result<(Option<Snapshot>, Vec<UnusableSnapshot>), RecoveryError> {
     let mut usable = Vec::new();
     let mut unusable = Vec::new();
     for (position, file) in files.iter().enumerate() {
-        match decode_snapshot_file(file) {
-            Ok(snapshot) => usable.push((snapshot, file)),
+        match check_snapshot_file(file) {
+            Ok(checked) => usable.push((checked, file)),
             Err(error) => unusable.push(UnusableSnapshot { position, error }),
         }
     }
-    let key = |s: &Snapshot| (s.get_metadata().index, s.get_metadata().term);
-    usable.sort_by(|(a, a_file), (b, b_file)| key(b).cmp(&key(a)).then(a_file.cmp(b_file)));
+    usable.sort_by(|(a, a_file), (b, b_file)| {
+        (b.index, b.term)
+            .cmp(&(a.index, a.term))
+            .then(a_file.cmp(b_file))
+    });
     // A committed index has exactly one term; two usable files disagreeing on it means at least
     // one holds state that was never committed here.
     for pair in usable.windows(2) {
         let ((a, _), (b, _)) = (&pair[0], &pair[1]);
-        if key(a).0 == key(b).0 && key(a).1 != key(b).1 {
+        if a.index == b.index && a.term != b.term {
             return Err(RecoveryError::SnapshotConflict {
-                index: key(a).0,
-                term_a: key(b).1,
-                term_b: key(a).1,
+                index: a.index,
+                term_a: b.term,
+                term_b: a.term,
             });
         }
     }
-    Ok((usable.into_iter().next().map(|(s, _)| s), unusable))
+    let chosen = usable
+        .into_iter()
+        .next()
+        .map(|(checked, _)| checked.into_snapshot());
+    Ok((chosen, unusable))
 }
 
 /// What a replay leaves: the log after the base snapshot, where it came from, and the last hard

@@ -50,6 +50,39 @@ pub fn encode_snapshot_file(snapshot: &Snapshot) -> Vec<u8> {
 
 /// Decodes a snapshot file. Never panics; allocates only the conf state and a copy of the data.
 pub fn decode_snapshot_file(bytes: &[u8]) -> Result<Snapshot, SnapshotFileError> {
+    check_snapshot_file(bytes).map(CheckedSnapshotFile::into_snapshot)
+}
+
+/// A snapshot file that passed every check, not yet copied out of its bytes.
+pub(crate) struct CheckedSnapshotFile<'a> {
+    pub(crate) index: u64,
+    pub(crate) term: u64,
+    conf_state: ConfState,
+    data: &'a [u8],
+}
+
+impl CheckedSnapshotFile<'_> {
+    pub(crate) fn into_snapshot(self) -> Snapshot {
+        let mut meta = SnapshotMetadata {
+            index: self.index,
+            term: self.term,
+            ..SnapshotMetadata::default()
+        };
+        meta.set_conf_state(self.conf_state);
+        let mut snapshot = Snapshot {
+            data: Bytes::copy_from_slice(self.data),
+            ..Snapshot::default()
+        };
+        snapshot.set_metadata(meta);
+        snapshot
+    }
+}
+
+/// Validates a snapshot file without copying its data, so recovery can look at every file and
+/// copy only the one it uses (snapshot data can be gigabytes).
+pub(crate) fn check_snapshot_file(
+    bytes: &[u8],
+) -> Result<CheckedSnapshotFile<'_>, SnapshotFileError> {
     if bytes.len() < SNAPSHOT_HEADER_LEN {
         return Err(SnapshotFileError::TooShort(bytes.len()));
     }
@@ -92,19 +125,12 @@ pub fn decode_snapshot_file(bytes: &[u8]) -> Result<Snapshot, SnapshotFileError>
     let conf_bytes = r.take(conf_len as usize, "conf state").map_err(invalid)?;
     let data = r.take(r.remaining(), "data").map_err(invalid)?;
     let conf_state = decode_conf_state(conf_bytes).map_err(invalid)?;
-
-    let mut meta = SnapshotMetadata {
+    Ok(CheckedSnapshotFile {
         index,
         term,
-        ..SnapshotMetadata::default()
-    };
-    meta.set_conf_state(conf_state);
-    let mut snapshot = Snapshot {
-        data: Bytes::copy_from_slice(data),
-        ..Snapshot::default()
-    };
-    snapshot.set_metadata(meta);
-    Ok(snapshot)
+        conf_state,
+        data,
+    })
 }
 
 fn put_ids(out: &mut Vec<u8>, ids: &[u64]) {
