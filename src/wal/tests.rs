@@ -441,10 +441,12 @@ fn a_released_wal_without_a_hard_state_is_an_error() {
 #[test]
 fn the_order_of_snapshot_files_does_not_matter() {
     let records = [entries(1, 12, 1), marker(5, 1), marker(10, 1), hs(1, 12)];
+    let twin = encode_snapshot_file(&snapshot(10, 1, b"same index, other bytes"));
     let files = vec![
         snap_file(5, 1),
         snap_file(10, 1),
         corrupt(snap_file(12, 1)),
+        twin,
         snap_file(3, 1),
     ];
     let expected = recover(&image(&records, files.clone())).unwrap();
