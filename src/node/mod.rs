@@ -76,6 +76,28 @@ pub struct Node {
     snapshots_in_flight: BTreeMap<MemberId, Instant>,
 }
 
+/// WAL records gathered for one append, each encoded for the offset it will occupy.
+struct WalBatch {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl WalBatch {
+    fn new(start: u64) -> WalBatch {
+        WalBatch { start, bytes: Vec::new() }
+    }
+
+    /// Where the next record will start.
+    fn offset(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    fn push(&mut self, record: &Record) {
+        let offset = self.offset();
+        wal::encode_record(offset, record, &mut self.bytes);
+    }
+}
+
 /// What the node knows about the WAL it has asked the driver to write.
 #[derive(Default)]
 struct DiskState {
@@ -148,10 +170,7 @@ impl Node {
                 cfg.id, conf_state.voters
             ));
         }
-        let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
-        let mut hard_state = recovered.hard_state.clone();
-        // A commit index beyond the recovered log cannot be trusted; raft learns it again.
-        hard_state.commit = hard_state.commit.min(last_index).max(snapshot_index);
+        let hard_state = recovered.hard_state.clone();
         let store = LogStore::new(
             hard_state,
             conf_state,
@@ -185,6 +204,7 @@ impl Node {
         }
         election::override_jitter(&mut raw.raft, &mut rng, election_ticks);
 
+        let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
         let proposal_nonce = rng.next_u64() ^ last_index.rotate_left(32);
         let next_tick = now + cfg.heartbeat_interval;
         let pending = PendingRequests::new(cfg.pending_requests_max);
@@ -207,6 +227,7 @@ impl Node {
             proposal_seq: 0,
             disk: DiskState {
                 wal_end_offset: recovered.wal_end_offset,
+                entry_records: recovered.entry_runs.iter().map(|run| (run.wal_offset, run.last_index)).collect(),
                 ..Default::default()
             },
             snapshots_in_flight: BTreeMap::new(),
@@ -620,7 +641,7 @@ impl Node {
             for m in rd.take_messages() {
                 self.send(m);
             }
-            let mut wal = Vec::new();
+            let mut wal = WalBatch::new(self.disk.wal_end_offset);
             let mut save_snapshot = None;
             let mut release_wal_before = None;
             if !rd.snapshot().is_empty() {
@@ -629,45 +650,37 @@ impl Node {
                     return;
                 }
                 let meta = snapshot.get_metadata();
-                let marker_offset = self.disk.wal_end_offset;
-                wal::encode_record(
-                    &Record::Snapshot {
-                        index: meta.index,
-                        term: meta.term,
-                    },
-                    &mut wal,
-                );
-                release_wal_before = Some((marker_offset, meta.index));
+                // The marker tells recovery the log was replaced; everything before it may go
+                // once it is durable.
+                release_wal_before = Some((wal.offset(), meta.index));
+                wal.push(&Record::Snapshot { index: meta.index, term: meta.term });
                 save_snapshot = Some((meta.index, meta.term, wal::encode_snapshot_file(&snapshot)));
             }
             let committed = rd.take_committed_entries();
             self.apply_entries(committed);
             for rs in rd.take_read_states() {
                 if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                    self.reads
-                        .read_index_known(u64::from_be_bytes(ctx), rs.index);
+                    self.reads.read_index_known(u64::from_be_bytes(ctx), rs.index);
                 }
             }
             let entries = rd.take_entries();
             if let Some(last) = entries.last() {
-                self.disk
-                    .entry_records
-                    .push_back((self.disk.wal_end_offset + wal.len() as u64, last.index));
+                self.disk.entry_records.push_back((wal.offset(), last.index));
                 self.raw.mut_store().append(&entries);
-                wal::encode_record(&Record::Entries(entries), &mut wal);
+                wal.push(&Record::Entries(entries));
             }
             if let Some(hs) = rd.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
-                wal::encode_record(&Record::HardState(hs.clone()), &mut wal);
+            }
+            if rd.hs().is_some() || save_snapshot.is_some() {
+                // A marker always travels with the hard state, so a release after it can never
+                // drop the only record of the current term and vote.
+                wal.push(&Record::HardState(self.raw.store().hard_state().clone()));
             }
             if let Some((index, term, file)) = save_snapshot {
-                self.emit_disk(DiskOp::SaveSnapshot {
-                    index,
-                    term,
-                    file: Bytes::from(file),
-                });
+                self.emit_disk(DiskOp::SaveSnapshot { index, term, file: Bytes::from(file) });
             }
-            let io = (!wal.is_empty()).then(|| self.append_wal(wal, rd.must_sync()));
+            let io = (!wal.bytes.is_empty()).then(|| self.append_wal(wal.bytes, rd.must_sync()));
             let messages = rd.take_persisted_messages();
             self.disk.readies.push_back(InflightReady {
                 number: rd.number(),
@@ -722,13 +735,10 @@ impl Node {
         match self.disk.other_ios.remove(&io.0) {
             Some(IoPurpose::SnapshotSaved { index, term }) => {
                 let wal_before = self.releasable_wal_offset(index);
-                let mut wal = Vec::new();
-                wal::encode_record(&Record::Snapshot { index, term }, &mut wal);
-                wal::encode_record(
-                    &Record::HardState(self.raw.store().hard_state().clone()),
-                    &mut wal,
-                );
-                let io = self.append_wal(wal, true);
+                let mut wal = WalBatch::new(self.disk.wal_end_offset);
+                wal.push(&Record::Snapshot { index, term });
+                wal.push(&Record::HardState(self.raw.store().hard_state().clone()));
+                let io = self.append_wal(wal.bytes, true);
                 self.disk.other_ios.insert(
                     io,
                     IoPurpose::MarkerWritten {

@@ -262,7 +262,7 @@ mod tests {
         assert!(run("--bogus 1").unwrap_err().contains("unknown flag --bogus"));
         assert!(run("--snapshot-count ten").unwrap_err().contains("--snapshot-count"));
         assert!(run("--election-timeout 100").unwrap_err().contains("at least 5 times"));
-        assert!(run("--name x").unwrap_err().contains("couldn't find local name"));
+        assert!(run("--name x --initial-cluster y=http://127.0.0.1:1").unwrap_err().contains("couldn't find local name"));
         assert!(run("--listen-client-urls https://127.0.0.1:1").unwrap_err().contains("TLS"));
         assert!(run("--initial-cluster-state maybe").unwrap_err().contains("'new' or 'existing'"));
         assert!(run("--max-txn-ops").unwrap_err().contains("needs a value"));

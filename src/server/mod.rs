@@ -53,12 +53,13 @@ fn os_seed() -> u64 {
 async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let me = cfg.node.id;
     let clock_origin = std::time::Instant::now();
-    let loaded = disk::load(&cfg.data_dir, cfg.wal_segment_bytes)
+    let options = disk::DiskOptions { segment_bytes: cfg.wal_segment_bytes };
+    let loaded = disk::load_with(&cfg.data_dir, options)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     if loaded.recovered.torn_tail_bytes > 0 {
         eprintln!("detcd: dropped a torn WAL tail of {} bytes (an interrupted write)", loaded.recovered.torn_tail_bytes);
     }
-    let recovered = loaded.recovered.clone();
+    let disk::Loaded { recovered, files } = loaded;
     let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)?;
 
     let client_listeners = bind(&cfg.listen_client, "clients").await?;
@@ -73,7 +74,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let others = cfg.members.iter().filter(|(id, _)| **id != me).map(|(id, (_, addr))| (*id, addr.clone())).collect();
     let peers = peer::PeerSender::new(identity, others);
     let h = handle.clone();
-    let disk = disk::DiskExecutor::spawn(loaded, move |io, result| h.disk_done(io, result));
+    let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
 
     let ready = format!(
         "detcd: member {me:x} ({}) of cluster {:x} ready to serve client requests on {}",

@@ -14,7 +14,7 @@ use crate::wal::{self, DiskImage};
 
 /// Finds the length of the valid prefix of one segment's bytes. Production uses the WAL decoder;
 /// tests of the file handling use their own framing so they do not depend on the WAL format.
-pub(super) type ValidLen = fn(&[u8]) -> Result<u64, String>;
+pub(super) type ValidLen = fn(u64, &[u8]) -> Result<u64, String>;
 
 /// Opens (creating if needed) the data directory with default options. See [`load_with`].
 pub fn load(data_dir: &Path) -> Result<Loaded, DiskSetupError> {
@@ -45,9 +45,9 @@ pub fn load_with(data_dir: &Path, options: DiskOptions) -> Result<Loaded, DiskSe
     Ok(Loaded { recovered, files })
 }
 
-fn wal_valid_len(bytes: &[u8]) -> Result<u64, String> {
-    wal::decode_wal(bytes)
-        .map(|decoded| decoded.valid_len)
+fn wal_valid_len(start_offset: u64, bytes: &[u8]) -> Result<u64, String> {
+    wal::decode_wal(start_offset, bytes)
+        .map(|decoded| decoded.valid_len as u64)
         .map_err(|e| format!("{e:?}"))
 }
 
@@ -142,7 +142,7 @@ fn read_chain(
         let bytes = fs::read(path)
             .context("cannot read", path)
             .map_err(DiskSetupError::Io)?;
-        let valid = valid_len(&bytes)
+        let valid = valid_len(*start, &bytes)
             .map_err(|e| DiskSetupError::Corrupt(format!("{}: {e}", path.display())))?;
         assert!(
             valid <= bytes.len() as u64,

@@ -53,7 +53,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// The valid prefix under the test framing. A bad record followed only by zeros is a torn tail;
 /// a bad record with data after it is corruption.
-fn test_valid_len(bytes: &[u8]) -> Result<u64, String> {
+fn test_valid_len(_start_offset: u64, bytes: &[u8]) -> Result<u64, String> {
     let mut pos = 0;
     while let Some(len) = record_len(&bytes[pos..]) {
         pos += len;
@@ -537,10 +537,8 @@ fn a_release_waits_for_the_sync_owed_by_earlier_appends_in_its_batch() {
     assert_eq!(gated.executor.wal_syncs(), 3);
 }
 
-/// Needs the real `wal` module (the stub's `encode_record` and `recover` panic): run with
-/// `cargo test --lib server::disk -- --include-ignored` once it is merged.
+/// The real WAL format through the real load path.
 #[test]
-#[ignore = "needs the real wal module"]
 fn real_wal_records_survive_restart_through_load() {
     use crate::wal::{encode_record, Record};
     use raft::eraftpb::{Entry, HardState};
@@ -560,8 +558,9 @@ fn real_wal_records_survive_restart_through_load() {
         ..Default::default()
     };
     let mut data = Vec::new();
-    encode_record(&Record::Entries(entries.clone()), &mut data);
-    encode_record(&Record::HardState(hard_state.clone()), &mut data);
+    encode_record(0, &Record::Entries(entries.clone()), &mut data);
+    let offset = data.len() as u64;
+    encode_record(offset, &Record::HardState(hard_state.clone()), &mut data);
 
     let Loaded { files, .. } = load_with(&dir.0, small(4096)).unwrap();
     let (tx, done) = channel();
