@@ -7,18 +7,43 @@
 //! elements, heapsort fallback and xorshift-driven pattern breaking) over the same input order.
 //! For 12 elements or fewer it is a plain insertion sort, hence stable.
 //!
+//! Checked against a real etcd 3.4.23 (built with Go 1.19.8): 400 sorted ranges over up to 300
+//! keys with many ties came back in identical order; two recorded orders are pinned in the tests.
+//! Go releases differ only in the xorshift shifts ([`GoRelease`]); we default to the one etcd 3.6
+//! is built with.
+//!
 //! The only contract with callers: `less` must be a strict weak order, like Go's `Less`. Index
 //! arithmetic mirrors Go's signed ints; every subtraction below is guarded by the loop bounds
 //! noted next to it, so none can underflow.
 
+/// The shifts of the xorshift generator behind pdqsort's pattern breaking: the only difference
+/// between Go releases that matters here. Go 1.19 (and the 1.21 sources we read) use (13, 17, 5);
+/// the Go 1.22+ sources use (13, 7, 17). etcd 3.6 releases are built with Go 1.23 or later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GoRelease {
+    /// Go 1.19 to 1.21 (etcd 3.4.23 as packaged by Debian is built with Go 1.19.8).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Go119,
+    /// Go 1.22 and later: what etcd 3.6 releases are built with.
+    Go122,
+}
+
 /// Sorts `data` in place exactly as Go's `sort.Sort` would with `Less(i, j) = less(&data[i],
-/// &data[j])`.
+/// &data[j])`, as built by the Go release etcd 3.6 ships with.
 pub fn go_sort<T>(data: &mut [T], less: impl Fn(&T, &T) -> bool) {
+    go_sort_as(GoRelease::Go122, data, less);
+}
+
+pub(crate) fn go_sort_as<T>(release: GoRelease, data: &mut [T], less: impl Fn(&T, &T) -> bool) {
     let n = data.len();
     if n <= 1 {
         return;
     }
-    let mut sorter = Sorter { data, less };
+    let mut sorter = Sorter {
+        data,
+        less,
+        release,
+    };
     let limit = bit_length(n);
     sorter.pdqsort(0, n, limit);
 }
@@ -38,6 +63,7 @@ enum SortedHint {
 struct Sorter<'a, T, F> {
     data: &'a mut [T],
     less: F,
+    release: GoRelease,
 }
 
 impl<T, F: Fn(&T, &T) -> bool> Sorter<'_, T, F> {
@@ -249,7 +275,10 @@ impl<T, F: Fn(&T, &T) -> bool> Sorter<'_, T, F> {
     fn break_patterns(&mut self, a: usize, b: usize) {
         let length = b - a;
         if length >= 8 {
-            let mut random = XorShift(length as u64);
+            let mut random = XorShift {
+                state: length as u64,
+                release: self.release,
+            };
             let modulus = 1usize << bit_length(length);
             let middle = a + (length / 4) * 2;
             for idx in middle - 1..=middle + 1 {
@@ -316,15 +345,22 @@ impl<T, F: Fn(&T, &T) -> bool> Sorter<'_, T, F> {
     }
 }
 
-/// Go's `sort` package xorshift generator (shifts 13, 7, 17).
-struct XorShift(u64);
+/// Go's `sort` package xorshift generator, seeded with the slice length.
+struct XorShift {
+    state: u64,
+    release: GoRelease,
+}
 
 impl XorShift {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        let (a, b, c) = match self.release {
+            GoRelease::Go119 => (13, 17, 5),
+            GoRelease::Go122 => (13, 7, 17),
+        };
+        self.state ^= self.state << a;
+        self.state ^= self.state >> b;
+        self.state ^= self.state << c;
+        self.state
     }
 }
 
@@ -334,7 +370,10 @@ mod tests {
 
     /// A tiny deterministic generator so the tests need no RNG crate.
     fn pseudo_random(seed: u64, n: usize, modulo: u64) -> Vec<u64> {
-        let mut x = XorShift(seed | 1);
+        let mut x = XorShift {
+            state: seed | 1,
+            release: GoRelease::Go122,
+        };
         (0..n).map(|_| x.next() % modulo).collect()
     }
 
@@ -387,6 +426,62 @@ mod tests {
             v.iter().map(|x| x.1).collect::<Vec<_>>(),
             vec![1, 3, 5, 7, 9, 0, 2, 4, 6, 8]
         );
+    }
+
+    /// 200 keys `k000`..`k199` where key i was written `1 + (7i + i*i) % 4` times, ranged with
+    /// sort target VERSION, recorded from a real etcd 3.4.23 (built with Go 1.19.8): ties among
+    /// 200 keys make pdqsort break patterns, so the order pins down every move of the algorithm.
+    const ETCD_3_4_23_BY_VERSION_ASCEND: [usize; 200] = [
+        0, 192, 197, 196, 4, 5, 193, 49, 8, 9, 189, 188, 12, 13, 185, 184, 16, 17, 181, 180, 20,
+        21, 177, 176, 24, 25, 173, 172, 28, 29, 169, 168, 32, 33, 165, 164, 36, 37, 161, 160, 40,
+        41, 157, 156, 44, 45, 153, 152, 132, 1, 60, 149, 52, 53, 148, 145, 56, 57, 144, 141, 100,
+        61, 140, 137, 64, 65, 136, 133, 68, 69, 48, 129, 72, 73, 128, 125, 76, 77, 124, 121, 80,
+        81, 120, 117, 84, 85, 116, 113, 88, 89, 112, 109, 92, 93, 108, 105, 96, 97, 104, 101, 50,
+        99, 102, 103, 98, 95, 106, 107, 94, 91, 110, 111, 90, 87, 114, 115, 86, 83, 118, 119, 82,
+        79, 122, 123, 78, 75, 126, 127, 74, 71, 130, 131, 70, 67, 134, 135, 66, 63, 138, 139, 62,
+        59, 142, 143, 58, 55, 146, 147, 54, 51, 150, 151, 47, 46, 154, 155, 43, 42, 158, 159, 39,
+        38, 162, 163, 35, 34, 166, 167, 31, 30, 170, 171, 27, 26, 174, 175, 23, 22, 178, 179, 19,
+        18, 182, 183, 15, 14, 186, 187, 11, 10, 190, 191, 7, 6, 194, 195, 3, 2, 198, 199,
+    ];
+    const ETCD_3_4_23_BY_VERSION_DESCEND: [usize; 200] = [
+        151, 102, 2, 3, 199, 198, 6, 7, 195, 194, 10, 11, 191, 99, 14, 15, 190, 187, 18, 19, 186,
+        183, 22, 23, 182, 179, 26, 27, 178, 175, 30, 31, 174, 98, 34, 35, 171, 170, 38, 39, 167,
+        166, 42, 43, 163, 162, 46, 47, 159, 158, 50, 51, 155, 154, 54, 55, 150, 147, 58, 59, 146,
+        143, 62, 63, 142, 139, 66, 67, 138, 135, 70, 71, 134, 131, 74, 75, 130, 127, 78, 79, 126,
+        123, 82, 83, 122, 119, 86, 87, 118, 115, 90, 91, 114, 111, 94, 95, 110, 107, 106, 103, 13,
+        149, 180, 1, 104, 105, 172, 97, 108, 109, 96, 93, 112, 113, 92, 89, 116, 117, 88, 85, 120,
+        121, 84, 81, 124, 125, 80, 77, 128, 129, 76, 73, 132, 133, 72, 69, 136, 137, 68, 65, 140,
+        141, 64, 61, 144, 145, 60, 57, 148, 101, 56, 0, 152, 153, 53, 52, 156, 157, 49, 48, 160,
+        161, 45, 44, 164, 165, 41, 40, 168, 169, 37, 36, 33, 173, 32, 29, 176, 177, 28, 25, 100,
+        181, 24, 21, 184, 185, 20, 17, 188, 189, 16, 12, 192, 193, 9, 8, 196, 197, 5, 4,
+    ];
+
+    fn recorded_input() -> Vec<(usize, i64)> {
+        (0..200)
+            .map(|i| (i, (1 + (i * 7 + i * i) % 4) as i64))
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_order_a_real_etcd_returned_for_tied_versions() {
+        let mut ascend = recorded_input();
+        go_sort_as(GoRelease::Go119, &mut ascend, |a, b| a.1 < b.1);
+        let ascend: Vec<usize> = ascend.iter().map(|x| x.0).collect();
+        assert_eq!(ascend, ETCD_3_4_23_BY_VERSION_ASCEND);
+        let mut descend = recorded_input();
+        go_sort_as(GoRelease::Go119, &mut descend, |a, b| b.1 < a.1);
+        let descend: Vec<usize> = descend.iter().map(|x| x.0).collect();
+        assert_eq!(descend, ETCD_3_4_23_BY_VERSION_DESCEND);
+    }
+
+    #[test]
+    fn the_go_release_changes_tie_order_so_the_recorded_vectors_test_pattern_breaking() {
+        let mut a = recorded_input();
+        let mut b = recorded_input();
+        go_sort_as(GoRelease::Go119, &mut a, |x, y| x.1 < y.1);
+        go_sort_as(GoRelease::Go122, &mut b, |x, y| x.1 < y.1);
+        assert_ne!(a, b);
+        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1));
     }
 
     #[test]
