@@ -22,6 +22,11 @@ use crate::proto::detcdpb::{MvccKeyHistory, MvccRecord, MvccSnapshot};
 /// The only format this code writes and reads.
 const FORMAT_VERSION: u32 = 1;
 
+/// No revision, sub revision or version a real history can reach (2^62 writes would take a
+/// billion writes a second for a century). Refusing larger ones keeps every `+ 1` the store
+/// does afterwards from overflowing, whatever bytes we were handed.
+const COUNTER_MAX: i64 = i64::MAX / 2;
+
 /// Why bytes could not be turned back into a [`KeySpace`].
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum SnapshotDecodeError {
@@ -61,6 +66,10 @@ fn record_to_proto(record: &Record) -> MvccRecord {
 }
 
 fn record_from_proto(r: MvccRecord) -> Result<Record, SnapshotDecodeError> {
+    let counters = [r.main, r.sub, r.create_revision, r.version];
+    if counters.iter().any(|&c| !(0..=COUNTER_MAX).contains(&c)) {
+        return Err(invalid("revision or version out of range"));
+    }
     let rev = Revision::new(r.main, r.sub);
     let change = if r.tombstone {
         if !r.value.is_empty() || r.lease != 0 || r.create_revision != 0 || r.version != 0 {
@@ -108,8 +117,8 @@ impl KeySpace {
         }
         let current_revision = snapshot.current_revision;
         let compact_main = snapshot.compact_revision;
-        if current_revision < 1 {
-            return Err(invalid("current revision below 1"));
+        if !(1..=COUNTER_MAX).contains(&current_revision) {
+            return Err(invalid("current revision out of range"));
         }
         if compact_main < -1 || compact_main > current_revision {
             return Err(invalid("compact revision outside [-1, current revision]"));

@@ -1289,3 +1289,19 @@ fn a_snapshot_with_a_hole_in_its_history_is_refused() {
         Err(SnapshotDecodeError::Invalid(_))
     ));
 }
+
+#[test]
+fn a_snapshot_with_unreachable_revisions_is_refused_instead_of_overflowing_later() {
+    use crate::proto::detcdpb::MvccSnapshot;
+    use prost::Message;
+    let snapshot = MvccSnapshot {
+        format_version: 1,
+        current_revision: i64::MAX,
+        compact_revision: i64::MAX,
+        keys: vec![],
+    };
+    assert!(matches!(
+        KeySpace::decode_snapshot(&snapshot.encode_to_vec()),
+        Err(SnapshotDecodeError::Invalid(_))
+    ));
+}
