@@ -8,7 +8,7 @@
 //! The behaviour follows etcd 3.6 (`server/storage/mvcc/{kvstore,kvstore_txn,key_index,index,
 //! hash}.go`, `server/etcdserver/txn/txn.go`, `api/v3rpc/key.go`), including its quirks; each
 //! quirk is described where it is implemented. The API-layer checks etcd makes before proposing
-//! a request to raft live in [`check`] and are re-exported here.
+//! a request to raft live in `check` and are re-exported here.
 //!
 //! Invariants of [`KeySpace`]:
 //! - `current_revision >= 1`; it grows by exactly one per write request that changes something
@@ -17,7 +17,7 @@
 //!   main revisions are `<= current_revision`; no two records share a revision.
 //! - `compact_main` is -1 until the first compaction (as in etcd), then the last compacted
 //!   revision; `compact_main <= current_revision`; each key's history obeys the compaction rule
-//!   in [`history`].
+//!   in `history`.
 //! - `size_bytes` equals the sum of what each key and record is charged (see `history`).
 
 mod check;
