@@ -1,60 +1,342 @@
-//! TEMPORARY stub with the agreed API; replaced by the real key space.
-#![allow(unused)]
+//! The revisioned key space: etcd's MVCC store, in memory, reproducing etcd's semantics exactly.
+//!
+//! [`KeySpace`] owns every key's retained history and answers etcd's KV API (Range, Put,
+//! DeleteRange, Txn, Compact) plus HashKV and snapshots. It is pure: no clock, no I/O, no
+//! threads, no randomly seeded hashing; the same sequence of calls always yields the same
+//! answers and the same bytes. Writes are applied in raft-log order by the caller.
+//!
+//! The behaviour follows etcd 3.6 (`server/storage/mvcc/{kvstore,kvstore_txn,key_index,index,
+//! hash}.go`, `server/etcdserver/txn/txn.go`, `api/v3rpc/key.go`), including its quirks; each
+//! quirk is described where it is implemented. The API-layer checks etcd makes before proposing
+//! a request to raft live in `check` and are re-exported here.
+//!
+//! Invariants of [`KeySpace`]:
+//! - `current_revision >= 1`; it grows by exactly one per write request that changes something
+//!   (a put, a delete that removed something, a txn that did either) and never otherwise.
+//! - every record in `keys` is also in `by_revision` (revision -> key) and vice versa; all their
+//!   main revisions are `<= current_revision`; no two records share a revision.
+//! - `compact_main` is -1 until the first compaction (as in etcd), then the last compacted
+//!   revision; `compact_main <= current_revision`; each key's history obeys the compaction rule
+//!   in `history`.
+//! - `size_bytes` equals the sum of what each key and record is charged (see `history`).
+
+mod check;
+mod go_sort;
+mod hash;
+mod history;
+mod range;
+mod revision;
+mod snapshot;
+mod txn;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
 use crate::error::EtcdError;
-use crate::proto::etcdserverpb::*;
-#[derive(Debug)]
-pub struct SnapshotDecodeError;
-pub struct KeySpace;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+
+pub use check::{check_delete_range, check_put, check_range, check_txn};
+/// Go's `sort.Sort`, exposed so that reference models in tests can order ties exactly as etcd.
+#[doc(hidden)]
+pub use go_sort::go_sort;
+pub use revision::Revision;
+pub use snapshot::SnapshotDecodeError;
+
+use history::{KeyHistory, Record, KEY_OVERHEAD_BYTES};
+use write::WriteTxn;
+
+/// Answers whether a lease exists, for puts that attach one. The lease module implements this;
+/// until it exists, [`NoLeases`] makes every lease unknown, as etcd does for a revoked lease.
+pub trait LeaseCheck {
+    fn lease_exists(&self, lease_id: i64) -> bool;
+}
+
+/// No lease exists: every put with a lease fails with `LeaseNotFound`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLeases;
+
+impl LeaseCheck for NoLeases {
+    fn lease_exists(&self, _lease_id: i64) -> bool {
+        false
+    }
+}
+
+impl<F: Fn(i64) -> bool> LeaseCheck for F {
+    fn lease_exists(&self, lease_id: i64) -> bool {
+        self(lease_id)
+    }
+}
+
+/// The in-memory revisioned key space. See the module documentation for its invariants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySpace {
+    /// Every key with at least one retained record, with its history.
+    keys: BTreeMap<Bytes, KeyHistory>,
+    /// Every retained record's revision, pointing at its key. Gives revision order for HashKV,
+    /// lets compaction visit only what changed since the previous one, and is what a watcher
+    /// catching up from an old revision will read.
+    by_revision: BTreeMap<Revision, Bytes>,
+    current_revision: i64,
+    /// etcd's `compactMainRev`: -1 until the first compaction.
+    compact_main: i64,
+    size_bytes: u64,
+}
+
+impl Default for KeySpace {
+    fn default() -> Self {
+        KeySpace::new()
+    }
+}
+
+/// The header every response of this module carries; the node fills in cluster, member and term.
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..ResponseHeader::default()
+    })
+}
+
 impl KeySpace {
+    /// An empty store at revision 1, as a fresh etcd member starts.
     pub fn new() -> KeySpace {
-        KeySpace
+        KeySpace {
+            keys: BTreeMap::new(),
+            by_revision: BTreeMap::new(),
+            current_revision: 1,
+            compact_main: -1,
+            size_bytes: 0,
+        }
     }
+
+    /// The revision of the last write that changed something (1 on a fresh store).
     pub fn current_revision(&self) -> i64 {
-        1
+        self.current_revision
     }
+
+    /// The revision of the last compaction; 0 if the store was never compacted.
     pub fn compact_revision(&self) -> i64 {
-        0
+        self.compact_main.max(0)
     }
+
+    /// Rough bytes of memory held by keys, values and bookkeeping. Drops after a compaction that
+    /// released history.
+    pub fn approximate_size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Number of keys that exist at the current revision.
+    pub fn live_key_count(&self) -> usize {
+        self.keys.values().filter(|h| h.live().is_some()).count()
+    }
+
+    /// Reads a range (etcd `Range`). `header.revision` is the current revision even when
+    /// reading the past.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        todo!()
+        self.execute_range(req, self.current_revision)
     }
+
+    /// Writes one key (etcd `Put`) with no lease module: a non-zero lease is `LeaseNotFound`.
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, EtcdError> {
-        todo!()
+        self.put_with_leases(req, &NoLeases)
     }
+
+    /// Writes one key, asking `leases` whether the lease it attaches exists. etcd checks the
+    /// lease before it looks at the key, so an unknown lease wins over `KeyNotFound`.
+    pub fn put_with_leases(
+        &mut self,
+        req: &PutRequest,
+        leases: &dyn LeaseCheck,
+    ) -> Result<PutResponse, EtcdError> {
+        if req.lease != 0 && !leases.lease_exists(req.lease) {
+            return Err(EtcdError::LeaseNotFound);
+        }
+        let mut w = WriteTxn::begin(self);
+        let mut resp = w.put_request(req)?;
+        let revision = w.commit();
+        resp.header = header(revision);
+        Ok(resp)
+    }
+
+    /// Deletes a range (etcd `DeleteRange`). Deleting nothing does not create a revision.
     pub fn delete_range(
         &mut self,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
-        todo!()
+        let mut w = WriteTxn::begin(self);
+        let mut resp = w.delete_request(req);
+        let revision = w.commit();
+        resp.header = header(revision);
+        Ok(resp)
     }
+
+    /// Runs a transaction (etcd `Txn`) with no lease module.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {
-        todo!()
+        self.txn_with_leases(req, &NoLeases)
     }
+
+    /// Runs a transaction: evaluates every compare (including those of nested txns) against the
+    /// store as it was before the txn, checks the chosen operations, then applies them under one
+    /// new revision. Any error leaves the store untouched.
+    pub fn txn_with_leases(
+        &mut self,
+        req: &TxnRequest,
+        leases: &dyn LeaseCheck,
+    ) -> Result<TxnResponse, EtcdError> {
+        self.execute_txn(req, leases)
+    }
+
+    /// Compacts history (etcd `Compact`): afterwards reads below `revision` fail with
+    /// `Compacted`, and the memory of every revision no reader can reach any more is released.
+    /// Compaction does not create a revision.
     pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        todo!()
+        let revision = req.revision;
+        if revision <= self.compact_main {
+            return Err(EtcdError::Compacted);
+        }
+        if revision > self.current_revision {
+            return Err(EtcdError::FutureRev);
+        }
+        let previous = self.compact_main;
+        self.compact_main = revision;
+        self.drop_compacted_history(previous, revision);
+        Ok(CompactionResponse {
+            header: header(self.current_revision),
+        })
     }
-    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), EtcdError> {
-        todo!()
+
+    /// Applies the compaction rule of [`KeyHistory::compact`] to every key that can have
+    /// something to drop. A key whose records at or before `revision` all predate `previous` holds
+    /// exactly one of them (a put) already, so only records from `previous` on need a visit.
+    fn drop_compacted_history(&mut self, previous: i64, revision: i64) {
+        let from = Revision::first_of(previous.max(0));
+        let to = Revision::last_of(revision);
+        let mut touched: Vec<Bytes> = self
+            .by_revision
+            .range(from..=to)
+            .map(|(_, k)| k.clone())
+            .collect();
+        touched.sort();
+        touched.dedup();
+        for key in touched {
+            let history = self
+                .keys
+                .get_mut(&key)
+                .expect("by_revision points at indexed keys");
+            let dropped = history.compact(revision);
+            let emptied = history.is_empty();
+            for record in &dropped {
+                self.by_revision.remove(&record.rev);
+                self.size_bytes -= record.size_bytes();
+            }
+            if emptied {
+                self.keys.remove(&key);
+                self.size_bytes -= KEY_OVERHEAD_BYTES + key.len() as u64;
+            }
+        }
     }
-    pub fn encode_snapshot(&self) -> Vec<u8> {
-        todo!()
+
+    /// Appends a record to `key`'s history with `push`, indexing a new key if needed. Returns the
+    /// key as stored (shared, so callers can hold it without copying).
+    fn append_record(&mut self, key: &[u8], push: impl FnOnce(&mut KeyHistory)) -> Bytes {
+        let key = match self.keys.get_key_value(key) {
+            Some((existing, _)) => existing.clone(),
+            None => {
+                // Copy so the store never pins a caller's (possibly much larger) request buffer.
+                let owned = Bytes::copy_from_slice(key);
+                self.size_bytes += KEY_OVERHEAD_BYTES + owned.len() as u64;
+                self.keys.insert(owned.clone(), KeyHistory::default());
+                owned
+            }
+        };
+        let history = self.keys.get_mut(&key).expect("inserted above");
+        push(history);
+        let record = history.latest().expect("push appends a record");
+        self.size_bytes += record.size_bytes();
+        let previous = self.by_revision.insert(record.rev, key.clone());
+        assert!(
+            previous.is_none(),
+            "revision {:?} written twice",
+            record.rev
+        );
+        key
     }
-    pub fn decode_snapshot(bytes: &[u8]) -> Result<KeySpace, SnapshotDecodeError> {
-        todo!()
+
+    /// Removes the newest record of `key` (undo of an aborted write), dropping the key from the
+    /// index if that was its only record.
+    fn pop_record(&mut self, key: &Bytes) {
+        let history = self
+            .keys
+            .get_mut(key)
+            .expect("undo of a key that was written");
+        let record = history.pop().expect("undo of a record that was written");
+        let emptied = history.is_empty();
+        self.by_revision.remove(&record.rev);
+        self.size_bytes -= record.size_bytes();
+        if emptied {
+            self.keys.remove(key);
+            self.size_bytes -= KEY_OVERHEAD_BYTES + key.len() as u64;
+        }
     }
-    pub fn approximate_size_bytes(&self) -> u64 {
-        0
+
+    /// What `size_bytes` should be, computed from scratch; for invariant checks.
+    fn recomputed_size_bytes(&self) -> u64 {
+        self.keys
+            .iter()
+            .map(|(key, history)| {
+                KEY_OVERHEAD_BYTES
+                    + key.len() as u64
+                    + history
+                        .records()
+                        .iter()
+                        .map(Record::size_bytes)
+                        .sum::<u64>()
+            })
+            .sum()
     }
-}
-pub fn check_range(req: &RangeRequest) -> Result<(), EtcdError> {
-    Ok(())
-}
-pub fn check_put(req: &PutRequest) -> Result<(), EtcdError> {
-    Ok(())
-}
-pub fn check_delete_range(req: &DeleteRangeRequest) -> Result<(), EtcdError> {
-    Ok(())
-}
-pub fn check_txn(req: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
-    Ok(())
+
+    /// Verifies every invariant in the module documentation; `Err` names the first broken one.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.current_revision < 1 {
+            return Err("current revision below 1".into());
+        }
+        if self.compact_main < -1 || self.compact_main > self.current_revision {
+            return Err("compact revision out of range".into());
+        }
+        let mut records = 0usize;
+        for (key, history) in &self.keys {
+            if key.is_empty() {
+                return Err("empty key indexed".into());
+            }
+            history
+                .check_invariants(self.compact_main)
+                .map_err(|e| format!("key {key:?}: {e}"))?;
+            for record in history.records() {
+                records += 1;
+                if record.rev.main > self.current_revision {
+                    return Err(format!("key {key:?}: record after the current revision"));
+                }
+                if self.by_revision.get(&record.rev) != Some(key) {
+                    return Err(format!(
+                        "key {key:?}: record missing from the revision index"
+                    ));
+                }
+            }
+        }
+        if records != self.by_revision.len() {
+            return Err("revision index holds records no key has".into());
+        }
+        self.check_revision_sequence()?;
+        if self.size_bytes != self.recomputed_size_bytes() {
+            return Err("size accounting drifted".into());
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,389 @@
+//! One key's stored history: the puts and deletions of it that compaction has not dropped yet.
+//!
+//! etcd keeps this as a key index of "generations" (a generation runs from the put that creates a
+//! key to the deletion that ends it) pointing into a revision-keyed backend. We keep one flat,
+//! revision-ordered list per key instead and store each put's create revision and version in the
+//! record, exactly as etcd's backend does in the stored `KeyValue`; generations are then implicit:
+//! a tombstone ends one, and the next put starts a new one (version 1, create revision = its own).
+//!
+//! Invariants (checked by [`KeyHistory::check_invariants`], which snapshot decoding relies on):
+//! - records are strictly increasing by revision and never empty while the key is in the index;
+//! - within a generation, each put has the generation's create revision and a version one higher
+//!   than the put before it; a put right after a tombstone has version 1 and creates at its own
+//!   main revision; a tombstone is never followed by another tombstone;
+//! - after compaction at `c`, at most one record has `main <= c`, and if it is a tombstone then
+//!   its main revision is exactly `c` (kept so readers and watchers *at* `c` still see it);
+//! - the oldest record after `c` with nothing retained before it starts a generation.
+
+use bytes::Bytes;
+
+use super::revision::Revision;
+use crate::proto::mvccpb::KeyValue;
+
+/// Bytes of bookkeeping we charge per stored record, on top of its value: the record itself, its
+/// slot in the by-revision index and the B-tree node share of both. A rough constant on purpose:
+/// `approximate_size_bytes` is for quotas and trends, not for exact accounting.
+pub(crate) const RECORD_OVERHEAD_BYTES: u64 = 96;
+/// Bytes of bookkeeping we charge per indexed key, on top of the key bytes.
+pub(crate) const KEY_OVERHEAD_BYTES: u64 = 64;
+
+/// What one stored change did to the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// The key was written; the fields are the key's state right after this write.
+    Put {
+        value: Bytes,
+        lease: i64,
+        create_revision: i64,
+        version: i64,
+    },
+    /// The key was deleted; this ends its current generation.
+    Tombstone,
+}
+
+/// One stored change of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub rev: Revision,
+    pub change: Change,
+}
+
+impl Record {
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self.change, Change::Tombstone)
+    }
+
+    /// What this record costs in [`super::KeySpace::approximate_size_bytes`].
+    pub fn size_bytes(&self) -> u64 {
+        let value_len = match &self.change {
+            Change::Put { value, .. } => value.len() as u64,
+            Change::Tombstone => 0,
+        };
+        RECORD_OVERHEAD_BYTES + value_len
+    }
+
+    /// The client-visible key-value pair this record stands for, `None` for a tombstone.
+    pub fn key_value(&self, key: &Bytes) -> Option<KeyValue> {
+        match &self.change {
+            Change::Put {
+                value,
+                lease,
+                create_revision,
+                version,
+            } => Some(KeyValue {
+                key: key.clone(),
+                create_revision: *create_revision,
+                mod_revision: self.rev.main,
+                version: *version,
+                value: value.clone(),
+                lease: *lease,
+            }),
+            Change::Tombstone => None,
+        }
+    }
+
+    /// The `KeyValue` etcd stores in its backend for this record (a tombstone stores only the
+    /// key). HashKV hashes its protobuf encoding.
+    pub fn etcd_stored_value(&self, key: &Bytes) -> KeyValue {
+        self.key_value(key).unwrap_or_else(|| KeyValue {
+            key: key.clone(),
+            ..KeyValue::default()
+        })
+    }
+}
+
+/// The retained history of one key, oldest record first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyHistory {
+    records: Vec<Record>,
+}
+
+impl KeyHistory {
+    pub fn from_records(records: Vec<Record>) -> KeyHistory {
+        KeyHistory { records }
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn latest(&self) -> Option<&Record> {
+        self.records.last()
+    }
+
+    /// The newest record written at or before main revision `at`, whatever its kind.
+    pub fn record_at(&self, at: i64) -> Option<&Record> {
+        let after = self.records.partition_point(|r| r.rev.main <= at);
+        after.checked_sub(1).map(|i| &self.records[i])
+    }
+
+    /// The put that is the key's state as of main revision `at`; `None` if the key did not exist
+    /// then (never written yet, deleted, or compacted away because it was deleted).
+    pub fn live_at(&self, at: i64) -> Option<&Record> {
+        self.record_at(at).filter(|r| !r.is_tombstone())
+    }
+
+    /// The key's current state, if it exists now.
+    pub fn live(&self) -> Option<&Record> {
+        self.latest().filter(|r| !r.is_tombstone())
+    }
+
+    /// Appends a put at `rev`, continuing the current generation or starting a new one.
+    pub fn push_put(&mut self, rev: Revision, value: Bytes, lease: i64) -> &Record {
+        let (create_revision, version) = match self.live() {
+            Some(Record {
+                change:
+                    Change::Put {
+                        create_revision,
+                        version,
+                        ..
+                    },
+                ..
+            }) => (*create_revision, version + 1),
+            _ => (rev.main, 1),
+        };
+        self.push(Record {
+            rev,
+            change: Change::Put {
+                value,
+                lease,
+                create_revision,
+                version,
+            },
+        })
+    }
+
+    /// Appends a tombstone at `rev`. The caller only deletes keys that exist.
+    pub fn push_tombstone(&mut self, rev: Revision) -> &Record {
+        assert!(
+            self.live().is_some(),
+            "tombstone for a key that does not exist"
+        );
+        self.push(Record {
+            rev,
+            change: Change::Tombstone,
+        })
+    }
+
+    fn push(&mut self, record: Record) -> &Record {
+        if let Some(last) = self.records.last() {
+            assert!(record.rev > last.rev, "history must grow in revision order");
+        }
+        self.records.push(record);
+        self.records.last().expect("just pushed")
+    }
+
+    /// Removes the newest record (undoing an aborted txn).
+    pub fn pop(&mut self) -> Option<Record> {
+        self.records.pop()
+    }
+
+    /// Drops what compaction at main revision `at` no longer needs and returns it: everything
+    /// before the newest record at or before `at`, and that record too if it is a tombstone older
+    /// than `at`. Records after `at` are never touched.
+    pub fn compact(&mut self, at: i64) -> Vec<Record> {
+        let after = self.records.partition_point(|r| r.rev.main <= at);
+        let Some(newest) = after.checked_sub(1) else {
+            return Vec::new();
+        };
+        let record = &self.records[newest];
+        let drop_through = if record.is_tombstone() && record.rev.main < at {
+            newest + 1
+        } else {
+            newest
+        };
+        self.records.drain(..drop_through).collect()
+    }
+
+    /// Checks the invariants listed in the module comment; `compact_main` is the store's
+    /// compact revision (-1 when never compacted). Used to validate decoded snapshots.
+    pub fn check_invariants(&self, compact_main: i64) -> Result<(), &'static str> {
+        if self.records.is_empty() {
+            return Err("key without records");
+        }
+        let mut previous: Option<&Record> = None;
+        for record in &self.records {
+            if record.rev.main < 1 || record.rev.sub < 0 {
+                return Err("revision out of range");
+            }
+            match (&record.change, previous) {
+                (Change::Tombstone, Some(prev)) if prev.is_tombstone() => {
+                    return Err("tombstone follows a tombstone");
+                }
+                (Change::Tombstone, None) if record.rev.main > compact_main => {
+                    return Err("first record after the compact revision is a tombstone");
+                }
+                (
+                    Change::Put {
+                        create_revision,
+                        version,
+                        ..
+                    },
+                    prev,
+                ) => {
+                    let continues = prev.and_then(|p| match &p.change {
+                        Change::Put {
+                            create_revision,
+                            version,
+                            ..
+                        } => Some((*create_revision, *version)),
+                        Change::Tombstone => None,
+                    });
+                    match (continues, prev) {
+                        (Some((prev_create, prev_version)), _) => {
+                            if *create_revision != prev_create || *version != prev_version + 1 {
+                                return Err("put does not continue its generation");
+                            }
+                        }
+                        (None, Some(_)) => {
+                            if *create_revision != record.rev.main || *version != 1 {
+                                return Err("put after a tombstone does not start a generation");
+                            }
+                        }
+                        // The oldest retained record: above the compact revision nothing before
+                        // it was dropped, so it starts a generation; at or below it, it may sit
+                        // anywhere inside one.
+                        (None, None) => {
+                            let starts_generation =
+                                *create_revision == record.rev.main && *version == 1;
+                            let inside_generation = *create_revision >= 1
+                                && *create_revision <= record.rev.main
+                                && *version >= 1;
+                            if record.rev.main > compact_main && !starts_generation {
+                                return Err("first record after the compact revision does not start a generation");
+                            }
+                            if !inside_generation {
+                                return Err("put with impossible create revision or version");
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(prev) = previous {
+                if record.rev <= prev.rev {
+                    return Err("records out of revision order");
+                }
+            }
+            previous = Some(record);
+        }
+        let at_or_before_compact = self.records.iter().filter(|r| r.rev.main <= compact_main);
+        let mut count = 0;
+        for record in at_or_before_compact {
+            count += 1;
+            if record.is_tombstone() && record.rev.main != compact_main {
+                return Err("tombstone older than the compact revision was kept");
+            }
+        }
+        if count > 1 {
+            return Err("more than one record at or before the compact revision");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(h: &mut KeyHistory, main: i64, sub: i64, value: &str) {
+        h.push_put(
+            Revision::new(main, sub),
+            Bytes::copy_from_slice(value.as_bytes()),
+            0,
+        );
+    }
+
+    fn versions(h: &KeyHistory) -> Vec<(i64, i64, i64)> {
+        h.records()
+            .iter()
+            .filter_map(|r| match &r.change {
+                Change::Put {
+                    create_revision,
+                    version,
+                    ..
+                } => Some((r.rev.main, *create_revision, *version)),
+                Change::Tombstone => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn puts_after_a_tombstone_start_a_new_generation() {
+        let mut h = KeyHistory::default();
+        put(&mut h, 2, 0, "a");
+        put(&mut h, 3, 0, "b");
+        h.push_tombstone(Revision::new(4, 0));
+        put(&mut h, 5, 0, "c");
+        assert_eq!(versions(&h), vec![(2, 2, 1), (3, 2, 2), (5, 5, 1)]);
+        assert_eq!(h.check_invariants(-1), Ok(()));
+    }
+
+    #[test]
+    fn live_at_sees_the_state_as_of_a_past_revision() {
+        let mut h = KeyHistory::default();
+        put(&mut h, 2, 0, "a");
+        h.push_tombstone(Revision::new(4, 0));
+        assert!(h.live_at(1).is_none());
+        assert_eq!(h.live_at(3).map(|r| r.rev.main), Some(2));
+        assert!(h.live_at(4).is_none());
+        assert!(h.live_at(100).is_none());
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_put_at_or_before_the_revision() {
+        let mut h = KeyHistory::default();
+        put(&mut h, 2, 0, "a");
+        put(&mut h, 3, 0, "b");
+        put(&mut h, 5, 0, "c");
+        let dropped = h.compact(4);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(
+            h.records().iter().map(|r| r.rev.main).collect::<Vec<_>>(),
+            vec![3, 5]
+        );
+        assert_eq!(h.check_invariants(4), Ok(()));
+    }
+
+    #[test]
+    fn compaction_keeps_a_tombstone_exactly_at_the_revision_but_drops_older_ones() {
+        let mut h = KeyHistory::default();
+        put(&mut h, 2, 0, "a");
+        h.push_tombstone(Revision::new(3, 0));
+        let mut at_tombstone = h.clone();
+        at_tombstone.compact(3);
+        assert_eq!(at_tombstone.records().len(), 1);
+        assert!(at_tombstone.records()[0].is_tombstone());
+        h.compact(4);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn invariant_check_rejects_a_broken_generation() {
+        let bad = KeyHistory::from_records(vec![
+            Record {
+                rev: Revision::new(2, 0),
+                change: Change::Put {
+                    value: Bytes::new(),
+                    lease: 0,
+                    create_revision: 2,
+                    version: 1,
+                },
+            },
+            Record {
+                rev: Revision::new(3, 0),
+                change: Change::Put {
+                    value: Bytes::new(),
+                    lease: 0,
+                    create_revision: 2,
+                    version: 3,
+                },
+            },
+        ]);
+        assert!(bad.check_invariants(-1).is_err());
+    }
+}

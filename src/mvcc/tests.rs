@@ -1,0 +1,1307 @@
+//! Behaviour tests of the key space, one etcd rule per test. Expected values come from etcd 3.6's
+//! source (cited in the module docs) and, where noted, from running etcd 3.4.23.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response;
+use crate::proto::etcdserverpb::{Compare, RequestOp, ResponseOp};
+use crate::proto::mvccpb::KeyValue;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn put_req(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: b(key),
+        value: b(value),
+        ..PutRequest::default()
+    }
+}
+
+fn put(ks: &mut KeySpace, key: &str, value: &str) -> PutResponse {
+    let resp = ks.put(&put_req(key, value)).expect("put");
+    ks.check_invariants().expect("invariants after put");
+    resp
+}
+
+fn del(ks: &mut KeySpace, key: &str, end: &str) -> DeleteRangeResponse {
+    let resp = ks
+        .delete_range(&DeleteRangeRequest {
+            key: b(key),
+            range_end: b(end),
+            prev_kv: true,
+        })
+        .expect("delete");
+    ks.check_invariants().expect("invariants after delete");
+    resp
+}
+
+fn range_req(key: &str, end: &str) -> RangeRequest {
+    RangeRequest {
+        key: b(key),
+        range_end: b(end),
+        ..RangeRequest::default()
+    }
+}
+
+fn get(ks: &KeySpace, key: &str) -> Option<KeyValue> {
+    let resp = ks.range(&range_req(key, "")).expect("range");
+    assert!(resp.kvs.len() <= 1);
+    resp.kvs.into_iter().next()
+}
+
+fn keys(resp: &RangeResponse) -> Vec<String> {
+    resp.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+fn rev(resp_header: &Option<ResponseHeader>) -> i64 {
+    resp_header.expect("every response has a header").revision
+}
+
+fn op_put(key: &str, value: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestPut(put_req(key, value))),
+    }
+}
+
+fn op_range(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestRange(range_req(key, end))),
+    }
+}
+
+fn op_del(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+            key: b(key),
+            range_end: b(end),
+            prev_kv: false,
+        })),
+    }
+}
+
+fn op_txn(t: TxnRequest) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestTxn(t)),
+    }
+}
+
+fn cmp(
+    key: &str,
+    end: &str,
+    target: CompareTarget,
+    result: CompareResult,
+    union: TargetUnion,
+) -> Compare {
+    Compare {
+        key: b(key),
+        range_end: b(end),
+        target: target as i32,
+        result: result as i32,
+        target_union: Some(union),
+    }
+}
+
+fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+    TxnRequest {
+        compare,
+        success,
+        failure,
+    }
+}
+
+fn range_resp(op: &ResponseOp) -> &RangeResponse {
+    match &op.response {
+        Some(Response::ResponseRange(r)) => r,
+        other => panic!("expected a range response, got {other:?}"),
+    }
+}
+
+/// A store with a..e written once each at revisions 2..6.
+fn abcde() -> KeySpace {
+    let mut ks = KeySpace::new();
+    for (i, k) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        put(&mut ks, k, &format!("v{i}"));
+    }
+    ks
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revisions, versions, generations
+
+#[test]
+fn a_new_store_is_empty_at_revision_one() {
+    let ks = KeySpace::new();
+    assert_eq!(ks.current_revision(), 1);
+    assert_eq!(ks.compact_revision(), 0);
+    let resp = ks.range(&range_req("\0", "\0")).unwrap();
+    assert_eq!((resp.kvs.len(), resp.count, rev(&resp.header)), (0, 0, 1));
+    ks.check_invariants().unwrap();
+}
+
+#[test]
+fn every_put_bumps_the_revision_even_with_an_unchanged_value() {
+    let mut ks = KeySpace::new();
+    assert_eq!(rev(&put(&mut ks, "k", "v").header), 2);
+    assert_eq!(rev(&put(&mut ks, "k", "v").header), 3);
+    let kv = get(&ks, "k").unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+}
+
+#[test]
+fn a_recreated_key_starts_a_new_generation() {
+    let mut ks = KeySpace::new();
+    put(&mut ks, "k", "1");
+    put(&mut ks, "k", "2");
+    del(&mut ks, "k", "");
+    assert_eq!(get(&ks, "k"), None);
+    put(&mut ks, "k", "3");
+    let kv = get(&ks, "k").unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+}
+
+#[test]
+fn deleting_nothing_does_not_create_a_revision() {
+    let mut ks = abcde();
+    let resp = del(&mut ks, "x", "");
+    assert_eq!(
+        (resp.deleted, rev(&resp.header), ks.current_revision()),
+        (0, 6, 6)
+    );
+}
+
+#[test]
+fn delete_range_reports_count_and_previous_pairs_in_key_order() {
+    let mut ks = abcde();
+    let resp = del(&mut ks, "b", "d");
+    assert_eq!(resp.deleted, 2);
+    assert_eq!(
+        resp.prev_kvs
+            .iter()
+            .map(|kv| kv.key.clone())
+            .collect::<Vec<_>>(),
+        vec![b("b"), b("c")]
+    );
+    assert_eq!(rev(&resp.header), 7);
+    assert_eq!(
+        keys(&ks.range(&range_req("a", "\0")).unwrap()),
+        vec!["a", "d", "e"]
+    );
+}
+
+#[test]
+fn all_writes_of_a_txn_share_one_revision() {
+    let mut ks = KeySpace::new();
+    let resp = ks
+        .txn(&txn(
+            vec![],
+            vec![op_put("a", "1"), op_put("b", "2"), op_del("c", "")],
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!(rev(&resp.header), 2);
+    assert_eq!(ks.current_revision(), 2);
+    assert_eq!(get(&ks, "a").unwrap().mod_revision, 2);
+    assert_eq!(get(&ks, "b").unwrap().mod_revision, 2);
+    ks.check_invariants().unwrap();
+}
+
+#[test]
+fn a_txn_without_writes_does_not_create_a_revision() {
+    let mut ks = abcde();
+    let resp = ks
+        .txn(&txn(
+            vec![],
+            vec![op_range("a", ""), op_del("zz", "")],
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!((rev(&resp.header), ks.current_revision()), (6, 6));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range: key selection
+
+#[test]
+fn range_end_selects_single_key_from_key_all_keys_and_prefixes() {
+    let mut ks = abcde();
+    put(&mut ks, "ab", "x");
+    assert_eq!(keys(&ks.range(&range_req("b", "")).unwrap()), vec!["b"]);
+    assert_eq!(
+        keys(&ks.range(&range_req("c", "\0")).unwrap()),
+        vec!["c", "d", "e"]
+    );
+    assert_eq!(
+        keys(&ks.range(&range_req("\0", "\0")).unwrap()),
+        vec!["a", "ab", "b", "c", "d", "e"]
+    );
+    assert_eq!(
+        keys(&ks.range(&range_req("a", "b")).unwrap()),
+        vec!["a", "ab"]
+    );
+    assert_eq!(
+        keys(&ks.range(&range_req("d", "b")).unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn limit_sets_more_and_count_is_the_total_in_range() {
+    let ks = abcde();
+    let resp = ks
+        .range(&RangeRequest {
+            limit: 2,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&resp), resp.more, resp.count),
+        (vec!["a".into(), "b".into()], true, 5)
+    );
+    let resp = ks
+        .range(&RangeRequest {
+            limit: 5,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!((resp.kvs.len(), resp.more, resp.count), (5, false, 5));
+    let resp = ks
+        .range(&RangeRequest {
+            limit: -1,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!((resp.kvs.len(), resp.more), (5, false));
+}
+
+#[test]
+fn count_only_counts_every_key_and_ignores_limit_and_filters() {
+    let ks = abcde();
+    let resp = ks
+        .range(&RangeRequest {
+            count_only: true,
+            limit: 1,
+            min_mod_revision: 5,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!((resp.kvs.len(), resp.count, resp.more), (0, 5, false));
+}
+
+#[test]
+fn keys_only_blanks_values_and_keeps_the_rest() {
+    let mut ks = KeySpace::new();
+    ks.put_with_leases(
+        &PutRequest {
+            lease: 9,
+            ..put_req("k", "v")
+        },
+        &|id| id == 9,
+    )
+    .unwrap();
+    let resp = ks
+        .range(&RangeRequest {
+            keys_only: true,
+            ..range_req("k", "")
+        })
+        .unwrap();
+    let kv = &resp.kvs[0];
+    assert_eq!(
+        (kv.value.len(), kv.version, kv.lease, kv.mod_revision),
+        (0, 1, 9, 2)
+    );
+}
+
+#[test]
+fn revision_filters_prune_results_but_not_count() {
+    let ks = abcde();
+    let resp = ks
+        .range(&RangeRequest {
+            min_mod_revision: 3,
+            max_mod_revision: 5,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&resp), resp.count),
+        (vec!["b".into(), "c".into(), "d".into()], 5)
+    );
+    let resp = ks
+        .range(&RangeRequest {
+            min_create_revision: 4,
+            max_create_revision: 0,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&resp), vec!["c", "d", "e"]);
+}
+
+#[test]
+fn with_filters_the_limit_applies_after_filtering() {
+    let ks = abcde();
+    let resp = ks
+        .range(&RangeRequest {
+            min_mod_revision: 4,
+            limit: 2,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&resp), resp.more, resp.count),
+        (vec!["c".into(), "d".into()], true, 5)
+    );
+    let resp = ks
+        .range(&RangeRequest {
+            min_mod_revision: 5,
+            limit: 2,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&resp), resp.more),
+        (vec!["d".into(), "e".into()], false)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range: sorting
+
+/// a..e with versions e:1, d:2, c:3, b:4, a:5 (mod revisions in the same order as versions).
+fn versions_descending_by_key() -> KeySpace {
+    let mut ks = KeySpace::new();
+    for (i, k) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        for _ in 0..(5 - i) {
+            put(&mut ks, k, "v");
+        }
+    }
+    ks
+}
+
+#[test]
+fn sort_order_none_with_a_non_key_target_sorts_ascending() {
+    let ks = versions_descending_by_key();
+    let resp = ks
+        .range(&RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&resp), vec!["e", "d", "c", "b", "a"]);
+}
+
+#[test]
+fn sort_order_none_with_a_limit_sorts_only_the_first_keys_in_key_order() {
+    // etcd pushes the limit into the key walk when the order is NONE, then sorts what it kept:
+    // the two keys with the lowest versions overall (e, d) are not what comes back.
+    let ks = versions_descending_by_key();
+    let resp = ks
+        .range(&RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            limit: 2,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&resp), resp.more, resp.count),
+        (vec!["c".into(), "b".into()], true, 5)
+    );
+}
+
+#[test]
+fn explicit_ascend_sorts_everything_before_applying_the_limit() {
+    let ks = versions_descending_by_key();
+    let resp = ks
+        .range(&RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            sort_order: SortOrder::Ascend as i32,
+            limit: 2,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&resp), resp.more),
+        (vec!["e".into(), "d".into()], true)
+    );
+}
+
+#[test]
+fn descend_by_key_and_by_value() {
+    let ks = abcde();
+    let by_key = RangeRequest {
+        sort_order: SortOrder::Descend as i32,
+        ..range_req("a", "\0")
+    };
+    assert_eq!(
+        keys(&ks.range(&by_key).unwrap()),
+        vec!["e", "d", "c", "b", "a"]
+    );
+    let by_value = RangeRequest {
+        sort_target: SortTarget::Value as i32,
+        ..by_key
+    };
+    assert_eq!(
+        keys(&ks.range(&by_value).unwrap()),
+        vec!["e", "d", "c", "b", "a"]
+    );
+}
+
+#[test]
+fn descending_ties_keep_key_order_for_short_results() {
+    let ks = abcde(); // all version 1
+    let resp = ks
+        .range(&RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            sort_order: SortOrder::Descend as i32,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&resp), vec!["a", "b", "c", "d", "e"]);
+}
+
+#[test]
+fn an_unknown_sort_target_that_reaches_apply_is_an_invalid_sort_option() {
+    let ks = abcde();
+    let resp = ks.range(&RangeRequest {
+        sort_target: 77,
+        ..range_req("a", "\0")
+    });
+    assert_eq!(resp, Err(EtcdError::InvalidSortOption));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range: revisions
+
+#[test]
+fn reading_the_past_sees_old_values_with_the_current_header_revision() {
+    let mut ks = KeySpace::new();
+    put(&mut ks, "k", "old");
+    put(&mut ks, "k", "new");
+    del(&mut ks, "k", "");
+    let past = ks
+        .range(&RangeRequest {
+            revision: 2,
+            ..range_req("k", "")
+        })
+        .unwrap();
+    assert_eq!(
+        (past.kvs[0].value.clone(), rev(&past.header)),
+        (b("old"), 4)
+    );
+    let past = ks
+        .range(&RangeRequest {
+            revision: 3,
+            ..range_req("k", "")
+        })
+        .unwrap();
+    assert_eq!(past.kvs[0].value, b("new"));
+    assert!(ks
+        .range(&RangeRequest {
+            revision: 4,
+            ..range_req("k", "")
+        })
+        .unwrap()
+        .kvs
+        .is_empty());
+    assert!(ks
+        .range(&RangeRequest {
+            revision: 1,
+            ..range_req("k", "")
+        })
+        .unwrap()
+        .kvs
+        .is_empty());
+}
+
+#[test]
+fn a_future_revision_fails_and_a_negative_one_reads_the_latest() {
+    let ks = abcde();
+    let future = ks.range(&RangeRequest {
+        revision: 7,
+        ..range_req("a", "")
+    });
+    assert_eq!(future, Err(EtcdError::FutureRev));
+    let latest = ks
+        .range(&RangeRequest {
+            revision: -3,
+            ..range_req("e", "")
+        })
+        .unwrap();
+    assert_eq!(latest.kvs.len(), 1);
+}
+
+#[test]
+fn reading_at_the_compact_revision_works_and_below_it_fails() {
+    let mut ks = abcde();
+    ks.compact(&CompactionRequest {
+        revision: 4,
+        physical: false,
+    })
+    .unwrap();
+    let at = ks
+        .range(&RangeRequest {
+            revision: 4,
+            ..range_req("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&at), vec!["a", "b", "c"]);
+    let below = ks.range(&RangeRequest {
+        revision: 3,
+        ..range_req("a", "\0")
+    });
+    assert_eq!(below, Err(EtcdError::Compacted));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Put options
+
+#[test]
+fn prev_kv_is_returned_only_when_asked_and_present() {
+    let mut ks = KeySpace::new();
+    let first = ks
+        .put(&PutRequest {
+            prev_kv: true,
+            ..put_req("k", "1")
+        })
+        .unwrap();
+    assert_eq!(first.prev_kv, None);
+    let second = ks
+        .put(&PutRequest {
+            prev_kv: true,
+            ..put_req("k", "2")
+        })
+        .unwrap();
+    assert_eq!(second.prev_kv.map(|kv| kv.value), Some(b("1")));
+    assert_eq!(put(&mut ks, "k", "3").prev_kv, None);
+}
+
+#[test]
+fn ignore_value_keeps_the_value_and_still_bumps_the_revision() {
+    let mut ks = KeySpace::new();
+    put(&mut ks, "k", "keep");
+    let resp = ks
+        .put(&PutRequest {
+            ignore_value: true,
+            ..put_req("k", "")
+        })
+        .unwrap();
+    assert_eq!(rev(&resp.header), 3);
+    let kv = get(&ks, "k").unwrap();
+    assert_eq!((kv.value, kv.version, kv.mod_revision), (b("keep"), 2, 3));
+}
+
+#[test]
+fn ignore_flags_on_a_missing_key_are_key_not_found_without_effect() {
+    let mut ks = abcde();
+    let size = ks.approximate_size_bytes();
+    for req in [
+        PutRequest {
+            ignore_value: true,
+            ..put_req("zz", "")
+        },
+        PutRequest {
+            ignore_lease: true,
+            ..put_req("zz", "v")
+        },
+    ] {
+        assert_eq!(ks.put(&req), Err(EtcdError::KeyNotFound));
+    }
+    assert_eq!(
+        (ks.current_revision(), ks.approximate_size_bytes()),
+        (6, size)
+    );
+    ks.check_invariants().unwrap();
+}
+
+#[test]
+fn a_lease_sticks_only_through_ignore_lease() {
+    let leases = |id: i64| id == 5;
+    let mut ks = KeySpace::new();
+    ks.put_with_leases(
+        &PutRequest {
+            lease: 5,
+            ..put_req("k", "1")
+        },
+        &leases,
+    )
+    .unwrap();
+    ks.put_with_leases(
+        &PutRequest {
+            ignore_lease: true,
+            ..put_req("k", "2")
+        },
+        &leases,
+    )
+    .unwrap();
+    assert_eq!(get(&ks, "k").unwrap().lease, 5);
+    // A plain put replaces the lease with its own (none), as etcd detaches the old one.
+    put(&mut ks, "k", "3");
+    assert_eq!(get(&ks, "k").unwrap().lease, 0);
+}
+
+#[test]
+fn a_put_with_an_unknown_lease_fails_before_the_key_is_looked_at() {
+    let mut ks = KeySpace::new();
+    let req = PutRequest {
+        lease: 1,
+        ignore_value: true,
+        ..put_req("missing", "")
+    };
+    assert_eq!(ks.put(&req), Err(EtcdError::LeaseNotFound));
+    assert_eq!(ks.current_revision(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Txn: compares
+
+fn succeeded(ks: &mut KeySpace, compare: Compare) -> bool {
+    ks.txn(&txn(vec![compare], vec![], vec![]))
+        .unwrap()
+        .succeeded
+}
+
+#[test]
+fn a_missing_key_compares_as_an_all_zero_key_value() {
+    let mut ks = KeySpace::new();
+    for (target, union) in [
+        (CompareTarget::Version, TargetUnion::Version(0)),
+        (CompareTarget::Create, TargetUnion::CreateRevision(0)),
+        (CompareTarget::Mod, TargetUnion::ModRevision(0)),
+        (CompareTarget::Lease, TargetUnion::Lease(0)),
+    ] {
+        assert!(succeeded(
+            &mut ks,
+            cmp("nope", "", target, CompareResult::Equal, union)
+        ));
+    }
+}
+
+#[test]
+fn a_value_compare_on_a_missing_key_always_fails() {
+    let mut ks = KeySpace::new();
+    for result in [
+        CompareResult::Equal,
+        CompareResult::NotEqual,
+        CompareResult::Greater,
+        CompareResult::Less,
+    ] {
+        let c = cmp(
+            "nope",
+            "",
+            CompareTarget::Value,
+            result,
+            TargetUnion::Value(b("")),
+        );
+        assert!(!succeeded(&mut ks, c));
+    }
+}
+
+#[test]
+fn a_compare_over_a_range_must_hold_for_every_key() {
+    let mut ks = abcde(); // mod revisions 2..6
+    let all_above_1 = cmp(
+        "a",
+        "\0",
+        CompareTarget::Mod,
+        CompareResult::Greater,
+        TargetUnion::ModRevision(1),
+    );
+    assert!(succeeded(&mut ks, all_above_1));
+    let all_above_2 = cmp(
+        "a",
+        "\0",
+        CompareTarget::Mod,
+        CompareResult::Greater,
+        TargetUnion::ModRevision(2),
+    );
+    assert!(!succeeded(&mut ks, all_above_2));
+    let value_prefix = cmp(
+        "a",
+        "c",
+        CompareTarget::Value,
+        CompareResult::Less,
+        TargetUnion::Value(b("v2")),
+    );
+    assert!(succeeded(&mut ks, value_prefix));
+}
+
+#[test]
+fn a_compare_over_an_empty_range_uses_the_zero_key_value() {
+    let mut ks = abcde();
+    let c = cmp(
+        "x",
+        "z",
+        CompareTarget::Create,
+        CompareResult::Equal,
+        TargetUnion::CreateRevision(0),
+    );
+    assert!(succeeded(&mut ks, c));
+    let c = cmp(
+        "x",
+        "z",
+        CompareTarget::Value,
+        CompareResult::Equal,
+        TargetUnion::Value(b("")),
+    );
+    assert!(!succeeded(&mut ks, c));
+}
+
+#[test]
+fn the_failure_branch_runs_when_a_compare_fails() {
+    let mut ks = abcde();
+    let c = cmp(
+        "a",
+        "",
+        CompareTarget::Value,
+        CompareResult::Equal,
+        TargetUnion::Value(b("nope")),
+    );
+    let resp = ks
+        .txn(&txn(vec![c], vec![op_put("s", "")], vec![op_put("f", "")]))
+        .unwrap();
+    assert!(!resp.succeeded);
+    assert!(get(&ks, "f").is_some() && get(&ks, "s").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Txn: execution
+
+#[test]
+fn reads_inside_a_txn_see_its_earlier_writes_and_report_matching_revisions() {
+    let mut ks = abcde(); // revision 6
+    let resp = ks
+        .txn(&txn(
+            vec![],
+            vec![
+                op_range("k", ""),
+                op_put("k", "new"),
+                op_range("k", ""),
+                op_del("zz", ""),
+            ],
+            vec![],
+        ))
+        .unwrap();
+    let before = range_resp(&resp.responses[0]);
+    let after = range_resp(&resp.responses[2]);
+    assert_eq!((before.kvs.len(), rev(&before.header)), (0, 6));
+    assert_eq!(
+        (after.kvs[0].value.clone(), rev(&after.header)),
+        (b("new"), 7)
+    );
+    match &resp.responses[1].response {
+        Some(Response::ResponsePut(p)) => assert_eq!(rev(&p.header), 7),
+        other => panic!("{other:?}"),
+    }
+    match &resp.responses[3].response {
+        // A delete of nothing after a write answers the txn's new revision.
+        Some(Response::ResponseDeleteRange(d)) => assert_eq!((d.deleted, rev(&d.header)), (0, 7)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rev(&resp.header), 7);
+}
+
+#[test]
+fn nested_txn_compares_see_the_store_before_the_txn() {
+    let mut ks = KeySpace::new();
+    let inner = txn(
+        vec![cmp(
+            "k",
+            "",
+            CompareTarget::Version,
+            CompareResult::Equal,
+            TargetUnion::Version(0),
+        )],
+        vec![op_put("inner-saw-nothing", "")],
+        vec![op_put("inner-saw-k", "")],
+    );
+    ks.txn(&txn(vec![], vec![op_put("k", "v"), op_txn(inner)], vec![]))
+        .unwrap();
+    assert!(get(&ks, "inner-saw-nothing").is_some());
+    assert!(get(&ks, "inner-saw-k").is_none());
+}
+
+#[test]
+fn nested_txn_responses_carry_an_all_zero_header() {
+    let mut ks = KeySpace::new();
+    let inner = txn(vec![], vec![op_put("b", "")], vec![]);
+    let resp = ks
+        .txn(&txn(vec![], vec![op_put("a", ""), op_txn(inner)], vec![]))
+        .unwrap();
+    match &resp.responses[1].response {
+        Some(Response::ResponseTxn(t)) => {
+            assert_eq!(t.header, Some(ResponseHeader::default()));
+            assert!(t.succeeded);
+            match &t.responses[0].response {
+                Some(Response::ResponsePut(p)) => assert_eq!(rev(&p.header), 2),
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rev(&resp.header), 2);
+}
+
+fn assert_txn_fails_without_effect(ks: &mut KeySpace, t: TxnRequest, expected: EtcdError) {
+    let before = ks.clone();
+    assert_eq!(ks.txn(&t), Err(expected));
+    assert_eq!(*ks, before, "a failed txn must leave no trace");
+}
+
+#[test]
+fn a_range_below_the_compact_revision_aborts_the_whole_txn() {
+    let mut ks = abcde();
+    ks.compact(&CompactionRequest {
+        revision: 4,
+        physical: false,
+    })
+    .unwrap();
+    let bad_read = RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            revision: 3,
+            ..range_req("a", "")
+        })),
+    };
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![op_put("x", ""), bad_read], vec![]),
+        EtcdError::Compacted,
+    );
+}
+
+#[test]
+fn a_future_range_revision_in_a_txn_fails_even_after_the_txn_wrote() {
+    let mut ks = abcde();
+    let next = RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            revision: 7,
+            ..range_req("a", "")
+        })),
+    };
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![op_put("x", ""), next], vec![]),
+        EtcdError::FutureRev,
+    );
+}
+
+#[test]
+fn a_negative_range_revision_in_a_txn_is_compared_raw_with_the_compact_revision() {
+    // etcd's txn check compares the raw revision with compactMainRev (-1 before any compaction),
+    // while a plain Range treats any revision <= 0 as "latest".
+    let mut ks = abcde();
+    let read_at = |revision| RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            revision,
+            ..range_req("a", "")
+        })),
+    };
+    assert!(ks.txn(&txn(vec![], vec![read_at(-1)], vec![])).is_ok());
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![read_at(-2)], vec![]),
+        EtcdError::Compacted,
+    );
+    ks.compact(&CompactionRequest {
+        revision: 2,
+        physical: false,
+    })
+    .unwrap();
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![read_at(-1)], vec![]),
+        EtcdError::Compacted,
+    );
+    assert!(ks
+        .range(&RangeRequest {
+            revision: -1,
+            ..range_req("a", "")
+        })
+        .is_ok());
+}
+
+#[test]
+fn ignore_value_on_a_missing_key_aborts_the_txn() {
+    let mut ks = abcde();
+    let bad = RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            ignore_value: true,
+            ..put_req("zz", "")
+        })),
+    };
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![op_put("x", ""), bad], vec![]),
+        EtcdError::KeyNotFound,
+    );
+}
+
+#[test]
+fn an_unknown_lease_aborts_the_txn() {
+    let mut ks = abcde();
+    let bad = RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            lease: 3,
+            ..put_req("x", "")
+        })),
+    };
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![op_put("y", ""), bad], vec![]),
+        EtcdError::LeaseNotFound,
+    );
+}
+
+#[test]
+fn inside_a_txn_key_not_found_is_checked_before_the_lease() {
+    // etcd 3.6's txn check looks at ignore_* before the lease (a plain Put does the opposite).
+    let mut ks = KeySpace::new();
+    let op = RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            lease: 3,
+            ignore_value: true,
+            ..put_req("x", "")
+        })),
+    };
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![op], vec![]),
+        EtcdError::KeyNotFound,
+    );
+}
+
+#[test]
+fn errors_in_a_nested_txn_abort_the_outer_one() {
+    let mut ks = abcde();
+    let inner = txn(
+        vec![],
+        vec![
+            op_put("b", ""),
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    ignore_lease: true,
+                    ..put_req("zz", "")
+                })),
+            },
+        ],
+        vec![],
+    );
+    assert_txn_fails_without_effect(
+        &mut ks,
+        txn(vec![], vec![op_put("a", ""), op_txn(inner)], vec![]),
+        EtcdError::KeyNotFound,
+    );
+}
+
+#[test]
+fn ignore_value_on_a_key_deleted_earlier_in_the_txn_is_key_not_found_not_a_crash() {
+    // etcd's duplicate-key check ignores a "\0"-ended delete, so this txn passes it; etcd would
+    // then panic while applying. We refuse it and keep the store unchanged.
+    let mut ks = abcde();
+    let t = txn(
+        vec![],
+        vec![
+            op_del("c", "\0"),
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    ignore_value: true,
+                    ..put_req("d", "")
+                })),
+            },
+        ],
+        vec![],
+    );
+    assert_eq!(check_txn(&t, 128), Ok(()));
+    assert_txn_fails_without_effect(&mut ks, t, EtcdError::KeyNotFound);
+}
+
+#[test]
+fn a_delete_then_put_of_the_same_key_in_one_txn_starts_a_new_generation() {
+    let mut ks = abcde();
+    ks.txn(&txn(
+        vec![],
+        vec![op_del("a", "\0"), op_put("b", "again")],
+        vec![],
+    ))
+    .unwrap();
+    let kv = get(&ks, "b").unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (7, 7, 1));
+    assert_eq!(keys(&ks.range(&range_req("a", "\0")).unwrap()), vec!["b"]);
+    ks.check_invariants().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction
+
+#[test]
+fn compaction_rejects_old_and_future_revisions() {
+    let mut ks = abcde();
+    assert_eq!(
+        ks.compact(&CompactionRequest {
+            revision: 7,
+            physical: false
+        }),
+        Err(EtcdError::FutureRev)
+    );
+    ks.compact(&CompactionRequest {
+        revision: 4,
+        physical: false,
+    })
+    .unwrap();
+    for revision in [3, 4, -1] {
+        assert_eq!(
+            ks.compact(&CompactionRequest {
+                revision,
+                physical: false
+            }),
+            Err(EtcdError::Compacted)
+        );
+    }
+    assert_eq!(ks.compact_revision(), 4);
+}
+
+#[test]
+fn the_first_compaction_may_be_at_revision_zero_like_etcd() {
+    let mut ks = KeySpace::new();
+    ks.compact(&CompactionRequest {
+        revision: 0,
+        physical: false,
+    })
+    .unwrap();
+    assert_eq!(ks.compact_revision(), 0);
+    assert_eq!(
+        ks.compact(&CompactionRequest {
+            revision: 0,
+            physical: false
+        }),
+        Err(EtcdError::Compacted)
+    );
+    assert_eq!(
+        ks.compact(&CompactionRequest {
+            revision: -1,
+            physical: false
+        }),
+        Err(EtcdError::Compacted)
+    );
+}
+
+#[test]
+fn compaction_does_not_create_a_revision() {
+    let mut ks = abcde();
+    let resp = ks
+        .compact(&CompactionRequest {
+            revision: 6,
+            physical: true,
+        })
+        .unwrap();
+    assert_eq!((rev(&resp.header), ks.current_revision()), (6, 6));
+    assert_eq!(put(&mut ks, "f", "").header.map(|h| h.revision), Some(7));
+}
+
+#[test]
+fn compaction_keeps_current_values_and_drops_deleted_keys() {
+    let mut ks = KeySpace::new();
+    put(&mut ks, "k", "1");
+    put(&mut ks, "k", "2");
+    put(&mut ks, "gone", "x");
+    del(&mut ks, "gone", "");
+    put(&mut ks, "later", "y");
+    ks.compact(&CompactionRequest {
+        revision: 6,
+        physical: false,
+    })
+    .unwrap();
+    ks.check_invariants().unwrap();
+    assert_eq!(get(&ks, "k").unwrap().value, b("2"));
+    assert_eq!(get(&ks, "k").unwrap().version, 2);
+    assert_eq!(
+        keys(&ks.range(&range_req("\0", "\0")).unwrap()),
+        vec!["k", "later"]
+    );
+    assert!(!ks.keys.contains_key(&b"gone"[..]));
+}
+
+#[test]
+fn compaction_frees_memory() {
+    let mut ks = KeySpace::new();
+    let big = "x".repeat(10_000);
+    for _ in 0..50 {
+        put(&mut ks, "k", &big);
+    }
+    let before = ks.approximate_size_bytes();
+    assert!(before > 50 * 10_000);
+    ks.compact(&CompactionRequest {
+        revision: ks.current_revision(),
+        physical: false,
+    })
+    .unwrap();
+    let after = ks.approximate_size_bytes();
+    assert!(after < 2 * 10_000, "{after} bytes left after compaction");
+    ks.check_invariants().unwrap();
+    assert_eq!(get(&ks, "k").unwrap().version, 50);
+}
+
+#[test]
+fn a_tombstone_at_the_compact_revision_is_kept_until_the_next_compaction() {
+    let mut ks = KeySpace::new();
+    put(&mut ks, "k", "1");
+    del(&mut ks, "k", "");
+    ks.compact(&CompactionRequest {
+        revision: 3,
+        physical: false,
+    })
+    .unwrap();
+    assert_eq!(ks.keys[&b"k"[..]].records().len(), 1);
+    put(&mut ks, "x", "");
+    ks.compact(&CompactionRequest {
+        revision: 4,
+        physical: false,
+    })
+    .unwrap();
+    assert!(!ks.keys.contains_key(&b"k"[..]));
+    ks.check_invariants().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// HashKV
+
+#[test]
+fn an_empty_store_hashes_to_the_crc_of_the_bucket_name() {
+    assert_eq!(KeySpace::new().hash_kv(0), Ok((crc32c::crc32c(b"key"), -1)));
+}
+
+#[test]
+fn hash_of_a_past_revision_ignores_later_writes() {
+    let mut ks = abcde();
+    let (at_6, _) = ks.hash_kv(0).unwrap();
+    put(&mut ks, "f", "");
+    del(&mut ks, "a", "");
+    assert_eq!(ks.hash_kv(6).unwrap().0, at_6);
+    assert_ne!(ks.hash_kv(0).unwrap().0, at_6);
+}
+
+#[test]
+fn hash_matches_a_hand_computed_etcd_hash() {
+    let mut ks = KeySpace::new();
+    put(&mut ks, "k", "v");
+    del(&mut ks, "k", "");
+    // bucket name, then rev 2.0 with KeyValue{key,create 2,mod 2,version 1,value}, then the
+    // tombstone 3.0 't' with KeyValue{key}.
+    let mut bytes = b"key".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2, b'_', 0, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0x0a, 1, b'k', 0x10, 2, 0x18, 2, 0x20, 1, 0x2a, 1, b'v']);
+    bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3, b'_', 0, 0, 0, 0, 0, 0, 0, 0, b't']);
+    bytes.extend_from_slice(&[0x0a, 1, b'k']);
+    assert_eq!(ks.hash_kv(0).unwrap().0, crc32c::crc32c(&bytes));
+}
+
+#[test]
+fn hash_errors_follow_etcd() {
+    let mut ks = abcde();
+    assert_eq!(ks.hash_kv(7), Err(EtcdError::FutureRev));
+    ks.compact(&CompactionRequest {
+        revision: 4,
+        physical: false,
+    })
+    .unwrap();
+    assert_eq!(ks.hash_kv(3), Err(EtcdError::Compacted));
+    assert_eq!(ks.hash_kv(4).map(|(_, c)| c), Ok(4));
+    assert_eq!(ks.hash_kv(-5).map(|(h, _)| h), Ok(crc32c::crc32c(b"key")));
+}
+
+#[test]
+fn the_hash_does_not_depend_on_whether_compaction_has_dropped_history_yet() {
+    // etcd compacts in the background; its hash rules make a member that has recorded the
+    // compact revision but not yet dropped the old records hash like one that has.
+    let mut ks = KeySpace::new();
+    put(&mut ks, "always", "");
+    for i in 0..20 {
+        put(&mut ks, ["a", "b", "c"][i % 3], &i.to_string());
+        if i % 4 == 0 {
+            del(&mut ks, "b", "");
+        }
+    }
+    let current = ks.current_revision();
+    let mut not_yet_dropped = ks.clone();
+    not_yet_dropped.compact_main = 12;
+    ks.compact(&CompactionRequest {
+        revision: 12,
+        physical: false,
+    })
+    .unwrap();
+    for r in 12..=current {
+        assert_eq!(ks.hash_kv(r), not_yet_dropped.hash_kv(r), "revision {r}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+#[test]
+fn a_snapshot_round_trips_to_an_equal_store_and_identical_bytes() {
+    let mut ks = abcde();
+    del(&mut ks, "c", "");
+    ks.compact(&CompactionRequest {
+        revision: 5,
+        physical: false,
+    })
+    .unwrap();
+    put(&mut ks, "c", "again");
+    let bytes = ks.encode_snapshot();
+    let decoded = KeySpace::decode_snapshot(&bytes).unwrap();
+    assert_eq!(decoded, ks);
+    assert_eq!(decoded.encode_snapshot(), bytes);
+    decoded.check_invariants().unwrap();
+}
+
+#[test]
+fn garbage_and_foreign_versions_are_refused() {
+    assert!(matches!(
+        KeySpace::decode_snapshot(&[0xff, 0xff, 0xff]),
+        Err(SnapshotDecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        KeySpace::decode_snapshot(&[]),
+        Err(SnapshotDecodeError::UnsupportedVersion(0))
+    ));
+    let mut bytes = abcde().encode_snapshot();
+    bytes[1] = 9; // format_version is the first field
+    assert!(matches!(
+        KeySpace::decode_snapshot(&bytes),
+        Err(SnapshotDecodeError::UnsupportedVersion(9))
+    ));
+}
+
+#[test]
+fn a_snapshot_with_a_hole_in_its_history_is_refused() {
+    use crate::proto::detcdpb::MvccSnapshot;
+    use prost::Message;
+    let mut snapshot = MvccSnapshot::decode(&abcde().encode_snapshot()[..]).unwrap();
+    snapshot.keys.remove(2); // revision 4 disappears
+    assert!(matches!(
+        KeySpace::decode_snapshot(&snapshot.encode_to_vec()),
+        Err(SnapshotDecodeError::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_snapshot_with_unreachable_revisions_is_refused_instead_of_overflowing_later() {
+    use crate::proto::detcdpb::MvccSnapshot;
+    use prost::Message;
+    let snapshot = MvccSnapshot {
+        format_version: 1,
+        current_revision: i64::MAX,
+        compact_revision: i64::MAX,
+        keys: vec![],
+    };
+    assert!(matches!(
+        KeySpace::decode_snapshot(&snapshot.encode_to_vec()),
+        Err(SnapshotDecodeError::Invalid(_))
+    ));
+}

@@ -1,0 +1,154 @@
+//! A write in progress: the changes of one Put, DeleteRange or Txn, all at one new main revision.
+//!
+//! Like etcd's `storeTxnWrite`, changes go straight into the index at main revision
+//! `begin + 1` with sub revisions 0, 1, 2, ... so that later operations of the same txn see them;
+//! the store's `current_revision` moves to `begin + 1` only on [`WriteTxn::commit`], and only if
+//! something changed. Dropping a `WriteTxn` without committing removes every change it made, so
+//! an error anywhere in a txn leaves the store exactly as it was.
+//!
+//! Revisions reported to clients follow etcd: a put answers `begin + 1`; a delete or a read
+//! answers `begin + 1` once the txn has changed something and `begin` before that.
+
+use bytes::Bytes;
+
+use super::header;
+use super::range::KeyRange;
+use super::revision::Revision;
+use super::KeySpace;
+use crate::error::EtcdError;
+use crate::proto::etcdserverpb::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+};
+
+pub(crate) struct WriteTxn<'a> {
+    store: &'a mut KeySpace,
+    /// The store revision when the write began; changes are written at `begin + 1`.
+    begin: i64,
+    /// Keys changed so far, in order; the length is the next sub revision.
+    changed: Vec<Bytes>,
+    committed: bool,
+}
+
+impl<'a> WriteTxn<'a> {
+    pub fn begin(store: &'a mut KeySpace) -> WriteTxn<'a> {
+        let begin = store.current_revision;
+        WriteTxn {
+            store,
+            begin,
+            changed: Vec::new(),
+            committed: false,
+        }
+    }
+
+    /// The revision this write's reads happen at: its own changes are visible once there are any.
+    pub fn read_revision(&self) -> i64 {
+        if self.changed.is_empty() {
+            self.begin
+        } else {
+            self.begin + 1
+        }
+    }
+
+    fn next_revision(&self) -> Revision {
+        Revision::new(self.begin + 1, self.changed.len() as i64)
+    }
+
+    /// etcd's Put inside a write: reads the previous value if the request needs it (seeing this
+    /// write's own earlier changes), then writes. `KeyNotFound` if `ignore_value`/`ignore_lease`
+    /// find no key. The lease itself is checked by the caller, as etcd does.
+    pub fn put_request(&mut self, p: &PutRequest) -> Result<PutResponse, EtcdError> {
+        let needs_previous = p.ignore_value || p.ignore_lease || p.prev_kv;
+        let previous = if needs_previous {
+            self.store.live_kv(&p.key, self.read_revision())
+        } else {
+            None
+        };
+        if (p.ignore_value || p.ignore_lease) && previous.is_none() {
+            return Err(EtcdError::KeyNotFound);
+        }
+        let value = match (&previous, p.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            // Copy so the store never pins a caller's (possibly much larger) request buffer.
+            _ => Bytes::copy_from_slice(&p.value),
+        };
+        let lease = match (&previous, p.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => p.lease,
+        };
+        self.put(&p.key, value, lease);
+        Ok(PutResponse {
+            header: header(self.begin + 1),
+            prev_kv: if p.prev_kv { previous } else { None },
+        })
+    }
+
+    /// etcd's DeleteRange inside a write.
+    pub fn delete_request(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let range = KeyRange::new(&d.key, &d.range_end);
+        let prev_kvs = if d.prev_kv {
+            self.store.live_kvs(range, self.read_revision())
+        } else {
+            Vec::new()
+        };
+        let deleted = self.delete_range(range);
+        DeleteRangeResponse {
+            header: header(self.read_revision()),
+            deleted,
+            prev_kvs,
+        }
+    }
+
+    /// etcd's Range inside a write, at this write's read revision.
+    pub fn range_request(&self, r: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        self.store.execute_range(r, self.read_revision())
+    }
+
+    fn put(&mut self, key: &[u8], value: Bytes, lease: i64) {
+        let rev = self.next_revision();
+        let key = self.store.append_record(key, |h| {
+            h.push_put(rev, value, lease);
+        });
+        self.changed.push(key);
+    }
+
+    /// Deletes every key that exists in `range`, in key order; returns how many.
+    fn delete_range(&mut self, range: KeyRange<'_>) -> i64 {
+        let at = self.read_revision();
+        let doomed: Vec<Bytes> = self
+            .store
+            .keys_in(range)
+            .filter(|(_, h)| h.live_at(at).is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            let rev = self.next_revision();
+            let key = self.store.append_record(key, |h| {
+                h.push_tombstone(rev);
+            });
+            self.changed.push(key);
+        }
+        doomed.len() as i64
+    }
+
+    /// Makes the changes part of history. Returns the revision the whole write answers with:
+    /// `begin + 1` if anything changed, otherwise `begin`.
+    pub fn commit(mut self) -> i64 {
+        self.committed = true;
+        if !self.changed.is_empty() {
+            self.store.current_revision = self.begin + 1;
+        }
+        self.store.current_revision
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // Undo newest first so each key's history shrinks from its end.
+        while let Some(key) = self.changed.pop() {
+            self.store.pop_record(&key);
+        }
+    }
+}
