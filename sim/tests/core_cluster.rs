@@ -242,7 +242,7 @@ fn member_far_behind_catches_up_through_a_snapshot() {
         .expect("restart after installing a snapshot");
     cluster.run_for(2 * SECOND);
     assert_eq!(
-        value_of(&mut cluster, lagging, "k12", true).as_deref(),
+        value_of(&mut cluster, lagging, "k8", true).as_deref(),
         Some("v99")
     );
 }
