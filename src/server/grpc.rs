@@ -75,3 +75,49 @@ impl Kv for KvService {
         }
     }
 }
+
+/// gRPC's receive limit answered the way etcd's server (grpc-go) answers it: tonic reports a
+/// message over the limit as OutOfRange, grpc-go (and so every etcd client's expectation) as
+/// ResourceExhausted "grpc: received message larger than max (N vs. M)".
+pub fn etcd_receive_limit_status(
+    mut response: http::Response<tonic::body::BoxBody>,
+) -> http::Response<tonic::body::BoxBody> {
+    let headers = response.headers_mut();
+    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode).unwrap_or_default();
+    let too_large =
+        headers.get("grpc-status").is_some_and(|v| v == "11") && message.contains("decoded message length too large");
+    if too_large {
+        let numbers: Vec<&str> =
+            message.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+        let text = match numbers[..] {
+            [found, limit, ..] => format!("grpc: received message larger than max ({found} vs. {limit})"),
+            _ => "grpc: received message larger than max".to_string(),
+        };
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        if let Ok(value) = http::HeaderValue::from_str(&text) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
+}
+
+/// grpc-message is percent-encoded on the wire.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

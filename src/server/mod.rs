@@ -127,6 +127,7 @@ async fn serve_clients(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(tower::util::MapResponseLayer::new(grpc::etcd_receive_limit_status))
         .add_service(health_service)
         .add_service(kv)
         .serve_with_incoming_shutdown(incoming, async move {

@@ -25,8 +25,8 @@ pub fn load(data_dir: &Path) -> Result<Loaded, DiskSetupError> {
 /// the files positioned for the next append. A torn tail of the last segment is zeroed on disk;
 /// anything else that does not decode is an error.
 pub fn load_with(data_dir: &Path, options: DiskOptions) -> Result<Loaded, DiskSetupError> {
-    let (image, files) = scan(data_dir, options, wal_valid_len)?;
-    let recovered = wal::recover(&image).map_err(|e| {
+    let (image, files, torn_tail_bytes) = scan(data_dir, options, wal_valid_len)?;
+    let mut recovered = wal::recover(&image).map_err(|e| {
         DiskSetupError::Corrupt(format!(
             "recovery from {} failed: {e:?}",
             data_dir.display()
@@ -42,6 +42,8 @@ pub fn load_with(data_dir: &Path, options: DiskOptions) -> Result<Loaded, DiskSe
             files.current_path.display()
         )));
     }
+    // Recovery saw only the valid prefix; the torn bytes were found (and zeroed) here.
+    recovered.torn_tail_bytes = recovered.torn_tail_bytes.max(torn_tail_bytes);
     Ok(Loaded { recovered, files })
 }
 
@@ -51,12 +53,13 @@ fn wal_valid_len(start_offset: u64, bytes: &[u8]) -> Result<u64, String> {
         .map_err(|e| format!("{e:?}"))
 }
 
-/// Everything `load_with` does except recovery: the bytes recovery needs and the open files.
+/// Everything `load_with` does except recovery: the bytes recovery needs, the open files, and
+/// how many non-zero bytes of a torn tail were zeroed.
 pub(super) fn scan(
     data_dir: &Path,
     options: DiskOptions,
     valid_len: ValidLen,
-) -> Result<(DiskImage, DiskFiles), DiskSetupError> {
+) -> Result<(DiskImage, DiskFiles, u64), DiskSetupError> {
     let (wal_dir, snap_dir) = prepare_dirs(data_dir)?;
     let snapshots = read_snapshots(&snap_dir)?;
     let mut segments = list_numbered(&wal_dir, WAL_EXT).map_err(DiskSetupError::Io)?;
@@ -71,13 +74,14 @@ pub(super) fn scan(
         segments.push((0, create_first_segment(&wal_dir, options.segment_bytes)?));
     }
     let (wal, last) = read_chain(&segments, valid_len)?;
+    let torn_tail_bytes = last.bytes[last.valid..].iter().filter(|b| **b != 0).count() as u64;
     let files = open_last_segment(wal_dir, snap_dir, options, &segments, last)?;
     let image = DiskImage {
         wal_start_offset: segments[0].0,
         wal,
         snapshots,
     };
-    Ok((image, files))
+    Ok((image, files, torn_tail_bytes))
 }
 
 /// Creates `member/wal` and `member/snap` if missing and removes half-written temporary files.

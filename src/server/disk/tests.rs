@@ -77,7 +77,7 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 }
 
 fn scan_dir(dir: &Path, options: DiskOptions) -> Result<(DiskImage, DiskFiles), DiskSetupError> {
-    scan(dir, options, test_valid_len)
+    scan(dir, options, test_valid_len).map(|(image, files, _)| (image, files))
 }
 
 /// Why scanning `dir` fails (it must).
