@@ -286,3 +286,20 @@ fn one_seed_gives_one_history() {
         "different seeds draw different election timeouts"
     );
 }
+
+/// Regression: proposals held while no leader was known used to be proposed between raft's
+/// ready() and advance, which raft-rs rejects with a panic (found by the crash test).
+#[test]
+fn writes_submitted_before_any_leader_are_applied_once_one_is_elected() {
+    for seed in 0..10 {
+        let mut cluster = Cluster::new(3, seed, |c| c);
+        let ids: Vec<_> = (1..=3).map(|m| cluster.submit(m, req::put("early", &format!("from-{m}")))).collect();
+        cluster.wait_for_leader(10 * SECOND).expect("leader");
+        for id in ids {
+            match cluster.wait(id, 10 * SECOND) {
+                Some(Ok(ClientResponse::Put(_))) => {}
+                other => panic!("seed {seed}: early write answered {other:?}"),
+            }
+        }
+    }
+}

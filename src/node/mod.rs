@@ -634,10 +634,10 @@ impl Node {
 
     fn process_ready(&mut self) {
         while self.stopped.is_none() && self.raw.has_ready() {
+            // Between ready() and advance_append_async() nothing may touch raft's log: raft-rs
+            // asserts that the entries it handed out are still the unstable ones.
             let mut rd = self.raw.ready();
-            if rd.ss().is_some() {
-                self.propose_awaiting();
-            }
+            let leader_changed = rd.ss().is_some();
             for m in rd.take_messages() {
                 self.send(m);
             }
@@ -690,6 +690,9 @@ impl Node {
                 release_wal_before,
             });
             self.raw.advance_append_async(rd);
+            if leader_changed {
+                self.propose_awaiting();
+            }
             self.complete_readies();
             self.serve_reads_up_to_applied();
             self.maybe_snapshot();
