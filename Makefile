@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test check fmt sim build
+.PHONY: run test tools check fmt sim build
+
+# Root needs no sudo (CI runs as root); anyone else gets it for apt-get.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 build:
 	$(CARGO) build --release --bin detcd
@@ -10,9 +13,17 @@ build:
 run: build
 	./target/release/detcd $(ARGS)
 
-# Everything CI needs, from a fresh machine (no protoc; protos compile with protox).
-test:
+# Everything CI needs, from a fresh machine (no protoc; protos compile with protox). The
+# integration tests drive the server with etcdctl and compare it with real etcd 3.4.
+test: tools
 	$(CARGO) test --workspace
+
+# etcdctl and etcd from Debian's packages, installed only when missing.
+tools:
+	@if ! command -v etcdctl >/dev/null || ! command -v etcd >/dev/null; then \
+	  echo "installing etcd-client and etcd-server (etcdctl, etcd)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq etcd-client etcd-server >/dev/null; \
+	fi
 
 # Formatting, lints with warnings denied, and the purity build: the core without tokio/tonic.
 check:

@@ -13,7 +13,11 @@ use detcd::proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp
 use tonic::Code;
 
 fn put(key: &str, value: Vec<u8>) -> PutRequest {
-    PutRequest { key: Bytes::from(key.to_string()), value: Bytes::from(value), ..Default::default() }
+    PutRequest {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -25,41 +29,103 @@ fn bad_requests_get_etcds_errors_and_the_member_keeps_serving() {
         let mut client = kv_client(&members[0]).await;
 
         // Just over --max-request-bytes (1.5 MiB): etcd's own error.
-        let err = client.put(put("big", vec![b'x'; 1_600_000])).await.unwrap_err();
-        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+        let err = client
+            .put(put("big", vec![b'x'; 1_600_000]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
         // Past the gRPC limit (max-request-bytes + 512 KiB): refused by the transport.
-        let err = client.put(put("huge", vec![b'x'; 3_000_000])).await.unwrap_err();
+        let err = client
+            .put(put("huge", vec![b'x'; 3_000_000]))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
         let err = client.put(put("", b"v".to_vec())).await.unwrap_err();
-        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
-
-        let ops: Vec<RequestOp> = (0..129)
-            .map(|i| RequestOp { request: Some(request_op::Request::RequestPut(put(&format!("t{i}"), vec![]))) })
-            .collect();
-        let err = client.txn(TxnRequest { success: ops, ..Default::default() }).await.unwrap_err();
         assert_eq!(
             (err.code(), err.message()),
-            (Code::InvalidArgument, "etcdserver: too many operations in txn request")
+            (Code::InvalidArgument, "etcdserver: key is not provided")
+        );
+
+        let ops: Vec<RequestOp> = (0..129)
+            .map(|i| RequestOp {
+                request: Some(request_op::Request::RequestPut(put(
+                    &format!("t{i}"),
+                    vec![],
+                ))),
+            })
+            .collect();
+        let err = client
+            .txn(TxnRequest {
+                success: ops,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request"
+            )
         );
 
         let dup = vec![
-            RequestOp { request: Some(request_op::Request::RequestPut(put("d", vec![]))) },
-            RequestOp { request: Some(request_op::Request::RequestPut(put("d", vec![]))) },
+            RequestOp {
+                request: Some(request_op::Request::RequestPut(put("d", vec![]))),
+            },
+            RequestOp {
+                request: Some(request_op::Request::RequestPut(put("d", vec![]))),
+            },
         ];
-        let err = client.txn(TxnRequest { success: dup, ..Default::default() }).await.unwrap_err();
-        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"));
+        let err = client
+            .txn(TxnRequest {
+                success: dup,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )
+        );
 
         // An inverted range is simply empty, as in etcd.
-        let inverted = RangeRequest { key: Bytes::from("b"), range_end: Bytes::from("a"), ..Default::default() };
+        let inverted = RangeRequest {
+            key: Bytes::from("b"),
+            range_end: Bytes::from("a"),
+            ..Default::default()
+        };
         let resp = client.range(inverted).await.unwrap().into_inner();
         assert!(resp.kvs.is_empty() && resp.count == 0);
 
-        let err = client.range(RangeRequest { key: Bytes::from("a"), revision: 1000, ..Default::default() }).await.unwrap_err();
-        assert_eq!((err.code(), err.message()), (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"));
+        let err = client
+            .range(RangeRequest {
+                key: Bytes::from("a"),
+                revision: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision"
+            )
+        );
 
         // Still serving.
-        client.put(put("fine", b"yes".to_vec())).await.expect("the member survived bad input");
+        client
+            .put(put("fine", b"yes".to_vec()))
+            .await
+            .expect("the member survived bad input");
     });
 }
 
@@ -78,7 +144,11 @@ fn wal_segments(member: &Member) -> Vec<PathBuf> {
 fn write_some(member: &Member, prefix: &str, n: usize) {
     for i in 0..n {
         let out = member.etcdctl(&["put", &format!("{prefix}{i}"), &format!("value-{i}")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -103,8 +173,15 @@ fn torn_wal_tail_is_truncated_on_restart() {
 
     members[0].start();
     wait_until_writable(&members[0], Duration::from_secs(20));
-    assert_eq!(stdout(&members[0].etcdctl(&["get", "k5", "--print-value-only"])), "value-5\n");
-    assert!(members[0].log_text().contains("torn"), "the truncation is logged:\n{}", members[0].log_text());
+    assert_eq!(
+        stdout(&members[0].etcdctl(&["get", "k5", "--print-value-only"])),
+        "value-5\n"
+    );
+    assert!(
+        members[0].log_text().contains("torn"),
+        "the truncation is logged:\n{}",
+        members[0].log_text()
+    );
 }
 
 #[test]
@@ -124,6 +201,12 @@ fn corrupted_wal_record_in_the_middle_refuses_to_start() {
     members[0].start();
     let code = members[0].wait_exit(Duration::from_secs(20));
     let log = members[0].log_text();
-    assert!(matches!(code, Some(c) if c != 0), "must refuse to start, got {code:?}:\n{log}");
-    assert!(log.to_lowercase().contains("corrupt"), "the error says what is wrong:\n{log}");
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "must refuse to start, got {code:?}:\n{log}"
+    );
+    assert!(
+        log.to_lowercase().contains("corrupt"),
+        "the error says what is wrong:\n{log}"
+    );
 }

@@ -15,7 +15,12 @@ fn get(member: &Member, key: &str) -> String {
 fn wait_for_value(member: &Member, key: &str, value: &str, max: Duration) {
     let deadline = Instant::now() + max;
     while get(member, key) != format!("{value}\n") {
-        assert!(Instant::now() < deadline, "{} never saw {key}={value}\n{}", member.spec.name, member.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "{} never saw {key}={value}\n{}",
+            member.spec.name,
+            member.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -33,17 +38,31 @@ fn wait_for_leader(members: &[Member], not: Option<usize>, max: Duration) -> usi
 
 #[test]
 fn three_members_replicate_survive_leader_loss_and_catch_up() {
-    let mut members = cluster(Flavor::Detcd, 3, "c3", &["--snapshot-count=50", "--snapshot-catchup-entries=10"]);
+    let mut members = cluster(
+        Flavor::Detcd,
+        3,
+        "c3",
+        &["--snapshot-count=50", "--snapshot-catchup-entries=10"],
+    );
     start_all(&mut members);
 
     // Writes through any member are readable through every member.
     for (i, m) in members.iter().enumerate() {
         let out = m.etcdctl(&["put", &format!("k{i}"), &format!("from-{i}")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for m in &members {
         for i in 0..3 {
-            wait_for_value(m, &format!("k{i}"), &format!("from-{i}"), Duration::from_secs(5));
+            wait_for_value(
+                m,
+                &format!("k{i}"),
+                &format!("from-{i}"),
+                Duration::from_secs(5),
+            );
         }
     }
 
@@ -57,8 +76,13 @@ fn three_members_replicate_survive_leader_loss_and_catch_up() {
     // Far more writes than the snapshot count and the entries kept behind a snapshot, so the
     // restarted member can only catch up from a snapshot.
     for i in 0..200 {
-        let out = members[survivor].etcdctl(&["put", &format!("after{}", i % 23), &format!("v{i}")]);
-        assert!(out.status.success(), "write {i}: {}", String::from_utf8_lossy(&out.stderr));
+        let out =
+            members[survivor].etcdctl(&["put", &format!("after{}", i % 23), &format!("v{i}")]);
+        assert!(
+            out.status.success(),
+            "write {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // The killed member restarts on its data dir and catches up.
@@ -66,5 +90,8 @@ fn three_members_replicate_survive_leader_loss_and_catch_up() {
     wait_for_value(&members[old], "after22", "v183", Duration::from_secs(20));
     wait_for_value(&members[old], "k0", "from-0", Duration::from_secs(5));
     let log = members[old].log_text();
-    assert!(log.contains("installed a snapshot"), "caught up through a snapshot:\n{log}");
+    assert!(
+        log.contains("installed a snapshot"),
+        "caught up through a snapshot:\n{log}"
+    );
 }

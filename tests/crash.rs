@@ -22,9 +22,11 @@ async fn writer(writer_id: usize, endpoints: Vec<String>, acked: Acked, stop_at:
     while Instant::now() < stop_at {
         target = (target + 1) % endpoints.len();
         let url = format!("http://{}", endpoints[target]);
-        let Ok(Ok(mut client)) =
-            tokio::time::timeout(Duration::from_secs(1), detcd::proto::etcdserverpb::kv_client::KvClient::connect(url))
-                .await
+        let Ok(Ok(mut client)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            detcd::proto::etcdserverpb::kv_client::KvClient::connect(url),
+        )
+        .await
         else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -33,11 +35,18 @@ async fn writer(writer_id: usize, endpoints: Vec<String>, acked: Acked, stop_at:
             seq += 1;
             let key = format!("w{writer_id}-{seq}");
             let value = format!("{seq}");
-            let request = PutRequest { key: Bytes::from(key.clone()), value: Bytes::from(value.clone()), ..Default::default() };
+            let request = PutRequest {
+                key: Bytes::from(key.clone()),
+                value: Bytes::from(value.clone()),
+                ..Default::default()
+            };
             match tokio::time::timeout(Duration::from_secs(3), client.put(request)).await {
                 Ok(Ok(resp)) => {
                     let revision = resp.into_inner().header.expect("header").revision;
-                    assert!(revision > last_revision, "writer {writer_id}: revision went from {last_revision} to {revision}");
+                    assert!(
+                        revision > last_revision,
+                        "writer {writer_id}: revision went from {last_revision} to {revision}"
+                    );
                     last_revision = revision;
                     acked.lock().unwrap().push((key, value, revision));
                 }
@@ -55,7 +64,9 @@ fn crash_under_load(members: &mut [Member], seconds: u64) {
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let stop_at = Instant::now() + Duration::from_secs(seconds);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let writers: Vec<_> = (0..8).map(|w| runtime.spawn(writer(w, endpoints.clone(), acked.clone(), stop_at))).collect();
+    let writers: Vec<_> = (0..8)
+        .map(|w| runtime.spawn(writer(w, endpoints.clone(), acked.clone(), stop_at)))
+        .collect();
 
     let mut kills = 0;
     let mut victim = 0;
@@ -83,23 +94,39 @@ fn crash_under_load(members: &mut [Member], seconds: u64) {
 
     let acked = acked.lock().unwrap().clone();
     assert!(kills >= 3, "the test must actually crash members");
-    assert!(acked.len() > 50, "too few writes were acknowledged ({} of {attempted}) to prove anything", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few writes were acknowledged ({} of {attempted}) to prove anything",
+        acked.len()
+    );
     runtime.block_on(async {
         for m in members.iter() {
             let mut client = kv_client(m).await;
             for (key, value, revision) in &acked {
                 let resp = client
-                    .range(RangeRequest { key: Bytes::from(key.clone()), ..Default::default() })
+                    .range(RangeRequest {
+                        key: Bytes::from(key.clone()),
+                        ..Default::default()
+                    })
                     .await
                     .unwrap_or_else(|e| panic!("reading {key} from {}: {e}", m.spec.name))
                     .into_inner();
-                let kv = resp.kvs.first().unwrap_or_else(|| panic!("acknowledged write {key} lost on {}", m.spec.name));
+                let kv = resp
+                    .kvs
+                    .first()
+                    .unwrap_or_else(|| panic!("acknowledged write {key} lost on {}", m.spec.name));
                 assert_eq!(kv.value.as_ref(), value.as_bytes(), "{key}");
-                assert_eq!(kv.mod_revision, *revision, "{key} acknowledged at revision {revision}");
+                assert_eq!(
+                    kv.mod_revision, *revision,
+                    "{key} acknowledged at revision {revision}"
+                );
             }
         }
     });
-    eprintln!("crash test: {kills} kills, {} acknowledged writes of {attempted} attempted, all present", acked.len());
+    eprintln!(
+        "crash test: {kills} kills, {} acknowledged writes of {attempted} attempted, all present",
+        acked.len()
+    );
 }
 
 #[test]
@@ -110,6 +137,11 @@ fn single_member_sigkill_loses_no_acknowledged_write() {
 
 #[test]
 fn three_members_sigkill_loses_no_acknowledged_write() {
-    let mut members = cluster(Flavor::Detcd, 3, "crash3", &["--snapshot-count=300", "--snapshot-catchup-entries=50"]);
+    let mut members = cluster(
+        Flavor::Detcd,
+        3,
+        "crash3",
+        &["--snapshot-count=300", "--snapshot-catchup-entries=50"],
+    );
     crash_under_load(&mut members, 10);
 }

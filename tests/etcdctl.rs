@@ -38,9 +38,30 @@ fn script() -> Vec<Step> {
         run(&["get", "--from-key", "foo2"]),
         run(&["get", "foo", "--rev=2", "-w", "json"]),
         run(&["get", "--prefix", "foo", "--limit=2", "-w", "json"]),
-        run(&["get", "--prefix", "foo", "--sort-by=MODIFY", "--order=DESCEND"]),
-        run(&["get", "--prefix", "foo", "--sort-by=VALUE", "--order=ASCEND", "-w", "json"]),
-        run(&["get", "--prefix", "foo", "--sort-by=CREATE", "--order=DESCEND", "--limit=2"]),
+        run(&[
+            "get",
+            "--prefix",
+            "foo",
+            "--sort-by=MODIFY",
+            "--order=DESCEND",
+        ]),
+        run(&[
+            "get",
+            "--prefix",
+            "foo",
+            "--sort-by=VALUE",
+            "--order=ASCEND",
+            "-w",
+            "json",
+        ]),
+        run(&[
+            "get",
+            "--prefix",
+            "foo",
+            "--sort-by=CREATE",
+            "--order=DESCEND",
+            "--limit=2",
+        ]),
         run(&["get", "--prefix", "foo", "--keys-only"]),
         run(&["get", "--prefix", "foo", "--count-only", "-w", "json"]),
         run(&["get", "foo", "--print-value-only"]),
@@ -50,8 +71,14 @@ fn script() -> Vec<Step> {
         run(&["put", "nosuchkey", "--ignore-value"]),
         run(&["put", "foo1", "x", "--lease=1234"]),
         run(&["put", "", "empty"]),
-        Step { args: &["txn", "-w", "json"], stdin: Some(TXN) },
-        Step { args: &["txn"], stdin: Some(TXN_FAILING) },
+        Step {
+            args: &["txn", "-w", "json"],
+            stdin: Some(TXN),
+        },
+        Step {
+            args: &["txn"],
+            stdin: Some(TXN_FAILING),
+        },
         run(&["del", "nosuchkey"]),
         run(&["del", "--prefix", "foo", "--prev-kv", "-w", "json"]),
         run(&["put", "foo", "reborn", "-w", "json"]),
@@ -88,7 +115,8 @@ fn answer(member: &Member, step: &Step) -> String {
     };
     let text = stdout(&out);
     let body = if step.args.contains(&"json") && out.status.success() {
-        let mut v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{:?}: bad json {text:?}: {e}", step.args));
+        let mut v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{:?}: bad json {text:?}: {e}", step.args));
         normalize(&mut v);
         v.to_string()
     } else {
@@ -99,7 +127,10 @@ fn answer(member: &Member, step: &Step) -> String {
 
 #[test]
 fn etcdctl_kv_commands_answer_as_etcd_does() {
-    assert!(etcd_available(), "real etcd is needed for the comparison (make test installs etcd-server)");
+    assert!(
+        etcd_available(),
+        "real etcd is needed for the comparison (make test installs etcd-server)"
+    );
     let mut ours = cluster(Flavor::Detcd, 1, "ctl-detcd", &[]);
     let mut theirs = cluster(Flavor::Etcd, 1, "ctl-etcd", &[]);
     start_all(&mut ours);
@@ -109,10 +140,19 @@ fn etcdctl_kv_commands_answer_as_etcd_does() {
         let expected = answer(&theirs[0], &step);
         let got = answer(&ours[0], &step);
         if expected != got {
-            mismatches.push(format!("etcdctl {:?}\n  etcd:  {expected:?}\n  detcd: {got:?}", step.args));
+            mismatches.push(format!(
+                "etcdctl {:?}\n  etcd:  {expected:?}\n  detcd: {got:?}",
+                step.args
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} commands differ:\n{}", mismatches.len(), script().len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} commands differ:\n{}",
+        mismatches.len(),
+        script().len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -120,18 +160,36 @@ fn endpoint_health_reports_healthy() {
     let mut ours = cluster(Flavor::Detcd, 1, "ctl-health", &[]);
     start_all(&mut ours);
     let out = ours[0].etcdctl(&["endpoint", "health"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = stdout(&out) + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("is healthy: successfully committed proposal"), "{text}");
+    assert!(
+        text.contains("is healthy: successfully committed proposal"),
+        "{text}"
+    );
 }
 
 #[test]
 fn member_restarts_on_its_data_dir_after_sigterm() {
     let mut ours = cluster(Flavor::Detcd, 1, "ctl-restart", &[]);
     start_all(&mut ours);
-    assert!(ours[0].etcdctl(&["put", "persisted", "yes"]).status.success());
-    assert_eq!(ours[0].terminate(), Some(0), "clean exit on SIGTERM:\n{}", ours[0].log_text());
+    assert!(ours[0]
+        .etcdctl(&["put", "persisted", "yes"])
+        .status
+        .success());
+    assert_eq!(
+        ours[0].terminate(),
+        Some(0),
+        "clean exit on SIGTERM:\n{}",
+        ours[0].log_text()
+    );
     ours[0].start();
     common::wait_until_writable(&ours[0], Duration::from_secs(20));
-    assert_eq!(stdout(&ours[0].etcdctl(&["get", "persisted", "--print-value-only"])), "yes\n");
+    assert_eq!(
+        stdout(&ours[0].etcdctl(&["get", "persisted", "--print-value-only"])),
+        "yes\n"
+    );
 }

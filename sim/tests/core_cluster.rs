@@ -293,7 +293,9 @@ fn one_seed_gives_one_history() {
 fn writes_submitted_before_any_leader_are_applied_once_one_is_elected() {
     for seed in 0..10 {
         let mut cluster = Cluster::new(3, seed, |c| c);
-        let ids: Vec<_> = (1..=3).map(|m| cluster.submit(m, req::put("early", &format!("from-{m}")))).collect();
+        let ids: Vec<_> = (1..=3)
+            .map(|m| cluster.submit(m, req::put("early", &format!("from-{m}"))))
+            .collect();
         cluster.wait_for_leader(10 * SECOND).expect("leader");
         for id in ids {
             match cluster.wait(id, 10 * SECOND) {

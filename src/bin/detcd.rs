@@ -11,7 +11,10 @@ fn main() {
             return;
         }
         Ok(Command::Version) => {
-            println!("detcd Version: {}\nAPI Version: 3.6", env!("CARGO_PKG_VERSION"));
+            println!(
+                "detcd Version: {}\nAPI Version: 3.6",
+                env!("CARGO_PKG_VERSION")
+            );
             return;
         }
         Err(e) => {

@@ -84,7 +84,10 @@ struct WalBatch {
 
 impl WalBatch {
     fn new(start: u64) -> WalBatch {
-        WalBatch { start, bytes: Vec::new() }
+        WalBatch {
+            start,
+            bytes: Vec::new(),
+        }
     }
 
     /// Where the next record will start.
@@ -158,11 +161,10 @@ impl Node {
         };
         let conf_state = match &recovered.snapshot {
             Some(snap) => snap.get_metadata().get_conf_state().clone(),
-            None => {
-                let mut cs = ConfState::default();
-                cs.voters = cfg.peers.clone();
-                cs
-            }
+            None => ConfState {
+                voters: cfg.peers.clone(),
+                ..Default::default()
+            },
         };
         if !conf_state.voters.contains(&cfg.id) {
             return Err(format!(
@@ -227,7 +229,11 @@ impl Node {
             proposal_seq: 0,
             disk: DiskState {
                 wal_end_offset: recovered.wal_end_offset,
-                entry_records: recovered.entry_runs.iter().map(|run| (run.wal_offset, run.last_index)).collect(),
+                entry_records: recovered
+                    .entry_runs
+                    .iter()
+                    .map(|run| (run.wal_offset, run.last_index))
+                    .collect(),
                 ..Default::default()
             },
             snapshots_in_flight: BTreeMap::new(),
@@ -511,7 +517,8 @@ impl Node {
             ClientRequest::Txn(req) => mvcc::check_txn(&req, self.cfg.max_txn_ops)
                 .map(|()| self.propose(id, internal_request::Op::Txn(req))),
             ClientRequest::Compact(req) => {
-                Ok(self.propose(id, internal_request::Op::Compaction(req)))
+                self.propose(id, internal_request::Op::Compaction(req));
+                Ok(())
             }
         };
         if let Err(err) = result {
@@ -653,19 +660,25 @@ impl Node {
                 // The marker tells recovery the log was replaced; everything before it may go
                 // once it is durable.
                 release_wal_before = Some((wal.offset(), meta.index));
-                wal.push(&Record::Snapshot { index: meta.index, term: meta.term });
+                wal.push(&Record::Snapshot {
+                    index: meta.index,
+                    term: meta.term,
+                });
                 save_snapshot = Some((meta.index, meta.term, wal::encode_snapshot_file(&snapshot)));
             }
             let committed = rd.take_committed_entries();
             self.apply_entries(committed);
             for rs in rd.take_read_states() {
                 if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                    self.reads.read_index_known(u64::from_be_bytes(ctx), rs.index);
+                    self.reads
+                        .read_index_known(u64::from_be_bytes(ctx), rs.index);
                 }
             }
             let entries = rd.take_entries();
             if let Some(last) = entries.last() {
-                self.disk.entry_records.push_back((wal.offset(), last.index));
+                self.disk
+                    .entry_records
+                    .push_back((wal.offset(), last.index));
                 self.raw.mut_store().append(&entries);
                 wal.push(&Record::Entries(entries));
             }
@@ -678,7 +691,11 @@ impl Node {
                 wal.push(&Record::HardState(self.raw.store().hard_state().clone()));
             }
             if let Some((index, term, file)) = save_snapshot {
-                self.emit_disk(DiskOp::SaveSnapshot { index, term, file: Bytes::from(file) });
+                self.emit_disk(DiskOp::SaveSnapshot {
+                    index,
+                    term,
+                    file: Bytes::from(file),
+                });
             }
             let io = (!wal.bytes.is_empty()).then(|| self.append_wal(wal.bytes, rd.must_sync()));
             let messages = rd.take_persisted_messages();
@@ -870,8 +887,10 @@ impl Node {
         let Some(term) = self.raw.store().term_of(index) else {
             return;
         };
-        let mut snapshot = Snapshot::default();
-        snapshot.data = Bytes::from(self.kv.encode_snapshot());
+        let mut snapshot = Snapshot {
+            data: Bytes::from(self.kv.encode_snapshot()),
+            ..Default::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;

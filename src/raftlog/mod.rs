@@ -209,17 +209,19 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     fn snapshot(index: u64, term: u64) -> Snapshot {
-        let mut s = Snapshot::default();
-        s.mut_metadata().index = index;
-        s.mut_metadata().term = term;
-        s
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        snapshot
     }
 
     #[test]

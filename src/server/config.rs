@@ -13,21 +13,81 @@ use crate::node::{Config, MemberId};
 const FLAGS: &[(&str, &str, &str)] = &[
     ("name", "default", "Human-readable name for this member."),
     ("data-dir", "${name}.detcd", "Path to the data directory."),
-    ("listen-client-urls", "http://localhost:2379", "URLs to listen on for client traffic (comma-separated)."),
-    ("advertise-client-urls", "http://localhost:2379", "Client URLs advertised to the rest of the cluster."),
-    ("listen-peer-urls", "http://localhost:2380", "URLs to listen on for peer traffic."),
-    ("initial-advertise-peer-urls", "http://localhost:2380", "This member's peer URLs advertised to the cluster."),
-    ("initial-cluster", "${name}=${initial-advertise-peer-urls}", "Initial cluster: name=peer-url,..."),
-    ("initial-cluster-state", "new", "'new' for a new cluster, 'existing' to join one."),
-    ("initial-cluster-token", "etcd-cluster", "Token that keeps clusters started with the same URLs apart."),
-    ("heartbeat-interval", "100", "Time (in milliseconds) of a heartbeat interval."),
-    ("election-timeout", "1000", "Time (in milliseconds) for an election to timeout."),
-    ("snapshot-count", "10000", "Number of committed transactions to trigger a snapshot to disk."),
-    ("snapshot-catchup-entries", "5000", "Log entries kept after a snapshot for slow followers."),
-    ("quota-backend-bytes", "0", "Raise alarms when the key space exceeds this size (0 = 2 GiB)."),
-    ("max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept."),
-    ("max-txn-ops", "128", "Maximum number of operations permitted in a transaction."),
-    ("wal-segment-bytes", "67108864", "Size of a preallocated WAL segment file."),
+    (
+        "listen-client-urls",
+        "http://localhost:2379",
+        "URLs to listen on for client traffic (comma-separated).",
+    ),
+    (
+        "advertise-client-urls",
+        "http://localhost:2379",
+        "Client URLs advertised to the rest of the cluster.",
+    ),
+    (
+        "listen-peer-urls",
+        "http://localhost:2380",
+        "URLs to listen on for peer traffic.",
+    ),
+    (
+        "initial-advertise-peer-urls",
+        "http://localhost:2380",
+        "This member's peer URLs advertised to the cluster.",
+    ),
+    (
+        "initial-cluster",
+        "${name}=${initial-advertise-peer-urls}",
+        "Initial cluster: name=peer-url,...",
+    ),
+    (
+        "initial-cluster-state",
+        "new",
+        "'new' for a new cluster, 'existing' to join one.",
+    ),
+    (
+        "initial-cluster-token",
+        "etcd-cluster",
+        "Token that keeps clusters started with the same URLs apart.",
+    ),
+    (
+        "heartbeat-interval",
+        "100",
+        "Time (in milliseconds) of a heartbeat interval.",
+    ),
+    (
+        "election-timeout",
+        "1000",
+        "Time (in milliseconds) for an election to timeout.",
+    ),
+    (
+        "snapshot-count",
+        "10000",
+        "Number of committed transactions to trigger a snapshot to disk.",
+    ),
+    (
+        "snapshot-catchup-entries",
+        "5000",
+        "Log entries kept after a snapshot for slow followers.",
+    ),
+    (
+        "quota-backend-bytes",
+        "0",
+        "Raise alarms when the key space exceeds this size (0 = 2 GiB).",
+    ),
+    (
+        "max-request-bytes",
+        "1572864",
+        "Maximum client request size in bytes the server will accept.",
+    ),
+    (
+        "max-txn-ops",
+        "128",
+        "Maximum number of operations permitted in a transaction.",
+    ),
+    (
+        "wal-segment-bytes",
+        "67108864",
+        "Size of a preallocated WAL segment file.",
+    ),
 ];
 
 #[derive(Clone, Debug)]
@@ -46,7 +106,8 @@ pub struct ServerConfig {
 }
 
 pub fn usage() -> String {
-    let mut out = String::from("Usage: detcd [flags]\n\nStarts a detcd member; the flags are etcd's.\n\n");
+    let mut out =
+        String::from("Usage: detcd [flags]\n\nStarts a detcd member; the flags are etcd's.\n\n");
     for (name, default, help) in FLAGS {
         let _ = writeln!(out, "  --{name}\n        {help} (default: {default})");
     }
@@ -65,7 +126,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         let flag = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'));
-        let Some(flag) = flag else { return Err(format!("unexpected argument {arg:?}")) };
+        let Some(flag) = flag else {
+            return Err(format!("unexpected argument {arg:?}"));
+        };
         if flag == "help" || flag == "h" {
             return Ok(Command::Help);
         }
@@ -74,7 +137,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         let (name, value) = match flag.split_once('=') {
             Some((n, v)) => (n, v.to_string()),
-            None => (flag, iter.next().ok_or_else(|| format!("flag --{flag} needs a value"))?.clone()),
+            None => (
+                flag,
+                iter.next()
+                    .ok_or_else(|| format!("flag --{flag} needs a value"))?
+                    .clone(),
+            ),
         };
         let Some((known, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
             return Err(format!("unknown flag --{name} (see --help)"));
@@ -86,18 +154,32 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 
 fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let mut get = |name: &'static str| -> String {
-        v.remove(name).unwrap_or_else(|| FLAGS.iter().find(|f| f.0 == name).expect("known flag").1.to_string())
+        v.remove(name).unwrap_or_else(|| {
+            FLAGS
+                .iter()
+                .find(|f| f.0 == name)
+                .expect("known flag")
+                .1
+                .to_string()
+        })
     };
     let name = get("name");
     let data_dir = get("data-dir").replace("${name}", &name);
     let listen_client = addresses(&get("listen-client-urls"), "listen-client-urls")?;
-    let advertise_client_urls = get("advertise-client-urls").split(',').map(str::to_string).collect();
+    let advertise_client_urls = get("advertise-client-urls")
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let listen_peer = addresses(&get("listen-peer-urls"), "listen-peer-urls")?;
     let advertise_peer = get("initial-advertise-peer-urls");
-    let initial_cluster = get("initial-cluster").replace("${name}", &name).replace("${initial-advertise-peer-urls}", &advertise_peer);
+    let initial_cluster = get("initial-cluster")
+        .replace("${name}", &name)
+        .replace("${initial-advertise-peer-urls}", &advertise_peer);
     let initial_cluster_state = get("initial-cluster-state");
     if initial_cluster_state != "new" && initial_cluster_state != "existing" {
-        return Err(format!("--initial-cluster-state must be 'new' or 'existing', not {initial_cluster_state:?}"));
+        return Err(format!(
+            "--initial-cluster-state must be 'new' or 'existing', not {initial_cluster_state:?}"
+        ));
     }
     let token = get("initial-cluster-token");
     let heartbeat = number(&get("heartbeat-interval"), "heartbeat-interval")?;
@@ -108,7 +190,9 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         ));
     }
     if election > 50_000 {
-        return Err(format!("--election-timeout[{election}ms] is too long, and should be set less than 50000ms"));
+        return Err(format!(
+            "--election-timeout[{election}ms] is too long, and should be set less than 50000ms"
+        ));
     }
 
     let members = parse_cluster(&initial_cluster, &token)?;
@@ -116,14 +200,17 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         .iter()
         .find(|(_, (n, _))| *n == name)
         .map(|(id, _)| *id)
-        .ok_or_else(|| format!("couldn't find local name {name:?} in the initial cluster configuration"))?;
+        .ok_or_else(|| {
+            format!("couldn't find local name {name:?} in the initial cluster configuration")
+        })?;
     let mut node = Config::new(me, members.keys().copied().collect());
     node.cluster_id = cluster_id(members.keys().copied(), &token);
     node.heartbeat_interval = Duration::from_millis(heartbeat);
     node.election_timeout = Duration::from_millis(election);
     node.request_timeout = Duration::from_secs(5) + 2 * node.election_timeout;
     node.snapshot_count = number(&get("snapshot-count"), "snapshot-count")?.max(1);
-    node.snapshot_catchup_entries = number(&get("snapshot-catchup-entries"), "snapshot-catchup-entries")?;
+    node.snapshot_catchup_entries =
+        number(&get("snapshot-catchup-entries"), "snapshot-catchup-entries")?;
     node.max_request_bytes = number(&get("max-request-bytes"), "max-request-bytes")? as usize;
     node.max_txn_ops = number(&get("max-txn-ops"), "max-txn-ops")?.max(1) as usize;
     let quota = number(&get("quota-backend-bytes"), "quota-backend-bytes")?;
@@ -143,7 +230,10 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
 }
 
 fn number(value: &str, flag: &str) -> Result<u64, String> {
-    value.trim().parse().map_err(|_| format!("invalid value {value:?} for flag --{flag}: expected a whole number"))
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid value {value:?} for flag --{flag}: expected a whole number"))
 }
 
 /// `http://host:port` -> host:port. TLS (https) is not supported yet and says so.
@@ -181,11 +271,15 @@ fn addresses(urls: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
 fn parse_cluster(value: &str, token: &str) -> Result<BTreeMap<MemberId, (String, String)>, String> {
     let mut members = BTreeMap::new();
     for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-        let (name, url) =
-            part.split_once('=').ok_or_else(|| format!("--initial-cluster entry {part:?} is not name=url"))?;
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster entry {part:?} is not name=url"))?;
         let addr = host_port(url).map_err(|e| format!("--initial-cluster: {e}"))?;
         let id = member_id(&addr, token);
-        if members.insert(id, (name.trim().to_string(), addr.clone())).is_some() {
+        if members
+            .insert(id, (name.trim().to_string(), addr.clone()))
+            .is_some()
+        {
             return Err(format!("--initial-cluster has {addr} twice"));
         }
     }
@@ -249,7 +343,10 @@ mod tests {
     #[test]
     fn three_member_command_lines_agree_on_ids() {
         let cluster = "--initial-cluster a=http://127.0.0.1:12380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380";
-        let a = run(&format!("--name a --initial-advertise-peer-urls http://127.0.0.1:12380 {cluster}")).unwrap();
+        let a = run(&format!(
+            "--name a --initial-advertise-peer-urls http://127.0.0.1:12380 {cluster}"
+        ))
+        .unwrap();
         let b = run(&format!("--name=b {cluster}")).unwrap();
         assert_eq!(a.node.cluster_id, b.node.cluster_id);
         assert_eq!(a.node.peers, b.node.peers);
@@ -259,12 +356,24 @@ mod tests {
 
     #[test]
     fn bad_flags_are_clear_errors() {
-        assert!(run("--bogus 1").unwrap_err().contains("unknown flag --bogus"));
-        assert!(run("--snapshot-count ten").unwrap_err().contains("--snapshot-count"));
-        assert!(run("--election-timeout 100").unwrap_err().contains("at least 5 times"));
-        assert!(run("--name x --initial-cluster y=http://127.0.0.1:1").unwrap_err().contains("couldn't find local name"));
-        assert!(run("--listen-client-urls https://127.0.0.1:1").unwrap_err().contains("TLS"));
-        assert!(run("--initial-cluster-state maybe").unwrap_err().contains("'new' or 'existing'"));
+        assert!(run("--bogus 1")
+            .unwrap_err()
+            .contains("unknown flag --bogus"));
+        assert!(run("--snapshot-count ten")
+            .unwrap_err()
+            .contains("--snapshot-count"));
+        assert!(run("--election-timeout 100")
+            .unwrap_err()
+            .contains("at least 5 times"));
+        assert!(run("--name x --initial-cluster y=http://127.0.0.1:1")
+            .unwrap_err()
+            .contains("couldn't find local name"));
+        assert!(run("--listen-client-urls https://127.0.0.1:1")
+            .unwrap_err()
+            .contains("TLS"));
+        assert!(run("--initial-cluster-state maybe")
+            .unwrap_err()
+            .contains("'new' or 'existing'"));
         assert!(run("--max-txn-ops").unwrap_err().contains("needs a value"));
     }
 }

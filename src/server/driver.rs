@@ -17,7 +17,10 @@ use tokio::sync::oneshot;
 use super::disk::DiskExecutor;
 use super::peer::PeerSender;
 use crate::error::EtcdError;
-use crate::node::{ClientRequest, ClientResponse, DiskError, Input, IoId, MemberId, Node, Output, PeerMessage, RequestId};
+use crate::node::{
+    ClientRequest, ClientResponse, DiskError, Input, IoId, MemberId, Node, Output, PeerMessage,
+    RequestId,
+};
 use crate::time::Instant;
 
 /// Inputs taken from the channel for one `handle_batch`.
@@ -26,9 +29,18 @@ const BATCH_INPUTS_MAX: usize = 1024;
 type ReplySender = oneshot::Sender<Result<ClientResponse, EtcdError>>;
 
 pub enum Event {
-    Client { request: ClientRequest, reply: ReplySender },
-    Peer { from: MemberId, msg: PeerMessage },
-    DiskDone { io: IoId, result: Result<(), DiskError> },
+    Client {
+        request: ClientRequest,
+        reply: ReplySender,
+    },
+    Peer {
+        from: MemberId,
+        msg: PeerMessage,
+    },
+    DiskDone {
+        io: IoId,
+        result: Result<(), DiskError>,
+    },
     Shutdown,
 }
 
@@ -43,7 +55,14 @@ pub struct DriverHandle {
 impl DriverHandle {
     pub fn new(queued_max: usize) -> (DriverHandle, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel();
-        (DriverHandle { tx, queued: Arc::new(AtomicUsize::new(0)), queued_max }, rx)
+        (
+            DriverHandle {
+                tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                queued_max,
+            },
+            rx,
+        )
     }
 
     /// Sends a client request to the node and waits for its answer.
@@ -178,7 +197,10 @@ impl Driver {
     fn log_leadership(&mut self) {
         if self.node.snapshots_installed() > self.snapshots_installed {
             self.snapshots_installed = self.node.snapshots_installed();
-            eprintln!("detcd: installed a snapshot at index {} from the leader", self.node.snapshot_index());
+            eprintln!(
+                "detcd: installed a snapshot at index {} from the leader",
+                self.node.snapshot_index()
+            );
         }
         let leader = self.node.is_leader();
         if leader != self.was_leader {

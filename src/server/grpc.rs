@@ -9,8 +9,8 @@ use crate::error::EtcdError;
 use crate::node::{ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 
 pub fn status(err: EtcdError) -> Status {
@@ -32,13 +32,21 @@ impl KvService {
 }
 
 fn mismatch(what: &str) -> Status {
-    Status::internal(format!("the node answered a {what} request with another kind of response"))
+    Status::internal(format!(
+        "the node answered a {what} request with another kind of response"
+    ))
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        match self.call(ClientRequest::Range(request.into_inner())).await? {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        match self
+            .call(ClientRequest::Range(request.into_inner()))
+            .await?
+        {
             ClientResponse::Range(r) => Ok(Response::new(r)),
             _ => Err(mismatch("range")),
         }
@@ -55,7 +63,10 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        match self.call(ClientRequest::DeleteRange(request.into_inner())).await? {
+        match self
+            .call(ClientRequest::DeleteRange(request.into_inner()))
+            .await?
+        {
             ClientResponse::DeleteRange(r) => Ok(Response::new(r)),
             _ => Err(mismatch("delete range")),
         }
@@ -68,8 +79,14 @@ impl Kv for KvService {
         }
     }
 
-    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        match self.call(ClientRequest::Compact(request.into_inner())).await? {
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        match self
+            .call(ClientRequest::Compact(request.into_inner()))
+            .await?
+        {
             ClientResponse::Compact(r) => Ok(Response::new(r)),
             _ => Err(mismatch("compaction")),
         }
@@ -83,14 +100,22 @@ pub fn etcd_receive_limit_status(
     mut response: http::Response<tonic::body::BoxBody>,
 ) -> http::Response<tonic::body::BoxBody> {
     let headers = response.headers_mut();
-    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode).unwrap_or_default();
-    let too_large =
-        headers.get("grpc-status").is_some_and(|v| v == "11") && message.contains("decoded message length too large");
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && message.contains("decoded message length too large");
     if too_large {
-        let numbers: Vec<&str> =
-            message.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+        let numbers: Vec<&str> = message
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .collect();
         let text = match numbers[..] {
-            [found, limit, ..] => format!("grpc: received message larger than max ({found} vs. {limit})"),
+            [found, limit, ..] => {
+                format!("grpc: received message larger than max ({found} vs. {limit})")
+            }
             _ => "grpc: received message larger than max".to_string(),
         };
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
@@ -107,7 +132,9 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(byte)) => {
                 out.push(byte);

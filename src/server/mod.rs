@@ -37,7 +37,9 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
 async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, String> {
     let mut listeners = Vec::new();
     for addr in addrs {
-        let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
         listeners.push(listener);
     }
     Ok(listeners)
@@ -46,18 +48,25 @@ async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, Stri
 /// Seeds the node's RNG: the only randomness the member uses, drawn once from the OS clock and
 /// process id (the node itself never sees where it came from).
 fn os_seed() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let me = cfg.node.id;
     let clock_origin = std::time::Instant::now();
-    let options = disk::DiskOptions { segment_bytes: cfg.wal_segment_bytes };
+    let options = disk::DiskOptions {
+        segment_bytes: cfg.wal_segment_bytes,
+    };
     let loaded = disk::load_with(&cfg.data_dir, options)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     if loaded.recovered.torn_tail_bytes > 0 {
-        eprintln!("detcd: dropped a torn WAL tail of {} bytes (an interrupted write)", loaded.recovered.torn_tail_bytes);
+        eprintln!(
+            "detcd: dropped a torn WAL tail of {} bytes (an interrupted write)",
+            loaded.recovered.torn_tail_bytes
+        );
     }
     let disk::Loaded { recovered, files } = loaded;
     let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)?;
@@ -66,12 +75,22 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
 
     let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
-    let identity = peer::PeerIdentity { cluster_id: cfg.node.cluster_id, member_id: me };
+    let identity = peer::PeerIdentity {
+        cluster_id: cfg.node.cluster_id,
+        member_id: me,
+    };
     for listener in peer_listeners {
         let h = handle.clone();
-        tokio::spawn(peer::serve(listener, identity.clone(), move |from, msg| h.deliver_peer(from, msg)));
+        tokio::spawn(peer::serve(listener, identity, move |from, msg| {
+            h.deliver_peer(from, msg)
+        }));
     }
-    let others = cfg.members.iter().filter(|(id, _)| **id != me).map(|(id, (_, addr))| (*id, addr.clone())).collect();
+    let others = cfg
+        .members
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, (_, addr))| (*id, addr.clone()))
+        .collect();
     let peers = peer::PeerSender::new(identity, others);
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
@@ -80,7 +99,11 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         "detcd: member {me:x} ({}) of cluster {:x} ready to serve client requests on {}",
         cfg.name,
         cfg.node.cluster_id,
-        cfg.listen_client.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+        cfg.listen_client
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let driver = Driver::new(node, rx, handle.clone(), disk, peers, clock_origin, ready);
     let driver_thread = std::thread::Builder::new()
@@ -91,7 +114,12 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for listener in client_listeners {
-        servers.push(tokio::spawn(serve_clients(listener, handle.clone(), cfg.node.max_request_bytes, shutdown_rx.clone())));
+        servers.push(tokio::spawn(serve_clients(
+            listener,
+            handle.clone(),
+            cfg.node.max_request_bytes,
+            shutdown_rx.clone(),
+        )));
     }
 
     wait_for_signal().await;
@@ -118,7 +146,9 @@ async fn serve_clients(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
     let kv = KvServer::new(grpc::KvService::new(handle))
@@ -127,7 +157,9 @@ async fn serve_clients(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .layer(tower::util::MapResponseLayer::new(grpc::etcd_receive_limit_status))
+        .layer(tower::util::MapResponseLayer::new(
+            grpc::etcd_receive_limit_status,
+        ))
         .add_service(health_service)
         .add_service(kv)
         .serve_with_incoming_shutdown(incoming, async move {

@@ -82,7 +82,10 @@ impl Member {
             format!("--listen-client-urls=http://127.0.0.1:{}", s.client_port),
             format!("--advertise-client-urls=http://127.0.0.1:{}", s.client_port),
             format!("--listen-peer-urls=http://127.0.0.1:{}", s.peer_port),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", s.peer_port),
+            format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                s.peer_port
+            ),
             format!("--initial-cluster={}", self.initial_cluster),
             "--initial-cluster-token=test-cluster".to_string(),
         ];
@@ -92,7 +95,11 @@ impl Member {
 
     /// Starts the process; its stderr is collected into `log`.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "member {} already running", self.spec.name);
+        assert!(
+            self.child.is_none(),
+            "member {} already running",
+            self.spec.name
+        );
         let mut child = Command::new(self.flavor.binary())
             .args(self.args())
             .stdout(Stdio::null())
@@ -120,7 +127,9 @@ impl Member {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -147,7 +156,9 @@ impl Member {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn log_text(&self) -> String {
@@ -182,8 +193,11 @@ pub fn cluster(flavor: Flavor, size: usize, tag: &str, extra_args: &[&str]) -> V
             }
         })
         .collect();
-    let initial_cluster =
-        specs.iter().map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer_port)).collect::<Vec<_>>().join(",");
+    let initial_cluster = specs
+        .iter()
+        .map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer_port))
+        .collect::<Vec<_>>()
+        .join(",");
     specs
         .into_iter()
         .map(|spec| Member {
@@ -211,7 +225,11 @@ pub fn wait_until_writable(member: &Member, max: Duration) {
         let out = member.etcdctl(&["put", "__ready_probe", "1", "--command-timeout=2s"]);
         if out.status.success() {
             let del = member.etcdctl(&["del", "__ready_probe"]);
-            assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+            assert!(
+                del.status.success(),
+                "{}",
+                String::from_utf8_lossy(&del.stderr)
+            );
             return;
         }
         if Instant::now() > deadline {
@@ -229,14 +247,28 @@ pub fn wait_until_writable(member: &Member, max: Duration) {
 /// Runs etcdctl (API v3) against one endpoint.
 pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new("etcdctl");
-    cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoint}")).args(args);
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args);
     match stdin {
-        None => cmd.stdin(Stdio::null()).output().expect("etcdctl runs (make test installs etcd-client)"),
+        None => cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("etcdctl runs (make test installs etcd-client)"),
         Some(input) => {
             use std::io::Write;
-            let mut child =
-                cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("etcdctl runs");
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("etcdctl runs");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
             child.wait_with_output().unwrap()
         }
     }
@@ -248,12 +280,21 @@ pub fn stdout(out: &Output) -> String {
 
 /// etcdctl's error line ("Error: ...") without the client's retry log noise.
 pub fn error_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("Error:")).collect::<Vec<_>>().join("\n")
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("Error:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether a real etcd binary is installed to compare against.
 pub fn etcd_available() -> bool {
-    Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs `f` on a thread and fails the test if it does not finish in time.
