@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{
-    ClientRequest, ClientResponse, Config, DiskOp, Input, IoId, MemberId, Node, Output,
+    ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
     PeerMessage, RequestId,
 };
 use detcd::time::Instant;
@@ -87,6 +87,10 @@ pub struct Member {
     pub disk: MemDisk,
     pub config: Config,
     incarnation: u64,
+    /// Every disk operation from now on fails (an fsync error).
+    pub disk_failing: bool,
+    /// Why the member stopped, if it did.
+    pub stopped: Option<String>,
 }
 
 pub struct Cluster {
@@ -128,6 +132,8 @@ impl Cluster {
                     disk: MemDisk::default(),
                     config,
                     incarnation: 0,
+                    disk_failing: false,
+                    stopped: None,
                 },
             );
             cluster.start(id).expect("a fresh member starts");
@@ -229,7 +235,9 @@ impl Cluster {
                     }
                 }
                 Output::Disk { io, op } => {
-                    member.disk.execute(&op);
+                    if !member.disk_failing {
+                        member.disk.execute(&op);
+                    }
                     self.mix(io.0 ^ 0xd15c);
                     let at = self.now + Duration::from_micros(100);
                     self.schedule(at, Event::DiskDone { member: id, io });
@@ -238,7 +246,7 @@ impl Cluster {
                     self.mix(rid.0 ^ u64::from(result.is_ok()) << 63);
                     self.replies.insert(rid, result);
                 }
-                Output::Stopped { reason } => panic!("member {id} stopped: {reason}"),
+                Output::Stopped { reason } => member.stopped = Some(reason),
             }
         }
     }
@@ -261,7 +269,10 @@ impl Cluster {
                 (Some(e), Some((t, _))) => e.min(t),
                 (Some(e), None) => e,
                 (None, Some((t, _))) => t,
-                (None, None) => deadline,
+                (None, None) => {
+                    self.now = deadline;
+                    return;
+                }
             };
             if next > deadline {
                 self.now = deadline;
@@ -278,7 +289,13 @@ impl Cluster {
                         }
                     }
                     Event::DiskDone { member, io } => {
-                        self.input(member, Input::DiskDone { io, result: Ok(()) })
+                        let failing = self.members.get(&member).is_some_and(|m| m.disk_failing);
+                        let result = if failing {
+                            Err(DiskError("injected fsync failure".into()))
+                        } else {
+                            Ok(())
+                        };
+                        self.input(member, Input::DiskDone { io, result });
                     }
                 }
             } else if let Some((_, id)) = next_timer {

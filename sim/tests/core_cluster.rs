@@ -305,3 +305,71 @@ fn writes_submitted_before_any_leader_are_applied_once_one_is_elected() {
         }
     }
 }
+
+#[test]
+fn a_failed_fsync_stops_the_member_and_fails_its_requests() {
+    let mut cluster = Cluster::new(1, 17, |c| c);
+    cluster.wait_for_leader(10 * SECOND).expect("leader");
+    put_revision(cluster.call(1, req::put("before", "ok")));
+    cluster.members.get_mut(&1).unwrap().disk_failing = true;
+    match cluster.call(1, req::put("after", "lost")) {
+        Some(Err(EtcdError::Stopped)) => {}
+        other => panic!("a write on a failed disk must fail, got {other:?}"),
+    }
+    let member = &cluster.members[&1];
+    assert!(
+        member
+            .stopped
+            .as_deref()
+            .is_some_and(|r| r.contains("injected fsync failure")),
+        "{:?}",
+        member.stopped
+    );
+    assert!(cluster.node(1).is_stopped());
+    assert_eq!(
+        cluster.call(1, req::get("before", true)).map(|r| r.err()),
+        Some(Some(EtcdError::Stopped))
+    );
+}
+
+#[test]
+fn writes_past_the_quota_get_nospace_until_space_is_freed() {
+    use detcd::node::ClientRequest;
+    use detcd::proto::etcdserverpb::DeleteRangeRequest;
+    let mut cluster = Cluster::new(1, 19, |c| Config {
+        quota_bytes: 4096,
+        ..c
+    });
+    cluster.wait_for_leader(10 * SECOND).expect("leader");
+    let big = "x".repeat(1000);
+    let mut refused = None;
+    for i in 0..10 {
+        match cluster.call(1, req::put(&format!("k{i}"), &big)) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                refused = Some(e);
+                break;
+            }
+            None => panic!("no answer"),
+        }
+    }
+    let err = refused.expect("the quota refuses writes eventually");
+    assert_eq!(err.to_string(), "etcdserver: mvcc: database space exceeded");
+    assert_eq!(err.code(), detcd::error::Code::ResourceExhausted);
+    // Deletes still work under the quota, and compaction frees the history they leave.
+    let delete = ClientRequest::DeleteRange(DeleteRangeRequest {
+        key: bytes::Bytes::from_static(b"\0"),
+        range_end: bytes::Bytes::from_static(b"\0"),
+        ..Default::default()
+    });
+    let rev = match cluster.call(1, delete) {
+        Some(Ok(ClientResponse::DeleteRange(r))) => r.header.unwrap().revision,
+        other => panic!("delete refused: {other:?}"),
+    };
+    let compact = ClientRequest::Compact(detcd::proto::etcdserverpb::CompactionRequest {
+        revision: rev,
+        physical: true,
+    });
+    assert!(matches!(cluster.call(1, compact), Some(Ok(_))));
+    put_revision(cluster.call(1, req::put("again", "fits")));
+}

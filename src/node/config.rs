@@ -25,6 +25,9 @@ pub struct Config {
     /// How long a request may wait before `etcdserver: request timed out`. etcd: 5 s plus two
     /// election timeouts.
     pub request_timeout: Duration,
+    /// Key-space size past which writes that add data are refused with `etcdserver: mvcc:
+    /// database space exceeded`. etcd: `--quota-backend-bytes`, 2 GiB by default.
+    pub quota_bytes: u64,
     /// Client requests waiting at once; past it new ones get `etcdserver: too many requests`.
     pub pending_requests_max: usize,
     /// Largest raft append message. raft-rs counts entry bytes.
@@ -48,6 +51,7 @@ impl Config {
             max_request_bytes: 3 * 1024 * 1024 / 2,
             max_txn_ops: 128,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+            quota_bytes: 2 << 30,
             pending_requests_max: 10_000,
             raft_message_bytes_max: 1024 * 1024,
             raft_inflight_messages_max: 256,

@@ -33,7 +33,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::error::EtcdError;
 use crate::mvcc::{self, KeySpace};
 use crate::proto::detcdpb::{internal_request, InternalRequest};
-use crate::proto::etcdserverpb::{RangeRequest, ResponseHeader, TxnRequest};
+use crate::proto::etcdserverpb::{PutRequest, RangeRequest, ResponseHeader, TxnRequest};
 use crate::raftlog::{election, LogStore};
 use crate::time::Instant;
 use crate::wal::{self, Record, Recovered};
@@ -509,12 +509,13 @@ impl Node {
         let result = match request {
             ClientRequest::Range(req) => self.accept_range(id, req),
             ClientRequest::Txn(req) if !txn_has_writes(&req) => self.accept_read_txn(id, req),
-            ClientRequest::Put(req) => {
-                mvcc::check_put(&req).map(|()| self.propose(id, internal_request::Op::Put(req)))
-            }
+            ClientRequest::Put(req) => mvcc::check_put(&req)
+                .and_then(|()| self.check_quota(put_cost(&req)))
+                .map(|()| self.propose(id, internal_request::Op::Put(req))),
             ClientRequest::DeleteRange(req) => mvcc::check_delete_range(&req)
                 .map(|()| self.propose(id, internal_request::Op::DeleteRange(req))),
             ClientRequest::Txn(req) => mvcc::check_txn(&req, self.cfg.max_txn_ops)
+                .and_then(|()| self.check_quota(txn_cost(&req)))
                 .map(|()| self.propose(id, internal_request::Op::Txn(req))),
             ClientRequest::Compact(req) => {
                 self.propose(id, internal_request::Op::Compaction(req));
@@ -524,6 +525,16 @@ impl Node {
         if let Err(err) = result {
             self.finish(id, Err(err));
         }
+    }
+
+    /// Refuses a write that would grow the key space past its quota. Unlike etcd, no alarm is
+    /// latched: once compaction and deletes bring the size back under the quota, writes succeed
+    /// again without an operator disarming anything.
+    fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
+        if cost > 0 && self.kv.approximate_size_bytes() + cost > self.cfg.quota_bytes {
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
     }
 
     fn accept_range(&mut self, id: RequestId, req: RangeRequest) -> Result<(), EtcdError> {
@@ -937,6 +948,29 @@ impl Node {
         });
         self.stopped = Some(reason);
     }
+}
+
+/// etcd's estimate of what a put adds to the key space: the key and value plus a fixed
+/// per-record overhead.
+const QUOTA_RECORD_OVERHEAD_BYTES: u64 = 256;
+
+fn put_cost(req: &PutRequest) -> u64 {
+    QUOTA_RECORD_OVERHEAD_BYTES + req.key.len() as u64 + req.value.len() as u64
+}
+
+/// The larger branch's puts, as etcd counts a txn.
+fn txn_cost(req: &TxnRequest) -> u64 {
+    use crate::proto::etcdserverpb::request_op::Request;
+    let branch = |ops: &[crate::proto::etcdserverpb::RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(Request::RequestPut(put)) => put_cost(put),
+                Some(Request::RequestTxn(inner)) => txn_cost(inner),
+                _ => 0,
+            })
+            .sum()
+    };
+    branch(&req.success).max(branch(&req.failure))
 }
 
 fn txn_has_writes(req: &TxnRequest) -> bool {

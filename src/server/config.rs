@@ -100,7 +100,6 @@ pub struct ServerConfig {
     /// Every member of the initial cluster: id -> (name, peer address).
     pub members: BTreeMap<MemberId, (String, String)>,
     pub initial_cluster_state: String,
-    pub quota_backend_bytes: u64,
     pub wal_segment_bytes: u64,
     pub node: Config,
 }
@@ -214,6 +213,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     node.max_request_bytes = number(&get("max-request-bytes"), "max-request-bytes")? as usize;
     node.max_txn_ops = number(&get("max-txn-ops"), "max-txn-ops")?.max(1) as usize;
     let quota = number(&get("quota-backend-bytes"), "quota-backend-bytes")?;
+    node.quota_bytes = if quota == 0 { 2 << 30 } else { quota };
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);
     Ok(ServerConfig {
         name,
@@ -223,7 +223,6 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         listen_peer,
         members,
         initial_cluster_state,
-        quota_backend_bytes: if quota == 0 { 2 << 30 } else { quota },
         wal_segment_bytes,
         node,
     })
