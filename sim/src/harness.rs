@@ -247,6 +247,7 @@ impl Cluster {
                     self.replies.insert(rid, result);
                 }
                 Output::Stopped { reason } => member.stopped = Some(reason),
+                Output::Proposed { .. } | Output::Applied { .. } => {}
             }
         }
     }

@@ -34,6 +34,8 @@ pub struct Config {
     pub raft_message_bytes_max: u64,
     /// Append messages in flight to one follower.
     pub raft_inflight_messages_max: usize,
+    /// Emit `Output::Proposed` and `Output::Applied`, which the simulator's checkers read.
+    pub observe: bool,
 }
 
 impl Config {
@@ -55,6 +57,7 @@ impl Config {
             pending_requests_max: 10_000,
             raft_message_bytes_max: 1024 * 1024,
             raft_inflight_messages_max: 256,
+            observe: false,
         }
     }
 

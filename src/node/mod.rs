@@ -574,20 +574,25 @@ impl Node {
         }
         self.proposal_seq += 1;
         let proposal_id = self.proposal_nonce.wrapping_add(self.proposal_seq);
-        let data = InternalRequest {
+        let request = InternalRequest {
             origin: self.cfg.id,
             request_id: proposal_id,
             op: Some(op),
-        }
-        .encode_to_vec();
+        };
+        let data = request.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
             self.finish(id, Err(EtcdError::RequestTooLarge));
             return;
         }
         self.pending.bind_proposal(id, proposal_id);
-        if self.leader_id().is_none() || self.raw.propose(Vec::new(), data.clone()).is_err() {
-            self.awaiting_leader.push_back(data);
+        if self.cfg.observe {
+            self.outputs.push_back(Output::Proposed { id, origin: self.cfg.id, proposal: proposal_id });
         }
+        if self.leader_id().is_some() && self.raw.propose(Vec::new(), data).is_ok() {
+            return;
+        }
+        // raft consumed the bytes when it refused them; refusals are rare, so encode again.
+        self.awaiting_leader.push_back(request.encode_to_vec());
     }
 
     fn propose_awaiting(&mut self) {
@@ -835,6 +840,13 @@ impl Node {
                 "committed entries must apply in order"
             );
             self.applied_index = entry.index;
+            if self.cfg.observe {
+                self.outputs.push_back(Output::Applied {
+                    index: entry.index,
+                    term: entry.term,
+                    data: entry.data.clone(),
+                });
+            }
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 continue;
             }

@@ -247,6 +247,8 @@ impl Driver {
                     }
                 }
                 Output::Stopped { reason } => stopped = Some(reason),
+                // The server runs without `observe`; nothing to carry out.
+                Output::Proposed { .. } | Output::Applied { .. } => {}
             }
         }
         stopped
