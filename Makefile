@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools check fmt sim build
+.PHONY: run test tools check fmt sim sim-bench build
 
 # Root needs no sudo (CI runs as root); anyone else gets it for apt-get.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -34,3 +34,15 @@ check:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The deterministic simulator. `make sim` runs a seed budget; `make sim SEED=n` replays one
+# seed with its readable trace (add JSON=file for JSON lines).
+SEEDS ?= 2000
+START ?= 0
+sim:
+	$(CARGO) build --release -q -p detcd-sim
+ifdef SEED
+	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON))
+else
+	./target/release/detcd-sim --seeds $(SEEDS) --start $(START)
+endif

@@ -27,10 +27,16 @@ pub struct Op {
 #[derive(Clone, Debug)]
 pub enum Outcome {
     /// Answered with a response.
-    Ok { response: ClientResponse, returned_at: SimNanos },
+    Ok {
+        response: ClientResponse,
+        returned_at: SimNanos,
+    },
     /// Answered with an error. Errors with gRPC code Unavailable (timeouts, no leader, server
     /// stopped) leave the outcome unknown, exactly as for a real client; the others are definite.
-    Err { error: EtcdError, returned_at: SimNanos },
+    Err {
+        error: EtcdError,
+        returned_at: SimNanos,
+    },
     /// No answer before the client gave up (or the member crashed): may or may not have happened.
     Unknown,
 }
@@ -38,7 +44,9 @@ pub enum Outcome {
 impl Outcome {
     pub fn returned_at(&self) -> Option<SimNanos> {
         match self {
-            Outcome::Ok { returned_at, .. } | Outcome::Err { returned_at, .. } => Some(*returned_at),
+            Outcome::Ok { returned_at, .. } | Outcome::Err { returned_at, .. } => {
+                Some(*returned_at)
+            }
             Outcome::Unknown => None,
         }
     }

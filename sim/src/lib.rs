@@ -5,3 +5,7 @@
 //! the in-process harness in `detcd::testing`; see ARCHITECTURE.md.
 
 pub mod harness;
+pub mod history;
+pub mod options;
+pub mod run;
+pub mod world;

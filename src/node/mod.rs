@@ -586,7 +586,11 @@ impl Node {
         }
         self.pending.bind_proposal(id, proposal_id);
         if self.cfg.observe {
-            self.outputs.push_back(Output::Proposed { id, origin: self.cfg.id, proposal: proposal_id });
+            self.outputs.push_back(Output::Proposed {
+                id,
+                origin: self.cfg.id,
+                proposal: proposal_id,
+            });
         }
         if self.leader_id().is_some() && self.raw.propose(Vec::new(), data).is_ok() {
             return;

@@ -51,7 +51,11 @@ pub enum Output {
     },
     /// Observation for simulators and tests (only with `Config::observe`): the client request
     /// `id` became the proposal `(origin, proposal)` that a log entry will carry.
-    Proposed { id: RequestId, origin: MemberId, proposal: u64 },
+    Proposed {
+        id: RequestId,
+        origin: MemberId,
+        proposal: u64,
+    },
     /// Observation (only with `Config::observe`): the log entry at `index` was applied.
     Applied { index: u64, term: u64, data: Bytes },
     /// The member stopped (a disk failure, a corrupt snapshot): the driver must shut it down.

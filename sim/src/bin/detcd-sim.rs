@@ -1,0 +1,199 @@
+//! `detcd-sim`: runs randomized cluster histories and checks them.
+//!
+//!   detcd-sim [--seeds N] [--start S] [--ops N]     many seeds; exit 1 on any failure
+//!   detcd-sim --seed S [--trace] [--json FILE]      replay one seed, optionally with its trace
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use detcd_sim::run::{run_seed, Report, STANDARD_OPS};
+
+struct Args {
+    seeds: u64,
+    start: u64,
+    single: Option<u64>,
+    ops: u64,
+    trace: bool,
+    json: Option<String>,
+    /// Every n-th seed (and every failing one) runs twice to prove determinism.
+    determinism_every: u64,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        seeds: 1000,
+        start: 0,
+        single: None,
+        ops: STANDARD_OPS,
+        trace: false,
+        json: None,
+        determinism_every: 16,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seeds" => args.seeds = value()?.parse().map_err(|e| format!("--seeds: {e}"))?,
+            "--start" => args.start = value()?.parse().map_err(|e| format!("--start: {e}"))?,
+            "--seed" => args.single = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
+            "--ops" => args.ops = value()?.parse().map_err(|e| format!("--ops: {e}"))?,
+            "--json" => args.json = Some(value()?),
+            "--trace" => args.trace = true,
+            "--determinism-every" => {
+                args.determinism_every = value()?
+                    .parse()
+                    .map_err(|e| format!("--determinism-every: {e}"))?
+            }
+            "--help" | "-h" => {
+                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] | --seed S [--trace] [--json FILE]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn print_failure(report: &Report) {
+    let f = report.failure.as_ref().expect("a failure");
+    println!("FAILED seed {}: {}", report.seed, f.what);
+    println!("  at {:.3} ms of simulated time", f.at as f64 / 1e6);
+    println!("  options: {}", report.options);
+    println!("  reproduce: make sim SEED={}", report.seed);
+}
+
+fn replay(args: &Args, seed: u64) -> i32 {
+    let want_trace = args.trace || args.json.is_some();
+    let (report, world) = run_seed(seed, args.ops, want_trace);
+    let (again, _) = run_seed(seed, args.ops, false);
+    if args.trace {
+        print!("{}", world.trace_text());
+    }
+    if let Some(path) = &args.json {
+        if let Err(e) = std::fs::write(path, world.trace_json()) {
+            eprintln!("cannot write {path}: {e}");
+            return 2;
+        }
+    }
+    println!("seed {seed}: {}", report.options);
+    println!(
+        "trace hash {:016x} (second run {:016x})",
+        report.trace_hash, again.trace_hash
+    );
+    if report.trace_hash != again.trace_hash {
+        println!("NONDETERMINISTIC: two runs of seed {seed} differ");
+        return 1;
+    }
+    match report.failure {
+        Some(_) => {
+            print_failure(&report);
+            1
+        }
+        None => {
+            println!(
+                "ok: {} events, {:?}",
+                report.counters.events, report.counters
+            );
+            0
+        }
+    }
+}
+
+fn sweep(args: &Args) -> i32 {
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut failures = 0u64;
+    let mut total = detcd_sim::world::Counters::default();
+    for n in 0..args.seeds {
+        let seed = args.start + n;
+        let (report, _) = run_seed(seed, args.ops, false);
+        let recheck = report.failure.is_some()
+            || (args.determinism_every > 0 && n % args.determinism_every == 0);
+        if recheck {
+            let (again, _) = run_seed(seed, args.ops, false);
+            if again.trace_hash != report.trace_hash {
+                println!(
+                    "NONDETERMINISTIC: seed {seed} gave trace hashes {:016x} and {:016x}",
+                    report.trace_hash, again.trace_hash
+                );
+                failures += 1;
+            }
+        }
+        if report.failure.is_some() {
+            failures += 1;
+            print_failure(&report);
+        }
+        add(&mut total, &report.counters);
+        if terminal && (n % 50 == 0 || n + 1 == args.seeds) {
+            let rate = (n + 1) as f64 / started.elapsed().as_secs_f64();
+            eprint!(
+                "\r{} / {} seeds, {rate:.0} histories/s, {failures} failures   ",
+                n + 1,
+                args.seeds
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeds {}..{}: {} run, {failures} failed, {:.0} histories/s ({:.1} s)",
+        args.start,
+        args.start + args.seeds,
+        args.seeds,
+        args.seeds as f64 / secs,
+        secs
+    );
+    println!(
+        "fault mix: {} crashes ({} torn writes), {} disk errors, {} partitions, {} pauses, {} clock jumps, \
+         {} messages dropped, {} duplicated, {} snapshots installed",
+        total.crashes,
+        total.torn_writes,
+        total.disk_errors,
+        total.partitions,
+        total.pauses,
+        total.clock_jumps,
+        total.dropped,
+        total.duplicated,
+        total.snapshots_installed
+    );
+    println!(
+        "client ops: {} ok, {} failed, {} unknown outcome",
+        total.ops_ok, total.ops_failed, total.ops_unknown
+    );
+    i32::from(failures > 0)
+}
+
+fn add(total: &mut detcd_sim::world::Counters, c: &detcd_sim::world::Counters) {
+    total.events += c.events;
+    total.messages += c.messages;
+    total.dropped += c.dropped;
+    total.duplicated += c.duplicated;
+    total.crashes += c.crashes;
+    total.torn_writes += c.torn_writes;
+    total.disk_errors += c.disk_errors;
+    total.partitions += c.partitions;
+    total.pauses += c.pauses;
+    total.clock_jumps += c.clock_jumps;
+    total.snapshots_installed += c.snapshots_installed;
+    total.ops_ok += c.ops_ok;
+    total.ops_failed += c.ops_failed;
+    total.ops_unknown += c.ops_unknown;
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match args.single {
+        Some(seed) => replay(&args, seed),
+        None => sweep(&args),
+    };
+    std::process::exit(code);
+}

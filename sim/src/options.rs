@@ -1,0 +1,143 @@
+//! Swarm testing: every seed draws its own cluster size, fault rates and workload mix, so that a
+//! run of many seeds explores combinations nobody would think to write down.
+
+use std::fmt;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
+
+/// Uniform draws on top of the run's seeded RNG.
+pub trait Draw {
+    fn below(&mut self, n: u64) -> u64;
+    fn chance(&mut self, p: f64) -> bool;
+    fn between(&mut self, lo: u64, hi: u64) -> u64;
+}
+
+impl Draw for ChaCha8Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < p
+    }
+
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+}
+
+const MS: u64 = 1_000_000;
+
+/// Everything a seed decides before the run starts.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub members: u64,
+    pub clients: u64,
+    /// Client operations issued in the safety phase.
+    pub ops: u64,
+    /// Distinct keys the workload touches (few, so operations collide).
+    pub keys: u64,
+    pub net_delay_min_ns: u64,
+    pub net_delay_max_ns: u64,
+    pub net_loss: f64,
+    pub net_duplicate: f64,
+    pub disk_latency_max_ns: u64,
+    /// Chance that a crash keeps a torn part of the unsynced WAL bytes.
+    pub torn_write: f64,
+    /// Chance that one disk operation fails (the member stops, as the server would).
+    pub disk_error: f64,
+    /// Per-member clock rate error, in parts per million, at most.
+    pub clock_drift_ppm_max: u64,
+    /// Mean time between fault events (crash, partition, pause, clock jump...), 0 for none.
+    pub fault_interval_ns: u64,
+    /// Workload mix: relative weights of each operation kind.
+    pub mix: Mix,
+    /// Snapshot often, so snapshot install and log compaction run in short histories.
+    pub snapshot_count: u64,
+    pub client_timeout_ns: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Mix {
+    pub get: u64,
+    pub get_serializable: u64,
+    pub range: u64,
+    pub put: u64,
+    pub delete: u64,
+    pub txn: u64,
+    pub compact: u64,
+}
+
+impl Options {
+    /// The standard profile's draw for one seed.
+    pub fn draw(rng: &mut ChaCha8Rng, ops: u64) -> Options {
+        let members = [1, 3, 3, 3, 5, 5][rng.below(6) as usize];
+        let delay_min = rng.between(100_000, 2 * MS);
+        Options {
+            members,
+            clients: rng.between(1, 6),
+            ops,
+            keys: rng.between(1, 8),
+            net_delay_min_ns: delay_min,
+            net_delay_max_ns: delay_min + rng.between(0, 30 * MS),
+            net_loss: [0.0, 0.01, 0.05, 0.2][rng.below(4) as usize],
+            net_duplicate: [0.0, 0.01, 0.05][rng.below(3) as usize],
+            disk_latency_max_ns: rng.between(10_000, 20 * MS),
+            torn_write: [0.0, 0.5, 1.0][rng.below(3) as usize],
+            disk_error: [0.0, 0.0, 0.001][rng.below(3) as usize],
+            clock_drift_ppm_max: [0, 1_000, 50_000][rng.below(3) as usize],
+            fault_interval_ns: [0, 300 * MS, 1_000 * MS, 3_000 * MS][rng.below(4) as usize],
+            mix: Mix {
+                get: rng.between(0, 10),
+                get_serializable: rng.between(0, 4),
+                range: rng.between(0, 5),
+                put: rng.between(1, 10),
+                delete: rng.between(0, 4),
+                txn: rng.between(0, 6),
+                compact: rng.between(0, 1),
+            },
+            snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
+            client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
+        }
+    }
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.mix;
+        write!(
+            f,
+            "members={} clients={} ops={} keys={} delay={}..{}us loss={} dup={} disk<={}us torn={} \
+             diskerr={} drift<={}ppm faults/{}ms snap={} timeout={}ms mix=get:{},ser:{},range:{},put:{},\
+             del:{},txn:{},compact:{}",
+            self.members,
+            self.clients,
+            self.ops,
+            self.keys,
+            self.net_delay_min_ns / 1000,
+            self.net_delay_max_ns / 1000,
+            self.net_loss,
+            self.net_duplicate,
+            self.disk_latency_max_ns / 1000,
+            self.torn_write,
+            self.disk_error,
+            self.clock_drift_ppm_max,
+            self.fault_interval_ns / MS,
+            self.snapshot_count,
+            self.client_timeout_ns / MS,
+            m.get,
+            m.get_serializable,
+            m.range,
+            m.put,
+            m.delete,
+            m.txn,
+            m.compact
+        )
+    }
+}
