@@ -61,6 +61,43 @@ pub struct Options {
     /// Snapshot often, so snapshot install and log compaction run in short histories.
     pub snapshot_count: u64,
     pub client_timeout_ns: u64,
+    /// A deliberately injected bug, to prove the checkers catch it.
+    pub bug: Option<Bug>,
+}
+
+/// The bugs the simulator must find (see sim/tests/injected_bugs.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Core: acknowledge appends and votes before they are durable.
+    AckBeforeDurable,
+    /// Core: serve linearizable reads locally, without ReadIndex.
+    ReadWithoutReadIndex,
+    /// Core: apply some committed entries twice.
+    ApplyTwice,
+    /// Driver: after a crash, keep appending after a torn tail instead of truncating it.
+    KeepTornTail,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 4] = [
+        Bug::AckBeforeDurable,
+        Bug::ReadWithoutReadIndex,
+        Bug::ApplyTwice,
+        Bug::KeepTornTail,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeDurable => "ack-before-durable",
+            Bug::ReadWithoutReadIndex => "read-without-read-index",
+            Bug::ApplyTwice => "apply-twice",
+            Bug::KeepTornTail => "keep-torn-tail",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +141,7 @@ impl Options {
             },
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
+            bug: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::options::Options;
+use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
 /// Client operations per history in the standard profile.
@@ -19,11 +19,25 @@ pub struct Report {
 }
 
 /// Runs one seed. With `trace`, the world keeps a readable trace of every event.
-pub fn run_seed(seed: u64, ops: u64, trace: bool) -> (Report, World) {
+pub fn run_seed(seed: u64, ops: u64, trace: bool, bug: Option<Bug>) -> (Report, World) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let options = Options::draw(&mut rng, ops);
+    let mut options = Options::draw(&mut rng, ops);
+    options.bug = bug;
     let mut world = World::new(seed, options.clone(), trace);
-    world.run();
+    // A panic inside a member (an assertion of ours or of raft-rs) is a failure of this seed,
+    // not of the whole sweep.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+    if let Err(payload) = outcome {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        world.failure = Some(Failure {
+            at: world.now,
+            what: format!("panic: {message}"),
+        });
+    }
     if world.failure.is_none() {
         check_history(&mut world);
     }

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
-use crate::options::{Draw, Options};
+use crate::options::{Bug, Draw, Options};
 
 const MS: u64 = 1_000_000;
 /// After the faults heal, a leader must be elected and serve within this bound.
@@ -233,6 +233,11 @@ impl World {
             config.snapshot_count = options.snapshot_count;
             config.snapshot_catchup_entries = options.snapshot_count / 2;
             config.request_timeout = std::time::Duration::from_secs(3);
+            config.bugs = detcd::node::Bugs {
+                ack_before_durable: options.bug == Some(Bug::AckBeforeDurable),
+                read_without_read_index: options.bug == Some(Bug::ReadWithoutReadIndex),
+                apply_twice: options.bug == Some(Bug::ApplyTwice),
+            };
             let drift = options.clock_drift_ppm_max as i64;
             let clock = Clock {
                 offset_ns: rng.below(10_000 * MS),
@@ -341,9 +346,13 @@ impl World {
                 return;
             }
         };
-        let valid = (recovered.wal_end_offset - member.disk.wal_start_offset) as usize;
-        member.disk.wal.truncate(valid);
-        member.disk.synced_len = member.disk.synced_len.min(valid);
+        // The driver truncates a torn tail before appending again (docs/wal.md); the injected
+        // bug forgets to, so new records land after the garbage.
+        if self.options.bug != Some(Bug::KeepTornTail) {
+            let valid = (recovered.wal_end_offset - member.disk.wal_start_offset) as usize;
+            member.disk.wal.truncate(valid);
+            member.disk.synced_len = member.disk.synced_len.min(valid);
+        }
         member.incarnation += 1;
         member.paused = false;
         member.deferred.clear();

@@ -36,6 +36,21 @@ pub struct Config {
     pub raft_inflight_messages_max: usize,
     /// Emit `Output::Proposed` and `Output::Applied`, which the simulator's checkers read.
     pub observe: bool,
+    /// Deliberate bugs, for proving that the simulator catches them.
+    #[cfg(feature = "bug-injection")]
+    pub bugs: Bugs,
+}
+
+/// Deliberately wrong behaviours the simulator must catch. They exist only with the
+/// `bug-injection` feature and are all off by default.
+#[derive(Clone, Debug, Default)]
+pub struct Bugs {
+    /// Send votes and append acknowledgements before the write they promise is durable.
+    pub ack_before_durable: bool,
+    /// Serve linearizable reads from the local key space, without ReadIndex.
+    pub read_without_read_index: bool,
+    /// Apply some committed entries twice.
+    pub apply_twice: bool,
 }
 
 impl Config {
@@ -58,6 +73,8 @@ impl Config {
             raft_message_bytes_max: 1024 * 1024,
             raft_inflight_messages_max: 256,
             observe: false,
+            #[cfg(feature = "bug-injection")]
+            bugs: Bugs::default(),
         }
     }
 

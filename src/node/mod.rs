@@ -17,7 +17,7 @@ mod config;
 mod requests;
 mod types;
 
-pub use config::Config;
+pub use config::{Bugs, Config};
 pub use types::*;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -539,7 +539,7 @@ impl Node {
 
     fn accept_range(&mut self, id: RequestId, req: RangeRequest) -> Result<(), EtcdError> {
         mvcc::check_range(&req)?;
-        if req.serializable {
+        if req.serializable || self.bug(|b| b.read_without_read_index) {
             let result = self.kv.range(&req).map(ClientResponse::Range);
             self.finish(id, result);
         } else {
@@ -550,7 +550,7 @@ impl Node {
 
     fn accept_read_txn(&mut self, id: RequestId, req: TxnRequest) -> Result<(), EtcdError> {
         mvcc::check_txn(&req, self.cfg.max_txn_ops)?;
-        if txn_is_serializable(&req) {
+        if txn_is_serializable(&req) || self.bug(|b| b.read_without_read_index) {
             let result = self.kv.txn(&req).map(ClientResponse::Txn);
             self.finish(id, result);
         } else {
@@ -718,7 +718,12 @@ impl Node {
                 });
             }
             let io = (!wal.bytes.is_empty()).then(|| self.append_wal(wal.bytes, rd.must_sync()));
-            let messages = rd.take_persisted_messages();
+            let mut messages = rd.take_persisted_messages();
+            if self.bug(|b| b.ack_before_durable) {
+                for m in std::mem::take(&mut messages) {
+                    self.send(m);
+                }
+            }
             self.disk.readies.push_back(InflightReady {
                 number: rd.number(),
                 io,
@@ -863,17 +868,10 @@ impl Node {
                     continue;
                 }
             };
-            let result = match request.op {
-                Some(internal_request::Op::Put(req)) => self.kv.put(&req).map(ClientResponse::Put),
-                Some(internal_request::Op::DeleteRange(req)) => {
-                    self.kv.delete_range(&req).map(ClientResponse::DeleteRange)
-                }
-                Some(internal_request::Op::Txn(req)) => self.kv.txn(&req).map(ClientResponse::Txn),
-                Some(internal_request::Op::Compaction(req)) => {
-                    self.kv.compact(&req).map(ClientResponse::Compact)
-                }
-                None => continue,
-            };
+            if self.bug(|b| b.apply_twice) && entry.index % 5 == 0 {
+                let _ = self.apply_op(request.op.clone());
+            }
+            let result = self.apply_op(request.op);
             if request.origin == self.cfg.id {
                 if let Some(id) = self.pending.take_proposal(request.request_id) {
                     self.finish(id, result);
@@ -881,6 +879,36 @@ impl Node {
             }
         }
         self.report_applied();
+    }
+
+    fn apply_op(&mut self, op: Option<internal_request::Op>) -> Result<ClientResponse, EtcdError> {
+        match op {
+            Some(internal_request::Op::Put(req)) => self.kv.put(&req).map(ClientResponse::Put),
+            Some(internal_request::Op::DeleteRange(req)) => {
+                self.kv.delete_range(&req).map(ClientResponse::DeleteRange)
+            }
+            Some(internal_request::Op::Txn(req)) => self.kv.txn(&req).map(ClientResponse::Txn),
+            Some(internal_request::Op::Compaction(req)) => {
+                self.kv.compact(&req).map(ClientResponse::Compact)
+            }
+            // An entry without an operation is written by nobody; answer as etcd does for an
+            // empty request.
+            None => Err(EtcdError::NotCapable),
+        }
+    }
+
+    /// Whether a deliberately injected bug is on (simulator tests only; always off without the
+    /// `bug-injection` feature).
+    #[allow(unused_variables)]
+    fn bug(&self, which: impl Fn(&config::Bugs) -> bool) -> bool {
+        #[cfg(feature = "bug-injection")]
+        {
+            which(&self.cfg.bugs)
+        }
+        #[cfg(not(feature = "bug-injection"))]
+        {
+            false
+        }
     }
 
     /// Replaces the key space with a snapshot the leader sent. Returns false if the member had

@@ -6,6 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use detcd_sim::options::Bug;
 use detcd_sim::run::{run_seed, Report, STANDARD_OPS};
 
 struct Args {
@@ -17,6 +18,7 @@ struct Args {
     json: Option<String>,
     /// Every n-th seed (and every failing one) runs twice to prove determinism.
     determinism_every: u64,
+    bug: Option<Bug>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -28,6 +30,7 @@ fn parse() -> Result<Args, String> {
         trace: false,
         json: None,
         determinism_every: 16,
+        bug: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,13 +42,19 @@ fn parse() -> Result<Args, String> {
             "--ops" => args.ops = value()?.parse().map_err(|e| format!("--ops: {e}"))?,
             "--json" => args.json = Some(value()?),
             "--trace" => args.trace = true,
+            "--bug" => {
+                let name = value()?;
+                let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+                args.bug =
+                    Some(Bug::parse(&name).ok_or_else(|| format!("--bug: one of {names:?}"))?);
+            }
             "--determinism-every" => {
                 args.determinism_every = value()?
                     .parse()
                     .map_err(|e| format!("--determinism-every: {e}"))?
             }
             "--help" | "-h" => {
-                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] | --seed S [--trace] [--json FILE]");
+                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] | --seed S [--trace] [--json FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -64,8 +73,8 @@ fn print_failure(report: &Report) {
 
 fn replay(args: &Args, seed: u64) -> i32 {
     let want_trace = args.trace || args.json.is_some();
-    let (report, world) = run_seed(seed, args.ops, want_trace);
-    let (again, _) = run_seed(seed, args.ops, false);
+    let (report, world) = run_seed(seed, args.ops, want_trace, args.bug);
+    let (again, _) = run_seed(seed, args.ops, false, args.bug);
     if args.trace {
         print!("{}", world.trace_text());
     }
@@ -106,11 +115,11 @@ fn sweep(args: &Args) -> i32 {
     let mut total = detcd_sim::world::Counters::default();
     for n in 0..args.seeds {
         let seed = args.start + n;
-        let (report, _) = run_seed(seed, args.ops, false);
+        let (report, _) = run_seed(seed, args.ops, false, args.bug);
         let recheck = report.failure.is_some()
             || (args.determinism_every > 0 && n % args.determinism_every == 0);
         if recheck {
-            let (again, _) = run_seed(seed, args.ops, false);
+            let (again, _) = run_seed(seed, args.ops, false, args.bug);
             if again.trace_hash != report.trace_hash {
                 println!(
                     "NONDETERMINISTIC: seed {seed} gave trace hashes {:016x} and {:016x}",
@@ -191,6 +200,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Panics inside a run are reported as that seed's failure; keep their default report (and
+    // backtrace) for single-seed replays only.
+    if args.single.is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     let code = match args.single {
         Some(seed) => replay(&args, seed),
         None => sweep(&args),
