@@ -9,6 +9,7 @@
 #
 # Knobs (environment): PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, TXN_TOTAL, CLIENTS, CONNS,
 # KEY_SPACE, BENCH_DIR (where the data dirs go: it must be a real disk for fsync to count),
+# BENCH_FLAGS (extra member flags, given to both systems alike, e.g. --snapshot-count=100000),
 # BENCH_PORT_BASE, ETCD, DETCD, DETCD_BENCH.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ CLIENTS="${CLIENTS:-100}"
 CONNS="${CONNS:-10}"
 KEY_SPACE="${KEY_SPACE:-100000}"
 PORT_BASE="${BENCH_PORT_BASE:-24000}"
+read -r -a EXTRA_FLAGS <<<"${BENCH_FLAGS:-}"
 RANGE_KEY="bench-range-key"
 
 for tool in "$ETCD" "$ETCDCTL" "$DETCD" "$DETCD_BENCH"; do
@@ -71,7 +73,7 @@ start_cluster() {
       --listen-client-urls "$client" --advertise-client-urls "$client" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$initial" --initial-cluster-token bench-cluster \
-      --initial-cluster-state new \
+      --initial-cluster-state new "${EXTRA_FLAGS[@]}" \
       >"$WORK/$system/m$i.log" 2>&1 &
     PIDS+=("$!")
   done
@@ -148,7 +150,8 @@ bench_system() {
 
 echo "bench: data in $WORK ($(df -T "$WORK" | awk 'NR == 2 {print $2}')), $(nproc) cores;" \
   "puts ${PUT_TOTAL}x, 1-client puts ${PUT1_TOTAL}x, txns ${TXN_TOTAL}x, ranges ${RANGE_TOTAL}x;" \
-  "$CLIENTS clients over $CONNS conns; key 8 B, value 256 B, key space $KEY_SPACE"
+  "$CLIENTS clients over $CONNS conns; key 8 B, value 256 B, key space $KEY_SPACE;" \
+  "member flags: defaults${BENCH_FLAGS:+ + $BENCH_FLAGS}"
 bench_system etcd "$ETCD" 0
 bench_system detcd "$DETCD" 100
 
