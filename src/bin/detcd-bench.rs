@@ -96,6 +96,20 @@ fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Stri
         .map_err(|_| format!("--{flag}: '{value}' is not a valid number"))
 }
 
+/// The flags that take a value.
+const VALUE_FLAGS: &[&str] = &[
+    "endpoints",
+    "conns",
+    "clients",
+    "total",
+    "key-size",
+    "val-size",
+    "key-space-size",
+    "seed",
+    "consistency",
+    "txn-ops",
+];
+
 /// Flags may come before or after the subcommand, as `--flag value` or `--flag=value`.
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut endpoints = vec!["127.0.0.1:2379".to_string()];
@@ -122,6 +136,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "help" => return Err(String::new()),
             "sequential-keys" => sequential_keys = true,
             "json" => json = true,
+            _ if !VALUE_FLAGS.contains(&name) => return Err(format!("unknown flag --{name}")),
             _ => {
                 let value = match inline {
                     Some(value) => value,
@@ -145,7 +160,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     "seed" => seed = parse_number(name, &value)?,
                     "consistency" => consistency = value,
                     "txn-ops" => txn_ops = parse_number(name, &value)?,
-                    _ => return Err(format!("unknown flag --{name}")),
+                    _ => unreachable!("VALUE_FLAGS lists only the flags matched here"),
                 }
             }
         }
@@ -534,6 +549,8 @@ mod tests {
         assert_eq!(o.workload.name(), "range-s");
         assert!(parse(&args("range")).is_err());
         assert!(parse(&args("put --consistency x --conns 0")).is_err());
+        let unknown = parse(&args("put --bogus")).expect_err("unknown flag");
+        assert!(unknown.contains("unknown flag --bogus"), "{unknown}");
     }
 
     #[test]
