@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools check fmt sim sim-bench build
+.PHONY: run test tools check fmt sim build bench
 
 # Root needs no sudo (CI runs as root); anyone else gets it for apt-get.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -24,6 +24,13 @@ tools:
 	  echo "installing etcd-client and etcd-server (etcdctl, etcd)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq etcd-client etcd-server >/dev/null; \
 	fi
+
+# detcd against real etcd 3.4: two 3-member clusters on loopback, one after the other, the same
+# load from detcd-bench against each, and a table of ratios against the targets (docs/bench.md).
+# Takes a few minutes; not part of `make test`.
+bench: build tools
+	$(CARGO) build --release --bins
+	./scripts/bench.sh
 
 # Formatting, lints with warnings denied, and the purity build: the core without tokio/tonic.
 check:

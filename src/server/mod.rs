@@ -154,9 +154,16 @@ async fn serve_clients(
     let kv = KvServer::new(grpc::KvService::new(handle))
         .max_decoding_message_size(max_request_bytes + 512 * 1024)
         .max_encoding_message_size(usize::MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
+    // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
+    let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            eprintln!("detcd: client listener failed: {e}");
+            return;
+        }
+    };
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .layer(tower::util::MapResponseLayer::new(
             grpc::etcd_receive_limit_status,
         ))
