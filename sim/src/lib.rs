@@ -4,4 +4,6 @@
 //! The full simulator (network, disk, clock and process faults, checkers) is built on top of
 //! the in-process harness in `detcd::testing`; see ARCHITECTURE.md.
 
+pub mod checker;
 pub mod harness;
+pub mod history;
