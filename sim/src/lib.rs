@@ -1,9 +1,12 @@
 //! detcd-sim: the deterministic cluster simulator. It links the core without the `server`
 //! feature, so it physically cannot reach tokio, sockets or files.
 //!
-//! The full simulator (network, disk, clock and process faults, checkers) is built on top of
-//! the in-process harness in `detcd::testing`; see ARCHITECTURE.md.
+//! - `harness`: a small fault-free cluster for focused tests of the core;
+//! - `world`: the simulated world of one seed (network, disks, clocks, processes, clients);
+//! - `options`: what each seed draws (swarm testing); `run`: one seed to a verdict;
+//! - `checker`: the history checkers; `history`: their inputs.
 
+pub mod checker;
 pub mod harness;
 pub mod history;
 pub mod options;

@@ -1,0 +1,492 @@
+//! Linearizability of a client history against etcd's KV semantics, decided by verifying a
+//! witness instead of searching for one, so the answer is never "unknown" and the cost is
+//! O(n log n) plus two replays of the log.
+//!
+//! The witness is the applied log: in etcd the log order *is* the linearization order of writes.
+//! The check:
+//! 1. maps every log entry to the client op whose proposal it carries (an entry nobody proposed
+//!    is a phantom write; a proposal applied twice is a duplicate apply);
+//! 2. replays the log on a fresh [`KeySpace`] and compares every write's definite answer with
+//!    the replayed one (ignoring the header fields that name who answered); an acknowledged
+//!    write missing from the log is lost; a definite error for a write that is not in the log
+//!    must be one a member answers before proposing; an indeterminate write may be either way;
+//! 3. places every op on one line in doubled coordinates (see [`Point`]): a write at its log
+//!    index, a linearizable read anywhere the store had the revision its answer carries, and
+//!    checks real time with one sweep over invocations and returns;
+//! 4. replays the log again, evaluating each read on the model where it was placed.
+//!
+//! Reads never enter the log, so their only witness is the revision in their answer; a read
+//! answered with a revision error carries no header and is placed where the model gives that
+//! error (see `timeline`).
+
+mod report;
+mod requests;
+mod timeline;
+
+pub use report::{OpRef, Point, Stats, Violation};
+pub use requests::Answer;
+
+use std::collections::BTreeMap;
+
+use detcd::error::EtcdError;
+use detcd::mvcc::KeySpace;
+use detcd::node::MemberId;
+use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use prost::Message as _;
+
+use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
+use requests::{Class, WriteKind};
+use timeline::Timeline;
+
+/// Checks `ops` against `log`, the longest applied sequence of any member (index order, from
+/// index 1). Returns the first violation found, or what was checked.
+pub fn check(ops: &[Op], log: &[AppliedEntry]) -> Result<Stats, Violation> {
+    let mut stats = Stats::default();
+    let proposals = index_proposals(ops)?;
+    let replay = replay_writes(ops, log, &proposals, &mut stats)?;
+    let plan = plan(ops, &replay, &mut stats)?;
+    let mut reads = order_in_real_time(ops, &plan.ordered, &replay.timeline)?;
+    reads.extend(plan.unordered_reads);
+    evaluate_reads(ops, log, reads)?;
+    Ok(stats)
+}
+
+/// Which op (by slot in `ops`) each proposal belongs to.
+fn index_proposals(ops: &[Op]) -> Result<BTreeMap<(MemberId, u64), usize>, Violation> {
+    let mut proposals = BTreeMap::new();
+    for (slot, op) in ops.iter().enumerate() {
+        let Some(proposal) = op.proposal else {
+            continue;
+        };
+        if let Some(first) = proposals.insert(proposal, slot) {
+            return Err(Violation::ProposalClaimedTwice {
+                first: OpRef::of(&ops[first]),
+                second: OpRef::of(op),
+            });
+        }
+    }
+    Ok(proposals)
+}
+
+/// The client request an entry carries. Leader no-ops have no data; configuration changes do
+/// not decode as a request with an operation; the node skips both, and so do we.
+fn decode(entry: &AppliedEntry) -> Option<(MemberId, u64, internal_request::Op)> {
+    if entry.data.is_empty() {
+        return None;
+    }
+    let request = InternalRequest::decode(entry.data.as_ref()).ok()?;
+    Some((request.origin, request.request_id, request.op?))
+}
+
+/// What the first replay established.
+struct Replay {
+    /// The log index each op (by slot) was applied at.
+    position: Vec<Option<u64>>,
+    timeline: Timeline,
+}
+
+/// Replays the log, tying each entry to its op and checking each definite write answer.
+fn replay_writes(
+    ops: &[Op],
+    log: &[AppliedEntry],
+    proposals: &BTreeMap<(MemberId, u64), usize>,
+    stats: &mut Stats,
+) -> Result<Replay, Violation> {
+    let mut kv = KeySpace::new();
+    let mut replay = Replay {
+        position: vec![None; ops.len()],
+        timeline: Timeline::new(),
+    };
+    // etcd's raw compact revision, which the public API rounds up to 0 before any compaction.
+    let mut compact_main = -1;
+    for (i, entry) in log.iter().enumerate() {
+        let index = i as u64 + 1;
+        if entry.index != index {
+            return Err(Violation::LogNotContiguous {
+                position: index,
+                index: entry.index,
+            });
+        }
+        if let Some((origin, request_id, op)) = decode(entry) {
+            stats.log_requests += 1;
+            let slot =
+                proposals
+                    .get(&(origin, request_id))
+                    .copied()
+                    .ok_or(Violation::PhantomWrite {
+                        index,
+                        origin,
+                        request_id,
+                    })?;
+            claim(&ops[slot], &op, &mut replay.position[slot], index)?;
+            let answer = requests::apply(&mut kv, &op);
+            if matches!(op, internal_request::Op::Compaction(_)) && answer.is_ok() {
+                compact_main = kv.compact_revision();
+            }
+            check_write_answer(&ops[slot], index, answer, stats)?;
+        }
+        replay.timeline.push(kv.current_revision(), compact_main);
+    }
+    Ok(replay)
+}
+
+/// Records that `op` took effect at `index`: once, and with the request the client sent.
+fn claim(
+    op: &Op,
+    entry_op: &internal_request::Op,
+    position: &mut Option<u64>,
+    index: u64,
+) -> Result<(), Violation> {
+    if let Some(first_index) = *position {
+        return Err(Violation::DuplicateApply {
+            op: OpRef::of(op),
+            first_index,
+            second_index: index,
+        });
+    }
+    if !requests::same_request(entry_op, &op.request) {
+        return Err(Violation::EntryMismatch {
+            op: OpRef::of(op),
+            index,
+        });
+    }
+    *position = Some(index);
+    Ok(())
+}
+
+/// A write in the log answered exactly what applying it there gives (errors included); an
+/// indeterminate one just took effect.
+fn check_write_answer(
+    op: &Op,
+    index: u64,
+    expected: Answer,
+    stats: &mut Stats,
+) -> Result<(), Violation> {
+    let observed = match &op.outcome {
+        outcome if outcome.is_indeterminate() => {
+            stats.indeterminate_applied += 1;
+            return Ok(());
+        }
+        Outcome::Ok { response, .. } => Ok(requests::normalized(response)),
+        Outcome::Err { error, .. } => Err(error.clone()),
+        Outcome::Unknown => unreachable!("an unknown outcome is indeterminate"),
+    };
+    if observed != expected {
+        return Err(Violation::WrongWriteAnswer {
+            op: OpRef::of(op),
+            index,
+            expected: Box::new(expected),
+            observed: Box::new(observed),
+        });
+    }
+    match requests::classify(&op.request) {
+        Class::Write(WriteKind::Put) => stats.puts += 1,
+        Class::Write(WriteKind::Delete) => stats.deletes += 1,
+        Class::Write(WriteKind::Txn) => stats.write_txns += 1,
+        Class::Write(WriteKind::Compact) => stats.compactions += 1,
+        Class::Read { .. } => unreachable!("the entry carries this op's request, a write"),
+    }
+    Ok(())
+}
+
+/// Where an op may sit on the line of [`Point`]s.
+enum Place {
+    /// A write in the log: exactly at its index.
+    Write(Point),
+    /// A read answered at `revision`: anywhere after the entries `first..=last`.
+    Revision {
+        revision: i64,
+        first: u64,
+        last: u64,
+    },
+    /// A read answered with a revision error: wherever the store gives that error.
+    RevisionError(EtcdError),
+}
+
+/// An op that real time constrains.
+struct Ordered {
+    slot: usize,
+    place: Place,
+    /// When its answer reached the client; None for an indeterminate write.
+    returned_at: Option<SimNanos>,
+}
+
+struct Plan {
+    ordered: Vec<Ordered>,
+    /// Serializable reads, with the position their answer is checked at.
+    unordered_reads: Vec<(u64, usize)>,
+}
+
+/// Sorts every op into what real time constrains, what was checked already, and what needs no
+/// check; checks the writes that are not in the log on the way.
+fn plan(ops: &[Op], replay: &Replay, stats: &mut Stats) -> Result<Plan, Violation> {
+    let mut plan = Plan {
+        ordered: Vec::new(),
+        unordered_reads: Vec::new(),
+    };
+    for (slot, op) in ops.iter().enumerate() {
+        match requests::classify(&op.request) {
+            Class::Write(_) => match replay.position[slot] {
+                Some(index) => plan.ordered.push(Ordered {
+                    slot,
+                    place: Place::Write(Point(2 * index)),
+                    returned_at: (!op.outcome.is_indeterminate())
+                        .then(|| op.outcome.returned_at())
+                        .flatten(),
+                }),
+                None => check_unapplied_write(op, stats)?,
+            },
+            Class::Read { linearizable } => {
+                plan_read(slot, op, linearizable, &replay.timeline, &mut plan, stats)?
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// A write that never took effect: it must not have been acknowledged, and a definite error
+/// must be one the member answers before proposing.
+fn check_unapplied_write(op: &Op, stats: &mut Stats) -> Result<(), Violation> {
+    let error = match &op.outcome {
+        outcome if outcome.is_indeterminate() => {
+            stats.indeterminate_absent += 1;
+            return Ok(());
+        }
+        Outcome::Ok { .. } => return Err(Violation::LostWrite { op: OpRef::of(op) }),
+        Outcome::Err { error, .. } => error,
+        Outcome::Unknown => unreachable!("an unknown outcome is indeterminate"),
+    };
+    let why = if op.proposal.is_some() {
+        // Once proposed, only the apply of its entry answers a write with a definite error.
+        "the write was proposed and answered with a definite error, but never applied"
+    } else if !requests::refused_before_proposing(&op.request, error) {
+        "a member answers this error to this request only when applying it, yet it is not in \
+         the log"
+    } else {
+        stats.refused += 1;
+        return Ok(());
+    };
+    Err(Violation::UnexplainedError {
+        op: OpRef::of(op),
+        why,
+    })
+}
+
+fn plan_read(
+    slot: usize,
+    op: &Op,
+    linearizable: bool,
+    timeline: &Timeline,
+    plan: &mut Plan,
+    stats: &mut Stats,
+) -> Result<(), Violation> {
+    let (place, returned_at) = match &op.outcome {
+        outcome if outcome.is_indeterminate() => {
+            stats.indeterminate_reads += 1;
+            return Ok(());
+        }
+        Outcome::Ok {
+            response,
+            returned_at,
+        } => (read_span(op, response, timeline)?, *returned_at),
+        Outcome::Err { error, returned_at } if requests::is_revision_error(error) => {
+            (Place::RevisionError(error.clone()), *returned_at)
+        }
+        Outcome::Err { error, .. } if requests::refused_before_proposing(&op.request, error) => {
+            stats.refused += 1;
+            return Ok(());
+        }
+        Outcome::Err { .. } => {
+            return Err(Violation::UnexplainedError {
+                op: OpRef::of(op),
+                why: "a read gets no such error",
+            })
+        }
+        Outcome::Unknown => unreachable!("an unknown outcome is indeterminate"),
+    };
+    if linearizable {
+        stats.linearizable_reads += 1;
+        plan.ordered.push(Ordered {
+            slot,
+            place,
+            returned_at: Some(returned_at),
+        });
+    } else {
+        // A serializable read may come from any member however far behind, so real time says
+        // nothing; its answer must still be the store's at some point of the log.
+        stats.serializable_reads += 1;
+        let at = match place {
+            Place::Revision { first, .. } => first,
+            Place::RevisionError(error) => timeline
+                .earliest_error(&requests::revision_checks(&op.request), &error, 0)
+                .unwrap_or(0),
+            Place::Write(_) => unreachable!("reads are never in the log"),
+        };
+        plan.unordered_reads.push((at, slot));
+    }
+    Ok(())
+}
+
+/// The positions a read answered at the revision of `response` may occupy.
+fn read_span(
+    op: &Op,
+    response: &detcd::node::ClientResponse,
+    timeline: &Timeline,
+) -> Result<Place, Violation> {
+    let revision = requests::header_revision(response).unwrap_or(0);
+    let (first, last) =
+        timeline
+            .positions_at(revision)
+            .ok_or_else(|| Violation::UnknownRevision {
+                read: OpRef::of(op),
+                revision,
+                last_revision: timeline.last_revision(),
+            })?;
+    Ok(Place::Revision {
+        revision,
+        first,
+        last,
+    })
+}
+
+/// Checks real-time order and chooses each linearizable read's position: one sweep over
+/// invocations and returns in time order, invocations first at equal times (ops that touch in
+/// time are concurrent). It keeps the latest point of any op returned so far; every op invoked
+/// later must sit at or after it.
+///
+/// Choosing each read's earliest admissible position is optimal: a constraint is always "an op
+/// that returned before B was invoked sits at or before B", writes' points are fixed, and a read
+/// affects others only by raising the latest point once it returns. The earliest choice raises
+/// it least, so if any placement satisfies every constraint, the greedy one does. A read
+/// answered with data gives the same answer anywhere its revision was current (compaction
+/// changes only which past revisions fail), so its position never changes its answer; a read
+/// answered with a revision error goes to the earliest position where that error holds.
+///
+/// Returns the chosen position of every read, for [`evaluate_reads`].
+fn order_in_real_time(
+    ops: &[Op],
+    ordered: &[Ordered],
+    timeline: &Timeline,
+) -> Result<Vec<(u64, usize)>, Violation> {
+    let mut events: Vec<(SimNanos, bool, usize)> = Vec::with_capacity(2 * ordered.len());
+    for (i, o) in ordered.iter().enumerate() {
+        events.push((ops[o.slot].invoked_at, false, i));
+        if let Some(t) = o.returned_at {
+            events.push((t, true, i));
+        }
+    }
+    events.sort_unstable();
+    let mut chosen: Vec<Point> = vec![Point(0); ordered.len()];
+    // The latest point of an op returned so far, and which op (by index in `ordered`).
+    let mut latest: Option<(Point, usize)> = None;
+    for (_, is_return, i) in events {
+        if is_return {
+            if latest.is_none_or(|(point, _)| chosen[i] > point) {
+                latest = Some((chosen[i], i));
+            }
+            continue;
+        }
+        chosen[i] = place_at_invocation(ops, &ordered[i], latest, ordered, timeline)?;
+    }
+    let reads = ordered
+        .iter()
+        .zip(&chosen)
+        .filter(|(o, _)| !matches!(o.place, Place::Write(_)))
+        .map(|(o, point)| (point.0 / 2, o.slot))
+        .collect();
+    Ok(reads)
+}
+
+/// Where `o` sits, given that it must not precede `latest`, the latest point of an op that
+/// returned before `o` was invoked.
+fn place_at_invocation(
+    ops: &[Op],
+    o: &Ordered,
+    latest: Option<(Point, usize)>,
+    ordered: &[Ordered],
+    timeline: &Timeline,
+) -> Result<Point, Violation> {
+    let floor = latest.map_or(Point(0), |(point, _)| point);
+    let before = || {
+        let (_, i) = latest.expect("a floor above 0 comes from a returned op");
+        OpRef::of(&ops[ordered[i].slot])
+    };
+    // A read after log index q sits at 2q + 1, which is at or after the floor from q = floor / 2.
+    let from = floor.0 / 2;
+    match &o.place {
+        Place::Write(point) if *point < floor => Err(Violation::RealTimeInversion {
+            earlier: before(),
+            earlier_at: floor,
+            later: OpRef::of(&ops[o.slot]),
+            later_at: *point,
+        }),
+        Place::Write(point) => Ok(*point),
+        Place::Revision {
+            revision,
+            first,
+            last,
+        } => {
+            let q = from.max(*first);
+            if q > *last {
+                return Err(Violation::StaleRead {
+                    read: OpRef::of(&ops[o.slot]),
+                    revision: *revision,
+                    last_at: Point(2 * last + 1),
+                    after: before(),
+                    after_at: floor,
+                });
+            }
+            Ok(Point(2 * q + 1))
+        }
+        Place::RevisionError(error) => {
+            let checks = requests::revision_checks(&ops[o.slot].request);
+            // Nowhere: keep the floor, and the evaluation reports what the store answers there.
+            let q = timeline
+                .earliest_error(&checks, error, from)
+                .unwrap_or(from);
+            Ok(Point(2 * q + 1))
+        }
+    }
+}
+
+/// Replays the log once more and checks every read where it was placed: `(q, slot)` means
+/// "after the entry at log index q" (0: the empty store).
+fn evaluate_reads(
+    ops: &[Op],
+    log: &[AppliedEntry],
+    mut reads: Vec<(u64, usize)>,
+) -> Result<(), Violation> {
+    reads.sort_unstable();
+    let mut kv = KeySpace::new();
+    let mut applied = 0u64;
+    for (q, slot) in reads {
+        while applied < q {
+            if let Some((_, _, op)) = decode(&log[applied as usize]) {
+                // The first replay checked every entry; here only the state matters.
+                let _ = requests::apply(&mut kv, &op);
+            }
+            applied += 1;
+        }
+        check_read(&ops[slot], q, &mut kv)?;
+    }
+    Ok(())
+}
+
+fn check_read(op: &Op, q: u64, kv: &mut KeySpace) -> Result<(), Violation> {
+    let observed = match &op.outcome {
+        Outcome::Ok { response, .. } => Ok(requests::normalized(response)),
+        Outcome::Err { error, .. } => Err(error.clone()),
+        Outcome::Unknown => unreachable!("only answered reads are evaluated"),
+    };
+    let expected = requests::read(kv, &op.request);
+    if observed != expected {
+        return Err(Violation::WrongReadAnswer {
+            read: OpRef::of(op),
+            at: Point(2 * q + 1),
+            revision: kv.current_revision(),
+            expected: Box::new(expected),
+            observed: Box::new(observed),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! What the linearizability checker reports: counts when the history passes, and otherwise the
+//! first violation found, naming every op involved (id, client, member, times) and what was
+//! expected against what was observed, so a failing seed reads without a debugger.
+
+use std::fmt;
+
+use bytes::Bytes;
+use detcd::node::{ClientRequest, ClientResponse, MemberId};
+use detcd::proto::etcdserverpb::response_op::Response;
+use detcd::proto::mvccpb::KeyValue;
+
+use super::requests::Answer;
+use crate::history::{Op, SimNanos};
+
+/// What a passing history held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Log entries that carry a client request.
+    pub log_requests: u64,
+    /// Writes with a definite answer, checked against the replay of the log.
+    pub puts: u64,
+    pub deletes: u64,
+    pub write_txns: u64,
+    pub compactions: u64,
+    /// Reads checked against the model (answers and revision errors alike).
+    pub linearizable_reads: u64,
+    pub serializable_reads: u64,
+    /// Definite errors a member answers before proposing or reading, checked as such.
+    pub refused: u64,
+    /// Writes whose client never learned the outcome, found in the log (took effect once).
+    pub indeterminate_applied: u64,
+    /// Writes whose client never learned the outcome, absent from the log (never took effect).
+    pub indeterminate_absent: u64,
+    /// Reads without an answer: nothing to check.
+    pub indeterminate_reads: u64,
+}
+
+/// An op as a violation names it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpRef {
+    pub id: u64,
+    pub client: u64,
+    pub member: MemberId,
+    pub invoked_at: SimNanos,
+    pub returned_at: Option<SimNanos>,
+    pub request: ClientRequest,
+}
+
+impl OpRef {
+    /// Boxed, since a violation travels in a `Result` and should keep it small.
+    pub fn of(op: &Op) -> Box<OpRef> {
+        Box::new(OpRef {
+            id: op.id,
+            client: op.client,
+            member: op.member,
+            invoked_at: op.invoked_at,
+            returned_at: op.outcome.returned_at(),
+            request: op.request.clone(),
+        })
+    }
+}
+
+impl fmt::Display for OpRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "op {} (client {}, member {:x}, {}, invoked at {} ns, ",
+            self.id,
+            self.client,
+            self.member,
+            RequestSummary(&self.request),
+            self.invoked_at
+        )?;
+        match self.returned_at {
+            Some(t) => write!(f, "returned at {t} ns)"),
+            None => write!(f, "never returned)"),
+        }
+    }
+}
+
+/// A place in the linearization, in doubled coordinates: `2p` is the write at log index `p`,
+/// `2q + 1` is a read between the entries at log indexes `q` and `q + 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Point(pub u64);
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 2 == 0 {
+            write!(f, "log index {}", self.0 / 2)
+        } else {
+            write!(f, "after log index {}", self.0 / 2)
+        }
+    }
+}
+
+/// How a history breaks etcd's guarantees. Each names the ops involved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Violation {
+    /// The log handed to the checker skips or repeats an index.
+    LogNotContiguous { position: u64, index: u64 },
+    /// Two ops claim the same proposal: the history itself is inconsistent.
+    ProposalClaimedTwice {
+        first: Box<OpRef>,
+        second: Box<OpRef>,
+    },
+    /// An applied entry carries a request no client sent.
+    PhantomWrite {
+        index: u64,
+        origin: MemberId,
+        request_id: u64,
+    },
+    /// One proposal applied twice: a retried or re-proposed write took effect twice.
+    DuplicateApply {
+        op: Box<OpRef>,
+        first_index: u64,
+        second_index: u64,
+    },
+    /// The entry for an op's proposal carries a different request than the client sent.
+    EntryMismatch { op: Box<OpRef>, index: u64 },
+    /// A write acknowledged as successful never took effect.
+    LostWrite { op: Box<OpRef> },
+    /// A write's answer differs from what applying the log in order gives.
+    WrongWriteAnswer {
+        op: Box<OpRef>,
+        index: u64,
+        expected: Box<Answer>,
+        observed: Box<Answer>,
+    },
+    /// A definite error that the member can only answer before proposing, for a write that was
+    /// proposed or that the member should have accepted; or an error no path produces.
+    UnexplainedError { op: Box<OpRef>, why: &'static str },
+    /// `earlier` finished before `later` started, yet the witness orders it after `later`.
+    RealTimeInversion {
+        earlier: Box<OpRef>,
+        earlier_at: Point,
+        later: Box<OpRef>,
+        later_at: Point,
+    },
+    /// A read answered at a revision superseded before an op that finished before the read
+    /// started.
+    StaleRead {
+        read: Box<OpRef>,
+        revision: i64,
+        last_at: Point,
+        after: Box<OpRef>,
+        after_at: Point,
+    },
+    /// A read answered at a revision the log never produced.
+    UnknownRevision {
+        read: Box<OpRef>,
+        revision: i64,
+        last_revision: i64,
+    },
+    /// A read's answer differs from the model's at the place the read is linearized.
+    WrongReadAnswer {
+        read: Box<OpRef>,
+        at: Point,
+        revision: i64,
+        expected: Box<Answer>,
+        observed: Box<Answer>,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Violation::*;
+        match self {
+            LogNotContiguous { position, index } => write!(
+                f,
+                "malformed log: entry {position} of the applied log has index {index}"
+            ),
+            ProposalClaimedTwice { first, second } => {
+                write!(f, "{first} and {second} claim the same proposal")
+            }
+            PhantomWrite {
+                index,
+                origin,
+                request_id,
+            } => write!(
+                f,
+                "phantom write: the entry at log index {index} (origin {origin:x}, proposal \
+                 {request_id:#x}) belongs to no client operation"
+            ),
+            DuplicateApply {
+                op,
+                first_index,
+                second_index,
+            } => write!(
+                f,
+                "duplicate apply: {op} took effect at log indexes {first_index} and {second_index}"
+            ),
+            EntryMismatch { op, index } => write!(
+                f,
+                "the entry at log index {index} carries {op}'s proposal but another request"
+            ),
+            LostWrite { op } => write!(
+                f,
+                "lost write: {op} was acknowledged but is not in the applied log"
+            ),
+            WrongWriteAnswer {
+                op,
+                index,
+                expected,
+                observed,
+            } => write!(
+                f,
+                "wrong answer: {op}, applied at log index {index}, was answered {} but the \
+                 replay of the log gives {}",
+                AnswerSummary(observed),
+                AnswerSummary(expected)
+            ),
+            UnexplainedError { op, why } => write!(f, "unexplained error: {op}: {why}"),
+            RealTimeInversion {
+                earlier,
+                earlier_at,
+                later,
+                later_at,
+            } => write!(
+                f,
+                "real-time order violated: {earlier} finished before {later} started, yet the \
+                 log orders it at {earlier_at}, after {later_at}"
+            ),
+            StaleRead {
+                read,
+                revision,
+                last_at,
+                after,
+                after_at,
+            } => write!(
+                f,
+                "stale read: {read} observed revision {revision}, which was current at \
+                 {last_at} at the latest, but {after} (at {after_at}) finished before it started"
+            ),
+            UnknownRevision {
+                read,
+                revision,
+                last_revision,
+            } => write!(
+                f,
+                "{read} observed revision {revision}, which the log never produced (it ends at \
+                 revision {last_revision})"
+            ),
+            WrongReadAnswer {
+                read,
+                at,
+                revision,
+                expected,
+                observed,
+            } => write!(
+                f,
+                "wrong read: {read} was answered {} but the store at {at} (revision \
+                 {revision}) answers {}",
+                AnswerSummary(observed),
+                AnswerSummary(expected)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// A request in one line: its kind, keys and the options that change the answer most.
+struct RequestSummary<'a>(&'a ClientRequest);
+
+impl fmt::Display for RequestSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            ClientRequest::Range(r) => {
+                write!(f, "range {}", Keys(&r.key, &r.range_end))?;
+                if r.revision != 0 {
+                    write!(f, " at revision {}", r.revision)?;
+                }
+                if r.serializable {
+                    write!(f, " serializable")?;
+                }
+                Ok(())
+            }
+            ClientRequest::Put(p) => write!(f, "put {:?} = {:?}", p.key, p.value),
+            ClientRequest::DeleteRange(d) => write!(f, "delete {}", Keys(&d.key, &d.range_end)),
+            ClientRequest::Txn(t) => write!(
+                f,
+                "txn of {} compares, {} success and {} failure ops",
+                t.compare.len(),
+                t.success.len(),
+                t.failure.len()
+            ),
+            ClientRequest::Compact(c) => write!(f, "compact to {}", c.revision),
+        }
+    }
+}
+
+struct Keys<'a>(&'a Bytes, &'a Bytes);
+
+impl fmt::Display for Keys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.1[..] {
+            [] => write!(f, "{:?}", self.0),
+            [0] => write!(f, "{:?}..", self.0),
+            _ => write!(f, "{:?}..{:?}", self.0, self.1),
+        }
+    }
+}
+
+/// An answer in one line: the header revision and the data a client would look at.
+struct AnswerSummary<'a>(&'a Answer);
+
+impl fmt::Display for AnswerSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Err(e) => write!(f, "error {e:?} ({e})"),
+            Ok(resp) => write_response(f, resp),
+        }
+    }
+}
+
+fn write_response(f: &mut fmt::Formatter<'_>, resp: &ClientResponse) -> fmt::Result {
+    let revision = super::requests::header_revision(resp);
+    match resp {
+        ClientResponse::Range(r) => write!(
+            f,
+            "range at revision {revision:?}: [{}], count {}, more {}",
+            KeyValues(&r.kvs),
+            r.count,
+            r.more
+        ),
+        ClientResponse::Put(p) => write!(
+            f,
+            "put at revision {revision:?}, prev_kv [{}]",
+            KeyValues(p.prev_kv.as_slice())
+        ),
+        ClientResponse::DeleteRange(d) => write!(
+            f,
+            "delete at revision {revision:?}: {} deleted, prev_kvs [{}]",
+            d.deleted,
+            KeyValues(&d.prev_kvs)
+        ),
+        ClientResponse::Txn(t) => {
+            write!(
+                f,
+                "txn at revision {revision:?}, succeeded {}: [",
+                t.succeeded
+            )?;
+            for (i, op) in t.responses.iter().enumerate() {
+                if i > 0 {
+                    write!(f, "; ")?;
+                }
+                let nested = match &op.response {
+                    Some(Response::ResponseRange(r)) => ClientResponse::Range(r.clone()),
+                    Some(Response::ResponsePut(r)) => ClientResponse::Put(r.clone()),
+                    Some(Response::ResponseDeleteRange(r)) => {
+                        ClientResponse::DeleteRange(r.clone())
+                    }
+                    Some(Response::ResponseTxn(r)) => ClientResponse::Txn(r.clone()),
+                    None => {
+                        write!(f, "empty")?;
+                        continue;
+                    }
+                };
+                write_response(f, &nested)?;
+            }
+            write!(f, "]")
+        }
+        ClientResponse::Compact(_) => write!(f, "compaction at revision {revision:?}"),
+    }
+}
+
+struct KeyValues<'a>(&'a [KeyValue]);
+
+impl fmt::Display for KeyValues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, kv) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(
+                f,
+                "{:?}={:?} (create {}, mod {}, version {}, lease {})",
+                kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease
+            )?;
+        }
+        Ok(())
+    }
+}

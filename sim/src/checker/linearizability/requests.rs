@@ -1,0 +1,245 @@
+//! What the checker must know of a request, restated from the node so the checker does not trust
+//! the code it checks: which requests are writes, which reads are linearizable, how an applied
+//! entry is executed, which errors a member answers before proposing, and how a range inside a
+//! read fails its revision checks.
+//!
+//! Everything here mirrors `src/node/mod.rs` and `src/mvcc/{range,txn}.rs`; if those change, the
+//! property test of the checker (sequential histories must pass) notices the drift.
+
+use detcd::error::EtcdError;
+use detcd::mvcc::{self, KeySpace};
+use detcd::node::ClientRequest;
+use detcd::node::ClientResponse;
+use detcd::proto::detcdpb::internal_request;
+use detcd::proto::etcdserverpb::request_op::Request;
+use detcd::proto::etcdserverpb::{RequestOp, ResponseHeader, TxnRequest};
+
+/// What the result of executing a request is: a response or an error, both are answers.
+pub type Answer = Result<ClientResponse, EtcdError>;
+
+/// The writes the log carries, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    Put,
+    Delete,
+    Txn,
+    Compact,
+}
+
+/// How the node treats a request: a write goes through the log; a read never does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Write(WriteKind),
+    /// `linearizable` reads wait for a read index; the others answer from the local store.
+    Read {
+        linearizable: bool,
+    },
+}
+
+pub fn classify(request: &ClientRequest) -> Class {
+    match request {
+        ClientRequest::Range(r) => Class::Read {
+            linearizable: !r.serializable,
+        },
+        ClientRequest::Txn(t) if !txn_has_writes(t) => Class::Read {
+            linearizable: !txn_is_serializable(t),
+        },
+        ClientRequest::Put(_) => Class::Write(WriteKind::Put),
+        ClientRequest::DeleteRange(_) => Class::Write(WriteKind::Delete),
+        ClientRequest::Txn(_) => Class::Write(WriteKind::Txn),
+        ClientRequest::Compact(_) => Class::Write(WriteKind::Compact),
+    }
+}
+
+fn branches(t: &TxnRequest) -> impl Iterator<Item = &RequestOp> {
+    t.success.iter().chain(&t.failure)
+}
+
+fn txn_has_writes(t: &TxnRequest) -> bool {
+    branches(t).any(|op| match &op.request {
+        Some(Request::RequestRange(_)) | None => false,
+        Some(Request::RequestTxn(inner)) => txn_has_writes(inner),
+        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => true,
+    })
+}
+
+/// A read-only txn skips the read index only when every range in it asked for serializable.
+fn txn_is_serializable(t: &TxnRequest) -> bool {
+    branches(t).all(|op| match &op.request {
+        Some(Request::RequestRange(r)) => r.serializable,
+        Some(Request::RequestTxn(inner)) => txn_is_serializable(inner),
+        _ => true,
+    })
+}
+
+/// Only puts cost quota, so only a txn with a put can be refused with NoSpace.
+fn txn_has_puts(t: &TxnRequest) -> bool {
+    branches(t).any(|op| match &op.request {
+        Some(Request::RequestPut(_)) => true,
+        Some(Request::RequestTxn(inner)) => txn_has_puts(inner),
+        _ => false,
+    })
+}
+
+/// Executes an applied entry's request exactly as the node's apply loop does.
+pub fn apply(kv: &mut KeySpace, op: &internal_request::Op) -> Answer {
+    match op {
+        internal_request::Op::Put(r) => kv.put(r).map(ClientResponse::Put),
+        internal_request::Op::DeleteRange(r) => kv.delete_range(r).map(ClientResponse::DeleteRange),
+        internal_request::Op::Txn(r) => kv.txn(r).map(ClientResponse::Txn),
+        internal_request::Op::Compaction(r) => kv.compact(r).map(ClientResponse::Compact),
+    }
+}
+
+/// Serves a read exactly as the node does. A read-only txn leaves the store as it was.
+pub fn read(kv: &mut KeySpace, request: &ClientRequest) -> Answer {
+    match request {
+        ClientRequest::Range(r) => kv.range(r).map(ClientResponse::Range),
+        ClientRequest::Txn(t) => {
+            let revision = kv.current_revision();
+            let answer = kv.txn(t).map(ClientResponse::Txn);
+            assert_eq!(kv.current_revision(), revision, "a read-only txn wrote");
+            answer
+        }
+        other => unreachable!("only reads are served from the model, got {other:?}"),
+    }
+}
+
+/// True when the log entry carries the very request the client sent.
+pub fn same_request(op: &internal_request::Op, request: &ClientRequest) -> bool {
+    match (op, request) {
+        (internal_request::Op::Put(a), ClientRequest::Put(b)) => a == b,
+        (internal_request::Op::DeleteRange(a), ClientRequest::DeleteRange(b)) => a == b,
+        (internal_request::Op::Txn(a), ClientRequest::Txn(b)) => a == b,
+        (internal_request::Op::Compaction(a), ClientRequest::Compact(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The response with the header fields that depend on who answered (cluster, member, raft
+/// term) cleared: the store decides only the revision. Nested txn headers are the store's
+/// already.
+pub fn normalized(response: &ClientResponse) -> ClientResponse {
+    let mut response = response.clone();
+    let header = match &mut response {
+        ClientResponse::Range(r) => &mut r.header,
+        ClientResponse::Put(r) => &mut r.header,
+        ClientResponse::DeleteRange(r) => &mut r.header,
+        ClientResponse::Txn(r) => &mut r.header,
+        ClientResponse::Compact(r) => &mut r.header,
+    };
+    if let Some(h) = header {
+        *h = ResponseHeader {
+            revision: h.revision,
+            ..ResponseHeader::default()
+        };
+    }
+    response
+}
+
+/// The revision in a response's header; None if the response carries none.
+pub fn header_revision(response: &ClientResponse) -> Option<i64> {
+    let header = match response {
+        ClientResponse::Range(r) => &r.header,
+        ClientResponse::Put(r) => &r.header,
+        ClientResponse::DeleteRange(r) => &r.header,
+        ClientResponse::Txn(r) => &r.header,
+        ClientResponse::Compact(r) => &r.header,
+    };
+    header.as_ref().map(|h| h.revision)
+}
+
+/// Errors a read gets from the store's revision checks; the model decides them. A read's other
+/// definite errors are refusals before it reaches the store.
+pub fn is_revision_error(error: &EtcdError) -> bool {
+    matches!(error, EtcdError::Compacted | EtcdError::FutureRev)
+}
+
+/// True when a member answers `error` to `request` without proposing it (writes) or reading
+/// the store (reads): the API checks, quota, the bound on pending requests and apply lag
+/// (TooManyRequests), and the entry size limit.
+pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> bool {
+    use EtcdError::{NoSpace, RequestTooLarge, TooManyRequests};
+    if *error == TooManyRequests {
+        return true;
+    }
+    let same = |checked: Result<(), EtcdError>| checked.as_ref().err() == Some(error);
+    match request {
+        ClientRequest::Range(r) => same(mvcc::check_range(r)),
+        ClientRequest::Put(p) => {
+            matches!(error, NoSpace | RequestTooLarge) || same(mvcc::check_put(p))
+        }
+        ClientRequest::DeleteRange(d) => {
+            *error == RequestTooLarge || same(mvcc::check_delete_range(d))
+        }
+        ClientRequest::Txn(t) => {
+            txn_validation_explains(t, error)
+                || (txn_has_writes(t) && *error == RequestTooLarge)
+                || (txn_has_puts(t) && *error == NoSpace)
+        }
+        ClientRequest::Compact(_) => *error == RequestTooLarge,
+    }
+}
+
+/// The txn checks depend on the member's `max_txn_ops`, which the checker does not know. With
+/// no limit the checks visit the request in the same order and stop at the same first error,
+/// unless a limit stopped them earlier with TooManyOps; so any error but TooManyOps must be the
+/// unlimited check's error, and TooManyOps is always possible.
+fn txn_validation_explains(t: &TxnRequest, error: &EtcdError) -> bool {
+    *error == EtcdError::TooManyOps || mvcc::check_txn(t, usize::MAX).as_ref().err() == Some(error)
+}
+
+/// One range of a read as the store's revision checks see it. A plain Range and a range in a
+/// txn are checked differently (see `mvcc/txn.rs`): in a txn the raw revision is compared with
+/// etcd's compact revision, which is -1 before the first compaction.
+#[derive(Clone, Copy, Debug)]
+pub struct RevisionCheck {
+    pub revision: i64,
+    pub in_txn: bool,
+}
+
+impl RevisionCheck {
+    /// FutureRev: the store has not reached the revision yet. Holds on a prefix of the log.
+    pub fn is_future(&self, current: i64) -> bool {
+        self.revision > current
+    }
+
+    /// Compacted: the revision exists but was compacted away. Once true it stays true, since
+    /// both the current and the compact revision only grow.
+    pub fn is_compacted(&self, current: i64, compact_main: i64) -> bool {
+        let asks_past = if self.in_txn {
+            self.revision != 0
+        } else {
+            self.revision > 0
+        };
+        asks_past && !self.is_future(current) && self.revision < compact_main
+    }
+}
+
+/// Every range of a read, in both branches of a txn and its nested txns: whichever branch the
+/// store takes, one of these is what can fail.
+pub fn revision_checks(request: &ClientRequest) -> Vec<RevisionCheck> {
+    let mut out = Vec::new();
+    match request {
+        ClientRequest::Range(r) => out.push(RevisionCheck {
+            revision: r.revision,
+            in_txn: false,
+        }),
+        ClientRequest::Txn(t) => txn_revision_checks(t, &mut out),
+        _ => {}
+    }
+    out
+}
+
+fn txn_revision_checks(t: &TxnRequest, out: &mut Vec<RevisionCheck>) {
+    for op in branches(t) {
+        match &op.request {
+            Some(Request::RequestRange(r)) => out.push(RevisionCheck {
+                revision: r.revision,
+                in_txn: true,
+            }),
+            Some(Request::RequestTxn(inner)) => txn_revision_checks(inner, out),
+            _ => {}
+        }
+    }
+}
