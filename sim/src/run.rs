@@ -4,6 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use crate::checker::linearizability;
 use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
@@ -51,17 +52,11 @@ pub fn run_seed(seed: u64, ops: u64, trace: bool, bug: Option<Bug>) -> (Report, 
     (report, world)
 }
 
-/// The checks that need the whole history.
+/// The checks that need the whole history: linearizability of every client operation against
+/// the applied log (which also proves that no acknowledged write was lost).
 fn check_history(world: &mut World) {
     let log = world.applied_log();
-    if let Some(hole) = log
-        .iter()
-        .enumerate()
-        .find(|(i, e)| e.index != *i as u64 + 1)
-    {
-        world.failure = Some(Failure {
-            at: world.now,
-            what: format!("applied log has a hole before index {}", hole.1.index),
-        });
+    if let Err(violation) = linearizability::check(&world.ops, &log) {
+        world.failure = Some(Failure { at: world.now, what: format!("linearizability: {violation}") });
     }
 }

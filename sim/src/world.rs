@@ -496,11 +496,13 @@ impl World {
             self.counters.dropped += 1;
             return;
         }
-        let copies = if self.faults_on && self.rng.chance(self.options.net_duplicate) {
-            2
-        } else {
-            1
-        };
+        // raft tolerates duplicated messages, except a forwarded proposal: two copies become two
+        // log entries (neither raft nor etcd deduplicates proposals). The peer transport runs on
+        // TCP and never resends, so it cannot duplicate one; neither does the simulator.
+        let is_proposal =
+            matches!(&msg, PeerMessage::Raft(m) if m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose);
+        let duplicate = self.faults_on && !is_proposal && self.rng.chance(self.options.net_duplicate);
+        let copies = if duplicate { 2 } else { 1 };
         self.counters.duplicated += copies - 1;
         for _ in 0..copies {
             let delay = self
