@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools check fmt sim build bench
+.PHONY: run test tools check fmt sim sim-ci sim-bench build bench
 
 # Root needs no sudo (CI runs as root); anyone else gets it for apt-get.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -17,6 +17,7 @@ run: build
 # integration tests drive the server with etcdctl and compare it with real etcd 3.4.
 test: tools
 	$(CARGO) test --workspace
+	$(MAKE) sim-ci
 
 # etcdctl and etcd from Debian's packages, installed only when missing.
 tools:
@@ -53,3 +54,22 @@ ifdef SEED
 else
 	./target/release/detcd-sim --seeds $(SEEDS) --start $(START)
 endif
+
+# CI's seed budget: two sweeps in parallel (one per core), a few minutes in all. Every 16th
+# seed and every failing one runs twice to prove determinism.
+CI_SEEDS ?= 150000
+sim-ci:
+	$(CARGO) build --release -q -p detcd-sim
+	./target/release/detcd-sim --seeds $(CI_SEEDS) --start 0 > target/sim-ci-0.log 2>&1 & a=$$!; \
+	./target/release/detcd-sim --seeds $(CI_SEEDS) --start $(CI_SEEDS) > target/sim-ci-1.log 2>&1; b=$$?; \
+	wait $$a; a=$$?; cat target/sim-ci-0.log target/sim-ci-1.log; \
+	test $$a -eq 0 -a $$b -eq 0
+
+# Histories per second on one core: the standard profile (3 members, 100 client operations,
+# faults and every checker on) and a large one (5 members, 1,000 operations).
+sim-bench:
+	$(CARGO) build --release -q -p detcd-sim
+	@echo "standard profile: 3 members x 100 operations"
+	@./target/release/detcd-sim --members 3 --ops 100 --seeds 5000 --start 1000000 | head -1
+	@echo "large profile: 5 members x 1000 operations"
+	@./target/release/detcd-sim --members 5 --ops 1000 --seeds 300 --start 2000000 | head -1

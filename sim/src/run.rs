@@ -21,9 +21,23 @@ pub struct Report {
 
 /// Runs one seed. With `trace`, the world keeps a readable trace of every event.
 pub fn run_seed(seed: u64, ops: u64, trace: bool, bug: Option<Bug>) -> (Report, World) {
+    run_seed_with(seed, ops, None, trace, bug)
+}
+
+/// `run_seed`, optionally pinning the cluster size (the benchmark's fixed profiles).
+pub fn run_seed_with(
+    seed: u64,
+    ops: u64,
+    members: Option<u64>,
+    trace: bool,
+    bug: Option<Bug>,
+) -> (Report, World) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut options = Options::draw(&mut rng, ops);
     options.bug = bug;
+    if let Some(members) = members {
+        options.members = members;
+    }
     let mut world = World::new(seed, options.clone(), trace);
     // A panic inside a member (an assertion of ours or of raft-rs) is a failure of this seed,
     // not of the whole sweep.
@@ -57,6 +71,9 @@ pub fn run_seed(seed: u64, ops: u64, trace: bool, bug: Option<Bug>) -> (Report, 
 fn check_history(world: &mut World) {
     let log = world.applied_log();
     if let Err(violation) = linearizability::check(&world.ops, &log) {
-        world.failure = Some(Failure { at: world.now, what: format!("linearizability: {violation}") });
+        world.failure = Some(Failure {
+            at: world.now,
+            what: format!("linearizability: {violation}"),
+        });
     }
 }

@@ -8,7 +8,7 @@
 //! every member restarted and reconnected, which must elect a leader and serve a write and a
 //! linearizable read within `LIVENESS_BOUND_NS`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -65,6 +65,8 @@ pub struct SimDisk {
     pub snapshots: BTreeMap<u64, Vec<u8>>,
     /// When the previous operation completes: completions are in order.
     busy_until: SimNanos,
+    /// Operations issued and not yet complete; the front one is in progress.
+    queue: VecDeque<DiskOp>,
 }
 
 impl SimDisk {
@@ -94,8 +96,16 @@ impl SimDisk {
         }
     }
 
+    /// Starts the operation at the front of the queue: an append's bytes enter the page cache.
+    fn start_front(&mut self) {
+        if let Some(DiskOp::AppendWal { data, .. }) = self.queue.front() {
+            self.wal.extend_from_slice(data);
+        }
+    }
+
     /// A crash: unsynced bytes are lost, except that a torn write may leave a prefix of them.
     fn crash(&mut self, rng: &mut ChaCha8Rng, torn: bool) -> bool {
+        self.queue.clear();
         let unsynced = self.wal.len() - self.synced_len;
         let keep = if torn && unsynced > 0 {
             rng.below(unsynced as u64) as usize
@@ -146,6 +156,9 @@ struct Member {
     /// A paused member takes no steps; its inputs wait in `deferred`.
     paused: bool,
     deferred: Vec<Input>,
+    /// The earliest Timer event scheduled for this incarnation, so each wake-up is scheduled
+    /// once instead of after every input.
+    timer_at: Option<SimNanos>,
     /// Requests in flight on this member: request id -> op index.
     requests: BTreeMap<RequestId, usize>,
     /// Proposals reported by this incarnation: request id -> (origin, proposal).
@@ -200,7 +213,8 @@ pub struct World {
     rng: ChaCha8Rng,
     pub now: SimNanos,
     members: BTreeMap<MemberId, Member>,
-    events: BTreeMap<(SimNanos, u64), Event>,
+    /// Boxed: B-tree nodes move their values around, and raft messages are large.
+    events: BTreeMap<(SimNanos, u64), Box<Event>>,
     seq: u64,
     cut: BTreeSet<(MemberId, MemberId)>,
     pub ops: Vec<Op>,
@@ -253,6 +267,7 @@ impl World {
                     incarnation: 0,
                     paused: false,
                     deferred: Vec::new(),
+                    timer_at: None,
                     requests: BTreeMap::new(),
                     last_commit: 0,
                 },
@@ -300,7 +315,7 @@ impl World {
 
     fn schedule(&mut self, at: SimNanos, event: Event) {
         self.seq += 1;
-        self.events.insert((at, self.seq), event);
+        self.events.insert((at, self.seq), Box::new(event));
     }
 
     fn log(&mut self, member: MemberId, what: impl FnOnce() -> String) {
@@ -356,6 +371,7 @@ impl World {
         member.incarnation += 1;
         member.paused = false;
         member.deferred.clear();
+        member.timer_at = None;
         member.last_commit = 0;
         let local = member.clock.local(now);
         match Node::new(member.config.clone(), recovered, seed, local) {
@@ -404,7 +420,11 @@ impl World {
         };
         if let Some(local) = node.poll_timeout() {
             let at = member.clock.global(local).max(self.now + 1);
+            if member.timer_at.is_some_and(|armed| armed <= at) {
+                return;
+            }
             let incarnation = member.incarnation;
+            self.members.get_mut(&id).expect("member").timer_at = Some(at);
             self.schedule(
                 at,
                 Event::Timer {
@@ -499,9 +519,9 @@ impl World {
         // raft tolerates duplicated messages, except a forwarded proposal: two copies become two
         // log entries (neither raft nor etcd deduplicates proposals). The peer transport runs on
         // TCP and never resends, so it cannot duplicate one; neither does the simulator.
-        let is_proposal =
-            matches!(&msg, PeerMessage::Raft(m) if m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose);
-        let duplicate = self.faults_on && !is_proposal && self.rng.chance(self.options.net_duplicate);
+        let is_proposal = matches!(&msg, PeerMessage::Raft(m) if m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose);
+        let duplicate =
+            self.faults_on && !is_proposal && self.rng.chance(self.options.net_duplicate);
         let copies = if duplicate { 2 } else { 1 };
         self.counters.duplicated += copies - 1;
         for _ in 0..copies {
@@ -525,9 +545,12 @@ impl World {
         let member = self.members.get_mut(&id).expect("member");
         let at = member.disk.busy_until.max(self.now) + latency;
         member.disk.busy_until = at;
-        // Bytes reach the page cache now; they are durable only once the sync completes.
-        if let DiskOp::AppendWal { data, .. } = &op {
-            member.disk.wal.extend_from_slice(data);
+        // The disk thread runs one operation at a time, in order: an append's bytes reach the
+        // page cache when it starts (now, if the disk is idle), and are durable only once its
+        // sync completes.
+        member.disk.queue.push_back(op.clone());
+        if member.disk.queue.len() == 1 {
+            member.disk.start_front();
         }
         let incarnation = member.incarnation;
         self.schedule(
@@ -562,7 +585,7 @@ impl World {
             return;
         }
         match &op {
-            // The bytes were written when the op was issued; completion makes them durable.
+            // The bytes were written when the op started; completion makes them durable.
             DiskOp::AppendWal { sync, .. } => {
                 if *sync {
                     member.disk.synced_len = member.disk.wal.len();
@@ -570,6 +593,8 @@ impl World {
             }
             other => member.disk.execute(other),
         }
+        member.disk.queue.pop_front();
+        member.disk.start_front();
         self.input(id, Input::DiskDone { io, result: Ok(()) });
     }
 
@@ -1025,6 +1050,7 @@ impl World {
         let Some(((at, _), event)) = self.events.pop_first() else {
             return false;
         };
+        let event = *event;
         self.now = self.now.max(at);
         self.counters.events += 1;
         match event {
@@ -1050,11 +1076,19 @@ impl World {
                 member,
                 incarnation,
             } => {
+                if let Some(m) = self.members.get_mut(&member) {
+                    if m.incarnation == incarnation && m.timer_at == Some(self.now) {
+                        m.timer_at = None;
+                    }
+                }
                 if self.members[&member].incarnation == incarnation {
                     let due = self.node(member).and_then(|n| n.poll_timeout());
                     let local = self.members[&member].clock.local(self.now);
                     if due.is_some_and(|d| d <= local) {
                         self.input(member, Input::Tick);
+                    } else {
+                        // The deadline moved later since this wake-up was scheduled.
+                        self.arm_timer(member);
                     }
                 }
             }

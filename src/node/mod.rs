@@ -403,8 +403,19 @@ impl Node {
     fn advance_clock(&mut self) {
         let interval = self.cfg.heartbeat_interval;
         let mut ticks = 0;
+        // While a snapshot from the leader is installed but not yet durable, raft has not been
+        // told it is applied, and an election timeout would make raft-rs read the log from its
+        // old applied index, which the snapshot replaced (it panics on that). The wait is one
+        // disk write; time still passes, the ticks are just not handed to raft until then.
+        let installing = self
+            .disk
+            .readies
+            .iter()
+            .any(|r| r.release_wal_before.is_some());
         while self.now >= self.next_tick {
-            if ticks <= self.cfg.election_ticks() * 2 {
+            if installing {
+                self.next_tick = self.now + interval;
+            } else if ticks <= self.cfg.election_ticks() * 2 {
                 self.raw.tick();
                 election::override_jitter(
                     &mut self.raw.raft,

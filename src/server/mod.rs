@@ -156,7 +156,8 @@ async fn serve_clients(
         .max_encoding_message_size(usize::MAX);
     // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
     // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
-    let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None) {
+    let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+    {
         Ok(incoming) => incoming,
         Err(e) => {
             eprintln!("detcd: client listener failed: {e}");

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use detcd_sim::options::Bug;
-use detcd_sim::run::{run_seed, Report, STANDARD_OPS};
+use detcd_sim::run::{run_seed_with, Report, STANDARD_OPS};
 
 struct Args {
     seeds: u64,
@@ -19,6 +19,8 @@ struct Args {
     /// Every n-th seed (and every failing one) runs twice to prove determinism.
     determinism_every: u64,
     bug: Option<Bug>,
+    /// Pins the cluster size instead of drawing it (benchmark profiles).
+    members: Option<u64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -31,6 +33,7 @@ fn parse() -> Result<Args, String> {
         json: None,
         determinism_every: 16,
         bug: None,
+        members: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +45,9 @@ fn parse() -> Result<Args, String> {
             "--ops" => args.ops = value()?.parse().map_err(|e| format!("--ops: {e}"))?,
             "--json" => args.json = Some(value()?),
             "--trace" => args.trace = true,
+            "--members" => {
+                args.members = Some(value()?.parse().map_err(|e| format!("--members: {e}"))?)
+            }
             "--bug" => {
                 let name = value()?;
                 let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
@@ -54,7 +60,7 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--determinism-every: {e}"))?
             }
             "--help" | "-h" => {
-                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] | --seed S [--trace] [--json FILE]");
+                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] [--members N] | --seed S [--trace] [--json FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -73,8 +79,8 @@ fn print_failure(report: &Report) {
 
 fn replay(args: &Args, seed: u64) -> i32 {
     let want_trace = args.trace || args.json.is_some();
-    let (report, world) = run_seed(seed, args.ops, want_trace, args.bug);
-    let (again, _) = run_seed(seed, args.ops, false, args.bug);
+    let (report, world) = run_seed_with(seed, args.ops, args.members, want_trace, args.bug);
+    let (again, _) = run_seed_with(seed, args.ops, args.members, false, args.bug);
     if args.trace {
         print!("{}", world.trace_text());
     }
@@ -115,11 +121,11 @@ fn sweep(args: &Args) -> i32 {
     let mut total = detcd_sim::world::Counters::default();
     for n in 0..args.seeds {
         let seed = args.start + n;
-        let (report, _) = run_seed(seed, args.ops, false, args.bug);
+        let (report, _) = run_seed_with(seed, args.ops, args.members, false, args.bug);
         let recheck = report.failure.is_some()
             || (args.determinism_every > 0 && n % args.determinism_every == 0);
         if recheck {
-            let (again, _) = run_seed(seed, args.ops, false, args.bug);
+            let (again, _) = run_seed_with(seed, args.ops, args.members, false, args.bug);
             if again.trace_hash != report.trace_hash {
                 println!(
                     "NONDETERMINISTIC: seed {seed} gave trace hashes {:016x} and {:016x}",
