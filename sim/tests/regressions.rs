@@ -6,7 +6,8 @@ fn assert_passes(seed: u64) {
     let (report, world) = run_seed(seed, STANDARD_OPS, false, None);
     if let Some(f) = report.failure {
         let (_, traced) = run_seed(seed, STANDARD_OPS, true, None);
-        let tail: Vec<&str> = traced.trace_text().lines().rev().take(40).collect();
+        let text = traced.trace_text();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
         panic!(
             "seed {seed} fails again: {}\n(last events, newest first)\n{}",
             f.what,
