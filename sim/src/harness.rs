@@ -11,64 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{
-    ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
+    ClientRequest, ClientResponse, Config, DiskError, Input, IoId, MemberId, Node, Output,
     PeerMessage, RequestId,
 };
 use detcd::time::Instant;
-use detcd::wal::{self, DiskImage};
+use detcd::wal;
 
-/// One member's simulated disk.
-#[derive(Clone, Default, Debug)]
-pub struct MemDisk {
-    /// Logical WAL offset of `wal[0]`.
-    pub wal_start_offset: u64,
-    pub wal: Vec<u8>,
-    /// Bytes of `wal` that a crash keeps.
-    pub wal_synced_len: usize,
-    /// Snapshot files by index (written atomically and durably).
-    pub snapshots: BTreeMap<u64, Vec<u8>>,
-}
-
-impl MemDisk {
-    fn execute(&mut self, op: &DiskOp) {
-        match op {
-            DiskOp::AppendWal { data, sync } => {
-                self.wal.extend_from_slice(data);
-                if *sync {
-                    self.wal_synced_len = self.wal.len();
-                }
-            }
-            DiskOp::SaveSnapshot { index, file, .. } => {
-                self.snapshots.insert(*index, file.to_vec());
-            }
-            DiskOp::Release {
-                wal_before_offset,
-                snapshots_before_index,
-            } => {
-                let drop = wal_before_offset.saturating_sub(self.wal_start_offset) as usize;
-                let drop = drop.min(self.wal_synced_len);
-                self.wal.drain(..drop);
-                self.wal_synced_len -= drop;
-                self.wal_start_offset += drop as u64;
-                self.snapshots
-                    .retain(|index, _| index >= snapshots_before_index);
-            }
-        }
-    }
-
-    /// What survives a crash: the synced WAL prefix and the snapshot files.
-    pub fn crash(&mut self) {
-        self.wal.truncate(self.wal_synced_len);
-    }
-
-    pub fn image(&self) -> DiskImage {
-        DiskImage {
-            wal_start_offset: self.wal_start_offset,
-            wal: self.wal.clone(),
-            snapshots: self.snapshots.values().cloned().collect(),
-        }
-    }
-}
+use crate::disk::SimDisk;
 
 enum Event {
     Deliver {
@@ -84,7 +33,7 @@ enum Event {
 
 pub struct Member {
     pub node: Option<Node>,
-    pub disk: MemDisk,
+    pub disk: SimDisk,
     pub config: Config,
     incarnation: u64,
     /// Every disk operation from now on fails (an fsync error).
@@ -129,7 +78,7 @@ impl Cluster {
                 id,
                 Member {
                     node: None,
-                    disk: MemDisk::default(),
+                    disk: SimDisk::default(),
                     config,
                     incarnation: 0,
                     disk_failing: false,
@@ -153,7 +102,7 @@ impl Cluster {
         // The driver truncates a torn tail before appending again.
         let valid = (recovered.wal_end_offset - member.disk.wal_start_offset) as usize;
         member.disk.wal.truncate(valid);
-        member.disk.wal_synced_len = member.disk.wal_synced_len.min(valid);
+        member.disk.synced_len = member.disk.synced_len.min(valid);
         member.incarnation += 1;
         let seed =
             self.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ member.incarnation.rotate_left(40);
@@ -166,7 +115,7 @@ impl Cluster {
     pub fn crash(&mut self, id: MemberId) {
         let member = self.members.get_mut(&id).expect("known member");
         member.node = None;
-        member.disk.crash();
+        member.disk.crash_losing_unsynced();
         self.events.retain(|_, e| match e {
             Event::DiskDone { member, .. } => *member != id,
             Event::Deliver { .. } => true,
@@ -367,7 +316,7 @@ impl Cluster {
     }
 
     /// A member's disk, for tests that inspect what was written.
-    pub fn disk(&self, id: MemberId) -> &MemDisk {
+    pub fn disk(&self, id: MemberId) -> &SimDisk {
         &self.members[&id].disk
     }
 }

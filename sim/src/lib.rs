@@ -7,6 +7,7 @@
 //! - `checker`: the history checkers; `history`: their inputs.
 
 pub mod checker;
+pub mod disk;
 pub mod harness;
 pub mod history;
 pub mod options;

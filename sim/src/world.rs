@@ -8,7 +8,7 @@
 //! every member restarted and reconnected, which must elect a leader and serve a write and a
 //! linearizable read within `LIVENESS_BOUND_NS`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -22,10 +22,11 @@ use detcd::proto::etcdserverpb::{
     RequestOp, TxnRequest,
 };
 use detcd::time::Instant;
-use detcd::wal::{self, DiskImage};
+use detcd::wal;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use crate::disk::SimDisk;
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
 use crate::options::{Bug, Draw, Options};
 
@@ -54,76 +55,6 @@ pub struct Counters {
     pub ops_ok: u64,
     pub ops_failed: u64,
     pub ops_unknown: u64,
-}
-
-/// A simulated disk: what was written, what of it is durable, and snapshot files.
-#[derive(Clone, Default, Debug)]
-pub struct SimDisk {
-    pub wal_start_offset: u64,
-    pub wal: Vec<u8>,
-    pub synced_len: usize,
-    pub snapshots: BTreeMap<u64, Vec<u8>>,
-    /// When the previous operation completes: completions are in order.
-    busy_until: SimNanos,
-    /// Operations issued and not yet complete; the front one is in progress.
-    queue: VecDeque<DiskOp>,
-}
-
-impl SimDisk {
-    fn execute(&mut self, op: &DiskOp) {
-        match op {
-            DiskOp::AppendWal { data, sync } => {
-                self.wal.extend_from_slice(data);
-                if *sync {
-                    self.synced_len = self.wal.len();
-                }
-            }
-            DiskOp::SaveSnapshot { index, file, .. } => {
-                self.snapshots.insert(*index, file.to_vec());
-            }
-            DiskOp::Release {
-                wal_before_offset,
-                snapshots_before_index,
-            } => {
-                let drop = (wal_before_offset.saturating_sub(self.wal_start_offset) as usize)
-                    .min(self.synced_len);
-                self.wal.drain(..drop);
-                self.synced_len -= drop;
-                self.wal_start_offset += drop as u64;
-                self.snapshots
-                    .retain(|index, _| index >= snapshots_before_index);
-            }
-        }
-    }
-
-    /// Starts the operation at the front of the queue: an append's bytes enter the page cache.
-    fn start_front(&mut self) {
-        if let Some(DiskOp::AppendWal { data, .. }) = self.queue.front() {
-            self.wal.extend_from_slice(data);
-        }
-    }
-
-    /// A crash: unsynced bytes are lost, except that a torn write may leave a prefix of them.
-    fn crash(&mut self, rng: &mut ChaCha8Rng, torn: bool) -> bool {
-        self.queue.clear();
-        let unsynced = self.wal.len() - self.synced_len;
-        let keep = if torn && unsynced > 0 {
-            rng.below(unsynced as u64) as usize
-        } else {
-            0
-        };
-        self.wal.truncate(self.synced_len + keep);
-        self.synced_len = self.wal.len();
-        keep > 0
-    }
-
-    fn image(&self) -> DiskImage {
-        DiskImage {
-            wal_start_offset: self.wal_start_offset,
-            wal: self.wal.clone(),
-            snapshots: self.snapshots.values().cloned().collect(),
-        }
-    }
 }
 
 /// A member's clock: local = offset + global * (1 + drift).
@@ -890,7 +821,7 @@ impl World {
         self.mix(op as u64 ^ u64::from(result.is_ok()) << 40);
         self.ops[op].outcome = match result {
             Ok(response) => {
-                if let Some(rev) = header_revision(&response) {
+                if let Some(rev) = response.revision() {
                     self.revision_seen = self.revision_seen.max(rev);
                 }
                 Outcome::Ok {
@@ -1300,17 +1231,6 @@ impl World {
     }
 }
 
-fn header_revision(response: &ClientResponse) -> Option<i64> {
-    let header = match response {
-        ClientResponse::Range(r) => r.header.as_ref(),
-        ClientResponse::Put(r) => r.header.as_ref(),
-        ClientResponse::DeleteRange(r) => r.header.as_ref(),
-        ClientResponse::Txn(r) => r.header.as_ref(),
-        ClientResponse::Compact(r) => r.header.as_ref(),
-    };
-    header.map(|h| h.revision)
-}
-
 fn describe(request: &ClientRequest) -> String {
     let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
     match request {
@@ -1351,7 +1271,7 @@ fn describe(request: &ClientRequest) -> String {
 
 fn summarize(result: &Result<ClientResponse, EtcdError>) -> String {
     match result {
-        Ok(response) => format!("ok rev {}", header_revision(response).unwrap_or(0)),
+        Ok(response) => format!("ok rev {}", response.revision().unwrap_or(0)),
         Err(e) => format!("error {e}"),
     }
 }

@@ -657,10 +657,12 @@ impl Node {
             let header = ResponseHeader {
                 cluster_id: self.cfg.cluster_id,
                 member_id: self.cfg.id,
-                revision: response_revision(&resp).unwrap_or_else(|| self.kv.current_revision()),
+                revision: resp
+                    .revision()
+                    .unwrap_or_else(|| self.kv.current_revision()),
                 raft_term: self.raw.raft.term,
             };
-            set_header(&mut resp, header);
+            *resp.header_mut() = Some(header);
             resp
         });
         self.outputs.push_back(Output::Reply { id, result });
@@ -1051,26 +1053,4 @@ fn txn_is_serializable(req: &TxnRequest) -> bool {
             Some(Request::RequestTxn(inner)) => txn_is_serializable(inner),
             _ => true,
         })
-}
-
-fn response_revision(resp: &ClientResponse) -> Option<i64> {
-    let header = match resp {
-        ClientResponse::Range(r) => r.header.as_ref(),
-        ClientResponse::Put(r) => r.header.as_ref(),
-        ClientResponse::DeleteRange(r) => r.header.as_ref(),
-        ClientResponse::Txn(r) => r.header.as_ref(),
-        ClientResponse::Compact(r) => r.header.as_ref(),
-    };
-    header.map(|h| h.revision)
-}
-
-fn set_header(resp: &mut ClientResponse, header: ResponseHeader) {
-    let slot = match resp {
-        ClientResponse::Range(r) => &mut r.header,
-        ClientResponse::Put(r) => &mut r.header,
-        ClientResponse::DeleteRange(r) => &mut r.header,
-        ClientResponse::Txn(r) => &mut r.header,
-        ClientResponse::Compact(r) => &mut r.header,
-    };
-    *slot = Some(header);
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 
 /// A raft member id (etcd's member ID).
@@ -84,6 +84,34 @@ pub enum ClientResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+}
+
+impl ClientResponse {
+    /// The response header's slot, whichever kind of response this is.
+    pub fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+        match self {
+            ClientResponse::Range(r) => &mut r.header,
+            ClientResponse::Put(r) => &mut r.header,
+            ClientResponse::DeleteRange(r) => &mut r.header,
+            ClientResponse::Txn(r) => &mut r.header,
+            ClientResponse::Compact(r) => &mut r.header,
+        }
+    }
+
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        match self {
+            ClientResponse::Range(r) => r.header.as_ref(),
+            ClientResponse::Put(r) => r.header.as_ref(),
+            ClientResponse::DeleteRange(r) => r.header.as_ref(),
+            ClientResponse::Txn(r) => r.header.as_ref(),
+            ClientResponse::Compact(r) => r.header.as_ref(),
+        }
+    }
+
+    /// The store revision the response reports.
+    pub fn revision(&self) -> Option<i64> {
+        self.header().map(|h| h.revision)
+    }
 }
 
 /// Disk work for the driver. The WAL is one logical append-only byte stream; offsets are logical

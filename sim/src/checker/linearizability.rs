@@ -333,7 +333,7 @@ fn read_span(
     response: &detcd::node::ClientResponse,
     timeline: &Timeline,
 ) -> Result<Place, Violation> {
-    let revision = requests::header_revision(response).unwrap_or(0);
+    let revision = response.revision().unwrap_or(0);
     let (first, last) =
         timeline
             .positions_at(revision)

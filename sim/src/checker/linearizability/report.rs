@@ -314,7 +314,7 @@ impl fmt::Display for AnswerSummary<'_> {
 }
 
 fn write_response(f: &mut fmt::Formatter<'_>, resp: &ClientResponse) -> fmt::Result {
-    let revision = super::requests::header_revision(resp);
+    let revision = resp.revision();
     match resp {
         ClientResponse::Range(r) => write!(
             f,

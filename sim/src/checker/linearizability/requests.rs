@@ -137,18 +137,6 @@ pub fn normalized(response: &ClientResponse) -> ClientResponse {
     response
 }
 
-/// The revision in a response's header; None if the response carries none.
-pub fn header_revision(response: &ClientResponse) -> Option<i64> {
-    let header = match response {
-        ClientResponse::Range(r) => &r.header,
-        ClientResponse::Put(r) => &r.header,
-        ClientResponse::DeleteRange(r) => &r.header,
-        ClientResponse::Txn(r) => &r.header,
-        ClientResponse::Compact(r) => &r.header,
-    };
-    header.as_ref().map(|h| h.revision)
-}
-
 /// Errors a read gets from the store's revision checks; the model decides them. A read's other
 /// definite errors are refusals before it reaches the store.
 pub fn is_revision_error(error: &EtcdError) -> bool {
