@@ -179,3 +179,84 @@ impl fmt::Display for Options {
         )
     }
 }
+
+impl Options {
+    /// Candidates one step smaller than these options, most promising first: fewer operations,
+    /// fewer clients and members, then one kind of fault switched off at a time.
+    pub fn smaller(&self) -> Vec<Options> {
+        let mut out = Vec::new();
+        let mut push = |change: &dyn Fn(&mut Options)| {
+            let mut o = self.clone();
+            change(&mut o);
+            if o.overrides() != self.overrides() {
+                out.push(o);
+            }
+        };
+        push(&|o| o.ops /= 2);
+        push(&|o| o.ops = o.ops.saturating_sub(1).max(1));
+        push(&|o| o.clients = (o.clients / 2).max(1));
+        push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
+        push(&|o| o.fault_interval_ns = 0);
+        push(&|o| o.net_loss = 0.0);
+        push(&|o| o.net_duplicate = 0.0);
+        push(&|o| o.torn_write = 0.0);
+        push(&|o| o.disk_error = 0.0);
+        push(&|o| o.clock_drift_ppm_max = 0);
+        push(&|o| o.net_delay_max_ns = o.net_delay_min_ns);
+        push(&|o| o.keys = (o.keys / 2).max(1));
+        out
+    }
+
+    /// The options as `key=value` pairs, the form `--options` reads back.
+    pub fn overrides(&self) -> String {
+        format!(
+            "members={},clients={},ops={},keys={},delay_min_us={},delay_max_us={},loss={},dup={},\
+             torn={},diskerr={},drift_ppm={},faults_ms={},snap={},timeout_ms={},disk_us={}",
+            self.members,
+            self.clients,
+            self.ops,
+            self.keys,
+            self.net_delay_min_ns / 1000,
+            self.net_delay_max_ns / 1000,
+            self.net_loss,
+            self.net_duplicate,
+            self.torn_write,
+            self.disk_error,
+            self.clock_drift_ppm_max,
+            self.fault_interval_ns / MS,
+            self.snapshot_count,
+            self.client_timeout_ns / MS,
+            self.disk_latency_max_ns / 1000,
+        )
+    }
+
+    /// Applies `key=value,...` pairs (as printed by `overrides`) on top of these options.
+    pub fn apply_overrides(&mut self, text: &str) -> Result<(), String> {
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            let int = || value.parse::<u64>().map_err(|e| format!("{key}: {e}"));
+            let float = || value.parse::<f64>().map_err(|e| format!("{key}: {e}"));
+            match key {
+                "members" => self.members = int()?,
+                "clients" => self.clients = int()?,
+                "ops" => self.ops = int()?,
+                "keys" => self.keys = int()?.max(1),
+                "delay_min_us" => self.net_delay_min_ns = int()? * 1000,
+                "delay_max_us" => self.net_delay_max_ns = int()? * 1000,
+                "loss" => self.net_loss = float()?,
+                "dup" => self.net_duplicate = float()?,
+                "torn" => self.torn_write = float()?,
+                "diskerr" => self.disk_error = float()?,
+                "drift_ppm" => self.clock_drift_ppm_max = int()?,
+                "faults_ms" => self.fault_interval_ns = int()? * MS,
+                "snap" => self.snapshot_count = int()?.max(1),
+                "timeout_ms" => self.client_timeout_ns = int()? * MS,
+                "disk_us" => self.disk_latency_max_ns = int()?.max(2) * 1000,
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        Ok(())
+    }
+}

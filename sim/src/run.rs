@@ -32,12 +32,22 @@ pub fn run_seed_with(
     trace: bool,
     bug: Option<Bug>,
 ) -> (Report, World) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut options = Options::draw(&mut rng, ops);
+    let mut options = draw_options(seed, ops);
     options.bug = bug;
     if let Some(members) = members {
         options.members = members;
     }
+    run_options(seed, options, trace)
+}
+
+/// What a seed draws, before any override.
+pub fn draw_options(seed: u64, ops: u64) -> Options {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Options::draw(&mut rng, ops)
+}
+
+/// Runs one seed with the given options (drawn, then possibly overridden or shrunk).
+pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) {
     let mut world = World::new(seed, options.clone(), trace);
     // A panic inside a member (an assertion of ours or of raft-rs) is a failure of this seed,
     // not of the whole sweep.
@@ -75,5 +85,28 @@ fn check_history(world: &mut World) {
             at: world.now,
             what: format!("linearizability: {violation}"),
         });
+    }
+}
+
+/// Shrinks a failing run: greedily tries smaller workloads and fewer kinds of faults, keeping
+/// every change after which the seed still fails (with any failure). Returns the smallest
+/// options found and the number of runs it took.
+pub fn shrink(seed: u64, options: Options) -> (Options, u64) {
+    let fails = |o: &Options| run_options(seed, o.clone(), false).0.failure.is_some();
+    let mut best = options;
+    let mut runs = 0;
+    loop {
+        let mut improved = false;
+        for candidate in best.smaller() {
+            runs += 1;
+            if fails(&candidate) {
+                best = candidate;
+                improved = true;
+                break;
+            }
+        }
+        if !improved {
+            return (best, runs);
+        }
     }
 }

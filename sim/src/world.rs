@@ -51,6 +51,7 @@ pub struct Counters {
     pub partitions: u64,
     pub pauses: u64,
     pub clock_jumps: u64,
+    pub clogs: u64,
     pub snapshots_installed: u64,
     pub ops_ok: u64,
     pub ops_failed: u64,
@@ -148,6 +149,8 @@ pub struct World {
     events: BTreeMap<(SimNanos, u64), Box<Event>>,
     seq: u64,
     cut: BTreeSet<(MemberId, MemberId)>,
+    /// Clogged links and the extra delay every message on them suffers.
+    clogged: BTreeMap<(MemberId, MemberId), u64>,
     pub ops: Vec<Op>,
     issued: u64,
     next_request: u64,
@@ -213,6 +216,7 @@ impl World {
             events: BTreeMap::new(),
             seq: 0,
             cut: BTreeSet::new(),
+            clogged: BTreeMap::new(),
             ops: Vec::new(),
             issued: 0,
             next_request: 0,
@@ -459,7 +463,8 @@ impl World {
             let delay = self
                 .rng
                 .between(self.options.net_delay_min_ns, self.options.net_delay_max_ns);
-            let at = self.now + delay;
+            let clog = self.clogged.get(&(from, to)).copied().unwrap_or(0);
+            let at = self.now + delay + clog;
             self.schedule(
                 at,
                 Event::Deliver {
@@ -877,7 +882,7 @@ impl World {
             Some(l) if self.rng.chance(0.5) => l,
             _ => id,
         };
-        match self.rng.below(6) {
+        match self.rng.below(7) {
             0 | 1 => {
                 self.crash(target);
                 let at = self.now + self.rng.between(10 * MS, 3_000 * MS);
@@ -937,6 +942,20 @@ impl World {
                     );
                 }
             }
+            5 => {
+                // Clogging: a link that still delivers, but late (a congested or slow path).
+                let other = ids[self.rng.below(ids.len() as u64) as usize];
+                if other != target {
+                    let extra = self.rng.between(50 * MS, 2_000 * MS);
+                    self.clogged.insert((target, other), extra);
+                    self.counters.clogs += 1;
+                    self.log(target, || {
+                        format!("link to m{other} clogged (+{}ms)", extra / MS)
+                    });
+                    let at = self.now + self.rng.between(100 * MS, 5_000 * MS);
+                    self.schedule(at, Event::Heal { what: Heal::Links });
+                }
+            }
             _ => {
                 let jump = self.rng.between(1, 3_000 * MS);
                 let member = self.members.get_mut(&target).expect("member");
@@ -968,6 +987,7 @@ impl World {
             }
             Heal::Links => {
                 self.cut.clear();
+                self.clogged.clear();
                 self.log(0, || "network healed".to_string());
             }
         }
@@ -1056,6 +1076,7 @@ impl World {
     fn liveness(&mut self) {
         self.faults_on = false;
         self.cut.clear();
+        self.clogged.clear();
         self.log(0, || "liveness phase: faults healed".to_string());
         for id in self.member_ids() {
             if self.members[&id].node.is_none() {

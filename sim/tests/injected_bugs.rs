@@ -61,3 +61,25 @@ fn the_same_seed_replays_the_same_history() {
         assert!(a.failure.is_none(), "seed {seed}: {:?}", a.failure);
     }
 }
+
+#[test]
+fn shrinking_finds_a_smaller_case_that_still_fails() {
+    use detcd_sim::run::{draw_options, run_options, shrink};
+    let mut options = draw_options(0, STANDARD_OPS);
+    options.bug = Some(Bug::ApplyTwice);
+    assert!(
+        run_options(0, options.clone(), false).0.failure.is_some(),
+        "seed 0 finds apply-twice"
+    );
+    let (small, runs) = shrink(0, options.clone());
+    assert!(
+        run_options(0, small.clone(), false).0.failure.is_some(),
+        "the shrunk case still fails"
+    );
+    assert!(
+        small.ops < options.ops,
+        "fewer operations: {} -> {} in {runs} runs",
+        options.ops,
+        small.ops
+    );
+}

@@ -27,3 +27,39 @@ fn assert_passes(seed: u64) {
 fn seed_15252_election_timeout_during_snapshot_install() {
     assert_passes(15252);
 }
+
+/// Shrunk cases (`detcd-sim --seed N --bug B --shrink`) saved so that each injected bug keeps a
+/// small reproduction: with the bug on they must still fail, and with it off they must pass.
+const SHRUNK_BUG_CASES: &[(&str, u64, &str)] = &[
+    (
+        "apply-twice",
+        0,
+        "members=1,clients=2,ops=6,keys=1,delay_min_us=1573,delay_max_us=1573,loss=0,dup=0,torn=0,diskerr=0,\
+         drift_ppm=0,faults_ms=300,snap=20,timeout_ms=4819,disk_us=2428",
+    ),
+    (
+        "read-without-read-index",
+        1,
+        "members=3,clients=1,ops=17,keys=1,delay_min_us=989,delay_max_us=21452,loss=0,dup=0,torn=0,diskerr=0,\
+         drift_ppm=1000,faults_ms=0,snap=20,timeout_ms=4897,disk_us=15101",
+    ),
+];
+
+#[test]
+fn shrunk_bug_cases_still_reproduce() {
+    use detcd_sim::options::Bug;
+    use detcd_sim::run::{draw_options, run_options};
+    for (bug, seed, overrides) in SHRUNK_BUG_CASES {
+        let mut options = draw_options(*seed, STANDARD_OPS);
+        options.apply_overrides(overrides).expect("valid overrides");
+        let (clean, _) = run_options(*seed, options.clone(), false);
+        assert!(
+            clean.failure.is_none(),
+            "{bug} case without the bug: {:?}",
+            clean.failure
+        );
+        options.bug = Some(Bug::parse(bug).expect("known bug"));
+        let (buggy, _) = run_options(*seed, options, false);
+        assert!(buggy.failure.is_some(), "{bug} case no longer reproduces");
+    }
+}

@@ -7,7 +7,8 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use detcd_sim::options::Bug;
-use detcd_sim::run::{run_seed_with, Report, STANDARD_OPS};
+use detcd_sim::options::Options;
+use detcd_sim::run::{draw_options, run_options, shrink, Report, STANDARD_OPS};
 
 struct Args {
     seeds: u64,
@@ -21,6 +22,10 @@ struct Args {
     bug: Option<Bug>,
     /// Pins the cluster size instead of drawing it (benchmark profiles).
     members: Option<u64>,
+    /// `key=value,...` overrides of the drawn options (what `--shrink` prints).
+    overrides: String,
+    /// Shrink a failing seed to smaller options that still fail.
+    shrink: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -34,6 +39,8 @@ fn parse() -> Result<Args, String> {
         determinism_every: 16,
         bug: None,
         members: None,
+        overrides: String::new(),
+        shrink: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +52,8 @@ fn parse() -> Result<Args, String> {
             "--ops" => args.ops = value()?.parse().map_err(|e| format!("--ops: {e}"))?,
             "--json" => args.json = Some(value()?),
             "--trace" => args.trace = true,
+            "--shrink" => args.shrink = true,
+            "--options" => args.overrides = value()?,
             "--members" => {
                 args.members = Some(value()?.parse().map_err(|e| format!("--members: {e}"))?)
             }
@@ -60,13 +69,27 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--determinism-every: {e}"))?
             }
             "--help" | "-h" => {
-                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] [--members N] | --seed S [--trace] [--json FILE]");
+                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] [--members N] [--options K=V,..] | --seed S [--trace] [--json FILE] [--shrink]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     Ok(args)
+}
+
+/// The options a seed runs with: drawn, then pinned and overridden as the flags say.
+fn options_for(args: &Args, seed: u64) -> Options {
+    let mut options = draw_options(seed, args.ops);
+    options.bug = args.bug;
+    if let Some(members) = args.members {
+        options.members = members;
+    }
+    if let Err(e) = options.apply_overrides(&args.overrides) {
+        eprintln!("detcd-sim: --options: {e}");
+        std::process::exit(2);
+    }
+    options
 }
 
 fn print_failure(report: &Report) {
@@ -79,8 +102,8 @@ fn print_failure(report: &Report) {
 
 fn replay(args: &Args, seed: u64) -> i32 {
     let want_trace = args.trace || args.json.is_some();
-    let (report, world) = run_seed_with(seed, args.ops, args.members, want_trace, args.bug);
-    let (again, _) = run_seed_with(seed, args.ops, args.members, false, args.bug);
+    let (report, world) = run_options(seed, options_for(args, seed), want_trace);
+    let (again, _) = run_options(seed, options_for(args, seed), false);
     if args.trace {
         print!("{}", world.trace_text());
     }
@@ -102,6 +125,27 @@ fn replay(args: &Args, seed: u64) -> i32 {
     match report.failure {
         Some(_) => {
             print_failure(&report);
+            if args.shrink {
+                std::panic::set_hook(Box::new(|_| {}));
+                let (small, runs) = shrink(seed, report.options.clone());
+                let (again, _) = run_options(seed, small.clone(), false);
+                println!("shrunk in {runs} runs to: {small}");
+                if let Some(f) = again.failure {
+                    println!("  still fails: {}", f.what);
+                }
+                let bug = args
+                    .bug
+                    .map(|b| format!(" --bug {}", b.name()))
+                    .unwrap_or_default();
+                println!(
+                    "  replay: detcd-sim --seed {seed}{bug} --options {}",
+                    small.overrides()
+                );
+                println!(
+                    "  regression test: (seed {seed}, \"{}\") in sim/tests/regressions.rs",
+                    small.overrides()
+                );
+            }
             1
         }
         None => {
@@ -121,11 +165,11 @@ fn sweep(args: &Args) -> i32 {
     let mut total = detcd_sim::world::Counters::default();
     for n in 0..args.seeds {
         let seed = args.start + n;
-        let (report, _) = run_seed_with(seed, args.ops, args.members, false, args.bug);
+        let (report, _) = run_options(seed, options_for(args, seed), false);
         let recheck = report.failure.is_some()
             || (args.determinism_every > 0 && n % args.determinism_every == 0);
         if recheck {
-            let (again, _) = run_seed_with(seed, args.ops, args.members, false, args.bug);
+            let (again, _) = run_options(seed, options_for(args, seed), false);
             if again.trace_hash != report.trace_hash {
                 println!(
                     "NONDETERMINISTIC: seed {seed} gave trace hashes {:016x} and {:016x}",
@@ -162,12 +206,13 @@ fn sweep(args: &Args) -> i32 {
         secs
     );
     println!(
-        "fault mix: {} crashes ({} torn writes), {} disk errors, {} partitions, {} pauses, {} clock jumps, \
-         {} messages dropped, {} duplicated, {} snapshots installed",
+        "fault mix: {} crashes ({} torn writes), {} disk errors, {} partitions, {} clogged links, {} pauses, \
+         {} clock jumps, {} messages dropped, {} duplicated, {} snapshots installed",
         total.crashes,
         total.torn_writes,
         total.disk_errors,
         total.partitions,
+        total.clogs,
         total.pauses,
         total.clock_jumps,
         total.dropped,
@@ -192,6 +237,7 @@ fn add(total: &mut detcd_sim::world::Counters, c: &detcd_sim::world::Counters) {
     total.partitions += c.partitions;
     total.pauses += c.pauses;
     total.clock_jumps += c.clock_jumps;
+    total.clogs += c.clogs;
     total.snapshots_installed += c.snapshots_installed;
     total.ops_ok += c.ops_ok;
     total.ops_failed += c.ops_failed;
