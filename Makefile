@@ -44,15 +44,17 @@ fmt:
 	$(CARGO) fmt --all
 
 # The deterministic simulator. `make sim` runs a seed budget; `make sim SEED=n` replays one
-# seed with its readable trace (add JSON=file for JSON lines).
+# seed with its readable trace (JSON=file also writes it as JSON lines; SHRINK=1 shrinks a
+# failure). BUG=name turns on an injected bug; OPTIONS=k=v,... overrides the drawn options.
 SEEDS ?= 2000
 START ?= 0
 sim:
 	$(CARGO) build --release -q -p detcd-sim
+SIM_FLAGS = $(if $(BUG),--bug $(BUG)) $(if $(OPTIONS),--options $(OPTIONS))
 ifdef SEED
-	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON))
+	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON)) $(if $(SHRINK),--shrink) $(SIM_FLAGS)
 else
-	./target/release/detcd-sim --seeds $(SEEDS) --start $(START)
+	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(SIM_FLAGS)
 endif
 
 # CI's seed budget: two sweeps in parallel (one per core), a few minutes in all. Every 16th
