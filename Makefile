@@ -48,9 +48,9 @@ fmt:
 # failure). BUG=name turns on an injected bug; OPTIONS=k=v,... overrides the drawn options.
 SEEDS ?= 2000
 START ?= 0
+SIM_FLAGS = $(if $(BUG),--bug $(BUG)) $(if $(OPTIONS),--options $(OPTIONS))
 sim:
 	$(CARGO) build --release -q -p detcd-sim
-SIM_FLAGS = $(if $(BUG),--bug $(BUG)) $(if $(OPTIONS),--options $(OPTIONS))
 ifdef SEED
 	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON)) $(if $(SHRINK),--shrink) $(SIM_FLAGS)
 else
