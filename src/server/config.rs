@@ -134,17 +134,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         if flag == "version" {
             return Ok(Command::Version);
         }
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n, v.to_string()),
-            None => (
-                flag,
-                iter.next()
-                    .ok_or_else(|| format!("flag --{flag} needs a value"))?
-                    .clone(),
-            ),
-        };
+        let name = flag.split_once('=').map_or(flag, |(n, _)| n);
         let Some((known, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
             return Err(format!("unknown flag --{name} (see --help)"));
+        };
+        let value = match flag.split_once('=') {
+            Some((_, v)) => v.to_string(),
+            None => iter
+                .next()
+                .ok_or_else(|| format!("flag --{flag} needs a value"))?
+                .clone(),
         };
         values.insert(known, value);
     }
