@@ -1224,7 +1224,7 @@ impl World {
         }
     }
 
-    /// The applied log as one sequence from index 1, or an error if it has holes.
+    /// Every applied entry any member reported, in index order (the checker rejects holes).
     pub fn applied_log(&self) -> Vec<AppliedEntry> {
         self.applied.values().cloned().collect()
     }
