@@ -34,7 +34,7 @@ impl SimDisk {
                 }
             }
             DiskOp::SaveSnapshot { index, file, .. } => {
-                self.snapshots.insert(*index, file.to_vec());
+                self.snapshots.insert(*index, file.encode());
             }
             DiskOp::Release {
                 wal_before_offset,

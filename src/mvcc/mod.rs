@@ -36,6 +36,7 @@ mod tests;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use imbl::OrdMap;
 
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
@@ -48,7 +49,7 @@ pub use check::{check_delete_range, check_put, check_range, check_txn};
 #[doc(hidden)]
 pub use go_sort::go_sort;
 pub use revision::Revision;
-pub use snapshot::SnapshotDecodeError;
+pub use snapshot::{KeySpaceView, SnapshotDecodeError};
 
 use history::{KeyHistory, Record, KEY_OVERHEAD_BYTES};
 use write::WriteTxn;
@@ -78,8 +79,9 @@ impl<F: Fn(i64) -> bool> LeaseCheck for F {
 /// The in-memory revisioned key space. See the module documentation for its invariants.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeySpace {
-    /// Every key with at least one retained record, with its history.
-    keys: BTreeMap<Bytes, KeyHistory>,
+    /// Every key with at least one retained record, with its history. Persistent, so that a
+    /// [`KeySpaceView`] for a snapshot is taken in O(1) and shares everything unchanged since.
+    keys: OrdMap<Bytes, KeyHistory>,
     /// Every retained record's revision, pointing at its key. Gives revision order for HashKV,
     /// lets compaction visit only what changed since the previous one, and is what a watcher
     /// catching up from an old revision will read.
@@ -108,7 +110,7 @@ impl KeySpace {
     /// An empty store at revision 1, as a fresh etcd member starts.
     pub fn new() -> KeySpace {
         KeySpace {
-            keys: BTreeMap::new(),
+            keys: OrdMap::new(),
             by_revision: BTreeMap::new(),
             current_revision: 1,
             compact_main: -1,

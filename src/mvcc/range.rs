@@ -52,7 +52,7 @@ impl<'a> KeyRange<'a> {
         match self {
             KeyRange::Single(key) => (Bound::Included(key), Bound::Included(key)),
             KeyRange::From(key) => (Bound::Included(key), Bound::Unbounded),
-            // BTreeMap::range panics on an inverted range; an inverted etcd range is empty.
+            // An ordered map may panic on an inverted range; an inverted etcd range is empty.
             KeyRange::Between(key, end) if end <= key => {
                 (Bound::Included(key), Bound::Excluded(key))
             }
@@ -110,7 +110,7 @@ impl KeySpace {
     ) -> impl Iterator<Item = (&'s Bytes, &'s KeyHistory)> + 's {
         let bounds = range.bounds();
         // Bytes: Borrow<[u8]>, so the map can be ranged by byte-slice bounds without allocating.
-        self.keys.range::<[u8], _>(bounds)
+        self.keys.range::<_, [u8]>(bounds)
     }
 
     /// The key-value pairs that exist at main revision `at` in `range`, in key order.

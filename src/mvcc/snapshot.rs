@@ -9,8 +9,11 @@
 //! framing layer's job (CRC in the WAL/snapshot file); this layer rejects states that cannot be.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Write};
 
 use bytes::Bytes;
+use imbl::OrdMap;
 use prost::Message;
 use thiserror::Error;
 
@@ -87,23 +90,108 @@ fn record_from_proto(r: MvccRecord) -> Result<Record, SnapshotDecodeError> {
     Ok(Record { rev, change })
 }
 
-impl KeySpace {
-    /// The whole state as bytes; equal states give equal bytes.
-    pub fn encode_snapshot(&self) -> Vec<u8> {
-        let snapshot = MvccSnapshot {
+/// The key space as it was at one moment, for encoding a snapshot elsewhere (on another thread)
+/// while the key space moves on. Taking one is O(1): it shares the key index with the live
+/// store, which copies an index node only when it next changes it.
+#[derive(Clone)]
+pub struct KeySpaceView {
+    keys: OrdMap<Bytes, KeyHistory>,
+    current_revision: i64,
+    compact_main: i64,
+}
+
+impl fmt::Debug for KeySpaceView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpaceView")
+            .field("current_revision", &self.current_revision)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+fn key_history_to_proto(key: &Bytes, history: &KeyHistory) -> MvccKeyHistory {
+    MvccKeyHistory {
+        key: key.clone(),
+        records: history.records().iter().map(record_to_proto).collect(),
+    }
+}
+
+/// Field number of `MvccSnapshot.keys`.
+const KEYS_FIELD: u32 = 4;
+
+impl KeySpaceView {
+    /// The store revision this view froze.
+    pub fn revision(&self) -> i64 {
+        self.current_revision
+    }
+
+    /// Everything but the keys; encodes to the message's leading fields.
+    fn header(&self) -> MvccSnapshot {
+        MvccSnapshot {
             format_version: FORMAT_VERSION,
             current_revision: self.current_revision,
             compact_revision: self.compact_main,
-            keys: self
-                .keys
-                .iter()
-                .map(|(key, history)| MvccKeyHistory {
-                    key: key.clone(),
-                    records: history.records().iter().map(record_to_proto).collect(),
-                })
-                .collect(),
-        };
-        snapshot.encode_to_vec()
+            keys: Vec::new(),
+        }
+    }
+
+    /// Exactly how many bytes [`KeySpaceView::encode_to`] writes.
+    pub fn encoded_len(&self) -> usize {
+        let keys: usize = self
+            .keys
+            .iter()
+            .map(|(key, history)| {
+                prost::encoding::message::encoded_len(
+                    KEYS_FIELD,
+                    &key_history_to_proto(key, history),
+                )
+            })
+            .sum();
+        self.header().encoded_len() + keys
+    }
+
+    /// Writes the encoded state key by key, never holding more than one key's history encoded;
+    /// the bytes equal one `MvccSnapshot` message (prost writes fields in tag order, and a
+    /// repeated message field is just its elements one after another).
+    pub fn encode_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut buf = Vec::new();
+        self.header()
+            .encode(&mut buf)
+            .expect("a Vec grows as needed");
+        out.write_all(&buf)?;
+        for (key, history) in &self.keys {
+            buf.clear();
+            prost::encoding::message::encode(
+                KEYS_FIELD,
+                &key_history_to_proto(key, history),
+                &mut buf,
+            );
+            out.write_all(&buf)?;
+        }
+        Ok(())
+    }
+
+    /// The whole state as bytes; equal states give equal bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_to(&mut out).expect("a Vec grows as needed");
+        out
+    }
+}
+
+impl KeySpace {
+    /// The state right now, frozen, in O(1).
+    pub fn view(&self) -> KeySpaceView {
+        KeySpaceView {
+            keys: self.keys.clone(),
+            current_revision: self.current_revision,
+            compact_main: self.compact_main,
+        }
+    }
+
+    /// The whole state as bytes; equal states give equal bytes.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        self.view().encode()
     }
 
     /// Rebuilds a key space from [`KeySpace::encode_snapshot`] output, validating everything.
@@ -124,7 +212,7 @@ impl KeySpace {
             return Err(invalid("compact revision outside [-1, current revision]"));
         }
 
-        let mut keys = BTreeMap::new();
+        let mut keys = OrdMap::new();
         let mut by_revision = BTreeMap::new();
         let mut size_bytes: u64 = 0;
         let mut previous_key: Option<Bytes> = None;

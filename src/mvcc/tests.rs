@@ -1261,6 +1261,31 @@ fn a_snapshot_round_trips_to_an_equal_store_and_identical_bytes() {
 }
 
 #[test]
+fn a_view_keeps_its_moment_while_the_store_moves_on() {
+    let mut ks = abcde();
+    let before = ks.clone();
+    let view = ks.view();
+    put(&mut ks, "a", "changed");
+    del(&mut ks, "b", "");
+    put(&mut ks, "new", "key");
+    ks.compact(&CompactionRequest {
+        revision: ks.current_revision(),
+        physical: false,
+    })
+    .unwrap();
+    assert_eq!(view.revision(), before.current_revision());
+    let bytes = view.encode();
+    assert_eq!(bytes.len(), view.encoded_len());
+    assert_eq!(bytes, before.encode_snapshot());
+    assert_eq!(KeySpace::decode_snapshot(&bytes).unwrap(), before);
+    // The bytes are one MvccSnapshot message, as prost encodes it whole.
+    use prost::Message as _;
+    let whole = crate::proto::detcdpb::MvccSnapshot::decode(&bytes[..]).unwrap();
+    assert_eq!(whole.encode_to_vec(), bytes);
+    assert_eq!(whole.keys.len(), 5);
+}
+
+#[test]
 fn garbage_and_foreign_versions_are_refused() {
     assert!(matches!(
         KeySpace::decode_snapshot(&[0xff, 0xff, 0xff]),

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{RawNode, StateRole};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -274,6 +274,7 @@ impl Node {
         }
         if self.stopped.is_none() {
             self.flush_reads();
+            self.serve_snapshot_request();
             self.process_ready();
             self.expire_requests();
         }
@@ -452,6 +453,16 @@ impl Node {
             .filter(|(_, sent)| now.saturating_since(**sent) >= give_up)
             .map(|(peer, _)| *peer)
             .collect();
+        let sending_snapshot = self.is_leader()
+            && self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .any(|(_, pr)| pr.state == raft::ProgressState::Snapshot);
+        if !sending_snapshot && self.raw.store().has_outgoing_snapshot() {
+            self.raw.mut_store().drop_outgoing_snapshot();
+        }
         for peer in lost {
             self.snapshots_in_flight.remove(&peer);
             let waiting = self
@@ -697,7 +708,7 @@ impl Node {
                     index: meta.index,
                     term: meta.term,
                 });
-                save_snapshot = Some((meta.index, meta.term, wal::encode_snapshot_file(&snapshot)));
+                save_snapshot = Some((meta.index, meta.term, SnapshotFile::received(&snapshot)));
             }
             let committed = rd.take_committed_entries();
             self.apply_entries(committed);
@@ -724,11 +735,7 @@ impl Node {
                 wal.push(&Record::HardState(self.raw.store().hard_state().clone()));
             }
             if let Some((index, term, file)) = save_snapshot {
-                self.emit_disk(DiskOp::SaveSnapshot {
-                    index,
-                    term,
-                    file: Bytes::from(file),
-                });
+                self.emit_disk(DiskOp::SaveSnapshot { index, term, file });
             }
             let io = (!wal.bytes.is_empty()).then(|| self.append_wal(wal.bytes, rd.must_sync()));
             let mut messages = rd.take_persisted_messages();
@@ -934,7 +941,9 @@ impl Node {
                 self.applied_index = index;
                 self.snapshot_index = index;
                 self.snapshots_installed += 1;
-                self.raw.mut_store().install_snapshot(snapshot.clone());
+                self.raw
+                    .mut_store()
+                    .install_snapshot(snapshot.get_metadata());
                 true
             }
             Err(e) => {
@@ -947,34 +956,61 @@ impl Node {
     }
 
     /// Every `snapshot_count` applied entries, snapshots the key space and compacts the log.
+    /// The node only freezes a view of the key space (O(1)); the driver encodes and writes it.
     fn maybe_snapshot(&mut self) {
         if self.applied_index < self.snapshot_index + self.cfg.snapshot_count.max(1) {
             return;
         }
+        let Some(meta) = self.applied_snapshot_metadata() else {
+            return;
+        };
+        let (index, term) = (meta.index, meta.term);
+        let keep_from = index.saturating_sub(self.cfg.snapshot_catchup_entries) + 1;
+        self.raw
+            .mut_store()
+            .set_local_snapshot(meta.clone(), keep_from);
+        self.snapshot_index = index;
+        let file = SnapshotFile::local(meta, self.kv.view());
+        let io = self.emit_disk(DiskOp::SaveSnapshot { index, term, file });
+        self.disk
+            .other_ios
+            .insert(io, IoPurpose::SnapshotSaved { index, term });
+    }
+
+    /// The metadata of a snapshot of the key space as it is now.
+    fn applied_snapshot_metadata(&self) -> Option<SnapshotMetadata> {
         let index = self.applied_index;
-        let Some(term) = self.raw.store().term_of(index) else {
+        let term = self.raw.store().term_of(index)?;
+        let mut meta = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        Some(meta)
+    }
+
+    /// raft asked for a snapshot to send to a follower that is behind the log's compaction
+    /// point: build one of the key space as it is now and have raft send it straight away.
+    /// Encoding here stalls the node for a moment, but only when a follower fell that far
+    /// behind; the snapshot is freed once no follower waits for one (`on_tick`).
+    fn serve_snapshot_request(&mut self) {
+        let Some(to) = self.raw.store().take_snapshot_wanted() else {
+            return;
+        };
+        if !self.is_leader() {
+            return;
+        }
+        let Some(meta) = self.applied_snapshot_metadata() else {
             return;
         };
         let mut snapshot = Snapshot {
             data: Bytes::from(self.kv.encode_snapshot()),
             ..Default::default()
         };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.raw.store().conf_state().clone());
-        let file = wal::encode_snapshot_file(&snapshot);
-        let keep_from = index.saturating_sub(self.cfg.snapshot_catchup_entries) + 1;
-        self.raw.mut_store().set_local_snapshot(snapshot, keep_from);
-        self.snapshot_index = index;
-        let io = self.emit_disk(DiskOp::SaveSnapshot {
-            index,
-            term,
-            file: Bytes::from(file),
-        });
-        self.disk
-            .other_ios
-            .insert(io, IoPurpose::SnapshotSaved { index, term });
+        snapshot.set_metadata(meta);
+        self.raw.mut_store().set_outgoing_snapshot(snapshot);
+        self.raw.raft.send_append(to);
     }
 
     /// The WAL offset before which no record holds an entry after `snapshot_index`.

@@ -1,13 +1,18 @@
 //! The step machine's vocabulary: what goes in (`Input`), what comes out (`Output`), and the
 //! identifiers that tie a disk completion or a reply to what caused it.
 
+use std::io::{self, Cursor, Seek, Write};
+
 use bytes::Bytes;
+use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::error::EtcdError;
+use crate::mvcc::KeySpaceView;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
+use crate::wal;
 
 /// A raft member id (etcd's member ID).
 pub type MemberId = u64;
@@ -123,7 +128,12 @@ pub enum DiskOp {
     /// once its bytes are as durable as asked.
     AppendWal { data: Bytes, sync: bool },
     /// Write a snapshot file durably and atomically (write, sync, rename, sync the directory).
-    SaveSnapshot { index: u64, term: u64, file: Bytes },
+    /// The driver encodes `file` itself, off the node's thread.
+    SaveSnapshot {
+        index: u64,
+        term: u64,
+        file: SnapshotFile,
+    },
     /// The WAL before `wal_before_offset` and the snapshot files older than `snapshots_before_index`
     /// are no longer needed for recovery; the driver may delete them (whole segments only).
     Release {
@@ -134,3 +144,77 @@ pub enum DiskOp {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskError(pub String);
+
+/// A snapshot file to save: its metadata and the state it holds, not yet encoded. For a snapshot
+/// the node takes itself, encoding is the expensive part (the whole key space), so the node hands
+/// over an O(1) view and the driver's disk thread encodes it while the node keeps serving.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    meta: SnapshotMetadata,
+    state: SnapshotState,
+}
+
+#[derive(Clone, Debug)]
+enum SnapshotState {
+    /// Sent by the leader, already encoded.
+    Received(Bytes),
+    /// This member's key space at the snapshot's index.
+    Local(KeySpaceView),
+}
+
+impl SnapshotFile {
+    pub(crate) fn received(snapshot: &Snapshot) -> SnapshotFile {
+        SnapshotFile {
+            meta: snapshot.get_metadata().clone(),
+            state: SnapshotState::Received(snapshot.data.clone()),
+        }
+    }
+
+    pub(crate) fn local(meta: SnapshotMetadata, view: KeySpaceView) -> SnapshotFile {
+        SnapshotFile {
+            meta,
+            state: SnapshotState::Local(view),
+        }
+    }
+
+    /// The raft index the snapshot is at.
+    pub fn index(&self) -> u64 {
+        self.meta.index
+    }
+
+    /// Whether the driver may write this file in the background, completing it out of order
+    /// with the operations submitted after it. True for a snapshot the node took itself: the
+    /// node relies on it only once it completes. A snapshot received from the leader must be
+    /// durable before what follows it, because the WAL marker written next names it.
+    pub fn may_complete_out_of_order(&self) -> bool {
+        matches!(self.state, SnapshotState::Local(_))
+    }
+
+    /// Writes the whole file (the format of [`crate::wal::encode_snapshot_file`]) to `out`,
+    /// streaming the state rather than encoding it in memory first.
+    pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> io::Result<()> {
+        match &self.state {
+            SnapshotState::Received(data) => {
+                wal::write_snapshot_file(out, &self.meta, data.len() as u64, |w| w.write_all(data))
+            }
+            SnapshotState::Local(view) => {
+                let len = view.encoded_len() as u64;
+                wal::write_snapshot_file(out, &self.meta, len, |w| view.encode_to(w))
+            }
+        }
+    }
+
+    /// The whole file in memory.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        self.write_to(&mut out).expect("a Vec grows as needed");
+        out.into_inner()
+    }
+}
+
+/// Equal when the files would be equal (used by tests; it encodes both).
+impl PartialEq for SnapshotFile {
+    fn eq(&self, other: &SnapshotFile) -> bool {
+        self.encode() == other.encode()
+    }
+}

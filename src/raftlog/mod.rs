@@ -3,14 +3,19 @@
 //! Invariants:
 //! - `entries` are contiguous and start right after the compaction point `(compacted_index,
 //!   compacted_term)`, whose term raft needs for log matching.
-//! - `snapshot` (with its data) is the latest snapshot; its index is at or after the compaction
-//!   point, so a follower that needs a compacted entry can always be sent it.
+//! - `snapshot` is the metadata of the latest snapshot taken or installed; its index is at or after
+//!   the compaction point. The mirror keeps no snapshot data: when raft needs a snapshot for a
+//!   follower that is behind the compaction point, the store says "temporarily unavailable" and
+//!   notes who wanted it; the node then builds one from its key space (`set_outgoing_snapshot`)
+//!   and raft is asked to send it. It is dropped once no follower is waiting for one.
 //! - the mirror holds entries as soon as raft hands them out for persisting; raft-rs itself tracks
 //!   which of them are durable (`on_persist_ready`), so holding unpersisted entries here is safe.
 
 pub mod election;
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use std::cell::{Cell, RefCell};
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 #[derive(Default)]
@@ -20,7 +25,12 @@ pub struct LogStore {
     compacted_index: u64,
     compacted_term: u64,
     entries: Vec<Entry>,
-    snapshot: Snapshot,
+    snapshot: SnapshotMetadata,
+    /// A snapshot built for followers, with its data.
+    outgoing: RefCell<Option<Snapshot>>,
+    /// The follower raft last wanted a snapshot for while none was built. raft reads the store
+    /// through `&self`, hence the cell.
+    wanted_by: Cell<Option<u64>>,
 }
 
 impl LogStore {
@@ -32,7 +42,7 @@ impl LogStore {
         entries: Vec<Entry>,
     ) -> LogStore {
         let snapshot = snapshot.unwrap_or_default();
-        let meta = snapshot.get_metadata();
+        let meta = snapshot.get_metadata().clone();
         if let Some(first) = entries.first() {
             assert_eq!(
                 first.index,
@@ -46,7 +56,9 @@ impl LogStore {
             compacted_index: meta.index,
             compacted_term: meta.term,
             entries,
-            snapshot,
+            snapshot: meta,
+            outgoing: RefCell::new(None),
+            wanted_by: Cell::new(None),
         }
     }
 
@@ -61,7 +73,26 @@ impl LogStore {
     }
 
     pub fn snapshot_index(&self) -> u64 {
-        self.snapshot.get_metadata().index
+        self.snapshot.index
+    }
+
+    /// The follower raft wanted a snapshot for since the last call, if any.
+    pub fn take_snapshot_wanted(&self) -> Option<u64> {
+        self.wanted_by.take()
+    }
+
+    /// A snapshot for raft to send to followers, built by the node on request.
+    pub fn set_outgoing_snapshot(&mut self, snapshot: Snapshot) {
+        *self.outgoing.get_mut() = Some(snapshot);
+    }
+
+    /// Frees the snapshot built for followers.
+    pub fn drop_outgoing_snapshot(&mut self) {
+        *self.outgoing.get_mut() = None;
+    }
+
+    pub fn has_outgoing_snapshot(&self) -> bool {
+        self.outgoing.borrow().is_some()
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -103,22 +134,21 @@ impl LogStore {
     }
 
     /// Replaces the whole log with a snapshot installed from the leader.
-    pub fn install_snapshot(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.get_metadata();
+    pub fn install_snapshot(&mut self, meta: &SnapshotMetadata) {
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.conf_state = meta.get_conf_state().clone();
         self.compacted_index = meta.index;
         self.compacted_term = meta.term;
         self.entries.clear();
-        self.snapshot = snapshot;
+        self.snapshot = meta.clone();
     }
 
     /// Records a snapshot taken locally at an applied index and drops the entries before
     /// `keep_from`; the entries between `keep_from` and the snapshot stay so that a follower
     /// that is only a little behind catches up from the log instead of a whole snapshot.
-    pub fn set_local_snapshot(&mut self, snapshot: Snapshot, keep_from: u64) {
-        let index = snapshot.get_metadata().index;
+    pub fn set_local_snapshot(&mut self, meta: SnapshotMetadata, keep_from: u64) {
+        let index = meta.index;
         assert!(
             index <= self.last_index(),
             "snapshot {index} beyond the log"
@@ -134,7 +164,7 @@ impl LogStore {
             self.compacted_index = new_compacted;
             self.compacted_term = term;
         }
-        self.snapshot = snapshot;
+        self.snapshot = meta;
     }
 
     /// Entries in `[low, high)`, for the node's own use (tests, invariants).
@@ -191,15 +221,18 @@ impl raft::Storage for LogStore {
         Ok(LogStore::last_index(self))
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // A snapshot is only ever taken at an applied index, so one at or after the compaction
-        // point always exists once anything was compacted.
-        if self.snapshot_index() < request_index || self.snapshot_index() == 0 {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // The node builds snapshots at its applied index, which is at or after the compaction
+        // point, so a built one always covers what the follower misses.
+        if let Some(snapshot) = self.outgoing.borrow().as_ref() {
+            if snapshot.get_metadata().index >= request_index {
+                return Ok(snapshot.clone());
+            }
         }
-        Ok(self.snapshot.clone())
+        self.wanted_by.set(Some(to));
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }
 
@@ -216,12 +249,12 @@ mod tests {
         }
     }
 
-    fn snapshot(index: u64, term: u64) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        snapshot
+    fn meta(index: u64, term: u64) -> SnapshotMetadata {
+        SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -239,7 +272,7 @@ mod tests {
         let mut log = LogStore::default();
         let ents: Vec<_> = (1..=10).map(|i| entry(i, 1)).collect();
         log.append(&ents);
-        log.set_local_snapshot(snapshot(8, 1), 6);
+        log.set_local_snapshot(meta(8, 1), 6);
         assert_eq!(log.first_index(), 6);
         assert_eq!(
             log.term(5).unwrap(),
@@ -256,15 +289,36 @@ mod tests {
                 .len(),
             5
         );
-        assert_eq!(log.snapshot(7, 2).unwrap().get_metadata().index, 8);
-        assert!(log.snapshot(9, 2).is_err());
+        assert_eq!(log.snapshot_index(), 8);
+    }
+
+    #[test]
+    fn snapshots_for_followers_are_built_on_request() {
+        let mut log = LogStore::default();
+        log.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        log.set_local_snapshot(meta(8, 1), 9);
+        assert!(matches!(
+            log.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert_eq!(log.take_snapshot_wanted(), Some(2));
+        assert_eq!(log.take_snapshot_wanted(), None, "asked once, told once");
+        let mut built = Snapshot::default();
+        built.set_metadata(meta(10, 1));
+        log.set_outgoing_snapshot(built);
+        assert_eq!(log.snapshot(9, 3).unwrap().get_metadata().index, 10);
+        assert!(log.snapshot(11, 3).is_err(), "too old for the request");
+        log.drop_outgoing_snapshot();
+        assert!(!log.has_outgoing_snapshot());
     }
 
     #[test]
     fn installed_snapshot_replaces_log() {
         let mut log = LogStore::default();
         log.append(&[entry(1, 1), entry(2, 1)]);
-        log.install_snapshot(snapshot(20, 3));
+        log.install_snapshot(&meta(20, 3));
         assert_eq!(log.first_index(), 21);
         assert_eq!(log.last_index(), 20);
         assert_eq!(log.term(20).unwrap(), 3);

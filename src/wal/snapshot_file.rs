@@ -10,6 +10,8 @@
 //! bit-rotted file is always rejected, never half-read. Drivers write the file whole (write a
 //! temporary, sync, rename, sync the directory), so in practice a rejected file is damage.
 
+use std::io::{self, Cursor, Seek, SeekFrom, Write};
+
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Snapshot, SnapshotMetadata};
 
@@ -28,24 +30,78 @@ const CRC_START: usize = 12;
 /// Encodes `snapshot` (metadata and data) as a complete snapshot file.
 pub fn encode_snapshot_file(snapshot: &Snapshot) -> Vec<u8> {
     let meta = snapshot.get_metadata();
+    let data = &snapshot.data;
+    // A conf state of a few members is a few dozen bytes; the capacity only saves a realloc.
+    let mut out = Cursor::new(Vec::with_capacity(SNAPSHOT_HEADER_LEN + 128 + data.len()));
+    write_snapshot_file(&mut out, meta, data.len() as u64, |w| w.write_all(data))
+        .expect("a Vec grows as needed");
+    out.into_inner()
+}
+
+/// Writes a snapshot file to `out`, from its current position, without ever holding the file
+/// in memory: the `data_len` bytes of state come from `write_data`, piece by piece. The bytes
+/// equal [`encode_snapshot_file`]'s. The checksum is known only at the end, so it is written
+/// last, by seeking back; a writer that stops half way leaves a file that never decodes.
+pub fn write_snapshot_file<W: Write + Seek>(
+    out: &mut W,
+    meta: &SnapshotMetadata,
+    data_len: u64,
+    write_data: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let start = out.stream_position()?;
     let mut conf = Vec::new();
     put_conf_state(&mut conf, meta.get_conf_state());
+    let mut head = Vec::with_capacity(SNAPSHOT_HEADER_LEN + conf.len());
+    head.extend_from_slice(&SNAPSHOT_MAGIC);
+    put_u32(&mut head, 0); // checksum, written last
+    put_u32(&mut head, SNAPSHOT_VERSION);
+    put_u64(&mut head, meta.index);
+    put_u64(&mut head, meta.term);
+    put_len_u32(&mut head, conf.len(), "conf state");
+    put_u32(&mut head, 0);
+    put_u64(&mut head, data_len);
+    debug_assert_eq!(head.len(), SNAPSHOT_HEADER_LEN);
+    head.extend_from_slice(&conf);
+    out.write_all(&head)?;
 
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN + conf.len() + snapshot.data.len());
-    out.extend_from_slice(&SNAPSHOT_MAGIC);
-    put_u32(&mut out, 0); // checksum, filled in below
-    put_u32(&mut out, SNAPSHOT_VERSION);
-    put_u64(&mut out, meta.index);
-    put_u64(&mut out, meta.term);
-    put_len_u32(&mut out, conf.len(), "conf state");
-    put_u32(&mut out, 0);
-    put_u64(&mut out, snapshot.data.len() as u64);
-    debug_assert_eq!(out.len(), SNAPSHOT_HEADER_LEN);
-    out.extend_from_slice(&conf);
-    out.extend_from_slice(&snapshot.data);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[8..12].copy_from_slice(&crc.to_le_bytes());
-    out
+    let mut data = ChecksummedWriter {
+        inner: &mut *out,
+        crc: crc32c::crc32c(&head[CRC_START..]),
+        written: 0,
+    };
+    write_data(&mut data)?;
+    let (crc, written) = (data.crc, data.written);
+    if written != data_len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot state was {written} bytes, {data_len} announced"),
+        ));
+    }
+    let end = out.stream_position()?;
+    out.seek(SeekFrom::Start(start + 8))?;
+    out.write_all(&crc.to_le_bytes())?;
+    out.seek(SeekFrom::Start(end))?;
+    Ok(())
+}
+
+/// Passes bytes through, computing their CRC32C and counting them.
+struct ChecksummedWriter<'a, W: Write> {
+    inner: &'a mut W,
+    crc: u32,
+    written: u64,
+}
+
+impl<W: Write> Write for ChecksummedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Decodes a snapshot file. Never panics; allocates only the conf state and a copy of the data.
@@ -200,6 +256,29 @@ pub(crate) mod tests {
         };
         snap.set_metadata(meta);
         snap
+    }
+
+    #[test]
+    fn a_streamed_file_equals_the_encoded_one_and_checks_its_length() {
+        let snap = snapshot(9, 3, &[7u8; 10_000]);
+        let mut out = Cursor::new(b"prefix".to_vec());
+        out.seek(SeekFrom::End(0)).unwrap();
+        write_snapshot_file(&mut out, snap.get_metadata(), 10_000, |w| {
+            for chunk in snap.data.chunks(333) {
+                w.write_all(chunk)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let written = out.into_inner();
+        assert_eq!(&written[..6], b"prefix");
+        assert_eq!(written[6..], encode_snapshot_file(&snap)[..]);
+
+        let mut out = Cursor::new(Vec::new());
+        let short = write_snapshot_file(&mut out, snap.get_metadata(), 10_001, |w| {
+            w.write_all(&snap.data)
+        });
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

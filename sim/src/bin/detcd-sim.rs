@@ -224,7 +224,10 @@ fn sweep(args: &Args) -> i32 {
         total.ops_ok, total.ops_failed, total.ops_unknown
     );
     // The plain closing line CI tools read.
-    println!("seeds: {} passed, {failures} failed", args.seeds.saturating_sub(failures));
+    println!(
+        "seeds: {} passed, {failures} failed",
+        args.seeds.saturating_sub(failures)
+    );
     i32::from(failures > 0)
 }
 

@@ -1,5 +1,6 @@
 //! The disk thread: executes the node's disk operations in order, in group-committed batches,
-//! and reports each completion through a callback.
+//! and reports each completion through a callback. Snapshots the node took itself are encoded and
+//! written by a second thread, so the WAL never waits behind a whole key space.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::thread::{self, JoinHandle};
 
 use super::segments::WalWriter;
 use super::{snapshots, DiskFiles};
-use crate::node::{DiskError, DiskOp, IoId};
+use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
 
 /// Most operations one batch (one `fdatasync`) covers.
 pub const BATCH_OPS_MAX: usize = 1024;
@@ -17,8 +18,13 @@ pub const BATCH_OPS_MAX: usize = 1024;
 pub const BATCH_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Operations queued before `submit` blocks: the backpressure on a node that outruns its disk.
 const QUEUE_OPS_MAX: usize = 4096;
+/// Local snapshots queued behind the one being written before the disk thread blocks. The node
+/// takes one every `snapshot-count` entries, so more than one waiting means the disk is far
+/// behind anyway.
+const SNAPSHOT_QUEUE_MAX: usize = 1;
 
 type Queued = (IoId, DiskOp);
+type Completions = Arc<dyn Fn(IoId, Result<(), DiskError>) + Send + Sync>;
 
 /// Runs disk operations on one dedicated thread. Dropping it (or [`DiskExecutor::shutdown`])
 /// finishes every operation already submitted, reports their completions, and joins the thread.
@@ -28,16 +34,26 @@ pub struct DiskExecutor {
     wal_syncs: Arc<AtomicU64>,
 }
 
+/// The thread that encodes and writes local snapshots, one at a time, in the order queued.
+struct SnapshotWriter {
+    queue: Option<SyncSender<(IoId, SnapshotFile)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
 impl DiskExecutor {
-    /// Starts the disk thread on the files `load` opened. `completions` is called on that thread,
-    /// once per operation, in submission order; it must not block for long (it holds up the disk).
+    /// Starts the disk thread on the files `load` opened. `completions` is called once per
+    /// operation: on the disk thread in submission order, except for a snapshot that
+    /// [`SnapshotFile::may_complete_out_of_order`], which completes on the snapshot thread when it
+    /// is written. It must not block for long (it holds up the disk).
     pub fn spawn(
         files: DiskFiles,
-        completions: impl Fn(IoId, Result<(), DiskError>) + Send + 'static,
+        completions: impl Fn(IoId, Result<(), DiskError>) + Send + Sync + 'static,
     ) -> DiskExecutor {
+        let completions: Completions = Arc::new(completions);
         let wal_syncs = Arc::new(AtomicU64::new(0));
         let (queue, ops) = sync_channel(QUEUE_OPS_MAX);
         let executor = Executor {
+            snapshot_writer: SnapshotWriter::spawn(files.snap_dir.clone(), completions.clone()),
             snap_dir: files.snap_dir.clone(),
             wal: WalWriter::new(files, wal_syncs.clone()),
             failed: None,
@@ -87,20 +103,80 @@ impl Drop for DiskExecutor {
     }
 }
 
+impl SnapshotWriter {
+    fn spawn(snap_dir: PathBuf, completions: Completions) -> SnapshotWriter {
+        let (queue, files) = sync_channel::<(IoId, SnapshotFile)>(SNAPSHOT_QUEUE_MAX);
+        let thread = thread::Builder::new()
+            .name("detcd-snapshot".to_owned())
+            .spawn(move || {
+                let mut failed: Option<DiskError> = None;
+                while let Ok((io, file)) = files.recv() {
+                    if failed.is_none() {
+                        if let Err(reason) = snapshots::save(&snap_dir, &file) {
+                            failed = Some(DiskError(reason));
+                        }
+                    }
+                    completions(io, failed.clone().map_or(Ok(()), Err));
+                }
+            })
+            .expect("the snapshot thread must start: the node cannot run without it");
+        SnapshotWriter {
+            queue: Some(queue),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a snapshot; blocks while one is queued behind the one being written.
+    fn submit(&self, io: IoId, file: SnapshotFile) {
+        self.queue
+            .as_ref()
+            .expect("the queue lives until drop")
+            .send((io, file))
+            .expect("the snapshot thread is gone: it panicked (see its message)");
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        // Finishes the snapshots already queued: a clean shutdown loses nothing it was given.
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            if let Err(panic) = thread.join() {
+                if !thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
 /// The state the disk thread owns.
 struct Executor {
     wal: WalWriter,
     snap_dir: PathBuf,
+    snapshot_writer: SnapshotWriter,
     /// The first failure. Once set, every operation fails with it: the disk's state is unknown.
     failed: Option<DiskError>,
 }
 
 impl Executor {
-    fn run(mut self, ops: Receiver<Queued>, completions: impl Fn(IoId, Result<(), DiskError>)) {
+    fn run(mut self, ops: Receiver<Queued>, completions: Completions) {
         while let Ok(first) = ops.recv() {
-            let batch = take_batch(first, &ops);
-            let result = self.execute_batch(&batch);
-            for (io, _) in batch {
+            let mut batch = take_batch(first, &ops);
+            // Local snapshots leave the batch for the snapshot thread, which completes them.
+            let mut in_order = Vec::with_capacity(batch.len());
+            for (io, op) in batch.drain(..) {
+                match op {
+                    DiskOp::SaveSnapshot { file, .. }
+                        if file.may_complete_out_of_order() && self.failed.is_none() =>
+                    {
+                        self.snapshot_writer.submit(io, file);
+                    }
+                    op => in_order.push((io, op)),
+                }
+            }
+            let result = self.execute_batch(&in_order);
+            for (io, _) in in_order {
                 completions(io, result.clone());
             }
         }
@@ -125,9 +201,9 @@ impl Executor {
                     self.wal.append(data)?;
                     sync_owed |= *sync;
                 }
-                DiskOp::SaveSnapshot { index, file, .. } => {
+                DiskOp::SaveSnapshot { file, .. } => {
                     self.settle(&mut sync_owed)?;
-                    snapshots::save(&self.snap_dir, *index, file)?;
+                    snapshots::save(&self.snap_dir, file)?;
                 }
                 DiskOp::Release {
                     wal_before_offset,

@@ -9,10 +9,13 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use super::load::scan;
 use super::*;
-use crate::node::{DiskError, DiskOp, IoId};
+use crate::mvcc::KeySpace;
+use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
+use crate::proto::etcdserverpb::PutRequest;
 use crate::wal::DiskImage;
 
 /// A unique directory under the system temp dir, removed when dropped.
@@ -260,7 +263,7 @@ fn snapshot_save_is_atomic_and_release_deletes_older_ones() {
     let save = |index: u64| DiskOp::SaveSnapshot {
         index,
         term: 1,
-        file: Bytes::from(format!("snapshot {index}")),
+        file: received_snapshot(index),
     };
     let ops = vec![save(5), save(9), save(12)];
     assert_all_ok(&run(&dir.0, small(1000), ops), 3);
@@ -280,7 +283,7 @@ fn snapshot_save_is_atomic_and_release_deletes_older_ones() {
     let (image, _) = scan_dir(&dir.0, small(1000)).unwrap();
     assert_eq!(
         image.snapshots,
-        [&b"snapshot 5"[..], b"snapshot 9", b"snapshot 12"]
+        [5, 9, 12].map(|i| received_snapshot(i).encode())
     );
 
     let release = DiskOp::Release {
@@ -289,7 +292,95 @@ fn snapshot_save_is_atomic_and_release_deletes_older_ones() {
     };
     assert_all_ok(&run(&dir.0, small(1000), vec![release]), 1);
     let (image, _) = scan_dir(&dir.0, small(1000)).unwrap();
-    assert_eq!(image.snapshots, [b"snapshot 12"]);
+    assert_eq!(image.snapshots, [received_snapshot(12).encode()]);
+}
+
+fn received_snapshot(index: u64) -> SnapshotFile {
+    let mut snapshot = Snapshot {
+        data: Bytes::from(format!("snapshot {index}")),
+        ..Snapshot::default()
+    };
+    snapshot.mut_metadata().index = index;
+    snapshot.mut_metadata().term = 1;
+    SnapshotFile::received(&snapshot)
+}
+
+fn local_snapshot(index: u64, kv: &KeySpace) -> SnapshotFile {
+    let meta = SnapshotMetadata {
+        index,
+        term: 2,
+        ..SnapshotMetadata::default()
+    };
+    SnapshotFile::local(meta, kv.view())
+}
+
+#[test]
+fn a_local_snapshot_is_written_beside_the_wal_and_decodes_to_its_view() {
+    let dir = TempDir::new("localsnap");
+    let (executor, done) = start(&dir.0, small(1000));
+    let mut kv = KeySpace::new();
+    for i in 0..500u32 {
+        kv.put(&PutRequest {
+            key: Bytes::from(format!("key{i:04}")),
+            value: Bytes::from(vec![i as u8; 100]),
+            ..PutRequest::default()
+        })
+        .unwrap();
+    }
+    let frozen = kv.clone();
+    let file = local_snapshot(40, &kv);
+    // The key space moves on after the view was taken; the file holds the view.
+    kv.put(&PutRequest {
+        key: Bytes::from_static(b"later"),
+        value: Bytes::from_static(b"x"),
+        ..PutRequest::default()
+    })
+    .unwrap();
+    executor.submit(IoId(1), append(frame(b"a"), true));
+    executor.submit(
+        IoId(2),
+        DiskOp::SaveSnapshot {
+            index: 40,
+            term: 2,
+            file,
+        },
+    );
+    executor.submit(IoId(3), append(frame(b"b"), true));
+    executor.shutdown();
+    let mut completed: Vec<_> = done.try_iter().collect();
+    completed.sort_by_key(|(io, _)| *io);
+    assert_eq!(
+        completed,
+        [(IoId(1), Ok(())), (IoId(2), Ok(())), (IoId(3), Ok(()))]
+    );
+    let (image, _) = scan_dir(&dir.0, small(1000)).unwrap();
+    assert_eq!(image.snapshots.len(), 1);
+    let snapshot = crate::wal::decode_snapshot_file(&image.snapshots[0]).unwrap();
+    assert_eq!(snapshot.get_metadata().index, 40);
+    assert_eq!(KeySpace::decode_snapshot(&snapshot.data).unwrap(), frozen);
+}
+
+#[test]
+fn a_failed_local_snapshot_reports_the_error() {
+    let dir = TempDir::new("localsnapfail");
+    let (executor, done) = start(&dir.0, small(1000));
+    let snap_dir = dir.0.join("member/snap");
+    fs::remove_dir(&snap_dir).unwrap();
+    fs::write(&snap_dir, b"not a dir").unwrap();
+    let file = local_snapshot(7, &KeySpace::new());
+    executor.submit(
+        IoId(1),
+        DiskOp::SaveSnapshot {
+            index: 7,
+            term: 2,
+            file,
+        },
+    );
+    executor.shutdown();
+    let completed: Vec<_> = done.try_iter().collect();
+    assert_eq!(completed.len(), 1);
+    let DiskError(reason) = completed[0].1.clone().expect_err("the save failed");
+    assert!(reason.contains("0000000000000007.snap.tmp"), "{reason}");
 }
 
 #[test]
@@ -406,7 +497,7 @@ fn after_an_io_error_every_later_operation_fails() {
         DiskOp::SaveSnapshot {
             index: 3,
             term: 1,
-            file: Bytes::from_static(b"s"),
+            file: received_snapshot(3),
         },
         append(frame(b"after"), true),
     ];
