@@ -13,7 +13,9 @@
 
 use prost::Message;
 
-use super::history::Record;
+use bytes::Bytes;
+
+use super::history::{KeyHistory, Record};
 use super::revision::Revision;
 use super::KeySpace;
 use crate::error::EtcdError;
@@ -39,14 +41,19 @@ impl KeySpace {
 
         let mut crc = crc32c::crc32c(b"key");
         let mut encoded = Vec::new();
-        let upto = self.by_revision.range(..=Revision::last_of(at.max(0)));
-        for (&rev, key) in upto {
-            let history = &self.keys[key];
-            let records = history.records();
-            let index = records
-                .binary_search_by_key(&rev, |r| r.rev)
-                .expect("by_revision points at a retained record");
-            let record = &records[index];
+        // Revision order, which etcd's backend has for free: gather, then sort.
+        let mut upto: Vec<(&Bytes, &KeyHistory, &Record)> = self
+            .keys
+            .iter()
+            .flat_map(|(key, history)| {
+                let records = history.records();
+                let through = records.partition_point(|r| r.rev.main <= at);
+                records[..through].iter().map(move |r| (key, history, r))
+            })
+            .collect();
+        upto.sort_unstable_by_key(|(_, _, record)| record.rev);
+        for (key, history, record) in upto {
+            let rev = record.rev;
             if rev.main <= self.compact_main
                 && any_visible
                 && !is_visible_at(history.live_at(at), rev)

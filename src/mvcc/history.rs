@@ -95,30 +95,114 @@ impl Record {
 /// The retained history of one key, oldest record first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyHistory {
-    records: Vec<Record>,
+    records: Records,
+}
+
+/// A list of records that holds a single one inline. Most keys have one retained record (written
+/// once, or compacted), and a `Vec` would cost each of them a heap block of four records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Records {
+    One(Record),
+    Many(Vec<Record>),
+}
+
+impl Default for Records {
+    fn default() -> Records {
+        Records::Many(Vec::new())
+    }
+}
+
+impl Records {
+    fn from_vec(mut records: Vec<Record>) -> Records {
+        if records.len() == 1 {
+            Records::One(records.pop().expect("one record"))
+        } else {
+            records.shrink_to_fit();
+            Records::Many(records)
+        }
+    }
+
+    fn as_slice(&self) -> &[Record] {
+        match self {
+            Records::One(record) => std::slice::from_ref(record),
+            Records::Many(records) => records,
+        }
+    }
+
+    fn push(&mut self, record: Record) {
+        match self {
+            Records::Many(records) if records.is_empty() => *self = Records::One(record),
+            Records::Many(records) => records.push(record),
+            Records::One(_) => {
+                let Records::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One")
+                };
+                *self = Records::Many(vec![first, record]);
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Record> {
+        let popped = match self {
+            Records::One(_) => match std::mem::take(self) {
+                Records::One(record) => Some(record),
+                Records::Many(_) => unreachable!("matched One"),
+            },
+            Records::Many(records) => records.pop(),
+        };
+        self.settle();
+        popped
+    }
+
+    /// Removes the `n` oldest records and returns them.
+    fn drain_oldest(&mut self, n: usize) -> Vec<Record> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut all = match std::mem::take(self) {
+            Records::One(record) => vec![record],
+            Records::Many(records) => records,
+        };
+        let kept = all.split_off(n);
+        *self = Records::from_vec(kept);
+        all
+    }
+
+    /// Back to the inline form when one record is left.
+    fn settle(&mut self) {
+        if matches!(self, Records::Many(records) if records.len() == 1) {
+            let Records::Many(records) = std::mem::take(self) else {
+                unreachable!("matched Many")
+            };
+            *self = Records::from_vec(records);
+        }
+    }
 }
 
 impl KeyHistory {
     pub fn from_records(records: Vec<Record>) -> KeyHistory {
-        KeyHistory { records }
+        KeyHistory {
+            records: Records::from_vec(records),
+        }
     }
 
     pub fn records(&self) -> &[Record] {
-        &self.records
+        self.records.as_slice()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records().is_empty()
     }
 
     pub fn latest(&self) -> Option<&Record> {
-        self.records.last()
+        self.records().last()
     }
 
     /// The newest record written at or before main revision `at`, whatever its kind.
     pub fn record_at(&self, at: i64) -> Option<&Record> {
-        let after = self.records.partition_point(|r| r.rev.main <= at);
-        after.checked_sub(1).map(|i| &self.records[i])
+        let records = self.records();
+        let after = records.partition_point(|r| r.rev.main <= at);
+        after.checked_sub(1).map(|i| &records[i])
     }
 
     /// The put that is the key's state as of main revision `at`; `None` if the key did not exist
@@ -170,11 +254,11 @@ impl KeyHistory {
     }
 
     fn push(&mut self, record: Record) -> &Record {
-        if let Some(last) = self.records.last() {
+        if let Some(last) = self.latest() {
             assert!(record.rev > last.rev, "history must grow in revision order");
         }
         self.records.push(record);
-        self.records.last().expect("just pushed")
+        self.latest().expect("just pushed")
     }
 
     /// Removes the newest record (undoing an aborted txn).
@@ -186,27 +270,33 @@ impl KeyHistory {
     /// before the newest record at or before `at`, and that record too if it is a tombstone older
     /// than `at`. Records after `at` are never touched.
     pub fn compact(&mut self, at: i64) -> Vec<Record> {
-        let after = self.records.partition_point(|r| r.rev.main <= at);
+        let drop = self.compactable(at);
+        self.records.drain_oldest(drop)
+    }
+
+    /// How many of the oldest records [`KeyHistory::compact`] at `at` would drop.
+    pub fn compactable(&self, at: i64) -> usize {
+        let records = self.records();
+        let after = records.partition_point(|r| r.rev.main <= at);
         let Some(newest) = after.checked_sub(1) else {
-            return Vec::new();
+            return 0;
         };
-        let record = &self.records[newest];
-        let drop_through = if record.is_tombstone() && record.rev.main < at {
+        let record = &records[newest];
+        if record.is_tombstone() && record.rev.main < at {
             newest + 1
         } else {
             newest
-        };
-        self.records.drain(..drop_through).collect()
+        }
     }
 
     /// Checks the invariants listed in the module comment; `compact_main` is the store's
     /// compact revision (-1 when never compacted). Used to validate decoded snapshots.
     pub fn check_invariants(&self, compact_main: i64) -> Result<(), &'static str> {
-        if self.records.is_empty() {
+        if self.is_empty() {
             return Err("key without records");
         }
         let mut previous: Option<&Record> = None;
-        for record in &self.records {
+        for record in self.records() {
             if record.rev.main < 1 || record.rev.sub < 0 {
                 return Err("revision out of range");
             }
@@ -271,7 +361,7 @@ impl KeyHistory {
             }
             previous = Some(record);
         }
-        let at_or_before_compact = self.records.iter().filter(|r| r.rev.main <= compact_main);
+        let at_or_before_compact = self.records().iter().filter(|r| r.rev.main <= compact_main);
         let mut count = 0;
         for record in at_or_before_compact {
             count += 1;
@@ -310,6 +400,32 @@ mod tests {
                 Change::Tombstone => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn one_record_lives_inline_and_the_list_grows_and_shrinks_around_it() {
+        let mut h = KeyHistory::default();
+        assert!(h.is_empty() && matches!(h.records, Records::Many(ref v) if v.capacity() == 0));
+        put(&mut h, 2, 0, "a");
+        assert!(matches!(h.records, Records::One(_)));
+        put(&mut h, 3, 0, "b");
+        put(&mut h, 4, 0, "c");
+        assert_eq!(versions(&h), vec![(2, 2, 1), (3, 2, 2), (4, 2, 3)]);
+        assert_eq!(h.pop().map(|r| r.rev.main), Some(4));
+        assert_eq!(h.compact(3).len(), 1, "drops revision 2");
+        assert!(matches!(h.records, Records::One(_)));
+        assert_eq!(versions(&h), vec![(3, 2, 2)]);
+        assert_eq!(h.pop().map(|r| r.rev.main), Some(3));
+        assert!(h.is_empty() && h.pop().is_none());
+        put(&mut h, 6, 0, "d");
+        h.push_tombstone(Revision::new(7, 0));
+        assert_eq!(
+            h.compactable(8),
+            2,
+            "a tombstone below the compaction goes too"
+        );
+        assert_eq!(h.compact(8).len(), 2);
+        assert!(h.is_empty());
     }
 
     #[test]

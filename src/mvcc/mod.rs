@@ -13,8 +13,7 @@
 //! Invariants of [`KeySpace`]:
 //! - `current_revision >= 1`; it grows by exactly one per write request that changes something
 //!   (a put, a delete that removed something, a txn that did either) and never otherwise.
-//! - every record in `keys` is also in `by_revision` (revision -> key) and vice versa; all their
-//!   main revisions are `<= current_revision`; no two records share a revision.
+//! - every record's main revision is `<= current_revision`; no two records share a revision.
 //! - `compact_main` is -1 until the first compaction (as in etcd), then the last compacted
 //!   revision; `compact_main <= current_revision`; each key's history obeys the compaction rule
 //!   in `history`.
@@ -32,8 +31,6 @@ mod write;
 
 #[cfg(test)]
 mod tests;
-
-use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use imbl::OrdMap;
@@ -81,11 +78,11 @@ impl<F: Fn(i64) -> bool> LeaseCheck for F {
 pub struct KeySpace {
     /// Every key with at least one retained record, with its history. Persistent, so that a
     /// [`KeySpaceView`] for a snapshot is taken in O(1) and shares everything unchanged since.
+    ///
+    /// There is no index by revision: it would cost about a quarter of the memory of a record,
+    /// and only HashKV and compaction (both rare, both whole-store walks in etcd too) need
+    /// revision order.
     keys: OrdMap<Bytes, KeyHistory>,
-    /// Every retained record's revision, pointing at its key. Gives revision order for HashKV,
-    /// lets compaction visit only what changed since the previous one, and is what a watcher
-    /// catching up from an old revision will read.
-    by_revision: BTreeMap<Revision, Bytes>,
     current_revision: i64,
     /// etcd's `compactMainRev`: -1 until the first compaction.
     compact_main: i64,
@@ -111,7 +108,6 @@ impl KeySpace {
     pub fn new() -> KeySpace {
         KeySpace {
             keys: OrdMap::new(),
-            by_revision: BTreeMap::new(),
             current_revision: 1,
             compact_main: -1,
             size_bytes: 0,
@@ -206,36 +202,28 @@ impl KeySpace {
         if revision > self.current_revision {
             return Err(EtcdError::FutureRev);
         }
-        let previous = self.compact_main;
         self.compact_main = revision;
-        self.drop_compacted_history(previous, revision);
+        self.drop_compacted_history(revision);
         Ok(CompactionResponse {
             header: header(self.current_revision),
         })
     }
 
-    /// Applies the compaction rule of [`KeyHistory::compact`] to every key that can have
-    /// something to drop. A key whose records at or before `revision` all predate `previous` holds
-    /// exactly one of them (a put) already, so only records from `previous` on need a visit.
-    fn drop_compacted_history(&mut self, previous: i64, revision: i64) {
-        let from = Revision::first_of(previous.max(0));
-        let to = Revision::last_of(revision);
-        let mut touched: Vec<Bytes> = self
-            .by_revision
-            .range(from..=to)
-            .map(|(_, k)| k.clone())
+    /// Applies the compaction rule of [`KeyHistory::compact`] to every key. Keys are first found
+    /// by reading, so that a key with nothing to drop is never written (which, while a snapshot
+    /// view shares the index, would copy its node).
+    fn drop_compacted_history(&mut self, revision: i64) {
+        let touched: Vec<Bytes> = self
+            .keys
+            .iter()
+            .filter(|(_, history)| history.compactable(revision) > 0)
+            .map(|(key, _)| key.clone())
             .collect();
-        touched.sort();
-        touched.dedup();
         for key in touched {
-            let history = self
-                .keys
-                .get_mut(&key)
-                .expect("by_revision points at indexed keys");
+            let history = self.keys.get_mut(&key).expect("found above");
             let dropped = history.compact(revision);
             let emptied = history.is_empty();
             for record in &dropped {
-                self.by_revision.remove(&record.rev);
                 self.size_bytes -= record.size_bytes();
             }
             if emptied {
@@ -262,12 +250,6 @@ impl KeySpace {
         push(history);
         let record = history.latest().expect("push appends a record");
         self.size_bytes += record.size_bytes();
-        let previous = self.by_revision.insert(record.rev, key.clone());
-        assert!(
-            previous.is_none(),
-            "revision {:?} written twice",
-            record.rev
-        );
         key
     }
 
@@ -280,7 +262,6 @@ impl KeySpace {
             .expect("undo of a key that was written");
         let record = history.pop().expect("undo of a record that was written");
         let emptied = history.is_empty();
-        self.by_revision.remove(&record.rev);
         self.size_bytes -= record.size_bytes();
         if emptied {
             self.keys.remove(key);
@@ -312,7 +293,6 @@ impl KeySpace {
         if self.compact_main < -1 || self.compact_main > self.current_revision {
             return Err("compact revision out of range".into());
         }
-        let mut records = 0usize;
         for (key, history) in &self.keys {
             if key.is_empty() {
                 return Err("empty key indexed".into());
@@ -320,22 +300,14 @@ impl KeySpace {
             history
                 .check_invariants(self.compact_main)
                 .map_err(|e| format!("key {key:?}: {e}"))?;
-            for record in history.records() {
-                records += 1;
-                if record.rev.main > self.current_revision {
-                    return Err(format!("key {key:?}: record after the current revision"));
-                }
-                if self.by_revision.get(&record.rev) != Some(key) {
-                    return Err(format!(
-                        "key {key:?}: record missing from the revision index"
-                    ));
-                }
+            if history
+                .latest()
+                .is_some_and(|r| r.rev.main > self.current_revision)
+            {
+                return Err(format!("key {key:?}: record after the current revision"));
             }
         }
-        if records != self.by_revision.len() {
-            return Err("revision index holds records no key has".into());
-        }
-        self.check_revision_sequence()?;
+        self.check_revisions()?;
         if self.size_bytes != self.recomputed_size_bytes() {
             return Err("size accounting drifted".into());
         }

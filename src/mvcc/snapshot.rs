@@ -8,7 +8,6 @@
 //! and answers an error, never a panic, for anything else. Integrity against bit rot is the
 //! framing layer's job (CRC in the WAL/snapshot file); this layer rejects states that cannot be.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 
@@ -213,7 +212,6 @@ impl KeySpace {
         }
 
         let mut keys = OrdMap::new();
-        let mut by_revision = BTreeMap::new();
         let mut size_bytes: u64 = 0;
         let mut previous_key: Option<Bytes> = None;
         for entry in snapshot.keys {
@@ -238,9 +236,6 @@ impl KeySpace {
                 if record.rev.main > current_revision {
                     return Err(invalid("record after the current revision"));
                 }
-                if by_revision.insert(record.rev, key.clone()).is_some() {
-                    return Err(invalid("two records share a revision"));
-                }
                 size_bytes += record.size_bytes();
             }
             keys.insert(key.clone(), history);
@@ -248,27 +243,33 @@ impl KeySpace {
         }
         let store = KeySpace {
             keys,
-            by_revision,
             current_revision,
             compact_main,
             size_bytes,
         };
-        store.check_revision_sequence().map_err(invalid)?;
+        store.check_revisions().map_err(invalid)?;
         Ok(store)
     }
 
-    /// Above the compact revision nothing has ever been dropped, so there the records must be
-    /// exactly what the writes left: every main revision from 2 (revision 1 is the empty start)
-    /// to the current one holds one write's changes, with sub revisions 0, 1, 2, ...
-    pub(super) fn check_revision_sequence(&self) -> Result<(), String> {
+    /// No two records share a revision, and above the compact revision nothing has ever been
+    /// dropped, so there the records must be exactly what the writes left: every main revision
+    /// from 2 (revision 1 is the empty start) to the current one holds one write's changes, with
+    /// sub revisions 0, 1, 2, ...
+    pub(super) fn check_revisions(&self) -> Result<(), String> {
+        let mut revisions: Vec<Revision> = self
+            .keys
+            .values()
+            .flat_map(|history| history.records().iter().map(|r| r.rev))
+            .collect();
+        revisions.sort_unstable();
+        if revisions.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("two records share a revision".into());
+        }
         let first_intact = self.compact_main.max(1) + 1;
         let mut next_main = first_intact;
         let mut next_sub = 0;
-        for rev in self
-            .by_revision
-            .range(Revision::first_of(first_intact)..)
-            .map(|(r, _)| *r)
-        {
+        let intact = revisions.partition_point(|r| *r < Revision::first_of(first_intact));
+        for &rev in &revisions[intact..] {
             if rev.main == next_main - 1 && next_sub > 0 && rev.sub == next_sub {
                 next_sub += 1;
             } else if rev.main == next_main && rev.sub == 0 {
