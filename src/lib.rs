@@ -3,7 +3,7 @@
 //! Everything outside `server` (behind the default `server` feature) is the pure core: it never
 //! reads a clock, draws unseeded randomness, spawns threads, or touches files and sockets. The
 //! simulator (`sim/`) and the tokio server drive the very same [`node::Node`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod error;
 pub mod mvcc;

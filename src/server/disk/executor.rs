@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use super::segments::WalWriter;
-use super::{snapshots, DiskFiles};
+use super::{files, snapshots, DiskFiles};
 use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
 
 /// Most operations one batch (one `fdatasync`) covers.
@@ -109,6 +109,7 @@ impl SnapshotWriter {
         let thread = thread::Builder::new()
             .name("detcd-snapshot".to_owned())
             .spawn(move || {
+                files::lower_thread_priority();
                 let mut failed: Option<DiskError> = None;
                 while let Ok((io, file)) = files.recv() {
                     if failed.is_none() {

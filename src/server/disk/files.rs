@@ -85,13 +85,65 @@ pub(super) fn write_zeros(file: &mut File, from: u64, to: u64) -> io::Result<()>
     let chunk = usize::try_from(to - from).map_or(ZERO_CHUNK_BYTES, |n| n.min(ZERO_CHUNK_BYTES));
     let zeros = vec![0u8; chunk];
     file.seek(SeekFrom::Start(from))?;
+    let mut out = PacedFile::new(file);
     let mut left = to - from;
     while left > 0 {
         let n = left.min(zeros.len() as u64);
-        file.write_all(&zeros[..n as usize])?;
+        out.write_all(&zeros[..n as usize])?;
         left -= n;
     }
     Ok(())
+}
+
+/// Large writes (snapshots, preallocated segments) reach the disk every this many bytes.
+const PACED_SYNC_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A file written in large volume beside the WAL: it syncs its data every [`PACED_SYNC_BYTES`]
+/// so that the dirty pages never pile up. Otherwise the final sync writes back tens of megabytes
+/// at once, and the WAL's `fdatasync`s on the same disk wait behind it (commit latency spikes).
+pub(super) struct PacedFile<'f> {
+    file: &'f mut File,
+    unsynced: u64,
+}
+
+impl<'f> PacedFile<'f> {
+    pub(super) fn new(file: &'f mut File) -> PacedFile<'f> {
+        PacedFile { file, unsynced: 0 }
+    }
+}
+
+impl Write for PacedFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= PACED_SYNC_BYTES {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for PacedFile<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10): for threads doing bulk background work
+/// (encoding a snapshot, zeroing a segment), which must not delay the node, disk or network
+/// threads on a machine with few cores. Best effort: a failure leaves the priority as it was.
+#[allow(unsafe_code)] // the crate's only unsafe block: one libc call with no pointers
+pub(super) fn lower_thread_priority() {
+    // SAFETY: setpriority reads no memory of ours; on Linux, PRIO_PROCESS with `who` 0 means
+    // the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 /// Creates (or replaces) `path` as `len` bytes of zeros, synced data and size.

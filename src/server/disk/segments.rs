@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use super::files::SPARE_NAME;
-use super::files::{create_zeroed, grow_zeroed, install_spare, segment_name, sync_dir, Context};
+use super::files::{
+    create_zeroed, grow_zeroed, install_spare, lower_thread_priority, segment_name, sync_dir,
+    Context,
+};
 use super::DiskFiles;
 
 pub(super) struct WalWriter {
@@ -147,7 +150,10 @@ impl WalWriter {
         // If no thread can be spawned, `take_spare` preallocates inline instead.
         self.spare = thread::Builder::new()
             .name("detcd-wal-spare".to_owned())
-            .spawn(move || create_zeroed(&path, len))
+            .spawn(move || {
+                lower_thread_priority();
+                create_zeroed(&path, len)
+            })
             .ok();
     }
 }

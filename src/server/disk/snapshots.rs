@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::Path;
 
-use super::files::{list_numbered, snapshot_name, sync_dir, Context, SNAP_EXT};
+use super::files::{list_numbered, snapshot_name, sync_dir, Context, PacedFile, SNAP_EXT};
 use crate::node::SnapshotFile;
 
 /// Writing buffer: big enough that a snapshot costs few syscalls, small next to the snapshot.
@@ -17,11 +17,10 @@ pub(super) fn save(snap_dir: &Path, snapshot: &SnapshotFile) -> Result<(), Strin
     let index = snapshot.index();
     let path = snap_dir.join(snapshot_name(index));
     let tmp = snap_dir.join(format!("{}.tmp", snapshot_name(index)));
-    let file = File::create(&tmp).context("cannot create", &tmp)?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+    let mut file = File::create(&tmp).context("cannot create", &tmp)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, PacedFile::new(&mut file));
     snapshot.write_to(&mut out).context("cannot write", &tmp)?;
-    let file = out
-        .into_inner()
+    out.into_inner()
         .map_err(|e| e.into_error())
         .context("cannot write", &tmp)?;
     file.sync_all().context("cannot sync", &tmp)?;
