@@ -132,7 +132,12 @@ impl Records {
     fn push(&mut self, record: Record) {
         match self {
             Records::Many(records) if records.is_empty() => *self = Records::One(record),
-            Records::Many(records) => records.push(record),
+            Records::Many(records) => {
+                // Exact growth: a key's history rarely grows much before compaction trims it,
+                // and the usual doubling would leave a quarter of all record memory unused.
+                records.reserve_exact(1);
+                records.push(record);
+            }
             Records::One(_) => {
                 let Records::One(first) = std::mem::take(self) else {
                     unreachable!("matched One")

@@ -758,6 +758,20 @@ impl Node {
             self.complete_readies();
             self.serve_reads_up_to_applied();
             self.maybe_snapshot();
+            self.trim_log_mirror();
+        }
+    }
+
+    /// Keeps the in-memory log to the catch-up window behind what is applied and durable, rather
+    /// than everything since the last snapshot (with etcd 3.4's default snapshot count of
+    /// 100,000, that would be 100,000 entries in memory). Trims in steps of a quarter of the
+    /// window (at most 1024 entries), so the front of the vector is moved rarely.
+    fn trim_log_mirror(&mut self) {
+        let step = (self.cfg.snapshot_catchup_entries / 4).clamp(1, 1_024);
+        let done = self.applied_index.min(self.raw.raft.raft_log.persisted);
+        let keep_from = done.saturating_sub(self.cfg.snapshot_catchup_entries) + 1;
+        if keep_from >= self.raw.store().first_index() + step {
+            self.raw.mut_store().compact_before(keep_from);
         }
     }
 

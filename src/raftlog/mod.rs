@@ -153,7 +153,15 @@ impl LogStore {
             index <= self.last_index(),
             "snapshot {index} beyond the log"
         );
-        let keep_from = keep_from.clamp(self.first_index(), index + 1);
+        self.compact_before(keep_from.min(index + 1));
+        self.snapshot = meta;
+    }
+
+    /// Drops the entries before `keep_from` (at most up to the last entry). The caller keeps
+    /// what raft may still read: nothing unapplied, and some catch-up entries for followers; a
+    /// follower further behind gets a snapshot built on request, so no snapshot is needed here.
+    pub fn compact_before(&mut self, keep_from: u64) {
+        let keep_from = keep_from.clamp(self.first_index(), self.last_index() + 1);
         let new_compacted = keep_from - 1;
         if new_compacted > self.compacted_index {
             let term = self
@@ -164,7 +172,6 @@ impl LogStore {
             self.compacted_index = new_compacted;
             self.compacted_term = term;
         }
-        self.snapshot = meta;
     }
 
     /// Entries in `[low, high)`, for the node's own use (tests, invariants).
@@ -312,6 +319,19 @@ mod tests {
         assert!(log.snapshot(11, 3).is_err(), "too old for the request");
         log.drop_outgoing_snapshot();
         assert!(!log.has_outgoing_snapshot());
+    }
+
+    #[test]
+    fn compaction_keeps_the_term_of_its_point_and_never_passes_the_log() {
+        let mut log = LogStore::default();
+        log.append(&(1..=10).map(|i| entry(i, i / 4 + 1)).collect::<Vec<_>>());
+        log.compact_before(5);
+        assert_eq!((log.first_index(), log.term(4).unwrap()), (5, 2));
+        log.compact_before(3);
+        assert_eq!(log.first_index(), 5, "never grows back");
+        log.compact_before(99);
+        assert_eq!((log.first_index(), log.last_index()), (11, 10));
+        assert_eq!(log.term(10).unwrap(), 3);
     }
 
     #[test]
