@@ -16,8 +16,8 @@ use std::thread::{self, JoinHandle};
 
 use super::files::SPARE_NAME;
 use super::files::{
-    create_zeroed, grow_zeroed, install_spare, lower_thread_priority, segment_name, sync_dir,
-    Context,
+    create_zeroed, create_zeroed_in_background, grow_zeroed, install_spare, lower_thread_priority,
+    segment_name, sync_dir, Context,
 };
 use super::DiskFiles;
 
@@ -152,7 +152,7 @@ impl WalWriter {
             .name("detcd-wal-spare".to_owned())
             .spawn(move || {
                 lower_thread_priority();
-                create_zeroed(&path, len)
+                create_zeroed_in_background(&path, len)
             })
             .ok();
     }
