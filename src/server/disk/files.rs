@@ -114,7 +114,8 @@ pub(super) struct PacedFile<'f> {
 }
 
 /// The rest a background writer takes after each synced MiB: caps it near 50 MiB/s, so a 64 MiB
-/// spare segment takes over a second and a snapshot of 40 MB about as long.
+/// spare segment takes over a second. Snapshots do not rest: while one is written its view of
+/// the key space is alive, and every index node the node changes meanwhile is copied.
 const BACKGROUND_REST: Duration = Duration::from_millis(20);
 
 impl<'f> PacedFile<'f> {

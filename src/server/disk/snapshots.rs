@@ -18,7 +18,7 @@ pub(super) fn save(snap_dir: &Path, snapshot: &SnapshotFile) -> Result<(), Strin
     let path = snap_dir.join(snapshot_name(index));
     let tmp = snap_dir.join(format!("{}.tmp", snapshot_name(index)));
     let mut file = File::create(&tmp).context("cannot create", &tmp)?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, PacedFile::background(&mut file));
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, PacedFile::new(&mut file));
     snapshot.write_to(&mut out).context("cannot write", &tmp)?;
     out.into_inner()
         .map_err(|e| e.into_error())
