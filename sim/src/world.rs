@@ -478,32 +478,23 @@ impl World {
 
     fn disk_op(&mut self, id: MemberId, io: IoId, op: DiskOp) {
         let latency = self.rng.between(1_000, self.options.disk_latency_max_ns);
-        if in_background(&op) {
+        let member = self.members.get_mut(&id).expect("member");
+        let at = if in_background(&op) {
             // Written by a thread of its own, as the server does: it overtakes and is overtaken
             // by the queue, and takes longer (a whole key space).
-            let at = self.now + latency * self.rng.between(1, 10);
-            let incarnation = self.members[&id].incarnation;
-            self.schedule(
-                at,
-                Event::DiskDone {
-                    member: id,
-                    incarnation,
-                    io,
-                    op,
-                },
-            );
-            return;
-        }
-        let member = self.members.get_mut(&id).expect("member");
-        let at = member.disk.busy_until.max(self.now) + latency;
-        member.disk.busy_until = at;
-        // The disk thread runs one operation at a time, in order: an append's bytes reach the
-        // page cache when it starts (now, if the disk is idle), and are durable only once its
-        // sync completes.
-        member.disk.queue.push_back(op.clone());
-        if member.disk.queue.len() == 1 {
-            member.disk.start_front();
-        }
+            self.now + latency * self.rng.between(1, 10)
+        } else {
+            let at = member.disk.busy_until.max(self.now) + latency;
+            member.disk.busy_until = at;
+            // The disk thread runs one operation at a time, in order: an append's bytes reach
+            // the page cache when it starts (now, if the disk is idle), and are durable only
+            // once its sync completes.
+            member.disk.queue.push_back(op.clone());
+            if member.disk.queue.len() == 1 {
+                member.disk.start_front();
+            }
+            at
+        };
         let incarnation = member.incarnation;
         self.schedule(
             at,

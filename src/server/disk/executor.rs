@@ -93,11 +93,16 @@ impl Drop for DiskExecutor {
     fn drop(&mut self) {
         // Closing the queue ends the thread's loop once it has drained what is queued.
         drop(self.queue.take());
-        if let Some(thread) = self.thread.take() {
-            if let Err(panic) = thread.join() {
-                if !thread::panicking() {
-                    std::panic::resume_unwind(panic);
-                }
+        join(self.thread.take());
+    }
+}
+
+/// Joins a worker thread, passing its panic on unless this thread is already panicking.
+fn join(thread: Option<JoinHandle<()>>) {
+    if let Some(thread) = thread {
+        if let Err(panic) = thread.join() {
+            if !thread::panicking() {
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -141,13 +146,7 @@ impl Drop for SnapshotWriter {
     fn drop(&mut self) {
         // Finishes the snapshots already queued: a clean shutdown loses nothing it was given.
         drop(self.queue.take());
-        if let Some(thread) = self.thread.take() {
-            if let Err(panic) = thread.join() {
-                if !thread::panicking() {
-                    std::panic::resume_unwind(panic);
-                }
-            }
-        }
+        join(self.thread.take());
     }
 }
 
