@@ -103,14 +103,27 @@ fn crash_under_load(members: &mut [Member], seconds: u64) {
         for m in members.iter() {
             let mut client = kv_client(m).await;
             for (key, value, revision) in &acked {
-                let resp = client
-                    .range(RangeRequest {
-                        key: Bytes::from(key.clone()),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap_or_else(|e| panic!("reading {key} from {}: {e}", m.spec.name))
-                    .into_inner();
+                let request = RangeRequest {
+                    key: Bytes::from(key.clone()),
+                    ..Default::default()
+                };
+                // A member just restarted may still be catching up, and answers "request timed
+                // out" (Unavailable) meanwhile, as etcd does; durability is what is checked here.
+                let mut attempts = 0;
+                let resp = loop {
+                    match client.range(request.clone()).await {
+                        Err(e) if e.code() == tonic::Code::Unavailable && attempts < 20 => {
+                            attempts += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                        result => {
+                            break result.unwrap_or_else(|e| {
+                                panic!("reading {key} from {}: {e}", m.spec.name)
+                            })
+                        }
+                    }
+                }
+                .into_inner();
                 let kv = resp
                     .kvs
                     .first()
