@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{cluster, kv_client, start_all, wait_until_writable, Flavor, Member};
+use common::{
+    cluster, kv_client, start_all, wait_until_writable, with_logs_on_failure, Flavor, Member,
+};
 use detcd::proto::etcdserverpb::{PutRequest, RangeRequest};
 
 /// (key, value, revision) of every acknowledged write.
@@ -90,7 +92,9 @@ fn crash_under_load(members: &mut [Member], seconds: u64) {
             m.start();
         }
     }
-    wait_until_writable(&members[0], Duration::from_secs(30));
+    with_logs_on_failure(members, || {
+        wait_until_writable(&members[0], Duration::from_secs(30))
+    });
 
     let acked = acked.lock().unwrap().clone();
     assert!(kills >= 3, "the test must actually crash members");
@@ -99,42 +103,43 @@ fn crash_under_load(members: &mut [Member], seconds: u64) {
         "too few writes were acknowledged ({} of {attempted}) to prove anything",
         acked.len()
     );
-    runtime.block_on(async {
-        for m in members.iter() {
-            let mut client = kv_client(m).await;
-            for (key, value, revision) in &acked {
-                let request = RangeRequest {
-                    key: Bytes::from(key.clone()),
-                    ..Default::default()
-                };
-                // A member just restarted may still be catching up, and answers "request timed
-                // out" (Unavailable) meanwhile, as etcd does; durability is what is checked here.
-                let mut attempts = 0;
-                let resp = loop {
-                    match client.range(request.clone()).await {
-                        Err(e) if e.code() == tonic::Code::Unavailable && attempts < 20 => {
-                            attempts += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                        }
-                        result => {
-                            break result.unwrap_or_else(|e| {
-                                panic!("reading {key} from {}: {e}", m.spec.name)
-                            })
+    with_logs_on_failure(members, || {
+        runtime.block_on(async {
+            for m in members.iter() {
+                let mut client = kv_client(m).await;
+                for (key, value, revision) in &acked {
+                    let request = RangeRequest {
+                        key: Bytes::from(key.clone()),
+                        ..Default::default()
+                    };
+                    // A member just restarted may still be catching up, and answers "request timed
+                    // out" (Unavailable) meanwhile, as etcd does; durability is what is checked here.
+                    let mut attempts = 0;
+                    let resp = loop {
+                        match client.range(request.clone()).await {
+                            Err(e) if e.code() == tonic::Code::Unavailable && attempts < 20 => {
+                                attempts += 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                            }
+                            result => {
+                                break result.unwrap_or_else(|e| {
+                                    panic!("reading {key} from {}: {e}", m.spec.name)
+                                })
+                            }
                         }
                     }
+                    .into_inner();
+                    let kv = resp.kvs.first().unwrap_or_else(|| {
+                        panic!("acknowledged write {key} lost on {}", m.spec.name)
+                    });
+                    assert_eq!(kv.value.as_ref(), value.as_bytes(), "{key}");
+                    assert_eq!(
+                        kv.mod_revision, *revision,
+                        "{key} acknowledged at revision {revision}"
+                    );
                 }
-                .into_inner();
-                let kv = resp
-                    .kvs
-                    .first()
-                    .unwrap_or_else(|| panic!("acknowledged write {key} lost on {}", m.spec.name));
-                assert_eq!(kv.value.as_ref(), value.as_bytes(), "{key}");
-                assert_eq!(
-                    kv.mod_revision, *revision,
-                    "{key} acknowledged at revision {revision}"
-                );
             }
-        }
+        })
     });
     eprintln!(
         "crash test: {kills} kills, {} acknowledged writes of {attempted} attempted, all present",

@@ -6,7 +6,8 @@
 //!
 //! A run has two phases: safety (faults on, the workload runs) and liveness (faults healed:
 //! every member restarted and reconnected, which must elect a leader and serve a write and a
-//! linearizable read within `LIVENESS_BOUND_NS`).
+//! linearizable read within `LIVENESS_BOUND_NS`, after which every member must apply all that
+//! is committed within `CATCH_UP_BOUND_NS`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -33,6 +34,8 @@ use crate::options::{Bug, Draw, Options};
 const MS: u64 = 1_000_000;
 /// After the faults heal, a leader must be elected and serve within this bound.
 pub const LIVENESS_BOUND_NS: u64 = 20_000 * MS;
+/// After the liveness probe, every member must have applied everything committed within this.
+const CATCH_UP_BOUND_NS: SimNanos = 5_000 * MS;
 /// The client id of the liveness phase's probes.
 const PROBE_CLIENT: u64 = u64::MAX;
 /// The safety phase ends by this time even if clients are still busy (they then time out).
@@ -1104,15 +1107,11 @@ impl World {
             ));
             return;
         }
-        // Let every member apply everything, so the replicas can be compared.
-        let settle = self.now + 5_000 * MS;
-        while self.now < settle && self.failure.is_none() {
-            let applied: BTreeSet<u64> = self
-                .members
-                .values()
-                .filter_map(|m| m.node.as_ref())
-                .map(|n| n.applied_index())
-                .collect();
+        // Every member must catch up with everything committed: a follower left behind for
+        // good (say, one the leader never manages to send a snapshot) is a liveness bug even
+        // though the others serve. Once caught up, the replicas can be compared.
+        let settle = self.now + CATCH_UP_BOUND_NS;
+        loop {
             let commit = self
                 .members
                 .values()
@@ -1120,10 +1119,23 @@ impl World {
                 .map(|n| n.commit_index())
                 .max()
                 .unwrap_or(0);
-            if applied.len() == 1 && applied.first() == Some(&commit) {
+            let behind = self
+                .members
+                .iter()
+                .filter_map(|(id, m)| Some((*id, m.node.as_ref()?.applied_index())))
+                .find(|(_, applied)| *applied < commit);
+            let Some((id, applied)) = behind else {
+                break;
+            };
+            if self.now >= settle {
+                self.fail(format!(
+                    "liveness: member {id} applied only up to {applied} of {commit} committed, \
+                     {}s after the write was served",
+                    CATCH_UP_BOUND_NS / 1_000_000_000
+                ));
                 break;
             }
-            if !self.step() {
+            if self.failure.is_some() || !self.step() {
                 break;
             }
         }

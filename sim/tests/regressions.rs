@@ -28,6 +28,14 @@ fn seed_15252_election_timeout_during_snapshot_install() {
     assert_passes(15252);
 }
 
+/// The leader kept handing a lagging follower the snapshot it had built earlier, though the log
+/// had been compacted past it since; the follower installed it, was still behind the log, and
+/// got the same snapshot again, forever. Found by the catch-up check of the liveness phase.
+#[test]
+fn seed_4993_stale_snapshot_for_a_follower() {
+    assert_passes(4993);
+}
+
 /// Shrunk cases (`detcd-sim --seed N --bug B --shrink`) saved so that each injected bug keeps a
 /// small reproduction: with the bug on they must still fail, and with it off they must pass.
 const SHRUNK_BUG_CASES: &[(&str, u64, &str)] = &[

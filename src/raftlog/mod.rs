@@ -229,10 +229,12 @@ impl raft::Storage for LogStore {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        // The node builds snapshots at its applied index, which is at or after the compaction
-        // point, so a built one always covers what the follower misses.
+        // A built snapshot serves only while the log still continues from it: the log may have
+        // been compacted past it since, and a follower given it would then need another one,
+        // the same again, forever.
         if let Some(snapshot) = self.outgoing.borrow().as_ref() {
-            if snapshot.get_metadata().index >= request_index {
+            let index = snapshot.get_metadata().index;
+            if index >= request_index && index >= self.compacted_index {
                 return Ok(snapshot.clone());
             }
         }
@@ -319,6 +321,27 @@ mod tests {
         assert!(log.snapshot(11, 3).is_err(), "too old for the request");
         log.drop_outgoing_snapshot();
         assert!(!log.has_outgoing_snapshot());
+    }
+
+    /// A follower given a snapshot the log no longer continues from would need another, the
+    /// same one again, forever (a crash test found this: the follower never caught up).
+    #[test]
+    fn a_snapshot_the_log_compacted_past_is_built_again() {
+        let mut log = LogStore::default();
+        log.append(&(1..=20).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        let mut built = Snapshot::default();
+        built.set_metadata(meta(10, 1));
+        log.set_outgoing_snapshot(built);
+        log.compact_before(11);
+        assert_eq!(log.snapshot(0, 2).unwrap().get_metadata().index, 10);
+        log.compact_before(15);
+        assert!(matches!(
+            log.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert_eq!(log.take_snapshot_wanted(), Some(2));
     }
 
     #[test]

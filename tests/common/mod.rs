@@ -211,6 +211,20 @@ pub fn cluster(flavor: Flavor, size: usize, tag: &str, extra_args: &[&str]) -> V
         .collect()
 }
 
+/// Runs `check`; if it panics, prints every member's log before passing the panic on, since a
+/// member's trouble often shows in another's log (the leader's, say).
+pub fn with_logs_on_failure<T>(members: &[Member], check: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+        Ok(value) => value,
+        Err(panic) => {
+            for m in members {
+                eprintln!("--- log of {} ---\n{}", m.spec.name, m.log_text());
+            }
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
 /// Starts every member and waits until a write through the first one succeeds.
 pub fn start_all(members: &mut [Member]) {
     for m in members.iter_mut() {
