@@ -247,6 +247,42 @@ fn member_far_behind_catches_up_through_a_snapshot() {
     );
 }
 
+/// A snapshot rewrites the whole store, so one is taken only once the WAL since the last one is
+/// at least as large as the snapshot would be, however many entries `snapshot_count` allows.
+#[test]
+fn a_large_store_is_snapshotted_only_after_as_much_wal() {
+    let mut cluster = Cluster::new(1, 5, |c| Config {
+        snapshot_count: 10,
+        ..c
+    });
+    cluster.wait_for_leader(10 * SECOND).expect("leader");
+    let big = "x".repeat(20_000);
+    put_revision(cluster.call(1, req::put("big", &big)));
+    for i in 0..10 {
+        put_revision(cluster.call(1, req::put("small", &format!("{i}"))));
+    }
+    let first = cluster.node(1).snapshot_index();
+    assert!(
+        first > 0,
+        "the WAL holds the big value: the first snapshot is due"
+    );
+    // About 50 WAL bytes per small put: far fewer than the 20 kB a snapshot would write.
+    for i in 0..100 {
+        put_revision(cluster.call(1, req::put("small", &format!("{i}"))));
+    }
+    assert_eq!(
+        cluster.node(1).snapshot_index(),
+        first,
+        "not worth a snapshot yet"
+    );
+    // Another big value's worth of WAL makes it worth one.
+    put_revision(cluster.call(1, req::put("big", &big)));
+    for i in 0..10 {
+        put_revision(cluster.call(1, req::put("small", &format!("{i}"))));
+    }
+    assert!(cluster.node(1).snapshot_index() > first);
+}
+
 #[test]
 fn request_without_quorum_times_out_with_an_unavailable_error() {
     let mut cluster = Cluster::new(3, 13, |c| Config {

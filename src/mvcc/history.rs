@@ -20,13 +20,6 @@ use bytes::Bytes;
 use super::revision::Revision;
 use crate::proto::mvccpb::KeyValue;
 
-/// Bytes of bookkeeping we charge per stored record, on top of its value: the record itself, its
-/// slot in the by-revision index and the B-tree node share of both. A rough constant on purpose:
-/// `approximate_size_bytes` is for quotas and trends, not for exact accounting.
-pub(crate) const RECORD_OVERHEAD_BYTES: u64 = 96;
-/// Bytes of bookkeeping we charge per indexed key, on top of the key bytes.
-pub(crate) const KEY_OVERHEAD_BYTES: u64 = 64;
-
 /// What one stored change did to the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
@@ -51,15 +44,6 @@ pub(crate) struct Record {
 impl Record {
     pub fn is_tombstone(&self) -> bool {
         matches!(self.change, Change::Tombstone)
-    }
-
-    /// What this record costs in [`super::KeySpace::approximate_size_bytes`].
-    pub fn size_bytes(&self) -> u64 {
-        let value_len = match &self.change {
-            Change::Put { value, .. } => value.len() as u64,
-            Change::Tombstone => 0,
-        };
-        RECORD_OVERHEAD_BYTES + value_len
     }
 
     /// The client-visible key-value pair this record stands for, `None` for a tombstone.

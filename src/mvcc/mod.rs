@@ -17,9 +17,10 @@
 //! - `compact_main` is -1 until the first compaction (as in etcd), then the last compacted
 //!   revision; `compact_main <= current_revision`; each key's history obeys the compaction rule
 //!   in `history`.
-//! - `size_bytes` equals the sum of what each key and record is charged (see `history`).
+//! - `footprint` counts exactly the keys, records and bytes the index holds (see `footprint`).
 
 mod check;
+mod footprint;
 mod go_sort;
 mod hash;
 mod history;
@@ -48,7 +49,8 @@ pub use go_sort::go_sort;
 pub use revision::Revision;
 pub use snapshot::{KeySpaceView, SnapshotDecodeError};
 
-use history::{KeyHistory, Record, KEY_OVERHEAD_BYTES};
+use footprint::Footprint;
+use history::KeyHistory;
 use write::WriteTxn;
 
 /// Answers whether a lease exists, for puts that attach one. The lease module implements this;
@@ -86,7 +88,7 @@ pub struct KeySpace {
     current_revision: i64,
     /// etcd's `compactMainRev`: -1 until the first compaction.
     compact_main: i64,
-    size_bytes: u64,
+    footprint: Footprint,
 }
 
 impl Default for KeySpace {
@@ -110,7 +112,7 @@ impl KeySpace {
             keys: OrdMap::new(),
             current_revision: 1,
             compact_main: -1,
-            size_bytes: 0,
+            footprint: Footprint::default(),
         }
     }
 
@@ -127,7 +129,12 @@ impl KeySpace {
     /// Rough bytes of memory held by keys, values and bookkeeping. Drops after a compaction that
     /// released history.
     pub fn approximate_size_bytes(&self) -> u64 {
-        self.size_bytes
+        self.footprint.approximate_size_bytes()
+    }
+
+    /// About how many bytes a snapshot of the store would take; low rather than high.
+    pub fn snapshot_bytes_estimate(&self) -> u64 {
+        self.footprint.snapshot_bytes_estimate()
     }
 
     /// Number of keys that exist at the current revision.
@@ -224,11 +231,11 @@ impl KeySpace {
             let dropped = history.compact(revision);
             let emptied = history.is_empty();
             for record in &dropped {
-                self.size_bytes -= record.size_bytes();
+                self.footprint.remove_record(record);
             }
             if emptied {
                 self.keys.remove(&key);
-                self.size_bytes -= KEY_OVERHEAD_BYTES + key.len() as u64;
+                self.footprint.remove_key(&key);
             }
         }
     }
@@ -241,7 +248,7 @@ impl KeySpace {
             None => {
                 // Copy so the store never pins a caller's (possibly much larger) request buffer.
                 let owned = Bytes::copy_from_slice(key);
-                self.size_bytes += KEY_OVERHEAD_BYTES + owned.len() as u64;
+                self.footprint.add_key(&owned);
                 self.keys.insert(owned.clone(), KeyHistory::default());
                 owned
             }
@@ -249,7 +256,7 @@ impl KeySpace {
         let history = self.keys.get_mut(&key).expect("inserted above");
         push(history);
         let record = history.latest().expect("push appends a record");
-        self.size_bytes += record.size_bytes();
+        self.footprint.add_record(record);
         key
     }
 
@@ -262,27 +269,11 @@ impl KeySpace {
             .expect("undo of a key that was written");
         let record = history.pop().expect("undo of a record that was written");
         let emptied = history.is_empty();
-        self.size_bytes -= record.size_bytes();
+        self.footprint.remove_record(&record);
         if emptied {
             self.keys.remove(key);
-            self.size_bytes -= KEY_OVERHEAD_BYTES + key.len() as u64;
+            self.footprint.remove_key(key);
         }
-    }
-
-    /// What `size_bytes` should be, computed from scratch; for invariant checks.
-    fn recomputed_size_bytes(&self) -> u64 {
-        self.keys
-            .iter()
-            .map(|(key, history)| {
-                KEY_OVERHEAD_BYTES
-                    + key.len() as u64
-                    + history
-                        .records()
-                        .iter()
-                        .map(Record::size_bytes)
-                        .sum::<u64>()
-            })
-            .sum()
     }
 
     /// Verifies every invariant in the module documentation; `Err` names the first broken one.
@@ -308,8 +299,8 @@ impl KeySpace {
             }
         }
         self.check_revisions()?;
-        if self.size_bytes != self.recomputed_size_bytes() {
-            return Err("size accounting drifted".into());
+        if self.footprint != Footprint::count(&self.keys) {
+            return Err("footprint accounting drifted".into());
         }
         Ok(())
     }

@@ -16,7 +16,8 @@ use imbl::OrdMap;
 use prost::Message;
 use thiserror::Error;
 
-use super::history::{Change, KeyHistory, Record, KEY_OVERHEAD_BYTES};
+use super::footprint::Footprint;
+use super::history::{Change, KeyHistory, Record};
 use super::revision::Revision;
 use super::KeySpace;
 use crate::proto::detcdpb::{MvccKeyHistory, MvccRecord, MvccSnapshot};
@@ -212,7 +213,6 @@ impl KeySpace {
         }
 
         let mut keys = OrdMap::new();
-        let mut size_bytes: u64 = 0;
         let mut previous_key: Option<Bytes> = None;
         for entry in snapshot.keys {
             let key = entry.key;
@@ -231,21 +231,19 @@ impl KeySpace {
             history
                 .check_invariants(compact_main)
                 .map_err(|e| invalid(format!("key {key:?}: {e}")))?;
-            size_bytes += KEY_OVERHEAD_BYTES + key.len() as u64;
             for record in history.records() {
                 if record.rev.main > current_revision {
                     return Err(invalid("record after the current revision"));
                 }
-                size_bytes += record.size_bytes();
             }
             keys.insert(key.clone(), history);
             previous_key = Some(key);
         }
         let store = KeySpace {
+            footprint: Footprint::count(&keys),
             keys,
             current_revision,
             compact_main,
-            size_bytes,
         };
         store.check_revisions().map_err(invalid)?;
         Ok(store)

@@ -1330,3 +1330,35 @@ fn a_snapshot_with_unreachable_revisions_is_refused_instead_of_overflowing_later
         Err(SnapshotDecodeError::Invalid(_))
     ));
 }
+
+#[test]
+fn the_snapshot_size_estimate_stays_near_the_encoded_size() {
+    let mut ks = KeySpace::new();
+    let check = |ks: &KeySpace| {
+        let encoded = ks.encode_snapshot().len() as u64;
+        let estimate = ks.snapshot_bytes_estimate();
+        assert!(
+            estimate <= encoded + encoded / 8 && encoded <= 2 * estimate + 64,
+            "estimate {estimate} for {encoded} encoded bytes"
+        );
+    };
+    check(&ks);
+    for i in 0..2_000 {
+        let value = "v".repeat(i % 300);
+        put(&mut ks, &format!("key-{}", i % 700), &value);
+        if i % 7 == 0 {
+            del(&mut ks, &format!("key-{}", (i * 3) % 700), "");
+        }
+        if i % 250 == 0 {
+            check(&ks);
+        }
+    }
+    check(&ks);
+    ks.compact(&CompactionRequest {
+        revision: ks.current_revision() - 100,
+        ..Default::default()
+    })
+    .unwrap();
+    check(&ks);
+    ks.check_invariants().unwrap();
+}

@@ -14,7 +14,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// etcd: `--election-timeout` 1000 ms; must be a multiple of the heartbeat interval.
     pub election_timeout: Duration,
-    /// Applied entries between snapshots. etcd 3.6: `--snapshot-count` 10,000.
+    /// Applied entries between snapshots, at least (see `Node::maybe_snapshot` for the other
+    /// condition). etcd 3.6: `--snapshot-count` 10,000.
     pub snapshot_count: u64,
     /// Log entries kept behind a snapshot for slow followers. etcd: 5,000.
     pub snapshot_catchup_entries: u64,

@@ -109,6 +109,8 @@ struct DiskState {
     wal_end_offset: u64,
     /// For each WAL append that carried entries: its offset and the index of its last entry.
     entry_records: VecDeque<(u64, u64)>,
+    /// Where the WAL stood when the last snapshot was taken or installed.
+    wal_offset_at_snapshot: u64,
     /// Raft readies whose writes are in flight, in order.
     readies: VecDeque<InflightReady>,
     /// Disk operations that are not raft readies.
@@ -229,6 +231,11 @@ impl Node {
             proposal_seq: 0,
             disk: DiskState {
                 wal_end_offset: recovered.wal_end_offset,
+                wal_offset_at_snapshot: recovered
+                    .entry_runs
+                    .iter()
+                    .find(|run| run.last_index > snapshot_index)
+                    .map_or(recovered.wal_end_offset, |run| run.wal_offset),
                 entry_records: recovered
                     .entry_runs
                     .iter()
@@ -704,6 +711,7 @@ impl Node {
                 // The marker tells recovery the log was replaced; everything before it may go
                 // once it is durable.
                 release_wal_before = Some((wal.offset(), meta.index));
+                self.disk.wal_offset_at_snapshot = wal.offset();
                 wal.push(&Record::Snapshot {
                     index: meta.index,
                     term: meta.term,
@@ -969,10 +977,20 @@ impl Node {
         }
     }
 
-    /// Every `snapshot_count` applied entries, snapshots the key space and compacts the log.
-    /// The node only freezes a view of the key space (O(1)); the driver encodes and writes it.
+    /// Snapshots the key space and compacts the log once `snapshot_count` entries were applied
+    /// since the last snapshot and the WAL written since then is at least as large as the
+    /// snapshot would be. The second condition is ours, not etcd's: a snapshot rewrites the
+    /// whole store, so taking one every `snapshot_count` entries of a large store writes many
+    /// times more than the WAL does and competes with its syncs; this way snapshots never write
+    /// more bytes than the WAL, and a restart still replays no more WAL than a snapshot's worth
+    /// (or `snapshot_count` entries). The node only freezes a view of the key space (O(1)); the
+    /// driver encodes and writes it.
     fn maybe_snapshot(&mut self) {
         if self.applied_index < self.snapshot_index + self.cfg.snapshot_count.max(1) {
+            return;
+        }
+        let wal_since = self.disk.wal_end_offset - self.disk.wal_offset_at_snapshot;
+        if wal_since < self.kv.snapshot_bytes_estimate() {
             return;
         }
         let Some(meta) = self.applied_snapshot_metadata() else {
@@ -985,6 +1003,7 @@ impl Node {
             .set_local_snapshot(meta.clone(), keep_from);
         self.snapshot_index = index;
         let file = SnapshotFile::local(meta, self.kv.view());
+        self.disk.wal_offset_at_snapshot = self.disk.wal_end_offset;
         let io = self.emit_disk(DiskOp::SaveSnapshot { index, term, file });
         self.disk
             .other_ios

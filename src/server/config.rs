@@ -61,7 +61,8 @@ const FLAGS: &[(&str, &str, &str)] = &[
     (
         "snapshot-count",
         "10000",
-        "Number of committed transactions to trigger a snapshot to disk.",
+        "Number of committed transactions to trigger a snapshot to disk (at least: detcd also \
+         waits until the WAL since the last snapshot is as large as the new one would be).",
     ),
     (
         "snapshot-catchup-entries",

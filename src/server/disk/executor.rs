@@ -19,8 +19,8 @@ pub const BATCH_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Operations queued before `submit` blocks: the backpressure on a node that outruns its disk.
 const QUEUE_OPS_MAX: usize = 4096;
 /// Local snapshots queued behind the one being written before the disk thread blocks. The node
-/// takes one every `snapshot-count` entries, so more than one waiting means the disk is far
-/// behind anyway.
+/// takes one only after writing at least a snapshot's worth of WAL, so more than one waiting
+/// means the disk is far behind anyway.
 const SNAPSHOT_QUEUE_MAX: usize = 1;
 
 type Queued = (IoId, DiskOp);
