@@ -172,10 +172,11 @@ impl Cluster {
             let Some(node) = member.node.as_mut() else {
                 return;
             };
-            let Some(output) = node.poll_output() else {
+            let Some(output) = node.poll_output().map(Output::with_snapshot_encoded) else {
                 return;
             };
             match output {
+                Output::SendSnapshot { .. } => unreachable!("encoded when polled"),
                 Output::Send { to, msg } => {
                     self.mix(to ^ (id << 16));
                     if !self.cut.contains(&(id, to)) {

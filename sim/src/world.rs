@@ -408,11 +408,13 @@ impl World {
                 .get_mut(&id)
                 .and_then(|m| m.node.as_mut())
                 .and_then(|n| n.poll_output())
+                .map(Output::with_snapshot_encoded)
             else {
                 return;
             };
             match output {
                 Output::Send { to, msg } => self.send(id, to, msg),
+                Output::SendSnapshot { .. } => unreachable!("encoded when polled"),
                 Output::Disk { io, op } => self.disk_op(id, io, op),
                 Output::Reply { id: rid, result } => self.reply(id, rid, result),
                 Output::Proposed {

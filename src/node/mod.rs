@@ -71,10 +71,17 @@ pub struct Node {
     proposal_seq: u64,
 
     disk: DiskState,
-    /// Peers sent a snapshot, and when: if raft still waits on it much later, the message was
-    /// lost and raft is told so it sends another.
+    /// Peers sent a snapshot, and until when it may take to arrive: if raft still waits on it
+    /// then, the message was lost and raft is told so, to send another.
     snapshots_in_flight: BTreeMap<MemberId, Instant>,
+    /// The key space as of the snapshot raft sends to followers behind the log (the log store
+    /// holds its metadata); the driver encodes it when it sends.
+    outgoing_view: Option<mvcc::KeySpaceView>,
 }
+
+/// How fast a snapshot is assumed to travel at worst, for giving up on one that was lost:
+/// a snapshot is given two election timeouts plus its size at this rate.
+const SNAPSHOT_TRANSFER_BYTES_PER_SEC_MIN: u64 = 32 << 20;
 
 /// WAL records gathered for one append, each encoded for the offset it will occupy.
 struct WalBatch {
@@ -244,6 +251,7 @@ impl Node {
                 ..Default::default()
             },
             snapshots_in_flight: BTreeMap::new(),
+            outgoing_view: None,
         })
     }
 
@@ -451,13 +459,12 @@ impl Node {
             self.raw.read_index(ctx.to_be_bytes().to_vec());
             self.reads.mark_issued(ctx, self.now);
         }
-        // A snapshot message that raft still waits on after two election timeouts was lost.
-        let give_up = self.cfg.election_timeout * 2;
+        // A snapshot message that raft still waits on past its deadline was lost.
         let now = self.now;
         let lost: Vec<MemberId> = self
             .snapshots_in_flight
             .iter()
-            .filter(|(_, sent)| now.saturating_since(**sent) >= give_up)
+            .filter(|(_, deadline)| now >= **deadline)
             .map(|(peer, _)| *peer)
             .collect();
         let sending_snapshot = self.is_leader()
@@ -467,8 +474,9 @@ impl Node {
                 .prs()
                 .iter()
                 .any(|(_, pr)| pr.state == raft::ProgressState::Snapshot);
-        if !sending_snapshot && self.raw.store().has_outgoing_snapshot() {
+        if !sending_snapshot && self.outgoing_view.is_some() {
             self.raw.mut_store().drop_outgoing_snapshot();
+            self.outgoing_view = None;
         }
         for peer in lost {
             self.snapshots_in_flight.remove(&peer);
@@ -785,7 +793,24 @@ impl Node {
 
     fn send(&mut self, m: raft::eraftpb::Message) {
         if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
-            self.snapshots_in_flight.insert(m.to, self.now);
+            let view = self
+                .outgoing_view
+                .clone()
+                .expect("raft sends only the snapshot the node built, which has its view");
+            debug_assert_eq!(
+                Some(m.get_snapshot().get_metadata().index),
+                self.raw.store().outgoing_snapshot_index()
+            );
+            let transfer_secs = self.kv.snapshot_bytes_estimate() as f64
+                / SNAPSHOT_TRANSFER_BYTES_PER_SEC_MIN as f64;
+            let deadline =
+                self.now + self.cfg.election_timeout * 2 + Duration::from_secs_f64(transfer_secs);
+            self.snapshots_in_flight.insert(m.to, deadline);
+            self.outputs.push_back(Output::SendSnapshot {
+                to: m.to,
+                snapshot: OutgoingSnapshot { msg: m, view },
+            });
+            return;
         }
         self.outputs.push_back(Output::Send {
             to: m.to,
@@ -1024,9 +1049,9 @@ impl Node {
     }
 
     /// raft asked for a snapshot to send to a follower that is behind the log's compaction
-    /// point: build one of the key space as it is now and have raft send it straight away.
-    /// Encoding here stalls the node for a moment, but only when a follower fell that far
-    /// behind; the snapshot is freed once no follower waits for one (`on_tick`).
+    /// point: freeze the key space as it is now (O(1)) and have raft send it straight away;
+    /// the driver encodes the data as it sends. Freed once no follower waits for one
+    /// (`on_tick`).
     fn serve_snapshot_request(&mut self) {
         let Some(to) = self.raw.store().take_snapshot_wanted() else {
             return;
@@ -1037,12 +1062,10 @@ impl Node {
         let Some(meta) = self.applied_snapshot_metadata() else {
             return;
         };
-        let mut snapshot = Snapshot {
-            data: Bytes::from(self.kv.encode_snapshot()),
-            ..Default::default()
-        };
+        let mut snapshot = Snapshot::default();
         snapshot.set_metadata(meta);
         self.raw.mut_store().set_outgoing_snapshot(snapshot);
+        self.outgoing_view = Some(self.kv.view());
         self.raw.raft.send_append(to);
     }
 

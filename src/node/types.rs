@@ -47,6 +47,13 @@ pub enum Input {
 pub enum Output {
     /// Deliver to a peer; best effort (the network may lose it; raft retries).
     Send { to: MemberId, msg: PeerMessage },
+    /// Deliver a snapshot to a peer that fell behind the log, as `Send` does, once the driver
+    /// has encoded its data ([`OutgoingSnapshot::into_message`]): encoding costs time in
+    /// proportion to the key space, which the node thread must not spend.
+    SendSnapshot {
+        to: MemberId,
+        snapshot: OutgoingSnapshot,
+    },
     /// Execute on this member's disk, in emission order, then report `Input::DiskDone`.
     Disk { io: IoId, op: DiskOp },
     /// Answer a client request.
@@ -66,6 +73,36 @@ pub enum Output {
     /// The member stopped (a disk failure, a corrupt snapshot): the driver must shut it down.
     /// Every later input is answered with `etcdserver: server stopped`.
     Stopped { reason: String },
+}
+
+impl Output {
+    /// A `SendSnapshot` as the `Send` it stands for, encoded right away; other outputs as they
+    /// are. For drivers with no thread to keep free: the simulator and tests.
+    pub fn with_snapshot_encoded(self) -> Output {
+        match self {
+            Output::SendSnapshot { to, snapshot } => Output::Send {
+                to,
+                msg: PeerMessage::Raft(snapshot.into_message()),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A `MsgSnapshot` whose snapshot data is still to be encoded from `view`.
+#[derive(Clone, Debug)]
+pub struct OutgoingSnapshot {
+    pub msg: raft::eraftpb::Message,
+    pub view: KeySpaceView,
+}
+
+impl OutgoingSnapshot {
+    /// The message to send, with the key space encoded into its snapshot.
+    pub fn into_message(self) -> raft::eraftpb::Message {
+        let OutgoingSnapshot { mut msg, view } = self;
+        msg.mut_snapshot().data = Bytes::from(view.encode());
+        msg
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -26,7 +26,8 @@ pub struct LogStore {
     compacted_term: u64,
     entries: Vec<Entry>,
     snapshot: SnapshotMetadata,
-    /// A snapshot built for followers, with its data.
+    /// The snapshot raft sends to followers behind the log: metadata only, as the node keeps
+    /// the key space to encode for it.
     outgoing: RefCell<Option<Snapshot>>,
     /// The follower raft last wanted a snapshot for while none was built. raft reads the store
     /// through `&self`, hence the cell.
@@ -91,8 +92,11 @@ impl LogStore {
         *self.outgoing.get_mut() = None;
     }
 
-    pub fn has_outgoing_snapshot(&self) -> bool {
-        self.outgoing.borrow().is_some()
+    pub fn outgoing_snapshot_index(&self) -> Option<u64> {
+        self.outgoing
+            .borrow()
+            .as_ref()
+            .map(|s| s.get_metadata().index)
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -320,7 +324,7 @@ mod tests {
         assert_eq!(log.snapshot(9, 3).unwrap().get_metadata().index, 10);
         assert!(log.snapshot(11, 3).is_err(), "too old for the request");
         log.drop_outgoing_snapshot();
-        assert!(!log.has_outgoing_snapshot());
+        assert_eq!(log.outgoing_snapshot_index(), None);
     }
 
     /// A follower given a snapshot the log no longer continues from would need another, the

@@ -239,6 +239,7 @@ impl Driver {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send { to, msg } => self.peers.send(to, msg),
+                Output::SendSnapshot { to, snapshot } => self.peers.send_snapshot(to, snapshot),
                 Output::Disk { io, op } => self.disk.submit(io, op),
                 Output::Reply { id, result } => {
                     if let Some(reply) = self.replies.remove(&id) {

@@ -17,7 +17,7 @@ use tokio::time::{timeout, Instant};
 
 use super::wire::{self, Handshake, MESSAGE_BYTES_MAX};
 use super::PeerIdentity;
-use crate::node::{MemberId, PeerMessage};
+use crate::node::{MemberId, OutgoingSnapshot, PeerMessage};
 
 /// Messages waiting for one peer. Raft sends a few messages per tick per peer; a queue this deep
 /// only fills while the peer is unreachable, and then older messages are as good as lost anyway.
@@ -67,8 +67,15 @@ impl Counters {
     }
 }
 
+/// What waits in a peer's queue.
+enum Outgoing {
+    Message(PeerMessage),
+    /// Encoded by the peer task, on a blocking thread, when its turn comes.
+    Snapshot(OutgoingSnapshot),
+}
+
 struct Peer {
-    queue: mpsc::Sender<PeerMessage>,
+    queue: mpsc::Sender<Outgoing>,
     counters: Arc<Counters>,
     task: AbortHandle,
 }
@@ -98,11 +105,20 @@ impl PeerSender {
     /// Queues `msg` for `to` without ever waiting. Dropped (and counted) when `to` is unknown or
     /// its queue is full: raft retransmits what matters.
     pub fn send(&self, to: MemberId, msg: PeerMessage) {
+        self.enqueue(to, Outgoing::Message(msg));
+    }
+
+    /// Queues a snapshot for `to`, as `send` does; the peer's task encodes its data.
+    pub fn send_snapshot(&self, to: MemberId, snapshot: OutgoingSnapshot) {
+        self.enqueue(to, Outgoing::Snapshot(snapshot));
+    }
+
+    fn enqueue(&self, to: MemberId, item: Outgoing) {
         let Some(peer) = self.peers.get(&to) else {
             Counters::add(&self.unknown_dropped, 1);
             return;
         };
-        if peer.queue.try_send(msg).is_err() {
+        if peer.queue.try_send(item).is_err() {
             Counters::add(&peer.counters.dropped, 1);
         }
     }
@@ -202,7 +218,7 @@ struct Link {
 }
 
 impl Link {
-    async fn run(self, mut queue: mpsc::Receiver<PeerMessage>) {
+    async fn run(self, mut queue: mpsc::Receiver<Outgoing>) {
         let mut backoff = Backoff::new();
         let mut reachable = true; // Log the first failed dial only, not one every two seconds.
         loop {
@@ -243,7 +259,7 @@ impl Link {
     }
 
     /// Runs one connection: the handshake, then batches from the queue until something breaks.
-    async fn pump(&self, stream: TcpStream, queue: &mut mpsc::Receiver<PeerMessage>) -> Closed {
+    async fn pump(&self, stream: TcpStream, queue: &mut mpsc::Receiver<Outgoing>) -> Closed {
         let (mut read_half, write_half) = stream.into_split();
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
         // Flushed at once: the listener times out a connection that stays silent.
@@ -266,7 +282,7 @@ impl Link {
                 }
                 closed = watch_closed(&mut read_half) => return Closed::Broken(closed),
             }
-            let encoded = self.encode_batch(batch.drain(..));
+            let encoded = self.encode_batch(batch.drain(..)).await;
             let counter = match write_batch(&mut writer, &encoded).await {
                 Ok(()) => &self.counters.sent,
                 // What was in the batch may or may not have arrived; raft copes either way.
@@ -279,12 +295,20 @@ impl Link {
         }
     }
 
-    /// Encodes a batch, dropping (and counting) what no listener would accept.
-    fn encode_batch(&self, batch: impl Iterator<Item = PeerMessage>) -> Vec<Vec<u8>> {
+    /// Encodes a batch, dropping (and counting) what no listener would accept. A snapshot's key
+    /// space is encoded on a blocking thread: it takes time in proportion to its size.
+    async fn encode_batch(&self, batch: impl Iterator<Item = Outgoing>) -> Vec<Vec<u8>> {
         let mut encoded = Vec::new();
-        for msg in batch {
-            let PeerMessage::Raft(msg) = msg;
-            match msg.write_to_bytes() {
+        for item in batch {
+            let bytes = match item {
+                Outgoing::Message(PeerMessage::Raft(msg)) => msg.write_to_bytes(),
+                Outgoing::Snapshot(snapshot) => {
+                    tokio::task::spawn_blocking(move || snapshot.into_message().write_to_bytes())
+                        .await
+                        .expect("encoding a snapshot does not panic")
+                }
+            };
+            match bytes {
                 // Sending it would make the listener drop the connection, on every retry.
                 Ok(bytes) if bytes.len() > MESSAGE_BYTES_MAX => {
                     self.log(format_args!("dropping a {}-byte message", bytes.len()));

@@ -157,6 +157,46 @@ async fn five_mib_snapshot_arrives_intact_through_chunks() {
     );
 }
 
+/// A snapshot for a follower leaves the node as a view of its key space; the peer task encodes
+/// it (off the node thread) and the follower receives the message with the data filled in.
+#[tokio::test]
+async fn a_snapshot_is_encoded_by_the_peer_task_as_it_is_sent() {
+    use crate::mvcc::KeySpace;
+    use crate::node::OutgoingSnapshot;
+    use crate::proto::etcdserverpb::PutRequest;
+
+    let mut two = listen(identity(2)).await;
+    let sender = sender_to(identity(1), 2, two.addr);
+    let mut kv = KeySpace::new();
+    for i in 0..1_000 {
+        kv.put(&PutRequest {
+            key: format!("key-{i}").into(),
+            value: vec![7u8; 100].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let mut msg = raft_message(1, 2, 7);
+    msg.set_msg_type(MessageType::MsgSnapshot);
+    msg.mut_snapshot().mut_metadata().index = 7;
+    let view = kv.view();
+    // The store moves on after the view is taken; the snapshot keeps its moment.
+    kv.put(&PutRequest {
+        key: "later".into(),
+        value: "x".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    sender.send_snapshot(2, OutgoingSnapshot { msg, view });
+    let (from, PeerMessage::Raft(got)) = next_delivery(&mut two.delivered).await;
+    assert_eq!(from, 1);
+    assert_eq!(got.get_msg_type(), MessageType::MsgSnapshot);
+    assert_eq!(got.get_snapshot().get_metadata().index, 7);
+    let decoded = KeySpace::decode_snapshot(&got.get_snapshot().data).expect("decodes");
+    assert_eq!(decoded.current_revision(), 1_001);
+    assert_eq!(decoded.live_key_count(), 1_000);
+}
+
 /// Splits raw wire bytes into (flags, payload length) per frame.
 fn frame_layout(mut bytes: &[u8]) -> Vec<(u8, usize)> {
     let mut frames = Vec::new();
