@@ -10,8 +10,8 @@
 # Knobs (environment): PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, TXN_TOTAL, CLIENTS, CONNS,
 # KEY_SPACE, BENCH_DIR (where the data dirs go: it must be a real disk for fsync to count),
 # BENCH_FLAGS (extra member flags, given to both systems alike, e.g. --snapshot-count=100000),
-# BENCH_PORT_BASE, ETCD, DETCD, DETCD_BENCH, BENCH_SYSTEMS ("etcd detcd" by default; name one
-# system to measure only it, without the ratio table, e.g. while trying out a change).
+# BENCH_PORT_BASE, ETCD, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in order: "etcd
+# detcd" by default; name one to measure only it, without the ratio table).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -157,8 +157,13 @@ echo "bench: data in $WORK ($(df -T "$WORK" | awk 'NR == 2 {print $2}')), $(npro
   "$CLIENTS clients over $CONNS conns; key 8 B, value 256 B, key space $KEY_SPACE;" \
   "member flags: defaults${BENCH_FLAGS:+ + $BENCH_FLAGS}"
 BENCH_SYSTEMS="${BENCH_SYSTEMS:-etcd detcd}"
-[[ " $BENCH_SYSTEMS " == *" etcd "* ]] && bench_system etcd "$ETCD" 0
-[[ " $BENCH_SYSTEMS " == *" detcd "* ]] && bench_system detcd "$DETCD" 100
+for system in $BENCH_SYSTEMS; do
+  case "$system" in
+    etcd) bench_system etcd "$ETCD" 0 ;;
+    detcd) bench_system detcd "$DETCD" 100 ;;
+    *) echo "bench: unknown system $system in BENCH_SYSTEMS" >&2; exit 1 ;;
+  esac
+done
 [[ " $BENCH_SYSTEMS " == *" etcd "* && " $BENCH_SYSTEMS " == *" detcd "* ]] || exit 0
 
 # row LABEL METRIC_KEY UNIT TARGET_OP TARGET: ratio = detcd / etcd; PASS when the ratio meets
