@@ -147,28 +147,13 @@ impl Options {
 }
 
 impl fmt::Display for Options {
+    /// The overridable options (as `--options` reads them back), then the workload mix.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.mix;
         write!(
             f,
-            "members={} clients={} ops={} keys={} delay={}..{}us loss={} dup={} disk<={}us torn={} \
-             diskerr={} drift<={}ppm faults/{}ms snap={} timeout={}ms mix=get:{},ser:{},range:{},put:{},\
-             del:{},txn:{},compact:{}",
-            self.members,
-            self.clients,
-            self.ops,
-            self.keys,
-            self.net_delay_min_ns / 1000,
-            self.net_delay_max_ns / 1000,
-            self.net_loss,
-            self.net_duplicate,
-            self.disk_latency_max_ns / 1000,
-            self.torn_write,
-            self.disk_error,
-            self.clock_drift_ppm_max,
-            self.fault_interval_ns / MS,
-            self.snapshot_count,
-            self.client_timeout_ns / MS,
+            "{} mix=get:{},ser:{},range:{},put:{},del:{},txn:{},compact:{}",
+            self.overrides(),
             m.get,
             m.get_serializable,
             m.range,

@@ -775,13 +775,8 @@ impl World {
         })
     }
 
-    fn client_next(&mut self, client: u64) {
-        if self.issued >= self.options.ops || self.busy_clients.contains_key(&client) {
-            return;
-        }
-        self.issued += 1;
-        let request = self.request(client);
-        let member = 1 + self.rng.below(self.options.members);
+    /// Records an operation `client` invokes now at `member`; returns its index in `ops`.
+    fn invoke(&mut self, client: u64, member: MemberId, request: &ClientRequest) -> usize {
         let op = self.ops.len();
         self.ops.push(Op {
             id: op as u64,
@@ -793,6 +788,29 @@ impl World {
             proposal: None,
         });
         self.busy_clients.insert(client, op);
+        op
+    }
+
+    /// A fresh request id for `op` at `member`, by which its reply finds the operation.
+    fn track(&mut self, member: MemberId, op: usize) -> RequestId {
+        self.next_request += 1;
+        let rid = RequestId(self.next_request);
+        self.members
+            .get_mut(&member)
+            .expect("member")
+            .requests
+            .insert(rid, op);
+        rid
+    }
+
+    fn client_next(&mut self, client: u64) {
+        if self.issued >= self.options.ops || self.busy_clients.contains_key(&client) {
+            return;
+        }
+        self.issued += 1;
+        let request = self.request(client);
+        let member = 1 + self.rng.below(self.options.members);
+        let op = self.invoke(client, member, &request);
         let give_up = self.now + self.options.client_timeout_ns;
         self.schedule(give_up, Event::ClientGiveUp { op });
         let running = self.members[&member].node.is_some();
@@ -805,13 +823,7 @@ impl World {
             self.client_done(op);
             return;
         }
-        self.next_request += 1;
-        let rid = RequestId(self.next_request);
-        self.members
-            .get_mut(&member)
-            .expect("member")
-            .requests
-            .insert(rid, op);
+        let rid = self.track(member, op);
         self.log(member, || {
             format!("client {client} op {op}: {}", describe(&request))
         });
@@ -1166,24 +1178,8 @@ impl World {
                     return Err(format!("no member served {what}"));
                 }
                 let member = 1 + self.rng.below(self.options.members);
-                let op = self.ops.len();
-                self.ops.push(Op {
-                    id: op as u64,
-                    client: PROBE_CLIENT,
-                    member,
-                    request: request.clone(),
-                    invoked_at: self.now,
-                    outcome: Outcome::Unknown,
-                    proposal: None,
-                });
-                self.next_request += 1;
-                let rid = RequestId(self.next_request);
-                self.members
-                    .get_mut(&member)
-                    .expect("member")
-                    .requests
-                    .insert(rid, op);
-                self.busy_clients.insert(PROBE_CLIENT, op);
+                let op = self.invoke(PROBE_CLIENT, member, &request);
+                let rid = self.track(member, op);
                 self.log(member, || format!("liveness probe op {op}: {what}"));
                 self.input(
                     member,
