@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use detcd::mvcc::ColdRead;
 use detcd::node::DiskOp;
 use detcd::wal::DiskImage;
 use rand_chacha::ChaCha8Rng;
@@ -25,7 +26,8 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
-    pub fn execute(&mut self, op: &DiskOp) {
+    /// Carries out `op`; a local snapshot reads its superseded values through `cold`.
+    pub fn execute(&mut self, op: &DiskOp, cold: &dyn ColdRead) -> std::io::Result<()> {
         match op {
             DiskOp::AppendWal { data, sync } => {
                 self.wal.extend_from_slice(data);
@@ -34,7 +36,7 @@ impl SimDisk {
                 }
             }
             DiskOp::SaveSnapshot { index, file, .. } => {
-                self.snapshots.insert(*index, file.encode());
+                self.snapshots.insert(*index, file.encode(cold)?);
             }
             DiskOp::Release {
                 wal_before_offset,
@@ -49,6 +51,7 @@ impl SimDisk {
                     .retain(|index, _| index >= snapshots_before_index);
             }
         }
+        Ok(())
     }
 
     /// Starts the operation at the front of the queue: an append's bytes enter the page cache.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use detcd::error::EtcdError;
+use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
     ClientRequest, ClientResponse, Config, DiskError, Input, IoId, MemberId, Node, Output,
     PeerMessage, RequestId,
@@ -34,6 +35,8 @@ enum Event {
 pub struct Member {
     pub node: Option<Node>,
     pub disk: SimDisk,
+    /// The running incarnation's cold segments.
+    pub cold: MemoryColdStore,
     pub config: Config,
     incarnation: u64,
     /// Every disk operation from now on fails (an fsync error).
@@ -79,6 +82,7 @@ impl Cluster {
                 Member {
                     node: None,
                     disk: SimDisk::default(),
+                    cold: MemoryColdStore::default(),
                     config,
                     incarnation: 0,
                     disk_failing: false,
@@ -115,6 +119,7 @@ impl Cluster {
     pub fn crash(&mut self, id: MemberId) {
         let member = self.members.get_mut(&id).expect("known member");
         member.node = None;
+        member.cold = MemoryColdStore::default();
         member.disk.crash_losing_unsynced();
         self.events.retain(|_, e| match e {
             Event::DiskDone { member, .. } => *member != id,
@@ -172,9 +177,12 @@ impl Cluster {
             let Some(node) = member.node.as_mut() else {
                 return;
             };
-            let Some(output) = node.poll_output().map(Output::with_snapshot_encoded) else {
+            let Some(output) = node.poll_output() else {
                 return;
             };
+            let output = output
+                .with_snapshot_encoded(&member.cold)
+                .expect("a snapshot's cold values are in the member's segments");
             match output {
                 Output::SendSnapshot { .. } => unreachable!("encoded when polled"),
                 Output::Send { to, msg } => {
@@ -186,13 +194,26 @@ impl Cluster {
                 }
                 Output::Disk { io, op } => {
                     if !member.disk_failing {
-                        member.disk.execute(&op);
+                        member
+                            .disk
+                            .execute(&op, &member.cold)
+                            .expect("a snapshot's cold values are in the member's segments");
                     }
                     self.mix(io.0 ^ 0xd15c);
                     let at = self.now + Duration::from_micros(100);
                     self.schedule(at, Event::DiskDone { member: id, io });
                 }
-                Output::Reply { id: rid, result } => {
+                Output::Cold(op) => member.cold.apply(&op),
+                Output::Reply {
+                    id: rid,
+                    mut result,
+                    cold,
+                } => {
+                    if let Ok(response) = &mut result {
+                        response
+                            .fill_cold(cold, &member.cold)
+                            .expect("a reply's cold values are in the member's segments");
+                    }
                     self.mix(rid.0 ^ u64::from(result.is_ok()) << 63);
                     self.replies.insert(rid, result);
                 }

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use detcd::error::EtcdError;
+use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
     ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
     PeerMessage, RequestId,
@@ -85,6 +86,8 @@ impl Clock {
 struct Member {
     node: Option<Node>,
     disk: SimDisk,
+    /// The cold segments of the running incarnation (a cache the server deletes at start).
+    cold: MemoryColdStore,
     config: Config,
     clock: Clock,
     incarnation: u64,
@@ -111,6 +114,8 @@ enum Event {
         incarnation: u64,
         io: IoId,
         op: DiskOp,
+        /// For a local snapshot: the cold segments as they were when it was submitted.
+        cold: Option<MemoryColdStore>,
     },
     Timer {
         member: MemberId,
@@ -199,6 +204,7 @@ impl World {
                 Member {
                     node: None,
                     disk: SimDisk::default(),
+                    cold: MemoryColdStore::default(),
                     config,
                     clock,
                     incarnation: 0,
@@ -334,6 +340,7 @@ impl World {
         }
         member.deferred.clear();
         member.paused = false;
+        member.cold = MemoryColdStore::default();
         let tore = member.disk.crash(&mut self.rng, torn);
         member.disk.busy_until = self.now;
         let lost: Vec<usize> = std::mem::take(&mut member.requests).into_values().collect();
@@ -403,20 +410,32 @@ impl World {
 
     fn drain(&mut self, id: MemberId) {
         loop {
-            let Some(output) = self
-                .members
-                .get_mut(&id)
-                .and_then(|m| m.node.as_mut())
-                .and_then(|n| n.poll_output())
-                .map(Output::with_snapshot_encoded)
-            else {
+            let Some(member) = self.members.get_mut(&id) else {
                 return;
             };
+            let Some(output) = member.node.as_mut().and_then(|n| n.poll_output()) else {
+                return;
+            };
+            let output = output
+                .with_snapshot_encoded(&member.cold)
+                .expect("a snapshot's cold values are in the member's segments");
             match output {
                 Output::Send { to, msg } => self.send(id, to, msg),
                 Output::SendSnapshot { .. } => unreachable!("encoded when polled"),
                 Output::Disk { io, op } => self.disk_op(id, io, op),
-                Output::Reply { id: rid, result } => self.reply(id, rid, result),
+                Output::Cold(op) => member.cold.apply(&op),
+                Output::Reply {
+                    id: rid,
+                    mut result,
+                    cold,
+                } => {
+                    if let Ok(response) = &mut result {
+                        response
+                            .fill_cold(cold, &member.cold)
+                            .expect("a reply's cold values are in the member's segments");
+                    }
+                    self.reply(id, rid, result)
+                }
                 Output::Proposed {
                     id: rid,
                     origin,
@@ -501,6 +520,7 @@ impl World {
             at
         };
         let incarnation = member.incarnation;
+        let cold = matches!(op, DiskOp::SaveSnapshot { .. }).then(|| member.cold.clone());
         self.schedule(
             at,
             Event::DiskDone {
@@ -508,11 +528,19 @@ impl World {
                 incarnation,
                 io,
                 op,
+                cold,
             },
         );
     }
 
-    fn disk_done(&mut self, id: MemberId, incarnation: u64, io: IoId, op: DiskOp) {
+    fn disk_done(
+        &mut self,
+        id: MemberId,
+        incarnation: u64,
+        io: IoId,
+        op: DiskOp,
+        cold: Option<MemoryColdStore>,
+    ) {
         let fail = self.faults_on
             && self.options.disk_error > 0.0
             && self.rng.chance(self.options.disk_error);
@@ -539,7 +567,10 @@ impl World {
                     member.disk.synced_len = member.disk.wal.len();
                 }
             }
-            other => member.disk.execute(other),
+            other => member
+                .disk
+                .execute(other, &cold.unwrap_or_default())
+                .expect("a snapshot's cold values were pinned when it was submitted"),
         }
         if !in_background(&op) {
             member.disk.queue.pop_front();
@@ -1048,7 +1079,8 @@ impl World {
                 incarnation,
                 io,
                 op,
-            } => self.disk_done(member, incarnation, io, op),
+                cold,
+            } => self.disk_done(member, incarnation, io, op, cold),
             Event::Timer {
                 member,
                 incarnation,
@@ -1219,7 +1251,7 @@ impl World {
             let Some(node) = m.node.as_ref() else {
                 continue;
             };
-            let hash = match node.key_space().hash_kv(0) {
+            let hash = match node.key_space().hash_kv(0, &m.cold) {
                 Ok((h, _)) => h,
                 Err(e) => {
                     problem = Some(format!("member {id} cannot hash its key space: {e}"));

@@ -41,13 +41,13 @@ fn hashes(cluster: &Cluster) -> Vec<(u64, i64, u32)> {
     cluster
         .members
         .values()
-        .filter_map(|m| m.node.as_ref())
-        .map(|n| {
+        .filter_map(|m| Some((m.node.as_ref()?, &m.cold)))
+        .map(|(n, cold)| {
             let kv = n.key_space();
             (
                 n.applied_index(),
                 kv.current_revision(),
-                kv.hash_kv(0).expect("hash of the current revision").0,
+                kv.hash_kv(0, cold).expect("hash of the current revision").0,
             )
         })
         .collect()

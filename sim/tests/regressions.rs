@@ -36,6 +36,14 @@ fn seed_4993_stale_snapshot_for_a_follower() {
     assert_passes(4993);
 }
 
+/// The leader resends the same snapshot view to a follower while raft waits on it; a compaction
+/// in between released the cold segment holding superseded values the view still names, and
+/// encoding the resend failed. Releases now wait until that view is dropped or replaced.
+#[test]
+fn seed_1387_snapshot_resent_after_its_cold_segment_was_released() {
+    assert_passes(1387);
+}
+
 /// Shrunk cases (`detcd-sim --seed N --bug B --shrink`) saved so that each injected bug keeps a
 /// small reproduction: with the bug on they must still fail, and with it off they must pass.
 const SHRUNK_BUG_CASES: &[(&str, u64, &str)] = &[

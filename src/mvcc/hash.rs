@@ -15,6 +15,7 @@ use prost::Message;
 
 use bytes::Bytes;
 
+use super::cold::ColdRead;
 use super::history::{KeyHistory, Record};
 use super::revision::Revision;
 use super::KeySpace;
@@ -25,7 +26,8 @@ impl KeySpace {
     /// as etcd reports it in `HashKVResponse.compact_revision`: -1 if never compacted.
     /// `Compacted` below the compact revision, `FutureRev` above the current one; a negative
     /// revision hashes nothing but the bucket name, as in etcd.
-    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), EtcdError> {
+    /// Superseded values are read through `cold` (an error reading one answers `Corrupt`).
+    pub fn hash_kv(&self, revision: i64, cold: &dyn ColdRead) -> Result<(u32, i64), EtcdError> {
         if revision > 0 && revision < self.compact_main {
             return Err(EtcdError::Compacted);
         }
@@ -63,7 +65,7 @@ impl KeySpace {
             if rev.main == self.compact_main && record.is_tombstone() {
                 continue;
             }
-            crc = hash_record(crc, key, record, &mut encoded);
+            crc = hash_record(crc, key, record, cold, &mut encoded)?;
         }
         Ok((crc, self.compact_main))
     }
@@ -73,13 +75,20 @@ fn is_visible_at(visible: Option<&Record>, rev: Revision) -> bool {
     visible.is_some_and(|r| r.rev == rev)
 }
 
-fn hash_record(crc: u32, key: &bytes::Bytes, record: &Record, scratch: &mut Vec<u8>) -> u32 {
+fn hash_record(
+    crc: u32,
+    key: &Bytes,
+    record: &Record,
+    cold: &dyn ColdRead,
+    scratch: &mut Vec<u8>,
+) -> Result<u32, EtcdError> {
     let (bucket_key, len) = record.rev.etcd_bucket_key(record.is_tombstone());
     let crc = crc32c::crc32c_append(crc, &bucket_key[..len]);
+    let mut stored = record.etcd_stored_value(key);
+    if let Some(at) = record.cold_value() {
+        stored.value = cold.read_cold(at).map_err(|_| EtcdError::Corrupt)?;
+    }
     scratch.clear();
-    record
-        .etcd_stored_value(key)
-        .encode(scratch)
-        .expect("a Vec grows as needed");
-    crc32c::crc32c_append(crc, scratch)
+    stored.encode(scratch).expect("a Vec grows as needed");
+    Ok(crc32c::crc32c_append(crc, scratch))
 }

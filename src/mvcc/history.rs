@@ -17,15 +17,32 @@
 
 use bytes::Bytes;
 
+use super::cold::{ColdLog, ColdRef};
 use super::revision::Revision;
 use crate::proto::mvccpb::KeyValue;
+
+/// A put's value: in memory, or (once a later write superseded it) in a cold segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    Hot(Bytes),
+    Cold(ColdRef),
+}
+
+impl Value {
+    pub fn len(&self) -> usize {
+        match self {
+            Value::Hot(bytes) => bytes.len(),
+            Value::Cold(at) => at.len as usize,
+        }
+    }
+}
 
 /// What one stored change did to the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
     /// The key was written; the fields are the key's state right after this write.
     Put {
-        value: Bytes,
+        value: Value,
         lease: i64,
         create_revision: i64,
         version: i64,
@@ -46,7 +63,19 @@ impl Record {
         matches!(self.change, Change::Tombstone)
     }
 
-    /// The client-visible key-value pair this record stands for, `None` for a tombstone.
+    /// Where the value is, if it is cold.
+    pub fn cold_value(&self) -> Option<ColdRef> {
+        match &self.change {
+            Change::Put {
+                value: Value::Cold(at),
+                ..
+            } => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// The client-visible key-value pair this record stands for, `None` for a tombstone. A cold
+    /// value comes out empty: the caller reads it by [`Record::cold_value`].
     pub fn key_value(&self, key: &Bytes) -> Option<KeyValue> {
         match &self.change {
             Change::Put {
@@ -59,7 +88,10 @@ impl Record {
                 create_revision: *create_revision,
                 mod_revision: self.rev.main,
                 version: *version,
-                value: value.clone(),
+                value: match value {
+                    Value::Hot(bytes) => bytes.clone(),
+                    Value::Cold(_) => Bytes::new(),
+                },
                 lease: *lease,
             }),
             Change::Tombstone => None,
@@ -73,6 +105,16 @@ impl Record {
             key: key.clone(),
             ..KeyValue::default()
         })
+    }
+}
+
+fn move_cold(record: &mut Record, successor: i64, cold: &mut ColdLog) {
+    if let Change::Put { value, .. } = &mut record.change {
+        if let Value::Hot(bytes) = value {
+            if !bytes.is_empty() {
+                *value = Value::Cold(cold.push(bytes, successor));
+            }
+        }
     }
 }
 
@@ -109,6 +151,13 @@ impl Records {
     fn as_slice(&self) -> &[Record] {
         match self {
             Records::One(record) => std::slice::from_ref(record),
+            Records::Many(records) => records,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Record] {
+        match self {
+            Records::One(record) => std::slice::from_mut(record),
             Records::Many(records) => records,
         }
     }
@@ -222,7 +271,7 @@ impl KeyHistory {
         self.push(Record {
             rev,
             change: Change::Put {
-                value,
+                value: Value::Hot(value),
                 lease,
                 create_revision,
                 version,
@@ -248,6 +297,21 @@ impl KeyHistory {
         }
         self.records.push(record);
         self.latest().expect("just pushed")
+    }
+
+    /// Moves the value the newest record superseded to `cold` (a write has just committed the
+    /// newest record; every older value moved when its own successor committed).
+    pub fn move_superseded_cold(&mut self, cold: &mut ColdLog) {
+        if let [.., previous, newest] = self.records.as_mut_slice() {
+            move_cold(previous, newest.rev.main, cold);
+        }
+    }
+
+    /// Moves the value of record `index`, superseded by the record after it, to `cold`.
+    pub fn move_superseded_cold_at(&mut self, index: usize, cold: &mut ColdLog) {
+        let records = self.records.as_mut_slice();
+        let successor = records[index + 1].rev.main;
+        move_cold(&mut records[index], successor, cold);
     }
 
     /// Removes the newest record (undoing an aborted txn).
@@ -473,7 +537,7 @@ mod tests {
             Record {
                 rev: Revision::new(2, 0),
                 change: Change::Put {
-                    value: Bytes::new(),
+                    value: Value::Hot(Bytes::new()),
                     lease: 0,
                     create_revision: 2,
                     version: 1,
@@ -482,7 +546,7 @@ mod tests {
             Record {
                 rev: Revision::new(3, 0),
                 change: Change::Put {
-                    value: Bytes::new(),
+                    value: Value::Hot(Bytes::new()),
                     lease: 0,
                     create_revision: 2,
                     version: 3,

@@ -20,6 +20,7 @@
 //! - `footprint` counts exactly the keys, records and bytes the index holds (see `footprint`).
 
 mod check;
+mod cold;
 mod footprint;
 mod go_sort;
 mod hash;
@@ -43,12 +44,16 @@ use crate::proto::etcdserverpb::{
 };
 
 pub use check::{check_delete_range, check_put, check_range, check_txn};
+pub use cold::{
+    ColdOp, ColdRead, ColdRef, ColdValues, MemoryColdStore, NoColdValues, COLD_SEGMENT_BYTES,
+};
 /// Go's `sort.Sort`, exposed so that reference models in tests can order ties exactly as etcd.
 #[doc(hidden)]
 pub use go_sort::go_sort;
 pub use revision::Revision;
 pub use snapshot::{KeySpaceView, SnapshotDecodeError};
 
+use cold::ColdLog;
 use footprint::Footprint;
 use history::KeyHistory;
 use write::WriteTxn;
@@ -89,12 +94,25 @@ pub struct KeySpace {
     /// etcd's `compactMainRev`: -1 until the first compaction.
     compact_main: i64,
     footprint: Footprint,
+    /// Where superseded values go, once [`KeySpace::keep_superseded_values_cold`] was called;
+    /// `None` keeps every value in memory.
+    cold: Option<ColdLog>,
 }
 
 impl Default for KeySpace {
     fn default() -> Self {
         KeySpace::new()
     }
+}
+
+/// A response of a store that was never asked to keep values cold, which therefore has none to
+/// read. Panics otherwise: such a store answers through the `ColdValues` variants.
+fn all_in_memory<T>(response: T, cold: ColdValues) -> T {
+    assert!(
+        cold.is_empty(),
+        "a store with cold values must be read through read_range/txn_with_leases"
+    );
+    response
 }
 
 /// The header every response of this module carries; the node fills in cluster, member and term.
@@ -113,6 +131,66 @@ impl KeySpace {
             current_revision: 1,
             compact_main: -1,
             footprint: Footprint::default(),
+            cold: None,
+        }
+    }
+
+    /// From now on, keeps the value of every superseded revision in cold segments instead of
+    /// memory (see `cold`), starting with those already superseded. The operations for the
+    /// driver accumulate until [`KeySpace::take_cold_ops`].
+    pub fn keep_superseded_values_cold(&mut self) {
+        if self.cold.is_none() {
+            self.cold = Some(ColdLog::default());
+            self.move_all_superseded_cold();
+        }
+    }
+
+    /// Becomes `other` (a snapshot from the leader). With cold values, the old segments are
+    /// released and `other`'s superseded values move to new ones.
+    pub fn replace_with(&mut self, mut other: KeySpace) {
+        if let Some(cold) = &mut self.cold {
+            other.cold = Some(cold.release_all());
+            other.move_all_superseded_cold();
+        }
+        *self = other;
+    }
+
+    /// The segment writes and releases since the last call, for the driver to carry out in
+    /// order before anything that reads them.
+    pub fn take_cold_ops(&mut self) -> Vec<ColdOp> {
+        self.cold
+            .as_mut()
+            .map(ColdLog::take_ops)
+            .unwrap_or_default()
+    }
+
+    /// Segments that may hold live values (0 without cold values).
+    pub fn cold_segment_count(&self) -> usize {
+        self.cold.as_ref().map_or(0, ColdLog::segment_count)
+    }
+
+    /// Moves every superseded value out, oldest successor first, so that segments fill in the
+    /// order compaction will release them.
+    fn move_all_superseded_cold(&mut self) {
+        let Some(cold) = &mut self.cold else {
+            return;
+        };
+        let mut superseded: Vec<(Revision, Bytes, usize)> = self
+            .keys
+            .iter()
+            .flat_map(|(key, history)| {
+                let records = history.records();
+                records
+                    .windows(2)
+                    .enumerate()
+                    .filter(|(_, pair)| pair[0].cold_value().is_none())
+                    .map(move |(index, pair)| (pair[1].rev, key.clone(), index))
+            })
+            .collect();
+        superseded.sort_unstable();
+        for (_, key, index) in superseded {
+            let history = self.keys.get_mut(&key).expect("collected above");
+            history.move_superseded_cold_at(index, cold);
         }
     }
 
@@ -142,10 +220,21 @@ impl KeySpace {
         self.keys.values().filter(|h| h.live().is_some()).count()
     }
 
-    /// Reads a range (etcd `Range`). `header.revision` is the current revision even when
-    /// reading the past.
+    /// Reads a range (etcd `Range`) of a store that keeps every value in memory; see
+    /// [`KeySpace::read_range`]. `header.revision` is the current revision even when reading the
+    /// past.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        self.execute_range(req, self.current_revision)
+        self.read_range(req)
+            .map(|(response, cold)| all_in_memory(response, cold))
+    }
+
+    /// Reads a range (etcd `Range`). Cold values in the response are left empty, and the
+    /// returned [`ColdValues`] says where they go.
+    pub fn read_range(&self, req: &RangeRequest) -> Result<(RangeResponse, ColdValues), EtcdError> {
+        let (response, cold_range) = self.execute_range(req, self.current_revision)?;
+        let mut cold = ColdValues::default();
+        cold.add(cold_range);
+        Ok((response, cold))
     }
 
     /// Writes one key (etcd `Put`) with no lease module: a non-zero lease is `LeaseNotFound`.
@@ -182,19 +271,22 @@ impl KeySpace {
         Ok(resp)
     }
 
-    /// Runs a transaction (etcd `Txn`) with no lease module.
+    /// Runs a transaction (etcd `Txn`) with no lease module, in a store that keeps every value
+    /// in memory.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, EtcdError> {
         self.txn_with_leases(req, &NoLeases)
+            .map(|(response, cold)| all_in_memory(response, cold))
     }
 
     /// Runs a transaction: evaluates every compare (including those of nested txns) against the
     /// store as it was before the txn, checks the chosen operations, then applies them under one
-    /// new revision. Any error leaves the store untouched.
+    /// new revision. Any error leaves the store untouched. Cold values its ranges read are left
+    /// empty; the returned [`ColdValues`] says where they go.
     pub fn txn_with_leases(
         &mut self,
         req: &TxnRequest,
         leases: &dyn LeaseCheck,
-    ) -> Result<TxnResponse, EtcdError> {
+    ) -> Result<(TxnResponse, ColdValues), EtcdError> {
         self.execute_txn(req, leases)
     }
 
@@ -211,6 +303,9 @@ impl KeySpace {
         }
         self.compact_main = revision;
         self.drop_compacted_history(revision);
+        if let Some(cold) = &mut self.cold {
+            cold.release_compacted(revision);
+        }
         Ok(CompactionResponse {
             header: header(self.current_revision),
         })

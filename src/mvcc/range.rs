@@ -20,6 +20,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::cold::{ColdRange, ColdRef, DeferredOrder};
 use super::go_sort::go_sort;
 use super::history::KeyHistory;
 use super::{header, KeySpace};
@@ -132,7 +133,7 @@ impl KeySpace {
         &self,
         r: &RangeRequest,
         current: i64,
-    ) -> Result<RangeResponse, EtcdError> {
+    ) -> Result<(RangeResponse, ColdRange), EtcdError> {
         let mut at = r.revision;
         if at > current {
             return Err(EtcdError::FutureRev);
@@ -150,12 +151,13 @@ impl KeySpace {
                 .keys_in(range)
                 .filter(|(_, h)| h.live_at(at).is_some())
                 .count();
-            return Ok(RangeResponse {
+            let response = RangeResponse {
                 header: header(current),
                 kvs: Vec::new(),
                 more: false,
                 count: count as i64,
-            });
+            };
+            return Ok((response, ColdRange::none()));
         }
 
         let keep_max = usize::try_from(walk_limit(r))
@@ -164,11 +166,16 @@ impl KeySpace {
             .unwrap_or(usize::MAX);
         let mut count: i64 = 0;
         let mut kvs = Vec::new();
+        // Cold values by key, in key order (the walk's order).
+        let mut cold_by_key = Vec::new();
         for (key, history) in self.keys_in(range) {
             if let Some(record) = history.live_at(at) {
                 count += 1;
                 if kvs.len() < keep_max {
                     kvs.push(record.key_value(key).expect("live records are puts"));
+                    if let Some(cold) = record.cold_value() {
+                        cold_by_key.push((key.clone(), cold));
+                    }
                 }
             }
         }
@@ -186,39 +193,81 @@ impl KeySpace {
             kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
         }
 
-        let mut sort_order = r.sort_order;
-        if r.sort_target != SortTarget::Key as i32 && sort_order == SortOrder::None as i32 {
-            sort_order = SortOrder::Ascend as i32;
-        }
-        if !is_default_ordering(r.sort_target, sort_order) {
-            // etcd panics on an unknown target here; the API check rejects it before raft, so
-            // only an unchecked request gets this far and it gets the API check's error.
-            let less = less_for(r.sort_target).ok_or(EtcdError::InvalidSortOption)?;
-            if sort_order == SortOrder::Ascend as i32 {
-                go_sort(&mut kvs, less);
-            } else if sort_order == SortOrder::Descend as i32 {
-                go_sort(&mut kvs, |a, b| less(b, a));
-            }
-            // Any other (unknown) order leaves the key order, as etcd's switch falls through.
-        }
-
+        let cold_index = |kvs: &[KeyValue]| -> Vec<(u32, ColdRef)> {
+            kvs.iter()
+                .enumerate()
+                .filter_map(|(i, kv)| {
+                    let found = cold_by_key.binary_search_by(|(k, _)| k.cmp(&kv.key)).ok()?;
+                    Some((i as u32, cold_by_key[found].1))
+                })
+                .collect()
+        };
+        let mut cold = ColdRange::none();
         let mut more = false;
-        if r.limit > 0 && kvs.len() as u64 > r.limit as u64 {
-            kvs.truncate(r.limit as usize);
-            more = true;
-        }
-        if r.keys_only {
-            for kv in &mut kvs {
-                kv.value = Bytes::new();
+        if r.sort_target == SortTarget::Value as i32 && !cold_by_key.is_empty() {
+            // Sorting by value needs the cold values, which only the driver can read: it
+            // finishes the ordering once it has them.
+            cold.values = cold_index(&kvs);
+            cold.deferred_order = Some(DeferredOrder {
+                sort_target: r.sort_target,
+                sort_order: r.sort_order,
+                limit: r.limit,
+                keys_only: r.keys_only,
+            });
+        } else {
+            more = finish_order(&mut kvs, r.sort_target, r.sort_order, r.limit, r.keys_only)?;
+            if !r.keys_only && !cold_by_key.is_empty() {
+                cold.values = cold_index(&kvs);
             }
         }
-        Ok(RangeResponse {
-            header: header(current),
-            kvs,
-            more,
-            count,
-        })
+        Ok((
+            RangeResponse {
+                header: header(current),
+                kvs,
+                more,
+                count,
+            },
+            cold,
+        ))
     }
+}
+
+/// Steps 4 and 5 of a range: sorts `kvs` as asked, cuts them to `limit` and blanks values for
+/// `keys_only`. Returns whether anything was cut (`more`).
+pub(crate) fn finish_order(
+    kvs: &mut Vec<KeyValue>,
+    sort_target: i32,
+    sort_order: i32,
+    limit: i64,
+    keys_only: bool,
+) -> Result<bool, EtcdError> {
+    let mut sort_order = sort_order;
+    if sort_target != SortTarget::Key as i32 && sort_order == SortOrder::None as i32 {
+        sort_order = SortOrder::Ascend as i32;
+    }
+    if !is_default_ordering(sort_target, sort_order) {
+        // etcd panics on an unknown target here; the API check rejects it before raft, so
+        // only an unchecked request gets this far and it gets the API check's error.
+        let less = less_for(sort_target).ok_or(EtcdError::InvalidSortOption)?;
+        if sort_order == SortOrder::Ascend as i32 {
+            go_sort(kvs, less);
+        } else if sort_order == SortOrder::Descend as i32 {
+            go_sort(kvs, |a, b| less(b, a));
+        }
+        // Any other (unknown) order leaves the key order, as etcd's switch falls through.
+    }
+
+    let mut more = false;
+    if limit > 0 && kvs.len() as u64 > limit as u64 {
+        kvs.truncate(limit as usize);
+        more = true;
+    }
+    if keys_only {
+        for kv in kvs.iter_mut() {
+            kv.value = Bytes::new();
+        }
+    }
+    Ok(more)
 }
 
 #[cfg(test)]

@@ -13,11 +13,13 @@ use std::io::{self, Write};
 
 use bytes::Bytes;
 use imbl::OrdMap;
+use prost::encoding::{encoded_len_varint, key_len};
 use prost::Message;
 use thiserror::Error;
 
+use super::cold::{ColdRead, NoColdValues};
 use super::footprint::Footprint;
-use super::history::{Change, KeyHistory, Record};
+use super::history::{Change, KeyHistory, Record, Value};
 use super::revision::Revision;
 use super::KeySpace;
 use crate::proto::detcdpb::{MvccKeyHistory, MvccRecord, MvccSnapshot};
@@ -45,7 +47,9 @@ fn invalid(reason: impl Into<String>) -> SnapshotDecodeError {
     SnapshotDecodeError::Invalid(reason.into())
 }
 
-fn record_to_proto(record: &Record) -> MvccRecord {
+/// The record as stored in a snapshot, with `value` as the put's value (read by the caller when
+/// it is cold).
+fn record_to_proto(record: &Record, value: Bytes) -> MvccRecord {
     let mut out = MvccRecord {
         main: record.rev.main,
         sub: record.rev.sub,
@@ -53,12 +57,12 @@ fn record_to_proto(record: &Record) -> MvccRecord {
     };
     match &record.change {
         Change::Put {
-            value,
             lease,
             create_revision,
             version,
+            ..
         } => {
-            out.value = value.clone();
+            out.value = value;
             out.lease = *lease;
             out.create_revision = *create_revision;
             out.version = *version;
@@ -81,7 +85,7 @@ fn record_from_proto(r: MvccRecord) -> Result<Record, SnapshotDecodeError> {
         Change::Tombstone
     } else {
         Change::Put {
-            value: r.value,
+            value: Value::Hot(r.value),
             lease: r.lease,
             create_revision: r.create_revision,
             version: r.version,
@@ -109,15 +113,66 @@ impl fmt::Debug for KeySpaceView {
     }
 }
 
-fn key_history_to_proto(key: &Bytes, history: &KeyHistory) -> MvccKeyHistory {
-    MvccKeyHistory {
+fn key_history_to_proto(
+    key: &Bytes,
+    history: &KeyHistory,
+    cold: &dyn ColdRead,
+) -> io::Result<MvccKeyHistory> {
+    let records = history
+        .records()
+        .iter()
+        .map(|record| {
+            let value = match &record.change {
+                Change::Put {
+                    value: Value::Hot(bytes),
+                    ..
+                } => bytes.clone(),
+                Change::Put {
+                    value: Value::Cold(at),
+                    ..
+                } => cold.read_cold(*at)?,
+                Change::Tombstone => Bytes::new(),
+            };
+            Ok(record_to_proto(record, value))
+        })
+        .collect::<io::Result<_>>()?;
+    Ok(MvccKeyHistory {
         key: key.clone(),
-        records: history.records().iter().map(record_to_proto).collect(),
-    }
+        records,
+    })
 }
 
-/// Field number of `MvccSnapshot.keys`.
+/// Field numbers of `MvccSnapshot.keys`, `MvccKeyHistory.key`, `MvccKeyHistory.records` and
+/// `MvccRecord.value`.
 const KEYS_FIELD: u32 = 4;
+const HISTORY_KEY_FIELD: u32 = 1;
+const HISTORY_RECORDS_FIELD: u32 = 2;
+const RECORD_VALUE_FIELD: u32 = 4;
+
+/// Bytes of a length-delimited field `tag` with a payload of `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// The encoded length of one key's history, without reading cold values: their lengths are
+/// known.
+fn key_history_encoded_len(key: &Bytes, history: &KeyHistory) -> usize {
+    let mut inner = if key.is_empty() {
+        0
+    } else {
+        delimited_len(HISTORY_KEY_FIELD, key.len())
+    };
+    for record in history.records() {
+        let mut len = record_to_proto(record, Bytes::new()).encoded_len();
+        if let Change::Put { value, .. } = &record.change {
+            if value.len() > 0 {
+                len += delimited_len(RECORD_VALUE_FIELD, value.len());
+            }
+        }
+        inner += delimited_len(HISTORY_RECORDS_FIELD, len);
+    }
+    delimited_len(KEYS_FIELD, inner)
+}
 
 impl KeySpaceView {
     /// The store revision this view froze.
@@ -140,20 +195,16 @@ impl KeySpaceView {
         let keys: usize = self
             .keys
             .iter()
-            .map(|(key, history)| {
-                prost::encoding::message::encoded_len(
-                    KEYS_FIELD,
-                    &key_history_to_proto(key, history),
-                )
-            })
+            .map(|(key, history)| key_history_encoded_len(key, history))
             .sum();
         self.header().encoded_len() + keys
     }
 
     /// Writes the encoded state key by key, never holding more than one key's history encoded;
     /// the bytes equal one `MvccSnapshot` message (prost writes fields in tag order, and a
-    /// repeated message field is just its elements one after another).
-    pub fn encode_to(&self, out: &mut dyn Write) -> io::Result<()> {
+    /// repeated message field is just its elements one after another). Cold values are read
+    /// through `cold`.
+    pub fn encode_to(&self, out: &mut dyn Write, cold: &dyn ColdRead) -> io::Result<()> {
         let mut buf = Vec::new();
         self.header()
             .encode(&mut buf)
@@ -163,7 +214,7 @@ impl KeySpaceView {
             buf.clear();
             prost::encoding::message::encode(
                 KEYS_FIELD,
-                &key_history_to_proto(key, history),
+                &key_history_to_proto(key, history, cold)?,
                 &mut buf,
             );
             out.write_all(&buf)?;
@@ -172,10 +223,10 @@ impl KeySpaceView {
     }
 
     /// The whole state as bytes; equal states give equal bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self, cold: &dyn ColdRead) -> io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode_to(&mut out).expect("a Vec grows as needed");
-        out
+        self.encode_to(&mut out, cold)?;
+        Ok(out)
     }
 }
 
@@ -189,9 +240,12 @@ impl KeySpace {
         }
     }
 
-    /// The whole state as bytes; equal states give equal bytes.
+    /// The whole state as bytes, for a store that keeps every value in memory (others encode a
+    /// [`KeySpace::view`] with their cold values); equal states give equal bytes.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        self.view().encode()
+        self.view()
+            .encode(&NoColdValues)
+            .expect("a store without cold values encodes from memory")
     }
 
     /// Rebuilds a key space from [`KeySpace::encode_snapshot`] output, validating everything.
@@ -244,6 +298,7 @@ impl KeySpace {
             keys,
             current_revision,
             compact_main,
+            cold: None,
         };
         store.check_revisions().map_err(invalid)?;
         Ok(store)

@@ -1173,17 +1173,20 @@ fn a_tombstone_at_the_compact_revision_is_kept_until_the_next_compaction() {
 
 #[test]
 fn an_empty_store_hashes_to_the_crc_of_the_bucket_name() {
-    assert_eq!(KeySpace::new().hash_kv(0), Ok((crc32c::crc32c(b"key"), -1)));
+    assert_eq!(
+        KeySpace::new().hash_kv(0, &NoColdValues),
+        Ok((crc32c::crc32c(b"key"), -1))
+    );
 }
 
 #[test]
 fn hash_of_a_past_revision_ignores_later_writes() {
     let mut ks = abcde();
-    let (at_6, _) = ks.hash_kv(0).unwrap();
+    let (at_6, _) = ks.hash_kv(0, &NoColdValues).unwrap();
     put(&mut ks, "f", "");
     del(&mut ks, "a", "");
-    assert_eq!(ks.hash_kv(6).unwrap().0, at_6);
-    assert_ne!(ks.hash_kv(0).unwrap().0, at_6);
+    assert_eq!(ks.hash_kv(6, &NoColdValues).unwrap().0, at_6);
+    assert_ne!(ks.hash_kv(0, &NoColdValues).unwrap().0, at_6);
 }
 
 #[test]
@@ -1198,21 +1201,27 @@ fn hash_matches_a_hand_computed_etcd_hash() {
     bytes.extend_from_slice(&[0x0a, 1, b'k', 0x10, 2, 0x18, 2, 0x20, 1, 0x2a, 1, b'v']);
     bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3, b'_', 0, 0, 0, 0, 0, 0, 0, 0, b't']);
     bytes.extend_from_slice(&[0x0a, 1, b'k']);
-    assert_eq!(ks.hash_kv(0).unwrap().0, crc32c::crc32c(&bytes));
+    assert_eq!(
+        ks.hash_kv(0, &NoColdValues).unwrap().0,
+        crc32c::crc32c(&bytes)
+    );
 }
 
 #[test]
 fn hash_errors_follow_etcd() {
     let mut ks = abcde();
-    assert_eq!(ks.hash_kv(7), Err(EtcdError::FutureRev));
+    assert_eq!(ks.hash_kv(7, &NoColdValues), Err(EtcdError::FutureRev));
     ks.compact(&CompactionRequest {
         revision: 4,
         physical: false,
     })
     .unwrap();
-    assert_eq!(ks.hash_kv(3), Err(EtcdError::Compacted));
-    assert_eq!(ks.hash_kv(4).map(|(_, c)| c), Ok(4));
-    assert_eq!(ks.hash_kv(-5).map(|(h, _)| h), Ok(crc32c::crc32c(b"key")));
+    assert_eq!(ks.hash_kv(3, &NoColdValues), Err(EtcdError::Compacted));
+    assert_eq!(ks.hash_kv(4, &NoColdValues).map(|(_, c)| c), Ok(4));
+    assert_eq!(
+        ks.hash_kv(-5, &NoColdValues).map(|(h, _)| h),
+        Ok(crc32c::crc32c(b"key"))
+    );
 }
 
 #[test]
@@ -1236,7 +1245,11 @@ fn the_hash_does_not_depend_on_whether_compaction_has_dropped_history_yet() {
     })
     .unwrap();
     for r in 12..=current {
-        assert_eq!(ks.hash_kv(r), not_yet_dropped.hash_kv(r), "revision {r}");
+        assert_eq!(
+            ks.hash_kv(r, &NoColdValues),
+            not_yet_dropped.hash_kv(r, &NoColdValues),
+            "revision {r}"
+        );
     }
 }
 
@@ -1274,7 +1287,7 @@ fn a_view_keeps_its_moment_while_the_store_moves_on() {
     })
     .unwrap();
     assert_eq!(view.revision(), before.current_revision());
-    let bytes = view.encode();
+    let bytes = view.encode(&NoColdValues).unwrap();
     assert_eq!(bytes.len(), view.encoded_len());
     assert_eq!(bytes, before.encode_snapshot());
     assert_eq!(KeySpace::decode_snapshot(&bytes).unwrap(), before);

@@ -20,6 +20,7 @@
 
 use std::cmp::Ordering;
 
+use super::cold::ColdValues;
 use super::write::WriteTxn;
 use super::{header, KeySpace, LeaseCheck};
 use crate::error::EtcdError;
@@ -185,14 +186,14 @@ impl KeySpace {
         &mut self,
         req: &TxnRequest,
         leases: &dyn LeaseCheck,
-    ) -> Result<TxnResponse, EtcdError> {
+    ) -> Result<(TxnResponse, ColdValues), EtcdError> {
         let path = self.txn_path(req);
         self.check_txn_ops(req, &path, leases)?;
         let mut w = WriteTxn::begin(self);
         // On error `w` is dropped uncommitted, which undoes every change made so far.
-        let mut resp = execute_ops(&mut w, req, &path)?;
+        let (mut resp, cold) = execute_ops(&mut w, req, &path)?;
         resp.header = header(w.commit());
-        Ok(resp)
+        Ok((resp, cold))
     }
 }
 
@@ -200,30 +201,40 @@ fn execute_ops(
     w: &mut WriteTxn<'_>,
     req: &TxnRequest,
     path: &TxnPath,
-) -> Result<TxnResponse, EtcdError> {
+) -> Result<(TxnResponse, ColdValues), EtcdError> {
     let mut nested = path.nested.iter();
     let mut responses = Vec::with_capacity(branch(req, path).len());
-    for op in branch(req, path) {
+    let mut cold = ColdValues::default();
+    for (index, op) in branch(req, path).iter().enumerate() {
+        let index = index as u32;
         let response = match &op.request {
-            Some(Request::RequestRange(r)) => Some(Response::ResponseRange(w.range_request(r)?)),
+            Some(Request::RequestRange(r)) => {
+                let (response, mut cold_range) = w.range_request(r)?;
+                cold_range.ops = vec![index];
+                cold.add(cold_range);
+                Some(Response::ResponseRange(response))
+            }
             Some(Request::RequestPut(p)) => Some(Response::ResponsePut(w.put_request(p)?)),
             Some(Request::RequestDeleteRange(d)) => {
                 Some(Response::ResponseDeleteRange(w.delete_request(d)))
             }
             Some(Request::RequestTxn(t)) => {
                 let path = nested.next().expect("path was built from this request");
-                Some(Response::ResponseTxn(execute_ops(w, t, path)?))
+                let (response, inner_cold) = execute_ops(w, t, path)?;
+                cold.extend(inner_cold.nest_under(index));
+                Some(Response::ResponseTxn(response))
             }
             // An empty operation (rejected by the API check) answers an empty response.
             None => None,
         };
         responses.push(ResponseOp { response });
     }
-    Ok(TxnResponse {
+    let response = TxnResponse {
         header: Some(ResponseHeader::default()),
         succeeded: path.succeeded,
         responses,
-    })
+    };
+    Ok((response, cold))
 }
 
 #[cfg(test)]

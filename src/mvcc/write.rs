@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 
+use super::cold::ColdRange;
 use super::header;
 use super::range::KeyRange;
 use super::revision::Revision;
@@ -99,7 +100,7 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// etcd's Range inside a write, at this write's read revision.
-    pub fn range_request(&self, r: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+    pub fn range_request(&self, r: &RangeRequest) -> Result<(RangeResponse, ColdRange), EtcdError> {
         self.store.execute_range(r, self.read_revision())
     }
 
@@ -131,11 +132,23 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Makes the changes part of history. Returns the revision the whole write answers with:
-    /// `begin + 1` if anything changed, otherwise `begin`.
+    /// `begin + 1` if anything changed, otherwise `begin`. The values the changes superseded
+    /// move to cold segments now, not as each change is made, so that an aborted write has
+    /// nothing to bring back.
     pub fn commit(mut self) -> i64 {
         self.committed = true;
         if !self.changed.is_empty() {
             self.store.current_revision = self.begin + 1;
+        }
+        if let Some(cold) = &mut self.store.cold {
+            for key in &self.changed {
+                let history = self
+                    .store
+                    .keys
+                    .get_mut(key)
+                    .expect("changed keys are indexed");
+                history.move_superseded_cold(cold);
+            }
         }
         self.store.current_revision
     }

@@ -31,9 +31,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::error::EtcdError;
-use crate::mvcc::{self, KeySpace};
+use crate::mvcc::{self, ColdOp, ColdValues, KeySpace};
 use crate::proto::detcdpb::{internal_request, InternalRequest};
-use crate::proto::etcdserverpb::{PutRequest, RangeRequest, ResponseHeader, TxnRequest};
+use crate::proto::etcdserverpb::{
+    PutRequest, RangeRequest, RangeResponse, ResponseHeader, TxnRequest,
+};
 use crate::raftlog::{election, LogStore};
 use crate::time::Instant;
 use crate::wal::{self, Record, Recovered};
@@ -77,6 +79,10 @@ pub struct Node {
     /// The key space as of the snapshot raft sends to followers behind the log (the log store
     /// holds its metadata); the driver encodes it when it sends.
     outgoing_view: Option<mvcc::KeySpaceView>,
+    /// Cold segment releases held back while `outgoing_view` may still be sent again: raft
+    /// resends the same snapshot, and the view reads the segments as they were when it was
+    /// taken. Emitted once the view is dropped or replaced.
+    held_cold_releases: Vec<ColdOp>,
 }
 
 /// How fast a snapshot is assumed to travel at worst, for giving up on one that was lost:
@@ -168,6 +174,8 @@ impl Node {
             ),
             None => (KeySpace::new(), 0),
         };
+        let mut kv = kv;
+        kv.keep_superseded_values_cold();
         let conf_state = match &recovered.snapshot {
             Some(snap) => snap.get_metadata().get_conf_state().clone(),
             None => ConfState {
@@ -252,6 +260,7 @@ impl Node {
             },
             snapshots_in_flight: BTreeMap::new(),
             outgoing_view: None,
+            held_cold_releases: Vec::new(),
         })
     }
 
@@ -293,6 +302,7 @@ impl Node {
             self.process_ready();
             self.expire_requests();
         }
+        self.emit_cold_ops();
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -477,6 +487,7 @@ impl Node {
         if !sending_snapshot && self.outgoing_view.is_some() {
             self.raw.mut_store().drop_outgoing_snapshot();
             self.outgoing_view = None;
+            self.emit_cold_ops();
         }
         for peer in lost {
             self.snapshots_in_flight.remove(&peer);
@@ -504,6 +515,7 @@ impl Node {
             self.outputs.push_back(Output::Reply {
                 id,
                 result: Err(err),
+                cold: ColdValues::default(),
             });
         }
     }
@@ -577,7 +589,7 @@ impl Node {
     fn accept_range(&mut self, id: RequestId, req: RangeRequest) -> Result<(), EtcdError> {
         mvcc::check_range(&req)?;
         if req.serializable || self.bug(|b| b.read_without_read_index) {
-            let result = self.kv.range(&req).map(ClientResponse::Range);
+            let result = self.kv.read_range(&req).map(Answer::range);
             self.finish(id, result);
         } else {
             self.reads.queue(id, ClientRequest::Range(req));
@@ -588,7 +600,7 @@ impl Node {
     fn accept_read_txn(&mut self, id: RequestId, req: TxnRequest) -> Result<(), EtcdError> {
         mvcc::check_txn(&req, self.cfg.max_txn_ops)?;
         if txn_is_serializable(&req) || self.bug(|b| b.read_without_read_index) {
-            let result = self.kv.txn(&req).map(ClientResponse::Txn);
+            let result = self.apply_txn(&req);
             self.finish(id, result);
         } else {
             self.reads.queue(id, ClientRequest::Txn(req));
@@ -663,8 +675,8 @@ impl Node {
                 continue;
             }
             let result = match request {
-                ClientRequest::Range(req) => self.kv.range(&req).map(ClientResponse::Range),
-                ClientRequest::Txn(req) => self.kv.txn(&req).map(ClientResponse::Txn),
+                ClientRequest::Range(req) => self.kv.read_range(&req).map(Answer::range),
+                ClientRequest::Txn(req) => self.apply_txn(&req),
                 other => unreachable!("only reads wait for a read index, got {other:?}"),
             };
             self.finish(id, result);
@@ -672,13 +684,22 @@ impl Node {
     }
 
     /// Answers a request this member is tracking, filling in the response header.
-    fn finish(&mut self, id: RequestId, result: Result<ClientResponse, EtcdError>) {
+    fn finish(&mut self, id: RequestId, result: Result<Answer, EtcdError>) {
         if self.pending.remove(id) {
             self.reply(id, result);
         }
     }
 
-    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, EtcdError>) {
+    fn reply(&mut self, id: RequestId, result: Result<Answer, EtcdError>) {
+        let (result, cold) = match result {
+            Ok(Answer { response, cold }) => (Ok(response), cold),
+            Err(e) => (Err(e), ColdValues::default()),
+        };
+        if !cold.is_empty() {
+            // The driver reads these values as it sends the reply: the writes that put them in
+            // their segments must reach it first.
+            self.emit_cold_ops();
+        }
         let result = result.map(|mut resp| {
             let header = ResponseHeader {
                 cluster_id: self.cfg.cluster_id,
@@ -691,7 +712,24 @@ impl Node {
             *resp.header_mut() = Some(header);
             resp
         });
-        self.outputs.push_back(Output::Reply { id, result });
+        self.outputs.push_back(Output::Reply { id, result, cold });
+    }
+
+    /// Hands the driver the key space's cold segment writes and releases so far, holding back
+    /// releases while the snapshot view for followers may still read them.
+    fn emit_cold_ops(&mut self) {
+        for op in self.kv.take_cold_ops() {
+            match op {
+                ColdOp::Release { .. } if self.outgoing_view.is_some() => {
+                    self.held_cold_releases.push(op)
+                }
+                op => self.outputs.push_back(Output::Cold(op)),
+            }
+        }
+        if self.outgoing_view.is_none() {
+            self.outputs
+                .extend(self.held_cold_releases.drain(..).map(Output::Cold));
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -806,6 +844,8 @@ impl Node {
             let deadline =
                 self.now + self.cfg.election_timeout * 2 + Duration::from_secs_f64(transfer_secs);
             self.snapshots_in_flight.insert(m.to, deadline);
+            // The driver encodes the view, reading its cold values: their writes go first.
+            self.emit_cold_ops();
             self.outputs.push_back(Output::SendSnapshot {
                 to: m.to,
                 snapshot: OutgoingSnapshot { msg: m, view },
@@ -948,20 +988,35 @@ impl Node {
         self.report_applied();
     }
 
-    fn apply_op(&mut self, op: Option<internal_request::Op>) -> Result<ClientResponse, EtcdError> {
+    fn apply_op(&mut self, op: Option<internal_request::Op>) -> Result<Answer, EtcdError> {
         match op {
-            Some(internal_request::Op::Put(req)) => self.kv.put(&req).map(ClientResponse::Put),
-            Some(internal_request::Op::DeleteRange(req)) => {
-                self.kv.delete_range(&req).map(ClientResponse::DeleteRange)
-            }
-            Some(internal_request::Op::Txn(req)) => self.kv.txn(&req).map(ClientResponse::Txn),
-            Some(internal_request::Op::Compaction(req)) => {
-                self.kv.compact(&req).map(ClientResponse::Compact)
-            }
+            Some(internal_request::Op::Put(req)) => self
+                .kv
+                .put(&req)
+                .map(|r| Answer::from(ClientResponse::Put(r))),
+            Some(internal_request::Op::DeleteRange(req)) => self
+                .kv
+                .delete_range(&req)
+                .map(|r| Answer::from(ClientResponse::DeleteRange(r))),
+            Some(internal_request::Op::Txn(req)) => self.apply_txn(&req),
+            Some(internal_request::Op::Compaction(req)) => self
+                .kv
+                .compact(&req)
+                .map(|r| Answer::from(ClientResponse::Compact(r))),
             // An entry without an operation is written by nobody; answer as etcd does for an
             // empty request.
             None => Err(EtcdError::NotCapable),
         }
+    }
+
+    /// Runs a txn (read-only or not) against the key space; there is no lease module yet.
+    fn apply_txn(&mut self, req: &TxnRequest) -> Result<Answer, EtcdError> {
+        self.kv
+            .txn_with_leases(req, &mvcc::NoLeases)
+            .map(|(response, cold)| Answer {
+                response: ClientResponse::Txn(response),
+                cold,
+            })
     }
 
     /// Whether a deliberately injected bug is on (simulator tests only; always off without the
@@ -984,7 +1039,7 @@ impl Node {
         let index = snapshot.get_metadata().index;
         match KeySpace::decode_snapshot(&snapshot.data) {
             Ok(kv) => {
-                self.kv = kv;
+                self.kv.replace_with(kv);
                 self.applied_index = index;
                 self.snapshot_index = index;
                 self.snapshots_installed += 1;
@@ -1029,6 +1084,8 @@ impl Node {
         self.snapshot_index = index;
         let file = SnapshotFile::local(meta, self.kv.view());
         self.disk.wal_offset_at_snapshot = self.disk.wal_end_offset;
+        // The driver encodes the view, reading its cold values: their writes go first.
+        self.emit_cold_ops();
         let io = self.emit_disk(DiskOp::SaveSnapshot { index, term, file });
         self.disk
             .other_ios
@@ -1065,7 +1122,10 @@ impl Node {
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(meta);
         self.raw.mut_store().set_outgoing_snapshot(snapshot);
+        // The new view reads no segment released so far; the old one is never sent again.
         self.outgoing_view = Some(self.kv.view());
+        self.outputs
+            .extend(self.held_cold_releases.drain(..).map(Output::Cold));
         self.raw.raft.send_append(to);
     }
 
@@ -1090,6 +1150,7 @@ impl Node {
             self.outputs.push_back(Output::Reply {
                 id,
                 result: Err(EtcdError::Stopped),
+                cold: ColdValues::default(),
             });
         }
         self.outputs.push_back(Output::Stopped {
@@ -1102,6 +1163,30 @@ impl Node {
 /// etcd's estimate of what a put adds to the key space: the key and value plus a fixed
 /// per-record overhead.
 const QUOTA_RECORD_OVERHEAD_BYTES: u64 = 256;
+
+/// A response and the cold values it still needs.
+struct Answer {
+    response: ClientResponse,
+    cold: ColdValues,
+}
+
+impl Answer {
+    fn range((response, cold): (RangeResponse, ColdValues)) -> Answer {
+        Answer {
+            response: ClientResponse::Range(response),
+            cold,
+        }
+    }
+}
+
+impl From<ClientResponse> for Answer {
+    fn from(response: ClientResponse) -> Answer {
+        Answer {
+            response,
+            cold: ColdValues::default(),
+        }
+    }
+}
 
 fn put_cost(req: &PutRequest) -> u64 {
     QUOTA_RECORD_OVERHEAD_BYTES + req.key.len() as u64 + req.value.len() as u64

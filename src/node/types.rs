@@ -7,7 +7,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::error::EtcdError;
-use crate::mvcc::KeySpaceView;
+use crate::mvcc::{ColdOp, ColdRead, ColdValues, KeySpaceView, NoColdValues};
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
@@ -56,11 +56,16 @@ pub enum Output {
     },
     /// Execute on this member's disk, in emission order, then report `Input::DiskDone`.
     Disk { io: IoId, op: DiskOp },
-    /// Answer a client request.
+    /// Answer a client request, once the driver has read the cold values the response still
+    /// needs into it ([`ClientResponse::fill_cold`]; `cold` is empty for nearly every reply).
     Reply {
         id: RequestId,
         result: Result<ClientResponse, EtcdError>,
+        cold: ColdValues,
     },
+    /// Write or release a cold segment (`mvcc::cold`), at once and in order: later outputs may
+    /// read what it writes. No completion comes back, and a failure stops the member.
+    Cold(ColdOp),
     /// Observation for simulators and tests (only with `Config::observe`): the client request
     /// `id` became the proposal `(origin, proposal)` that a log entry will carry.
     Proposed {
@@ -76,16 +81,17 @@ pub enum Output {
 }
 
 impl Output {
-    /// A `SendSnapshot` as the `Send` it stands for, encoded right away; other outputs as they
-    /// are. For drivers with no thread to keep free: the simulator and tests.
-    pub fn with_snapshot_encoded(self) -> Output {
-        match self {
+    /// A `SendSnapshot` as the `Send` it stands for, encoded right away (reading cold values
+    /// through `cold`); other outputs as they are. For drivers with no thread to keep free: the
+    /// simulator and tests.
+    pub fn with_snapshot_encoded(self, cold: &dyn ColdRead) -> io::Result<Output> {
+        Ok(match self {
             Output::SendSnapshot { to, snapshot } => Output::Send {
                 to,
-                msg: PeerMessage::Raft(snapshot.into_message()),
+                msg: PeerMessage::Raft(snapshot.into_message(cold)?),
             },
             other => other,
-        }
+        })
     }
 }
 
@@ -98,10 +104,10 @@ pub struct OutgoingSnapshot {
 
 impl OutgoingSnapshot {
     /// The message to send, with the key space encoded into its snapshot.
-    pub fn into_message(self) -> raft::eraftpb::Message {
+    pub fn into_message(self, cold: &dyn ColdRead) -> io::Result<raft::eraftpb::Message> {
         let OutgoingSnapshot { mut msg, view } = self;
-        msg.mut_snapshot().data = Bytes::from(view.encode());
-        msg
+        msg.mut_snapshot().data = Bytes::from(view.encode(cold)?);
+        Ok(msg)
     }
 }
 
@@ -147,6 +153,18 @@ impl ClientResponse {
             ClientResponse::DeleteRange(r) => r.header.as_ref(),
             ClientResponse::Txn(r) => r.header.as_ref(),
             ClientResponse::Compact(r) => r.header.as_ref(),
+        }
+    }
+
+    /// Reads the cold values `cold` names into the response.
+    pub fn fill_cold(&mut self, cold: ColdValues, reader: &dyn ColdRead) -> io::Result<()> {
+        if cold.is_empty() {
+            return Ok(());
+        }
+        match self {
+            ClientResponse::Range(r) => cold.fill_range(r, reader),
+            ClientResponse::Txn(r) => cold.fill_txn(r, reader),
+            _ => Err(io::Error::other("only ranges and txns read cold values")),
         }
     }
 
@@ -228,30 +246,36 @@ impl SnapshotFile {
     }
 
     /// Writes the whole file (the format of [`crate::wal::encode_snapshot_file`]) to `out`,
-    /// streaming the state rather than encoding it in memory first.
-    pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> io::Result<()> {
+    /// streaming the state rather than encoding it in memory first, and reading cold values
+    /// through `cold`.
+    pub fn write_to<W: Write + Seek>(&self, out: &mut W, cold: &dyn ColdRead) -> io::Result<()> {
         match &self.state {
             SnapshotState::Received(data) => {
                 wal::write_snapshot_file(out, &self.meta, data.len() as u64, |w| w.write_all(data))
             }
             SnapshotState::Local(view) => {
                 let len = view.encoded_len() as u64;
-                wal::write_snapshot_file(out, &self.meta, len, |w| view.encode_to(w))
+                wal::write_snapshot_file(out, &self.meta, len, |w| view.encode_to(w, cold))
             }
         }
     }
 
     /// The whole file in memory.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self, cold: &dyn ColdRead) -> io::Result<Vec<u8>> {
         let mut out = Cursor::new(Vec::new());
-        self.write_to(&mut out).expect("a Vec grows as needed");
-        out.into_inner()
+        self.write_to(&mut out, cold)?;
+        Ok(out.into_inner())
     }
 }
 
-/// Equal when the files would be equal (used by tests; it encodes both).
+/// Equal when the files would be equal (used by tests; it encodes both, which must need no cold
+/// values).
 impl PartialEq for SnapshotFile {
     fn eq(&self, other: &SnapshotFile) -> bool {
-        self.encode() == other.encode()
+        let encode = |file: &SnapshotFile| {
+            file.encode(&NoColdValues)
+                .expect("files compared in tests have no cold values")
+        };
+        encode(self) == encode(other)
     }
 }

@@ -14,19 +14,28 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::disk::DiskExecutor;
+use super::disk::{ColdFiles, ColdReader, DiskExecutor};
 use super::peer::PeerSender;
 use crate::error::EtcdError;
+use crate::mvcc::ColdValues;
 use crate::node::{
-    ClientRequest, ClientResponse, DiskError, Input, IoId, MemberId, Node, Output, PeerMessage,
-    RequestId,
+    ClientRequest, ClientResponse, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
+    PeerMessage, RequestId,
 };
 use crate::time::Instant;
 
 /// Inputs taken from the channel for one `handle_batch`.
 const BATCH_INPUTS_MAX: usize = 1024;
 
-type ReplySender = oneshot::Sender<Result<ClientResponse, EtcdError>>;
+/// A reply as the node gave it, with the cold values it still needs and the segments to read
+/// them from (pinned when the reply left the node).
+pub struct Reply {
+    result: Result<ClientResponse, EtcdError>,
+    cold: ColdValues,
+    reader: ColdReader,
+}
+
+type ReplySender = oneshot::Sender<Reply>;
 
 pub enum Event {
     Client {
@@ -71,7 +80,29 @@ impl DriverHandle {
         if !self.offer(Event::Client { request, reply }) {
             return Err(EtcdError::TooManyRequests);
         }
-        answer.await.unwrap_or(Err(EtcdError::Stopped))
+        let Ok(Reply {
+            result,
+            cold,
+            reader,
+        }) = answer.await
+        else {
+            return Err(EtcdError::Stopped);
+        };
+        let mut response = result?;
+        if !cold.is_empty() {
+            // Reads of the past: their superseded values come from the cold segments, read
+            // off the async workers.
+            response = tokio::task::spawn_blocking(move || {
+                response.fill_cold(cold, &reader).map(|()| response)
+            })
+            .await
+            .expect("reading cold values does not panic")
+            .map_err(|e| {
+                eprintln!("detcd: cannot read a superseded value from its cold segment: {e}");
+                EtcdError::Corrupt
+            })?;
+        }
+        Ok(response)
     }
 
     /// Hands a peer's message to the node, or drops it when the node is overloaded.
@@ -100,6 +131,12 @@ impl DriverHandle {
     }
 }
 
+/// The member's files: the disk thread (WAL and snapshots) and the cold segments.
+pub struct Storage {
+    pub disk: DiskExecutor,
+    pub cold: ColdFiles,
+}
+
 /// Why the driver loop ended.
 pub enum Exit {
     Shutdown,
@@ -111,6 +148,7 @@ pub struct Driver {
     rx: mpsc::Receiver<Event>,
     handle: DriverHandle,
     disk: DiskExecutor,
+    cold: ColdFiles,
     peers: PeerSender,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
@@ -126,16 +164,18 @@ impl Driver {
         node: Node,
         rx: mpsc::Receiver<Event>,
         handle: DriverHandle,
-        disk: DiskExecutor,
+        storage: Storage,
         peers: PeerSender,
         clock_origin: std::time::Instant,
         ready_message: String,
     ) -> Driver {
+        let Storage { disk, cold } = storage;
         Driver {
             node,
             rx,
             handle,
             disk,
+            cold,
             peers,
             clock_origin,
             replies: BTreeMap::new(),
@@ -239,12 +279,36 @@ impl Driver {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send { to, msg } => self.peers.send(to, msg),
-                Output::SendSnapshot { to, snapshot } => self.peers.send_snapshot(to, snapshot),
-                Output::Disk { io, op } => self.disk.submit(io, op),
-                Output::Reply { id, result } => {
+                Output::SendSnapshot { to, snapshot } => {
+                    self.peers.send_snapshot(to, snapshot, self.cold.reader())
+                }
+                Output::Disk { io, op } => {
+                    let cold = match &op {
+                        DiskOp::SaveSnapshot { .. } => self.cold.reader(),
+                        _ => ColdReader::default(),
+                    };
+                    self.disk.submit_with_cold(io, op, cold)
+                }
+                Output::Cold(op) => {
+                    if let Err(e) = self.cold.apply(&op) {
+                        // The node let go of values it believes are on disk; serving on would
+                        // answer reads of the past wrongly.
+                        stopped = Some(e);
+                    }
+                }
+                Output::Reply { id, result, cold } => {
                     if let Some(reply) = self.replies.remove(&id) {
+                        let reader = if cold.is_empty() {
+                            ColdReader::default()
+                        } else {
+                            self.cold.reader()
+                        };
                         // The client may have gone away; its answer is simply dropped.
-                        let _ = reply.send(result);
+                        let _ = reply.send(Reply {
+                            result,
+                            cold,
+                            reader,
+                        });
                     }
                 }
                 Output::Stopped { reason } => stopped = Some(reason),

@@ -18,7 +18,7 @@ use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::time::Instant;
 use config::ServerConfig;
-use driver::{Driver, DriverHandle, Exit};
+use driver::{Driver, DriverHandle, Exit, Storage};
 
 /// Client requests and peer messages waiting for the driver at once.
 const DRIVER_QUEUE_MAX: usize = 65_536;
@@ -69,6 +69,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         );
     }
     let disk::Loaded { recovered, files } = loaded;
+    let cold = disk::ColdFiles::open(&cfg.data_dir)
+        .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)?;
 
     let client_listeners = bind(&cfg.listen_client, "clients").await?;
@@ -105,7 +107,15 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let driver = Driver::new(node, rx, handle.clone(), disk, peers, clock_origin, ready);
+    let driver = Driver::new(
+        node,
+        rx,
+        handle.clone(),
+        Storage { disk, cold },
+        peers,
+        clock_origin,
+        ready,
+    );
     let driver_thread = std::thread::Builder::new()
         .name("detcd-node".into())
         .spawn(move || driver.run())

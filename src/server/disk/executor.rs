@@ -8,6 +8,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
+use super::cold::ColdReader;
 use super::segments::WalWriter;
 use super::{files, snapshots, DiskFiles};
 use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
@@ -23,7 +24,9 @@ const QUEUE_OPS_MAX: usize = 4096;
 /// means the disk is far behind anyway.
 const SNAPSHOT_QUEUE_MAX: usize = 1;
 
-type Queued = (IoId, DiskOp);
+/// An operation, and the cold segments as they were when it was submitted (a local snapshot
+/// reads its superseded values from them).
+type Queued = (IoId, DiskOp, ColdReader);
 type Completions = Arc<dyn Fn(IoId, Result<(), DiskError>) + Send + Sync>;
 
 /// Runs disk operations on one dedicated thread. Dropping it (or [`DiskExecutor::shutdown`])
@@ -36,7 +39,7 @@ pub struct DiskExecutor {
 
 /// The thread that encodes and writes local snapshots, one at a time, in the order queued.
 struct SnapshotWriter {
-    queue: Option<SyncSender<(IoId, SnapshotFile)>>,
+    queue: Option<SyncSender<(IoId, SnapshotFile, ColdReader)>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -71,10 +74,15 @@ impl DiskExecutor {
 
     /// Queues `op`; blocks while the queue is full.
     pub fn submit(&self, io: IoId, op: DiskOp) {
+        self.submit_with_cold(io, op, ColdReader::default());
+    }
+
+    /// Queues `op`, which may read cold values through `cold`; blocks while the queue is full.
+    pub fn submit_with_cold(&self, io: IoId, op: DiskOp, cold: ColdReader) {
         self.queue
             .as_ref()
             .expect("the queue lives until drop")
-            .send((io, op))
+            .send((io, op, cold))
             .expect("the disk thread is gone: it panicked (see its message)");
     }
 
@@ -110,15 +118,15 @@ fn join(thread: Option<JoinHandle<()>>) {
 
 impl SnapshotWriter {
     fn spawn(snap_dir: PathBuf, completions: Completions) -> SnapshotWriter {
-        let (queue, files) = sync_channel::<(IoId, SnapshotFile)>(SNAPSHOT_QUEUE_MAX);
+        let (queue, files) = sync_channel::<(IoId, SnapshotFile, ColdReader)>(SNAPSHOT_QUEUE_MAX);
         let thread = thread::Builder::new()
             .name("detcd-snapshot".to_owned())
             .spawn(move || {
                 files::lower_thread_priority();
                 let mut failed: Option<DiskError> = None;
-                while let Ok((io, file)) = files.recv() {
+                while let Ok((io, file, cold)) = files.recv() {
                     if failed.is_none() {
-                        if let Err(reason) = snapshots::save(&snap_dir, &file) {
+                        if let Err(reason) = snapshots::save(&snap_dir, &file, &cold) {
                             failed = Some(DiskError(reason));
                         }
                     }
@@ -133,11 +141,11 @@ impl SnapshotWriter {
     }
 
     /// Queues a snapshot; blocks while one is queued behind the one being written.
-    fn submit(&self, io: IoId, file: SnapshotFile) {
+    fn submit(&self, io: IoId, file: SnapshotFile, cold: ColdReader) {
         self.queue
             .as_ref()
             .expect("the queue lives until drop")
-            .send((io, file))
+            .send((io, file, cold))
             .expect("the snapshot thread is gone: it panicked (see its message)");
     }
 }
@@ -165,18 +173,18 @@ impl Executor {
             let mut batch = take_batch(first, &ops);
             // Local snapshots leave the batch for the snapshot thread, which completes them.
             let mut in_order = Vec::with_capacity(batch.len());
-            for (io, op) in batch.drain(..) {
+            for (io, op, cold) in batch.drain(..) {
                 match op {
                     DiskOp::SaveSnapshot { file, .. }
                         if file.may_complete_out_of_order() && self.failed.is_none() =>
                     {
-                        self.snapshot_writer.submit(io, file);
+                        self.snapshot_writer.submit(io, file, cold);
                     }
-                    op => in_order.push((io, op)),
+                    op => in_order.push((io, op, cold)),
                 }
             }
             let result = self.execute_batch(&in_order);
-            for (io, _) in in_order {
+            for (io, _, _) in in_order {
                 completions(io, result.clone());
             }
         }
@@ -195,7 +203,7 @@ impl Executor {
 
     fn write_batch(&mut self, batch: &[Queued]) -> Result<(), String> {
         let mut sync_owed = false;
-        for (_, op) in batch {
+        for (_, op, cold) in batch {
             match op {
                 DiskOp::AppendWal { data, sync } => {
                     self.wal.append(data)?;
@@ -203,7 +211,7 @@ impl Executor {
                 }
                 DiskOp::SaveSnapshot { file, .. } => {
                     self.settle(&mut sync_owed)?;
-                    snapshots::save(&self.snap_dir, file)?;
+                    snapshots::save(&self.snap_dir, file, cold)?;
                 }
                 DiskOp::Release {
                     wal_before_offset,

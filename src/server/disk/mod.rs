@@ -9,6 +9,7 @@
 //! <data-dir>/member/wal/spare.wal.tmp   the next segment, preallocated (zeros) before it is needed
 //! <data-dir>/member/snap/<index>.snap   snapshot files; <index> = 16 hex digits, the raft index
 //! <data-dir>/member/snap/<index>.snap.tmp   a snapshot being written; never read
+//! <data-dir>/member/cold/<segment>.cold      values of superseded revisions; a cache, see [`cold`]
 //! ```
 //! The WAL is one logical append-only byte stream (`wal_start_offset` onward, see `crate::wal`);
 //! segments cut it into files at record boundaries. A segment is preallocated with zeros and synced
@@ -40,6 +41,7 @@
 //! because a disk in an unknown state must not be trusted again (after a failed `fsync` the page
 //! cache may already have dropped the data, so retrying would lie).
 
+mod cold;
 mod executor;
 mod files;
 mod load;
@@ -51,6 +53,7 @@ mod tests;
 use std::fs::File;
 use std::path::PathBuf;
 
+pub use cold::{ColdFiles, ColdReader};
 pub use executor::{DiskExecutor, BATCH_BYTES_MAX, BATCH_OPS_MAX};
 pub use load::{load, load_with};
 

@@ -5,6 +5,7 @@ use std::io::BufWriter;
 use std::path::Path;
 
 use super::files::{list_numbered, snapshot_name, sync_dir, Context, PacedFile, SNAP_EXT};
+use crate::mvcc::ColdRead;
 use crate::node::SnapshotFile;
 
 /// Writing buffer: big enough that a snapshot costs few syscalls, small next to the snapshot.
@@ -13,13 +14,19 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Writes `<index>.snap` so that it exists whole or not at all: write a temporary file, sync it,
 /// rename it into place, sync the directory. Load removes a temporary file left by a crash. The
 /// file is encoded as it is written, so it is never whole in memory.
-pub(super) fn save(snap_dir: &Path, snapshot: &SnapshotFile) -> Result<(), String> {
+pub(super) fn save(
+    snap_dir: &Path,
+    snapshot: &SnapshotFile,
+    cold: &dyn ColdRead,
+) -> Result<(), String> {
     let index = snapshot.index();
     let path = snap_dir.join(snapshot_name(index));
     let tmp = snap_dir.join(format!("{}.tmp", snapshot_name(index)));
     let mut file = File::create(&tmp).context("cannot create", &tmp)?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, PacedFile::new(&mut file));
-    snapshot.write_to(&mut out).context("cannot write", &tmp)?;
+    snapshot
+        .write_to(&mut out, cold)
+        .context("cannot write", &tmp)?;
     out.into_inner()
         .map_err(|e| e.into_error())
         .context("cannot write", &tmp)?;

@@ -13,7 +13,7 @@ use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use super::load::scan;
 use super::*;
-use crate::mvcc::KeySpace;
+use crate::mvcc::{KeySpace, NoColdValues};
 use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
 use crate::proto::etcdserverpb::PutRequest;
 use crate::wal::DiskImage;
@@ -283,7 +283,7 @@ fn snapshot_save_is_atomic_and_release_deletes_older_ones() {
     let (image, _) = scan_dir(&dir.0, small(1000)).unwrap();
     assert_eq!(
         image.snapshots,
-        [5, 9, 12].map(|i| received_snapshot(i).encode())
+        [5, 9, 12].map(|i| received_snapshot(i).encode(&NoColdValues).unwrap())
     );
 
     let release = DiskOp::Release {
@@ -292,7 +292,10 @@ fn snapshot_save_is_atomic_and_release_deletes_older_ones() {
     };
     assert_all_ok(&run(&dir.0, small(1000), vec![release]), 1);
     let (image, _) = scan_dir(&dir.0, small(1000)).unwrap();
-    assert_eq!(image.snapshots, [received_snapshot(12).encode()]);
+    assert_eq!(
+        image.snapshots,
+        [received_snapshot(12).encode(&NoColdValues).unwrap()]
+    );
 }
 
 fn received_snapshot(index: u64) -> SnapshotFile {

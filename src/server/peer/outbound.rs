@@ -18,6 +18,7 @@ use tokio::time::{timeout, Instant};
 use super::wire::{self, Handshake, MESSAGE_BYTES_MAX};
 use super::PeerIdentity;
 use crate::node::{MemberId, OutgoingSnapshot, PeerMessage};
+use crate::server::disk::ColdReader;
 
 /// Messages waiting for one peer. Raft sends a few messages per tick per peer; a queue this deep
 /// only fills while the peer is unreachable, and then older messages are as good as lost anyway.
@@ -70,8 +71,9 @@ impl Counters {
 /// What waits in a peer's queue.
 enum Outgoing {
     Message(PeerMessage),
-    /// Encoded by the peer task, on a blocking thread, when its turn comes.
-    Snapshot(OutgoingSnapshot),
+    /// Encoded by the peer task, on a blocking thread, when its turn comes, reading superseded
+    /// values from the cold segments pinned when it was queued.
+    Snapshot(OutgoingSnapshot, ColdReader),
 }
 
 struct Peer {
@@ -109,8 +111,8 @@ impl PeerSender {
     }
 
     /// Queues a snapshot for `to`, as `send` does; the peer's task encodes its data.
-    pub fn send_snapshot(&self, to: MemberId, snapshot: OutgoingSnapshot) {
-        self.enqueue(to, Outgoing::Snapshot(snapshot));
+    pub fn send_snapshot(&self, to: MemberId, snapshot: OutgoingSnapshot, cold: ColdReader) {
+        self.enqueue(to, Outgoing::Snapshot(snapshot, cold));
     }
 
     fn enqueue(&self, to: MemberId, item: Outgoing) {
@@ -301,12 +303,15 @@ impl Link {
         let mut encoded = Vec::new();
         for item in batch {
             let bytes = match item {
-                Outgoing::Message(PeerMessage::Raft(msg)) => msg.write_to_bytes(),
-                Outgoing::Snapshot(snapshot) => {
-                    tokio::task::spawn_blocking(move || snapshot.into_message().write_to_bytes())
-                        .await
-                        .expect("encoding a snapshot does not panic")
+                Outgoing::Message(PeerMessage::Raft(msg)) => {
+                    msg.write_to_bytes().map_err(|e| e.to_string())
                 }
+                Outgoing::Snapshot(snapshot, cold) => tokio::task::spawn_blocking(move || {
+                    let msg = snapshot.into_message(&cold).map_err(|e| e.to_string())?;
+                    msg.write_to_bytes().map_err(|e| e.to_string())
+                })
+                .await
+                .expect("encoding a snapshot does not panic"),
             };
             match bytes {
                 // Sending it would make the listener drop the connection, on every retry.

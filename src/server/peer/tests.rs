@@ -187,7 +187,7 @@ async fn a_snapshot_is_encoded_by_the_peer_task_as_it_is_sent() {
         ..Default::default()
     })
     .unwrap();
-    sender.send_snapshot(2, OutgoingSnapshot { msg, view });
+    sender.send_snapshot(2, OutgoingSnapshot { msg, view }, Default::default());
     let (from, PeerMessage::Raft(got)) = next_delivery(&mut two.delivered).await;
     assert_eq!(from, 1);
     assert_eq!(got.get_msg_type(), MessageType::MsgSnapshot);
