@@ -181,10 +181,10 @@ impl Cluster {
                 return;
             };
             let output = output
-                .with_snapshot_encoded(&member.cold)
-                .expect("a snapshot's cold values are in the member's segments");
+                .resolved(&member.cold)
+                .expect("the cold values an output needs are in the member's segments");
             match output {
-                Output::SendSnapshot { .. } => unreachable!("encoded when polled"),
+                Output::SendSnapshot { .. } => unreachable!("resolved when polled"),
                 Output::Send { to, msg } => {
                     self.mix(to ^ (id << 16));
                     if !self.cut.contains(&(id, to)) {
@@ -205,15 +205,8 @@ impl Cluster {
                 }
                 Output::Cold(op) => member.cold.apply(&op),
                 Output::Reply {
-                    id: rid,
-                    mut result,
-                    cold,
+                    id: rid, result, ..
                 } => {
-                    if let Ok(response) = &mut result {
-                        response
-                            .fill_cold(cold, &member.cold)
-                            .expect("a reply's cold values are in the member's segments");
-                    }
                     self.mix(rid.0 ^ u64::from(result.is_ok()) << 63);
                     self.replies.insert(rid, result);
                 }

@@ -417,25 +417,16 @@ impl World {
                 return;
             };
             let output = output
-                .with_snapshot_encoded(&member.cold)
-                .expect("a snapshot's cold values are in the member's segments");
+                .resolved(&member.cold)
+                .expect("the cold values an output needs are in the member's segments");
             match output {
                 Output::Send { to, msg } => self.send(id, to, msg),
-                Output::SendSnapshot { .. } => unreachable!("encoded when polled"),
+                Output::SendSnapshot { .. } => unreachable!("resolved when polled"),
                 Output::Disk { io, op } => self.disk_op(id, io, op),
                 Output::Cold(op) => member.cold.apply(&op),
                 Output::Reply {
-                    id: rid,
-                    mut result,
-                    cold,
-                } => {
-                    if let Ok(response) = &mut result {
-                        response
-                            .fill_cold(cold, &member.cold)
-                            .expect("a reply's cold values are in the member's segments");
-                    }
-                    self.reply(id, rid, result)
-                }
+                    id: rid, result, ..
+                } => self.reply(id, rid, result),
                 Output::Proposed {
                     id: rid,
                     origin,

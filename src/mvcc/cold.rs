@@ -40,6 +40,17 @@ pub struct ColdRef {
     pub len: u32,
 }
 
+impl ColdRef {
+    /// The error of a reader that does not hold this value's segment (released before the
+    /// reader was taken, or never written).
+    pub fn segment_missing(self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cold segment {} is not held by this reader", self.segment),
+        )
+    }
+}
+
 /// What the driver does with the segments, in emission order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ColdOp {
@@ -103,21 +114,14 @@ impl MemoryColdStore {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
-
-    /// Bytes currently held in all segments.
-    pub fn bytes(&self) -> u64 {
-        self.segments.values().map(|s| s.len() as u64).sum()
-    }
 }
 
 impl ColdRead for MemoryColdStore {
     fn read_cold(&self, at: ColdRef) -> io::Result<Bytes> {
-        let segment = self.segments.get(&at.segment).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("cold segment {} is gone", at.segment),
-            )
-        })?;
+        let segment = self
+            .segments
+            .get(&at.segment)
+            .ok_or_else(|| at.segment_missing())?;
         let start = at.offset as usize;
         let end = start + at.len as usize;
         segment

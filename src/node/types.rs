@@ -81,15 +81,29 @@ pub enum Output {
 }
 
 impl Output {
-    /// A `SendSnapshot` as the `Send` it stands for, encoded right away (reading cold values
-    /// through `cold`); other outputs as they are. For drivers with no thread to keep free: the
-    /// simulator and tests.
-    pub fn with_snapshot_encoded(self, cold: &dyn ColdRead) -> io::Result<Output> {
+    /// The output with the cold values it needs read in right away: a `SendSnapshot` becomes the
+    /// `Send` it stands for, a `Reply` gets its values (and an empty `cold`); other outputs stay
+    /// as they are. For drivers with no thread to keep free: the simulator and tests.
+    pub fn resolved(self, cold: &dyn ColdRead) -> io::Result<Output> {
         Ok(match self {
             Output::SendSnapshot { to, snapshot } => Output::Send {
                 to,
                 msg: PeerMessage::Raft(snapshot.into_message(cold)?),
             },
+            Output::Reply {
+                id,
+                mut result,
+                cold: values,
+            } => {
+                if let Ok(response) = &mut result {
+                    response.fill_cold(values, cold)?;
+                }
+                Output::Reply {
+                    id,
+                    result,
+                    cold: ColdValues::default(),
+                }
+            }
             other => other,
         })
     }

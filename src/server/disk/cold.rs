@@ -102,12 +102,10 @@ impl ColdFiles {
 
 impl ColdRead for ColdReader {
     fn read_cold(&self, at: ColdRef) -> io::Result<Bytes> {
-        let file = self.segments.get(&at.segment).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("cold segment {} is not open", at.segment),
-            )
-        })?;
+        let file = self
+            .segments
+            .get(&at.segment)
+            .ok_or_else(|| at.segment_missing())?;
         let mut value = vec![0; at.len as usize];
         file.read_exact_at(&mut value, at.offset)?;
         Ok(Bytes::from(value))
