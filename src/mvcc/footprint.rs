@@ -68,7 +68,7 @@ impl Footprint {
         self.value_bytes -= value_len(record);
     }
 
-    /// Rough bytes of memory held by keys, values and bookkeeping.
+    /// Rough bytes held by keys, values (in memory or cold) and bookkeeping.
     pub fn approximate_size_bytes(&self) -> u64 {
         self.keys * KEY_OVERHEAD_BYTES
             + self.key_bytes

@@ -204,8 +204,8 @@ impl KeySpace {
         self.compact_main.max(0)
     }
 
-    /// Rough bytes of memory held by keys, values and bookkeeping. Drops after a compaction that
-    /// released history.
+    /// Rough bytes held by keys, values (in memory or in cold segments) and bookkeeping: what the
+    /// quota counts, like etcd's backend size. Drops after a compaction that released history.
     pub fn approximate_size_bytes(&self) -> u64 {
         self.footprint.approximate_size_bytes()
     }
