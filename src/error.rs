@@ -80,9 +80,57 @@ pub enum EtcdError {
     Corrupt,
     #[error("etcdserver: not capable")]
     NotCapable,
+    #[error("etcdserver: request canceled")]
+    Canceled,
 }
 
+/// Every error, in the order of their stable numbers (`EtcdError::number`): append only.
+const ALL: [EtcdError; 27] = [
+    EtcdError::EmptyKey,
+    EtcdError::KeyNotFound,
+    EtcdError::ValueProvided,
+    EtcdError::LeaseProvided,
+    EtcdError::TooManyOps,
+    EtcdError::DuplicateKey,
+    EtcdError::InvalidSortOption,
+    EtcdError::RequestTooLarge,
+    EtcdError::Compacted,
+    EtcdError::FutureRev,
+    EtcdError::NoSpace,
+    EtcdError::TooManyRequests,
+    EtcdError::LeaseNotFound,
+    EtcdError::LeaseExist,
+    EtcdError::LeaseTtlTooLarge,
+    EtcdError::NoLeader,
+    EtcdError::NotLeader,
+    EtcdError::LeaderChanged,
+    EtcdError::Stopped,
+    EtcdError::Timeout,
+    EtcdError::TimeoutDueToLeaderFail,
+    EtcdError::TimeoutDueToConnectionLost,
+    EtcdError::TimeoutWaitAppliedIndex,
+    EtcdError::Unhealthy,
+    EtcdError::Corrupt,
+    EtcdError::NotCapable,
+    EtcdError::Canceled,
+];
+
 impl EtcdError {
+    /// A number that names this error between members (never 0); stable across versions.
+    pub fn number(&self) -> u32 {
+        let index = ALL
+            .iter()
+            .position(|e| e == self)
+            .expect("every error is in ALL");
+        index as u32 + 1
+    }
+
+    /// The error a [`EtcdError::number`] names, if any.
+    pub fn from_number(number: u32) -> Option<EtcdError> {
+        let index = usize::try_from(number.checked_sub(1)?).ok()?;
+        ALL.get(index).cloned()
+    }
+
     /// The gRPC status code etcd answers this error with. Everything a client should retry is
     /// `Unavailable`: clientv3 retries reads only on that code.
     pub fn code(&self) -> Code {
@@ -103,6 +151,23 @@ impl EtcdError {
             | TimeoutWaitAppliedIndex
             | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
+            Canceled => Code::Canceled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_own_number_and_the_number_names_it() {
+        let numbers: std::collections::BTreeSet<u32> = ALL.iter().map(|e| e.number()).collect();
+        assert_eq!(numbers.len(), ALL.len());
+        for error in ALL {
+            assert_eq!(EtcdError::from_number(error.number()), Some(error.clone()));
+        }
+        assert_eq!(EtcdError::from_number(0), None);
+        assert_eq!(EtcdError::from_number(ALL.len() as u32 + 1), None);
     }
 }

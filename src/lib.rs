@@ -5,12 +5,15 @@
 //! simulator (`sim/`) and the tokio server drive the very same [`node::Node`].
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod error;
+pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod proto;
 pub mod raftlog;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod state;
 pub mod time;
 pub mod wal;

@@ -110,7 +110,9 @@ impl Cluster {
         member.incarnation += 1;
         let seed =
             self.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ member.incarnation.rotate_left(40);
-        member.node = Some(Node::new(member.config.clone(), recovered, seed, now)?);
+        member.node = Some(
+            Node::new(member.config.clone(), recovered, seed, now).map_err(|e| e.to_string())?,
+        );
         self.drain(id);
         Ok(())
     }
@@ -210,7 +212,7 @@ impl Cluster {
                     self.mix(rid.0 ^ u64::from(result.is_ok()) << 63);
                     self.replies.insert(rid, result);
                 }
-                Output::Stopped { reason } => member.stopped = Some(reason),
+                Output::Stopped { reason } => member.stopped = Some(reason.to_string()),
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }
         }
@@ -256,7 +258,7 @@ impl Cluster {
                     Event::DiskDone { member, io } => {
                         let failing = self.members.get(&member).is_some_and(|m| m.disk_failing);
                         let result = if failing {
-                            Err(DiskError("injected fsync failure".into()))
+                            Err(DiskError::described("injected fsync failure".into()))
                         } else {
                             Ok(())
                         };

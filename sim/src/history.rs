@@ -1,5 +1,7 @@
 //! What the simulator's clients saw, and what the members applied: the inputs of the checkers.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
@@ -67,4 +69,30 @@ pub struct AppliedEntry {
     pub index: u64,
     pub term: u64,
     pub data: Bytes,
+}
+
+/// What the simulator observed of time, for checking the lease guarantees on true time.
+#[derive(Clone, Debug, Default)]
+pub struct Timing {
+    /// When some member first applied each log index.
+    pub applied_at: BTreeMap<u64, SimNanos>,
+    /// When each term's leader was first seen leading, and who it was.
+    pub leader_since: BTreeMap<u64, (MemberId, SimNanos)>,
+    /// When each member (re)started, in order.
+    pub started_at: BTreeMap<MemberId, Vec<SimNanos>>,
+    /// (when, member, how far its clock jumped ahead in ns).
+    pub clock_jumps: Vec<(SimNanos, MemberId, u64)>,
+    /// The bound on every member's clock rate error.
+    pub drift_ppm_max: u64,
+    pub checkpoint_interval_ns: u64,
+    /// How long a member keeps a client's request before answering it timed out.
+    pub request_timeout_ns: u64,
+    /// The longest a message may take on the network, clogging included.
+    pub message_delay_max_ns: u64,
+    /// When the liveness phase healed every fault.
+    pub healed_at: SimNanos,
+    /// When the lease phase began, and the leases alive then (their clients stopped renewing).
+    pub lease_phase: Option<(SimNanos, Vec<i64>)>,
+    /// When the run ended.
+    pub end: SimNanos,
 }

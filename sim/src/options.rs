@@ -39,6 +39,11 @@ const MS: u64 = 1_000_000;
 pub struct Options {
     pub members: u64,
     pub clients: u64,
+    /// Clients that hold leases: grant, keep alive, attach keys, ask TTLs, then revoke or
+    /// abandon them (beside the `clients` of the KV workload).
+    pub lease_clients: u64,
+    /// The longest TTL a lease client asks for, in seconds (at least the 2 s minimum).
+    pub lease_ttl_max_s: u64,
     /// Client operations issued in the safety phase.
     pub ops: u64,
     /// Distinct keys the workload touches (few, so operations collide).
@@ -76,14 +81,20 @@ pub enum Bug {
     ApplyTwice,
     /// Driver: after a crash, keep appending after a torn tail instead of truncating it.
     KeepTornTail,
+    /// Core: followers revoke leases on their own clocks, counting from the grant.
+    FollowerLeaseExpiry,
+    /// Core: a new leader restarts every lease from its full TTL (etcd without checkpoints).
+    LeaseTtlReset,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 6] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
         Bug::KeepTornTail,
+        Bug::FollowerLeaseExpiry,
+        Bug::LeaseTtlReset,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +103,8 @@ impl Bug {
             Bug::ReadWithoutReadIndex => "read-without-read-index",
             Bug::ApplyTwice => "apply-twice",
             Bug::KeepTornTail => "keep-torn-tail",
+            Bug::FollowerLeaseExpiry => "follower-lease-expiry",
+            Bug::LeaseTtlReset => "lease-ttl-reset",
         }
     }
 
@@ -119,6 +132,8 @@ impl Options {
         Options {
             members,
             clients: rng.between(1, 6),
+            lease_clients: [0, 1, 2, 3][rng.below(4) as usize],
+            lease_ttl_max_s: rng.between(2, 8),
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -180,6 +195,7 @@ impl Options {
         push(&|o| o.ops /= 2);
         push(&|o| o.ops = o.ops.saturating_sub(1).max(1));
         push(&|o| o.clients = (o.clients / 2).max(1));
+        push(&|o| o.lease_clients /= 2);
         push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
         push(&|o| o.fault_interval_ns = 0);
         push(&|o| o.net_loss = 0.0);
@@ -195,10 +211,13 @@ impl Options {
     /// The options as `key=value` pairs, the form `--options` reads back.
     pub fn overrides(&self) -> String {
         format!(
-            "members={},clients={},ops={},keys={},delay_min_us={},delay_max_us={},loss={},dup={},\
-             torn={},diskerr={},drift_ppm={},faults_ms={},snap={},timeout_ms={},disk_us={}",
+            "members={},clients={},lease_clients={},lease_ttl_s={},ops={},keys={},delay_min_us={},\
+             delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
+             timeout_ms={},disk_us={}",
             self.members,
             self.clients,
+            self.lease_clients,
+            self.lease_ttl_max_s,
             self.ops,
             self.keys,
             self.net_delay_min_ns / 1000,
@@ -226,6 +245,8 @@ impl Options {
             match key {
                 "members" => self.members = int()?,
                 "clients" => self.clients = int()?,
+                "lease_clients" => self.lease_clients = int()?,
+                "lease_ttl_s" => self.lease_ttl_max_s = int()?.max(2),
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
                 "delay_min_us" => self.net_delay_min_ns = int()? * 1000,

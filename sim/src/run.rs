@@ -4,7 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::checker::linearizability;
+use crate::checker::{leases, linearizability};
 use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
@@ -77,13 +77,20 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 }
 
 /// The checks that need the whole history: linearizability of every client operation against
-/// the applied log (which also proves that no acknowledged write was lost).
+/// the applied log (which also proves that no acknowledged write was lost), and the lease
+/// guarantees on true time.
 fn check_history(world: &mut World) {
     let log = world.applied_log();
-    if let Err(violation) = linearizability::check(&world.ops, &log) {
+    let verdict = linearizability::check(&world.ops, &log)
+        .map(|_| ())
+        .map_err(|violation| format!("linearizability: {violation}"))
+        .and_then(|()| {
+            leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))
+        });
+    if let Err(what) = verdict {
         world.failure = Some(Failure {
             at: world.now,
-            what: format!("linearizability: {violation}"),
+            what,
         });
     }
 }

@@ -3,7 +3,7 @@
 //! went; and, as properties, every sequential history passes while reordering its writes in
 //! the log is caught.
 //!
-//! Histories are built the way the node makes them: a write is applied to a `KeySpace` and
+//! Histories are built the way the node makes them: a write is applied to a `State` and
 //! appended to the log as an encoded `InternalRequest`, its answer carries the member's header;
 //! a read is answered from the store as it is when the builder is called. The order of builder
 //! calls is therefore the true linearization, and the times given to each op are free, which
@@ -11,7 +11,6 @@
 
 use bytes::Bytes;
 use detcd::error::EtcdError;
-use detcd::mvcc::KeySpace;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
 use detcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -20,6 +19,7 @@ use detcd::proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     ResponseHeader, TxnRequest,
 };
+use detcd::state::State;
 use detcd_sim::checker::linearizability::{check, Stats, Violation};
 use detcd_sim::history::{AppliedEntry, Op, Outcome, SimNanos};
 use proptest::prelude::*;
@@ -34,7 +34,7 @@ const MEMBER: MemberId = 0x11;
 
 #[derive(Default)]
 struct History {
-    kv: KeySpace,
+    kv: State,
     ops: Vec<Op>,
     log: Vec<AppliedEntry>,
     next_proposal: u64,
@@ -151,25 +151,22 @@ fn internal_op(request: &ClientRequest) -> internal_request::Op {
         ClientRequest::DeleteRange(r) => internal_request::Op::DeleteRange(r),
         ClientRequest::Txn(r) => internal_request::Op::Txn(r),
         ClientRequest::Compact(r) => internal_request::Op::Compaction(r),
-        ClientRequest::Range(_) => panic!("a range is never proposed"),
+        ClientRequest::LeaseGrant(r) => internal_request::Op::LeaseGrant(r),
+        ClientRequest::LeaseRevoke(r) => internal_request::Op::LeaseRevoke(r),
+        other => panic!("{} is never proposed", other.name()),
     }
 }
 
-fn apply(kv: &mut KeySpace, op: &internal_request::Op) -> Result<ClientResponse, EtcdError> {
-    match op {
-        internal_request::Op::Put(r) => kv.put(r).map(ClientResponse::Put),
-        internal_request::Op::DeleteRange(r) => kv.delete_range(r).map(ClientResponse::DeleteRange),
-        internal_request::Op::Txn(r) => kv.txn(r).map(ClientResponse::Txn),
-        internal_request::Op::Compaction(r) => kv.compact(r).map(ClientResponse::Compact),
-    }
+fn apply(state: &mut State, op: &internal_request::Op) -> Result<ClientResponse, EtcdError> {
+    state
+        .apply(op.clone())
+        .result
+        .expect("a client's op has an answer")
+        .map(|answer| answer.response)
 }
 
-fn read(kv: &mut KeySpace, request: &ClientRequest) -> Result<ClientResponse, EtcdError> {
-    match request {
-        ClientRequest::Range(r) => kv.range(r).map(ClientResponse::Range),
-        ClientRequest::Txn(t) => kv.txn(t).map(ClientResponse::Txn),
-        other => panic!("not a read: {other:?}"),
-    }
+fn read(state: &mut State, request: &ClientRequest) -> Result<ClientResponse, EtcdError> {
+    state.read(request).map(|answer| answer.response)
 }
 
 /// The answer as a client gets it: the member fills in cluster, member and term, which the
@@ -196,13 +193,7 @@ fn answered(answer: Result<ClientResponse, EtcdError>, returned_at: SimNanos) ->
 }
 
 fn header_of(response: &mut ClientResponse) -> &mut Option<ResponseHeader> {
-    match response {
-        ClientResponse::Range(r) => &mut r.header,
-        ClientResponse::Put(r) => &mut r.header,
-        ClientResponse::DeleteRange(r) => &mut r.header,
-        ClientResponse::Txn(r) => &mut r.header,
-        ClientResponse::Compact(r) => &mut r.header,
-    }
+    response.header_mut()
 }
 
 fn bytes(s: &str) -> Bytes {
@@ -803,7 +794,7 @@ fn sequential(steps: &[(Step, Fate)]) -> History {
     for (i, (step, fate)) in steps.iter().enumerate() {
         let at = (10 * i as u64, 10 * i as u64 + 5);
         let client = i as u64 % 3;
-        let Some(request) = request_of(*step, h.kv.current_revision()) else {
+        let Some(request) = request_of(*step, h.kv.kv().current_revision()) else {
             match step {
                 Step::EmptyKeyPut => {
                     h.refused(client, put("", "x"), EtcdError::EmptyKey, at);

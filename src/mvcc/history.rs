@@ -63,6 +63,14 @@ impl Record {
         matches!(self.change, Change::Tombstone)
     }
 
+    /// The lease a put attached; 0 for a tombstone or a put without one.
+    pub fn lease(&self) -> i64 {
+        match &self.change {
+            Change::Put { lease, .. } => *lease,
+            Change::Tombstone => 0,
+        }
+    }
+
     /// Where the value is, if it is cold.
     pub fn cold_value(&self) -> Option<ColdRef> {
         match &self.change {

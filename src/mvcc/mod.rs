@@ -81,7 +81,7 @@ impl<F: Fn(i64) -> bool> LeaseCheck for F {
 }
 
 /// The in-memory revisioned key space. See the module documentation for its invariants.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct KeySpace {
     /// Every key with at least one retained record, with its history. Persistent, so that a
     /// [`KeySpaceView`] for a snapshot is taken in O(1) and shares everything unchanged since.
@@ -97,7 +97,34 @@ pub struct KeySpace {
     /// Where superseded values go, once [`KeySpace::keep_superseded_values_cold`] was called;
     /// `None` keeps every value in memory.
     cold: Option<ColdLog>,
+    /// The key changes of the writes committed since the last [`KeySpace::take_changes`].
+    changes: Vec<KeyChange>,
 }
+
+/// One key changed by a committed write: what leases (and watchers) learn of each revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChange {
+    pub key: Bytes,
+    pub revision: Revision,
+    pub deleted: bool,
+    /// The lease the key was attached to before the change (0: none, or the key did not exist).
+    pub lease_before: i64,
+    /// The lease the key is attached to after the change (0: none, or the key was deleted).
+    pub lease_after: i64,
+}
+
+/// Equal when they hold the same history; the key changes not yet taken are not state.
+impl PartialEq for KeySpace {
+    fn eq(&self, other: &KeySpace) -> bool {
+        self.keys == other.keys
+            && self.current_revision == other.current_revision
+            && self.compact_main == other.compact_main
+            && self.footprint == other.footprint
+            && self.cold == other.cold
+    }
+}
+
+impl Eq for KeySpace {}
 
 impl Default for KeySpace {
     fn default() -> Self {
@@ -132,7 +159,37 @@ impl KeySpace {
             compact_main: -1,
             footprint: Footprint::default(),
             cold: None,
+            changes: Vec::new(),
         }
+    }
+
+    /// The key changes of every write committed since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<KeyChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The lease `key` is attached to now; 0 if none or the key does not exist.
+    pub fn live_lease(&self, key: &[u8]) -> i64 {
+        self.keys
+            .get(key)
+            .and_then(KeyHistory::live)
+            .map_or(0, |record| record.lease())
+    }
+
+    /// Every key that exists now with its lease, for rebuilding the keys attached to each lease.
+    pub fn live_leases(&self) -> impl Iterator<Item = (&Bytes, i64)> {
+        self.keys.iter().filter_map(|(key, history)| {
+            let lease = history.live()?.lease();
+            (lease != 0).then_some((key, lease))
+        })
+    }
+
+    /// Deletes each of `keys` that exists, all at one new revision (a lease's revocation);
+    /// deleting nothing creates no revision. Returns the store revision afterwards.
+    pub fn delete_keys(&mut self, keys: &[Bytes]) -> i64 {
+        let mut w = WriteTxn::begin(self);
+        w.delete_keys(keys);
+        w.commit()
     }
 
     /// From now on, keeps the value of every superseded revision in cold segments instead of

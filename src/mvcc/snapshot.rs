@@ -252,6 +252,12 @@ impl KeySpace {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<KeySpace, SnapshotDecodeError> {
         let snapshot = MvccSnapshot::decode(bytes)
             .map_err(|e| SnapshotDecodeError::Malformed(e.to_string()))?;
+        KeySpace::from_snapshot(snapshot)
+    }
+
+    /// Rebuilds a key space from its decoded snapshot message (a section of a larger snapshot),
+    /// validating everything.
+    pub fn from_snapshot(snapshot: MvccSnapshot) -> Result<KeySpace, SnapshotDecodeError> {
         if snapshot.format_version != FORMAT_VERSION {
             return Err(SnapshotDecodeError::UnsupportedVersion(
                 snapshot.format_version,
@@ -299,6 +305,7 @@ impl KeySpace {
             current_revision,
             compact_main,
             cold: None,
+            changes: Vec::new(),
         };
         store.check_revisions().map_err(invalid)?;
         Ok(store)

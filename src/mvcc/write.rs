@@ -15,7 +15,7 @@ use super::cold::ColdRange;
 use super::header;
 use super::range::KeyRange;
 use super::revision::Revision;
-use super::KeySpace;
+use super::{KeyChange, KeySpace};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -27,6 +27,8 @@ pub(crate) struct WriteTxn<'a> {
     begin: i64,
     /// Keys changed so far, in order; the length is the next sub revision.
     changed: Vec<Bytes>,
+    /// What each change did, for the store's effects once the write commits.
+    effects: Vec<KeyChange>,
     committed: bool,
 }
 
@@ -37,6 +39,7 @@ impl<'a> WriteTxn<'a> {
             store,
             begin,
             changed: Vec::new(),
+            effects: Vec::new(),
             committed: false,
         }
     }
@@ -106,10 +109,52 @@ impl<'a> WriteTxn<'a> {
 
     fn put(&mut self, key: &[u8], value: Bytes, lease: i64) {
         let rev = self.next_revision();
+        let lease_before = self.store.live_lease(key);
         let key = self.store.append_record(key, |h| {
             h.push_put(rev, value, lease);
         });
+        self.effects.push(KeyChange {
+            key: key.clone(),
+            revision: rev,
+            deleted: false,
+            lease_before,
+            lease_after: lease,
+        });
         self.changed.push(key);
+    }
+
+    fn delete(&mut self, key: &Bytes) {
+        let rev = self.next_revision();
+        let lease_before = self.store.live_lease(key);
+        let key = self.store.append_record(key, |h| {
+            h.push_tombstone(rev);
+        });
+        self.effects.push(KeyChange {
+            key: key.clone(),
+            revision: rev,
+            deleted: true,
+            lease_before,
+            lease_after: 0,
+        });
+        self.changed.push(key);
+    }
+
+    /// Deletes each of `keys` that exists now, in the order given; returns how many.
+    pub fn delete_keys(&mut self, keys: &[Bytes]) -> i64 {
+        let at = self.read_revision();
+        let mut deleted = 0;
+        for key in keys {
+            let exists = self
+                .store
+                .keys
+                .get(key)
+                .is_some_and(|h| h.live_at(at).is_some());
+            if exists {
+                self.delete(key);
+                deleted += 1;
+            }
+        }
+        deleted
     }
 
     /// Deletes every key that exists in `range`, in key order; returns how many.
@@ -122,11 +167,7 @@ impl<'a> WriteTxn<'a> {
             .map(|(k, _)| k.clone())
             .collect();
         for key in &doomed {
-            let rev = self.next_revision();
-            let key = self.store.append_record(key, |h| {
-                h.push_tombstone(rev);
-            });
-            self.changed.push(key);
+            self.delete(key);
         }
         doomed.len() as i64
     }
@@ -140,6 +181,7 @@ impl<'a> WriteTxn<'a> {
         if !self.changed.is_empty() {
             self.store.current_revision = self.begin + 1;
         }
+        self.store.changes.append(&mut self.effects);
         if let Some(cold) = &mut self.store.cold {
             for key in &self.changed {
                 let history = self

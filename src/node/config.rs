@@ -35,15 +35,21 @@ pub struct Config {
     pub raft_message_bytes_max: u64,
     /// Append messages in flight to one follower.
     pub raft_inflight_messages_max: usize,
+    /// How long the leader lets a lease go without recording its remaining TTL through raft;
+    /// bounds how much a restart or a long partition can extend a lease (`lease::clock`).
+    /// etcd's `--experimental-lease-checkpoint-interval` is 5 minutes and off by default.
+    pub lease_checkpoint_interval: Duration,
+    /// Expired leases the leader revokes per second at most. etcd: 1,000.
+    pub lease_revokes_per_sec: u64,
     /// Emit `Output::Proposed` and `Output::Applied`, which the simulator's checkers read.
     pub observe: bool,
-    /// Deliberate bugs, for proving that the simulator catches them.
-    #[cfg(feature = "bug-injection")]
+    /// Deliberate bugs, for proving that the simulator catches them. All off unless a test
+    /// turns one on; nothing in the server can.
     pub bugs: Bugs,
 }
 
-/// Deliberately wrong behaviours the simulator must catch. They exist only with the
-/// `bug-injection` feature and are all off by default.
+/// Deliberately wrong behaviours the simulator must catch, all off by default. They are
+/// compiled into every build, so that the server the tests run is the server that ships.
 #[derive(Clone, Debug, Default)]
 pub struct Bugs {
     /// Send votes and append acknowledgements before the write they promise is durable.
@@ -52,6 +58,11 @@ pub struct Bugs {
     pub read_without_read_index: bool,
     /// Apply some committed entries twice.
     pub apply_twice: bool,
+    /// Followers revoke leases on their own clocks, counting from the grant (they do not see
+    /// the leader's renewals).
+    pub follower_lease_expiry: bool,
+    /// A new leader restarts every lease from its full TTL, as etcd without checkpoints does.
+    pub lease_ttl_reset_on_leader_change: bool,
 }
 
 impl Config {
@@ -73,8 +84,9 @@ impl Config {
             pending_requests_max: 10_000,
             raft_message_bytes_max: 1024 * 1024,
             raft_inflight_messages_max: 256,
+            lease_checkpoint_interval: Duration::from_secs(5),
+            lease_revokes_per_sec: 1_000,
             observe: false,
-            #[cfg(feature = "bug-injection")]
             bugs: Bugs::default(),
         }
     }

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::types::{ClientRequest, RequestId};
+use super::types::RequestId;
+use super::ClientRequest;
 use crate::error::EtcdError;
 use crate::time::Instant;
 
@@ -175,6 +176,11 @@ impl ReadBatches {
             .filter(|(_, b)| now.saturating_since(b.issued_at) >= retry)
             .map(|(ctx, _)| *ctx)
             .collect()
+    }
+
+    /// Whether a batch still waits for raft's answer to its read index.
+    pub fn has_issued(&self) -> bool {
+        !self.issued.is_empty()
     }
 
     pub fn mark_issued(&mut self, ctx: u64, now: Instant) {

@@ -6,12 +6,14 @@ use std::io::{self, Cursor, Seek, Write};
 use bytes::Bytes;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
+use super::error::{DiskError, StopReason};
+use crate::api::{ClientRequest, ClientResponse};
 use crate::error::EtcdError;
-use crate::mvcc::{ColdOp, ColdRead, ColdValues, KeySpaceView, NoColdValues};
+use crate::mvcc::{ColdOp, ColdRead, ColdValues, NoColdValues};
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use crate::state::StateView;
 use crate::wal;
 
 /// A raft member id (etcd's member ID).
@@ -77,7 +79,7 @@ pub enum Output {
     Applied { index: u64, term: u64, data: Bytes },
     /// The member stopped (a disk failure, a corrupt snapshot): the driver must shut it down.
     /// Every later input is answered with `etcdserver: server stopped`.
-    Stopped { reason: String },
+    Stopped { reason: StopReason },
 }
 
 impl Output {
@@ -113,7 +115,7 @@ impl Output {
 #[derive(Clone, Debug)]
 pub struct OutgoingSnapshot {
     pub msg: raft::eraftpb::Message,
-    pub view: KeySpaceView,
+    pub view: StateView,
 }
 
 impl OutgoingSnapshot {
@@ -128,63 +130,49 @@ impl OutgoingSnapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PeerMessage {
     Raft(raft::eraftpb::Message),
+    /// A member asks the leader to answer a client's request only the leader can answer.
+    Forward {
+        id: u64,
+        request: LeaderRequest,
+    },
+    /// The leader's answer to `Forward { id, .. }`.
+    ForwardReply {
+        id: u64,
+        result: Result<LeaderResponse, EtcdError>,
+    },
+}
+
+/// A client request only the leader answers: it reads the leader's lease clocks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeaderRequest {
+    KeepAlive(LeaseKeepAliveRequest),
+    TimeToLive(LeaseTimeToLiveRequest),
+}
+
+impl From<LeaseKeepAliveRequest> for LeaderRequest {
+    fn from(request: LeaseKeepAliveRequest) -> LeaderRequest {
+        LeaderRequest::KeepAlive(request)
+    }
+}
+
+impl From<LeaseTimeToLiveRequest> for LeaderRequest {
+    fn from(request: LeaseTimeToLiveRequest) -> LeaderRequest {
+        LeaderRequest::TimeToLive(request)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum ClientRequest {
-    Range(RangeRequest),
-    Put(PutRequest),
-    DeleteRange(DeleteRangeRequest),
-    Txn(TxnRequest),
-    Compact(CompactionRequest),
+pub enum LeaderResponse {
+    KeepAlive(LeaseKeepAliveResponse),
+    TimeToLive(LeaseTimeToLiveResponse),
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum ClientResponse {
-    Range(RangeResponse),
-    Put(PutResponse),
-    DeleteRange(DeleteRangeResponse),
-    Txn(TxnResponse),
-    Compact(CompactionResponse),
-}
-
-impl ClientResponse {
-    /// The response header's slot, whichever kind of response this is.
-    pub fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
-        match self {
-            ClientResponse::Range(r) => &mut r.header,
-            ClientResponse::Put(r) => &mut r.header,
-            ClientResponse::DeleteRange(r) => &mut r.header,
-            ClientResponse::Txn(r) => &mut r.header,
-            ClientResponse::Compact(r) => &mut r.header,
+impl From<LeaderResponse> for ClientResponse {
+    fn from(response: LeaderResponse) -> ClientResponse {
+        match response {
+            LeaderResponse::KeepAlive(r) => r.into(),
+            LeaderResponse::TimeToLive(r) => r.into(),
         }
-    }
-
-    pub fn header(&self) -> Option<&ResponseHeader> {
-        match self {
-            ClientResponse::Range(r) => r.header.as_ref(),
-            ClientResponse::Put(r) => r.header.as_ref(),
-            ClientResponse::DeleteRange(r) => r.header.as_ref(),
-            ClientResponse::Txn(r) => r.header.as_ref(),
-            ClientResponse::Compact(r) => r.header.as_ref(),
-        }
-    }
-
-    /// Reads the cold values `cold` names into the response.
-    pub fn fill_cold(&mut self, cold: ColdValues, reader: &dyn ColdRead) -> io::Result<()> {
-        if cold.is_empty() {
-            return Ok(());
-        }
-        match self {
-            ClientResponse::Range(r) => cold.fill_range(r, reader),
-            ClientResponse::Txn(r) => cold.fill_txn(r, reader),
-            _ => Err(io::Error::other("only ranges and txns read cold values")),
-        }
-    }
-
-    /// The store revision the response reports.
-    pub fn revision(&self) -> Option<i64> {
-        self.header().map(|h| h.revision)
     }
 }
 
@@ -211,9 +199,6 @@ pub enum DiskOp {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskError(pub String);
-
 /// A snapshot file to save: its metadata and the state it holds, not yet encoded. For a snapshot
 /// the node takes itself, encoding is the expensive part (the whole key space), so the node hands
 /// over an O(1) view and the driver's disk thread encodes it while the node keeps serving.
@@ -227,8 +212,8 @@ pub struct SnapshotFile {
 enum SnapshotState {
     /// Sent by the leader, already encoded.
     Received(Bytes),
-    /// This member's key space at the snapshot's index.
-    Local(KeySpaceView),
+    /// This member's state at the snapshot's index.
+    Local(StateView),
 }
 
 impl SnapshotFile {
@@ -239,7 +224,7 @@ impl SnapshotFile {
         }
     }
 
-    pub(crate) fn local(meta: SnapshotMetadata, view: KeySpaceView) -> SnapshotFile {
+    pub(crate) fn local(meta: SnapshotMetadata, view: StateView) -> SnapshotFile {
         SnapshotFile {
             meta,
             state: SnapshotState::Local(view),

@@ -20,7 +20,7 @@ use crate::error::EtcdError;
 use crate::mvcc::ColdValues;
 use crate::node::{
     ClientRequest, ClientResponse, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
-    PeerMessage, RequestId,
+    PeerMessage, RequestId, Rpc,
 };
 use crate::time::Instant;
 
@@ -74,8 +74,16 @@ impl DriverHandle {
         )
     }
 
-    /// Sends a client request to the node and waits for its answer.
-    pub async fn call(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
+    /// Sends a client request to the node and waits for its answer, typed as the request's.
+    pub async fn call<R: Rpc>(&self, request: R) -> Result<R::Response, EtcdError> {
+        let response = self.call_any(request.into()).await?;
+        let name = response.name();
+        Ok(R::response(response).unwrap_or_else(|| {
+            panic!("the node answers each request with its own kind, not with {name}")
+        }))
+    }
+
+    async fn call_any(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
         let (reply, answer) = oneshot::channel();
         if !self.offer(Event::Client { request, reply }) {
             return Err(EtcdError::TooManyRequests);
@@ -311,7 +319,7 @@ impl Driver {
                         });
                     }
                 }
-                Output::Stopped { reason } => stopped = Some(reason),
+                Output::Stopped { reason } => stopped = Some(reason.to_string()),
                 // The server runs without `observe`; nothing to carry out.
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }

@@ -1,16 +1,25 @@
-//! The client port's gRPC services: etcd's `etcdserverpb.KV` and the standard health service.
-//! Each call becomes one client request to the node; the node's answer or etcd error comes back
-//! unchanged, with etcd's status code and message.
+//! The client port's gRPC services: etcd's `etcdserverpb.KV` and `etcdserverpb.Lease`, and the
+//! standard health service. Each call becomes one client request to the node; the node's answer
+//! or etcd error comes back unchanged, with etcd's status code and message.
 
-use tonic::{Request, Response, Status};
+use std::pin::Pin;
+
+use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::driver::DriverHandle;
+use crate::api::Rpc;
 use crate::error::EtcdError;
-use crate::node::{ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, TxnRequest, TxnResponse,
 };
 
 pub fn status(err: EtcdError) -> Status {
@@ -25,16 +34,18 @@ impl KvService {
     pub fn new(driver: DriverHandle) -> KvService {
         KvService { driver }
     }
-
-    async fn call(&self, request: ClientRequest) -> Result<ClientResponse, Status> {
-        self.driver.call(request).await.map_err(status)
-    }
 }
 
-fn mismatch(what: &str) -> Status {
-    Status::internal(format!(
-        "the node answered a {what} request with another kind of response"
-    ))
+/// One unary call: the request to the node, its typed answer or etcd's error back.
+async fn unary<R: Rpc>(
+    driver: &DriverHandle,
+    request: Request<R>,
+) -> Result<Response<R::Response>, Status> {
+    driver
+        .call(request.into_inner())
+        .await
+        .map(Response::new)
+        .map_err(status)
 }
 
 #[tonic::async_trait]
@@ -43,52 +54,125 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        match self
-            .call(ClientRequest::Range(request.into_inner()))
-            .await?
-        {
-            ClientResponse::Range(r) => Ok(Response::new(r)),
-            _ => Err(mismatch("range")),
-        }
+        unary(&self.driver, request).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        match self.call(ClientRequest::Put(request.into_inner())).await? {
-            ClientResponse::Put(r) => Ok(Response::new(r)),
-            _ => Err(mismatch("put")),
-        }
+        unary(&self.driver, request).await
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        match self
-            .call(ClientRequest::DeleteRange(request.into_inner()))
-            .await?
-        {
-            ClientResponse::DeleteRange(r) => Ok(Response::new(r)),
-            _ => Err(mismatch("delete range")),
-        }
+        unary(&self.driver, request).await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        match self.call(ClientRequest::Txn(request.into_inner())).await? {
-            ClientResponse::Txn(r) => Ok(Response::new(r)),
-            _ => Err(mismatch("txn")),
-        }
+        unary(&self.driver, request).await
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        match self
-            .call(ClientRequest::Compact(request.into_inner()))
-            .await?
-        {
-            ClientResponse::Compact(r) => Ok(Response::new(r)),
-            _ => Err(mismatch("compaction")),
+        unary(&self.driver, request).await
+    }
+}
+
+/// Keepalives one stream may have at the node at once; past it the stream stops reading until
+/// an answer goes out, so a flood of keepalives meets backpressure instead of queueing.
+const KEEPALIVES_IN_FLIGHT_MAX: usize = 64;
+/// Answers buffered for a stream whose client is slow to read them.
+const KEEPALIVE_ANSWERS_BUFFERED_MAX: usize = 64;
+
+pub struct LeaseService {
+    driver: DriverHandle,
+}
+
+impl LeaseService {
+    pub fn new(driver: DriverHandle) -> LeaseService {
+        LeaseService { driver }
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        unary(&self.driver, request).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        unary(&self.driver, request).await
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let (answers, stream) = mpsc::channel(KEEPALIVE_ANSWERS_BUFFERED_MAX);
+        tokio::spawn(keep_alive(
+            self.driver.clone(),
+            request.into_inner(),
+            answers,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        unary(&self.driver, request).await
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        unary(&self.driver, request).await
+    }
+}
+
+/// Serves one keepalive stream: each request is answered with the lease's TTL (0 when the
+/// lease is gone), in order. As etcd does, any other error ends the stream with that error.
+async fn keep_alive(
+    driver: DriverHandle,
+    mut requests: Streaming<LeaseKeepAliveRequest>,
+    answers: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
+) {
+    let mut in_flight = FuturesOrdered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            message = requests.message(), if reading && in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX => {
+                match message {
+                    Ok(Some(request)) => {
+                        let driver = driver.clone();
+                        in_flight.push_back(async move { driver.call(request).await });
+                    }
+                    // The client closed its side or went away: answer what it asked, then stop.
+                    Ok(None) | Err(_) => reading = false,
+                }
+            }
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                let failed = answer.is_err();
+                if answers.send(answer.map_err(status)).await.is_err() || failed {
+                    return;
+                }
+            }
+            else => return,
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::time::Instant;
 use config::ServerConfig;
 use driver::{Driver, DriverHandle, Exit, Storage};
@@ -71,7 +72,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let disk::Loaded { recovered, files } = loaded;
     let cold = disk::ColdFiles::open(&cfg.data_dir)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
-    let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)?;
+    let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)
+        .map_err(|e| e.to_string())?;
 
     let client_listeners = bind(&cfg.listen_client, "clients").await?;
     let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
@@ -161,8 +163,12 @@ async fn serve_clients(
         .await;
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
-    let kv = KvServer::new(grpc::KvService::new(handle))
-        .max_decoding_message_size(max_request_bytes + 512 * 1024)
+    let receive_max = max_request_bytes + 512 * 1024;
+    let kv = KvServer::new(grpc::KvService::new(handle.clone()))
+        .max_decoding_message_size(receive_max)
+        .max_encoding_message_size(usize::MAX);
+    let lease = LeaseServer::new(grpc::LeaseService::new(handle))
+        .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
     // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
     // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
@@ -180,6 +186,7 @@ async fn serve_clients(
         ))
         .add_service(health_service)
         .add_service(kv)
+        .add_service(lease)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -29,9 +29,9 @@ pub use requests::Answer;
 use std::collections::BTreeMap;
 
 use detcd::error::EtcdError;
-use detcd::mvcc::KeySpace;
-use detcd::node::MemberId;
+use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use detcd::state::State;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
@@ -47,6 +47,10 @@ pub fn check(ops: &[Op], log: &[AppliedEntry]) -> Result<Stats, Violation> {
     let plan = plan(ops, &replay, &mut stats)?;
     let mut reads = order_in_real_time(ops, &plan.ordered, &replay.timeline)?;
     reads.extend(plan.unordered_reads);
+    let (lease_reads, reads): (Vec<_>, Vec<_>) = reads
+        .into_iter()
+        .partition(|(_, slot)| matches!(ops[*slot].request, ClientRequest::LeaseLeases(_)));
+    check_lease_reads(ops, &replay, lease_reads)?;
     evaluate_reads(ops, log, reads)?;
     Ok(stats)
 }
@@ -83,6 +87,16 @@ struct Replay {
     /// The log index each op (by slot) was applied at.
     position: Vec<Option<u64>>,
     timeline: Timeline,
+    /// The set of lease ids after each log position, as a digest: leases change without a new
+    /// revision, so a lease read's revision does not pin its position.
+    lease_digests: Vec<u64>,
+}
+
+/// A digest of a set of lease ids, in ascending order.
+fn lease_digest(ids: impl Iterator<Item = i64>) -> u64 {
+    ids.fold(0xcbf2_9ce4_8422_2325, |h, id| {
+        (h ^ id as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Replays the log, tying each entry to its op and checking each definite write answer.
@@ -92,10 +106,11 @@ fn replay_writes(
     proposals: &BTreeMap<(MemberId, u64), usize>,
     stats: &mut Stats,
 ) -> Result<Replay, Violation> {
-    let mut kv = KeySpace::new();
+    let mut state = State::new();
     let mut replay = Replay {
         position: vec![None; ops.len()],
         timeline: Timeline::new(),
+        lease_digests: vec![lease_digest(std::iter::empty())],
     };
     // etcd's raw compact revision, which the public API rounds up to 0 before any compaction.
     let mut compact_main = -1;
@@ -107,25 +122,35 @@ fn replay_writes(
                 index: entry.index,
             });
         }
-        if let Some((origin, request_id, op)) = decode(entry) {
-            stats.log_requests += 1;
-            let slot =
-                proposals
-                    .get(&(origin, request_id))
-                    .copied()
-                    .ok_or(Violation::PhantomWrite {
+        match decode(entry) {
+            Some((_, _, op)) if requests::is_internal(&op) => {
+                let _ = requests::apply(&mut state, &op);
+            }
+            Some((origin, request_id, op)) => {
+                stats.log_requests += 1;
+                let slot = proposals.get(&(origin, request_id)).copied().ok_or(
+                    Violation::PhantomWrite {
                         index,
                         origin,
                         request_id,
-                    })?;
-            claim(&ops[slot], &op, &mut replay.position[slot], index)?;
-            let answer = requests::apply(&mut kv, &op);
-            if matches!(op, internal_request::Op::Compaction(_)) && answer.is_ok() {
-                compact_main = kv.compact_revision();
+                    },
+                )?;
+                claim(&ops[slot], &op, &mut replay.position[slot], index)?;
+                let answer = requests::apply(&mut state, &op).expect("a client's op answers");
+                if matches!(op, internal_request::Op::Compaction(_)) && answer.is_ok() {
+                    compact_main = state.kv().compact_revision();
+                }
+                check_write_answer(&ops[slot], index, answer, stats)?;
             }
-            check_write_answer(&ops[slot], index, answer, stats)?;
+            None => {}
         }
-        replay.timeline.push(kv.current_revision(), compact_main);
+        check_state(&state, index)?;
+        replay
+            .timeline
+            .push(state.kv().current_revision(), compact_main);
+        replay
+            .lease_digests
+            .push(lease_digest(state.leases().iter().map(|(id, _)| id)));
     }
     Ok(replay)
 }
@@ -184,7 +209,10 @@ fn check_write_answer(
         Class::Write(WriteKind::Delete) => stats.deletes += 1,
         Class::Write(WriteKind::Txn) => stats.write_txns += 1,
         Class::Write(WriteKind::Compact) => stats.compactions += 1,
-        Class::Read { .. } => unreachable!("the entry carries this op's request, a write"),
+        Class::Write(WriteKind::LeaseGrant | WriteKind::LeaseRevoke) => stats.lease_writes += 1,
+        Class::Read { .. } | Class::LeaseClock => {
+            unreachable!("the entry carries this op's request, a write")
+        }
     }
     Ok(())
 }
@@ -239,6 +267,8 @@ fn plan(ops: &[Op], replay: &Replay, stats: &mut Stats) -> Result<Plan, Violatio
             Class::Read { linearizable } => {
                 plan_read(slot, op, linearizable, &replay.timeline, &mut plan, stats)?
             }
+            // The lease checker judges what the leader's clocks answered.
+            Class::LeaseClock => {}
         }
     }
     Ok(plan)
@@ -457,33 +487,80 @@ fn evaluate_reads(
     mut reads: Vec<(u64, usize)>,
 ) -> Result<(), Violation> {
     reads.sort_unstable();
-    let mut kv = KeySpace::new();
+    let mut state = State::new();
     let mut applied = 0u64;
     for (q, slot) in reads {
         while applied < q {
             if let Some((_, _, op)) = decode(&log[applied as usize]) {
                 // The first replay checked every entry; here only the state matters.
-                let _ = requests::apply(&mut kv, &op);
+                let _ = requests::apply(&mut state, &op);
             }
             applied += 1;
         }
-        check_read(&ops[slot], q, &mut kv)?;
+        check_read(&ops[slot], q, &mut state)?;
     }
     Ok(())
 }
 
-fn check_read(op: &Op, q: u64, kv: &mut KeySpace) -> Result<(), Violation> {
+/// The replayed state keeps its own invariants after every entry: in particular, no key
+/// outlives its lease (every live key's lease exists) and a revocation takes every key of the
+/// lease with it.
+fn check_state(state: &State, index: u64) -> Result<(), Violation> {
+    state
+        .leases()
+        .check_against(state.kv())
+        .map_err(|why| Violation::StateBroken { index, why })
+}
+
+/// A lease read (LeaseLeases) lists the leases of some position from where real time placed it
+/// to the last position at its answer's revision: leases come and go without a revision.
+fn check_lease_reads(
+    ops: &[Op],
+    replay: &Replay,
+    reads: Vec<(u64, usize)>,
+) -> Result<(), Violation> {
+    for (q, slot) in reads {
+        let op = &ops[slot];
+        let Outcome::Ok {
+            response: ClientResponse::LeaseLeases(answer),
+            ..
+        } = &op.outcome
+        else {
+            continue;
+        };
+        let mut ids: Vec<i64> = answer.leases.iter().map(|l| l.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let digest = lease_digest(ids.into_iter());
+        let revision = answer.header.as_ref().map_or(0, |h| h.revision);
+        let last = replay
+            .timeline
+            .positions_at(revision)
+            .map_or(q, |(_, last)| last);
+        let seen = (q..=last.max(q)).any(|p| replay.lease_digests.get(p as usize) == Some(&digest));
+        if !seen {
+            return Err(Violation::WrongLeaseList {
+                read: OpRef::of(op),
+                from: Point(2 * q + 1),
+                to: Point(2 * last + 1),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_read(op: &Op, q: u64, state: &mut State) -> Result<(), Violation> {
     let observed = match &op.outcome {
         Outcome::Ok { response, .. } => Ok(requests::normalized(response)),
         Outcome::Err { error, .. } => Err(error.clone()),
         Outcome::Unknown => unreachable!("only answered reads are evaluated"),
     };
-    let expected = requests::read(kv, &op.request);
+    let expected = requests::read(state, &op.request);
     if observed != expected {
         return Err(Violation::WrongReadAnswer {
             read: OpRef::of(op),
             at: Point(2 * q + 1),
-            revision: kv.current_revision(),
+            revision: state.kv().current_revision(),
             expected: Box::new(expected),
             observed: Box::new(observed),
         });

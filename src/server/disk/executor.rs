@@ -127,7 +127,7 @@ impl SnapshotWriter {
                 while let Ok((io, file, cold)) = files.recv() {
                     if failed.is_none() {
                         if let Err(reason) = snapshots::save(&snap_dir, &file, &cold) {
-                            failed = Some(DiskError(reason));
+                            failed = Some(DiskError::described(reason));
                         }
                     }
                     completions(io, failed.clone().map_or(Ok(()), Err));
@@ -195,7 +195,7 @@ impl Executor {
     fn execute_batch(&mut self, batch: &[Queued]) -> Result<(), DiskError> {
         if self.failed.is_none() {
             if let Err(reason) = self.write_batch(batch) {
-                self.failed = Some(DiskError(reason));
+                self.failed = Some(DiskError::described(reason));
             }
         }
         self.failed.clone().map_or(Ok(()), Err)

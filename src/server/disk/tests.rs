@@ -16,6 +16,7 @@ use super::*;
 use crate::mvcc::{KeySpace, NoColdValues};
 use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
 use crate::proto::etcdserverpb::PutRequest;
+use crate::state::State;
 use crate::wal::DiskImage;
 
 /// A unique directory under the system temp dir, removed when dropped.
@@ -314,7 +315,7 @@ fn local_snapshot(index: u64, kv: &KeySpace) -> SnapshotFile {
         term: 2,
         ..SnapshotMetadata::default()
     };
-    SnapshotFile::local(meta, kv.view())
+    SnapshotFile::local(meta, State::from_key_space(kv.clone()).view())
 }
 
 #[test]
@@ -360,7 +361,10 @@ fn a_local_snapshot_is_written_beside_the_wal_and_decodes_to_its_view() {
     assert_eq!(image.snapshots.len(), 1);
     let snapshot = crate::wal::decode_snapshot_file(&image.snapshots[0]).unwrap();
     assert_eq!(snapshot.get_metadata().index, 40);
-    assert_eq!(KeySpace::decode_snapshot(&snapshot.data).unwrap(), frozen);
+    assert_eq!(
+        State::decode_snapshot(&snapshot.data).unwrap(),
+        State::from_key_space(frozen)
+    );
 }
 
 #[test]
@@ -382,7 +386,9 @@ fn a_failed_local_snapshot_reports_the_error() {
     executor.shutdown();
     let completed: Vec<_> = done.try_iter().collect();
     assert_eq!(completed.len(), 1);
-    let DiskError(reason) = completed[0].1.clone().expect_err("the save failed");
+    let DiskError {
+        message: reason, ..
+    } = completed[0].1.clone().expect_err("the save failed");
     assert!(reason.contains("0000000000000007.snap.tmp"), "{reason}");
 }
 
@@ -518,7 +524,9 @@ fn after_an_io_error_every_later_operation_fails() {
     let failed: Vec<_> = done.try_iter().collect();
     assert_eq!(failed.len(), 2);
     for (io, result) in failed {
-        let DiskError(reason) = result.expect_err("failed after the error");
+        let DiskError {
+            message: reason, ..
+        } = result.expect_err("failed after the error");
         assert!(
             reason.contains("0000000000000003.snap.tmp"),
             "io {}: {reason}",
@@ -544,7 +552,9 @@ fn a_failed_rotation_fails_that_append_and_every_later_one() {
     );
     executor.submit(IoId(3), append(frame(b"small enough to fit"), true));
     let (io, result) = done.recv().unwrap();
-    let DiskError(reason) = result.expect_err("every later operation fails");
+    let DiskError {
+        message: reason, ..
+    } = result.expect_err("every later operation fails");
     assert_eq!(io, IoId(3));
     assert!(reason.contains(&segment_name_of(608)), "{reason}");
 }

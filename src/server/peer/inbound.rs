@@ -77,9 +77,9 @@ where
         .await
         .map_err(|_| WireError::HandshakeTimeout)??;
     handshake.check(me)?;
-    while let Some(bytes) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
-        let msg = wire::decode_message(&bytes, &handshake)?;
-        deliver(handshake.from, PeerMessage::Raft(msg));
+    while let Some((kind, bytes)) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
+        let msg = wire::decode_message(kind, &bytes, &handshake)?;
+        deliver(handshake.from, msg);
     }
     Ok(())
 }

@@ -42,6 +42,7 @@
 //! There is no acknowledgement: a rejected dialler notices the closed socket and redials with
 //! backoff.
 
+mod forward;
 mod inbound;
 mod outbound;
 mod wire;

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{timeout, Instant};
 
-use super::wire::{self, Handshake, MESSAGE_BYTES_MAX};
+use super::forward;
+use super::wire::{self, Handshake, Kind, MESSAGE_BYTES_MAX};
 use super::PeerIdentity;
 use crate::node::{MemberId, OutgoingSnapshot, PeerMessage};
 use crate::server::disk::ColdReader;
@@ -299,19 +300,26 @@ impl Link {
 
     /// Encodes a batch, dropping (and counting) what no listener would accept. A snapshot's key
     /// space is encoded on a blocking thread: it takes time in proportion to its size.
-    async fn encode_batch(&self, batch: impl Iterator<Item = Outgoing>) -> Vec<Vec<u8>> {
+    async fn encode_batch(&self, batch: impl Iterator<Item = Outgoing>) -> Vec<(Kind, Vec<u8>)> {
         let mut encoded = Vec::new();
         for item in batch {
-            let bytes = match item {
+            let (kind, bytes) = match item {
                 Outgoing::Message(PeerMessage::Raft(msg)) => {
-                    msg.write_to_bytes().map_err(|e| e.to_string())
+                    (Kind::Raft, msg.write_to_bytes().map_err(|e| e.to_string()))
                 }
-                Outgoing::Snapshot(snapshot, cold) => tokio::task::spawn_blocking(move || {
-                    let msg = snapshot.into_message(&cold).map_err(|e| e.to_string())?;
-                    msg.write_to_bytes().map_err(|e| e.to_string())
-                })
-                .await
-                .expect("encoding a snapshot does not panic"),
+                Outgoing::Message(other) => (
+                    Kind::Forward,
+                    Ok(forward::encode(&other).expect("not a raft message")),
+                ),
+                Outgoing::Snapshot(snapshot, cold) => (
+                    Kind::Raft,
+                    tokio::task::spawn_blocking(move || {
+                        let msg = snapshot.into_message(&cold).map_err(|e| e.to_string())?;
+                        msg.write_to_bytes().map_err(|e| e.to_string())
+                    })
+                    .await
+                    .expect("encoding a snapshot does not panic"),
+                ),
             };
             match bytes {
                 // Sending it would make the listener drop the connection, on every retry.
@@ -319,7 +327,7 @@ impl Link {
                     self.log(format_args!("dropping a {}-byte message", bytes.len()));
                     Counters::add(&self.counters.dropped, 1);
                 }
-                Ok(bytes) => encoded.push(bytes),
+                Ok(bytes) => encoded.push((kind, bytes)),
                 Err(e) => {
                     self.log(format_args!("dropping an unencodable message: {e}"));
                     Counters::add(&self.counters.dropped, 1);
@@ -333,10 +341,10 @@ impl Link {
 /// Writes a batch with one flush at the end.
 async fn write_batch(
     writer: &mut BufWriter<OwnedWriteHalf>,
-    encoded: &[Vec<u8>],
+    encoded: &[(Kind, Vec<u8>)],
 ) -> std::io::Result<()> {
-    for bytes in encoded {
-        with_deadline(bytes.len(), wire::write_message(writer, bytes)).await?;
+    for (kind, bytes) in encoded {
+        with_deadline(bytes.len(), wire::write_message(writer, bytes, *kind)).await?;
     }
     with_deadline(0, writer.flush()).await
 }

@@ -84,7 +84,7 @@ async fn next_delivery(delivered: &mut Delivered) -> (MemberId, PeerMessage) {
 async fn frames_of(msg: &RaftMessage) -> Vec<u8> {
     let mut out = Vec::new();
     let bytes = msg.write_to_bytes().expect("encodable");
-    wire::write_message(&mut out, &bytes)
+    wire::write_message(&mut out, &bytes, wire::Kind::Raft)
         .await
         .expect("writing to a Vec");
     out
@@ -179,7 +179,7 @@ async fn a_snapshot_is_encoded_by_the_peer_task_as_it_is_sent() {
     let mut msg = raft_message(1, 2, 7);
     msg.set_msg_type(MessageType::MsgSnapshot);
     msg.mut_snapshot().mut_metadata().index = 7;
-    let view = kv.view();
+    let view = crate::state::State::from_key_space(kv.clone()).view();
     // The store moves on after the view is taken; the snapshot keeps its moment.
     kv.put(&PutRequest {
         key: "later".into(),
@@ -188,11 +188,16 @@ async fn a_snapshot_is_encoded_by_the_peer_task_as_it_is_sent() {
     })
     .unwrap();
     sender.send_snapshot(2, OutgoingSnapshot { msg, view }, Default::default());
-    let (from, PeerMessage::Raft(got)) = next_delivery(&mut two.delivered).await;
+    let (from, PeerMessage::Raft(got)) = next_delivery(&mut two.delivered).await else {
+        panic!("a raft message");
+    };
     assert_eq!(from, 1);
     assert_eq!(got.get_msg_type(), MessageType::MsgSnapshot);
     assert_eq!(got.get_snapshot().get_metadata().index, 7);
-    let decoded = KeySpace::decode_snapshot(&got.get_snapshot().data).expect("decodes");
+    let decoded = crate::state::State::decode_snapshot(&got.get_snapshot().data)
+        .expect("decodes")
+        .kv()
+        .clone();
     assert_eq!(decoded.current_revision(), 1_001);
     assert_eq!(decoded.live_key_count(), 1_000);
 }
@@ -278,10 +283,10 @@ async fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
     let mut bad_magic = good;
     bad_magic[0] = b'X';
     let mut bad_version = good;
-    bad_version[7] = 2;
+    bad_version[7] = 1;
     let undecodable = [0xff_u8; 16];
     let mut undecodable_frame = Vec::new();
-    wire::write_message(&mut undecodable_frame, &undecodable)
+    wire::write_message(&mut undecodable_frame, &undecodable, wire::Kind::Raft)
         .await
         .expect("to a Vec");
     let mut truncated_chunks = frames_of(&snapshot_message(5 << 20)).await;
@@ -292,7 +297,7 @@ async fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n                   ".to_vec(),
         ),
         ("bad magic \"XTCP", bad_magic.to_vec()),
-        ("unsupported version 2", bad_version.to_vec()),
+        ("unsupported version 1", bad_version.to_vec()),
         (
             "meant for member 3",
             Handshake {
@@ -488,7 +493,7 @@ fn handshake_round_trips_and_checks_its_receiver() {
         to: 2,
     };
     let bytes: [u8; HANDSHAKE_BYTES] = handshake.encode();
-    assert_eq!(&bytes[0..8], b"DTCP\0\0\0\x01");
+    assert_eq!(&bytes[0..8], b"DTCP\0\0\0\x02");
     let decoded = Handshake::decode(&bytes).expect("valid handshake");
     assert_eq!(decoded, handshake);
     assert!(decoded.check(identity(2)).is_ok());

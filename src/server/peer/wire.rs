@@ -7,13 +7,31 @@ use raft::eraftpb::Message as RaftMessage;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::PeerIdentity;
-use crate::node::MemberId;
+use crate::node::{MemberId, PeerMessage};
 
 const MAGIC: [u8; 4] = *b"DTCP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 pub(super) const HANDSHAKE_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 9;
 const FLAG_MORE: u8 = 0x01;
+const FLAG_FORWARD: u8 = 0x02;
+
+/// What a message's bytes are: a raft message, or a request forwarded to the leader (or its
+/// reply), told apart by the FORWARD flag every frame of the message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Raft,
+    Forward,
+}
+
+impl Kind {
+    fn flag(self) -> u8 {
+        match self {
+            Kind::Raft => 0,
+            Kind::Forward => FLAG_FORWARD,
+        }
+    }
+}
 
 /// The largest payload a single frame may carry; a listener trusts a length up to this much.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 4 << 20;
@@ -54,6 +72,10 @@ pub(super) enum WireError {
     TruncatedMessage,
     #[error("undecodable raft message: {0}")]
     Decode(#[from] protobuf::ProtobufError),
+    #[error(transparent)]
+    Forward(#[from] super::forward::ForwardDecodeError),
+    #[error("a chunked message changes kind between frames")]
+    MixedKinds,
     #[error("message from {msg:x} on a connection from {conn:x}")]
     WrongFrom { conn: MemberId, msg: MemberId },
     #[error("message to {msg:x} on a connection to {conn:x}")]
@@ -152,6 +174,7 @@ fn chunks(message: &[u8]) -> Vec<&[u8]> {
 pub(super) async fn write_message<W: AsyncWrite + Unpin>(
     writer: &mut W,
     message: &[u8],
+    kind: Kind,
 ) -> std::io::Result<()> {
     assert!(
         message.len() <= MESSAGE_BYTES_MAX,
@@ -160,7 +183,7 @@ pub(super) async fn write_message<W: AsyncWrite + Unpin>(
     let pieces = chunks(message);
     let last = pieces.len() - 1;
     for (i, piece) in pieces.into_iter().enumerate() {
-        let flags = if i == last { 0 } else { FLAG_MORE };
+        let flags = kind.flag() | if i == last { 0 } else { FLAG_MORE };
         writer.write_all(&frame_header(flags, piece)).await?;
         writer.write_all(piece).await?;
     }
@@ -172,31 +195,34 @@ pub(super) async fn write_message<W: AsyncWrite + Unpin>(
 pub(super) async fn read_message<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     message_bytes_max: usize,
-) -> Result<Option<Vec<u8>>, WireError> {
+) -> Result<Option<(Kind, Vec<u8>)>, WireError> {
     let mut message = Vec::new();
-    let mut frames = 0usize;
+    let mut kind = None;
     loop {
         if reader.fill_buf().await?.is_empty() {
-            return if frames == 0 {
+            return if kind.is_none() {
                 Ok(None)
             } else {
                 Err(WireError::TruncatedMessage)
             };
         }
-        let more = read_frame(reader, &mut message, message_bytes_max).await?;
-        frames += 1;
+        let (frame_kind, more) = read_frame(reader, &mut message, message_bytes_max).await?;
+        if kind.is_some_and(|k| k != frame_kind) {
+            return Err(WireError::MixedKinds);
+        }
+        kind = Some(frame_kind);
         if !more {
-            return Ok(Some(message));
+            return Ok(Some((frame_kind, message)));
         }
     }
 }
 
-/// Appends one frame's checked payload to `message`; returns its MORE flag.
+/// Appends one frame's checked payload to `message`; returns its kind and MORE flag.
 async fn read_frame<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     message: &mut Vec<u8>,
     message_bytes_max: usize,
-) -> Result<bool, WireError> {
+) -> Result<(Kind, bool), WireError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     reader.read_exact(&mut header).await?;
     let length = u32::from_be_bytes(header[0..4].try_into().expect("4-byte slice"));
@@ -205,7 +231,7 @@ async fn read_frame<R: AsyncBufRead + Unpin>(
     if length as usize > FRAME_PAYLOAD_BYTES_MAX {
         return Err(WireError::FrameTooLarge(length));
     }
-    if flags & !FLAG_MORE != 0 {
+    if flags & !(FLAG_MORE | FLAG_FORWARD) != 0 {
         return Err(WireError::BadFlags(flags));
     }
     if message.len() + length as usize > message_bytes_max {
@@ -224,11 +250,23 @@ async fn read_frame<R: AsyncBufRead + Unpin>(
     if frame_crc(flags, &message[start..]) != crc {
         return Err(WireError::BadCrc);
     }
-    Ok(flags & FLAG_MORE != 0)
+    let kind = if flags & FLAG_FORWARD != 0 {
+        Kind::Forward
+    } else {
+        Kind::Raft
+    };
+    Ok((kind, flags & FLAG_MORE != 0))
 }
 
 /// Decodes a reassembled message and checks it travels between the connection's two ends.
-pub(super) fn decode_message(bytes: &[u8], conn: &Handshake) -> Result<RaftMessage, WireError> {
+pub(super) fn decode_message(
+    kind: Kind,
+    bytes: &[u8],
+    conn: &Handshake,
+) -> Result<PeerMessage, WireError> {
+    if kind == Kind::Forward {
+        return Ok(super::forward::decode(bytes)?);
+    }
     let msg = RaftMessage::parse_from_bytes(bytes)?;
     if msg.from != conn.from {
         return Err(WireError::WrongFrom {
@@ -242,5 +280,5 @@ pub(super) fn decode_message(bytes: &[u8], conn: &Handshake) -> Result<RaftMessa
             msg: msg.to,
         });
     }
-    Ok(msg)
+    Ok(PeerMessage::Raft(msg))
 }

@@ -22,6 +22,8 @@ pub struct Stats {
     pub deletes: u64,
     pub write_txns: u64,
     pub compactions: u64,
+    /// Lease grants and revocations, checked like the other writes.
+    pub lease_writes: u64,
     /// Reads checked against the model (answers and revision errors alike).
     pub linearizable_reads: u64,
     pub serializable_reads: u64,
@@ -159,6 +161,15 @@ pub enum Violation {
         expected: Box<Answer>,
         observed: Box<Answer>,
     },
+    /// A lease list that matches no lease table between the positions the read may take.
+    WrongLeaseList {
+        read: Box<OpRef>,
+        from: Point,
+        to: Point,
+    },
+    /// The replayed state broke an invariant after the entry at `index` (a key outlived its
+    /// lease, say).
+    StateBroken { index: u64, why: String },
 }
 
 impl fmt::Display for Violation {
@@ -253,6 +264,13 @@ impl fmt::Display for Violation {
                 AnswerSummary(observed),
                 AnswerSummary(expected)
             ),
+            WrongLeaseList { read, from, to } => write!(
+                f,
+                "wrong lease list: {read} lists leases the state never held between {from} and                  {to}"
+            ),
+            StateBroken { index, why } => {
+                write!(f, "the state after log index {index} is impossible: {why}")
+            }
         }
     }
 }
@@ -285,6 +303,11 @@ impl fmt::Display for RequestSummary<'_> {
                 t.failure.len()
             ),
             ClientRequest::Compact(c) => write!(f, "compact to {}", c.revision),
+            ClientRequest::LeaseGrant(g) => write!(f, "lease grant {:x} ttl {}", g.id, g.ttl),
+            ClientRequest::LeaseRevoke(r) => write!(f, "lease revoke {:x}", r.id),
+            ClientRequest::LeaseKeepAlive(k) => write!(f, "lease keepalive {:x}", k.id),
+            ClientRequest::LeaseTimeToLive(t) => write!(f, "lease timetolive {:x}", t.id),
+            ClientRequest::LeaseLeases(_) => write!(f, "lease list"),
         }
     }
 }
@@ -361,6 +384,29 @@ fn write_response(f: &mut fmt::Formatter<'_>, resp: &ClientResponse) -> fmt::Res
             write!(f, "]")
         }
         ClientResponse::Compact(_) => write!(f, "compaction at revision {revision:?}"),
+        ClientResponse::LeaseGrant(g) => {
+            write!(
+                f,
+                "lease {:x} granted, ttl {} at revision {revision:?}",
+                g.id, g.ttl
+            )
+        }
+        ClientResponse::LeaseRevoke(_) => write!(f, "lease revoked at revision {revision:?}"),
+        ClientResponse::LeaseKeepAlive(k) => {
+            write!(f, "lease {:x} kept alive, ttl {}", k.id, k.ttl)
+        }
+        ClientResponse::LeaseTimeToLive(t) => write!(
+            f,
+            "lease {:x} ttl {} of {}, {} keys",
+            t.id,
+            t.ttl,
+            t.granted_ttl,
+            t.keys.len()
+        ),
+        ClientResponse::LeaseLeases(l) => {
+            let ids: Vec<String> = l.leases.iter().map(|s| format!("{:x}", s.id)).collect();
+            write!(f, "leases [{}] at revision {revision:?}", ids.join(", "))
+        }
     }
 }
 

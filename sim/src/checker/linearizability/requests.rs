@@ -7,12 +7,14 @@
 //! property test of the checker (sequential histories must pass) notices the drift.
 
 use detcd::error::EtcdError;
-use detcd::mvcc::{self, KeySpace};
+use detcd::lease::MAX_TTL_SECS;
+use detcd::mvcc;
 use detcd::node::ClientRequest;
 use detcd::node::ClientResponse;
 use detcd::proto::detcdpb::internal_request;
 use detcd::proto::etcdserverpb::request_op::Request;
 use detcd::proto::etcdserverpb::{RequestOp, ResponseHeader, TxnRequest};
+use detcd::state::State;
 
 /// What the result of executing a request is: a response or an error, both are answers.
 pub type Answer = Result<ClientResponse, EtcdError>;
@@ -24,6 +26,8 @@ pub enum WriteKind {
     Delete,
     Txn,
     Compact,
+    LeaseGrant,
+    LeaseRevoke,
 }
 
 /// How the node treats a request: a write goes through the log; a read never does.
@@ -34,6 +38,9 @@ pub enum Class {
     Read {
         linearizable: bool,
     },
+    /// Answered by the leader from its lease clocks, never through the log; the lease checker
+    /// judges these.
+    LeaseClock,
 }
 
 pub fn classify(request: &ClientRequest) -> Class {
@@ -48,7 +55,20 @@ pub fn classify(request: &ClientRequest) -> Class {
         ClientRequest::DeleteRange(_) => Class::Write(WriteKind::Delete),
         ClientRequest::Txn(_) => Class::Write(WriteKind::Txn),
         ClientRequest::Compact(_) => Class::Write(WriteKind::Compact),
+        ClientRequest::LeaseGrant(_) => Class::Write(WriteKind::LeaseGrant),
+        ClientRequest::LeaseRevoke(_) => Class::Write(WriteKind::LeaseRevoke),
+        ClientRequest::LeaseLeases(_) => Class::Read { linearizable: true },
+        ClientRequest::LeaseKeepAlive(_) | ClientRequest::LeaseTimeToLive(_) => Class::LeaseClock,
     }
+}
+
+/// Entries the leader proposes on its own (lease expiry and checkpoints): no client op claims
+/// them.
+pub fn is_internal(op: &internal_request::Op) -> bool {
+    matches!(
+        op,
+        internal_request::Op::LeaseExpire(_) | internal_request::Op::LeaseCheckpoints(_)
+    )
 }
 
 fn branches(t: &TxnRequest) -> impl Iterator<Item = &RequestOp> {
@@ -81,28 +101,19 @@ fn txn_has_puts(t: &TxnRequest) -> bool {
     })
 }
 
-/// Executes an applied entry's request exactly as the node's apply loop does.
-pub fn apply(kv: &mut KeySpace, op: &internal_request::Op) -> Answer {
-    match op {
-        internal_request::Op::Put(r) => kv.put(r).map(ClientResponse::Put),
-        internal_request::Op::DeleteRange(r) => kv.delete_range(r).map(ClientResponse::DeleteRange),
-        internal_request::Op::Txn(r) => kv.txn(r).map(ClientResponse::Txn),
-        internal_request::Op::Compaction(r) => kv.compact(r).map(ClientResponse::Compact),
-    }
+/// Executes an applied entry's request exactly as the node's apply loop does; `None` for the
+/// leader's own entries, which answer nobody.
+pub fn apply(state: &mut State, op: &internal_request::Op) -> Option<Answer> {
+    let result = state.apply(op.clone()).result?;
+    Some(result.map(|answer| answer.response))
 }
 
 /// Serves a read exactly as the node does. A read-only txn leaves the store as it was.
-pub fn read(kv: &mut KeySpace, request: &ClientRequest) -> Answer {
-    match request {
-        ClientRequest::Range(r) => kv.range(r).map(ClientResponse::Range),
-        ClientRequest::Txn(t) => {
-            let revision = kv.current_revision();
-            let answer = kv.txn(t).map(ClientResponse::Txn);
-            assert_eq!(kv.current_revision(), revision, "a read-only txn wrote");
-            answer
-        }
-        other => unreachable!("only reads are served from the model, got {other:?}"),
-    }
+pub fn read(state: &mut State, request: &ClientRequest) -> Answer {
+    let revision = state.kv().current_revision();
+    let answer = state.read(request).map(|answer| answer.response);
+    assert_eq!(state.kv().current_revision(), revision, "a read wrote");
+    answer
 }
 
 /// True when the log entry carries the very request the client sent.
@@ -112,6 +123,12 @@ pub fn same_request(op: &internal_request::Op, request: &ClientRequest) -> bool 
         (internal_request::Op::DeleteRange(a), ClientRequest::DeleteRange(b)) => a == b,
         (internal_request::Op::Txn(a), ClientRequest::Txn(b)) => a == b,
         (internal_request::Op::Compaction(a), ClientRequest::Compact(b)) => a == b,
+        // The member settles the id (when the client left it to the server) and raises the TTL
+        // to the minimum before proposing.
+        (internal_request::Op::LeaseGrant(a), ClientRequest::LeaseGrant(b)) => {
+            (b.id == 0 || a.id == b.id) && a.ttl >= b.ttl
+        }
+        (internal_request::Op::LeaseRevoke(a), ClientRequest::LeaseRevoke(b)) => a == b,
         _ => false,
     }
 }
@@ -121,14 +138,7 @@ pub fn same_request(op: &internal_request::Op, request: &ClientRequest) -> bool 
 /// already.
 pub fn normalized(response: &ClientResponse) -> ClientResponse {
     let mut response = response.clone();
-    let header = match &mut response {
-        ClientResponse::Range(r) => &mut r.header,
-        ClientResponse::Put(r) => &mut r.header,
-        ClientResponse::DeleteRange(r) => &mut r.header,
-        ClientResponse::Txn(r) => &mut r.header,
-        ClientResponse::Compact(r) => &mut r.header,
-    };
-    if let Some(h) = header {
+    if let Some(h) = response.header_mut() {
         *h = ResponseHeader {
             revision: h.revision,
             ..ResponseHeader::default()
@@ -165,7 +175,14 @@ pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> b
                 || (txn_has_writes(t) && *error == RequestTooLarge)
                 || (txn_has_puts(t) && *error == NoSpace)
         }
-        ClientRequest::Compact(_) => *error == RequestTooLarge,
+        ClientRequest::Compact(_) | ClientRequest::LeaseRevoke(_) => *error == RequestTooLarge,
+        ClientRequest::LeaseGrant(g) => {
+            matches!(error, NoSpace | RequestTooLarge)
+                || (g.ttl > MAX_TTL_SECS && *error == EtcdError::LeaseTtlTooLarge)
+        }
+        ClientRequest::LeaseLeases(_)
+        | ClientRequest::LeaseKeepAlive(_)
+        | ClientRequest::LeaseTimeToLive(_) => false,
     }
 }
 

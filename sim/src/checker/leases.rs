@@ -1,0 +1,348 @@
+//! The lease guarantees, judged on the simulator's true time (see `detcd::lease::clock`):
+//!
+//! - **never early**: a lease is revoked for expiry no earlier than its TTL after a client sent
+//!   a grant or keepalive that was acknowledged, allowing only for the expiring leader's clock
+//!   (its drift, and the jumps it took in the meantime);
+//! - **bounded**: in the lease phase (clients stopped, faults healed, the leader restarted once),
+//!   every lease still alive is revoked by its last renewal + TTL + prepay + checkpoint interval,
+//!   or TTL + prepay after the expiring leader started or the cluster recovered from its faults
+//!   (its first leader after they healed), or the expiring leader's election, plus slack;
+//! - **answers**: a keepalive or TimeToLive answered for a lease names the TTL it was granted,
+//!   and comes after its grant was applied and before its expiry was.
+//!
+//! The checker reads leases from the log, not from any member: the grant entries say which
+//! leases exist and with what TTL, the expiry entries say who revoked one and when. An id may be
+//! granted again once its lease is gone; each grant starts a new life of the id, and a request
+//! about the id belongs to the latest life granted before it returned.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use detcd::node::{ClientRequest, ClientResponse, MemberId};
+use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use prost::Message as _;
+
+use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing};
+
+const MS: u64 = 1_000_000;
+/// Time for a proposal to be committed and applied once the leader decides, on a healed
+/// network, on top of the clock allowances.
+const COMMIT_SLACK_NS: u64 = 500 * MS;
+
+/// What the log says about one lease, from its grant to its end.
+#[derive(Clone, Debug, Default)]
+struct LeaseLife {
+    /// The number of the grant that started it (as the lease table counts them).
+    generation: u64,
+    ttl_s: i64,
+    /// When the grant was first applied.
+    granted_at: Option<SimNanos>,
+    /// The expiry entry: when first applied, who proposed it, in which term.
+    expired: Option<(SimNanos, MemberId, u64)>,
+    /// When a client's revocation was first applied.
+    revoked_at: Option<SimNanos>,
+    /// The members that recorded its remaining time (proposed its checkpoints): every member
+    /// estimates its expiry from what they measured.
+    recorders: BTreeSet<MemberId>,
+}
+
+impl LeaseLife {
+    fn ended(&self) -> bool {
+        self.expired.is_some() || self.revoked_at.is_some()
+    }
+}
+
+type Lives = BTreeMap<i64, Vec<LeaseLife>>;
+
+/// Checks every lease guarantee; `Err` describes the first violation.
+pub fn check(ops: &[Op], log: &[AppliedEntry], timing: &Timing) -> Result<(), String> {
+    let lives = lease_lives(log, timing);
+    for op in ops {
+        check_answer(op, &lives, timing)?;
+    }
+    for (id, id_lives) in &lives {
+        for life in id_lives {
+            if let Some((expired_at, member, _)) = life.expired {
+                never_early(*id, life, &lives, expired_at, member, ops, timing)?;
+            }
+        }
+    }
+    if let Some((start, alive)) = &timing.lease_phase {
+        for id in alive {
+            let life = lives.get(id).and_then(|l| l.last());
+            bounded(*id, life, *start, ops, timing)?;
+        }
+    }
+    Ok(())
+}
+
+/// The life of `id` a request that returned at `returned_at` is about.
+fn life_at(lives: &Lives, id: i64, returned_at: SimNanos) -> Option<&LeaseLife> {
+    lives
+        .get(&id)?
+        .iter()
+        .rev()
+        .find(|life| life.granted_at.is_some_and(|at| at <= returned_at))
+}
+
+fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
+    let mut lives = Lives::new();
+    let mut grants = 0;
+    for entry in log {
+        let Ok(InternalRequest { origin, op, .. }) = InternalRequest::decode(entry.data.as_ref())
+        else {
+            continue;
+        };
+        let at = timing.applied_at.get(&entry.index).copied().unwrap_or(0);
+        match op {
+            Some(internal_request::Op::LeaseGrant(g)) => {
+                let id_lives = lives.entry(g.id).or_default();
+                // A grant of an id whose lease is alive fails; only a gone one starts anew.
+                if id_lives.last().is_none_or(LeaseLife::ended) {
+                    id_lives.push(LeaseLife {
+                        generation: grants,
+                        ttl_s: g.ttl,
+                        granted_at: Some(at),
+                        ..LeaseLife::default()
+                    });
+                    grants += 1;
+                }
+            }
+            Some(internal_request::Op::LeaseExpire(e)) => {
+                if let Some(life) = lives.get_mut(&e.id).and_then(|l| l.last_mut()) {
+                    if !life.ended() && life.generation == e.generation {
+                        life.expired = Some((at, origin, entry.term));
+                    }
+                }
+            }
+            Some(internal_request::Op::LeaseCheckpoints(c)) => {
+                for checkpoint in c.leases {
+                    let life = lives.get_mut(&checkpoint.id).and_then(|l| l.last_mut());
+                    if let Some(life) = life.filter(|l| l.generation == checkpoint.generation) {
+                        life.recorders.insert(origin);
+                    }
+                }
+            }
+            Some(internal_request::Op::LeaseRevoke(r)) => {
+                if let Some(life) = lives.get_mut(&r.id).and_then(|l| l.last_mut()) {
+                    if !life.ended() {
+                        life.revoked_at = Some(at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    lives
+}
+
+/// A keepalive or TimeToLive answered for a live lease must be about a lease that exists then.
+fn check_answer(op: &Op, lives: &Lives, timing: &Timing) -> Result<(), String> {
+    let Outcome::Ok {
+        response,
+        returned_at,
+    } = &op.outcome
+    else {
+        return Ok(());
+    };
+    let (id, ttl, granted) = match (&op.request, response) {
+        (ClientRequest::LeaseKeepAlive(_), ClientResponse::LeaseKeepAlive(k)) if k.ttl > 0 => {
+            (k.id, k.ttl, k.ttl)
+        }
+        (ClientRequest::LeaseTimeToLive(_), ClientResponse::LeaseTimeToLive(t)) if t.ttl > 0 => {
+            (t.id, t.ttl, t.granted_ttl)
+        }
+        _ => return Ok(()),
+    };
+    let what = || format!("op {} ({:?}) answered {response:?}", op.id, op.request);
+    let life = life_at(lives, id, *returned_at)
+        .ok_or_else(|| format!("{}: but no grant of the lease was applied before", what()))?;
+    if granted != life.ttl_s || ttl > granted {
+        return Err(format!(
+            "{}: but the lease was granted TTL {}",
+            what(),
+            life.ttl_s
+        ));
+    }
+    if let Some((expired_at, member, _)) = life.expired {
+        // The leader that answered saw time left; the one that expired the lease counted on
+        // its own clock.
+        let since = expired_at.saturating_sub(life.ttl_s as u64 * 1_000 * MS);
+        let allowed = clock_allowance(timing, &timekeepers(life, member), since, op.invoked_at);
+        if expired_at + allowed < op.invoked_at {
+            return Err(format!(
+                "{}: but the lease's expiry was applied at {expired_at} ns, before",
+                what()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The invocation times of the requests that acknowledged this life of `id` alive: its grant
+/// and every keepalive answered with a TTL that returned while it was the id's latest life.
+fn acknowledged<'a>(
+    id: i64,
+    life: &'a LeaseLife,
+    lives: &'a Lives,
+    ops: &'a [Op],
+) -> impl Iterator<Item = SimNanos> + 'a {
+    let ours = move |returned_at: SimNanos| {
+        life_at(lives, id, returned_at).is_some_and(|l| l.generation == life.generation)
+    };
+    ops.iter().filter_map(move |op| {
+        let Outcome::Ok {
+            response,
+            returned_at,
+        } = &op.outcome
+        else {
+            return None;
+        };
+        let acknowledges = match (&op.request, response) {
+            (ClientRequest::LeaseGrant(_), ClientResponse::LeaseGrant(g)) => g.id == id,
+            (ClientRequest::LeaseKeepAlive(k), ClientResponse::LeaseKeepAlive(r)) => {
+                k.id == id && r.ttl > 0
+            }
+            _ => false,
+        };
+        (acknowledges && ours(*returned_at)).then_some(op.invoked_at)
+    })
+}
+
+/// How much earlier than true time the clocks of `members` may measure the time within
+/// `[from, to]`: their drift over it, and every jump ahead one of them took.
+fn clock_allowance(
+    timing: &Timing,
+    members: &BTreeSet<MemberId>,
+    from: SimNanos,
+    to: SimNanos,
+) -> u64 {
+    let span = to.saturating_sub(from);
+    let drift = span as u128 * 2 * timing.drift_ppm_max as u128 / 1_000_000;
+    let jumps: u64 = timing
+        .clock_jumps
+        .iter()
+        .filter(|(at, m, _)| members.contains(m) && (from..=to).contains(at))
+        .map(|(_, _, by)| by)
+        .sum();
+    drift as u64 + jumps + MS
+}
+
+/// The members whose clocks decided when a life expired: the one that expired it and those
+/// that recorded its remaining time.
+fn timekeepers(life: &LeaseLife, expirer: MemberId) -> BTreeSet<MemberId> {
+    let mut members = life.recorders.clone();
+    members.insert(expirer);
+    members
+}
+
+fn never_early(
+    id: i64,
+    life: &LeaseLife,
+    lives: &Lives,
+    expired_at: SimNanos,
+    member: MemberId,
+    ops: &[Op],
+    timing: &Timing,
+) -> Result<(), String> {
+    let ttl = life.ttl_s as u64 * 1_000 * MS;
+    let reach = ttl + 2 * timing.checkpoint_interval_ns;
+    for acked in acknowledged(id, life, lives, ops) {
+        let keepers = timekeepers(life, member);
+        let allowed = clock_allowance(timing, &keepers, acked.saturating_sub(reach), expired_at);
+        if expired_at + allowed < acked + ttl {
+            return Err(format!(
+                "lease {id:x} (TTL {}s) expired early: member {member} revoked it at {expired_at} \
+                 ns, but a request sent at {acked} ns was acknowledged ({} ms too early, {} ms \
+                 allowed for its clock)",
+                life.ttl_s,
+                (acked + ttl - expired_at) / MS,
+                allowed / MS
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The latest moment the leader may have received a request that kept `id` alive: an answered
+/// request reached it before its answer; an unanswered one (or one answered with an error) may
+/// have been passed on until the member gave up on it, then spent the longest message delay on
+/// the way.
+fn last_renewal(id: i64, life: &LeaseLife, ops: &[Op], timing: &Timing) -> Option<SimNanos> {
+    let granted_at = life.granted_at.unwrap_or(0);
+    ops.iter()
+        .filter(|op| op.outcome.returned_at().is_none_or(|at| at >= granted_at))
+        .filter(|op| match &op.request {
+            ClientRequest::LeaseKeepAlive(k) => k.id == id,
+            ClientRequest::LeaseGrant(_) => matches!(
+                &op.outcome,
+                Outcome::Ok { response: ClientResponse::LeaseGrant(g), .. } if g.id == id
+            ),
+            _ => false,
+        })
+        .map(|op| match &op.outcome {
+            Outcome::Ok { returned_at, .. } => *returned_at,
+            Outcome::Err { returned_at, .. } => *returned_at + timing.message_delay_max_ns,
+            Outcome::Unknown => {
+                op.invoked_at + timing.request_timeout_ns + timing.message_delay_max_ns
+            }
+        })
+        .max()
+}
+
+fn bounded(
+    id: i64,
+    life: Option<&LeaseLife>,
+    phase_start: SimNanos,
+    ops: &[Op],
+    timing: &Timing,
+) -> Result<(), String> {
+    let Some(life) = life else {
+        return Ok(());
+    };
+    if life.revoked_at.is_some() {
+        return Ok(());
+    }
+    let ttl = life.ttl_s as u64 * 1_000 * MS;
+    let checkpoint = timing.checkpoint_interval_ns;
+    let prepay = (ttl / 2).min(checkpoint);
+    let renewed = last_renewal(id, life, ops, timing).unwrap_or(phase_start);
+    let Some((expired_at, member, term)) = life.expired else {
+        return Err(format!(
+            "lease {id:x} (TTL {}s, last renewed by {renewed} ns) was never revoked; the run \
+             ended at {} ns",
+            life.ttl_s, timing.end
+        ));
+    };
+    let started = timing
+        .started_at
+        .get(&member)
+        .and_then(|starts| starts.iter().filter(|s| **s <= expired_at).max().copied())
+        .unwrap_or(0);
+    let elected = timing.leader_since.get(&term).map_or(0, |(_, at)| *at);
+    // Records proposed while the cluster could not commit are applied once it can again: the
+    // first leader after the faults healed starts their time over.
+    let recovered = timing
+        .leader_since
+        .values()
+        .map(|(_, at)| *at)
+        .filter(|at| *at >= timing.healed_at)
+        .min()
+        .unwrap_or(timing.healed_at);
+    let span = ttl + prepay + checkpoint;
+    let bound = (renewed + span)
+        .max(started + ttl + prepay)
+        .max(recovered + ttl + prepay)
+        .max(elected)
+        + COMMIT_SLACK_NS
+        + span * 2 * timing.drift_ppm_max / 1_000_000;
+    if expired_at > bound {
+        return Err(format!(
+            "lease {id:x} (TTL {}s, last renewed by {renewed} ns) outlived its bound: member \
+             {member} (started {started} ns, leader of term {term} since {elected} ns) revoked it \
+             at {expired_at} ns, {} ms after the bound",
+            life.ttl_s,
+            (expired_at - bound) / MS
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Checks after every step and at the end of a run: one leader per term, commit indexes never
+//! going back, every member applying the same entry at each index, log matching, and equal
+//! replicated state at equal applied indexes.
+
+use super::*;
+
+impl World {
+    // -----------------------------------------------------------------------------------------
+    // Checks after every step
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn applied(&mut self, id: MemberId, entry: AppliedEntry) {
+        if self.trace.is_some() {
+            if let Some(what) = describe_lease_entry(&entry) {
+                let index = entry.index;
+                self.log(id, || format!("applies {index}: {what}"));
+            }
+        }
+        match self.applied.get(&entry.index) {
+            Some(known) if *known != entry => {
+                let what = format!(
+                    "member {id} applied index {} with term {} but another member applied term {} there",
+                    entry.index, entry.term, known.term
+                );
+                self.fail(what);
+            }
+            Some(_) => {}
+            None => {
+                self.timing.applied_at.insert(entry.index, self.now);
+                if let Some(ended) = ended_lease(&entry) {
+                    self.leases_ended.push(ended);
+                }
+                self.applied.insert(entry.index, entry);
+            }
+        }
+    }
+
+    pub(super) fn observe_raft(&mut self, id: MemberId) {
+        let member = &self.members[&id];
+        let Some(node) = member.node.as_ref() else {
+            return;
+        };
+        let (term, is_leader, commit, last_commit) = (
+            node.term(),
+            node.is_leader(),
+            node.commit_index(),
+            member.last_commit,
+        );
+        if is_leader {
+            match self.leaders.get(&term) {
+                Some(&other) if other != id => {
+                    self.fail(format!(
+                        "two leaders in term {term}: members {other} and {id}"
+                    ));
+                }
+                _ => {
+                    if self.leaders.insert(term, id).is_none() {
+                        self.timing.leader_since.insert(term, (id, self.now));
+                    }
+                }
+            }
+        }
+        if commit < last_commit {
+            self.fail(format!(
+                "member {id}'s commit index went back from {last_commit} to {commit}"
+            ));
+        }
+        self.members.get_mut(&id).expect("member").last_commit = commit;
+        let installed = self.members[&id]
+            .node
+            .as_ref()
+            .map_or(0, |n| n.snapshots_installed());
+        self.counters.snapshots_installed = self.counters.snapshots_installed.max(installed);
+    }
+
+    /// Log matching among running members: where two members both hold an entry at or below
+    /// both commit indexes, it has the same term.
+    pub(super) fn check_log_matching(&mut self) {
+        let nodes: Vec<(MemberId, &Node)> = self
+            .members
+            .iter()
+            .filter_map(|(id, m)| m.node.as_ref().map(|n| (*id, n)))
+            .collect();
+        let mut problem = None;
+        for (i, (a, na)) in nodes.iter().enumerate() {
+            for (b, nb) in &nodes[i + 1..] {
+                let top = na.commit_index().min(nb.commit_index());
+                let low = na.first_log_index().max(nb.first_log_index());
+                for index in low..=top {
+                    if let (Some(ta), Some(tb)) = (na.log_term(index), nb.log_term(index)) {
+                        if ta != tb {
+                            problem = Some(format!(
+                                "log matching: index {index} has term {ta} on {a} and {tb} on {b}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = problem {
+            self.fail(p);
+        }
+    }
+
+    /// All members that applied the same index hold the same key space (HashKV).
+    pub(super) fn check_convergence(&mut self) {
+        let mut by_index: BTreeMap<u64, (MemberId, (u32, u32))> = BTreeMap::new();
+        let mut problem = None;
+        for (id, m) in &self.members {
+            let Some(node) = m.node.as_ref() else {
+                continue;
+            };
+            let hash = match node.key_space().hash_kv(0, &m.cold) {
+                Ok((h, _)) => (h, node.state().leases().digest()),
+                Err(e) => {
+                    problem = Some(format!("member {id} cannot hash its key space: {e}"));
+                    continue;
+                }
+            };
+            match by_index.get(&node.applied_index()) {
+                Some((other, h)) if *h != hash => {
+                    problem = Some(format!(
+                        "replicas diverge: members {other} and {id} applied index {} but hash \
+                         (kv, leases) {h:08x?} vs {hash:08x?}",
+                        node.applied_index()
+                    ));
+                }
+                _ => {
+                    by_index.insert(node.applied_index(), (*id, hash));
+                }
+            }
+        }
+        if let Some(p) = problem {
+            self.fail(p);
+        }
+    }
+}
+
+/// The lease an entry revokes or expires, if it does: its id, and its generation when the
+/// entry names one.
+fn ended_lease(entry: &AppliedEntry) -> Option<(i64, Option<u64>)> {
+    use detcd::proto::detcdpb::{internal_request::Op, InternalRequest};
+    use prost::Message as _;
+    match InternalRequest::decode(entry.data.as_ref()).ok()?.op? {
+        Op::LeaseExpire(e) => Some((e.id, Some(e.generation))),
+        Op::LeaseRevoke(r) => Some((r.id, None)),
+        _ => None,
+    }
+}
+
+/// A lease entry in one line, for the trace.
+fn describe_lease_entry(entry: &AppliedEntry) -> Option<String> {
+    use detcd::proto::detcdpb::{internal_request::Op, InternalRequest};
+    use prost::Message as _;
+    let request = InternalRequest::decode(entry.data.as_ref()).ok()?;
+    let from = request.origin;
+    Some(match request.op? {
+        Op::LeaseGrant(g) => format!("lease grant {:x} ttl {} (from m{from})", g.id, g.ttl),
+        Op::LeaseRevoke(r) => format!("lease revoke {:x} (from m{from})", r.id),
+        Op::LeaseExpire(e) => format!("lease expire {:x}/{} (from m{from})", e.id, e.generation),
+        Op::LeaseCheckpoints(c) => {
+            let leases: Vec<String> = c
+                .leases
+                .iter()
+                .map(|l| format!("{:x}/{}={}ms", l.id, l.generation, l.remaining_ms))
+                .collect();
+            format!("lease checkpoints [{}] (from m{from})", leases.join(", "))
+        }
+        _ => return None,
+    })
+}

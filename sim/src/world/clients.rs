@@ -1,0 +1,330 @@
+//! The KV workload: clients that issue etcd's KV API against random members, one operation at
+//! a time, and give up after a timeout, as real clients do.
+
+use super::*;
+
+impl World {
+    // -----------------------------------------------------------------------------------------
+    // Clients
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn key(&mut self) -> Bytes {
+        Bytes::from(format!("k{}", self.rng.below(self.options.keys)))
+    }
+
+    pub(super) fn request(&mut self, client: u64) -> ClientRequest {
+        let m = self.options.mix.clone();
+        let weights = [
+            m.get,
+            m.get_serializable,
+            m.range,
+            m.put,
+            m.delete,
+            m.txn,
+            m.compact,
+        ];
+        let total: u64 = weights.iter().sum();
+        let mut pick = self.rng.below(total.max(1));
+        let mut kind = 0;
+        for (i, w) in weights.iter().enumerate() {
+            if pick < *w {
+                kind = i;
+                break;
+            }
+            pick -= w;
+        }
+        let value = Bytes::from(format!("c{client}.{}", self.issued));
+        match kind {
+            0 | 1 => ClientRequest::Range(RangeRequest {
+                key: self.key(),
+                serializable: kind == 1,
+                ..Default::default()
+            }),
+            2 => {
+                let past = self.rng.chance(0.2);
+                ClientRequest::Range(RangeRequest {
+                    key: Bytes::from_static(b"k"),
+                    range_end: Bytes::from_static(b"l"),
+                    limit: self.rng.below(3) as i64,
+                    revision: if past {
+                        self.rng.between(1, self.revision_seen as u64) as i64
+                    } else {
+                        0
+                    },
+                    count_only: self.rng.chance(0.1),
+                    ..Default::default()
+                })
+            }
+            3 => ClientRequest::Put(PutRequest {
+                key: self.key(),
+                value,
+                prev_kv: self.rng.chance(0.5),
+                lease: self.some_lease(),
+                ..Default::default()
+            }),
+            4 => {
+                let key = self.key();
+                let range_end = if self.rng.chance(0.3) {
+                    Bytes::from_static(b"l")
+                } else {
+                    Bytes::new()
+                };
+                ClientRequest::DeleteRange(DeleteRangeRequest {
+                    key,
+                    range_end,
+                    prev_kv: self.rng.chance(0.5),
+                })
+            }
+            5 => self.txn(value),
+            _ => {
+                let revision = self.rng.between(1, self.revision_seen as u64) as i64;
+                ClientRequest::Compact(CompactionRequest {
+                    revision,
+                    physical: false,
+                })
+            }
+        }
+    }
+
+    pub(super) fn txn(&mut self, value: Bytes) -> ClientRequest {
+        let key = self.key();
+        let target = self.rng.below(4);
+        let compare = Compare {
+            result: self.rng.below(4) as i32,
+            target: match target {
+                0 => compare::CompareTarget::Version,
+                1 => compare::CompareTarget::Mod,
+                2 => compare::CompareTarget::Create,
+                _ => compare::CompareTarget::Lease,
+            } as i32,
+            key: key.clone(),
+            target_union: Some(match target {
+                0 => compare::TargetUnion::Version(self.rng.below(3) as i64),
+                1 => compare::TargetUnion::ModRevision(
+                    self.rng.below(self.revision_seen as u64 + 1) as i64,
+                ),
+                2 => compare::TargetUnion::CreateRevision(
+                    self.rng.below(self.revision_seen as u64 + 1) as i64,
+                ),
+                _ => compare::TargetUnion::Lease(self.some_lease()),
+            }),
+            ..Default::default()
+        };
+        let put = RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.clone(),
+                value,
+                lease: self.some_lease(),
+                ..Default::default()
+            })),
+        };
+        let get = RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            })),
+        };
+        let other = self.key();
+        let delete = RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: other,
+                    ..Default::default()
+                },
+            )),
+        };
+        let success = if self.rng.chance(0.5) {
+            vec![put]
+        } else {
+            vec![put, get.clone()]
+        };
+        let failure = if self.rng.chance(0.5) {
+            vec![get]
+        } else {
+            vec![delete]
+        };
+        ClientRequest::Txn(TxnRequest {
+            compare: vec![compare],
+            success,
+            failure,
+        })
+    }
+
+    /// Records an operation `client` invokes now at `member`; returns its index in `ops`.
+    pub(super) fn invoke(
+        &mut self,
+        client: u64,
+        member: MemberId,
+        request: &ClientRequest,
+    ) -> usize {
+        let op = self.ops.len();
+        self.ops.push(Op {
+            id: op as u64,
+            client,
+            member,
+            request: request.clone(),
+            invoked_at: self.now,
+            outcome: Outcome::Unknown,
+            proposal: None,
+        });
+        self.busy_clients.insert(client, op);
+        op
+    }
+
+    /// A fresh request id for `op` at `member`, by which its reply finds the operation.
+    pub(super) fn track(&mut self, member: MemberId, op: usize) -> RequestId {
+        self.next_request += 1;
+        let rid = RequestId(self.next_request);
+        self.members
+            .get_mut(&member)
+            .expect("member")
+            .requests
+            .insert(rid, op);
+        rid
+    }
+
+    pub(super) fn client_next(&mut self, client: u64) {
+        if self.issued >= self.options.ops || self.busy_clients.contains_key(&client) {
+            return;
+        }
+        self.issued += 1;
+        let request = if self.is_lease_client(client) {
+            self.lease_request(client)
+        } else {
+            self.request(client)
+        };
+        let member = 1 + self.rng.below(self.options.members);
+        let op = self.invoke(client, member, &request);
+        let give_up = self.now + self.options.client_timeout_ns;
+        self.schedule(give_up, Event::ClientGiveUp { op });
+        let running = self.members[&member].node.is_some();
+        if !running {
+            // Connection refused: the client learns at once that nothing happened.
+            self.ops[op].outcome = Outcome::Err {
+                error: EtcdError::Stopped,
+                returned_at: self.now,
+            };
+            self.client_done(op);
+            return;
+        }
+        let rid = self.track(member, op);
+        self.log(member, || {
+            format!("client {client} op {op}: {}", describe(&request))
+        });
+        self.mix(op as u64 ^ (member << 32));
+        self.input(member, Input::Client { id: rid, request });
+    }
+
+    pub(super) fn reply(
+        &mut self,
+        member: MemberId,
+        rid: RequestId,
+        result: Result<ClientResponse, EtcdError>,
+    ) {
+        let Some(op) = self
+            .members
+            .get_mut(&member)
+            .and_then(|m| m.requests.remove(&rid))
+        else {
+            return;
+        };
+        if self.busy_clients.get(&self.ops[op].client) != Some(&op) {
+            return; // the client gave up already
+        }
+        let now = self.now;
+        self.log(member, || format!("reply op {op}: {}", summarize(&result)));
+        self.mix(op as u64 ^ u64::from(result.is_ok()) << 40);
+        self.ops[op].outcome = match result {
+            Ok(response) => {
+                if let Some(rev) = response.revision() {
+                    self.revision_seen = self.revision_seen.max(rev);
+                }
+                Outcome::Ok {
+                    response,
+                    returned_at: now,
+                }
+            }
+            Err(error) => Outcome::Err {
+                error,
+                returned_at: now,
+            },
+        };
+        self.client_done(op);
+    }
+
+    pub(super) fn client_give_up(&mut self, op: usize) {
+        if self.busy_clients.get(&self.ops[op].client) == Some(&op) {
+            self.log(0, || format!("client gives up op {op}"));
+            self.client_done(op);
+        }
+    }
+
+    pub(super) fn client_done(&mut self, op: usize) {
+        match &self.ops[op].outcome {
+            Outcome::Ok { .. } => self.counters.ops_ok += 1,
+            Outcome::Err { .. } => self.counters.ops_failed += 1,
+            Outcome::Unknown => self.counters.ops_unknown += 1,
+        }
+        let client = self.ops[op].client;
+        if self.busy_clients.get(&client) == Some(&op) {
+            self.busy_clients.remove(&client);
+            let pause = if self.is_lease_client(client) {
+                self.lease_client_done(op)
+            } else {
+                self.rng.below(20 * MS)
+            };
+            let at = self.now + pause;
+            self.schedule(at, Event::ClientNext { client });
+        }
+    }
+}
+
+pub(super) fn describe(request: &ClientRequest) -> String {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    match request {
+        ClientRequest::Range(r) => format!(
+            "range {}{}{}{}",
+            text(&r.key),
+            if r.range_end.is_empty() {
+                String::new()
+            } else {
+                format!("..{}", text(&r.range_end))
+            },
+            if r.serializable { " serializable" } else { "" },
+            if r.revision > 0 {
+                format!(" @{}", r.revision)
+            } else {
+                String::new()
+            }
+        ),
+        ClientRequest::Put(r) => format!("put {}={}", text(&r.key), text(&r.value)),
+        ClientRequest::DeleteRange(r) => format!(
+            "delete {}{}",
+            text(&r.key),
+            if r.range_end.is_empty() {
+                String::new()
+            } else {
+                format!("..{}", text(&r.range_end))
+            }
+        ),
+        ClientRequest::Txn(t) => format!(
+            "txn ({} compares, {}/{} ops)",
+            t.compare.len(),
+            t.success.len(),
+            t.failure.len()
+        ),
+        ClientRequest::Compact(c) => format!("compact {}", c.revision),
+        ClientRequest::LeaseGrant(g) => format!("lease grant {:x} ttl {}", g.id, g.ttl),
+        ClientRequest::LeaseRevoke(r) => format!("lease revoke {:x}", r.id),
+        ClientRequest::LeaseKeepAlive(k) => format!("lease keepalive {:x}", k.id),
+        ClientRequest::LeaseTimeToLive(t) => format!("lease timetolive {:x}", t.id),
+        ClientRequest::LeaseLeases(_) => "lease list".to_string(),
+    }
+}
+
+pub(super) fn summarize(result: &Result<ClientResponse, EtcdError>) -> String {
+    match result {
+        Ok(response) => format!("ok rev {}", response.revision().unwrap_or(0)),
+        Err(e) => format!("error {e}"),
+    }
+}

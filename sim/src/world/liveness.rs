@@ -1,0 +1,194 @@
+//! The liveness phase: faults healed, a leader must serve a write and a linearizable read
+//! within a bound, and every member must catch up with what is committed. Then the lease phase:
+//! the leases still alive, which nobody renews any more, must expire within their bound, across
+//! one restart of the leader.
+
+use super::*;
+
+/// How long leases age in the lease phase before the leader is restarted.
+const LEASE_PHASE_AGING_NS: SimNanos = 3_000 * MS;
+/// How long the restarted leader stays down.
+const LEASE_PHASE_DOWNTIME_NS: SimNanos = 500 * MS;
+
+impl World {
+    /// Heals everything, then requires a leader that serves a write and a linearizable read
+    /// within the bound.
+    pub(super) fn liveness(&mut self) {
+        self.faults_on = false;
+        self.timing.healed_at = self.now;
+        self.cut.clear();
+        self.clogged.clear();
+        self.log(0, || "liveness phase: faults healed".to_string());
+        for id in self.member_ids() {
+            if self.members[&id].node.is_none() {
+                self.start(id);
+            }
+            if self.members[&id].paused {
+                self.heal(Heal::Resume(id));
+            }
+        }
+        let deadline = self.now + LIVENESS_BOUND_NS;
+        let probe = self.liveness_probe(deadline);
+        if let Err(what) = probe {
+            self.fail(format!(
+                "liveness: {what} within {}s of healing",
+                LIVENESS_BOUND_NS / 1_000_000_000
+            ));
+            return;
+        }
+        // Every member must catch up with everything committed: a follower left behind for
+        // good (say, one the leader never manages to send a snapshot) is a liveness bug even
+        // though the others serve. Once caught up, the replicas can be compared.
+        let settle = self.now + CATCH_UP_BOUND_NS;
+        loop {
+            let commit = self
+                .members
+                .values()
+                .filter_map(|m| m.node.as_ref())
+                .map(|n| n.commit_index())
+                .max()
+                .unwrap_or(0);
+            let behind = self
+                .members
+                .iter()
+                .filter_map(|(id, m)| Some((*id, m.node.as_ref()?.applied_index())))
+                .find(|(_, applied)| *applied < commit);
+            let Some((id, applied)) = behind else {
+                break;
+            };
+            if self.now >= settle {
+                self.fail(format!(
+                    "liveness: member {id} applied only up to {applied} of {commit} committed, \
+                     {}s after the write was served",
+                    CATCH_UP_BOUND_NS / 1_000_000_000
+                ));
+                break;
+            }
+            if self.failure.is_some() || !self.step() {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn liveness_probe(&mut self, deadline: SimNanos) -> Result<(), String> {
+        for (what, request) in [
+            (
+                "a write",
+                ClientRequest::Put(PutRequest {
+                    key: Bytes::from_static(b"probe"),
+                    value: Bytes::from_static(b"p"),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "a linearizable read",
+                ClientRequest::Range(RangeRequest {
+                    key: Bytes::from_static(b"probe"),
+                    ..Default::default()
+                }),
+            ),
+        ] {
+            loop {
+                if self.now >= deadline {
+                    return Err(format!("no member served {what}"));
+                }
+                let member = 1 + self.rng.below(self.options.members);
+                let op = self.invoke(PROBE_CLIENT, member, &request);
+                let rid = self.track(member, op);
+                self.log(member, || format!("liveness probe op {op}: {what}"));
+                self.input(
+                    member,
+                    Input::Client {
+                        id: rid,
+                        request: request.clone(),
+                    },
+                );
+                let give_up = self.now + 2_000 * MS;
+                while self.now < give_up.min(deadline)
+                    && self.members[&member].requests.contains_key(&rid)
+                {
+                    if !self.step() {
+                        break;
+                    }
+                    if let Some(Failure { what, .. }) = &self.failure {
+                        return Err(what.clone());
+                    }
+                }
+                if let Some(m) = self.members.get_mut(&member) {
+                    m.requests.remove(&rid);
+                }
+                self.busy_clients.remove(&PROBE_CLIENT);
+                if matches!(self.ops[op].outcome, Outcome::Ok { .. }) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The lease phase: lets the leases still alive age, restarts the leader once (its
+    /// successor must neither restart their TTLs nor expire them early), and runs until every
+    /// one of them is gone or their bound has long passed. The lease checker judges the times.
+    pub(super) fn lease_phase(&mut self) {
+        let alive = self.alive_leases();
+        if alive.is_empty() {
+            return;
+        }
+        let start = self.now;
+        self.log(0, || format!("lease phase: {} leases alive", alive.len()));
+        let ids = alive.iter().map(|(id, _)| *id).collect();
+        self.timing.lease_phase = Some((start, ids));
+        let ended_before = self.leases_ended.len();
+        self.run_until(start + LEASE_PHASE_AGING_NS, |_| false);
+        let leader = self
+            .member_ids()
+            .into_iter()
+            .find(|m| self.node(*m).is_some_and(|n| n.is_leader()));
+        if let Some(leader) = leader {
+            self.crash(leader);
+            let at = self.now + LEASE_PHASE_DOWNTIME_NS;
+            self.schedule(
+                at,
+                Event::Heal {
+                    what: Heal::Restart(leader),
+                },
+            );
+        }
+        let ttl_max = self.options.lease_ttl_max_s.max(2) * 1_000 * MS;
+        let give_up = self.now
+            + ttl_max * 2
+            + 2 * LEASE_CHECKPOINT_INTERVAL_NS
+            + REQUEST_TIMEOUT_NS
+            + LIVENESS_BOUND_NS;
+        self.run_until(give_up, |world| {
+            let ended = &world.leases_ended[ended_before..];
+            alive.iter().all(|(id, generation)| {
+                ended
+                    .iter()
+                    .any(|(e, g)| e == id && g.is_none_or(|g| g == *generation))
+            })
+        });
+    }
+
+    /// The leases (id, generation) in the state of the member that applied the most.
+    fn alive_leases(&self) -> Vec<(i64, u64)> {
+        self.members
+            .values()
+            .filter_map(|m| m.node.as_ref())
+            .max_by_key(|n| n.applied_index())
+            .map(|n| {
+                let leases = n.state().leases().iter();
+                leases.map(|(id, l)| (id, l.generation)).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Steps until `deadline`, a failure, or `done`.
+    fn run_until(&mut self, deadline: SimNanos, done: impl Fn(&World) -> bool) {
+        while self.now < deadline && self.failure.is_none() && !done(self) {
+            if !self.step() {
+                break;
+            }
+        }
+    }
+}

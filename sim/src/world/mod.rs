@@ -1,0 +1,605 @@
+//! The simulated world of one seed: members running the real `Node`, a network that delays,
+//! loses, duplicates, reorders and partitions messages, disks that lose unsynced bytes and tear
+//! the last write on a crash, clocks that drift and jump, processes that crash, restart and
+//! pause, and clients that time out. One ChaCha RNG decides everything, and events are ordered
+//! by (time, sequence number), so a seed replays bit for bit.
+//!
+//! A run has two phases: safety (faults on, the workload runs) and liveness (faults healed:
+//! every member restarted and reconnected, which must elect a leader and serve a write and a
+//! linearizable read within `LIVENESS_BOUND_NS`, after which every member must apply all that
+//! is committed within `CATCH_UP_BOUND_NS`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use detcd::error::EtcdError;
+use detcd::mvcc::MemoryColdStore;
+use detcd::node::{
+    ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
+    PeerMessage, RequestId,
+};
+use detcd::proto::etcdserverpb::{
+    compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
+use detcd::time::Instant;
+use detcd::wal;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+mod checks;
+mod clients;
+mod faults;
+mod lease_clients;
+mod liveness;
+mod network;
+
+use crate::disk::SimDisk;
+use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing};
+use crate::options::{Bug, Draw, Options};
+use lease_clients::LeaseClient;
+
+const MS: u64 = 1_000_000;
+/// After the faults heal, a leader must be elected and serve within this bound.
+pub const LIVENESS_BOUND_NS: u64 = 20_000 * MS;
+/// After the liveness probe, every member must have applied everything committed within this.
+const CATCH_UP_BOUND_NS: SimNanos = 5_000 * MS;
+/// The client id of the liveness phase's probes.
+const PROBE_CLIENT: u64 = u64::MAX;
+/// The safety phase ends by this time even if clients are still busy (they then time out).
+const SAFETY_PHASE_MAX_NS: u64 = 600_000 * MS;
+/// How long a client request may wait at a member before it times out.
+const REQUEST_TIMEOUT_NS: u64 = 3_000 * MS;
+/// The members' lease checkpoint interval: short, so that runs of a few seconds exercise it.
+pub const LEASE_CHECKPOINT_INTERVAL_NS: u64 = 1_000 * MS;
+
+/// Counts of what a run did, for the fault-mix report.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub events: u64,
+    pub messages: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub crashes: u64,
+    pub torn_writes: u64,
+    pub disk_errors: u64,
+    pub partitions: u64,
+    pub pauses: u64,
+    pub clock_jumps: u64,
+    pub clogs: u64,
+    pub snapshots_installed: u64,
+    pub ops_ok: u64,
+    pub ops_failed: u64,
+    pub ops_unknown: u64,
+}
+
+/// A member's clock: local = offset + global * (1 + drift).
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    offset_ns: u64,
+    drift_ppm: i64,
+}
+
+impl Clock {
+    fn local(&self, global: SimNanos) -> Instant {
+        let skew = (global as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
+        Instant::from_nanos((self.offset_ns as i128 + global as i128 + skew as i128).max(0) as u64)
+    }
+
+    /// The global time at which the local clock reads `local` (rounded up).
+    fn global(&self, local: Instant) -> SimNanos {
+        let local = local.as_nanos() as i128 - self.offset_ns as i128;
+        let global = local * 1_000_000 / (1_000_000 + self.drift_ppm as i128);
+        (global.max(0) as u64).saturating_add(1)
+    }
+}
+
+struct Member {
+    node: Option<Node>,
+    disk: SimDisk,
+    /// The cold segments of the running incarnation (a cache the server deletes at start).
+    cold: MemoryColdStore,
+    config: Config,
+    clock: Clock,
+    incarnation: u64,
+    /// A paused member takes no steps; its inputs wait in `deferred`.
+    paused: bool,
+    deferred: Vec<Input>,
+    /// The earliest Timer event scheduled for this incarnation, so each wake-up is scheduled
+    /// once instead of after every input.
+    timer_at: Option<SimNanos>,
+    /// Requests in flight on this member: request id -> op index.
+    requests: BTreeMap<RequestId, usize>,
+    /// Proposals reported by this incarnation: request id -> (origin, proposal).
+    last_commit: u64,
+}
+
+enum Event {
+    Deliver {
+        from: MemberId,
+        to: MemberId,
+        msg: PeerMessage,
+    },
+    DiskDone {
+        member: MemberId,
+        incarnation: u64,
+        io: IoId,
+        op: DiskOp,
+        /// For a local snapshot: the cold segments as they were when it was submitted.
+        cold: Option<MemoryColdStore>,
+    },
+    Timer {
+        member: MemberId,
+        incarnation: u64,
+    },
+    ClientNext {
+        client: u64,
+    },
+    ClientGiveUp {
+        op: usize,
+    },
+    Fault,
+    Heal {
+        what: Heal,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Heal {
+    Restart(MemberId),
+    Resume(MemberId),
+    Links,
+}
+
+/// What went wrong in a run.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub at: SimNanos,
+    pub what: String,
+}
+
+pub struct World {
+    pub seed: u64,
+    pub options: Options,
+    rng: ChaCha8Rng,
+    pub now: SimNanos,
+    members: BTreeMap<MemberId, Member>,
+    /// Boxed: B-tree nodes move their values around, and raft messages are large.
+    events: BTreeMap<(SimNanos, u64), Box<Event>>,
+    seq: u64,
+    cut: BTreeSet<(MemberId, MemberId)>,
+    /// Clogged links and the extra delay every message on them suffers.
+    clogged: BTreeMap<(MemberId, MemberId), u64>,
+    pub ops: Vec<Op>,
+    issued: u64,
+    next_request: u64,
+    /// Clients waiting on an op (client -> op index).
+    busy_clients: BTreeMap<u64, usize>,
+    /// The highest revision any client has seen, to aim compactions and past reads.
+    revision_seen: i64,
+    /// Every applied entry any member reported, by index: members must agree.
+    pub applied: BTreeMap<u64, AppliedEntry>,
+    /// Leader of each term.
+    leaders: BTreeMap<u64, MemberId>,
+    /// What the lease checker needs to know of time: when entries were applied, leaders
+    /// elected, members started, clocks jumped.
+    pub timing: Timing,
+    lease_clients: BTreeMap<u64, LeaseClient>,
+    /// Every lease id a grant answered, for KV clients to attach keys to.
+    leases_granted: Vec<i64>,
+    /// Revocations (id) and expiries (id, generation) some member applied, in log order.
+    leases_ended: Vec<(i64, Option<u64>)>,
+    pub counters: Counters,
+    pub trace_hash: u64,
+    /// (time, member, what happened); kept only when tracing.
+    pub trace: Option<Vec<(SimNanos, MemberId, String)>>,
+    faults_on: bool,
+    pub failure: Option<Failure>,
+}
+
+impl World {
+    pub fn new(seed: u64, options: Options, trace: bool) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05ee_d0fd_e7cd);
+        let peers: Vec<MemberId> = (1..=options.members).collect();
+        let mut members = BTreeMap::new();
+        for &id in &peers {
+            let mut config = Config::new(id, peers.clone());
+            config.observe = true;
+            config.snapshot_count = options.snapshot_count;
+            config.snapshot_catchup_entries = options.snapshot_count / 2;
+            config.request_timeout = std::time::Duration::from_nanos(REQUEST_TIMEOUT_NS);
+            config.lease_checkpoint_interval =
+                std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
+            config.bugs = detcd::node::Bugs {
+                ack_before_durable: options.bug == Some(Bug::AckBeforeDurable),
+                read_without_read_index: options.bug == Some(Bug::ReadWithoutReadIndex),
+                apply_twice: options.bug == Some(Bug::ApplyTwice),
+                follower_lease_expiry: options.bug == Some(Bug::FollowerLeaseExpiry),
+                lease_ttl_reset_on_leader_change: options.bug == Some(Bug::LeaseTtlReset),
+            };
+            let drift = options.clock_drift_ppm_max as i64;
+            let clock = Clock {
+                offset_ns: rng.below(10_000 * MS),
+                drift_ppm: rng.below(2 * drift as u64 + 1) as i64 - drift,
+            };
+            members.insert(
+                id,
+                Member {
+                    node: None,
+                    disk: SimDisk::default(),
+                    cold: MemoryColdStore::default(),
+                    config,
+                    clock,
+                    incarnation: 0,
+                    paused: false,
+                    deferred: Vec::new(),
+                    timer_at: None,
+                    requests: BTreeMap::new(),
+                    last_commit: 0,
+                },
+            );
+        }
+        let mut world = World {
+            seed,
+            options,
+            rng,
+            now: 0,
+            members,
+            events: BTreeMap::new(),
+            seq: 0,
+            cut: BTreeSet::new(),
+            clogged: BTreeMap::new(),
+            ops: Vec::new(),
+            issued: 0,
+            next_request: 0,
+            busy_clients: BTreeMap::new(),
+            revision_seen: 1,
+            applied: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            timing: Timing::default(),
+            lease_clients: BTreeMap::new(),
+            leases_granted: Vec::new(),
+            leases_ended: Vec::new(),
+            counters: Counters::default(),
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            trace: trace.then(Vec::new),
+            faults_on: true,
+            failure: None,
+        };
+        for id in peers {
+            world.start(id);
+        }
+        let (kv_clients, lease_clients) = (world.options.clients, world.options.lease_clients);
+        for client in kv_clients..kv_clients + lease_clients {
+            world.lease_clients.insert(client, LeaseClient::default());
+        }
+        for client in 0..kv_clients + lease_clients {
+            let at = world.rng.below(50 * MS);
+            world.schedule(at, Event::ClientNext { client });
+        }
+        world.timing.drift_ppm_max = world.options.clock_drift_ppm_max;
+        world.timing.checkpoint_interval_ns = LEASE_CHECKPOINT_INTERVAL_NS;
+        world.timing.request_timeout_ns = REQUEST_TIMEOUT_NS;
+        world.timing.message_delay_max_ns = world.options.net_delay_max_ns + faults::CLOG_MAX_NS;
+        if world.options.fault_interval_ns > 0 {
+            let at = world.rng.below(world.options.fault_interval_ns * 2);
+            world.schedule(at, Event::Fault);
+        }
+        world
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Bookkeeping
+    // -----------------------------------------------------------------------------------------
+
+    fn schedule(&mut self, at: SimNanos, event: Event) {
+        self.seq += 1;
+        self.events.insert((at, self.seq), Box::new(event));
+    }
+
+    fn log(&mut self, member: MemberId, what: impl FnOnce() -> String) {
+        let now = self.now;
+        if let Some(trace) = &mut self.trace {
+            trace.push((now, member, what()));
+        }
+    }
+
+    fn mix(&mut self, value: u64) {
+        self.trace_hash = (self.trace_hash ^ value).wrapping_mul(0x0100_0000_01b3);
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.failure.is_none() {
+            self.log(0, || format!("FAILURE: {what}"));
+            self.failure = Some(Failure { at: self.now, what });
+        }
+    }
+
+    pub fn member_ids(&self) -> Vec<MemberId> {
+        self.members.keys().copied().collect()
+    }
+
+    pub fn node(&self, id: MemberId) -> Option<&Node> {
+        self.members.get(&id).and_then(|m| m.node.as_ref())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Processes
+    // -----------------------------------------------------------------------------------------
+
+    /// Starts a member from its disk through the real recovery path.
+    fn start(&mut self, id: MemberId) {
+        let now = self.now;
+        let seed = self.rng.next_u64();
+        let member = self.members.get_mut(&id).expect("member");
+        let recovered = match wal::recover(&member.disk.image()) {
+            Ok(r) => r,
+            Err(e) => {
+                let what = format!("member {id} cannot recover its disk: {e:?}");
+                self.fail(what);
+                return;
+            }
+        };
+        // The driver truncates a torn tail before appending again (docs/wal.md); the injected
+        // bug forgets to, so new records land after the garbage.
+        if self.options.bug != Some(Bug::KeepTornTail) {
+            let valid = (recovered.wal_end_offset - member.disk.wal_start_offset) as usize;
+            member.disk.wal.truncate(valid);
+            member.disk.synced_len = member.disk.synced_len.min(valid);
+        }
+        member.incarnation += 1;
+        self.timing.started_at.entry(id).or_default().push(now);
+        member.paused = false;
+        member.deferred.clear();
+        member.timer_at = None;
+        member.last_commit = 0;
+        let local = member.clock.local(now);
+        match Node::new(member.config.clone(), recovered, seed, local) {
+            Ok(node) => member.node = Some(node),
+            Err(e) => {
+                self.fail(format!("member {id} refuses to start: {e}"));
+                return;
+            }
+        }
+        let incarnation = member.incarnation;
+        self.log(id, || format!("start (incarnation {incarnation})"));
+        self.mix(id ^ 0x5747);
+        self.drain(id);
+        self.arm_timer(id);
+    }
+
+    fn crash(&mut self, id: MemberId) {
+        let torn = self.options.torn_write > 0.0 && self.rng.chance(self.options.torn_write);
+        let member = self.members.get_mut(&id).expect("member");
+        if member.node.take().is_none() {
+            return;
+        }
+        member.deferred.clear();
+        member.paused = false;
+        member.cold = MemoryColdStore::default();
+        let tore = member.disk.crash(&mut self.rng, torn);
+        member.disk.busy_until = self.now;
+        let lost: Vec<usize> = std::mem::take(&mut member.requests).into_values().collect();
+        for op in lost {
+            self.ops[op].outcome = Outcome::Unknown;
+            self.client_done(op);
+        }
+        self.counters.crashes += 1;
+        self.counters.torn_writes += u64::from(tore);
+        self.log(id, || {
+            format!("crash{}", if tore { " (torn write)" } else { "" })
+        });
+        self.mix(id ^ 0xc4a5);
+    }
+
+    fn arm_timer(&mut self, id: MemberId) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let Some(node) = member.node.as_ref() else {
+            return;
+        };
+        if let Some(local) = node.poll_timeout() {
+            let at = member.clock.global(local).max(self.now + 1);
+            if member.timer_at.is_some_and(|armed| armed <= at) {
+                return;
+            }
+            let incarnation = member.incarnation;
+            self.members.get_mut(&id).expect("member").timer_at = Some(at);
+            self.schedule(
+                at,
+                Event::Timer {
+                    member: id,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    /// Feeds one input to a member and carries out its outputs.
+    fn input(&mut self, id: MemberId, input: Input) {
+        let now = self.now;
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.node.is_none() {
+            return;
+        }
+        if member.paused {
+            if !matches!(input, Input::Tick) {
+                member.deferred.push(input);
+            }
+            return;
+        }
+        let Some(node) = member.node.as_mut() else {
+            return;
+        };
+        let local = member.clock.local(now);
+        let mut inputs = std::mem::take(&mut member.deferred);
+        inputs.push(input);
+        node.handle_batch(local, inputs);
+        node.check_invariants();
+        self.observe_raft(id);
+        self.drain(id);
+        self.arm_timer(id);
+    }
+
+    fn drain(&mut self, id: MemberId) {
+        loop {
+            let Some(member) = self.members.get_mut(&id) else {
+                return;
+            };
+            let Some(output) = member.node.as_mut().and_then(|n| n.poll_output()) else {
+                return;
+            };
+            let output = output
+                .resolved(&member.cold)
+                .expect("the cold values an output needs are in the member's segments");
+            match output {
+                Output::Send { to, msg } => self.send(id, to, msg),
+                Output::SendSnapshot { .. } => unreachable!("resolved when polled"),
+                Output::Disk { io, op } => self.disk_op(id, io, op),
+                Output::Cold(op) => member.cold.apply(&op),
+                Output::Reply {
+                    id: rid, result, ..
+                } => self.reply(id, rid, result),
+                Output::Proposed {
+                    id: rid,
+                    origin,
+                    proposal,
+                } => {
+                    if let Some(&op) = self.members[&id].requests.get(&rid) {
+                        self.ops[op].proposal = Some((origin, proposal));
+                    }
+                }
+                Output::Applied { index, term, data } => {
+                    self.applied(id, AppliedEntry { index, term, data })
+                }
+                Output::Stopped { reason } => {
+                    self.log(id, || format!("stopped: {reason}"));
+                    // As the server would exit: the process is gone; it restarts on its disk.
+                    self.crash(id);
+                    let at = self.now + self.rng.between(100 * MS, 2_000 * MS);
+                    self.schedule(
+                        at,
+                        Event::Heal {
+                            what: Heal::Restart(id),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The run
+    // -----------------------------------------------------------------------------------------
+
+    fn step(&mut self) -> bool {
+        let Some(((at, _), event)) = self.events.pop_first() else {
+            return false;
+        };
+        let event = *event;
+        self.now = self.now.max(at);
+        self.counters.events += 1;
+        match event {
+            Event::Deliver { from, to, msg } => {
+                if !self.cut.contains(&(from, to)) && self.members[&to].node.is_some() {
+                    if self.members[&to].paused {
+                        // A paused process's socket buffers the message until it resumes.
+                        let at = self.now + 10 * MS;
+                        self.schedule(at, Event::Deliver { from, to, msg });
+                    } else {
+                        self.mix(from ^ (to << 8));
+                        self.input(to, Input::Peer { from, msg });
+                    }
+                }
+            }
+            Event::DiskDone {
+                member,
+                incarnation,
+                io,
+                op,
+                cold,
+            } => self.disk_done(member, incarnation, io, op, cold),
+            Event::Timer {
+                member,
+                incarnation,
+            } => {
+                if let Some(m) = self.members.get_mut(&member) {
+                    if m.incarnation == incarnation && m.timer_at == Some(self.now) {
+                        m.timer_at = None;
+                    }
+                }
+                if self.members[&member].incarnation == incarnation {
+                    let due = self.node(member).and_then(|n| n.poll_timeout());
+                    let local = self.members[&member].clock.local(self.now);
+                    if due.is_some_and(|d| d <= local) {
+                        self.input(member, Input::Tick);
+                    } else {
+                        // The deadline moved later since this wake-up was scheduled.
+                        self.arm_timer(member);
+                    }
+                }
+            }
+            Event::ClientNext { client } => self.client_next(client),
+            Event::ClientGiveUp { op } => self.client_give_up(op),
+            Event::Fault => self.fault(),
+            Event::Heal { what } => self.heal(what),
+        }
+        if self.counters.events % 4096 == 0 {
+            self.check_log_matching();
+        }
+        true
+    }
+
+    /// Runs both phases; afterwards `failure` says whether anything went wrong.
+    pub fn run(&mut self) {
+        while self.failure.is_none() && self.now < SAFETY_PHASE_MAX_NS {
+            let done = self.issued >= self.options.ops && self.busy_clients.is_empty();
+            if done || !self.step() {
+                break;
+            }
+        }
+        if self.failure.is_none() {
+            self.liveness();
+        }
+        if self.failure.is_none() {
+            self.lease_phase();
+        }
+        if self.failure.is_none() {
+            self.check_log_matching();
+            self.check_convergence();
+        }
+        self.timing.end = self.now;
+    }
+
+    /// Every applied entry any member reported, in index order (the checker rejects holes).
+    pub fn applied_log(&self) -> Vec<AppliedEntry> {
+        self.applied.values().cloned().collect()
+    }
+
+    /// One line per event: time, member (m0 = the simulator itself), what happened.
+    pub fn trace_text(&self) -> String {
+        let mut out = String::new();
+        for (at, member, what) in self.trace.iter().flatten() {
+            let _ = writeln!(out, "{:>12.3}ms m{member} {what}", *at as f64 / MS as f64);
+        }
+        out
+    }
+
+    /// The trace as JSON lines.
+    pub fn trace_json(&self) -> String {
+        let mut out = String::new();
+        for (at, member, what) in self.trace.iter().flatten() {
+            let escaped = what.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "{{\"t_ns\":{at},\"member\":{member},\"event\":\"{escaped}\"}}"
+            );
+        }
+        out
+    }
+}

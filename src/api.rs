@@ -1,0 +1,159 @@
+//! The client API the node answers, declared once.
+//!
+//! Every RPC is one line of [`client_api!`]: its name, its request type and its response type.
+//! The line generates the variant of [`ClientRequest`] and of [`ClientResponse`], the
+//! [`Rpc`] pairing that lets a driver call the node with a typed request and get the typed
+//! response back, and the accessors every response shares (its header). Adding an RPC is this
+//! line plus the node's handler for it; the gRPC services, the simulator's clients and the
+//! trace derive from the table.
+//!
+//! Invariant: the node answers a request of kind `K` with a response of kind `K` or an error
+//! (`tests` in this module and the node's own tests check it for every kind).
+
+use std::io;
+
+use crate::mvcc::{ColdRead, ColdValues};
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+
+/// A request type of the client API and the response type the node answers it with.
+pub trait Rpc: Into<ClientRequest> {
+    type Response;
+    /// The typed response inside `response`, which the node built for a request of this kind.
+    fn response(response: ClientResponse) -> Option<Self::Response>;
+}
+
+macro_rules! client_api {
+    ($($(#[$doc:meta])* $name:ident($request:ident) -> $response:ident,)*) => {
+        /// A client request, as the node receives it.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum ClientRequest {
+            $($(#[$doc])* $name($request),)*
+        }
+
+        /// The node's answer to a [`ClientRequest`] of the same kind.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum ClientResponse {
+            $($name($response),)*
+        }
+
+        $(
+            impl From<$request> for ClientRequest {
+                fn from(request: $request) -> ClientRequest {
+                    ClientRequest::$name(request)
+                }
+            }
+
+            impl Rpc for $request {
+                type Response = $response;
+                fn response(response: ClientResponse) -> Option<$response> {
+                    match response {
+                        ClientResponse::$name(r) => Some(r),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+
+            impl From<$response> for ClientResponse {
+                fn from(response: $response) -> ClientResponse {
+                    ClientResponse::$name(response)
+                }
+            }
+        )*
+
+        impl ClientRequest {
+            /// The RPC's name, as etcd's service method calls it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(ClientRequest::$name(_) => stringify!($name),)*
+                }
+            }
+        }
+
+        impl ClientResponse {
+            /// The response header's slot, whichever kind of response this is.
+            pub fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                match self {
+                    $(ClientResponse::$name(r) => &mut r.header,)*
+                }
+            }
+
+            pub fn header(&self) -> Option<&ResponseHeader> {
+                match self {
+                    $(ClientResponse::$name(r) => r.header.as_ref(),)*
+                }
+            }
+
+            /// The RPC's name, as for [`ClientRequest::name`].
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(ClientResponse::$name(_) => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+client_api! {
+    /// `etcdserverpb.KV/Range`.
+    Range(RangeRequest) -> RangeResponse,
+    /// `etcdserverpb.KV/Put`.
+    Put(PutRequest) -> PutResponse,
+    /// `etcdserverpb.KV/DeleteRange`.
+    DeleteRange(DeleteRangeRequest) -> DeleteRangeResponse,
+    /// `etcdserverpb.KV/Txn`.
+    Txn(TxnRequest) -> TxnResponse,
+    /// `etcdserverpb.KV/Compact`.
+    Compact(CompactionRequest) -> CompactionResponse,
+    /// `etcdserverpb.Lease/LeaseGrant`.
+    LeaseGrant(LeaseGrantRequest) -> LeaseGrantResponse,
+    /// `etcdserverpb.Lease/LeaseRevoke`.
+    LeaseRevoke(LeaseRevokeRequest) -> LeaseRevokeResponse,
+    /// One request of an `etcdserverpb.Lease/LeaseKeepAlive` stream.
+    LeaseKeepAlive(LeaseKeepAliveRequest) -> LeaseKeepAliveResponse,
+    /// `etcdserverpb.Lease/LeaseTimeToLive`.
+    LeaseTimeToLive(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse,
+    /// `etcdserverpb.Lease/LeaseLeases`.
+    LeaseLeases(LeaseLeasesRequest) -> LeaseLeasesResponse,
+}
+
+impl ClientResponse {
+    /// Reads the cold values `cold` names into the response.
+    pub fn fill_cold(&mut self, cold: ColdValues, reader: &dyn ColdRead) -> io::Result<()> {
+        if cold.is_empty() {
+            return Ok(());
+        }
+        match self {
+            ClientResponse::Range(r) => cold.fill_range(r, reader),
+            ClientResponse::Txn(r) => cold.fill_txn(r, reader),
+            _ => Err(io::Error::other("only ranges and txns read cold values")),
+        }
+    }
+
+    /// The store revision the response reports.
+    pub fn revision(&self) -> Option<i64> {
+        self.header().map(|h| h.revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_converts_back_only_to_its_own_kind() {
+        let put = ClientResponse::from(PutResponse::default());
+        assert!(PutRequest::response(put.clone()).is_some());
+        assert!(RangeRequest::response(put.clone()).is_none());
+        assert_eq!(
+            put.name(),
+            ClientRequest::from(PutRequest::default()).name()
+        );
+    }
+}

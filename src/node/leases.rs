@@ -1,0 +1,470 @@
+//! The node's lease duties: grants and the requests only the leader answers (keepalives and
+//! TimeToLive, which read the leader's lease clocks), forwarded there by the member a client
+//! asked; and, on the leader, expiry and checkpoints, proposed through raft so that every member
+//! revokes a lease at the same revision and a deposed leader decides nothing. The clocks and
+//! their guarantees are in `lease::clock`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand_core::RngCore;
+
+use super::timers::Timer;
+use super::types::{LeaderRequest, LeaderResponse, MemberId, Output, PeerMessage, RequestId};
+use super::{Config, Node};
+use crate::error::EtcdError;
+use crate::lease::clock::{remaining_ms, ClockConfig, LeaseClocks, Life, Renewal};
+use crate::lease::{LeaseId, Leases, LEASE_QUOTA_BYTES, MAX_TTL_SECS};
+use crate::proto::detcdpb::{internal_request, LeaseCheckpoints, LeaseExpire, LeaseRemaining};
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+};
+use crate::state::{Answer, Effects};
+use crate::time::Instant;
+
+/// How long a request forwarded to the leader may go unanswered before it is sent again (the
+/// leader may have changed, or the message been lost).
+const FORWARD_RETRY: Duration = Duration::from_millis(500);
+
+/// Leases a checkpoint entry records at most.
+const CHECKPOINT_BATCH_MAX: usize = 1_000;
+
+/// Whom a leader answers: the member that forwarded the request (maybe itself) and its id.
+type Asker = (MemberId, u64);
+
+/// A lease request this member sent (or will send) to the leader for a client.
+struct Forward {
+    client: RequestId,
+    request: LeaderRequest,
+    /// When it was last sent; `None` while no leader was known.
+    sent_at: Option<Instant>,
+}
+
+pub(super) struct LeaseDuty {
+    clocks: LeaseClocks<Asker>,
+    /// While leading: the index of the first entry of this term. The clocks start once it is
+    /// applied, so that they start from every record committed before the term.
+    lead_from_index: Option<u64>,
+    forwards: BTreeMap<u64, Forward>,
+    next_forward: u64,
+    /// The smallest TTL a lease gets: etcd's ceil(1.5 x election timeout).
+    min_ttl_secs: i64,
+    checkpoint_interval: Duration,
+    /// Expiry revocations proposed per heartbeat at most (etcd's revoke rate limit).
+    revokes_per_tick: usize,
+    /// When expiry may resume after the rate limit was reached.
+    expiry_paused_until: Option<Instant>,
+    /// The leases the injected bug `follower_lease_expiry` had this member revoke.
+    bug_expired: BTreeSet<LeaseId>,
+}
+
+impl LeaseDuty {
+    pub fn new(cfg: &Config) -> LeaseDuty {
+        let per_tick = cfg.lease_revokes_per_sec as f64 * cfg.heartbeat_interval.as_secs_f64();
+        LeaseDuty {
+            clocks: LeaseClocks::new(ClockConfig {
+                checkpoint_interval: cfg.lease_checkpoint_interval,
+                prepay_max: cfg.lease_checkpoint_interval,
+                waiting_max: cfg.pending_requests_max,
+                revoke_retry: cfg.election_timeout * 2,
+            }),
+            lead_from_index: None,
+            forwards: BTreeMap::new(),
+            next_forward: 0,
+            min_ttl_secs: (cfg.election_timeout.as_millis() as i64 * 3 / 2 + 999) / 1000,
+            checkpoint_interval: cfg.lease_checkpoint_interval,
+            revokes_per_tick: (per_tick as usize).max(1),
+            expiry_paused_until: None,
+            bug_expired: BTreeSet::new(),
+        }
+    }
+
+    /// The state was restored from a snapshot at `now`: every lease starts from what it records.
+    pub fn restored(&mut self, leases: &Leases, now: Instant) {
+        self.clocks.reset();
+        for (id, lease) in leases.iter() {
+            self.clocks.recorded(
+                (id, lease.generation),
+                Duration::from_secs(lease.ttl_secs as u64),
+                Duration::from_millis(lease.remaining_ms as u64),
+                now,
+            );
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.clocks.is_leading()
+    }
+
+    pub fn has_forwards(&self) -> bool {
+        !self.forwards.is_empty()
+    }
+
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let next = self.clocks.next_expiry()?;
+        Some(
+            self.expiry_paused_until
+                .map_or(next, |until| next.max(until)),
+        )
+    }
+}
+
+impl Node {
+    /// A grant is checked and completed here, so that the entry carries the final id and TTL
+    /// and every member applies the same: the TTL raised to the minimum, a fresh id if the
+    /// client left it to us.
+    pub(super) fn accept_lease_grant(
+        &mut self,
+        id: RequestId,
+        mut req: LeaseGrantRequest,
+    ) -> Result<(), EtcdError> {
+        if req.ttl > MAX_TTL_SECS {
+            return Err(EtcdError::LeaseTtlTooLarge);
+        }
+        self.check_quota(LEASE_QUOTA_BYTES)?;
+        req.ttl = req.ttl.max(self.leases.min_ttl_secs);
+        if req.id == 0 {
+            // etcd's ids are positive 63-bit numbers; drawn from the member's seeded RNG.
+            while req.id == 0 || self.state.leases().contains(req.id) {
+                req.id = (self.rng.next_u64() >> 1) as i64;
+            }
+        }
+        self.propose(id, internal_request::Op::LeaseGrant(req));
+        Ok(())
+    }
+
+    /// A request only the leader answers: sent there (or served here, on the leader).
+    pub(super) fn accept_for_leader(
+        &mut self,
+        id: RequestId,
+        request: LeaderRequest,
+    ) -> Result<(), EtcdError> {
+        self.leases.next_forward += 1;
+        let forward = self.leases.next_forward;
+        self.leases.forwards.insert(
+            forward,
+            Forward {
+                client: id,
+                request,
+                sent_at: None,
+            },
+        );
+        self.send_forward(forward);
+        Ok(())
+    }
+
+    fn send_forward(&mut self, forward: u64) {
+        let leader = self.leader_id();
+        let Some(f) = self.leases.forwards.get_mut(&forward) else {
+            return;
+        };
+        let request = f.request.clone();
+        if self.leases.clocks.is_leading() {
+            f.sent_at = Some(self.now);
+            self.serve_leader_request((self.cfg.id, forward), request);
+            return;
+        }
+        match leader {
+            Some(leader) if leader != self.cfg.id => {
+                f.sent_at = Some(self.now);
+                self.outputs.push_back(Output::Send {
+                    to: leader,
+                    msg: PeerMessage::Forward {
+                        id: forward,
+                        request,
+                    },
+                });
+            }
+            // No leader yet, or this member leads but has not started its clocks: try again
+            // on the next retry.
+            _ => f.sent_at = None,
+        }
+    }
+
+    /// Sends again what the leader has not answered; forgets what no client waits for.
+    pub(super) fn retry_forwards(&mut self) {
+        let pending = &self.pending;
+        self.leases
+            .forwards
+            .retain(|_, f| pending.contains(f.client));
+        let now = self.now;
+        let due: Vec<u64> = self
+            .leases
+            .forwards
+            .iter()
+            .filter(|(_, f)| {
+                f.sent_at
+                    .is_none_or(|at| now.saturating_since(at) >= FORWARD_RETRY)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for forward in due {
+            self.send_forward(forward);
+        }
+    }
+
+    /// Another member forwarded a client's request. A member that does not run the lease clocks
+    /// ignores it; the asker sends it again, to whoever leads then.
+    pub(super) fn serve_for_member(&mut self, from: MemberId, id: u64, request: LeaderRequest) {
+        if from != self.cfg.id && self.leases.clocks.is_leading() {
+            self.serve_leader_request((from, id), request);
+        }
+    }
+
+    /// The leader's answer to a keepalive or TimeToLive; a keepalive its floor does not cover
+    /// waits for a checkpoint (`propose_lease_records`).
+    fn serve_leader_request(&mut self, asker: Asker, request: LeaderRequest) {
+        match request {
+            LeaderRequest::KeepAlive(req) => {
+                let (renewal, asker) = self.leases.clocks.keep_alive(req.id, self.now, asker);
+                if let Some(asker) = asker {
+                    let renewed = renewal == Renewal::Renewed;
+                    self.answer_keep_alive(asker, req.id, renewed);
+                }
+            }
+            LeaderRequest::TimeToLive(req) => {
+                let response = self.time_to_live(&req);
+                self.answer(asker, Ok(LeaderResponse::TimeToLive(response)));
+            }
+        }
+    }
+
+    fn answer_keep_alive(&mut self, asker: Asker, id: LeaseId, renewed: bool) {
+        let ttl = match self.state.leases().get(id) {
+            Some(lease) if renewed => lease.ttl_secs,
+            _ => 0,
+        };
+        let response = LeaseKeepAliveResponse {
+            header: None,
+            id,
+            ttl,
+        };
+        self.answer(asker, Ok(LeaderResponse::KeepAlive(response)));
+    }
+
+    fn time_to_live(&self, req: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+        let lease = self.state.leases().get(req.id);
+        let remaining = self.leases.clocks.remaining(req.id, self.now);
+        let (Some(lease), Some(remaining)) = (lease, remaining) else {
+            return LeaseTimeToLiveResponse {
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            };
+        };
+        LeaseTimeToLiveResponse {
+            header: None,
+            id: req.id,
+            // etcd truncates the remaining time to whole seconds.
+            ttl: remaining.as_secs() as i64,
+            granted_ttl: lease.ttl_secs,
+            keys: if req.keys {
+                lease.keys().cloned().collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn answer(&mut self, (member, id): Asker, result: Result<LeaderResponse, EtcdError>) {
+        if member == self.cfg.id {
+            self.forward_answered(id, result);
+        } else {
+            self.outputs.push_back(Output::Send {
+                to: member,
+                msg: PeerMessage::ForwardReply { id, result },
+            });
+        }
+    }
+
+    /// The leader answered a request this member forwarded (a late or repeated answer finds
+    /// nothing to do).
+    pub(super) fn forward_answered(&mut self, id: u64, result: Result<LeaderResponse, EtcdError>) {
+        if let Some(forward) = self.leases.forwards.remove(&id) {
+            self.finish(forward.client, result.map(Answer::from));
+        }
+    }
+
+    /// Lists leases soonest expiry first, as etcd does, by this member's estimates.
+    pub(super) fn order_by_expiry(&self, leases: &mut LeaseLeasesResponse) {
+        let clocks = &self.leases.clocks;
+        leases
+            .leases
+            .sort_by_key(|l| (clocks.estimate(l.id).map(|(_, at)| at), l.id));
+    }
+
+    /// Keeps the lease clocks in step with what an applied entry did: the remaining times it
+    /// recorded count from `appended_at`, when the entry reached this member's log. `own` is
+    /// the proposal id when this member proposed the entry.
+    pub(super) fn lease_effects(
+        &mut self,
+        effects: &Effects,
+        appended_at: Instant,
+        own: Option<u64>,
+    ) {
+        for record in &effects.lease_records {
+            if !record.granted && self.bug(|b| b.follower_lease_expiry) {
+                // The injected bug keeps estimates from grants only.
+            } else {
+                let life = (record.id, record.generation);
+                self.leases
+                    .clocks
+                    .recorded(life, record.ttl, record.remaining, appended_at);
+            }
+            if let Some(proposal) = own {
+                let life = (record.id, record.generation);
+                let covered =
+                    self.leases
+                        .clocks
+                        .own_record_applied(proposal, life, record.remaining);
+                for (asker, renewed) in covered {
+                    self.answer_keep_alive(asker, record.id, renewed);
+                }
+            }
+        }
+        if let Some(proposal) = own {
+            self.leases.clocks.proposal_applied(proposal);
+        }
+        for id in &effects.leases_removed {
+            for asker in self.leases.clocks.removed(*id) {
+                self.answer_keep_alive(asker, *id, false);
+            }
+        }
+    }
+
+    /// The state was replaced by a snapshot from the leader: the clocks start over from it.
+    pub(super) fn state_replaced(&mut self) {
+        let leading = self.leases.clocks.is_leading();
+        self.leases.restored(self.state.leases(), self.now);
+        debug_assert!(!leading, "a leader never installs a snapshot");
+    }
+
+    /// Starts the lease clocks once this member leads and has applied its term's first entry;
+    /// stops them the moment it no longer leads.
+    pub(super) fn follow_leadership(&mut self) {
+        if !self.is_leader() {
+            self.leases.lead_from_index = None;
+            if self.leases.clocks.is_leading() {
+                self.step_down_from_leases();
+            }
+            return;
+        }
+        let from = *self
+            .leases
+            .lead_from_index
+            .get_or_insert(self.raw.raft.raft_log.last_index());
+        if !self.leases.clocks.is_leading() && self.applied_index >= from {
+            let leases = self.state.leases();
+            let reset = self.cfg.bugs.lease_ttl_reset_on_leader_change;
+            let now = self.now;
+            self.leases.clocks.lead(now, reset, |id| {
+                leases
+                    .get(id)
+                    .map(|l| Duration::from_secs(l.ttl_secs as u64))
+            });
+            self.timers.set(
+                Timer::LeaseCheckpoint,
+                self.now + self.leases.checkpoint_interval / 4,
+            );
+        }
+    }
+
+    fn step_down_from_leases(&mut self) {
+        for (member, id) in self.leases.clocks.step_down() {
+            // This member's own clients ask the new leader on the next retry; other members'
+            // requests are theirs to send again.
+            if member == self.cfg.id {
+                if let Some(f) = self.leases.forwards.get_mut(&id) {
+                    f.sent_at = None;
+                }
+            }
+        }
+        self.timers.stop(Timer::LeaseCheckpoint);
+        self.leases.expiry_paused_until = None;
+    }
+
+    /// Proposes a revocation for every lease that expired on this leader's clock, at most the
+    /// revoke rate's share of a heartbeat at once.
+    pub(super) fn expire_leases(&mut self) {
+        self.leases.expiry_paused_until = None;
+        let max = self.leases.revokes_per_tick;
+        let expired = self.leases.clocks.expired(self.now, max);
+        if expired.len() >= max {
+            self.leases.expiry_paused_until = Some(self.now + self.cfg.heartbeat_interval);
+        }
+        for (id, generation) in expired {
+            let expire = LeaseExpire { id, generation };
+            self.propose_as_leader(internal_request::Op::LeaseExpire(expire));
+        }
+    }
+
+    /// Records the remaining time of leases not recorded for a checkpoint interval.
+    pub(super) fn checkpoint_leases(&mut self) {
+        if !self.leases.clocks.is_leading() {
+            return;
+        }
+        let proposal = self.proposals.next_id();
+        let due = self
+            .leases
+            .clocks
+            .checkpoints_due(self.now, CHECKPOINT_BATCH_MAX, proposal);
+        let next = if due.len() >= CHECKPOINT_BATCH_MAX {
+            self.cfg.heartbeat_interval
+        } else {
+            self.leases.checkpoint_interval / 4
+        };
+        self.propose_checkpoints(proposal, due);
+        self.timers.set(Timer::LeaseCheckpoint, self.now + next);
+    }
+
+    /// Proposes the checkpoints that waiting keepalives need, once per batch.
+    pub(super) fn propose_lease_records(&mut self) {
+        if !self.leases.clocks.is_leading() {
+            self.expire_as_follower();
+            return;
+        }
+        let proposal = self.proposals.next_id();
+        let needed = self.leases.clocks.records_needed(self.now, proposal);
+        self.propose_checkpoints(proposal, needed);
+    }
+
+    fn propose_checkpoints(&mut self, proposal: u64, leases: Vec<(Life, Duration)>) {
+        if leases.is_empty() {
+            return;
+        }
+        let leases = leases
+            .into_iter()
+            .map(|((id, generation), remaining)| LeaseRemaining {
+                id,
+                generation,
+                remaining_ms: remaining_ms(remaining),
+            })
+            .collect();
+        let op = internal_request::Op::LeaseCheckpoints(LeaseCheckpoints { leases });
+        self.propose_as_leader_with(proposal, op);
+    }
+
+    /// The injected bug `follower_lease_expiry`: every member revokes leases on its own clock.
+    fn expire_as_follower(&mut self) {
+        if !self.bug(|b| b.follower_lease_expiry) || self.leader_id().is_none() {
+            return;
+        }
+        let now = self.now;
+        let duty = &self.leases;
+        let expired: Vec<(LeaseId, u64)> = self
+            .state
+            .leases()
+            .iter()
+            .map(|(id, lease)| (id, lease.generation))
+            .filter(|(id, _)| !duty.bug_expired.contains(id))
+            .filter(|(id, _)| duty.clocks.estimate(*id).is_some_and(|(_, at)| at <= now))
+            .take(duty.revokes_per_tick)
+            .collect();
+        for (id, generation) in expired {
+            self.leases.bug_expired.insert(id);
+            let expire = LeaseExpire { id, generation };
+            self.propose_expiry_from_anywhere(internal_request::Op::LeaseExpire(expire));
+        }
+    }
+}

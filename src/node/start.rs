@@ -1,0 +1,130 @@
+//! Building a member from what the driver recovered from its disk: the replicated state from the
+//! latest snapshot, raft from the hard state and the WAL's entries, and the bookkeeping of what
+//! the WAL holds. Committed entries after the snapshot are applied later, by the ready loop.
+
+use std::collections::VecDeque;
+
+use raft::eraftpb::ConfState;
+use raft::RawNode;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::apply::AppendTimes;
+use super::clients::Proposals;
+use super::disk::DiskState;
+use super::leases::LeaseDuty;
+use super::requests::{PendingRequests, ReadBatches};
+use super::snapshots::SnapshotDuty;
+use super::timers::{Timer, TimerTable};
+use super::{Config, Node, StartError};
+use crate::raftlog::{election, LogStore};
+use crate::state::State;
+use crate::time::Instant;
+use crate::wal::Recovered;
+
+impl Node {
+    /// Builds a member from its recovered disk state. `rng_seed` decides every random choice the
+    /// member makes; the driver must give each incarnation of a member a different seed.
+    pub fn new(
+        cfg: Config,
+        recovered: Recovered,
+        rng_seed: u64,
+        now: Instant,
+    ) -> Result<Node, StartError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        let (state, snapshot_index) = restore_state(&recovered)?;
+        let raw = start_raft(&cfg, &recovered, snapshot_index, &mut rng)?;
+        let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
+        let proposal_nonce = rng.next_u64() ^ last_index.rotate_left(32);
+        let mut timers = TimerTable::default();
+        timers.set(Timer::RaftTick, now + cfg.heartbeat_interval);
+        let mut node = Node {
+            pending: PendingRequests::new(cfg.pending_requests_max),
+            reads: ReadBatches::new(proposal_nonce),
+            proposals: Proposals::new(proposal_nonce),
+            disk: DiskState::recovered(&recovered, snapshot_index),
+            appended: AppendTimes::default(),
+            snapshots: SnapshotDuty::default(),
+            leases: LeaseDuty::new(&cfg),
+            cfg,
+            raw,
+            rng,
+            state,
+            applied_index: snapshot_index,
+            snapshot_index,
+            snapshots_installed: 0,
+            now,
+            timers,
+            outputs: VecDeque::new(),
+            stopped: None,
+        };
+        node.leases.restored(node.state.leases(), now);
+        Ok(node)
+    }
+}
+
+/// The state of the latest snapshot (or an empty one), with superseded values kept cold.
+fn restore_state(recovered: &Recovered) -> Result<(State, u64), StartError> {
+    let (mut state, index) = match &recovered.snapshot {
+        Some(snap) => {
+            let index = snap.get_metadata().index;
+            let state = State::decode_snapshot(&snap.data)
+                .map_err(|error| StartError::SnapshotUnreadable { index, error })?;
+            (state, index)
+        }
+        None => (State::new(), 0),
+    };
+    state.keep_superseded_values_cold();
+    Ok((state, index))
+}
+
+/// raft, positioned at the snapshot, with the WAL's entries and hard state.
+fn start_raft(
+    cfg: &Config,
+    recovered: &Recovered,
+    snapshot_index: u64,
+    rng: &mut ChaCha8Rng,
+) -> Result<RawNode<LogStore>, StartError> {
+    let conf_state = match &recovered.snapshot {
+        Some(snap) => snap.get_metadata().get_conf_state().clone(),
+        None => ConfState {
+            voters: cfg.peers.clone(),
+            ..Default::default()
+        },
+    };
+    if !conf_state.voters.contains(&cfg.id) {
+        return Err(StartError::NotAMember {
+            id: cfg.id,
+            voters: conf_state.voters,
+        });
+    }
+    let store = LogStore::new(
+        recovered.hard_state.clone(),
+        conf_state,
+        recovered.snapshot.clone(),
+        recovered.entries.clone(),
+    );
+    let election_ticks = cfg.election_ticks();
+    let raft_cfg = raft::Config {
+        id: cfg.id,
+        election_tick: election_ticks,
+        heartbeat_tick: 1,
+        applied: snapshot_index,
+        max_size_per_msg: cfg.raft_message_bytes_max,
+        max_inflight_msgs: cfg.raft_inflight_messages_max,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_cfg.validate()?;
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut raw = RawNode::new(&raft_cfg, store, &logger)?;
+    // A member alone in its cluster needs no election timeout to know it wins; etcd's initial
+    // tick advance gets the same effect.
+    if raw.raft.prs().conf().voters().ids().len() == 1 && raw.raft.promotable() {
+        raw.campaign()?;
+    }
+    election::override_jitter(&mut raw.raft, rng, election_ticks);
+    Ok(raw)
+}

@@ -1,0 +1,275 @@
+//! The replicated state: every state machine a committed entry can change (the key space and the
+//! leases; later auth, members, alarms), applied in log order.
+//!
+//! The node only orders and persists entries; [`State::apply`] applies one entry's operation to
+//! the state machine(s) it concerns and returns the client's answer plus the [`Effects`] the rest
+//! of the node needs: the key changes of the revision (what leases and watchers consume), the
+//! lease records (what the lease clocks start from) and the leases that are gone. Everything here
+//! is pure and deterministic: every member applying the same entries holds the same state, which
+//! is what the snapshot stores and what the convergence digest compares.
+//!
+//! Invariants: the key space's own (see `mvcc`); the lease table's, including that the keys
+//! attached to each lease are exactly the live keys naming it (`State::check_invariants`).
+
+mod snapshot;
+
+pub use snapshot::{StateSnapshotError, StateView};
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::api::{ClientRequest, ClientResponse};
+use crate::error::EtcdError;
+use crate::lease::{LeaseId, Leases};
+use crate::mvcc::{ColdOp, ColdValues, KeyChange, KeySpace};
+use crate::proto::detcdpb::{internal_request::Op, LeaseCheckpoints, LeaseExpire};
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseStatus, ResponseHeader, TxnRequest,
+};
+
+/// A response and the cold values it still needs (empty for nearly every response).
+#[derive(Debug)]
+pub struct Answer {
+    pub response: ClientResponse,
+    pub cold: ColdValues,
+}
+
+impl<T: Into<ClientResponse>> From<T> for Answer {
+    fn from(response: T) -> Answer {
+        Answer {
+            response: response.into(),
+            cold: ColdValues::default(),
+        }
+    }
+}
+
+/// A lease's remaining time as an applied grant or checkpoint recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: LeaseId,
+    pub generation: u64,
+    /// A grant (the lease is new) rather than a checkpoint.
+    pub granted: bool,
+    pub ttl: Duration,
+    pub remaining: Duration,
+}
+
+/// What applying one entry changed, besides the answer.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// The keys the entry changed, in order, all at one revision.
+    pub key_changes: Vec<KeyChange>,
+    pub lease_records: Vec<LeaseRecord>,
+    pub leases_removed: Vec<LeaseId>,
+}
+
+/// The result of applying one entry.
+#[derive(Debug)]
+pub struct Applied {
+    /// The answer for the client that asked; `None` for the leader's own entries (expiry,
+    /// checkpoints), which nobody waits for.
+    pub result: Option<Result<Answer, EtcdError>>,
+    pub effects: Effects,
+}
+
+/// The replicated state. See the module documentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    kv: KeySpace,
+    leases: Leases,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..ResponseHeader::default()
+    })
+}
+
+impl State {
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// A state of the key space alone, without leases (for tests and tools).
+    pub fn from_key_space(kv: KeySpace) -> State {
+        State {
+            kv,
+            leases: Leases::default(),
+        }
+    }
+
+    pub fn kv(&self) -> &KeySpace {
+        &self.kv
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// Applies one committed entry's operation.
+    pub fn apply(&mut self, op: Op) -> Applied {
+        let mut effects = Effects::default();
+        let result = match op {
+            Op::Put(req) => Some(
+                self.kv
+                    .put_with_leases(&req, &self.leases)
+                    .map(Answer::from),
+            ),
+            Op::DeleteRange(req) => Some(self.kv.delete_range(&req).map(Answer::from)),
+            Op::Txn(req) => Some(self.txn(&req)),
+            Op::Compaction(req) => Some(self.kv.compact(&req).map(Answer::from)),
+            Op::LeaseGrant(req) => Some(self.grant(&req, &mut effects).map(Answer::from)),
+            Op::LeaseRevoke(req) => Some(self.revoke(&req, &mut effects).map(Answer::from)),
+            Op::LeaseExpire(LeaseExpire { id, generation }) => {
+                // A lease revoked since the leader decided is gone already, or another lease
+                // was granted under its id: either way there is nothing to expire.
+                if self.leases.get_generation(id, generation).is_some() {
+                    let _ = self.revoke(&LeaseRevokeRequest { id }, &mut effects);
+                }
+                None
+            }
+            Op::LeaseCheckpoints(checkpoints) => {
+                self.checkpoint(checkpoints, &mut effects);
+                None
+            }
+        };
+        self.absorb_key_changes(&mut effects);
+        Applied { result, effects }
+    }
+
+    /// Serves a read (a Range, a Txn without writes, LeaseLeases) from the state as it is.
+    pub fn read(&mut self, request: &ClientRequest) -> Result<Answer, EtcdError> {
+        match request {
+            ClientRequest::Range(req) => {
+                let (response, cold) = self.kv.read_range(req)?;
+                Ok(Answer {
+                    response: response.into(),
+                    cold,
+                })
+            }
+            ClientRequest::Txn(req) => {
+                let answer = self.txn(req);
+                debug_assert!(self.kv.take_changes().is_empty(), "a read wrote");
+                answer
+            }
+            ClientRequest::LeaseLeases(_) => Ok(Answer::from(LeaseLeasesResponse {
+                header: header(self.kv.current_revision()),
+                leases: self
+                    .leases
+                    .iter()
+                    .map(|(id, _)| LeaseStatus { id })
+                    .collect(),
+            })),
+            other => unreachable!("{} is not a read", other.name()),
+        }
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<Answer, EtcdError> {
+        let (response, cold) = self.kv.txn_with_leases(req, &self.leases)?;
+        Ok(Answer {
+            response: response.into(),
+            cold,
+        })
+    }
+
+    fn grant(
+        &mut self,
+        req: &LeaseGrantRequest,
+        effects: &mut Effects,
+    ) -> Result<LeaseGrantResponse, EtcdError> {
+        self.leases.grant(req.id, req.ttl)?;
+        let lease = self.leases.get(req.id).expect("just granted");
+        effects.lease_records.push(LeaseRecord {
+            id: req.id,
+            generation: lease.generation,
+            granted: true,
+            ttl: Duration::from_secs(lease.ttl_secs as u64),
+            remaining: Duration::from_millis(lease.remaining_ms as u64),
+        });
+        Ok(LeaseGrantResponse {
+            header: header(self.kv.current_revision()),
+            id: req.id,
+            ttl: req.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Deletes every key attached to the lease at one revision, then the lease itself.
+    fn revoke(
+        &mut self,
+        req: &LeaseRevokeRequest,
+        effects: &mut Effects,
+    ) -> Result<LeaseRevokeResponse, EtcdError> {
+        let keys: Vec<Bytes> = self.leases.remove(req.id).ok_or(EtcdError::LeaseNotFound)?;
+        let revision = self.kv.delete_keys(&keys);
+        effects.leases_removed.push(req.id);
+        Ok(LeaseRevokeResponse {
+            header: header(revision),
+        })
+    }
+
+    fn checkpoint(&mut self, checkpoints: LeaseCheckpoints, effects: &mut Effects) {
+        for entry in checkpoints.leases {
+            if self
+                .leases
+                .checkpoint(entry.id, entry.generation, entry.remaining_ms)
+            {
+                let lease = self.leases.get(entry.id).expect("checkpointed");
+                effects.lease_records.push(LeaseRecord {
+                    id: entry.id,
+                    generation: entry.generation,
+                    granted: false,
+                    ttl: Duration::from_secs(lease.ttl_secs as u64),
+                    remaining: Duration::from_millis(lease.remaining_ms as u64),
+                });
+            }
+        }
+    }
+
+    /// Moves the key changes of the applied write into the lease table and the effects.
+    fn absorb_key_changes(&mut self, effects: &mut Effects) {
+        let changes = self.kv.take_changes();
+        for change in &changes {
+            self.leases.apply_key_change(change);
+        }
+        effects.key_changes = changes;
+    }
+
+    /// Bytes the quota counts: the key space's and the leases'.
+    pub fn approximate_size_bytes(&self) -> u64 {
+        self.kv.approximate_size_bytes() + self.leases.quota_bytes()
+    }
+
+    /// About how many bytes a snapshot of the state would take; low rather than high.
+    pub fn snapshot_bytes_estimate(&self) -> u64 {
+        self.kv.snapshot_bytes_estimate() + self.leases.len() as u64 * 16
+    }
+
+    /// From now on, superseded values live in cold segments (see `mvcc::cold`).
+    pub fn keep_superseded_values_cold(&mut self) {
+        self.kv.keep_superseded_values_cold();
+    }
+
+    pub fn take_cold_ops(&mut self) -> Vec<ColdOp> {
+        self.kv.take_cold_ops()
+    }
+
+    /// Becomes `other` (a snapshot from the leader), keeping this state's way of holding
+    /// superseded values.
+    pub fn replace_with(&mut self, other: State) {
+        self.kv.replace_with(other.kv);
+        self.leases = other.leases;
+    }
+
+    /// Verifies every state machine's invariants; `Err` names the first broken one.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.kv.check_invariants()?;
+        self.leases.check_against(&self.kv)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! The replicated state as bytes: `detcdpb.StateSnapshot` (proto/detcdpb/state_snapshot.proto),
+//! one section per state machine, for raft snapshots and restart.
+//!
+//! A [`StateView`] freezes the state in O(1) (both state machines are persistent maps), so the
+//! node hands it to the driver and the driver encodes it off the node's thread, streaming the
+//! key space section key by key. Encoding is deterministic; decoding trusts nothing and checks
+//! every state machine's invariants, including those between them (each key's lease exists).
+
+use std::io::{self, Write};
+
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
+use thiserror::Error;
+
+use super::State;
+use crate::lease::Leases;
+use crate::mvcc::{ColdRead, KeySpace, KeySpaceView, NoColdValues, SnapshotDecodeError};
+use crate::proto::detcdpb::StateSnapshot;
+
+/// The format this code writes and reads. Version 1 was the key space alone.
+const FORMAT_VERSION: u32 = 2;
+const VERSION_FIELD: u32 = 1;
+const KV_FIELD: u32 = 2;
+const LEASES_FIELD: u32 = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum StateSnapshotError {
+    #[error("state snapshot is not a valid protobuf message: {0}")]
+    Malformed(String),
+    #[error("state snapshot format version {0} is not supported (expected {FORMAT_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error(transparent)]
+    KeySpace(#[from] SnapshotDecodeError),
+    #[error("state snapshot's lease table is impossible: {0}")]
+    Leases(String),
+}
+
+/// The state as it was at one moment, for encoding elsewhere while the state moves on.
+#[derive(Clone, Debug)]
+pub struct StateView {
+    kv: KeySpaceView,
+    leases: Leases,
+}
+
+fn delimited_header(tag: u32, len: usize, out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+impl StateView {
+    /// The key space revision this view froze.
+    pub fn revision(&self) -> i64 {
+        self.kv.revision()
+    }
+
+    fn leading_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::uint32::encode(VERSION_FIELD, &FORMAT_VERSION, &mut out);
+        out
+    }
+
+    fn leases_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::message::encode(LEASES_FIELD, &self.leases.to_snapshot(), &mut out);
+        out
+    }
+
+    /// Exactly how many bytes [`StateView::encode_to`] writes.
+    pub fn encoded_len(&self) -> usize {
+        let kv = self.kv.encoded_len();
+        self.leading_bytes().len()
+            + key_len(KV_FIELD)
+            + encoded_len_varint(kv as u64)
+            + kv
+            + self.leases_bytes().len()
+    }
+
+    /// Writes the state, the key space section streamed key by key (its cold values read
+    /// through `cold`); the bytes equal one `StateSnapshot` message.
+    pub fn encode_to(&self, out: &mut dyn Write, cold: &dyn ColdRead) -> io::Result<()> {
+        let mut head = self.leading_bytes();
+        delimited_header(KV_FIELD, self.kv.encoded_len(), &mut head);
+        out.write_all(&head)?;
+        self.kv.encode_to(out, cold)?;
+        out.write_all(&self.leases_bytes())
+    }
+
+    /// The whole state as bytes; equal states give equal bytes.
+    pub fn encode(&self, cold: &dyn ColdRead) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_to(&mut out, cold)?;
+        Ok(out)
+    }
+}
+
+impl State {
+    /// The state right now, frozen, in O(1).
+    pub fn view(&self) -> StateView {
+        StateView {
+            kv: self.kv.view(),
+            leases: self.leases.clone(),
+        }
+    }
+
+    /// The whole state as bytes, for a state that keeps every value in memory.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        self.view()
+            .encode(&NoColdValues)
+            .expect("a state without cold values encodes from memory")
+    }
+
+    /// Rebuilds the state from [`StateView::encode_to`] output, validating everything.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<State, StateSnapshotError> {
+        let snapshot = StateSnapshot::decode(bytes)
+            .map_err(|e| StateSnapshotError::Malformed(e.to_string()))?;
+        if snapshot.format_version != FORMAT_VERSION {
+            return Err(StateSnapshotError::UnsupportedVersion(
+                snapshot.format_version,
+            ));
+        }
+        let kv = KeySpace::from_snapshot(snapshot.kv.unwrap_or_default())?;
+        let leases = Leases::from_snapshot(snapshot.leases.unwrap_or_default(), &kv)
+            .map_err(StateSnapshotError::Leases)?;
+        Ok(State { kv, leases })
+    }
+}
