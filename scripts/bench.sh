@@ -7,7 +7,8 @@
 # heartbeat and election timeouts) and both fsync every WAL write (their default). Writes go to
 # the leader and reads to all members, as in etcd's docs/op-guide/performance.md.
 #
-# Knobs (environment): PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, TXN_TOTAL, CLIENTS, CONNS,
+# Knobs (environment): PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, TXN_TOTAL, KEEPALIVE_TOTAL,
+# CHURN_TOTAL, CLIENTS, CONNS,
 # KEY_SPACE, BENCH_DIR (where the data dirs go: it must be a real disk for fsync to count),
 # BENCH_FLAGS (extra member flags, given to both systems alike, e.g. --snapshot-count=100000),
 # BENCH_PORT_BASE, ETCD, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in order: "etcd
@@ -24,6 +25,8 @@ PUT_TOTAL="${PUT_TOTAL:-100000}"
 PUT1_TOTAL="${PUT1_TOTAL:-3000}"
 RANGE_TOTAL="${RANGE_TOTAL:-100000}"
 TXN_TOTAL="${TXN_TOTAL:-50000}"
+KEEPALIVE_TOTAL="${KEEPALIVE_TOTAL:-100000}"
+CHURN_TOTAL="${CHURN_TOTAL:-10000}"
 CLIENTS="${CLIENTS:-100}"
 CONNS="${CONNS:-10}"
 KEY_SPACE="${KEY_SPACE:-100000}"
@@ -140,6 +143,14 @@ bench_system() {
     range "$RANGE_KEY" --consistency=l --total="$RANGE_TOTAL"
   run_load "$system" ranges "$all" --conns="$CONNS" --clients="$CLIENTS" \
     range "$RANGE_KEY" --consistency=s --total="$RANGE_TOTAL"
+  # Keepalives to the leader, which alone keeps lease clocks in both systems; then to every
+  # member, whose followers pass them on to it.
+  run_load "$system" keepalive "$leader" --conns="$CONNS" --clients="$CLIENTS" \
+    lease-keepalive --total="$KEEPALIVE_TOTAL"
+  run_load "$system" keepalive_all "$all" --conns="$CONNS" --clients="$CLIENTS" \
+    lease-keepalive --total="$KEEPALIVE_TOTAL"
+  run_load "$system" churn "$leader" --conns="$CONNS" --clients="$CLIENTS" \
+    lease-churn "${common[@]}" --total="$CHURN_TOTAL" --seed=4
   for pid in "${PIDS[@]}"; do
     rss="$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")"
     sum=$((sum + rss))
@@ -153,7 +164,8 @@ bench_system() {
 }
 
 echo "bench: data in $WORK ($(df -T "$WORK" | awk 'NR == 2 {print $2}')), $(nproc) cores;" \
-  "puts ${PUT_TOTAL}x, 1-client puts ${PUT1_TOTAL}x, txns ${TXN_TOTAL}x, ranges ${RANGE_TOTAL}x;" \
+  "puts ${PUT_TOTAL}x, 1-client puts ${PUT1_TOTAL}x, txns ${TXN_TOTAL}x, ranges ${RANGE_TOTAL}x," \
+  "keepalives ${KEEPALIVE_TOTAL}x, lease churn cycles ${CHURN_TOTAL}x;" \
   "$CLIENTS clients over $CONNS conns; key 8 B, value 256 B, key space $KEY_SPACE;" \
   "member flags: defaults${BENCH_FLAGS:+ + $BENCH_FLAGS}"
 BENCH_SYSTEMS="${BENCH_SYSTEMS:-etcd detcd}"
@@ -198,11 +210,19 @@ row "range serializable, throughput" ranges.rps "req/s" ">=" 1.5
 row "range serializable, p99 latency" ranges.p99 ms - ""
 row "txn-put, $CLIENTS clients, throughput" txn.rps "req/s" - ""
 row "txn-put, $CLIENTS clients, p99" txn.p99 ms - ""
+row "lease keepalive (leader), throughput" keepalive.rps "req/s" ">=" 2.0
+row "lease keepalive (leader), p99 latency" keepalive.p99 ms "<=" 1.0
+row "lease keepalive (all members), throughput" keepalive_all.rps "req/s" - ""
+row "lease keepalive (all members), p99" keepalive_all.p99 ms - ""
+row "lease grant+put+revoke, throughput" churn.rps "cycle/s" - ""
+row "lease grant+put+revoke, p99 latency" churn.p99 ms - ""
 row "RSS per member, max" rss_max MiB "<=" 0.5
 row "RSS per member, mean" rss_mean MiB - ""
 errors=0
 for s in etcd detcd; do
-  for w in put put1 txn rangel ranges; do errors=$((errors + ${R[$s.$w.errors]%.*})); done
+  for w in put put1 txn rangel ranges keepalive keepalive_all churn; do
+    errors=$((errors + ${R[$s.$w.errors]%.*}))
+  done
 done
 echo
 echo "ratio = detcd / etcd; writes to the leader, reads to all members; request errors: $errors"

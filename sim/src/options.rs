@@ -129,11 +129,12 @@ impl Options {
     pub fn draw(rng: &mut ChaCha8Rng, ops: u64) -> Options {
         let members = [1, 3, 3, 3, 5, 5][rng.below(6) as usize];
         let delay_min = rng.between(100_000, 2 * MS);
-        Options {
+        let mut options = Options {
             members,
             clients: rng.between(1, 6),
-            lease_clients: [0, 1, 2, 3][rng.below(4) as usize],
-            lease_ttl_max_s: rng.between(2, 8),
+            // Drawn last (below), so that adding them left every earlier draw as it was.
+            lease_clients: 0,
+            lease_ttl_max_s: 0,
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -157,26 +158,17 @@ impl Options {
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
             bug: None,
-        }
+        };
+        options.lease_clients = [0, 1, 2, 3][rng.below(4) as usize];
+        options.lease_ttl_max_s = rng.between(2, 8);
+        options
     }
 }
 
 impl fmt::Display for Options {
-    /// The overridable options (as `--options` reads them back), then the workload mix.
+    /// Every option, as `--options` reads them back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.mix;
-        write!(
-            f,
-            "{} mix=get:{},ser:{},range:{},put:{},del:{},txn:{},compact:{}",
-            self.overrides(),
-            m.get,
-            m.get_serializable,
-            m.range,
-            m.put,
-            m.delete,
-            m.txn,
-            m.compact
-        )
+        write!(f, "{}", self.overrides())
     }
 }
 
@@ -213,7 +205,7 @@ impl Options {
         format!(
             "members={},clients={},lease_clients={},lease_ttl_s={},ops={},keys={},delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
-             timeout_ms={},disk_us={}",
+             timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -231,6 +223,13 @@ impl Options {
             self.snapshot_count,
             self.client_timeout_ns / MS,
             self.disk_latency_max_ns / 1000,
+            self.mix.get,
+            self.mix.get_serializable,
+            self.mix.range,
+            self.mix.put,
+            self.mix.delete,
+            self.mix.txn,
+            self.mix.compact,
         )
     }
 
@@ -260,6 +259,13 @@ impl Options {
                 "snap" => self.snapshot_count = int()?.max(1),
                 "timeout_ms" => self.client_timeout_ns = int()? * MS,
                 "disk_us" => self.disk_latency_max_ns = int()?.max(2) * 1000,
+                "get" => self.mix.get = int()?,
+                "ser" => self.mix.get_serializable = int()?,
+                "range" => self.mix.range = int()?,
+                "put" => self.mix.put = int()?,
+                "del" => self.mix.delete = int()?,
+                "txn" => self.mix.txn = int()?,
+                "compact" => self.mix.compact = int()?,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

@@ -50,6 +50,16 @@ fn appending_after_a_torn_tail_without_truncating_is_caught() {
 }
 
 #[test]
+fn lease_expiry_on_a_followers_clock_is_caught() {
+    assert_found(Bug::FollowerLeaseExpiry);
+}
+
+#[test]
+fn a_lease_ttl_reset_on_leader_change_is_caught() {
+    assert_found(Bug::LeaseTtlReset);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

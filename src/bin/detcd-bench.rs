@@ -1,5 +1,5 @@
-//! `detcd-bench`: a load generator for etcd's KV API, modelled on etcd's `benchmark` tool, so the
-//! same binary can drive detcd and real etcd and their numbers can be compared.
+//! `detcd-bench`: a load generator for etcd's KV and Lease APIs, modelled on etcd's `benchmark`
+//! tool, so the same binary can drive detcd and real etcd and their numbers can be compared.
 //!
 //! Bounds: it issues exactly `--total` requests, with at most `--clients` in flight (each client
 //! is one task with one outstanding request). Keys come from a seeded ChaCha stream indexed by the
@@ -12,10 +12,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use detcd::proto::etcdserverpb::kv_client::KvClient;
+use detcd::proto::etcdserverpb::lease_client::LeaseClient;
 use detcd::proto::etcdserverpb::request_op::Request as OpRequest;
-use detcd::proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
+use detcd::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 /// A request that takes longer than this counts as an error rather than hanging the run.
@@ -27,6 +33,13 @@ detcd-bench: load generator for etcd's KV API (modelled on etcd's `benchmark`)
 usage: detcd-bench [flags] put
        detcd-bench [flags] range KEY [END] [--consistency l|s]
        detcd-bench [flags] txn-put [--txn-ops N]
+       detcd-bench [flags] lease-keepalive
+       detcd-bench [flags] lease-churn
+
+lease-keepalive: as etcd's `benchmark lease-keepalive`, each client grants a lease (TTL 100 s)
+before the clock starts, then renews it with one KeepAliveOnce per request (a new keepalive
+stream each time, as clientv3's KeepAliveOnce opens one). lease-churn: each request is a cycle
+of grant (TTL 60 s), put of a key with the lease, and revoke (which deletes the key).
 
 flags (each also accepted as --flag=value):
   --endpoints HOST:PORT,...  gRPC endpoints (default 127.0.0.1:2379)
@@ -57,6 +70,8 @@ enum Workload {
     TxnPut {
         ops: u64,
     },
+    LeaseKeepAlive,
+    LeaseChurn,
 }
 
 impl Workload {
@@ -71,6 +86,8 @@ impl Workload {
                 serializable: true, ..
             } => "range-s",
             Workload::TxnPut { .. } => "txn-put",
+            Workload::LeaseKeepAlive => "lease-keepalive",
+            Workload::LeaseChurn => "lease-churn",
         }
     }
 }
@@ -178,8 +195,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
             },
         },
         Some("txn-put") if positional.len() == 1 => Workload::TxnPut { ops: txn_ops },
+        Some("lease-keepalive") if positional.len() == 1 => Workload::LeaseKeepAlive,
+        Some("lease-churn") if positional.len() == 1 => Workload::LeaseChurn,
         Some(other) => return Err(format!("unexpected arguments starting at '{other}'")),
-        None => return Err("missing subcommand: put, range or txn-put".to_string()),
+        None => {
+            return Err(
+                "missing subcommand: put, range, txn-put, lease-keepalive or lease-churn".into(),
+            )
+        }
     };
     if conns == 0 || clients == 0 || key_space_size == 0 || txn_ops == 0 {
         return Err("--conns, --clients, --key-space-size and --txn-ops must be at least 1".into());
@@ -275,6 +298,8 @@ impl Plan {
                     .collect(),
                 ..Default::default()
             }),
+            Workload::LeaseKeepAlive => Request::KeepAlive,
+            Workload::LeaseChurn => Request::Churn(self.put(self.put_key_number(n))),
         }
     }
 }
@@ -296,6 +321,68 @@ enum Request {
     Put(PutRequest),
     Range(RangeRequest),
     Txn(TxnRequest),
+    /// Renew the client's own lease.
+    KeepAlive,
+    /// Grant a lease, put this key with it, revoke it.
+    Churn(PutRequest),
+}
+
+/// One client's connections to the services it calls.
+struct Services {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    /// The client's lease, for lease-keepalive.
+    lease_id: i64,
+}
+
+impl Services {
+    async fn call(&mut self, request: Request) -> Result<(), tonic::Status> {
+        match request {
+            Request::Put(r) => self.kv.put(r).await.map(drop),
+            Request::Range(r) => self.kv.range(r).await.map(drop),
+            Request::Txn(r) => self.kv.txn(r).await.map(drop),
+            Request::KeepAlive => self.keep_alive_once().await,
+            Request::Churn(put) => self.churn(put).await,
+        }
+    }
+
+    /// clientv3's KeepAliveOnce: a stream of its own, one request, one answer, closed.
+    async fn keep_alive_once(&mut self) -> Result<(), tonic::Status> {
+        let (tx, rx) = mpsc::channel(1);
+        let id = self.lease_id;
+        tx.send(LeaseKeepAliveRequest { id })
+            .await
+            .expect("the stream is open");
+        let mut answers = self
+            .lease
+            .lease_keep_alive(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let answer = answers
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::unavailable("the keepalive stream ended"))?;
+        drop(tx);
+        if answer.ttl <= 0 {
+            return Err(tonic::Status::not_found("the lease expired"));
+        }
+        Ok(())
+    }
+
+    async fn churn(&mut self, mut put: PutRequest) -> Result<(), tonic::Status> {
+        let lease = self.grant(60).await?;
+        put.lease = lease;
+        self.kv.put(put).await?;
+        self.lease
+            .lease_revoke(LeaseRevokeRequest { id: lease })
+            .await
+            .map(drop)
+    }
+
+    async fn grant(&mut self, ttl: i64) -> Result<i64, tonic::Status> {
+        let request = LeaseGrantRequest { ttl, id: 0 };
+        Ok(self.lease.lease_grant(request).await?.into_inner().id)
+    }
 }
 
 /// What one client saw: the latency of each successful request, and its errors.
@@ -307,7 +394,7 @@ struct ClientReport {
 }
 
 async fn run_client(
-    mut kv: KvClient<Channel>,
+    mut services: Services,
     plan: Arc<Plan>,
     next_request: Arc<AtomicU64>,
 ) -> ClientReport {
@@ -319,12 +406,7 @@ async fn run_client(
         }
         let request = plan.request(n);
         let start = Instant::now();
-        let result = match request {
-            Request::Put(r) => kv.put(r).await.map(drop),
-            Request::Range(r) => kv.range(r).await.map(drop),
-            Request::Txn(r) => kv.txn(r).await.map(drop),
-        };
-        match result {
+        match services.call(request).await {
             Ok(()) => report.latencies.push(start.elapsed()),
             Err(status) => {
                 report.errors += 1;
@@ -365,13 +447,27 @@ async fn run(options: Options) -> Result<Summary, String> {
     let plan = Arc::new(Plan::new(options));
     let next_request = Arc::new(AtomicU64::new(0));
 
+    let mut services = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let channel = channels[i % channels.len()].clone();
+        let mut s = Services {
+            kv: KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
+            lease: LeaseClient::new(channel),
+            lease_id: 0,
+        };
+        if matches!(plan.options.workload, Workload::LeaseKeepAlive) {
+            // As etcd's benchmark: TTL 100 s, granted before requests start.
+            s.lease_id = s
+                .grant(100)
+                .await
+                .map_err(|e| format!("granting client {i}'s lease: {e}"))?;
+        }
+        services.push(s);
+    }
     let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            let kv = KvClient::new(channels[i % channels.len()].clone())
-                .max_decoding_message_size(usize::MAX);
-            tokio::spawn(run_client(kv, plan.clone(), next_request.clone()))
-        })
+    let tasks: Vec<_> = services
+        .into_iter()
+        .map(|s| tokio::spawn(run_client(s, plan.clone(), next_request.clone())))
         .collect();
     let mut summary = Summary {
         elapsed: Duration::ZERO,
@@ -569,5 +665,14 @@ mod tests {
             })
             .collect();
         assert_eq!(keys.len(), 4);
+    }
+
+    #[test]
+    fn lease_workloads_parse() {
+        let o = parse(&args("lease-keepalive --clients 10")).expect("valid flags");
+        assert_eq!(o.workload.name(), "lease-keepalive");
+        let o = parse(&args("lease-churn")).expect("valid flags");
+        assert_eq!(o.workload.name(), "lease-churn");
+        assert!(parse(&args("lease-churn extra")).is_err());
     }
 }

@@ -85,6 +85,12 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Maximum number of operations permitted in a transaction.",
     ),
     (
+        "lease-checkpoint-interval",
+        "5000",
+        "Time (in milliseconds) after which the leader records a lease's remaining TTL through \
+         raft again; bounds how much a restart can extend a lease.",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -212,6 +218,11 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         number(&get("snapshot-catchup-entries"), "snapshot-catchup-entries")?;
     node.max_request_bytes = number(&get("max-request-bytes"), "max-request-bytes")? as usize;
     node.max_txn_ops = number(&get("max-txn-ops"), "max-txn-ops")?.max(1) as usize;
+    let checkpoint_ms = number(
+        &get("lease-checkpoint-interval"),
+        "lease-checkpoint-interval",
+    )?;
+    node.lease_checkpoint_interval = Duration::from_millis(checkpoint_ms.max(100));
     let quota = number(&get("quota-backend-bytes"), "quota-backend-bytes")?;
     node.quota_bytes = if quota == 0 { 2 << 30 } else { quota };
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);

@@ -23,7 +23,7 @@ mod report;
 mod requests;
 mod timeline;
 
-pub use report::{OpRef, Point, Stats, Violation};
+pub use report::{OpRef, Point, RequestSummary, Stats, Violation};
 pub use requests::Answer;
 
 use std::collections::BTreeMap;

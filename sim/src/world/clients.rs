@@ -2,6 +2,7 @@
 //! a time, and give up after a timeout, as real clients do.
 
 use super::*;
+use crate::checker::linearizability::RequestSummary;
 
 impl World {
     // -----------------------------------------------------------------------------------------
@@ -209,7 +210,7 @@ impl World {
         }
         let rid = self.track(member, op);
         self.log(member, || {
-            format!("client {client} op {op}: {}", describe(&request))
+            format!("client {client} op {op}: {}", RequestSummary(&request))
         });
         self.mix(op as u64 ^ (member << 32));
         self.input(member, Input::Client { id: rid, request });
@@ -276,49 +277,6 @@ impl World {
             let at = self.now + pause;
             self.schedule(at, Event::ClientNext { client });
         }
-    }
-}
-
-pub(super) fn describe(request: &ClientRequest) -> String {
-    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
-    match request {
-        ClientRequest::Range(r) => format!(
-            "range {}{}{}{}",
-            text(&r.key),
-            if r.range_end.is_empty() {
-                String::new()
-            } else {
-                format!("..{}", text(&r.range_end))
-            },
-            if r.serializable { " serializable" } else { "" },
-            if r.revision > 0 {
-                format!(" @{}", r.revision)
-            } else {
-                String::new()
-            }
-        ),
-        ClientRequest::Put(r) => format!("put {}={}", text(&r.key), text(&r.value)),
-        ClientRequest::DeleteRange(r) => format!(
-            "delete {}{}",
-            text(&r.key),
-            if r.range_end.is_empty() {
-                String::new()
-            } else {
-                format!("..{}", text(&r.range_end))
-            }
-        ),
-        ClientRequest::Txn(t) => format!(
-            "txn ({} compares, {}/{} ops)",
-            t.compare.len(),
-            t.success.len(),
-            t.failure.len()
-        ),
-        ClientRequest::Compact(c) => format!("compact {}", c.revision),
-        ClientRequest::LeaseGrant(g) => format!("lease grant {:x} ttl {}", g.id, g.ttl),
-        ClientRequest::LeaseRevoke(r) => format!("lease revoke {:x}", r.id),
-        ClientRequest::LeaseKeepAlive(k) => format!("lease keepalive {:x}", k.id),
-        ClientRequest::LeaseTimeToLive(t) => format!("lease timetolive {:x}", t.id),
-        ClientRequest::LeaseLeases(_) => "lease list".to_string(),
     }
 }
 

@@ -278,7 +278,7 @@ impl fmt::Display for Violation {
 impl std::error::Error for Violation {}
 
 /// A request in one line: its kind, keys and the options that change the answer most.
-struct RequestSummary<'a>(&'a ClientRequest);
+pub struct RequestSummary<'a>(pub &'a ClientRequest);
 
 impl fmt::Display for RequestSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
