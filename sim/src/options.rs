@@ -160,7 +160,7 @@ impl Options {
             bug: None,
         };
         options.lease_clients = [0, 1, 2, 3][rng.below(4) as usize];
-        options.lease_ttl_max_s = rng.between(2, 8);
+        options.lease_ttl_max_s = rng.between(2, 6);
         options
     }
 }

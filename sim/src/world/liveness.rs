@@ -6,7 +6,7 @@
 use super::*;
 
 /// How long leases age in the lease phase before the leader is restarted.
-const LEASE_PHASE_AGING_NS: SimNanos = 3_000 * MS;
+const LEASE_PHASE_AGING_NS: SimNanos = 2_000 * MS;
 /// How long the restarted leader stays down.
 const LEASE_PHASE_DOWNTIME_NS: SimNanos = 500 * MS;
 

@@ -507,14 +507,10 @@ impl World {
         match event {
             Event::Deliver { from, to, msg } => {
                 if !self.cut.contains(&(from, to)) && self.members[&to].node.is_some() {
-                    if self.members[&to].paused {
-                        // A paused process's socket buffers the message until it resumes.
-                        let at = self.now + 10 * MS;
-                        self.schedule(at, Event::Deliver { from, to, msg });
-                    } else {
-                        self.mix(from ^ (to << 8));
-                        self.input(to, Input::Peer { from, msg });
-                    }
+                    // A paused process's socket buffers the message until it resumes: `input`
+                    // defers it.
+                    self.mix(from ^ (to << 8));
+                    self.input(to, Input::Peer { from, msg });
                 }
             }
             Event::DiskDone {
