@@ -47,6 +47,9 @@ pub(super) struct LeaseDuty {
     /// applied, so that they start from every record committed before the term.
     lead_from_index: Option<u64>,
     forwards: BTreeMap<u64, Forward>,
+    /// Ids of forwards differ between incarnations of the member (they start from the
+    /// incarnation's proposal nonce), so a late answer to an earlier incarnation's request is
+    /// never taken for the answer to a new one.
     next_forward: u64,
     /// The smallest TTL a lease gets: etcd's ceil(1.5 x election timeout).
     min_ttl_secs: i64,
@@ -60,7 +63,7 @@ pub(super) struct LeaseDuty {
 }
 
 impl LeaseDuty {
-    pub fn new(cfg: &Config) -> LeaseDuty {
+    pub fn new(cfg: &Config, first_forward: u64) -> LeaseDuty {
         let per_tick = cfg.lease_revokes_per_sec as f64 * cfg.heartbeat_interval.as_secs_f64();
         LeaseDuty {
             clocks: LeaseClocks::new(ClockConfig {
@@ -71,7 +74,7 @@ impl LeaseDuty {
             }),
             lead_from_index: None,
             forwards: BTreeMap::new(),
-            next_forward: 0,
+            next_forward: first_forward,
             min_ttl_secs: (cfg.election_timeout.as_millis() as i64 * 3 / 2 + 999) / 1000,
             checkpoint_interval: cfg.lease_checkpoint_interval,
             revokes_per_tick: (per_tick as usize).max(1),
@@ -140,7 +143,7 @@ impl Node {
         id: RequestId,
         request: LeaderRequest,
     ) -> Result<(), EtcdError> {
-        self.leases.next_forward += 1;
+        self.leases.next_forward = self.leases.next_forward.wrapping_add(1);
         let forward = self.leases.next_forward;
         self.leases.forwards.insert(
             forward,
@@ -279,9 +282,19 @@ impl Node {
     }
 
     /// The leader answered a request this member forwarded (a late or repeated answer finds
-    /// nothing to do).
+    /// nothing to do, and an answer that is not about what was asked is ignored).
     pub(super) fn forward_answered(&mut self, id: u64, result: Result<LeaderResponse, EtcdError>) {
-        if let Some(forward) = self.leases.forwards.remove(&id) {
+        let Some(forward) = self.leases.forwards.get(&id) else {
+            return;
+        };
+        let matches = match (&forward.request, &result) {
+            (LeaderRequest::KeepAlive(q), Ok(LeaderResponse::KeepAlive(a))) => q.id == a.id,
+            (LeaderRequest::TimeToLive(q), Ok(LeaderResponse::TimeToLive(a))) => q.id == a.id,
+            (_, Err(_)) => true,
+            _ => false,
+        };
+        if matches {
+            let forward = self.leases.forwards.remove(&id).expect("found above");
             self.finish(forward.client, result.map(Answer::from));
         }
     }

@@ -45,7 +45,7 @@ impl Node {
             disk: DiskState::recovered(&recovered, snapshot_index),
             appended: AppendTimes::default(),
             snapshots: SnapshotDuty::default(),
-            leases: LeaseDuty::new(&cfg),
+            leases: LeaseDuty::new(&cfg, proposal_nonce.rotate_left(17)),
             cfg,
             raw,
             rng,
