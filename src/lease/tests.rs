@@ -6,14 +6,20 @@ use bytes::Bytes;
 use super::*;
 use crate::mvcc::KeyChange;
 use crate::mvcc::Revision;
+use crate::proto::mvccpb::KeyValue;
 
 fn change(key: &str, before: LeaseId, after: LeaseId) -> KeyChange {
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    let kv = |lease| KeyValue {
+        key: key.clone(),
+        lease,
+        ..KeyValue::default()
+    };
     KeyChange {
-        key: Bytes::copy_from_slice(key.as_bytes()),
         revision: Revision::new(2, 0),
+        kv: kv(after),
         deleted: after == 0,
-        lease_before: before,
-        lease_after: after,
+        prev: (before != 0).then(|| kv(before)),
     }
 }
 

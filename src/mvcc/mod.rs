@@ -38,6 +38,7 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 use crate::error::EtcdError;
+use crate::proto::mvccpb::KeyValue;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
@@ -101,16 +102,37 @@ pub struct KeySpace {
     changes: Vec<KeyChange>,
 }
 
-/// One key changed by a committed write: what leases (and watchers) learn of each revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One key changed by a committed write: the etcd watch event it is, and what leases learn
+/// of each revision.
+#[derive(Clone, Debug, PartialEq)]
 pub struct KeyChange {
-    pub key: Bytes,
     pub revision: Revision,
+    /// The key as the write left it: a put's new key-value pair; for a deletion, the key and the
+    /// deletion's revision only, as etcd's DELETE event carries it.
+    pub kv: KeyValue,
     pub deleted: bool,
-    /// The lease the key was attached to before the change (0: none, or the key did not exist).
-    pub lease_before: i64,
-    /// The lease the key is attached to after the change (0: none, or the key was deleted).
-    pub lease_after: i64,
+    /// The key before the change, if it existed then.
+    pub prev: Option<KeyValue>,
+}
+
+impl KeyChange {
+    pub fn key(&self) -> &Bytes {
+        &self.kv.key
+    }
+
+    /// The lease the key was attached to before the change (0: none, or it did not exist).
+    pub fn lease_before(&self) -> i64 {
+        self.prev.as_ref().map_or(0, |kv| kv.lease)
+    }
+
+    /// The lease the key is attached to after the change (0: none, or it was deleted).
+    pub fn lease_after(&self) -> i64 {
+        if self.deleted {
+            0
+        } else {
+            self.kv.lease
+        }
+    }
 }
 
 /// Equal when they hold the same history; the key changes not yet taken are not state.
@@ -166,6 +188,13 @@ impl KeySpace {
     /// The key changes of every write committed since the last call, in order.
     pub fn take_changes(&mut self) -> Vec<KeyChange> {
         std::mem::take(&mut self.changes)
+    }
+
+    /// The key's newest key-value pair, if it exists (its value is in memory: only superseded
+    /// values are ever cold).
+    pub(crate) fn current_kv(&self, key: &[u8]) -> Option<KeyValue> {
+        let (key, history) = self.keys.get_key_value(key)?;
+        history.live()?.key_value(key)
     }
 
     /// The lease `key` is attached to now; 0 if none or the key does not exist.

@@ -20,6 +20,7 @@ use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
 };
+use crate::proto::mvccpb::KeyValue;
 
 pub(crate) struct WriteTxn<'a> {
     store: &'a mut KeySpace,
@@ -109,32 +110,39 @@ impl<'a> WriteTxn<'a> {
 
     fn put(&mut self, key: &[u8], value: Bytes, lease: i64) {
         let rev = self.next_revision();
-        let lease_before = self.store.live_lease(key);
+        let prev = self.store.current_kv(key);
         let key = self.store.append_record(key, |h| {
             h.push_put(rev, value, lease);
         });
+        let kv = self
+            .store
+            .current_kv(&key)
+            .expect("the put just wrote the key");
         self.effects.push(KeyChange {
-            key: key.clone(),
             revision: rev,
+            kv,
             deleted: false,
-            lease_before,
-            lease_after: lease,
+            prev,
         });
         self.changed.push(key);
     }
 
     fn delete(&mut self, key: &Bytes) {
         let rev = self.next_revision();
-        let lease_before = self.store.live_lease(key);
+        let prev = self.store.current_kv(key);
         let key = self.store.append_record(key, |h| {
             h.push_tombstone(rev);
         });
-        self.effects.push(KeyChange {
+        let kv = KeyValue {
             key: key.clone(),
+            mod_revision: rev.main,
+            ..KeyValue::default()
+        };
+        self.effects.push(KeyChange {
             revision: rev,
+            kv,
             deleted: true,
-            lease_before,
-            lease_after: 0,
+            prev,
         });
         self.changed.push(key);
     }

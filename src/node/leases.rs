@@ -259,8 +259,10 @@ impl Node {
         LeaseTimeToLiveResponse {
             header: None,
             id: req.id,
-            // etcd truncates the remaining time to whole seconds.
-            ttl: remaining.as_secs() as i64,
+            // etcd truncates the remaining time to whole seconds. A new leader may hold a lease
+            // for a little longer than its TTL (the prepay of its last record); it still never
+            // reports more than the TTL, as etcd never does.
+            ttl: (remaining.as_secs() as i64).min(lease.ttl_secs),
             granted_ttl: lease.ttl_secs,
             keys: if req.keys {
                 lease.keys().cloned().collect()

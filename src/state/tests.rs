@@ -282,7 +282,7 @@ fn revoking_a_lease_deletes_all_its_keys_at_one_revision_and_reports_them() {
         .effects
         .key_changes
         .iter()
-        .map(|c| (c.key.clone(), c.revision.main))
+        .map(|c| (c.key().clone(), c.revision.main))
         .collect();
     assert_eq!(
         deleted,
