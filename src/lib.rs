@@ -17,3 +17,4 @@ pub mod server;
 pub mod state;
 pub mod time;
 pub mod wal;
+pub mod watch;

@@ -213,7 +213,7 @@ impl Cluster {
                     self.replies.insert(rid, result);
                 }
                 Output::Stopped { reason } => member.stopped = Some(reason.to_string()),
-                Output::Proposed { .. } | Output::Applied { .. } => {}
+                Output::Proposed { .. } | Output::Applied { .. } | Output::Watch(_) => {}
             }
         }
     }

@@ -96,3 +96,29 @@ pub struct Timing {
     /// When the run ended.
     pub end: SimNanos,
 }
+
+/// One watch stream as its client saw it: where it was opened, every request sent on it and
+/// every response read from it, in order. A watch client keeps logical watches that outlive
+/// streams: each create names the logical watch it (re)creates.
+#[derive(Clone, Debug)]
+pub struct WatchStreamLog {
+    pub client: u64,
+    pub member: MemberId,
+    pub opened_at: SimNanos,
+    /// Requests in the order sent; a create carries the index of its logical watch.
+    pub requests: Vec<WatchRequestLog>,
+    /// Responses in the order read.
+    pub responses: Vec<(SimNanos, detcd::proto::etcdserverpb::WatchResponse)>,
+}
+
+#[derive(Clone, Debug)]
+pub enum WatchRequestLog {
+    Create {
+        logical: usize,
+        request: detcd::proto::etcdserverpb::WatchCreateRequest,
+    },
+    Cancel {
+        watch_id: i64,
+    },
+    Progress,
+}

@@ -44,6 +44,9 @@ pub struct Options {
     pub lease_clients: u64,
     /// The longest TTL a lease client asks for, in seconds (at least the 2 s minimum).
     pub lease_ttl_max_s: u64,
+    /// Clients that keep watch streams: watches on keys and ranges that resume after their
+    /// member fails, reading as responses come or (slow clients) only now and then.
+    pub watch_clients: u64,
     /// Client operations issued in the safety phase.
     pub ops: u64,
     /// Distinct keys the workload touches (few, so operations collide).
@@ -85,16 +88,28 @@ pub enum Bug {
     FollowerLeaseExpiry,
     /// Core: a new leader restarts every lease from its full TTL (etcd without checkpoints).
     LeaseTtlReset,
+    /// Watch: catching up from the compact revision skips the events at it (etcd #18089).
+    WatchDropAtCompaction,
+    /// Watch: progress answers the current revision while a watcher is behind (etcd #15220).
+    WatchProgressBeforeSynced,
+    /// Watch: a catch-up step delivers its last revision again (etcd #17247).
+    WatchDuplicateEvent,
+    /// Watch: a resumed watch past the member's revision starts at the member's (etcd #15271).
+    WatchBackInTime,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
         Bug::KeepTornTail,
         Bug::FollowerLeaseExpiry,
         Bug::LeaseTtlReset,
+        Bug::WatchDropAtCompaction,
+        Bug::WatchProgressBeforeSynced,
+        Bug::WatchDuplicateEvent,
+        Bug::WatchBackInTime,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +120,10 @@ impl Bug {
             Bug::KeepTornTail => "keep-torn-tail",
             Bug::FollowerLeaseExpiry => "follower-lease-expiry",
             Bug::LeaseTtlReset => "lease-ttl-reset",
+            Bug::WatchDropAtCompaction => "watch-drop-at-compaction",
+            Bug::WatchProgressBeforeSynced => "watch-progress-before-synced",
+            Bug::WatchDuplicateEvent => "watch-duplicate-event",
+            Bug::WatchBackInTime => "watch-back-in-time",
         }
     }
 
@@ -135,6 +154,7 @@ impl Options {
             // Drawn last (below), so that adding them left every earlier draw as it was.
             lease_clients: 0,
             lease_ttl_max_s: 0,
+            watch_clients: 0,
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -161,6 +181,7 @@ impl Options {
         };
         options.lease_clients = [0, 1, 2, 3][rng.below(4) as usize];
         options.lease_ttl_max_s = rng.between(2, 6);
+        options.watch_clients = [0, 1, 2, 3][rng.below(4) as usize];
         options
     }
 }
@@ -188,6 +209,7 @@ impl Options {
         push(&|o| o.ops = o.ops.saturating_sub(1).max(1));
         push(&|o| o.clients = (o.clients / 2).max(1));
         push(&|o| o.lease_clients /= 2);
+        push(&|o| o.watch_clients /= 2);
         push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
         push(&|o| o.fault_interval_ns = 0);
         push(&|o| o.net_loss = 0.0);
@@ -203,13 +225,15 @@ impl Options {
     /// The options as `key=value` pairs, the form `--options` reads back.
     pub fn overrides(&self) -> String {
         format!(
-            "members={},clients={},lease_clients={},lease_ttl_s={},ops={},keys={},delay_min_us={},\
+            "members={},clients={},lease_clients={},lease_ttl_s={},watch_clients={},ops={},keys={},\
+             delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
             self.members,
             self.clients,
             self.lease_clients,
             self.lease_ttl_max_s,
+            self.watch_clients,
             self.ops,
             self.keys,
             self.net_delay_min_ns / 1000,
@@ -246,6 +270,7 @@ impl Options {
                 "clients" => self.clients = int()?,
                 "lease_clients" => self.lease_clients = int()?,
                 "lease_ttl_s" => self.lease_ttl_max_s = int()?.max(2),
+                "watch_clients" => self.watch_clients = int()?,
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
                 "delay_min_us" => self.net_delay_min_ns = int()? * 1000,

@@ -4,7 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::checker::{leases, linearizability};
+use crate::checker::{leases, linearizability, watch};
 use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
@@ -86,6 +86,9 @@ fn check_history(world: &mut World) {
         .map_err(|violation| format!("linearizability: {violation}"))
         .and_then(|()| {
             leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))
+        })
+        .and_then(|()| {
+            watch::check(&world.watch_logs, &log).map_err(|why| format!("watch: {why}"))
         });
     if let Err(what) = verdict {
         world.failure = Some(Failure {

@@ -60,6 +60,26 @@ fn a_lease_ttl_reset_on_leader_change_is_caught() {
 }
 
 #[test]
+fn a_watch_event_dropped_at_the_compaction_boundary_is_caught() {
+    assert_found(Bug::WatchDropAtCompaction);
+}
+
+#[test]
+fn a_progress_notification_before_the_watcher_is_synced_is_caught() {
+    assert_found(Bug::WatchProgressBeforeSynced);
+}
+
+#[test]
+fn a_duplicated_watch_event_is_caught() {
+    assert_found(Bug::WatchDuplicateEvent);
+}
+
+#[test]
+fn a_watch_that_goes_back_in_time_after_resuming_elsewhere_is_caught() {
+    assert_found(Bug::WatchBackInTime);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -19,6 +19,7 @@
 //!   in `history`.
 //! - `footprint` counts exactly the keys, records and bytes the index holds (see `footprint`).
 
+mod changes;
 mod check;
 mod cold;
 mod footprint;
@@ -51,6 +52,7 @@ pub use cold::{
 /// Go's `sort.Sort`, exposed so that reference models in tests can order ties exactly as etcd.
 #[doc(hidden)]
 pub use go_sort::go_sort;
+pub use range::KeyRange;
 pub use revision::Revision;
 pub use snapshot::{KeySpaceView, SnapshotDecodeError};
 

@@ -31,7 +31,7 @@ use crate::proto::mvccpb::KeyValue;
 
 /// The keys a request addresses, decoded from etcd's `(key, range_end)` convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KeyRange<'a> {
+pub enum KeyRange<'a> {
     /// `range_end` empty: just `key`.
     Single(&'a [u8]),
     /// `range_end` is `"\0"`: every key `>= key`.
@@ -49,7 +49,16 @@ impl<'a> KeyRange<'a> {
         }
     }
 
-    fn bounds(self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    /// Whether `key` is in the range.
+    pub fn contains(self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(k) => key == k,
+            KeyRange::From(k) => key >= k,
+            KeyRange::Between(k, end) => key >= k && key < end,
+        }
+    }
+
+    pub(crate) fn bounds(self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
         match self {
             KeyRange::Single(key) => (Bound::Included(key), Bound::Included(key)),
             KeyRange::From(key) => (Bound::Included(key), Bound::Unbounded),

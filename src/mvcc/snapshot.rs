@@ -99,9 +99,9 @@ fn record_from_proto(r: MvccRecord) -> Result<Record, SnapshotDecodeError> {
 /// store, which copies an index node only when it next changes it.
 #[derive(Clone)]
 pub struct KeySpaceView {
-    keys: OrdMap<Bytes, KeyHistory>,
-    current_revision: i64,
-    compact_main: i64,
+    pub(super) keys: OrdMap<Bytes, KeyHistory>,
+    pub(super) current_revision: i64,
+    pub(super) compact_main: i64,
 }
 
 impl fmt::Debug for KeySpaceView {

@@ -90,7 +90,7 @@ impl Node {
             let again = self.state.apply(op.clone());
             self.lease_effects(&again.effects, self.now, None);
         }
-        let applied = self.state.apply(op);
+        let mut applied = self.state.apply(op);
         let mine = request.origin == self.cfg.id;
         let appended_at = self.appended.take(self.applied_index).unwrap_or(self.now);
         self.lease_effects(
@@ -98,6 +98,8 @@ impl Node {
             appended_at,
             mine.then_some(request.request_id),
         );
+        self.watch_feed
+            .revision_applied(std::mem::take(&mut applied.effects.key_changes));
         if !mine {
             return;
         }

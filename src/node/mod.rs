@@ -31,6 +31,7 @@ mod snapshots;
 mod start;
 mod timers;
 mod types;
+mod watch;
 
 pub use crate::api::{ClientRequest, ClientResponse, Rpc};
 pub use config::{Bugs, Config};
@@ -54,6 +55,7 @@ use leases::LeaseDuty;
 use requests::{PendingRequests, ReadBatches};
 use snapshots::SnapshotDuty;
 use timers::{Timer, TimerTable};
+use watch::FeedBuilder;
 
 pub struct Node {
     cfg: Config,
@@ -77,6 +79,7 @@ pub struct Node {
     appended: AppendTimes,
     snapshots: SnapshotDuty,
     leases: LeaseDuty,
+    watch_feed: FeedBuilder,
 }
 
 impl Node {
@@ -118,6 +121,9 @@ impl Node {
             self.propose_lease_records();
             self.expire_requests();
             self.arm_timers();
+            // The feed's view reads cold values: their writes go first.
+            self.emit_cold_ops();
+            self.feed_watchers();
         }
         self.emit_cold_ops();
     }

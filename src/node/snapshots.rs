@@ -197,6 +197,7 @@ impl Node {
                     .mut_store()
                     .install_snapshot(snapshot.get_metadata());
                 self.state_replaced();
+                self.watch_feed.state_replaced();
                 true
             }
             Err(error) => {

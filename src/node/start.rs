@@ -16,6 +16,7 @@ use super::leases::LeaseDuty;
 use super::requests::{PendingRequests, ReadBatches};
 use super::snapshots::SnapshotDuty;
 use super::timers::{Timer, TimerTable};
+use super::watch::FeedBuilder;
 use super::{Config, Node, StartError};
 use crate::raftlog::{election, LogStore};
 use crate::state::State;
@@ -46,6 +47,7 @@ impl Node {
             appended: AppendTimes::default(),
             snapshots: SnapshotDuty::default(),
             leases: LeaseDuty::new(&cfg, proposal_nonce.rotate_left(17)),
+            watch_feed: FeedBuilder::default(),
             cfg,
             raw,
             rng,

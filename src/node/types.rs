@@ -14,6 +14,7 @@ use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::state::StateView;
+use crate::watch::WatchFeed;
 use crate::wal;
 
 /// A raft member id (etcd's member ID).
@@ -80,6 +81,10 @@ pub enum Output {
     /// The member stopped (a disk failure, a corrupt snapshot): the driver must shut it down.
     /// Every later input is answered with `etcdserver: server stopped`.
     Stopped { reason: StopReason },
+    /// What watchers learn of the batch (`watch`): the key changes of each revision applied,
+    /// the key space as of the last one, and whether there is a leader. At most one per batch,
+    /// only when something of it changed; the first batch always has one.
+    Watch(WatchFeed),
 }
 
 impl Output {

@@ -91,6 +91,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
          raft again; bounds how much a restart can extend a lease.",
     ),
     (
+        "watch-progress-notify-interval",
+        "10m",
+        "Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -108,6 +113,7 @@ pub struct ServerConfig {
     pub members: BTreeMap<MemberId, (String, String)>,
     pub initial_cluster_state: String,
     pub wal_segment_bytes: u64,
+    pub watch_progress_notify_interval: Duration,
     pub node: Config,
 }
 
@@ -226,6 +232,10 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let quota = number(&get("quota-backend-bytes"), "quota-backend-bytes")?;
     node.quota_bytes = if quota == 0 { 2 << 30 } else { quota };
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);
+    let progress = &get("watch-progress-notify-interval");
+    let watch_progress_notify_interval = go_duration(progress)
+        .ok_or_else(|| format!("invalid value {progress:?} for flag --watch-progress-notify-interval"))?
+        .max(Duration::from_millis(100));
     Ok(ServerConfig {
         name,
         data_dir: PathBuf::from(data_dir),
@@ -235,8 +245,37 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         members,
         initial_cluster_state,
         wal_segment_bytes,
+        watch_progress_notify_interval,
         node,
     })
+}
+
+/// A Go duration as etcd's flags take them: numbers with units h, m, s, ms, us, ns, one after
+/// another (`1h30m`, `10m`, `500ms`).
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(value * seconds);
+        rest = &rest[unit_len..];
+    }
+    Some(total)
 }
 
 fn number(value: &str, flag: &str) -> Result<u64, String> {
@@ -385,5 +424,6 @@ mod tests {
             .unwrap_err()
             .contains("'new' or 'existing'"));
         assert!(run("--max-txn-ops").unwrap_err().contains("needs a value"));
+        assert!(run("--watch-progress-notify-interval 10q").is_err());
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
 use super::peer::PeerSender;
+use super::watch::FeedSlot;
 use crate::error::EtcdError;
 use crate::mvcc::ColdValues;
 use crate::node::{
@@ -145,6 +146,12 @@ pub struct Storage {
     pub cold: ColdFiles,
 }
 
+/// Where the driver's outputs go besides the disk: the peers and the watch task.
+pub struct Links {
+    pub peers: PeerSender,
+    pub watch: Arc<FeedSlot>,
+}
+
 /// Why the driver loop ended.
 pub enum Exit {
     Shutdown,
@@ -158,6 +165,7 @@ pub struct Driver {
     disk: DiskExecutor,
     cold: ColdFiles,
     peers: PeerSender,
+    watch: Arc<FeedSlot>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
     next_request: u64,
@@ -173,11 +181,12 @@ impl Driver {
         rx: mpsc::Receiver<Event>,
         handle: DriverHandle,
         storage: Storage,
-        peers: PeerSender,
+        links: Links,
         clock_origin: std::time::Instant,
         ready_message: String,
     ) -> Driver {
         let Storage { disk, cold } = storage;
+        let Links { peers, watch } = links;
         Driver {
             node,
             rx,
@@ -185,6 +194,7 @@ impl Driver {
             disk,
             cold,
             peers,
+            watch,
             clock_origin,
             replies: BTreeMap::new(),
             next_request: 0,
@@ -320,6 +330,7 @@ impl Driver {
                     }
                 }
                 Output::Stopped { reason } => stopped = Some(reason.to_string()),
+                Output::Watch(feed) => self.watch.offer(feed, self.cold.reader()),
                 // The server runs without `observe`; nothing to carry out.
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }

@@ -9,6 +9,7 @@ pub mod disk;
 pub mod driver;
 pub mod grpc;
 pub mod peer;
+pub mod watch;
 
 use std::net::SocketAddr;
 
@@ -17,9 +18,10 @@ use tokio::net::TcpListener;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::time::Instant;
 use config::ServerConfig;
-use driver::{Driver, DriverHandle, Exit, Storage};
+use driver::{Driver, DriverHandle, Exit, Links, Storage};
 
 /// Client requests and peer messages waiting for the driver at once.
 const DRIVER_QUEUE_MAX: usize = 65_536;
@@ -109,12 +111,20 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     );
+    let feeds = std::sync::Arc::new(watch::FeedSlot::default());
+    let mut watch_config = crate::watch::WatchConfig::new(cfg.node.cluster_id, me);
+    watch_config.fragment_bytes = cfg.node.max_request_bytes;
+    watch_config.progress_interval = cfg.watch_progress_notify_interval;
+    let watches = watch::spawn(watch_config, feeds.clone(), clock_origin);
     let driver = Driver::new(
         node,
         rx,
         handle.clone(),
         Storage { disk, cold },
-        peers,
+        Links {
+            peers,
+            watch: feeds,
+        },
         clock_origin,
         ready,
     );
@@ -128,7 +138,10 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     for listener in client_listeners {
         servers.push(tokio::spawn(serve_clients(
             listener,
-            handle.clone(),
+            Services {
+                driver: handle.clone(),
+                watch: watches.clone(),
+            },
             cfg.node.max_request_bytes,
             shutdown_rx.clone(),
         )));
@@ -151,9 +164,15 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     }
 }
 
+/// What the client services talk to.
+struct Services {
+    driver: DriverHandle,
+    watch: watch::WatchHandle,
+}
+
 async fn serve_clients(
     listener: TcpListener,
-    handle: DriverHandle,
+    services: Services,
     max_request_bytes: usize,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -164,10 +183,13 @@ async fn serve_clients(
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
     let receive_max = max_request_bytes + 512 * 1024;
-    let kv = KvServer::new(grpc::KvService::new(handle.clone()))
+    let kv = KvServer::new(grpc::KvService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
-    let lease = LeaseServer::new(grpc::LeaseService::new(handle))
+    let lease = LeaseServer::new(grpc::LeaseService::new(services.driver))
+        .max_decoding_message_size(receive_max)
+        .max_encoding_message_size(usize::MAX);
+    let watch = WatchServer::new(watch::WatchService::new(services.watch))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
     // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
@@ -187,6 +209,7 @@ async fn serve_clients(
         .add_service(health_service)
         .add_service(kv)
         .add_service(lease)
+        .add_service(watch)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

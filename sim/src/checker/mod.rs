@@ -3,3 +3,4 @@
 
 pub mod leases;
 pub mod linearizability;
+pub mod watch;

@@ -130,6 +130,7 @@ impl World {
     /// successor must neither restart their TTLs nor expire them early), and runs until every
     /// one of them is gone or their bound has long passed. The lease checker judges the times.
     pub(super) fn lease_phase(&mut self) {
+        self.watchers_finish();
         let alive = self.alive_leases();
         if alive.is_empty() {
             return;

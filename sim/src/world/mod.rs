@@ -34,11 +34,14 @@ mod faults;
 mod lease_clients;
 mod liveness;
 mod network;
+mod watch_clients;
 
 use crate::disk::SimDisk;
-use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing};
+use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing, WatchStreamLog};
 use crate::options::{Bug, Draw, Options};
+use detcd::watch::{WatchBugs, WatchConfig, WatchHub};
 use lease_clients::LeaseClient;
+use watch_clients::WatchClient;
 
 const MS: u64 = 1_000_000;
 /// After the faults heal, a leader must be elected and serve within this bound.
@@ -113,6 +116,8 @@ struct Member {
     requests: BTreeMap<RequestId, usize>,
     /// Proposals reported by this incarnation: request id -> (origin, proposal).
     last_commit: u64,
+    /// The watch hub of the running incarnation, fed by its node.
+    hub: WatchHub,
 }
 
 enum Event {
@@ -134,6 +139,9 @@ enum Event {
         incarnation: u64,
     },
     ClientNext {
+        client: u64,
+    },
+    WatchTurn {
         client: u64,
     },
     ClientGiveUp {
@@ -190,6 +198,10 @@ pub struct World {
     leases_granted: Vec<i64>,
     /// Revocations (id) and expiries (id, generation) some member applied, in log order.
     leases_ended: Vec<(i64, Option<u64>)>,
+    watch_clients: BTreeMap<u64, WatchClient>,
+    /// Every watch stream any client opened, as the client saw it.
+    pub watch_logs: Vec<WatchStreamLog>,
+    next_stream: u64,
     pub counters: Counters,
     pub trace_hash: u64,
     /// (time, member, what happened); kept only when tracing.
@@ -237,6 +249,7 @@ impl World {
                     timer_at: None,
                     requests: BTreeMap::new(),
                     last_commit: 0,
+                    hub: WatchHub::new(WatchConfig::new(0, 0)),
                 },
             );
         }
@@ -261,6 +274,9 @@ impl World {
             lease_clients: BTreeMap::new(),
             leases_granted: Vec::new(),
             leases_ended: Vec::new(),
+            watch_clients: BTreeMap::new(),
+            watch_logs: Vec::new(),
+            next_stream: 0,
             counters: Counters::default(),
             trace_hash: 0xcbf2_9ce4_8422_2325,
             trace: trace.then(Vec::new),
@@ -277,6 +293,13 @@ impl World {
         for client in 0..kv_clients + lease_clients {
             let at = world.rng.below(50 * MS);
             world.schedule(at, Event::ClientNext { client });
+        }
+        let first_watcher = kv_clients + lease_clients;
+        for client in first_watcher..first_watcher + world.options.watch_clients {
+            let watch_client = world.new_watch_client();
+            world.watch_clients.insert(client, watch_client);
+            let at = world.rng.below(100 * MS);
+            world.schedule(at, Event::WatchTurn { client });
         }
         world.timing.drift_ppm_max = world.options.clock_drift_ppm_max;
         world.timing.checkpoint_interval_ns = LEASE_CHECKPOINT_INTERVAL_NS;
@@ -349,6 +372,7 @@ impl World {
             member.disk.synced_len = member.disk.synced_len.min(valid);
         }
         member.incarnation += 1;
+        member.hub = WatchHub::new(watch_config(id, self.options.bug));
         self.timing.started_at.entry(id).or_default().push(now);
         member.paused = false;
         member.deferred.clear();
@@ -476,6 +500,13 @@ impl World {
                 Output::Applied { index, term, data } => {
                     self.applied(id, AppliedEntry { index, term, data })
                 }
+                Output::Watch(feed) => {
+                    // The hub reads the view's cold values as they were when the feed left.
+                    let local = member.clock.local(self.now);
+                    let cold = Box::new(member.cold.clone());
+                    member.hub.feed(local, feed, cold);
+                    self.watchers_read(id);
+                }
                 Output::Stopped { reason } => {
                     self.log(id, || format!("stopped: {reason}"));
                     // As the server would exit: the process is gone; it restarts on its disk.
@@ -541,6 +572,7 @@ impl World {
                 }
             }
             Event::ClientNext { client } => self.client_next(client),
+            Event::WatchTurn { client } => self.watch_client_turn(client),
             Event::ClientGiveUp { op } => self.client_give_up(op),
             Event::Fault => self.fault(),
             Event::Heal { what } => self.heal(what),
@@ -598,4 +630,22 @@ impl World {
         }
         out
     }
+}
+
+/// A member's watch hub: small queues, so that streams fill up and watchers catch up often,
+/// and the injected watch bug, if any.
+fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
+    let mut config = WatchConfig::new(0x1000, member);
+    config.queue_responses_max = 4;
+    config.queue_bytes_max = 4 << 10;
+    config.fragment_bytes = 512;
+    config.catch_up_revisions_max = 5;
+    config.progress_interval = std::time::Duration::from_millis(300);
+    config.bugs = WatchBugs {
+        drop_at_compaction_boundary: bug == Some(Bug::WatchDropAtCompaction),
+        progress_before_synced: bug == Some(Bug::WatchProgressBeforeSynced),
+        duplicate_after_catch_up: bug == Some(Bug::WatchDuplicateEvent),
+        start_at_local_revision: bug == Some(Bug::WatchBackInTime),
+    };
+    config
 }

@@ -1,0 +1,309 @@
+//! etcd's watch guarantees, judged against the applied log (etcd's robustness tests name them):
+//!
+//! - **ordered**, **unique**, **reliable**: the events a logical watch received, over every
+//!   stream it lived on, are exactly a prefix of the events it is owed, in order: every change of
+//!   its range (minus its filters) from its start revision on, as the log applied them;
+//! - **atomic**: the events of one revision arrive in one response, or in consecutive fragments
+//!   of one batch;
+//! - **resumable**: a watch created again from the revision after the last it received continues
+//!   that prefix (the same check, across streams);
+//! - **bookmarkable**: whenever a response says the watch is complete up to a revision (the header
+//!   of an event response, a progress notification, a stream-wide progress response), every event
+//!   owed up to it was received before;
+//! - **prev_kv** and **filters**: each event carries the previous pair when asked (it may lack it
+//!   only where compaction took it), and none that the filters leave out;
+//! - an event's `kv` is the change the log made, with create revision equal to mod revision
+//!   exactly when its version is 1.
+
+use std::collections::BTreeMap;
+
+use detcd::mvcc::KeyChange;
+use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use detcd::proto::etcdserverpb::watch_create_request::FilterType;
+use detcd::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use detcd::proto::mvccpb::{event::EventType, Event, KeyValue};
+use detcd::state::State;
+use prost::Message as _;
+
+use crate::history::{AppliedEntry, WatchRequestLog, WatchStreamLog};
+
+/// The key changes of every revision the log made, and the highest compaction it applied.
+struct Revisions {
+    changes: BTreeMap<i64, Vec<KeyChange>>,
+    compacted: i64,
+}
+
+fn replay(log: &[AppliedEntry]) -> Revisions {
+    let mut state = State::new();
+    let mut revisions = Revisions {
+        changes: BTreeMap::new(),
+        compacted: 0,
+    };
+    for entry in log {
+        let Some(op) = InternalRequest::decode(entry.data.as_ref())
+            .ok()
+            .and_then(|r| r.op)
+        else {
+            continue;
+        };
+        let is_compaction = matches!(op, internal_request::Op::Compaction(_));
+        let applied = state.apply(op);
+        if is_compaction {
+            revisions.compacted = state.kv().compact_revision();
+        }
+        if let Some(first) = applied.effects.key_changes.first() {
+            let revision = first.revision.main;
+            revisions
+                .changes
+                .insert(revision, applied.effects.key_changes);
+        }
+    }
+    revisions
+}
+
+/// What a logical watch asked for.
+#[derive(Clone, Debug)]
+struct Spec {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+}
+
+impl Spec {
+    fn of(request: &WatchCreateRequest) -> Spec {
+        let key = if request.key.is_empty() {
+            vec![0]
+        } else {
+            request.key.to_vec()
+        };
+        let has = |f: FilterType| request.filters.contains(&(f as i32));
+        Spec {
+            key,
+            range_end: request.range_end.to_vec(),
+            no_put: has(FilterType::Noput),
+            no_delete: has(FilterType::Nodelete),
+            prev_kv: request.prev_kv,
+        }
+    }
+
+    /// etcd's `(key, range_end)` convention, restated.
+    fn covers(&self, key: &[u8]) -> bool {
+        match &self.range_end[..] {
+            [] => key == self.key,
+            [0] => key >= &self.key[..],
+            end => key >= &self.key[..] && key < end,
+        }
+    }
+
+    fn wants(&self, change: &KeyChange) -> bool {
+        self.covers(change.key())
+            && !(change.deleted && self.no_delete)
+            && (change.deleted || !self.no_put)
+    }
+}
+
+/// One logical watch of one client, followed over every stream it lived on.
+struct Watch {
+    /// The events it is owed from its start on, computed once its start is known.
+    owed: Vec<(i64, Event)>,
+    /// How many of them it received.
+    received: usize,
+}
+
+/// Checks every watch of every client; `Err` describes the first broken guarantee.
+pub fn check(streams: &[WatchStreamLog], log: &[AppliedEntry]) -> Result<(), String> {
+    let revisions = replay(log);
+    let mut watches: BTreeMap<(u64, usize), Watch> = BTreeMap::new();
+    for stream in streams {
+        check_stream(stream, &revisions, &mut watches).map_err(|why| {
+            format!(
+                "watch stream of client {} on member {} opened at {} ns: {why}",
+                stream.client, stream.member, stream.opened_at
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The events a watch of `spec` is owed from `start` on.
+fn owed(spec: &Spec, start: i64, revisions: &Revisions) -> Vec<(i64, Event)> {
+    revisions
+        .changes
+        .range(start..)
+        .flat_map(|(revision, changes)| {
+            changes
+                .iter()
+                .filter(|c| spec.wants(c))
+                .map(move |c| (*revision, expected_event(spec, c)))
+        })
+        .collect()
+}
+
+fn expected_event(spec: &Spec, change: &KeyChange) -> Event {
+    Event {
+        r#type: if change.deleted {
+            EventType::Delete as i32
+        } else {
+            EventType::Put as i32
+        },
+        kv: Some(change.kv.clone()),
+        prev_kv: if spec.prev_kv {
+            change.prev.clone()
+        } else {
+            None
+        },
+    }
+}
+
+fn check_stream(
+    stream: &WatchStreamLog,
+    revisions: &Revisions,
+    watches: &mut BTreeMap<(u64, usize), Watch>,
+) -> Result<(), String> {
+    let mut creates = stream.requests.iter().filter_map(|r| match r {
+        WatchRequestLog::Create { logical, request } => Some((*logical, request)),
+        _ => None,
+    });
+    let mut live: BTreeMap<i64, (u64, usize)> = BTreeMap::new();
+    let mut batch: Vec<&WatchResponse> = Vec::new();
+    for (at, response) in &stream.responses {
+        if response.created {
+            let (logical, request) = creates
+                .next()
+                .ok_or("a created response without a create request")?;
+            if !response.canceled {
+                let key = (stream.client, logical);
+                let header = response.header.as_ref().map_or(0, |h| h.revision);
+                let start = match request.start_revision {
+                    0 => header + 1,
+                    asked => asked,
+                };
+                watches.entry(key).or_insert_with(|| Watch {
+                    owed: owed(&Spec::of(request), start, revisions),
+                    received: 0,
+                });
+                live.insert(response.watch_id, key);
+            }
+            continue;
+        }
+        if response.watch_id == -1 {
+            let revision = response.header.as_ref().map_or(0, |h| h.revision);
+            for key in live.values() {
+                complete_up_to(&watches[key], revision)
+                    .map_err(|why| format!("at {at} ns, a progress response: {why}"))?;
+            }
+            continue;
+        }
+        let Some(&key) = live.get(&response.watch_id) else {
+            continue;
+        };
+        if response.canceled {
+            live.remove(&response.watch_id);
+            continue;
+        }
+        batch.push(response);
+        if response.fragment {
+            continue;
+        }
+        let watch = watches.get_mut(&key).expect("created above");
+        receive(watch, &batch, revisions).map_err(|why| {
+            format!(
+                "at {at} ns, watch {} (client's watch {}): {why}",
+                response.watch_id, key.1
+            )
+        })?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Every event owed up to `revision` was received.
+fn complete_up_to(watch: &Watch, revision: i64) -> Result<(), String> {
+    match watch.owed.get(watch.received) {
+        Some((next, event)) if *next <= revision => Err(format!(
+            "claims everything up to revision {revision}, but the event at {next} on {:?} never came",
+            event.kv.as_ref().map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A batch (a response, or consecutive fragments) must continue the owed events exactly, carry
+/// whole revisions, and leave the watch complete up to its header revision.
+fn receive(
+    watch: &mut Watch,
+    batch: &[&WatchResponse],
+    revisions: &Revisions,
+) -> Result<(), String> {
+    let events: Vec<&Event> = batch.iter().flat_map(|r| &r.events).collect();
+    for event in &events {
+        let Some((revision, owed)) = watch.owed.get(watch.received) else {
+            return Err(format!("got an event it is not owed: {}", show(event)));
+        };
+        same_event(event, owed, revisions.compacted).map_err(|why| {
+            format!(
+                "expected {} at revision {revision}, got {} ({why})",
+                show(owed),
+                show(event)
+            )
+        })?;
+        check_kv(event)?;
+        watch.received += 1;
+    }
+    // Atomic: the batch ends at a revision boundary.
+    if let (Some(last), Some((next, _))) = (events.last(), watch.owed.get(watch.received)) {
+        let last_revision = last.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+        if *next == last_revision {
+            return Err(format!("the events of revision {last_revision} were split"));
+        }
+    }
+    let header = batch
+        .last()
+        .and_then(|r| r.header.as_ref())
+        .map_or(0, |h| h.revision);
+    complete_up_to(watch, header).map_err(|why| format!("its header {why}"))
+}
+
+fn same_event(got: &Event, owed: &Event, compacted: i64) -> Result<(), &'static str> {
+    if got.r#type != owed.r#type || got.kv != owed.kv {
+        return Err("another change");
+    }
+    match (&got.prev_kv, &owed.prev_kv) {
+        (a, b) if a == b => Ok(()),
+        // Catching up after compaction, the previous pair may be gone.
+        (None, Some(prev)) if prev.mod_revision <= compacted => Ok(()),
+        _ => Err("another previous pair"),
+    }
+}
+
+/// etcd's `IsCreate`: a put creates the key exactly when its version is 1.
+fn check_kv(event: &Event) -> Result<(), String> {
+    let Some(kv) = &event.kv else {
+        return Err("an event without its key".into());
+    };
+    if event.r#type == EventType::Put as i32
+        && (kv.version == 1) != (kv.create_revision == kv.mod_revision)
+    {
+        return Err(format!("inconsistent create revision: {}", show(event)));
+    }
+    Ok(())
+}
+
+fn show(event: &Event) -> String {
+    let kv = event.kv.clone().unwrap_or_default();
+    let prev = event.prev_kv.as_ref().map(|p: &KeyValue| p.mod_revision);
+    format!(
+        "{} {:?}@{} v{} (prev {:?})",
+        if event.r#type == EventType::Delete as i32 {
+            "DELETE"
+        } else {
+            "PUT"
+        },
+        String::from_utf8_lossy(&kv.key),
+        kv.mod_revision,
+        kv.version,
+        prev
+    )
+}

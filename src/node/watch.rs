@@ -1,0 +1,54 @@
+//! What the node tells the watch hub: after each batch, the key changes of every revision it
+//! applied and a view of the key space (`Output::Watch`). The hub itself lives beside the node
+//! (see `crate::watch`); the node only reports, so watchers never slow an apply.
+
+use super::types::Output;
+use super::Node;
+use crate::mvcc::KeyChange;
+use crate::watch::{RevisionChanges, WatchFeed};
+
+/// What changed for watchers since the last feed.
+#[derive(Default)]
+pub(super) struct FeedBuilder {
+    revisions: Vec<RevisionChanges>,
+    /// The state was replaced (a snapshot from the leader): watchers catch up from the view.
+    gap: bool,
+    /// The last feed's compact revision and leader presence, `None` before the first feed.
+    reported: Option<(i64, bool)>,
+}
+
+impl FeedBuilder {
+    pub fn revision_applied(&mut self, changes: Vec<KeyChange>) {
+        if let Some(first) = changes.first() {
+            let revision = first.revision.main;
+            self.revisions.push(RevisionChanges { revision, changes });
+        }
+    }
+
+    pub fn state_replaced(&mut self) {
+        self.revisions.clear();
+        self.gap = true;
+    }
+}
+
+impl Node {
+    /// Emits the batch's feed, if watchers have anything to learn from it.
+    pub(super) fn feed_watchers(&mut self) {
+        let compact = self.state.kv().compact_revision();
+        let has_leader = self.leader_id().is_some();
+        let feed = &mut self.watch_feed;
+        let unchanged = feed.reported == Some((compact, has_leader));
+        if unchanged && feed.revisions.is_empty() && !feed.gap {
+            return;
+        }
+        feed.reported = Some((compact, has_leader));
+        let output = WatchFeed {
+            revisions: std::mem::take(&mut feed.revisions),
+            view: self.state.kv().view(),
+            raft_term: self.raw.raft.term,
+            has_leader,
+            gap: std::mem::take(&mut feed.gap),
+        };
+        self.outputs.push_back(Output::Watch(output));
+    }
+}

@@ -1,0 +1,372 @@
+//! The hub on its own, fed by a real replicated state: etcd's answers to create, cancel and
+//! progress requests, events with filters and previous values, fragments, catch-up of a stream
+//! that does not read, compaction, and streams that need a leader.
+
+use bytes::Bytes;
+
+use super::StreamEnd;
+use crate::mvcc::NoColdValues;
+use crate::proto::detcdpb::internal_request::Op;
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, PutRequest, WatchCancelRequest, WatchCreateRequest,
+    WatchProgressRequest, WatchRequest, WatchResponse,
+};
+use crate::proto::mvccpb::event::EventType;
+use crate::state::State;
+use crate::time::Instant;
+use crate::watch::{RevisionChanges, WatchConfig, WatchFeed, WatchHub};
+
+/// A hub and the state it watches.
+struct Fixture {
+    hub: WatchHub,
+    state: State,
+    has_leader: bool,
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put(PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        ..PutRequest::default()
+    })
+}
+
+fn delete(key: &str) -> Op {
+    Op::DeleteRange(DeleteRangeRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        ..DeleteRangeRequest::default()
+    })
+}
+
+fn watch(key: &str, range_end: &str, start: i64) -> WatchCreateRequest {
+    WatchCreateRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        range_end: Bytes::copy_from_slice(range_end.as_bytes()),
+        start_revision: start,
+        ..WatchCreateRequest::default()
+    }
+}
+
+fn create(req: WatchCreateRequest) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(req)),
+    }
+}
+
+impl Fixture {
+    fn new(config: WatchConfig) -> Fixture {
+        let mut fixture = Fixture {
+            hub: WatchHub::new(config),
+            state: State::new(),
+            has_leader: true,
+        };
+        fixture.apply(Vec::new());
+        fixture
+    }
+
+    fn standard() -> Fixture {
+        Fixture::new(WatchConfig::new(1, 2))
+    }
+
+    /// Applies `ops`, each at its own revision, and feeds the hub.
+    fn apply(&mut self, ops: Vec<Op>) {
+        let mut revisions = Vec::new();
+        for op in ops {
+            let applied = self.state.apply(op);
+            if let Some(first) = applied.effects.key_changes.first() {
+                revisions.push(RevisionChanges {
+                    revision: first.revision.main,
+                    changes: applied.effects.key_changes.clone(),
+                });
+            }
+        }
+        let feed = WatchFeed {
+            revisions,
+            view: self.state.kv().view(),
+            raft_term: 3,
+            has_leader: self.has_leader,
+            gap: false,
+        };
+        self.hub.feed(Instant::ZERO, feed, Box::new(NoColdValues));
+    }
+
+    fn send(&mut self, stream: u64, request: WatchRequest) {
+        self.hub.request(Instant::ZERO, stream, request);
+    }
+
+    fn drain(&mut self, stream: u64) -> Vec<WatchResponse> {
+        std::iter::from_fn(|| self.hub.pop(stream)).collect()
+    }
+}
+
+/// (revision, key, PUT/DELETE) of every event in `responses`.
+fn events(responses: &[WatchResponse]) -> Vec<(i64, String, i32)> {
+    responses
+        .iter()
+        .flat_map(|r| &r.events)
+        .map(|e| {
+            let kv = e.kv.as_ref().expect("an event has its key");
+            (
+                kv.mod_revision,
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                e.r#type,
+            )
+        })
+        .collect()
+}
+
+const PUT: i32 = EventType::Put as i32;
+const DEL: i32 = EventType::Delete as i32;
+
+#[test]
+fn a_watcher_gets_created_then_the_events_of_its_range_in_order() {
+    let mut f = Fixture::standard();
+    f.hub.open(1, false);
+    f.send(1, create(watch("a", "c", 0)));
+    f.apply(vec![
+        put("a", "1"),
+        put("z", "x"),
+        put("b", "2"),
+        delete("a"),
+    ]);
+    let responses = f.drain(1);
+    assert!(responses[0].created && responses[0].watch_id == 0);
+    assert_eq!(
+        events(&responses[1..]),
+        vec![
+            (2, "a".into(), PUT),
+            (4, "b".into(), PUT),
+            (5, "a".into(), DEL)
+        ]
+    );
+    let header = responses[1].header.as_ref().unwrap();
+    assert_eq!(
+        (
+            header.cluster_id,
+            header.member_id,
+            header.revision,
+            header.raft_term
+        ),
+        (1, 2, 2, 3)
+    );
+}
+
+#[test]
+fn a_start_revision_in_the_past_replays_history_with_previous_values() {
+    let mut f = Fixture::standard();
+    f.apply(vec![
+        put("k", "1"),
+        put("k", "2"),
+        delete("k"),
+        put("k", "3"),
+    ]);
+    f.hub.open(1, false);
+    f.send(
+        1,
+        create(WatchCreateRequest {
+            prev_kv: true,
+            ..watch("k", "", 3)
+        }),
+    );
+    let responses = f.drain(1);
+    assert_eq!(
+        events(&responses),
+        vec![
+            (3, "k".into(), PUT),
+            (4, "k".into(), DEL),
+            (5, "k".into(), PUT)
+        ]
+    );
+    let prev: Vec<Option<String>> = responses
+        .iter()
+        .flat_map(|r| &r.events)
+        .map(|e| {
+            e.prev_kv
+                .as_ref()
+                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        })
+        .collect();
+    assert_eq!(prev, vec![Some("1".into()), Some("2".into()), None]);
+}
+
+#[test]
+fn filters_leave_out_puts_or_deletes() {
+    let mut f = Fixture::standard();
+    f.hub.open(1, false);
+    let mut no_put = watch("k", "", 0);
+    no_put.filters = vec![FilterType::Noput as i32];
+    f.send(1, create(no_put));
+    f.apply(vec![put("k", "1"), delete("k")]);
+    assert_eq!(events(&f.drain(1)), vec![(3, "k".into(), DEL)]);
+}
+
+#[test]
+fn duplicate_ids_and_empty_ranges_are_refused_as_etcd_does() {
+    let mut f = Fixture::standard();
+    f.hub.open(1, false);
+    let mut chosen = watch("k", "", 0);
+    chosen.watch_id = 7;
+    f.send(1, create(chosen.clone()));
+    f.send(1, create(chosen));
+    f.send(1, create(watch("b", "a", 0)));
+    let responses = f.drain(1);
+    assert_eq!((responses[0].watch_id, responses[0].canceled), (7, false));
+    assert!(responses[1].created && responses[1].canceled);
+    assert_eq!(responses[1].watch_id, -1);
+    assert_eq!(
+        responses[1].cancel_reason,
+        "mvcc: duplicate watch ID provided on the WatchStream"
+    );
+    assert_eq!(responses[2].cancel_reason, "mvcc: watcher range is empty");
+}
+
+#[test]
+fn a_canceled_watcher_is_answered_once_and_gets_nothing_more() {
+    let mut f = Fixture::standard();
+    f.hub.open(1, false);
+    f.send(1, create(watch("k", "", 0)));
+    let cancel = |id| WatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
+            watch_id: id,
+        })),
+    };
+    f.send(1, cancel(0));
+    f.send(1, cancel(9));
+    f.apply(vec![put("k", "1")]);
+    let responses = f.drain(1);
+    assert_eq!(
+        responses.len(),
+        2,
+        "created, canceled; nothing for unknown 9"
+    );
+    assert!(responses[1].canceled && responses[1].watch_id == 0);
+}
+
+#[test]
+fn a_stream_that_does_not_read_falls_behind_and_catches_up_without_loss() {
+    let mut config = WatchConfig::new(1, 2);
+    config.queue_responses_max = 4;
+    let mut f = Fixture::new(config);
+    f.hub.open(1, false);
+    f.send(1, create(watch("k", "l", 0)));
+    for i in 0..50 {
+        f.apply(vec![put(&format!("k{}", i % 3), "v")]);
+    }
+    assert!(
+        f.hub.streams[&1].queue.len() <= 4,
+        "the queue stays bounded"
+    );
+    let got = events(&f.drain(1));
+    let revisions: Vec<i64> = got.iter().map(|e| e.0).collect();
+    assert_eq!(revisions, (2..=51).collect::<Vec<_>>());
+}
+
+#[test]
+fn compaction_past_a_watcher_cancels_it_with_the_compact_revision() {
+    let mut config = WatchConfig::new(1, 2);
+    config.queue_responses_max = 1;
+    let mut f = Fixture::new(config);
+    f.hub.open(1, false);
+    f.send(1, create(watch("k", "", 0)));
+    f.apply(vec![put("k", "1"), put("k", "2"), put("k", "3")]);
+    f.apply(vec![Op::Compaction(CompactionRequest {
+        revision: 4,
+        physical: false,
+    })]);
+    let responses = f.drain(1);
+    let last = responses.last().unwrap();
+    assert!(last.canceled);
+    assert_eq!(last.compact_revision, 4);
+    f.send(1, create(watch("k", "", 2)));
+    let again = f.drain(1);
+    assert_eq!(
+        again.last().unwrap().compact_revision,
+        4,
+        "start below compaction"
+    );
+    f.send(1, create(watch("k", "", 4)));
+    assert_eq!(
+        events(&f.drain(1)),
+        vec![(4, "k".into(), PUT)],
+        "at it is fine"
+    );
+}
+
+#[test]
+fn progress_names_a_revision_every_watcher_has_received_everything_up_to() {
+    let mut config = WatchConfig::new(1, 2);
+    config.queue_responses_max = 2;
+    let mut f = Fixture::new(config);
+    f.hub.open(1, false);
+    f.send(1, create(watch("k", "", 0)));
+    f.apply((0..5).map(|_| put("k", "v")).collect());
+    let progress = WatchRequest {
+        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+    };
+    f.send(1, progress.clone());
+    let responses = f.drain(1);
+    let at = responses.iter().position(|r| r.watch_id == -1).unwrap();
+    let bookmark = responses[at].header.as_ref().unwrap().revision;
+    assert!(
+        bookmark < 6,
+        "the watcher was behind when asked: {bookmark}"
+    );
+    let before: Vec<i64> = events(&responses[..at]).iter().map(|e| e.0).collect();
+    assert_eq!(
+        before,
+        (2..=bookmark).collect::<Vec<_>>(),
+        "all up to it came first"
+    );
+    f.send(1, progress);
+    let now = f.drain(1);
+    assert_eq!(now[0].header.as_ref().unwrap().revision, 6, "caught up");
+}
+
+#[test]
+fn large_batches_come_in_fragments_only_for_watchers_that_ask() {
+    let mut config = WatchConfig::new(1, 2);
+    config.fragment_bytes = 200;
+    let mut f = Fixture::new(config);
+    let value = "x".repeat(100);
+    f.apply((0..5).map(|i| put(&format!("k{i}"), &value)).collect());
+    f.hub.open(1, false);
+    let mut fragmented = watch("k", "l", 2);
+    fragmented.fragment = true;
+    f.send(1, create(fragmented));
+    f.send(1, create(watch("k", "l", 2)));
+    let responses = f.drain(1);
+    let of = |id| {
+        responses
+            .iter()
+            .filter(move |r| r.watch_id == id && !r.created)
+    };
+    assert!(of(0).count() > 1);
+    assert!(of(0).rev().skip(1).all(|r| r.fragment));
+    assert!(!of(0).next_back().unwrap().fragment);
+    assert_eq!(
+        of(1).count(),
+        1,
+        "one response when fragments were not asked for"
+    );
+}
+
+#[test]
+fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
+    let mut f = Fixture::standard();
+    f.hub.open(1, true);
+    f.hub.open(2, false);
+    f.send(1, create(watch("k", "", 0)));
+    f.send(2, create(watch("k", "", 0)));
+    f.has_leader = false;
+    f.apply(vec![put("k", "1")]);
+    assert_eq!(f.hub.ended(1), Some(&StreamEnd::NoLeader));
+    assert_eq!(f.hub.ended(2), None);
+    f.hub.open(3, true);
+    assert_eq!(
+        f.hub.ended(3),
+        Some(&StreamEnd::NoLeader),
+        "no leader to start with"
+    );
+}

@@ -1,0 +1,115 @@
+//! Watch: etcd's Watch API as a pure, deterministic hub, served by each member from its own
+//! applied state (never through raft).
+//!
+//! The node applies entries; after each batch it reports a [`WatchFeed`]: the key changes of
+//! every revision it applied (the effects of `State::apply`) and an O(1) view of the key space as
+//! of the last one. The [`WatchHub`] owns the streams and their watchers: it matches each
+//! revision's changes against the synced watchers, catches the others up from the view
+//! (reading superseded values through the cold segments the driver pinned with it), cancels
+//! watchers whose history was compacted, answers progress requests and sends progress
+//! notifications. Drivers run it beside the node, not inside it: the server on a task of its own,
+//! so that fan-out to many watchers never delays an apply; the simulator inline, so it runs the
+//! very code the server runs.
+//!
+//! Bounds: each stream queues at most `queue_responses_max` responses (and about
+//! `queue_bytes_max` bytes); past that its watchers stop receiving events as they happen and
+//! catch up from the key space once the client reads again, in revision order, never losing,
+//! repeating or reordering an event, or are canceled with `compact_revision` once their history
+//! is compacted. Each stream holds at most `watchers_per_stream_max` watchers. A stream whose
+//! client keeps sending requests without reading answers is closed.
+//!
+//! Guarantees to each watcher, as etcd's robustness tests name them: ordered (revisions only
+//! grow), unique (no event twice), atomic (a revision's events travel together, unless the
+//! watcher asked for fragments and they do not fit one response), reliable (no gap between the
+//! start revision and the last delivered one), resumable (a watch created again from the next
+//! revision continues), bookmarkable (the header revision of every response, progress included,
+//! is one up to which the watcher has received everything).
+
+mod hub;
+mod watcher;
+
+pub use hub::{StreamEnd, WatchHub};
+
+use std::time::Duration;
+
+use crate::mvcc::{KeyChange, KeySpaceView};
+
+/// A watch stream, as the driver numbers them.
+pub type StreamId = u64;
+
+/// A watcher of a stream, as etcd numbers them (per stream, from 0; -1 names the stream).
+pub type WatchId = i64;
+
+/// Settings of a hub.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// A watcher that asked for fragments gets a batch larger than this split over several
+    /// responses. etcd: `--max-request-bytes`.
+    pub fragment_bytes: usize,
+    /// Responses one stream may have queued for its client.
+    pub queue_responses_max: usize,
+    /// Bytes one stream may have queued (a single larger response still goes, alone).
+    pub queue_bytes_max: usize,
+    pub watchers_per_stream_max: usize,
+    /// How often a watcher that asked for progress notifications gets one when it received
+    /// nothing. etcd: `--watch-progress-notify-interval`, 10 minutes.
+    pub progress_interval: Duration,
+    /// The most revisions one catch-up step reads from the key space.
+    pub catch_up_revisions_max: i64,
+    /// Deliberate bugs, for the simulator (all off in the server).
+    pub bugs: WatchBugs,
+}
+
+impl WatchConfig {
+    pub fn new(cluster_id: u64, member_id: u64) -> WatchConfig {
+        WatchConfig {
+            cluster_id,
+            member_id,
+            fragment_bytes: 3 * 1024 * 1024 / 2,
+            queue_responses_max: 128,
+            queue_bytes_max: 8 << 20,
+            watchers_per_stream_max: 100_000,
+            progress_interval: Duration::from_secs(600),
+            catch_up_revisions_max: 1_000,
+            bugs: WatchBugs::default(),
+        }
+    }
+}
+
+/// Wrong behaviours the simulator must catch, in the classes etcd shipped. All off by default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchBugs {
+    /// A watcher catching up from the compact revision skips the events at it (etcd #18089).
+    pub drop_at_compaction_boundary: bool,
+    /// A progress request answers the current revision although some watcher is behind
+    /// (etcd #15220).
+    pub progress_before_synced: bool,
+    /// A catch-up step delivers its last revision again in the next one (etcd #17247).
+    pub duplicate_after_catch_up: bool,
+    /// A watch created with a start revision past this member's goes back to this member's
+    /// next revision (etcd #15271).
+    pub start_at_local_revision: bool,
+}
+
+/// The key changes of one applied revision, in the order the write made them.
+#[derive(Clone, Debug)]
+pub struct RevisionChanges {
+    pub revision: i64,
+    pub changes: Vec<KeyChange>,
+}
+
+/// What the node reports to the hub after a batch of inputs.
+#[derive(Clone, Debug)]
+pub struct WatchFeed {
+    /// Every revision applied since the last feed, in order.
+    pub revisions: Vec<RevisionChanges>,
+    /// The key space as of the last of them (or as it is, if none).
+    pub view: KeySpaceView,
+    pub raft_term: u64,
+    pub has_leader: bool,
+    /// Revisions were left out since the last feed (a snapshot replaced the state, or a driver
+    /// could not keep up): every watcher catches up from the view.
+    pub gap: bool,
+}
