@@ -88,6 +88,9 @@ pub enum Bug {
     FollowerLeaseExpiry,
     /// Core: a new leader restarts every lease from its full TTL (etcd without checkpoints).
     LeaseTtlReset,
+    /// Core: the leader answers "not found" to a keepalive without confirming it leads and has
+    /// applied what is committed.
+    LeaseNotFoundUnconfirmed,
     /// Watch: catching up from the compact revision skips the events at it (etcd #18089).
     WatchDropAtCompaction,
     /// Watch: progress answers the current revision while a watcher is behind (etcd #15220).
@@ -99,13 +102,14 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
         Bug::KeepTornTail,
         Bug::FollowerLeaseExpiry,
         Bug::LeaseTtlReset,
+        Bug::LeaseNotFoundUnconfirmed,
         Bug::WatchDropAtCompaction,
         Bug::WatchProgressBeforeSynced,
         Bug::WatchDuplicateEvent,
@@ -120,6 +124,7 @@ impl Bug {
             Bug::KeepTornTail => "keep-torn-tail",
             Bug::FollowerLeaseExpiry => "follower-lease-expiry",
             Bug::LeaseTtlReset => "lease-ttl-reset",
+            Bug::LeaseNotFoundUnconfirmed => "lease-not-found-unconfirmed",
             Bug::WatchDropAtCompaction => "watch-drop-at-compaction",
             Bug::WatchProgressBeforeSynced => "watch-progress-before-synced",
             Bug::WatchDuplicateEvent => "watch-duplicate-event",

@@ -60,6 +60,11 @@ fn a_lease_ttl_reset_on_leader_change_is_caught() {
 }
 
 #[test]
+fn a_lease_not_found_answered_from_a_stale_leader_is_caught() {
+    assert_found(Bug::LeaseNotFoundUnconfirmed);
+}
+
+#[test]
 fn a_watch_event_dropped_at_the_compaction_boundary_is_caught() {
     assert_found(Bug::WatchDropAtCompaction);
 }

@@ -252,7 +252,9 @@ impl Leases {
         }
         for (id, lease) in &self.table {
             if *id == 0 || !(1..=MAX_TTL_SECS).contains(&lease.ttl_secs) || lease.remaining_ms < 0 {
-                return Err(format!("lease {id:x} has an impossible id, TTL or remaining time"));
+                return Err(format!(
+                    "lease {id:x} has an impossible id, TTL or remaining time"
+                ));
             }
             if lease.generation >= self.grants {
                 return Err(format!("lease {id:x} has a generation from the future"));

@@ -39,11 +39,11 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 use crate::error::EtcdError;
-use crate::proto::mvccpb::KeyValue;
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
+use crate::proto::mvccpb::KeyValue;
 
 pub use check::{check_delete_range, check_put, check_range, check_txn};
 pub use cold::{

@@ -63,6 +63,9 @@ pub struct Bugs {
     pub follower_lease_expiry: bool,
     /// A new leader restarts every lease from its full TTL, as etcd without checkpoints does.
     pub lease_ttl_reset_on_leader_change: bool,
+    /// The leader answers "not found" to a keepalive from its state as it is, without first
+    /// confirming with a read index that it leads and has applied everything committed.
+    pub lease_not_found_unconfirmed: bool,
 }
 
 impl Config {

@@ -4,7 +4,7 @@
 //! revokes a lease at the same revision and a deposed leader decides nothing. The clocks and
 //! their guarantees are in `lease::clock`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use rand_core::RngCore;
@@ -58,6 +58,12 @@ pub(super) struct LeaseDuty {
     revokes_per_tick: usize,
     /// When expiry may resume after the rate limit was reached.
     expiry_paused_until: Option<Instant>,
+    /// Requests for the leader waiting for a read index (`serve_leader_request`), those whose
+    /// read index raft is asked for, by context, and those waiting to apply their read index.
+    confirming: Vec<(Asker, LeaderRequest)>,
+    confirm_batches: BTreeMap<u64, Vec<(Asker, LeaderRequest)>>,
+    awaiting_apply: VecDeque<(u64, Asker, LeaderRequest)>,
+    next_confirm: u64,
     /// The leases the injected bug `follower_lease_expiry` had this member revoke.
     bug_expired: BTreeSet<LeaseId>,
 }
@@ -79,6 +85,10 @@ impl LeaseDuty {
             checkpoint_interval: cfg.lease_checkpoint_interval,
             revokes_per_tick: (per_tick as usize).max(1),
             expiry_paused_until: None,
+            confirming: Vec::new(),
+            confirm_batches: BTreeMap::new(),
+            awaiting_apply: VecDeque::new(),
+            next_confirm: first_forward,
             bug_expired: BTreeSet::new(),
         }
     }
@@ -215,9 +225,84 @@ impl Node {
         }
     }
 
-    /// The leader's answer to a keepalive or TimeToLive; a keepalive its floor does not cover
-    /// waits for a checkpoint (`propose_lease_records`).
+    /// The leader's answer to a keepalive or TimeToLive. A renewal its floor covers is answered
+    /// from memory (safe even from a leader that was deposed meanwhile: see `lease::clock`).
+    /// Every other answer is a read of the lease table, which must be linearizable: a member may
+    /// apply and acknowledge a grant before the leader does, and an isolated old leader has not
+    /// seen it at all. Those wait for a read index, which confirms that this member still leads
+    /// and says what it must have applied first (etcd's leader waits for its applied index).
     fn serve_leader_request(&mut self, asker: Asker, request: LeaderRequest) {
+        if let LeaderRequest::KeepAlive(req) = &request {
+            let id = req.id;
+            let (renewal, asker) = self.leases.clocks.keep_alive(id, self.now, asker);
+            match (renewal, asker) {
+                (Renewal::Renewed, Some(asker)) => self.answer_keep_alive(asker, id, true),
+                (Renewal::NotFound, Some(asker)) if self.bug(|b| b.lease_not_found_unconfirmed) => {
+                    self.answer_keep_alive(asker, id, false)
+                }
+                (Renewal::NotFound, Some(asker)) => self.confirm_then_serve(asker, request),
+                _ => {}
+            }
+            return;
+        }
+        self.confirm_then_serve(asker, request);
+    }
+
+    fn confirm_then_serve(&mut self, asker: Asker, request: LeaderRequest) {
+        let confirming = &mut self.leases.confirming;
+        // Past the bound the request is dropped; its member asks again.
+        if confirming.len() + self.leases.awaiting_apply.len() < self.cfg.pending_requests_max {
+            confirming.push((asker, request));
+        }
+    }
+
+    /// Asks raft for one read index for every request that needs confirming (once per batch).
+    pub(super) fn confirm_lease_reads(&mut self) {
+        if self.leases.confirming.is_empty() || !self.leases.clocks.is_leading() {
+            self.leases.confirming.clear();
+            return;
+        }
+        self.leases.next_confirm = self.leases.next_confirm.wrapping_add(1);
+        let ctx = self.leases.next_confirm;
+        let batch = std::mem::take(&mut self.leases.confirming);
+        self.leases.confirm_batches.insert(ctx, batch);
+        self.raw.read_index(lease_read_ctx(ctx));
+    }
+
+    /// raft answered a read index; true if it was one of the lease duty's.
+    pub(super) fn lease_read_index_known(&mut self, ctx: &[u8], index: u64) -> bool {
+        let Some(ctx) = parse_lease_read_ctx(ctx) else {
+            return false;
+        };
+        if let Some(batch) = self.leases.confirm_batches.remove(&ctx) {
+            let waiting = &mut self.leases.awaiting_apply;
+            waiting.extend(
+                batch
+                    .into_iter()
+                    .map(|(asker, request)| (index, asker, request)),
+            );
+        }
+        true
+    }
+
+    /// Serves the confirmed requests whose read index this leader has applied; when it stops
+    /// leading, everything waiting is dropped (the members ask whoever leads then).
+    pub(super) fn serve_requests_awaiting_apply(&mut self) {
+        if !self.leases.clocks.is_leading() {
+            self.leases.awaiting_apply.clear();
+            self.leases.confirm_batches.clear();
+            return;
+        }
+        while let Some((index, _, _)) = self.leases.awaiting_apply.front() {
+            if *index > self.applied_index {
+                return;
+            }
+            let (_, asker, request) = self.leases.awaiting_apply.pop_front().expect("front");
+            self.serve_applied_leader_request(asker, request);
+        }
+    }
+
+    fn serve_applied_leader_request(&mut self, asker: Asker, request: LeaderRequest) {
         match request {
             LeaderRequest::KeepAlive(req) => {
                 let (renewal, asker) = self.leases.clocks.keep_alive(req.id, self.now, asker);
@@ -481,5 +566,21 @@ impl Node {
             let expire = LeaseExpire { id, generation };
             self.propose_expiry_from_anywhere(internal_request::Op::LeaseExpire(expire));
         }
+    }
+}
+
+/// The read-index context of a lease confirmation: nine bytes, so that it is never taken for a
+/// client read's (eight).
+fn lease_read_ctx(ctx: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(b'L');
+    out.extend_from_slice(&ctx.to_be_bytes());
+    out
+}
+
+fn parse_lease_read_ctx(ctx: &[u8]) -> Option<u64> {
+    match ctx {
+        [b'L', rest @ ..] => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
     }
 }

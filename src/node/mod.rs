@@ -115,9 +115,11 @@ impl Node {
         }
         if self.stopped.is_none() {
             self.flush_reads();
+            self.confirm_lease_reads();
             self.serve_snapshot_request();
             self.process_ready();
             self.follow_leadership();
+            self.serve_requests_awaiting_apply();
             self.propose_lease_records();
             self.expire_requests();
             self.arm_timers();

@@ -73,6 +73,9 @@ impl Node {
 
     fn take_read_states(&mut self, rd: &mut Ready) {
         for rs in rd.take_read_states() {
+            if self.lease_read_index_known(&rs.request_ctx, rs.index) {
+                continue;
+            }
             if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
                 self.reads
                     .read_index_known(u64::from_be_bytes(ctx), rs.index);

@@ -14,8 +14,8 @@ use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::state::StateView;
-use crate::watch::WatchFeed;
 use crate::wal;
+use crate::watch::WatchFeed;
 
 /// A raft member id (etcd's member ID).
 pub type MemberId = u64;

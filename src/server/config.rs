@@ -234,7 +234,9 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);
     let progress = &get("watch-progress-notify-interval");
     let watch_progress_notify_interval = go_duration(progress)
-        .ok_or_else(|| format!("invalid value {progress:?} for flag --watch-progress-notify-interval"))?
+        .ok_or_else(|| {
+            format!("invalid value {progress:?} for flag --watch-progress-notify-interval")
+        })?
         .max(Duration::from_millis(100));
     Ok(ServerConfig {
         name,
@@ -262,7 +264,9 @@ fn go_duration(text: &str) -> Option<Duration> {
         let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
         let value: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,

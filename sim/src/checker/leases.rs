@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use detcd::proto::etcdserverpb::LeaseKeepAliveRequest;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing};
@@ -58,6 +59,7 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], timing: &Timing) -> Result<(), St
     let lives = lease_lives(log, timing);
     for op in ops {
         check_answer(op, &lives, timing)?;
+        check_not_found(op, &lives, ops, timing)?;
     }
     for (id, id_lives) in &lives {
         for life in id_lives {
@@ -174,6 +176,88 @@ fn check_answer(op: &Op, lives: &Lives, timing: &Timing) -> Result<(), String> {
                 what()
             ));
         }
+    }
+    Ok(())
+}
+
+/// A keepalive answered "not found" (TTL 0), or a TimeToLive (TTL -1), must not be about a
+/// lease its client knew alive:
+/// one acknowledged (granted or renewed) less than a TTL before the keepalive was answered, and
+/// neither revoked nor expired by then. (A leader that answered from a state
+/// that had not yet applied the grant another member acknowledged would say so.)
+fn check_not_found(op: &Op, lives: &Lives, ops: &[Op], timing: &Timing) -> Result<(), String> {
+    let Outcome::Ok {
+        response,
+        returned_at,
+    } = &op.outcome
+    else {
+        return Ok(());
+    };
+    let id = match (&op.request, response) {
+        (ClientRequest::LeaseKeepAlive(k), ClientResponse::LeaseKeepAlive(a)) if a.ttl == 0 => k.id,
+        (ClientRequest::LeaseTimeToLive(t), ClientResponse::LeaseTimeToLive(a)) if a.ttl == -1 => {
+            t.id
+        }
+        _ => return Ok(()),
+    };
+    let k = LeaseKeepAliveRequest { id };
+    let Some(life) = life_at(lives, k.id, op.invoked_at) else {
+        return Ok(());
+    };
+    let ended_by = |at: SimNanos| {
+        life.revoked_at.is_some_and(|r| r <= at) || life.expired.is_some_and(|(e, _, _)| e <= at)
+    };
+    if ended_by(*returned_at) {
+        return Ok(());
+    }
+    let ttl = life.ttl_s as u64 * 1_000 * MS;
+    let known_alive = ops
+        .iter()
+        .filter(|other| {
+            other
+                .outcome
+                .returned_at()
+                .is_some_and(|r| r <= op.invoked_at)
+        })
+        .filter_map(|other| match (&other.request, &other.outcome) {
+            (
+                ClientRequest::LeaseGrant(_),
+                Outcome::Ok {
+                    response: ClientResponse::LeaseGrant(g),
+                    returned_at,
+                },
+            ) if g.id == k.id => Some((other.invoked_at, *returned_at)),
+            (
+                ClientRequest::LeaseKeepAlive(o),
+                Outcome::Ok {
+                    response: ClientResponse::LeaseKeepAlive(r),
+                    returned_at,
+                },
+            ) if o.id == k.id && r.ttl > 0 => Some((other.invoked_at, *returned_at)),
+            _ => None,
+        })
+        .filter(|(_, returned)| life.granted_at.is_some_and(|g| g <= *returned))
+        .map(|(invoked, _)| invoked)
+        .max();
+    let Some(acked) = known_alive else {
+        return Ok(());
+    };
+    let allowed = timing
+        .clock_jumps
+        .iter()
+        .filter(|(at, _, _)| (acked..=*returned_at).contains(at))
+        .map(|(_, _, by)| by)
+        .sum::<u64>()
+        + 2 * timing.drift_ppm_max * (ttl / 1_000_000)
+        + MS;
+    // The leader may have received the keepalive as late as it answered it (its member was
+    // paused, the network slow): the lease must have been alive then, not just when sent.
+    if returned_at + allowed < acked + ttl {
+        return Err(format!(
+            "op {} ({:?}) answered 'not found' at {returned_at} ns, but lease {:x} was \
+             acknowledged alive by a request sent at {acked} ns (TTL {}s) and not revoked",
+            op.id, op.request, k.id, life.ttl_s
+        ));
     }
     Ok(())
 }

@@ -229,6 +229,7 @@ impl World {
                 apply_twice: options.bug == Some(Bug::ApplyTwice),
                 follower_lease_expiry: options.bug == Some(Bug::FollowerLeaseExpiry),
                 lease_ttl_reset_on_leader_change: options.bug == Some(Bug::LeaseTtlReset),
+                lease_not_found_unconfirmed: options.bug == Some(Bug::LeaseNotFoundUnconfirmed),
             };
             let drift = options.clock_drift_ppm_max as i64;
             let clock = Clock {
