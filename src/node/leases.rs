@@ -33,6 +33,13 @@ const CHECKPOINT_BATCH_MAX: usize = 1_000;
 /// Whom a leader answers: the member that forwarded the request (maybe itself) and its id.
 type Asker = (MemberId, u64);
 
+/// A request the leader holds until it has applied an index: the commit index when it came,
+/// or the read index that confirmed its leadership.
+enum Pending {
+    Unconfirmed(Asker, LeaderRequest),
+    Confirmed(Asker, LeaderRequest),
+}
+
 /// A lease request this member sent (or will send) to the leader for a client.
 struct Forward {
     client: RequestId,
@@ -62,7 +69,7 @@ pub(super) struct LeaseDuty {
     /// read index raft is asked for, by context, and those waiting to apply their read index.
     confirming: Vec<(Asker, LeaderRequest)>,
     confirm_batches: BTreeMap<u64, Vec<(Asker, LeaderRequest)>>,
-    awaiting_apply: VecDeque<(u64, Asker, LeaderRequest)>,
+    awaiting_apply: VecDeque<(u64, Pending)>,
     next_confirm: u64,
     /// The leases the injected bug `follower_lease_expiry` had this member revoke.
     bug_expired: BTreeSet<LeaseId>,
@@ -225,34 +232,57 @@ impl Node {
         }
     }
 
-    /// The leader's answer to a keepalive or TimeToLive. A renewal its floor covers is answered
-    /// from memory (safe even from a leader that was deposed meanwhile: see `lease::clock`).
-    /// Every other answer is a read of the lease table, which must be linearizable: a member may
-    /// apply and acknowledge a grant before the leader does, and an isolated old leader has not
-    /// seen it at all. Those wait for a read index, which confirms that this member still leads
-    /// and says what it must have applied first (etcd's leader waits for its applied index).
+    /// The leader's answer to a keepalive or TimeToLive, given once it has applied everything
+    /// committed when the request came: a member may apply (and acknowledge) a grant or a revoke
+    /// before the leader does, and the client's next request must see it (etcd's leader waits
+    /// for its applied index too). A renewal the floor covers is then answered from memory
+    /// (safe even from a leader deposed meanwhile: see `lease::clock`). Every other answer reads
+    /// the lease table and must not come from an isolated old leader that missed a grant: it
+    /// waits for a read index, which confirms this member still leads.
     fn serve_leader_request(&mut self, asker: Asker, request: LeaderRequest) {
-        if let LeaderRequest::KeepAlive(req) = &request {
-            let id = req.id;
-            let (renewal, asker) = self.leases.clocks.keep_alive(id, self.now, asker);
-            match (renewal, asker) {
-                (Renewal::Renewed, Some(asker)) => self.answer_keep_alive(asker, id, true),
-                (Renewal::NotFound, Some(asker)) if self.bug(|b| b.lease_not_found_unconfirmed) => {
-                    self.answer_keep_alive(asker, id, false)
-                }
-                (Renewal::NotFound, Some(asker)) => self.confirm_then_serve(asker, request),
-                _ => {}
-            }
+        let commit = self.commit_index();
+        if self.applied_index < commit {
+            self.await_apply(commit, Pending::Unconfirmed(asker, request));
             return;
         }
-        self.confirm_then_serve(asker, request);
+        self.serve_applied(asker, request, false);
     }
 
-    fn confirm_then_serve(&mut self, asker: Asker, request: LeaderRequest) {
-        let confirming = &mut self.leases.confirming;
-        // Past the bound the request is dropped; its member asks again.
-        if confirming.len() + self.leases.awaiting_apply.len() < self.cfg.pending_requests_max {
-            confirming.push((asker, request));
+    /// Queues a request until this leader has applied `index`. Past the bound it is dropped;
+    /// its member asks again.
+    fn await_apply(&mut self, index: u64, pending: Pending) {
+        let duty = &mut self.leases;
+        if duty.confirming.len() + duty.awaiting_apply.len() < self.cfg.pending_requests_max {
+            duty.awaiting_apply.push_back((index, pending));
+        }
+    }
+
+    /// Answers with what this leader has applied; `confirmed` when a read index confirmed it
+    /// still leads.
+    fn serve_applied(&mut self, asker: Asker, request: LeaderRequest, confirmed: bool) {
+        let confirm = !confirmed && !self.bug(|b| b.lease_not_found_unconfirmed);
+        match request {
+            LeaderRequest::KeepAlive(req) => {
+                let id = req.id;
+                let (renewal, asker) = self.leases.clocks.keep_alive(id, self.now, asker);
+                match (renewal, asker) {
+                    (Renewal::Renewed, Some(asker)) => self.answer_keep_alive(asker, id, true),
+                    (Renewal::NotFound, Some(asker)) if confirm => self
+                        .leases
+                        .confirming
+                        .push((asker, LeaderRequest::KeepAlive(req))),
+                    (_, Some(asker)) => self.answer_keep_alive(asker, id, false),
+                    (_, None) => {}
+                }
+            }
+            LeaderRequest::TimeToLive(req) if confirm => self
+                .leases
+                .confirming
+                .push((asker, LeaderRequest::TimeToLive(req))),
+            LeaderRequest::TimeToLive(req) => {
+                let response = self.time_to_live(&req);
+                self.answer(asker, Ok(LeaderResponse::TimeToLive(response)));
+            }
         }
     }
 
@@ -274,46 +304,29 @@ impl Node {
         let Some(ctx) = parse_lease_read_ctx(ctx) else {
             return false;
         };
-        if let Some(batch) = self.leases.confirm_batches.remove(&ctx) {
-            let waiting = &mut self.leases.awaiting_apply;
-            waiting.extend(
-                batch
-                    .into_iter()
-                    .map(|(asker, request)| (index, asker, request)),
-            );
+        for (asker, request) in self.leases.confirm_batches.remove(&ctx).unwrap_or_default() {
+            self.leases
+                .awaiting_apply
+                .push_back((index, Pending::Confirmed(asker, request)));
         }
         true
     }
 
-    /// Serves the confirmed requests whose read index this leader has applied; when it stops
-    /// leading, everything waiting is dropped (the members ask whoever leads then).
+    /// Serves the requests whose index this leader has applied; when it stops leading,
+    /// everything waiting is dropped (the members ask whoever leads then).
     pub(super) fn serve_requests_awaiting_apply(&mut self) {
         if !self.leases.clocks.is_leading() {
             self.leases.awaiting_apply.clear();
             self.leases.confirm_batches.clear();
             return;
         }
-        while let Some((index, _, _)) = self.leases.awaiting_apply.front() {
+        while let Some((index, _)) = self.leases.awaiting_apply.front() {
             if *index > self.applied_index {
                 return;
             }
-            let (_, asker, request) = self.leases.awaiting_apply.pop_front().expect("front");
-            self.serve_applied_leader_request(asker, request);
-        }
-    }
-
-    fn serve_applied_leader_request(&mut self, asker: Asker, request: LeaderRequest) {
-        match request {
-            LeaderRequest::KeepAlive(req) => {
-                let (renewal, asker) = self.leases.clocks.keep_alive(req.id, self.now, asker);
-                if let Some(asker) = asker {
-                    let renewed = renewal == Renewal::Renewed;
-                    self.answer_keep_alive(asker, req.id, renewed);
-                }
-            }
-            LeaderRequest::TimeToLive(req) => {
-                let response = self.time_to_live(&req);
-                self.answer(asker, Ok(LeaderResponse::TimeToLive(response)));
+            match self.leases.awaiting_apply.pop_front().expect("front").1 {
+                Pending::Unconfirmed(asker, request) => self.serve_applied(asker, request, false),
+                Pending::Confirmed(asker, request) => self.serve_applied(asker, request, true),
             }
         }
     }

@@ -355,3 +355,18 @@ pub fn leader_of(members: &[Member]) -> Option<usize> {
     }
     best.map(|(_, i)| i)
 }
+
+/// A gRPC Lease client for one member.
+pub async fn lease_client(
+    member: &Member,
+) -> detcd::proto::etcdserverpb::lease_client::LeaseClient<tonic::transport::Channel> {
+    let url = format!("http://{}", member.spec.endpoint());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match detcd::proto::etcdserverpb::lease_client::LeaseClient::connect(url.clone()).await {
+            Ok(c) => return c.max_decoding_message_size(usize::MAX),
+            Err(e) if Instant::now() > deadline => panic!("connecting to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
