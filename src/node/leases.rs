@@ -457,10 +457,7 @@ impl Node {
     /// stops them the moment it no longer leads.
     pub(super) fn follow_leadership(&mut self) {
         if !self.is_leader() {
-            self.leases.lead_from_index = None;
-            if self.leases.clocks.is_leading() {
-                self.step_down_from_leases();
-            }
+            self.stop_lease_clocks();
             return;
         }
         let from = *self
@@ -480,6 +477,13 @@ impl Node {
                 Timer::LeaseCheckpoint,
                 self.now + self.leases.checkpoint_interval / 4,
             );
+        }
+    }
+
+    pub(super) fn stop_lease_clocks(&mut self) {
+        self.leases.lead_from_index = None;
+        if self.leases.clocks.is_leading() {
+            self.step_down_from_leases();
         }
     }
 

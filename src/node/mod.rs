@@ -283,7 +283,7 @@ impl Node {
             "pending requests over their bound"
         );
         assert!(
-            !self.leases.is_leading() || self.is_leader(),
+            !self.leases.is_leading() || (self.is_leader() && self.stopped.is_none()),
             "a member that is not the leader runs the lease clocks"
         );
         if self.is_leader() {
@@ -367,6 +367,9 @@ impl Node {
         self.outputs.push_back(Output::Stopped {
             reason: reason.clone(),
         });
+        // A stopped member leads nothing, even if raft still calls it leader: it must not be
+        // taken for the lease clock's owner.
+        self.stop_lease_clocks();
         self.stopped = Some(reason);
     }
 }
