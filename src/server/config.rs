@@ -133,6 +133,9 @@ pub enum Command {
     Version,
 }
 
+/// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
+const EXPERIMENTAL_IN_ETCD_3_5: &[&str] = &["watch-progress-notify-interval"];
+
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     let mut iter = args.iter();
@@ -148,7 +151,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             return Ok(Command::Version);
         }
         let name = flag.split_once('=').map_or(flag, |(n, _)| n);
-        let Some((known, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
+        // etcd 3.4 and 3.5 name some flags `--experimental-...` that 3.6 made plain.
+        let plain = EXPERIMENTAL_IN_ETCD_3_5
+            .iter()
+            .find(|f| name.strip_prefix("experimental-") == Some(**f))
+            .map_or(name, |f| *f);
+        let Some((known, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == plain) else {
             return Err(format!("unknown flag --{name} (see --help)"));
         };
         let value = match flag.split_once('=') {
@@ -429,5 +437,7 @@ mod tests {
             .contains("'new' or 'existing'"));
         assert!(run("--max-txn-ops").unwrap_err().contains("needs a value"));
         assert!(run("--watch-progress-notify-interval 10q").is_err());
+        assert!(run("--experimental-watch-progress-notify-interval=1s").is_ok());
+        assert!(run("--experimental-heartbeat-interval=100").is_err());
     }
 }

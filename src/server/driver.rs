@@ -294,6 +294,9 @@ impl Driver {
     /// Carries out every output; returns the reason if the node stopped.
     fn dispatch_outputs(&mut self) -> Option<String> {
         let mut stopped = None;
+        // Answers go out after the batch's watch feed, so that whatever a client learns from
+        // an answer, a watch it creates next has seen too.
+        let mut answers = Vec::new();
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send { to, msg } => self.peers.send(to, msg),
@@ -321,12 +324,14 @@ impl Driver {
                         } else {
                             self.cold.reader()
                         };
-                        // The client may have gone away; its answer is simply dropped.
-                        let _ = reply.send(Reply {
-                            result,
-                            cold,
-                            reader,
-                        });
+                        answers.push((
+                            reply,
+                            Reply {
+                                result,
+                                cold,
+                                reader,
+                            },
+                        ));
                     }
                 }
                 Output::Stopped { reason } => stopped = Some(reason.to_string()),
@@ -334,6 +339,10 @@ impl Driver {
                 // The server runs without `observe`; nothing to carry out.
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }
+        }
+        for (reply, answer) in answers {
+            // The client may have gone away; its answer is simply dropped.
+            let _ = reply.send(answer);
         }
         stopped
     }

@@ -25,6 +25,9 @@ use driver::{Driver, DriverHandle, Exit, Links, Storage};
 
 /// Client requests and peer messages waiting for the driver at once.
 const DRIVER_QUEUE_MAX: usize = 65_536;
+/// What etcd adds to `--max-request-bytes` before it splits a watch response into fragments
+/// (its allowance for gRPC overhead); matched so that clients see the same fragments.
+const WATCH_FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Starts a member and serves until SIGINT/SIGTERM (Ok) or a fatal error (Err, with the reason).
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
@@ -113,9 +116,9 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     );
     let feeds = std::sync::Arc::new(watch::FeedSlot::default());
     let mut watch_config = crate::watch::WatchConfig::new(cfg.node.cluster_id, me);
-    watch_config.fragment_bytes = cfg.node.max_request_bytes;
+    watch_config.fragment_bytes = cfg.node.max_request_bytes + WATCH_FRAGMENT_OVERHEAD_BYTES;
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
-    let watches = watch::spawn(watch_config, feeds.clone(), clock_origin);
+    let watches = watch::spawn(watch_config, feeds.clone(), clock_origin)?;
     let driver = Driver::new(
         node,
         rx,

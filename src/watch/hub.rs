@@ -4,14 +4,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use prost::Message as _;
 
+use super::reads::CatchUpReads;
 use super::watcher::Watcher;
 use super::{StreamId, WatchConfig, WatchFeed, WatchId};
 use crate::error::EtcdError;
-use crate::mvcc::{ColdRead, KeySpaceView};
+use crate::mvcc::{ColdRead, KeyChange, KeySpaceView};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
     ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
+use crate::proto::mvccpb::Event;
 use crate::time::Instant;
 
 /// etcd's reasons, which clients match by text.
@@ -46,23 +48,13 @@ struct Stream {
     require_leader: bool,
     watchers: BTreeMap<WatchId, Watcher>,
     next_id: WatchId,
-    queue: VecDeque<WatchResponse>,
-    queued_bytes: usize,
+    queue: Queue,
     /// Where the next catch-up step looks for a watcher behind, so that every one gets a turn.
     catch_up_cursor: WatchId,
     ended: Option<StreamEnd>,
 }
 
 impl Stream {
-    fn has_room(&self, config: &WatchConfig) -> bool {
-        has_room(&self.queue, self.queued_bytes, config)
-    }
-
-    fn push(&mut self, response: WatchResponse) {
-        self.queued_bytes += response.encoded_len();
-        self.queue.push_back(response);
-    }
-
     /// The next watcher behind, from the cursor on, wrapping around.
     fn next_behind(&mut self) -> Option<WatchId> {
         let behind = |w: &&Watcher| !w.synced;
@@ -78,6 +70,95 @@ impl Stream {
     }
 }
 
+/// A stream's responses waiting for its client, each with its [`footprint`], and their total.
+#[derive(Default)]
+struct Queue {
+    responses: VecDeque<(WatchResponse, usize)>,
+    bytes: usize,
+}
+
+impl Queue {
+    /// Whether another response may join, given the bytes queued on all streams (`total`). An
+    /// empty queue always takes one, so a response larger than the bounds still goes.
+    fn has_room(&self, config: &WatchConfig, total: usize) -> bool {
+        self.responses.is_empty()
+            || (self.responses.len() < config.queue_responses_max
+                && self.bytes < config.queue_bytes_max
+                && total < config.queued_bytes_total_max)
+    }
+
+    fn push(&mut self, response: WatchResponse, total: &mut usize) {
+        let len = footprint(&response);
+        self.bytes += len;
+        *total += len;
+        self.responses.push_back((response, len));
+    }
+
+    fn pop(&mut self, total: &mut usize) -> Option<(WatchResponse, usize)> {
+        let (response, len) = self.responses.pop_front()?;
+        self.bytes -= len;
+        *total -= len;
+        Some((response, len))
+    }
+
+    fn clear(&mut self, total: &mut usize) {
+        *total -= self.bytes;
+        self.bytes = 0;
+        self.responses.clear();
+    }
+}
+
+/// What a queued response costs: its encoded size, plus its events' in-memory records (their
+/// keys and values share the key space's buffers, so their encoded size stands for them).
+pub fn footprint(response: &WatchResponse) -> usize {
+    response.encoded_len() + response.events.capacity() * std::mem::size_of::<Event>()
+}
+
+/// Queues the events `watcher` wants from `changes` (its unserved revisions, in order, through
+/// revision `through`), in responses of whole revisions, while the stream has room. The
+/// watcher's next revision moves past what was queued; false if room ran out first.
+fn serve(
+    queue: &mut Queue,
+    watcher: &mut Watcher,
+    mut changes: &[KeyChange],
+    through: i64,
+    context: &Context,
+    total: &mut usize,
+) -> bool {
+    let config = context.config;
+    loop {
+        let (events, consumed) = watcher.take_events(changes, config.response_bytes_target);
+        let upto = changes
+            .get(consumed)
+            .map_or(through, |next| next.revision.main - 1);
+        if !events.is_empty() {
+            if !queue.has_room(config, *total) {
+                return false;
+            }
+            let template = WatchResponse {
+                header: header(config, context.raft_term, upto),
+                ..WatchResponse::default()
+            };
+            for response in watcher.responses(&template, events, config.fragment_bytes) {
+                queue.push(response, total);
+            }
+            watcher.last_sent = context.now;
+        }
+        watcher.next_revision = upto + 1;
+        changes = &changes[consumed..];
+        if changes.is_empty() {
+            return true;
+        }
+    }
+}
+
+/// What serving a watcher needs from the hub.
+struct Context<'a> {
+    config: &'a WatchConfig,
+    raft_term: u64,
+    now: Instant,
+}
+
 fn header(config: &WatchConfig, raft_term: u64, revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
         cluster_id: config.cluster_id,
@@ -85,11 +166,6 @@ fn header(config: &WatchConfig, raft_term: u64, revision: i64) -> Option<Respons
         revision,
         raft_term,
     })
-}
-
-/// Whether a stream with `queue` (of `bytes`) may take another response.
-fn has_room(queue: &VecDeque<WatchResponse>, bytes: usize, config: &WatchConfig) -> bool {
-    queue.is_empty() || (queue.len() < config.queue_responses_max && bytes < config.queue_bytes_max)
 }
 
 /// The key space the latest feed described, and the cold values it reads.
@@ -106,9 +182,15 @@ pub struct WatchHub {
     raft_term: u64,
     has_leader: bool,
     store: Option<Store>,
+    /// Reads of the current store that watchers catching up share.
+    reads: CatchUpReads,
     streams: BTreeMap<StreamId, Stream>,
+    /// Bytes queued on all streams.
+    queued_bytes: usize,
     /// Streams with responses queued or an end to report, for the driver to drain.
     ready: BTreeSet<StreamId>,
+    /// When `tick` may next owe a progress notification (never earlier).
+    progress_due: Option<Instant>,
     now: Instant,
 }
 
@@ -120,8 +202,11 @@ impl WatchHub {
             raft_term: 0,
             has_leader: false,
             store: None,
+            reads: CatchUpReads::default(),
             streams: BTreeMap::new(),
+            queued_bytes: 0,
             ready: BTreeSet::new(),
+            progress_due: None,
             now: Instant::ZERO,
         }
     }
@@ -156,7 +241,9 @@ impl WatchHub {
 
     /// The stream is gone (the client left, or the driver ended it): its watchers with it.
     pub fn close(&mut self, stream: StreamId) {
-        self.streams.remove(&stream);
+        if let Some(mut state) = self.streams.remove(&stream) {
+            state.queue.clear(&mut self.queued_bytes);
+        }
         self.ready.remove(&stream);
     }
 
@@ -173,21 +260,23 @@ impl WatchHub {
     /// The next response for the client of `stream`; taking one makes room, which lets the
     /// watchers behind catch up.
     pub fn pop(&mut self, stream: StreamId) -> Option<WatchResponse> {
+        self.pop_sized(stream).map(|(response, _)| response)
+    }
+
+    /// As `pop`, with the response's [`footprint`].
+    pub fn pop_sized(&mut self, stream: StreamId) -> Option<(WatchResponse, usize)> {
         let state = self.streams.get_mut(&stream)?;
-        let response = state.queue.pop_front();
-        if let Some(r) = &response {
-            state.queued_bytes -= r.encoded_len();
-        }
+        let popped = state.queue.pop(&mut self.queued_bytes);
         self.catch_up(stream);
         self.update_ready(stream);
-        response
+        popped
     }
 
     fn update_ready(&mut self, stream: StreamId) {
         let busy = self
             .streams
             .get(&stream)
-            .is_some_and(|s| !s.queue.is_empty() || s.ended.is_some());
+            .is_some_and(|s| !s.queue.responses.is_empty() || s.ended.is_some());
         if busy {
             self.ready.insert(stream);
         } else {
@@ -212,7 +301,7 @@ impl WatchHub {
         if state.ended.is_some() {
             return;
         }
-        if state.queue.len() >= self.config.queue_responses_max + CONTROL_SLACK {
+        if state.queue.responses.len() >= self.config.queue_responses_max + CONTROL_SLACK {
             state.ended = Some(StreamEnd::TooManyRequests);
             self.ready.insert(stream);
             return;
@@ -231,8 +320,8 @@ impl WatchHub {
     fn create(&mut self, stream: StreamId, req: WatchCreateRequest) {
         let next_revision = self.start_revision(req.start_revision);
         let now = self.now;
-        let config = self.config.clone();
         let header = self.header(self.revision);
+        let total = &mut self.queued_bytes;
         let state = self
             .streams
             .get_mut(&stream)
@@ -255,36 +344,46 @@ impl WatchHub {
         };
         let mut watcher = Watcher::new(id, &req, next_revision, now);
         if state.watchers.contains_key(&id) {
-            state.push(refused(DUPLICATE_ID));
+            state.queue.push(refused(DUPLICATE_ID), total);
             return;
         }
         if watcher.range_is_empty() {
-            state.push(refused(EMPTY_RANGE));
+            state.queue.push(refused(EMPTY_RANGE), total);
             return;
         }
-        if state.watchers.len() >= config.watchers_per_stream_max {
-            state.push(refused(TOO_MANY_WATCHERS));
+        if state.watchers.len() >= self.config.watchers_per_stream_max {
+            state.queue.push(refused(TOO_MANY_WATCHERS), total);
             return;
         }
         if req.watch_id == 0 {
             state.next_id += 1;
         }
-        state.push(WatchResponse {
-            header,
-            watch_id: id,
-            created: true,
-            ..WatchResponse::default()
-        });
+        state.queue.push(
+            WatchResponse {
+                header,
+                watch_id: id,
+                created: true,
+                ..WatchResponse::default()
+            },
+            total,
+        );
+        if watcher.progress_notify {
+            let due = now + self.config.progress_interval;
+            self.progress_due = Some(self.progress_due.map_or(due, |d| d.min(due)));
+        }
         watcher.synced = watcher.next_revision > self.revision;
         state.watchers.insert(id, watcher);
         self.catch_up(stream);
     }
 
     /// The first revision a new watcher is owed: the next one for 0, otherwise the one asked
-    /// for (a negative one is before every retained revision, hence compacted).
+    /// for. A negative one below the compacted revision is compacted; one that is not (only -1,
+    /// while nothing was compacted: etcd's compacted revision is then -1) means "from now" in
+    /// etcd, whose store reads it as a revision above every stored one.
     fn start_revision(&self, asked: i64) -> i64 {
         match asked {
             0 => self.revision + 1,
+            asked if asked < 0 && asked >= self.compact_revision() => self.revision + 1,
             asked if self.config.bugs.start_at_local_revision && asked > self.revision + 1 => {
                 self.revision + 1
             }
@@ -300,12 +399,13 @@ impl WatchHub {
             .expect("checked by the caller");
         // etcd answers nothing for a watcher it does not know.
         if state.watchers.remove(&watch_id).is_some() {
-            state.push(WatchResponse {
+            let canceled = WatchResponse {
                 header,
                 watch_id,
                 canceled: true,
                 ..WatchResponse::default()
-            });
+            };
+            state.queue.push(canceled, &mut self.queued_bytes);
         }
     }
 
@@ -332,7 +432,8 @@ impl WatchHub {
         self.streams
             .get_mut(&stream)
             .expect("checked by the caller")
-            .push(response);
+            .queue
+            .push(response, &mut self.queued_bytes);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -348,14 +449,14 @@ impl WatchHub {
         if feed.gap || self.store.is_none() {
             self.unsync_everyone();
         }
-        for revision in &feed.revisions {
-            self.deliver(revision.revision, &revision.changes);
-        }
+        let changes: Vec<KeyChange> = feed.revisions.into_iter().flat_map(|r| r.changes).collect();
+        self.deliver(&changes);
         self.revision = self.revision.max(feed.view.revision());
         self.store = Some(Store {
             view: feed.view,
             cold,
         });
+        self.reads.clear();
         let streams: Vec<StreamId> = self.streams.keys().copied().collect();
         for stream in streams {
             self.catch_up(stream);
@@ -372,8 +473,7 @@ impl WatchHub {
             if state.require_leader && state.ended.is_none() {
                 state.ended = Some(StreamEnd::NoLeader);
                 state.watchers.clear();
-                state.queue.clear();
-                state.queued_bytes = 0;
+                state.queue.clear(&mut self.queued_bytes);
                 self.ready.insert(*id);
             }
         }
@@ -387,35 +487,33 @@ impl WatchHub {
         }
     }
 
-    /// Hands the changes of `revision` to every synced watcher that wants some; a watcher whose
-    /// stream has no room falls behind, and catches up later from the key space.
-    fn deliver(&mut self, revision: i64, changes: &[crate::mvcc::KeyChange]) {
-        let template = WatchResponse {
-            header: self.header(revision),
-            ..WatchResponse::default()
+    /// Hands the changes of the revisions just applied (in order) to every synced watcher that
+    /// wants some, a response per watcher for all of them where they fit; a watcher whose
+    /// stream runs out of room falls behind, and catches up later from the key space.
+    fn deliver(&mut self, changes: &[KeyChange]) {
+        let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
+            return;
         };
-        let (config, now) = (&self.config, self.now);
+        let (first, last) = (first.revision.main, last.revision.main);
+        let context = Context {
+            config: &self.config,
+            raft_term: self.raft_term,
+            now: self.now,
+        };
         for state in self.streams.values_mut() {
             for watcher in state.watchers.values_mut() {
-                if !watcher.synced || watcher.next_revision > revision {
+                if !watcher.synced || watcher.next_revision > last {
                     continue;
                 }
-                let events = watcher.events(changes);
-                if events.is_empty() {
-                    watcher.next_revision = revision + 1;
-                    continue;
-                }
-                if !has_room(&state.queue, state.queued_bytes, config) {
+                if watcher.next_revision < first {
+                    // Revisions it is owed are missing here: the key space has them.
                     watcher.synced = false;
                     continue;
                 }
-                let responses = watcher.responses(&template, events, config.fragment_bytes);
-                for response in responses {
-                    state.queued_bytes += response.encoded_len();
-                    state.queue.push_back(response);
-                }
-                watcher.next_revision = revision + 1;
-                watcher.last_sent = now;
+                let start = changes.partition_point(|c| c.revision.main < watcher.next_revision);
+                let queue = &mut state.queue;
+                let total = &mut self.queued_bytes;
+                watcher.synced = serve(queue, watcher, &changes[start..], last, &context, total);
             }
         }
     }
@@ -428,12 +526,10 @@ impl WatchHub {
             // Nothing to read from before the first feed.
             return;
         }
-        while self
-            .streams
-            .get(&stream)
-            .is_some_and(|s| s.has_room(&self.config))
-        {
-            let state = self.streams.get_mut(&stream).expect("checked");
+        while let Some(state) = self.streams.get_mut(&stream) {
+            if !state.queue.has_room(&self.config, self.queued_bytes) {
+                return;
+            }
             let Some(id) = state.next_behind() else {
                 return;
             };
@@ -441,11 +537,11 @@ impl WatchHub {
         }
     }
 
-    /// One step for watcher `id`: it is canceled, or it moves its next revision forward (so
-    /// the loop above ends).
+    /// One step for watcher `id`: it is canceled, or it moves its next revision forward, or
+    /// its stream runs out of room (so the loop above ends).
     fn catch_up_step(&mut self, stream: StreamId, id: WatchId) {
         let compact = self.compact_revision();
-        let (revision, config, now, term) = (self.revision, &self.config, self.now, self.raft_term);
+        let (revision, config, term) = (self.revision, &self.config, self.raft_term);
         let state = self
             .streams
             .get_mut(&stream)
@@ -458,17 +554,19 @@ impl WatchHub {
         let Some(store) = &self.store else {
             return;
         };
+        let cancel = |compact_revision, reason: String, header_revision| WatchResponse {
+            header: header(config, term, header_revision),
+            watch_id: id,
+            canceled: true,
+            compact_revision,
+            cancel_reason: reason,
+            ..WatchResponse::default()
+        };
         if watcher.next_revision < compact {
-            let response = WatchResponse {
-                // etcd 3.4 leaves the revision out of this header.
-                header: header(config, term, 0),
-                watch_id: id,
-                canceled: true,
-                compact_revision: compact,
-                ..WatchResponse::default()
-            };
+            // etcd 3.4 leaves the revision out of this header.
+            let response = cancel(compact, String::new(), 0);
             state.watchers.remove(&id);
-            state.push(response);
+            state.queue.push(response, &mut self.queued_bytes);
             return;
         }
         let mut from = watcher.next_revision;
@@ -476,48 +574,41 @@ impl WatchHub {
             from += 1;
         }
         let to = revision.min(from + config.catch_up_revisions_max - 1);
-        let changes = store.view.changes(
-            watcher.key(),
-            watcher.range_end(),
-            from,
-            to,
-            store.cold.as_ref(),
-        );
-        let Ok(changes) = changes else {
+        let range = (watcher.key(), watcher.range_end());
+        let Ok((changes, slice)) =
+            self.reads
+                .changes(&store.view, store.cold.as_ref(), range, from, to)
+        else {
             // The segments no longer hold a value the view names: this member's store is
             // unreadable; the watcher ends rather than skip events.
-            let response = WatchResponse {
-                header: header(config, term, revision),
-                watch_id: id,
-                canceled: true,
-                cancel_reason: EtcdError::Corrupt.to_string(),
-                ..WatchResponse::default()
-            };
+            let response = cancel(0, EtcdError::Corrupt.to_string(), revision);
             state.watchers.remove(&id);
-            state.push(response);
+            state.queue.push(response, &mut self.queued_bytes);
             return;
         };
-        let events = watcher.events(&changes);
-        let delivered = !events.is_empty();
-        if delivered {
-            let template = WatchResponse {
-                header: header(config, term, to),
-                ..WatchResponse::default()
-            };
-            for response in watcher.responses(&template, events, config.fragment_bytes) {
-                state.queued_bytes += response.encoded_len();
-                state.queue.push_back(response);
+        let context = Context {
+            config,
+            raft_term: term,
+            now: self.now,
+        };
+        let queued_before = state.queue.responses.len();
+        let total = &mut self.queued_bytes;
+        serve(
+            &mut state.queue,
+            watcher,
+            &changes[slice],
+            to,
+            &context,
+            total,
+        );
+        let delivered = state.queue.responses.len() > queued_before;
+        if config.bugs.duplicate_after_catch_up && delivered {
+            let last = watcher.next_revision - 1;
+            if watcher.repeated_revision != last {
+                watcher.repeated_revision = last;
+                watcher.next_revision = last;
             }
-            watcher.last_sent = now;
         }
-        watcher.next_revision =
-            if config.bugs.duplicate_after_catch_up && delivered && watcher.repeated_revision != to
-            {
-                watcher.repeated_revision = to;
-                to
-            } else {
-                to + 1
-            };
         watcher.synced = watcher.next_revision > revision;
     }
 
@@ -529,45 +620,45 @@ impl WatchHub {
     /// nothing for an interval.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        if self.progress_due.is_none_or(|due| due > now) {
+            return;
+        }
         let interval = self.config.progress_interval;
         let template = WatchResponse {
             header: self.header(self.revision),
             ..WatchResponse::default()
         };
+        let mut next_due: Option<Instant> = None;
         let mut touched = Vec::new();
         for (stream, state) in self.streams.iter_mut() {
-            let due: Vec<WatchId> = state
-                .watchers
-                .values()
-                .filter(|w| w.progress_notify && w.synced)
-                .filter(|w| now.saturating_since(w.last_sent) >= interval)
-                .map(|w| w.id)
-                .collect();
-            for id in due {
-                if !state.has_room(&self.config) {
-                    break;
+            let queue = &mut state.queue;
+            let progress_watchers = state.watchers.values_mut().filter(|w| w.progress_notify);
+            for watcher in progress_watchers {
+                let idle = now.saturating_since(watcher.last_sent) >= interval;
+                if idle && watcher.synced && queue.has_room(&self.config, self.queued_bytes) {
+                    let notification = WatchResponse {
+                        watch_id: watcher.id,
+                        ..template.clone()
+                    };
+                    queue.push(notification, &mut self.queued_bytes);
+                    watcher.last_sent = now;
+                    touched.push(*stream);
                 }
-                state.push(WatchResponse {
-                    watch_id: id,
-                    ..template.clone()
-                });
-                state.watchers.get_mut(&id).expect("listed").last_sent = now;
-                touched.push(*stream);
+                let due = watcher.last_sent + interval;
+                next_due = Some(next_due.map_or(due, |d| d.min(due)));
             }
         }
+        // Not sooner than an eighth of the interval: watchers whose deadlines are spread out
+        // share ticks instead of costing a pass over every watcher each.
+        self.progress_due = next_due.map(|due| due.max(now + interval / 8));
         for stream in touched {
             self.update_ready(stream);
         }
     }
 
     /// When `tick` next has something to do.
-    pub fn next_deadline(&self) -> Option<crate::time::Instant> {
-        self.streams
-            .values()
-            .flat_map(|s| s.watchers.values())
-            .filter(|w| w.progress_notify)
-            .map(|w| w.last_sent + self.config.progress_interval)
-            .min()
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.progress_due
     }
 }
 

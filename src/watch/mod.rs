@@ -12,10 +12,12 @@
 //! very code the server runs.
 //!
 //! Bounds: each stream queues at most `queue_responses_max` responses (and about
-//! `queue_bytes_max` bytes); past that its watchers stop receiving events as they happen and
-//! catch up from the key space once the client reads again, in revision order, never losing,
-//! repeating or reordering an event, or are canceled with `compact_revision` once their history
-//! is compacted. Each stream holds at most `watchers_per_stream_max` watchers. A stream whose
+//! `queue_bytes_max` bytes; all streams together about `queued_bytes_total_max`); past that its
+//! watchers stop receiving events as they happen and catch up from the key space once the
+//! client reads again, in revision order, never losing, repeating or reordering an event, or
+//! are canceled with `compact_revision` once their history is compacted. A response gathers
+//! whole revisions up to about `response_bytes_target`, so a catch-up never builds one giant
+//! response. Each stream holds at most `watchers_per_stream_max` watchers. A stream whose
 //! client keeps sending requests without reading answers is closed.
 //!
 //! Guarantees to each watcher, as etcd's robustness tests name them: ordered (revisions only
@@ -26,9 +28,10 @@
 //! is one up to which the watcher has received everything).
 
 mod hub;
+mod reads;
 mod watcher;
 
-pub use hub::{StreamEnd, WatchHub};
+pub use hub::{footprint, StreamEnd, WatchHub};
 
 use std::time::Duration;
 
@@ -45,13 +48,20 @@ pub type WatchId = i64;
 pub struct WatchConfig {
     pub cluster_id: u64,
     pub member_id: u64,
-    /// A watcher that asked for fragments gets a batch larger than this split over several
-    /// responses. etcd: `--max-request-bytes`.
+    /// A watcher that asked for fragments gets a revision larger than this split over several
+    /// responses. etcd: `--max-request-bytes` plus 512 KiB it allows for gRPC's overhead.
     pub fragment_bytes: usize,
+    /// A response gathers whole revisions until its events pass this size (one revision larger
+    /// than this still travels whole, or in fragments).
+    pub response_bytes_target: usize,
     /// Responses one stream may have queued for its client.
     pub queue_responses_max: usize,
-    /// Bytes one stream may have queued (a single larger response still goes, alone).
+    /// Bytes one stream may have queued (a single larger response still goes, alone), counted
+    /// as [`footprint`] counts them.
     pub queue_bytes_max: usize,
+    /// Bytes all streams together may have queued: what a member's watchers may hold however
+    /// many streams there are.
+    pub queued_bytes_total_max: usize,
     pub watchers_per_stream_max: usize,
     /// How often a watcher that asked for progress notifications gets one when it received
     /// nothing. etcd: `--watch-progress-notify-interval`, 10 minutes.
@@ -68,8 +78,10 @@ impl WatchConfig {
             cluster_id,
             member_id,
             fragment_bytes: 3 * 1024 * 1024 / 2,
-            queue_responses_max: 128,
-            queue_bytes_max: 8 << 20,
+            response_bytes_target: 64 << 10,
+            queue_responses_max: 1_024,
+            queue_bytes_max: 1 << 20,
+            queued_bytes_total_max: 64 << 20,
             watchers_per_stream_max: 100_000,
             progress_interval: Duration::from_secs(600),
             catch_up_revisions_max: 1_000,

@@ -76,25 +76,46 @@ impl Watcher {
             && (change.deleted || !self.no_put)
     }
 
-    /// The events of `changes` this watcher wants, as etcd sends them.
-    pub fn events<'c>(&self, changes: impl IntoIterator<Item = &'c KeyChange>) -> Vec<Event> {
-        changes
-            .into_iter()
-            .filter(|c| self.wants(c))
-            .map(|c| Event {
-                r#type: if c.deleted {
-                    EventType::Delete as i32
-                } else {
-                    EventType::Put as i32
-                },
-                kv: Some(c.kv.clone()),
-                prev_kv: if self.prev_kv { c.prev.clone() } else { None },
-            })
-            .collect()
+    fn event(&self, change: &KeyChange) -> Event {
+        Event {
+            r#type: if change.deleted {
+                EventType::Delete as i32
+            } else {
+                EventType::Put as i32
+            },
+            kv: Some(change.kv.clone()),
+            prev_kv: if self.prev_kv {
+                change.prev.clone()
+            } else {
+                None
+            },
+        }
     }
 
-    /// The responses carrying `events`: one, or, for a watcher that asked for fragments, as many
-    /// as it takes to keep each under `fragment_bytes` (all but the last marked `fragment`).
+    /// The events this watcher wants from `changes` (in revision order), whole revisions only,
+    /// stopping after the revision at which they pass `bytes_max`; and how many changes that
+    /// consumed. A single revision larger than `bytes_max` still comes whole.
+    pub fn take_events(&self, changes: &[KeyChange], bytes_max: usize) -> (Vec<Event>, usize) {
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        for (i, change) in changes.iter().enumerate() {
+            let boundary = i > 0 && changes[i - 1].revision.main != change.revision.main;
+            if boundary && bytes > bytes_max {
+                return (events, i);
+            }
+            if self.wants(change) {
+                let event = self.event(change);
+                bytes += event.encoded_len();
+                events.push(event);
+            }
+        }
+        (events, changes.len())
+    }
+
+    /// The responses carrying `events`: one, or, for a watcher that asked for fragments and
+    /// more than one event, as many as it takes to keep each under `fragment_bytes` (all but
+    /// the last marked `fragment`). Split where etcd splits: a fragment takes events while it
+    /// stays below the limit, and always at least one.
     pub fn responses(
         &self,
         template: &WatchResponse,
@@ -106,30 +127,29 @@ impl Watcher {
             events,
             ..template.clone()
         };
-        if !self.fragment || whole.encoded_len() <= fragment_bytes {
+        if !self.fragment || whole.events.len() < 2 || whole.encoded_len() < fragment_bytes {
             return vec![whole];
         }
         let mut out: Vec<WatchResponse> = Vec::new();
-        let mut current = WatchResponse {
+        let empty = WatchResponse {
             events: Vec::new(),
+            fragment: true,
             ..whole.clone()
         };
+        let mut current = empty.clone();
         let mut size = current.encoded_len();
         for event in whole.events {
-            let len = event.encoded_len() + 4;
-            if !current.events.is_empty() && size + len > fragment_bytes {
-                current.fragment = true;
-                let next = WatchResponse {
-                    events: Vec::new(),
-                    ..current.clone()
-                };
-                out.push(std::mem::replace(&mut current, next));
-                current.fragment = false;
+            // The event's field: a one-byte tag, its length, then the event.
+            let len = event.encoded_len();
+            let len = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+            if !current.events.is_empty() && size + len >= fragment_bytes {
+                out.push(std::mem::replace(&mut current, empty.clone()));
                 size = current.encoded_len();
             }
             size += len;
             current.events.push(event);
         }
+        current.fragment = false;
         out.push(current);
         out
     }

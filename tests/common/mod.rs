@@ -155,6 +155,11 @@ impl Member {
         None
     }
 
+    /// The process id of the running member.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -369,4 +374,32 @@ pub async fn lease_client(
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// A gRPC Watch client for one member.
+pub async fn watch_client(
+    member: &Member,
+) -> detcd::proto::etcdserverpb::watch_client::WatchClient<tonic::transport::Channel> {
+    let url = format!("http://{}", member.spec.endpoint());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match detcd::proto::etcdserverpb::watch_client::WatchClient::connect(url.clone()).await {
+            Ok(c) => return c.max_decoding_message_size(usize::MAX),
+            Err(e) if Instant::now() > deadline => panic!("connecting to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The resident set size of a process, in KiB (`VmRSS` of /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

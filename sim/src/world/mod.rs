@@ -468,6 +468,19 @@ impl World {
         self.observe_raft(id);
         self.drain(id);
         self.arm_timer(id);
+        self.watch_tick(id, local);
+    }
+
+    /// Progress notifications, at the granularity of the member's inputs (ticks come every
+    /// raft tick, well within the simulated notification interval).
+    fn watch_tick(&mut self, id: MemberId, local: Instant) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.hub.next_deadline().is_some_and(|due| due <= local) {
+            member.hub.tick(local);
+            self.watchers_read(id);
+        }
     }
 
     fn drain(&mut self, id: MemberId) {
@@ -639,7 +652,9 @@ fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
     let mut config = WatchConfig::new(0x1000, member);
     config.queue_responses_max = 4;
     config.queue_bytes_max = 4 << 10;
+    config.queued_bytes_total_max = 16 << 10;
     config.fragment_bytes = 512;
+    config.response_bytes_target = 256;
     config.catch_up_revisions_max = 5;
     config.progress_interval = std::time::Duration::from_millis(300);
     config.bugs = WatchBugs {

@@ -1,5 +1,5 @@
-//! `detcd-bench`: a load generator for etcd's KV and Lease APIs, modelled on etcd's `benchmark`
-//! tool, so the same binary can drive detcd and real etcd and their numbers can be compared.
+//! `detcd-bench`: a load generator for etcd's KV, Lease and Watch APIs, modelled on etcd's
+//! `benchmark` tool, so the same binary can drive detcd and real etcd and their numbers can be compared.
 //!
 //! Bounds: it issues exactly `--total` requests, with at most `--clients` in flight (each client
 //! is one task with one outstanding request). Keys come from a seeded ChaCha stream indexed by the
@@ -24,22 +24,35 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+mod watch;
+use watch::{WatchFlags, WatchMode};
+
 /// A request that takes longer than this counts as an error rather than hanging the run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "\
-detcd-bench: load generator for etcd's KV API (modelled on etcd's `benchmark`)
+detcd-bench: load generator for etcd's KV, Lease and Watch APIs (modelled on etcd's `benchmark`)
 
 usage: detcd-bench [flags] put
        detcd-bench [flags] range KEY [END] [--consistency l|s]
        detcd-bench [flags] txn-put [--txn-ops N]
        detcd-bench [flags] lease-keepalive
        detcd-bench [flags] lease-churn
+       detcd-bench [flags] watch-latency [--streams N] [--watchers-per-stream N] [--put-rate N]
+       detcd-bench [flags] watch [--streams N] [--watchers-per-stream N] [--put-rate N]
 
 lease-keepalive: as etcd's `benchmark lease-keepalive`, each client grants a lease (TTL 100 s)
 before the clock starts, then renews it with one KeepAliveOnce per request (a new keepalive
 stream each time, as clientv3's KeepAliveOnce opens one). lease-churn: each request is a cycle
 of grant (TTL 60 s), put of a key with the lease, and revoke (which deletes the key).
+
+watch-latency and watch: --streams watch streams (spread over the connections), each with
+--watchers-per-stream watchers, are created first; then --total puts are issued by --clients
+writers, at most --put-rate per second (0: unlimited). In watch-latency every watcher watches one
+key and the latency from each put's sending to each event's arrival is reported; in watch every
+watcher watches the prefix the puts' keys (from the key space) live under and events per second
+and the writers' put latency are reported. Every watcher must receive every put once, in revision
+order: a missing, duplicated or reordered event fails the run.
 
 flags (each also accepted as --flag=value):
   --endpoints HOST:PORT,...  gRPC endpoints (default 127.0.0.1:2379)
@@ -53,6 +66,11 @@ flags (each also accepted as --flag=value):
   --seed N                   seed of the key and value stream (default 1)
   --consistency l|s          range only: linearizable (default) or serializable
   --txn-ops N                txn-put only: puts per transaction, on consecutive keys (default 1)
+  --streams N                watch only: watch streams (default 10)
+  --watchers-per-stream N    watch only: watchers on each stream (default 10)
+  --put-rate N               watch only: puts per second, 0 for unlimited (default 0)
+  --memory-pids PID,...      watch only: server processes whose resident memory growth per
+                             watcher is reported (read from /proc)
   --json                     print one machine-readable line instead of the summary
 
 Keys are encoded as etcd's benchmark encodes them: the key number as a zigzag varint at the start
@@ -72,6 +90,7 @@ enum Workload {
     },
     LeaseKeepAlive,
     LeaseChurn,
+    Watch(WatchMode),
 }
 
 impl Workload {
@@ -88,6 +107,8 @@ impl Workload {
             Workload::TxnPut { .. } => "txn-put",
             Workload::LeaseKeepAlive => "lease-keepalive",
             Workload::LeaseChurn => "lease-churn",
+            Workload::Watch(WatchMode::Latency) => "watch-latency",
+            Workload::Watch(WatchMode::Throughput) => "watch",
         }
     }
 }
@@ -105,6 +126,7 @@ struct Options {
     seed: u64,
     json: bool,
     workload: Workload,
+    watch: WatchFlags,
 }
 
 fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
@@ -125,6 +147,10 @@ const VALUE_FLAGS: &[&str] = &[
     "seed",
     "consistency",
     "txn-ops",
+    "streams",
+    "watchers-per-stream",
+    "put-rate",
+    "memory-pids",
 ];
 
 /// Flags may come before or after the subcommand, as `--flag value` or `--flag=value`.
@@ -135,6 +161,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let (mut sequential_keys, mut json, mut seed) = (false, false, 1u64);
     let mut consistency = "l".to_string();
     let mut txn_ops = 1u64;
+    let mut watch = WatchFlags {
+        streams: 10,
+        watchers_per_stream: 10,
+        put_rate: 0,
+        memory_pids: Vec::new(),
+    };
     let mut positional = Vec::new();
 
     let mut i = 0;
@@ -177,6 +209,17 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     "seed" => seed = parse_number(name, &value)?,
                     "consistency" => consistency = value,
                     "txn-ops" => txn_ops = parse_number(name, &value)?,
+                    "streams" => watch.streams = parse_number(name, &value)?,
+                    "watchers-per-stream" => {
+                        watch.watchers_per_stream = parse_number(name, &value)?;
+                    }
+                    "put-rate" => watch.put_rate = parse_number(name, &value)?,
+                    "memory-pids" => {
+                        watch.memory_pids = value
+                            .split(',')
+                            .map(|pid| parse_number(name, pid))
+                            .collect::<Result<_, _>>()?;
+                    }
                     _ => unreachable!("VALUE_FLAGS lists only the flags matched here"),
                 }
             }
@@ -197,11 +240,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
         Some("txn-put") if positional.len() == 1 => Workload::TxnPut { ops: txn_ops },
         Some("lease-keepalive") if positional.len() == 1 => Workload::LeaseKeepAlive,
         Some("lease-churn") if positional.len() == 1 => Workload::LeaseChurn,
+        Some("watch-latency") if positional.len() == 1 => Workload::Watch(WatchMode::Latency),
+        Some("watch") if positional.len() == 1 => Workload::Watch(WatchMode::Throughput),
         Some(other) => return Err(format!("unexpected arguments starting at '{other}'")),
         None => {
-            return Err(
-                "missing subcommand: put, range, txn-put, lease-keepalive or lease-churn".into(),
+            return Err(concat!(
+                "missing subcommand: put, range, txn-put, lease-keepalive, lease-churn, ",
+                "watch-latency or watch"
             )
+            .into())
         }
     };
     if conns == 0 || clients == 0 || key_space_size == 0 || txn_ops == 0 {
@@ -222,6 +269,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         seed,
         json,
         workload,
+        watch,
     })
 }
 
@@ -300,6 +348,7 @@ impl Plan {
             }),
             Workload::LeaseKeepAlive => Request::KeepAlive,
             Workload::LeaseChurn => Request::Churn(self.put(self.put_key_number(n))),
+            Workload::Watch(_) => unreachable!("the watch workloads issue their own requests"),
         }
     }
 }
@@ -494,21 +543,29 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Nearest-rank percentile of sorted latencies.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn average(latencies: &[Duration]) -> Duration {
+    if latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    latencies.iter().sum::<Duration>() / latencies.len() as u32
+}
+
 impl Summary {
-    /// Nearest-rank percentile of the successful requests' latencies (sorted).
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = (p / 100.0 * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, p)
     }
 
     fn average(&self) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        self.latencies.iter().sum::<Duration>() / self.latencies.len() as u32
+        average(&self.latencies)
     }
 
     /// Successful requests per second, as etcd's benchmark counts them.
@@ -595,13 +652,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(options.clone())) {
-        Ok(summary) if options.json => summary.print_json(&options),
-        Ok(summary) => summary.print_text(&options),
-        Err(e) => {
-            eprintln!("detcd-bench: {e}");
-            return ExitCode::FAILURE;
-        }
+    let outcome = match options.workload {
+        Workload::Watch(mode) => runtime
+            .block_on(watch::run(&options, &options.watch, mode))
+            .map(|summary| summary.print(&options, mode)),
+        _ => runtime.block_on(run(options.clone())).map(|summary| {
+            if options.json {
+                summary.print_json(&options)
+            } else {
+                summary.print_text(&options)
+            }
+        }),
+    };
+    if let Err(e) = outcome {
+        eprintln!("detcd-bench: {e}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

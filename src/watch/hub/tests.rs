@@ -7,11 +7,12 @@ use bytes::Bytes;
 use super::StreamEnd;
 use crate::mvcc::NoColdValues;
 use crate::proto::detcdpb::internal_request::Op;
+use crate::proto::etcdserverpb::request_op::Request as OpRequest;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, PutRequest, WatchCancelRequest, WatchCreateRequest,
-    WatchProgressRequest, WatchRequest, WatchResponse,
+    CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCancelRequest,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use crate::proto::mvccpb::event::EventType;
 use crate::state::State;
@@ -149,7 +150,8 @@ fn a_watcher_gets_created_then_the_events_of_its_range_in_order() {
             header.revision,
             header.raft_term
         ),
-        (1, 2, 2, 3)
+        (1, 2, 5, 3),
+        "one response for the batch, complete up to its last revision"
     );
 }
 
@@ -255,7 +257,7 @@ fn a_stream_that_does_not_read_falls_behind_and_catches_up_without_loss() {
         f.apply(vec![put(&format!("k{}", i % 3), "v")]);
     }
     assert!(
-        f.hub.streams[&1].queue.len() <= 4,
+        f.hub.streams[&1].queue.responses.len() <= 4,
         "the queue stays bounded"
     );
     let got = events(&f.drain(1));
@@ -298,6 +300,8 @@ fn compaction_past_a_watcher_cancels_it_with_the_compact_revision() {
 fn progress_names_a_revision_every_watcher_has_received_everything_up_to() {
     let mut config = WatchConfig::new(1, 2);
     config.queue_responses_max = 2;
+    // A response per revision, so that the watcher falls behind.
+    config.response_bytes_target = 1;
     let mut f = Fixture::new(config);
     f.hub.open(1, false);
     f.send(1, create(watch("k", "", 0)));
@@ -325,12 +329,41 @@ fn progress_names_a_revision_every_watcher_has_received_everything_up_to() {
 }
 
 #[test]
-fn large_batches_come_in_fragments_only_for_watchers_that_ask() {
+fn responses_carry_whole_revisions_up_to_the_size_target() {
+    let mut config = WatchConfig::new(1, 2);
+    config.response_bytes_target = 200;
+    let mut f = Fixture::new(config);
+    f.hub.open(1, false);
+    f.send(1, create(watch("k", "l", 0)));
+    let value = "x".repeat(100);
+    f.apply((0..6).map(|i| put(&format!("k{i}"), &value)).collect());
+    let responses: Vec<_> = f.drain(1).into_iter().skip(1).collect();
+    assert_eq!(responses.len(), 3, "two 120-byte revisions pass 200 bytes");
+    for r in &responses {
+        let last = r.events.last().unwrap().kv.as_ref().unwrap().mod_revision;
+        assert_eq!(r.header.as_ref().unwrap().revision, last);
+        assert!(!r.fragment);
+    }
+    assert_eq!(events(&responses).len(), 6);
+}
+
+#[test]
+fn a_large_revision_comes_in_fragments_only_for_watchers_that_ask() {
     let mut config = WatchConfig::new(1, 2);
     config.fragment_bytes = 200;
     let mut f = Fixture::new(config);
     let value = "x".repeat(100);
-    f.apply((0..5).map(|i| put(&format!("k{i}"), &value)).collect());
+    let puts = (0..5).map(|i| RequestOp {
+        request: Some(OpRequest::RequestPut(PutRequest {
+            key: Bytes::from(format!("k{i}")),
+            value: Bytes::from(value.clone()),
+            ..PutRequest::default()
+        })),
+    });
+    f.apply(vec![Op::Txn(TxnRequest {
+        success: puts.collect(),
+        ..TxnRequest::default()
+    })]);
     f.hub.open(1, false);
     let mut fragmented = watch("k", "l", 2);
     fragmented.fragment = true;
@@ -369,4 +402,59 @@ fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
         Some(&StreamEnd::NoLeader),
         "no leader to start with"
     );
+}
+
+#[test]
+fn idle_watchers_that_asked_get_progress_notifications_each_interval() {
+    let mut config = WatchConfig::new(1, 2);
+    config.progress_interval = std::time::Duration::from_secs(10);
+    let mut f = Fixture::new(config);
+    f.hub.open(1, false);
+    let mut asked = watch("k", "", 0);
+    asked.progress_notify = true;
+    f.send(1, create(asked));
+    f.send(1, create(watch("k", "", 0)));
+    f.drain(1);
+    let at = |s: u64| Instant::from_nanos(s * 1_000_000_000);
+    assert_eq!(f.hub.next_deadline(), Some(at(10)));
+    f.hub.tick(at(9));
+    assert!(f.drain(1).is_empty(), "not idle for an interval yet");
+    f.apply(vec![put("k", "v")]);
+    assert_eq!(f.drain(1).len(), 2, "the put's events, sent at 9 s");
+    f.hub.tick(at(10));
+    assert!(f.drain(1).is_empty(), "it got events 1 s ago");
+    assert_eq!(f.hub.next_deadline(), Some(at(19)));
+    f.hub.tick(at(19));
+    let notified = f.drain(1);
+    assert_eq!(
+        notified.len(),
+        1,
+        "only the watcher that asked: {notified:?}"
+    );
+    assert_eq!(notified[0].watch_id, 0);
+    assert!(notified[0].events.is_empty());
+    assert_eq!(notified[0].header.as_ref().unwrap().revision, 2);
+    assert_eq!(f.hub.next_deadline(), Some(at(29)));
+}
+
+#[test]
+fn the_bytes_queued_over_all_streams_are_bounded() {
+    let mut config = WatchConfig::new(1, 2);
+    config.queued_bytes_total_max = 2_000;
+    config.response_bytes_target = 300;
+    let mut f = Fixture::new(config);
+    for stream in 1..=10 {
+        f.hub.open(stream, false);
+        f.send(stream, create(watch("k", "", 0)));
+    }
+    f.apply((0..50).map(|_| put("k", &"v".repeat(50))).collect());
+    f.apply((0..50).map(|_| put("k", &"v".repeat(50))).collect());
+    let queued: usize = (1..=10).map(|s| f.hub.streams[&s].queue.bytes).sum();
+    // Each stream may pass the bound by the one response that found it under.
+    assert!(queued <= 2_000 + 10 * 400, "{queued} bytes queued");
+    for stream in 1..=10 {
+        let got = events(&f.drain(stream));
+        let revisions: Vec<i64> = got.iter().map(|e| e.0).collect();
+        assert_eq!(revisions, (2..=101).collect::<Vec<_>>(), "stream {stream}");
+    }
 }
