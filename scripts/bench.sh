@@ -8,7 +8,7 @@
 # the leader and reads to all members, as in etcd's docs/op-guide/performance.md.
 #
 # Knobs (environment): PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, TXN_TOTAL, KEEPALIVE_TOTAL,
-# CHURN_TOTAL, CLIENTS, CONNS,
+# CHURN_TOTAL, WATCH_PUTS, CLIENTS, CONNS,
 # KEY_SPACE, BENCH_DIR (where the data dirs go: it must be a real disk for fsync to count),
 # BENCH_FLAGS (extra member flags, given to both systems alike, e.g. --snapshot-count=100000),
 # BENCH_PORT_BASE, ETCD, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in order: "etcd
@@ -27,6 +27,7 @@ RANGE_TOTAL="${RANGE_TOTAL:-100000}"
 TXN_TOTAL="${TXN_TOTAL:-50000}"
 KEEPALIVE_TOTAL="${KEEPALIVE_TOTAL:-100000}"
 CHURN_TOTAL="${CHURN_TOTAL:-10000}"
+WATCH_PUTS="${WATCH_PUTS:-2000}"
 CLIENTS="${CLIENTS:-100}"
 CONNS="${CONNS:-10}"
 KEY_SPACE="${KEY_SPACE:-100000}"
@@ -125,6 +126,19 @@ run_load() {
   R[$system.$name.errors]="$(field "$line" errors)"
 }
 
+# run_watch SYSTEM NAME ENDPOINTS ARGS...: one detcd-bench watch run; keeps its JSON line.
+run_watch() {
+  local system="$1" name="$2" endpoints="$3" line
+  shift 3
+  line="$("$DETCD_BENCH" --json --endpoints="$endpoints" "$@")"
+  echo "  $name: $line"
+  R[$system.$name.events]="$(field "$line" events_per_sec)"
+  R[$system.$name.p99]="$(field "$line" event_p99_ms)"
+  R[$system.$name.put_p99]="$(field "$line" put_p99_ms)"
+  R[$system.$name.bytes]="$(field "$line" bytes_per_watcher)"
+  R[$system.$name.errors]="$(field "$line" errors)"
+}
+
 bench_system() {
   local system="$1" binary="$2" offset="$3" leader all pid rss sum=0 max=0
   echo "== $system: $("$binary" --version | head -n 1)"
@@ -151,6 +165,18 @@ bench_system() {
     lease-keepalive --total="$KEEPALIVE_TOTAL"
   run_load "$system" churn "$leader" --conns="$CONNS" --clients="$CLIENTS" \
     lease-churn "${common[@]}" --total="$CHURN_TOTAL" --seed=4
+  # Watch: the writer's puts alone first (10 clients, 16-byte values on 1000 keys), then the
+  # same puts under 10,000 watchers of their prefix over 100 streams spread over the members;
+  # and 1,000 watchers of one key at 200 puts/s for event latency. Memory per watcher is the
+  # members' resident growth over the watchers' creation.
+  local pids small=(--key-size=8 --val-size=16 --key-space-size=1000)
+  pids="$(IFS=,; echo "${PIDS[*]}")"
+  run_load "$system" put_small "$all" --conns=10 --clients=10 \
+    put "${small[@]}" --total="$WATCH_PUTS" --seed=5
+  run_watch "$system" watch "$all" --conns=10 --clients=10 watch "${small[@]}" \
+    --streams=100 --watchers-per-stream=100 --total="$WATCH_PUTS" --memory-pids="$pids"
+  run_watch "$system" watchl "$all" watch-latency --streams=10 --watchers-per-stream=100 \
+    --put-rate=200 --total=1000 --memory-pids="$pids"
   for pid in "${PIDS[@]}"; do
     rss="$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")"
     sum=$((sum + rss))
@@ -216,11 +242,24 @@ row "lease keepalive (all members), throughput" keepalive_all.rps "req/s" - ""
 row "lease keepalive (all members), p99" keepalive_all.p99 ms - ""
 row "lease grant+put+revoke, throughput" churn.rps "cycle/s" - ""
 row "lease grant+put+revoke, p99 latency" churn.p99 ms - ""
+row "watch, 10k watchers, events/s" watch.events "ev/s" ">=" 10
+row "watch, 10k watchers, writer put p99" watch.put_p99 ms - ""
+row "  the same puts unwatched, p99" put_small.p99 ms - ""
+row "watch, memory per watcher" watch.bytes B "<=" 0.5
+row "watch-latency, 1k watchers, p99" watchl.p99 ms "<=" 0.5
 row "RSS per member, max" rss_max MiB "<=" 0.5
 row "RSS per member, mean" rss_mean MiB - ""
+# The writer's put p99 under the watchers, as a multiple of its unwatched p99 (detcd's own,
+# not a ratio to etcd): at most 2.
+watched="$(awk -v w="${R[detcd.watch.put_p99]}" -v u="${R[detcd.put_small.p99]}" \
+  'BEGIN {if (u > 0) printf "%.2f", w / u; else print "n/a"}')"
+verdict="$(awk -v r="$watched" 'BEGIN {print (r != "n/a" && r + 0 <= 2) ? "PASS" : "FAIL"}')"
+[[ "$verdict" == PASS ]] || FAILS=$((FAILS + 1))
+printf '%-42s %10s %10s %6s %7s  %s\n' "detcd put p99 watched / unwatched" "" "" "$watched" \
+  "<=2" "$verdict"
 errors=0
 for s in etcd detcd; do
-  for w in put put1 txn rangel ranges keepalive keepalive_all churn; do
+  for w in put put1 txn rangel ranges keepalive keepalive_all churn put_small watch watchl; do
     errors=$((errors + ${R[$s.$w.errors]%.*}))
   done
 done

@@ -18,7 +18,6 @@ use tokio::net::TcpListener;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::time::Instant;
 use config::ServerConfig;
 use driver::{Driver, DriverHandle, Exit, Links, Storage};
@@ -192,9 +191,10 @@ async fn serve_clients(
     let lease = LeaseServer::new(grpc::LeaseService::new(services.driver))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
-    let watch = WatchServer::new(watch::WatchService::new(services.watch))
-        .max_decoding_message_size(receive_max)
-        .max_encoding_message_size(usize::MAX);
+    let watch =
+        watch::encoded::watch_server::WatchServer::new(watch::WatchService::new(services.watch))
+            .max_decoding_message_size(receive_max)
+            .max_encoding_message_size(usize::MAX);
     // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
     // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
     let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None)

@@ -110,7 +110,7 @@ impl Queue {
 
 /// What a queued response costs: its encoded size, plus its events' in-memory records (their
 /// keys and values share the key space's buffers, so their encoded size stands for them).
-pub fn footprint(response: &WatchResponse) -> usize {
+fn footprint(response: &WatchResponse) -> usize {
     response.encoded_len() + response.events.capacity() * std::mem::size_of::<Event>()
 }
 
@@ -260,16 +260,11 @@ impl WatchHub {
     /// The next response for the client of `stream`; taking one makes room, which lets the
     /// watchers behind catch up.
     pub fn pop(&mut self, stream: StreamId) -> Option<WatchResponse> {
-        self.pop_sized(stream).map(|(response, _)| response)
-    }
-
-    /// As `pop`, with the response's [`footprint`].
-    pub fn pop_sized(&mut self, stream: StreamId) -> Option<(WatchResponse, usize)> {
         let state = self.streams.get_mut(&stream)?;
         let popped = state.queue.pop(&mut self.queued_bytes);
         self.catch_up(stream);
         self.update_ready(stream);
-        popped
+        popped.map(|(response, _)| response)
     }
 
     fn update_ready(&mut self, stream: StreamId) {

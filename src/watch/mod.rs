@@ -31,7 +31,7 @@ mod hub;
 mod reads;
 mod watcher;
 
-pub use hub::{footprint, StreamEnd, WatchHub};
+pub use hub::{StreamEnd, WatchHub};
 
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ pub struct WatchConfig {
     /// Responses one stream may have queued for its client.
     pub queue_responses_max: usize,
     /// Bytes one stream may have queued (a single larger response still goes, alone), counted
-    /// as [`footprint`] counts them.
+    /// as `hub::footprint` counts them (encoded size plus the events' memory).
     pub queue_bytes_max: usize,
     /// Bytes all streams together may have queued: what a member's watchers may hold however
     /// many streams there are.

@@ -180,8 +180,15 @@ impl Member {
 }
 
 impl Drop for Member {
+    /// Kills the process and removes its temp dir, unless the test is failing (then the data
+    /// dir stays for a look).
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            if let Some(dir) = self.spec.data_dir.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 }
 

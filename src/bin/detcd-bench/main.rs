@@ -48,7 +48,8 @@ of grant (TTL 60 s), put of a key with the lease, and revoke (which deletes the 
 
 watch-latency and watch: --streams watch streams (spread over the connections), each with
 --watchers-per-stream watchers, are created first; then --total puts are issued by --clients
-writers, at most --put-rate per second (0: unlimited). In watch-latency every watcher watches one
+writers (on connections of their own, one per endpoint), at most --put-rate per second (0:
+unlimited). In watch-latency every watcher watches one
 key and the latency from each put's sending to each event's arrival is reported; in watch every
 watcher watches the prefix the puts' keys (from the key space) live under and events per second
 and the writers' put latency are reported. Every watcher must receive every put once, in revision

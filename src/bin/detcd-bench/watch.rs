@@ -143,6 +143,12 @@ pub async fn run(
     for i in 0..options.conns {
         channels.push(connect(&options.endpoints[i % options.endpoints.len()]).await?);
     }
+    // The writers have connections of their own (one per endpoint), as in etcd's tool: a put
+    // must not queue behind watch events on a shared connection.
+    let mut writer_channels = Vec::with_capacity(options.endpoints.len());
+    for endpoint in &options.endpoints {
+        writer_channels.push(connect(endpoint).await?);
+    }
     let clock = Arc::new(Clock {
         origin: Instant::now(),
         sent: (0..options.total).map(|_| AtomicU64::new(0)).collect(),
@@ -169,7 +175,7 @@ pub async fn run(
         .into_iter()
         .map(|stream| tokio::spawn(stream.read_all(options.total, clock.clone())))
         .collect();
-    let writers = spawn_writers(options, flags, mode, &channels, &clock, start);
+    let writers = spawn_writers(options, flags, mode, &writer_channels, &clock, start);
 
     let mut put_latencies = Vec::with_capacity(options.total as usize);
     for writer in writers {

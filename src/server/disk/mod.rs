@@ -55,6 +55,7 @@ use std::path::PathBuf;
 
 pub use cold::{ColdFiles, ColdReader};
 pub use executor::{DiskExecutor, BATCH_BYTES_MAX, BATCH_OPS_MAX};
+pub(crate) use files::lower_thread_priority;
 pub use load::{load, load_with};
 
 /// Default size of a WAL segment (etcd's).
