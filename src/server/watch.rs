@@ -57,12 +57,22 @@ type Answer = Result<Vec<EncodedWatchResponse>, Status>;
 pub struct FeedSlot {
     pending: Mutex<Option<(WatchFeed, ColdReader)>>,
     notify: Notify,
+    /// Watch streams open. With none, a feed only updates the view and the watch thread is not
+    /// woken: a member nobody watches pays nothing per write for watch.
+    streams: AtomicU64,
 }
 
 impl FeedSlot {
     /// Leaves a feed (with the cold segments pinned when it left the node), merged with one the
     /// task has not taken yet.
-    pub fn offer(&self, feed: WatchFeed, cold: ColdReader) {
+    pub fn offer(&self, mut feed: WatchFeed, cold: ColdReader) {
+        // A stream that opens meanwhile takes the slot before its first request (see `handle`).
+        let watched = self.streams.load(Ordering::SeqCst) > 0;
+        if !watched {
+            // Nobody to deliver them to; a watcher created later reads the past from the view.
+            feed.revisions.clear();
+            feed.gap = true;
+        }
         let mut pending = self
             .pending
             .lock()
@@ -83,7 +93,9 @@ impl FeedSlot {
             None => *pending = Some((feed, cold)),
         }
         drop(pending);
-        self.notify.notify_one();
+        if watched {
+            self.notify.notify_one();
+        }
     }
 
     fn take(&self) -> Option<(WatchFeed, ColdReader)> {
@@ -113,6 +125,7 @@ enum Input {
 #[derive(Clone)]
 pub struct WatchHandle {
     inputs: mpsc::Sender<Input>,
+    feeds: Arc<FeedSlot>,
     next_stream: Arc<AtomicU64>,
 }
 
@@ -129,7 +142,7 @@ pub fn spawn(
     let (inputs, rx) = mpsc::channel(INPUTS_MAX);
     let task = WatchTask {
         hub: WatchHub::new(config),
-        feeds,
+        feeds: feeds.clone(),
         inputs: rx,
         answers: BTreeMap::new(),
         waiting: FuturesUnordered::new(),
@@ -149,6 +162,7 @@ pub fn spawn(
         .map_err(|e| format!("starting the watch thread: {e}"))?;
     Ok(WatchHandle {
         inputs,
+        feeds,
         next_stream: Arc::new(AtomicU64::new(0)),
     })
 }
@@ -379,6 +393,12 @@ impl encoded::watch_server::Watch for WatchService {
             .get("hasleader")
             .is_some_and(|v| v == "true");
         let stream = self.handle.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.handle.feeds.streams.fetch_add(1, Ordering::SeqCst);
+        let closer = CloseOnDrop {
+            stream,
+            inputs: self.handle.inputs.clone(),
+            feeds: self.handle.feeds.clone(),
+        };
         let (answers, rx) = mpsc::channel(BATCHES_BUFFERED_MAX);
         let inputs = self.handle.inputs.clone();
         let open = Input::Open {
@@ -391,10 +411,6 @@ impl encoded::watch_server::Watch for WatchService {
             .await
             .map_err(|_| status(crate::error::EtcdError::Stopped))?;
         let mut requests = request.into_inner();
-        let closer = CloseOnDrop {
-            stream,
-            inputs: inputs.clone(),
-        };
         // A client that half-closes its side keeps its watchers, as etcd's do: the stream ends
         // when the client cancels the call, which drops the responses (and `closer`).
         tokio::spawn(async move {
@@ -425,10 +441,12 @@ impl encoded::watch_server::Watch for WatchService {
 struct CloseOnDrop {
     stream: StreamId,
     inputs: mpsc::Sender<Input>,
+    feeds: Arc<FeedSlot>,
 }
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
+        self.feeds.streams.fetch_sub(1, Ordering::SeqCst);
         let close = Input::Close {
             stream: self.stream,
         };
