@@ -1191,3 +1191,44 @@ fn start_revision_minus_one_means_from_now() {
     }
     assert_eq!(got, etcds);
 }
+
+/// As `created_after_write`, but each watch is the first stream of a member nobody watched
+/// while the write was applied (detcd then sends the watch thread no feeds): 30 rounds of a
+/// put, then a new stream whose created header and first event must come after that put.
+async fn first_stream_after_write(member: Endpoint) -> Vec<String> {
+    let mut kv = kv_client(&member).await;
+    let mut misses = Vec::new();
+    for i in 0..30 {
+        // Let the previous stream's close land, so that no stream is open during the put.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let acked = put(&mut kv, "first", &i.to_string()).await;
+        let mut s = Stream::open(&member, create_req(watch("first", "", 0)), false).await;
+        let created = s.next().await;
+        assert!(created.created, "{created:?}");
+        let header = created.header.as_ref().unwrap().revision;
+        if header < acked {
+            misses.push(format!(
+                "put acknowledged at {acked}, created header {header}"
+            ));
+        }
+        let next = put(&mut kv, "first", "next").await;
+        let first = s.next().await;
+        let revision = first.events[0].kv.as_ref().unwrap().mod_revision;
+        if revision != next {
+            misses.push(format!("first event at {revision}, expected {next}"));
+        }
+    }
+    misses
+}
+
+/// A member nobody watches sends its watch thread no feeds (writes then pay nothing for
+/// watch); the first stream to open waits for a fresh one, so it still starts after every
+/// write acknowledged before it.
+#[test]
+fn the_first_stream_after_none_starts_after_acknowledged_writes() {
+    let (got, expected) = run_both("watch-first", first_stream_after_write);
+    if let Some(expected) = &expected {
+        assert!(expected.is_empty(), "etcd: {expected:#?}");
+    }
+    assert!(got.is_empty(), "{} misses: {got:#?}", got.len());
+}

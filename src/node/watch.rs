@@ -8,17 +8,33 @@ use crate::mvcc::KeyChange;
 use crate::watch::{RevisionChanges, WatchFeed};
 
 /// What changed for watchers since the last feed.
-#[derive(Default)]
 pub(super) struct FeedBuilder {
     revisions: Vec<RevisionChanges>,
-    /// The state was replaced (a snapshot from the leader): watchers catch up from the view.
+    /// The state was replaced (a snapshot from the leader), or feeds were off: watchers catch
+    /// up from the view.
     gap: bool,
     /// The last feed's compact revision and leader presence, `None` before the first feed.
     reported: Option<(i64, bool)>,
+    /// Whether the driver wants feeds (see [`Node::set_watched`]).
+    wanted: bool,
+}
+
+impl Default for FeedBuilder {
+    fn default() -> FeedBuilder {
+        FeedBuilder {
+            revisions: Vec::new(),
+            gap: false,
+            reported: None,
+            wanted: true,
+        }
+    }
 }
 
 impl FeedBuilder {
     pub fn revision_applied(&mut self, changes: Vec<KeyChange>) {
+        if !self.wanted {
+            return;
+        }
         if let Some(first) = changes.first() {
             let revision = first.revision.main;
             self.revisions.push(RevisionChanges { revision, changes });
@@ -32,11 +48,28 @@ impl FeedBuilder {
 }
 
 impl Node {
+    /// Whether the driver has watchers to feed (on by default). Off, the node emits no feeds,
+    /// and so takes no view of the key space per batch: a view shares the key index, so the
+    /// next batch's writes would copy the nodes they touch. Turned on again, the next batch
+    /// emits a feed with a fresh view, marked as a gap.
+    pub fn set_watched(&mut self, watched: bool) {
+        let feed = &mut self.watch_feed;
+        if feed.wanted && !watched {
+            feed.revisions.clear();
+            feed.gap = true;
+            feed.reported = None;
+        }
+        feed.wanted = watched;
+    }
+
     /// Emits the batch's feed, if watchers have anything to learn from it.
     pub(super) fn feed_watchers(&mut self) {
         let compact = self.state.kv().compact_revision();
         let has_leader = self.leader_id().is_some();
         let feed = &mut self.watch_feed;
+        if !feed.wanted {
+            return;
+        }
         let unchanged = feed.reported == Some((compact, has_leader));
         if unchanged && feed.revisions.is_empty() && !feed.gap {
             return;

@@ -51,6 +51,7 @@ pub enum Event {
         io: IoId,
         result: Result<(), DiskError>,
     },
+    Wake,
     Shutdown,
 }
 
@@ -125,6 +126,11 @@ impl DriverHandle {
 
     pub fn shutdown(&self) {
         let _ = self.tx.send(Event::Shutdown);
+    }
+
+    /// Makes the driver run a batch now (for the watch feed a new stream waits for).
+    pub fn wake(&self) {
+        self.offer(Event::Wake);
     }
 
     fn offer(&self, event: Event) -> bool {
@@ -233,6 +239,7 @@ impl Driver {
                 }
             }
             let now = self.now();
+            self.node.set_watched(self.watch.is_watched());
             self.node.handle_batch(now, inputs);
             if let Some(reason) = self.dispatch_outputs() {
                 self.disk.shutdown();
@@ -286,6 +293,10 @@ impl Driver {
                 inputs.push(Input::Peer { from, msg });
             }
             Event::DiskDone { io, result } => inputs.push(Input::DiskDone { io, result }),
+            Event::Wake => {
+                self.handle.taken();
+                inputs.push(Input::Tick);
+            }
             Event::Shutdown => return true,
         }
         false

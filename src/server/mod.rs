@@ -188,13 +188,15 @@ async fn serve_clients(
     let kv = KvServer::new(grpc::KvService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
-    let lease = LeaseServer::new(grpc::LeaseService::new(services.driver))
+    let lease = LeaseServer::new(grpc::LeaseService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
-    let watch =
-        watch::encoded::watch_server::WatchServer::new(watch::WatchService::new(services.watch))
-            .max_decoding_message_size(receive_max)
-            .max_encoding_message_size(usize::MAX);
+    let watch = watch::encoded::watch_server::WatchServer::new(watch::WatchService::new(
+        services.watch,
+        services.driver,
+    ))
+    .max_decoding_message_size(receive_max)
+    .max_encoding_message_size(usize::MAX);
     // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
     // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
     let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None)

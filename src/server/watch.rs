@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::disk::{lower_thread_priority, ColdReader};
+use super::driver::DriverHandle;
 use super::grpc::status;
 use crate::proto::etcdserverpb::WatchRequest;
 use crate::time::Instant;
@@ -37,6 +38,9 @@ pub mod encoded {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
 }
 
+/// How long a first stream waits for a fresh feed; past it (the node is stopped or swamped) it
+/// goes on with the view the hub has.
+const FRESH_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Revisions a feed may gather while the watch task is busy; past that they are dropped and the
 /// watchers catch up from the key space.
 const FEED_REVISIONS_MAX: usize = 10_000;
@@ -53,13 +57,25 @@ const BATCH_BYTES_TARGET: usize = 64 << 10;
 type Answer = Result<Vec<EncodedWatchResponse>, Status>;
 
 /// Where the node thread leaves feeds for the watch task.
-#[derive(Default)]
 pub struct FeedSlot {
     pending: Mutex<Option<(WatchFeed, ColdReader)>>,
     notify: Notify,
-    /// Watch streams open. With none, a feed only updates the view and the watch thread is not
-    /// woken: a member nobody watches pays nothing per write for watch.
+    /// Watch streams open. With none, the driver asks the node for no feeds (`is_watched`): a
+    /// member nobody watches pays nothing per write for watch.
     streams: AtomicU64,
+    /// Feeds offered so far, for a first stream waiting for a fresh one.
+    offers: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for FeedSlot {
+    fn default() -> FeedSlot {
+        FeedSlot {
+            pending: Mutex::new(None),
+            notify: Notify::new(),
+            streams: AtomicU64::new(0),
+            offers: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl FeedSlot {
@@ -93,8 +109,26 @@ impl FeedSlot {
             None => *pending = Some((feed, cold)),
         }
         drop(pending);
+        self.offers.send_modify(|n| *n += 1);
         if watched {
             self.notify.notify_one();
+        }
+    }
+
+    /// Whether any watch stream is open (the driver then asks the node for feeds).
+    pub fn is_watched(&self) -> bool {
+        self.streams.load(Ordering::SeqCst) > 0
+    }
+
+    /// Counts a new stream. The first one after none waits (briefly) for a feed of a batch that
+    /// ran after it came: while nobody watched, the node sent none, and the hub's view may lack
+    /// writes already acknowledged.
+    async fn stream_opened(&self, driver: &DriverHandle) {
+        let mut offers = self.offers.subscribe();
+        offers.borrow_and_update();
+        if self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
+            driver.wake();
+            let _ = tokio::time::timeout(FRESH_FEED_WAIT, offers.changed()).await;
         }
     }
 
@@ -368,11 +402,12 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// etcd's `etcdserverpb.Watch`.
 pub struct WatchService {
     handle: WatchHandle,
+    driver: DriverHandle,
 }
 
 impl WatchService {
-    pub fn new(handle: WatchHandle) -> WatchService {
-        WatchService { handle }
+    pub fn new(handle: WatchHandle, driver: DriverHandle) -> WatchService {
+        WatchService { handle, driver }
     }
 }
 
@@ -393,7 +428,7 @@ impl encoded::watch_server::Watch for WatchService {
             .get("hasleader")
             .is_some_and(|v| v == "true");
         let stream = self.handle.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.handle.feeds.streams.fetch_add(1, Ordering::SeqCst);
+        self.handle.feeds.stream_opened(&self.driver).await;
         let closer = CloseOnDrop {
             stream,
             inputs: self.handle.inputs.clone(),
