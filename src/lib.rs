@@ -12,6 +12,7 @@ pub mod mvcc;
 pub mod node;
 pub mod proto;
 pub mod raftlog;
+pub mod recipes;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod state;
