@@ -85,7 +85,7 @@ impl DriverHandle {
         }))
     }
 
-    async fn call_any(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
+    pub async fn call_any(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
         let (reply, answer) = oneshot::channel();
         if !self.offer(Event::Client { request, reply }) {
             return Err(EtcdError::TooManyRequests);

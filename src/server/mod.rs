@@ -9,6 +9,7 @@ pub mod disk;
 pub mod driver;
 pub mod grpc;
 pub mod peer;
+pub mod recipes;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use tokio::net::TcpListener;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::time::Instant;
 use config::ServerConfig;
 use driver::{Driver, DriverHandle, Exit, Links, Storage};
@@ -191,6 +194,9 @@ async fn serve_clients(
     let lease = LeaseServer::new(grpc::LeaseService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
+    let recipes = recipes::RecipeServices::new(services.driver.clone(), services.watch.clone());
+    let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
+    let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
     let watch = watch::encoded::watch_server::WatchServer::new(watch::WatchService::new(
         services.watch,
         services.driver,
@@ -215,6 +221,8 @@ async fn serve_clients(
         .add_service(kv)
         .add_service(lease)
         .add_service(watch)
+        .add_service(lock)
+        .add_service(election)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

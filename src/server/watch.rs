@@ -11,7 +11,7 @@
 //! and catch up later. A stream's requests come through a bounded channel too, so a client that
 //! floods requests is slowed to the hub's pace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::disk::{lower_thread_priority, ColdReader};
 use super::driver::DriverHandle;
 use super::grpc::status;
-use crate::proto::etcdserverpb::WatchRequest;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::time::Instant;
 use crate::watch::{StreamId, WatchConfig, WatchFeed, WatchHub};
 
@@ -199,6 +200,88 @@ pub fn spawn(
         feeds,
         next_stream: Arc::new(AtomicU64::new(0)),
     })
+}
+
+impl WatchHandle {
+    /// Opens a stream in the hub: its id, the channel its answers come on, and the guard that
+    /// closes it when dropped.
+    async fn open(
+        &self,
+        driver: &DriverHandle,
+        require_leader: bool,
+    ) -> Result<(StreamId, mpsc::Receiver<Answer>, CloseOnDrop), Status> {
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.feeds.stream_opened(driver).await;
+        let closer = CloseOnDrop {
+            stream,
+            inputs: self.inputs.clone(),
+            feeds: self.feeds.clone(),
+        };
+        let (answers, rx) = mpsc::channel(BATCHES_BUFFERED_MAX);
+        let open = Input::Open {
+            stream,
+            require_leader,
+            answers,
+        };
+        self.inputs
+            .send(open)
+            .await
+            .map_err(|_| status(crate::error::EtcdError::Stopped))?;
+        Ok((stream, rx, closer))
+    }
+
+    /// A stream for the member's own use (the lock and election recipes), with `creates` sent
+    /// on it.
+    pub async fn internal(
+        &self,
+        driver: &DriverHandle,
+        creates: Vec<WatchCreateRequest>,
+    ) -> Result<InternalWatch, Status> {
+        let (stream, answers, closer) = self.open(driver, false).await?;
+        for create in creates {
+            let request = WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(create)),
+            };
+            self.inputs
+                .send(Input::Request { stream, request })
+                .await
+                .map_err(|_| status(crate::error::EtcdError::Stopped))?;
+        }
+        Ok(InternalWatch {
+            answers,
+            decoded: VecDeque::new(),
+            _closer: closer,
+        })
+    }
+}
+
+/// A watch stream of the member's own; closed when dropped.
+pub struct InternalWatch {
+    answers: mpsc::Receiver<Answer>,
+    decoded: VecDeque<WatchResponse>,
+    _closer: CloseOnDrop,
+}
+
+impl InternalWatch {
+    /// The next response; once the stream ended, a canceled one.
+    pub async fn next(&mut self) -> WatchResponse {
+        loop {
+            if let Some(response) = self.decoded.pop_front() {
+                return response;
+            }
+            let Some(Ok(batch)) = self.answers.recv().await else {
+                return WatchResponse {
+                    canceled: true,
+                    ..Default::default()
+                };
+            };
+            for encoded in batch {
+                let response = WatchResponse::decode(encoded.0)
+                    .expect("the watch task encodes what it decodes");
+                self.decoded.push_back(response);
+            }
+        }
+    }
 }
 
 type Waiting =
@@ -427,24 +510,8 @@ impl encoded::watch_server::Watch for WatchService {
             .metadata()
             .get("hasleader")
             .is_some_and(|v| v == "true");
-        let stream = self.handle.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.handle.feeds.stream_opened(&self.driver).await;
-        let closer = CloseOnDrop {
-            stream,
-            inputs: self.handle.inputs.clone(),
-            feeds: self.handle.feeds.clone(),
-        };
-        let (answers, rx) = mpsc::channel(BATCHES_BUFFERED_MAX);
+        let (stream, rx, closer) = self.handle.open(&self.driver, require_leader).await?;
         let inputs = self.handle.inputs.clone();
-        let open = Input::Open {
-            stream,
-            require_leader,
-            answers,
-        };
-        inputs
-            .send(open)
-            .await
-            .map_err(|_| status(crate::error::EtcdError::Stopped))?;
         let mut requests = request.into_inner();
         // A client that half-closes its side keeps its watchers, as etcd's do: the stream ends
         // when the client cancels the call, which drops the responses (and `closer`).
