@@ -122,3 +122,45 @@ pub enum WatchRequestLog {
     },
     Progress,
 }
+
+/// One request of the Lock or Election service, as its client saw it.
+#[derive(Clone, Debug)]
+pub struct RecipeLog {
+    pub client: u64,
+    /// The member that ran the recipe.
+    pub member: MemberId,
+    pub request: RecipeRequest,
+    pub invoked_at: SimNanos,
+    pub outcome: RecipeOutcome,
+}
+
+#[derive(Clone, Debug)]
+pub enum RecipeRequest {
+    Lock { name: Bytes, lease: i64 },
+    Unlock { key: Bytes },
+    Campaign { name: Bytes, lease: i64 },
+    Proclaim { key: Bytes },
+    Resign { key: Bytes },
+    Leader { name: Bytes },
+}
+
+#[derive(Clone, Debug)]
+pub enum RecipeOutcome {
+    /// No answer (yet): the client gave up, or the member crashed.
+    Unknown,
+    /// Told it holds the lock with `key`, as of `revision` (the answer's header).
+    Locked { key: Bytes, revision: i64 },
+    /// Told it leads with `key` (create revision `rev`), seen leading at `won_at`.
+    Won { key: Bytes, rev: i64, won_at: i64 },
+    /// Told who leads as of `revision`.
+    Leader {
+        revision: i64,
+        kv: detcd::proto::mvccpb::KeyValue,
+    },
+    /// Another success, with nothing to check beyond its requests.
+    Ok { returned_at: SimNanos },
+    Failed {
+        error: String,
+        returned_at: SimNanos,
+    },
+}

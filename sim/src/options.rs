@@ -47,6 +47,9 @@ pub struct Options {
     /// Clients that keep watch streams: watches on keys and ranges that resume after their
     /// member fails, reading as responses come or (slow clients) only now and then.
     pub watch_clients: u64,
+    /// Clients of the Lock and Election services: lock, hold, unlock or die holding; campaign,
+    /// proclaim, resign.
+    pub recipe_clients: u64,
     /// Client operations issued in the safety phase.
     pub ops: u64,
     /// Distinct keys the workload touches (few, so operations collide).
@@ -99,10 +102,13 @@ pub enum Bug {
     WatchDuplicateEvent,
     /// Watch: a resumed watch past the member's revision starts at the member's (etcd #15271).
     WatchBackInTime,
+    /// Lock: a waiter takes the lock once the one key it watches is deleted, without reading
+    /// whether older contenders remain.
+    LockSkipRecheck,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -114,6 +120,7 @@ impl Bug {
         Bug::WatchProgressBeforeSynced,
         Bug::WatchDuplicateEvent,
         Bug::WatchBackInTime,
+        Bug::LockSkipRecheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -129,6 +136,7 @@ impl Bug {
             Bug::WatchProgressBeforeSynced => "watch-progress-before-synced",
             Bug::WatchDuplicateEvent => "watch-duplicate-event",
             Bug::WatchBackInTime => "watch-back-in-time",
+            Bug::LockSkipRecheck => "lock-skip-recheck",
         }
     }
 
@@ -160,6 +168,7 @@ impl Options {
             lease_clients: 0,
             lease_ttl_max_s: 0,
             watch_clients: 0,
+            recipe_clients: 0,
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -187,6 +196,7 @@ impl Options {
         options.lease_clients = [0, 1, 2, 3][rng.below(4) as usize];
         options.lease_ttl_max_s = rng.between(2, 6);
         options.watch_clients = [0, 1, 2, 3][rng.below(4) as usize];
+        options.recipe_clients = [0, 2, 3, 5][rng.below(4) as usize];
         options
     }
 }
@@ -215,6 +225,7 @@ impl Options {
         push(&|o| o.clients = (o.clients / 2).max(1));
         push(&|o| o.lease_clients /= 2);
         push(&|o| o.watch_clients /= 2);
+        push(&|o| o.recipe_clients /= 2);
         push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
         push(&|o| o.fault_interval_ns = 0);
         push(&|o| o.net_loss = 0.0);
@@ -230,7 +241,8 @@ impl Options {
     /// The options as `key=value` pairs, the form `--options` reads back.
     pub fn overrides(&self) -> String {
         format!(
-            "members={},clients={},lease_clients={},lease_ttl_s={},watch_clients={},ops={},keys={},\
+            "members={},clients={},lease_clients={},lease_ttl_s={},watch_clients={},recipe_clients={},\
+             ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
@@ -239,6 +251,7 @@ impl Options {
             self.lease_clients,
             self.lease_ttl_max_s,
             self.watch_clients,
+            self.recipe_clients,
             self.ops,
             self.keys,
             self.net_delay_min_ns / 1000,
@@ -276,6 +289,7 @@ impl Options {
                 "lease_clients" => self.lease_clients = int()?,
                 "lease_ttl_s" => self.lease_ttl_max_s = int()?.max(2),
                 "watch_clients" => self.watch_clients = int()?,
+                "recipe_clients" => self.recipe_clients = int()?,
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
                 "delay_min_us" => self.net_delay_min_ns = int()? * 1000,

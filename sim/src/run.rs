@@ -4,7 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::checker::{leases, linearizability, watch};
+use crate::checker::{leases, linearizability, locks, watch};
 use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
@@ -77,8 +77,8 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 }
 
 /// The checks that need the whole history: linearizability of every client operation against
-/// the applied log (which also proves that no acknowledged write was lost), and the lease
-/// guarantees on true time.
+/// the applied log (which also proves that no acknowledged write was lost), the lease
+/// guarantees on true time, the watch guarantees, and what locks and elections promise.
 fn check_history(world: &mut World) {
     let log = world.applied_log();
     let verdict = linearizability::check(&world.ops, &log)
@@ -87,8 +87,11 @@ fn check_history(world: &mut World) {
         .and_then(|()| {
             leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))
         })
+        .and_then(|()| watch::check(&world.watch_logs, &log).map_err(|why| format!("watch: {why}")))
         .and_then(|()| {
-            watch::check(&world.watch_logs, &log).map_err(|why| format!("watch: {why}"))
+            locks::check(&world.recipe_logs, &log)
+                .map(|_| ())
+                .map_err(|why| format!("locks: {why}"))
         });
     if let Err(what) = verdict {
         world.failure = Some(Failure {

@@ -85,6 +85,11 @@ fn a_watch_that_goes_back_in_time_after_resuming_elsewhere_is_caught() {
 }
 
 #[test]
+fn a_lock_waiter_that_does_not_read_again_after_its_predecessor_goes_is_caught() {
+    assert_found(Bug::LockSkipRecheck);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -60,6 +60,8 @@ pub struct Campaign {
     /// The header of the txn that entered the election: etcd answers with it.
     header: Option<ResponseHeader>,
     wait: Option<WaitDeletes>,
+    /// The revision at which the candidate was seen to lead (its key the oldest).
+    won_at: Option<i64>,
 }
 
 enum CampaignPhase {
@@ -86,7 +88,14 @@ impl Campaign {
             leader,
             header: None,
             wait: None,
+            won_at: None,
         }
+    }
+
+    /// The revision at which the candidate was seen to lead, once it won (the answer's header
+    /// is the older one of the txn that entered, as etcd's): for the simulator's checker.
+    pub fn won_at(&self) -> Option<i64> {
+        self.won_at
     }
 
     /// The candidate's leader key, once its create revision is known (for the simulator).
@@ -118,7 +127,7 @@ impl Campaign {
             Ok(response) => response,
             Err(error) => return Step::Done(Err(error)),
         };
-        self.header = response.header.clone();
+        self.header = response.header;
         self.leader.rev = self.header.as_ref().map_or(0, |h| h.revision);
         if let Some(own) = txn_range(&response, 0).and_then(|r| r.kvs.first()) {
             self.leader.rev = own.create_revision;
@@ -156,10 +165,13 @@ impl Campaign {
     fn on_confirm(&mut self, reply: Result<ClientResponse, EtcdError>) -> Step<CampaignResponse> {
         match expect::<RangeRequest>(reply) {
             Ok(read) if read.kvs.is_empty() => Step::Done(Err(RecipeError::SessionExpired)),
-            Ok(_) => Step::Done(Ok(CampaignResponse {
-                header: self.header.clone(),
-                leader: Some(self.leader.clone()),
-            })),
+            Ok(read) => {
+                self.won_at = read.header.map(|h| h.revision);
+                Step::Done(Ok(CampaignResponse {
+                    header: self.header,
+                    leader: Some(self.leader.clone()),
+                }))
+            }
             Err(error) => Step::Done(Err(error)),
         }
     }
@@ -426,7 +438,7 @@ impl Recipe for Observe {
         if response.canceled {
             return self.find();
         }
-        let header = response.header.clone().unwrap_or_default();
+        let header = response.header.unwrap_or_default();
         let mut emitted = Vec::new();
         let mut then = Step::Wait;
         for event in &response.events {
@@ -434,7 +446,7 @@ impl Recipe for Observe {
             let deleted = event.r#type == EventType::Delete as i32;
             match (&self.phase, deleted) {
                 (ObservePhase::AwaitFirst, false) => {
-                    then = self.lead(header.clone(), kv);
+                    then = self.lead(header, kv);
                     break;
                 }
                 (ObservePhase::Follow, true) => {
@@ -442,7 +454,7 @@ impl Recipe for Observe {
                     break;
                 }
                 (ObservePhase::Follow, false) => emitted.push(LeaderResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     kv: Some(kv),
                 }),
                 _ => {}

@@ -82,7 +82,7 @@ impl Lock {
             Ok(response) => response,
             Err(error) => return Step::Done(Err(error)),
         };
-        let header = response.header.clone();
+        let header = response.header;
         self.revision = match txn_range(&response, 0).and_then(|r| r.kvs.first()) {
             Some(own) if !response.succeeded => own.create_revision,
             _ => header.as_ref().map_or(0, |h| h.revision),

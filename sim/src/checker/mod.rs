@@ -3,4 +3,5 @@
 
 pub mod leases;
 pub mod linearizability;
+pub mod locks;
 pub mod watch;

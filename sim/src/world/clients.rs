@@ -151,8 +151,21 @@ impl World {
         })
     }
 
-    /// Records an operation `client` invokes now at `member`; returns its index in `ops`.
+    /// Records an operation `client` invokes now at `member` and waits for; returns its index
+    /// in `ops`.
     pub(super) fn invoke(
+        &mut self,
+        client: u64,
+        member: MemberId,
+        request: &ClientRequest,
+    ) -> usize {
+        let op = self.record_op(client, member, request);
+        self.busy_clients.insert(client, op);
+        op
+    }
+
+    /// Records an operation invoked now; returns its index in `ops`.
+    pub(super) fn record_op(
         &mut self,
         client: u64,
         member: MemberId,
@@ -168,7 +181,6 @@ impl World {
             outcome: Outcome::Unknown,
             proposal: None,
         });
-        self.busy_clients.insert(client, op);
         op
     }
 
@@ -229,9 +241,23 @@ impl World {
         else {
             return;
         };
+        if self.recipe_ops.contains_key(&op) {
+            self.record_outcome(member, op, result.clone());
+            return self.recipe_reply(op, result);
+        }
         if self.busy_clients.get(&self.ops[op].client) != Some(&op) {
             return; // the client gave up already
         }
+        self.record_outcome(member, op, result);
+        self.client_done(op);
+    }
+
+    fn record_outcome(
+        &mut self,
+        member: MemberId,
+        op: usize,
+        result: Result<ClientResponse, EtcdError>,
+    ) {
         let now = self.now;
         self.log(member, || format!("reply op {op}: {}", summarize(&result)));
         self.mix(op as u64 ^ u64::from(result.is_ok()) << 40);
@@ -250,7 +276,6 @@ impl World {
                 returned_at: now,
             },
         };
-        self.client_done(op);
     }
 
     pub(super) fn client_give_up(&mut self, op: usize) {

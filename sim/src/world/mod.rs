@@ -34,13 +34,15 @@ mod faults;
 mod lease_clients;
 mod liveness;
 mod network;
+mod recipe_clients;
 mod watch_clients;
 
 use crate::disk::SimDisk;
-use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing, WatchStreamLog};
+use crate::history::{AppliedEntry, Op, Outcome, RecipeLog, SimNanos, Timing, WatchStreamLog};
 use crate::options::{Bug, Draw, Options};
 use detcd::watch::{WatchBugs, WatchConfig, WatchHub};
 use lease_clients::LeaseClient;
+use recipe_clients::{RecipeClient, RecipeRun};
 use watch_clients::WatchClient;
 
 const MS: u64 = 1_000_000;
@@ -144,6 +146,15 @@ enum Event {
     WatchTurn {
         client: u64,
     },
+    RecipeTurn {
+        client: u64,
+    },
+    RecipeAdvance {
+        run: u64,
+    },
+    RecipeGiveUp {
+        run: u64,
+    },
     ClientGiveUp {
         op: usize,
     },
@@ -202,6 +213,14 @@ pub struct World {
     /// Every watch stream any client opened, as the client saw it.
     pub watch_logs: Vec<WatchStreamLog>,
     next_stream: u64,
+    recipe_clients: BTreeMap<u64, RecipeClient>,
+    /// Lock and Election requests in progress.
+    recipe_runs: BTreeMap<u64, RecipeRun>,
+    next_run: u64,
+    /// Which run each op of a recipe belongs to, until answered.
+    recipe_ops: BTreeMap<usize, u64>,
+    /// Every Lock and Election request, as its client saw it.
+    pub recipe_logs: Vec<RecipeLog>,
     pub counters: Counters,
     pub trace_hash: u64,
     /// (time, member, what happened); kept only when tracing.
@@ -278,6 +297,11 @@ impl World {
             watch_clients: BTreeMap::new(),
             watch_logs: Vec::new(),
             next_stream: 0,
+            recipe_clients: BTreeMap::new(),
+            recipe_runs: BTreeMap::new(),
+            next_run: 0,
+            recipe_ops: BTreeMap::new(),
+            recipe_logs: Vec::new(),
             counters: Counters::default(),
             trace_hash: 0xcbf2_9ce4_8422_2325,
             trace: trace.then(Vec::new),
@@ -301,6 +325,13 @@ impl World {
             world.watch_clients.insert(client, watch_client);
             let at = world.rng.below(100 * MS);
             world.schedule(at, Event::WatchTurn { client });
+        }
+        let first_recipe_client = first_watcher + world.options.watch_clients;
+        for client in first_recipe_client..first_recipe_client + world.options.recipe_clients {
+            let recipe_client = world.new_recipe_client();
+            world.recipe_clients.insert(client, recipe_client);
+            let at = world.rng.below(100 * MS);
+            world.schedule(at, Event::RecipeTurn { client });
         }
         world.timing.drift_ppm_max = world.options.clock_drift_ppm_max;
         world.timing.checkpoint_interval_ns = LEASE_CHECKPOINT_INTERVAL_NS;
@@ -410,6 +441,7 @@ impl World {
             self.ops[op].outcome = Outcome::Unknown;
             self.client_done(op);
         }
+        self.recipes_crashed(id);
         self.counters.crashes += 1;
         self.counters.torn_writes += u64::from(tore);
         self.log(id, || {
@@ -520,6 +552,7 @@ impl World {
                     let cold = Box::new(member.cold.clone());
                     member.hub.feed(local, feed, cold);
                     self.watchers_read(id);
+                    self.recipes_read(id);
                 }
                 Output::Stopped { reason } => {
                     self.log(id, || format!("stopped: {reason}"));
@@ -587,6 +620,9 @@ impl World {
             }
             Event::ClientNext { client } => self.client_next(client),
             Event::WatchTurn { client } => self.watch_client_turn(client),
+            Event::RecipeTurn { client } => self.recipe_turn(client),
+            Event::RecipeAdvance { run } => self.recipe_advance(run),
+            Event::RecipeGiveUp { run } => self.recipe_give_up(run),
             Event::ClientGiveUp { op } => self.client_give_up(op),
             Event::Fault => self.fault(),
             Event::Heal { what } => self.heal(what),
