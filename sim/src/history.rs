@@ -132,6 +132,8 @@ pub struct RecipeLog {
     pub request: RecipeRequest,
     pub invoked_at: SimNanos,
     pub outcome: RecipeOutcome,
+    /// What an Observe stream reported, in order.
+    pub observed: Vec<detcd::proto::v3electionpb::LeaderResponse>,
 }
 
 #[derive(Clone, Debug)]
@@ -142,6 +144,7 @@ pub enum RecipeRequest {
     Proclaim { key: Bytes },
     Resign { key: Bytes },
     Leader { name: Bytes },
+    Observe { name: Bytes },
 }
 
 #[derive(Clone, Debug)]

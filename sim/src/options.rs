@@ -105,10 +105,12 @@ pub enum Bug {
     /// Lock: a waiter takes the lock once the one key it watches is deleted, without reading
     /// whether older contenders remain.
     LockSkipRecheck,
+    /// Election: Leader answers with the newest candidate instead of the oldest.
+    LeaderNewest,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -121,6 +123,7 @@ impl Bug {
         Bug::WatchDuplicateEvent,
         Bug::WatchBackInTime,
         Bug::LockSkipRecheck,
+        Bug::LeaderNewest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +140,7 @@ impl Bug {
             Bug::WatchDuplicateEvent => "watch-duplicate-event",
             Bug::WatchBackInTime => "watch-back-in-time",
             Bug::LockSkipRecheck => "lock-skip-recheck",
+            Bug::LeaderNewest => "leader-newest",
         }
     }
 

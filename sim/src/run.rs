@@ -89,9 +89,12 @@ fn check_history(world: &mut World) {
         })
         .and_then(|()| watch::check(&world.watch_logs, &log).map_err(|why| format!("watch: {why}")))
         .and_then(|()| {
-            locks::check(&world.recipe_logs, &log)
-                .map(|_| ())
-                .map_err(|why| format!("locks: {why}"))
+            locks::check(&world.recipe_logs, &log).map_err(|why| format!("locks: {why}"))
+        })
+        .map(|judged| {
+            world.counters.locks_held = judged.locks;
+            world.counters.campaigns_won = judged.wins;
+            world.counters.leaders_reported = judged.leaders;
         });
     if let Err(what) = verdict {
         world.failure = Some(Failure {

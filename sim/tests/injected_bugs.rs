@@ -90,6 +90,11 @@ fn a_lock_waiter_that_does_not_read_again_after_its_predecessor_goes_is_caught()
 }
 
 #[test]
+fn an_election_leader_answered_with_the_newest_candidate_is_caught() {
+    assert_found(Bug::LeaderNewest);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

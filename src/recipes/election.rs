@@ -5,10 +5,11 @@ use bytes::Bytes;
 use super::wait::{WaitDeletes, Waited};
 use super::{
     contender_key, create_revision_is, expect, first_created, get, op, prefix_end, prefix_of,
-    txn_range, Recipe, RecipeError, Step, SESSION_TTL_SECONDS,
+    txn_range, Recipe, RecipeBugs, RecipeError, Step, SESSION_TTL_SECONDS,
 };
 use crate::api::{ClientRequest, ClientResponse};
 use crate::error::EtcdError;
+use crate::proto::etcdserverpb::range_request::SortOrder;
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, ResponseHeader, TxnRequest,
     WatchCreateRequest, WatchResponse,
@@ -322,12 +323,14 @@ impl Recipe for Resign {
 /// `Leader{name}`: the oldest candidate's key and value.
 pub struct Leader {
     prefix: Bytes,
+    bugs: RecipeBugs,
 }
 
 impl Leader {
-    pub fn new(request: LeaderRequest) -> Leader {
+    pub fn new(request: LeaderRequest, bugs: RecipeBugs) -> Leader {
         Leader {
             prefix: prefix_of(&request.name),
+            bugs,
         }
     }
 }
@@ -336,7 +339,11 @@ impl Recipe for Leader {
     type Answer = LeaderResponse;
 
     fn start(&mut self) -> Step<LeaderResponse> {
-        Step::Call(first_created(&self.prefix).into())
+        let mut oldest = first_created(&self.prefix);
+        if self.bugs.leader_newest {
+            oldest.sort_order = SortOrder::Descend as i32;
+        }
+        Step::Call(oldest.into())
     }
 
     fn on_reply(&mut self, reply: Result<ClientResponse, EtcdError>) -> Step<LeaderResponse> {

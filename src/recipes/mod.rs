@@ -100,6 +100,8 @@ pub struct RecipeBugs {
     /// A lock waiter takes the lock as soon as the one key it watches is deleted, without
     /// reading again whether older contenders remain.
     pub lock_skip_recheck: bool,
+    /// Leader answers with the newest candidate instead of the oldest.
+    pub leader_newest: bool,
 }
 
 /// The TTL of the lease a recipe grants itself when asked with lease 0 (clientv3's default

@@ -170,6 +170,7 @@ fn a_waiter_reads_again_when_its_predecessor_goes_before_the_owner() {
     // The injected bug takes the lock there.
     let bugs = RecipeBugs {
         lock_skip_recheck: true,
+        ..RecipeBugs::default()
     };
     let mut d = lock_with("l", 4, bugs);
     start(&mut member, &mut d);
@@ -207,7 +208,7 @@ fn leader_request() -> LeaderRequest {
 #[test]
 fn an_election_answers_leader_proclaim_and_resign_as_etcd() {
     let mut member = Member::new();
-    let mut leader = Leader::new(leader_request());
+    let mut leader = Leader::new(leader_request(), RecipeBugs::default());
     assert!(matches!(
         start(&mut member, &mut leader),
         Step::Done(Err(RecipeError::NoLeader))
@@ -233,7 +234,10 @@ fn an_election_answers_leader_proclaim_and_resign_as_etcd() {
         start(&mut member, &mut Proclaim::new(proclaim(key.clone()))),
         Step::Done(Ok(_))
     ));
-    let Step::Done(Ok(now)) = start(&mut member, &mut Leader::new(leader_request())) else {
+    let Step::Done(Ok(now)) = start(
+        &mut member,
+        &mut Leader::new(leader_request(), RecipeBugs::default()),
+    ) else {
         panic!("a leader");
     };
     assert_eq!(now.kv.unwrap().value, Bytes::from_static(b"v2"));

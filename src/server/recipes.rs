@@ -180,7 +180,8 @@ impl Election for RecipeServices {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        self.unary(recipes::Leader::new(request.into_inner())).await
+        let leader = recipes::Leader::new(request.into_inner(), RecipeBugs::default());
+        self.unary(leader).await
     }
 
     type ObserveStream = ObserveStream;

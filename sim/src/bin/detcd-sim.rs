@@ -223,6 +223,10 @@ fn sweep(args: &Args) -> i32 {
         "client ops: {} ok, {} failed, {} unknown outcome",
         total.ops_ok, total.ops_failed, total.ops_unknown
     );
+    println!(
+        "locks and elections judged: {} locks held, {} campaigns won, {} leaders reported",
+        total.locks_held, total.campaigns_won, total.leaders_reported
+    );
     // The plain closing line CI tools read.
     println!(
         "seeds: {} passed, {failures} failed",
@@ -247,6 +251,9 @@ fn add(total: &mut detcd_sim::world::Counters, c: &detcd_sim::world::Counters) {
     total.ops_ok += c.ops_ok;
     total.ops_failed += c.ops_failed;
     total.ops_unknown += c.ops_unknown;
+    total.locks_held += c.locks_held;
+    total.campaigns_won += c.campaigns_won;
+    total.leaders_reported += c.leaders_reported;
 }
 
 fn main() {

@@ -9,7 +9,10 @@
 //!   answer's revision to the deletion of the key) never overlap;
 //! - **tenure ends only by unlock, revoke or expiry**: an owner's key is deleted only by a
 //!   delete request (Unlock), or with its lease (revoked or expired);
-//! - **fencing**: the create revision of each owner is higher than its predecessor's.
+//! - **fencing**: the create revision of each owner is higher than its predecessor's;
+//! - **observed leaders**: each leader an Observe stream reports, with its value, led with that
+//!   value at some revision between the change it reports and the response's header, and the
+//!   headers never go back.
 //!
 //! This is all a lease-based lock promises. A client whose lease expired while it paused may
 //! still believe it holds the lock (Jepsen, etcd #11457): no checker can forbid that belief,
@@ -155,7 +158,12 @@ pub fn check(logs: &[RecipeLog], log: &[AppliedEntry]) -> Result<Stats, String> 
     let mut stats = Stats::default();
     let mut tenures: BTreeMap<Bytes, Vec<(i64, i64, usize)>> = BTreeMap::new();
     for (i, entry) in logs.iter().enumerate() {
-        let judged = judge(entry, &contentions).map_err(|why| {
+        let observed = check_observed(entry, &contentions);
+        let judged = observed.and_then(|n| {
+            stats.leaders += n;
+            judge(entry, &contentions)
+        });
+        let judged = judged.map_err(|why| {
             format!(
                 "request {i} of client {} at member {}: {why}",
                 entry.client, entry.member
@@ -210,8 +218,8 @@ fn judge(entry: &RecipeLog, contentions: &Contentions) -> Result<Judged, String>
                 .map(|(_, value)| value);
             if owner != Some(&(kv.key.clone(), kv.create_revision)) || value != Some(&kv.value) {
                 return Err(format!(
-                    "told the leader is {:?} = {:?} at revision {revision}, where it is {owner:?} \
-                     = {value:?}",
+                    "told the leader is {:?} = {:?} at revision {revision}, where the leader \
+                     is {owner:?} and that key held {value:?}",
                     kv.key, kv.value
                 ));
             }
@@ -244,6 +252,56 @@ fn judge_lock(key: &Bytes, revision: i64, contentions: &Contentions) -> Result<J
         from: revision,
         until,
     })
+}
+
+/// Every leader an Observe stream reported led, with the value reported, at some revision
+/// between its change and the response's header; headers never go back.
+fn check_observed(entry: &RecipeLog, contentions: &Contentions) -> Result<u64, String> {
+    let mut last = 0;
+    for (n, observed) in entry.observed.iter().enumerate() {
+        let header = observed.header.as_ref().map_or(0, |h| h.revision);
+        let kv = observed.kv.clone().unwrap_or_default();
+        let name = name_of(&kv.key).ok_or("an observed key outside the election")?;
+        if header < last || !contentions.led_between(&name, &kv, kv.mod_revision, header) {
+            return Err(format!(
+                "observed leader {n}: {:?} = {:?} (created {}, modified {}) reported at \
+                 revision {header} (previous report at {last}) never led with that value then",
+                kv.key, kv.value, kv.create_revision, kv.mod_revision
+            ));
+        }
+        last = header;
+    }
+    Ok(entry.observed.len() as u64)
+}
+
+impl Contentions {
+    /// Whether `kv` (its key, create revision and value) owned `name` at some revision in
+    /// `from..=to`.
+    fn led_between(
+        &self,
+        name: &[u8],
+        kv: &detcd::proto::mvccpb::KeyValue,
+        from: i64,
+        to: i64,
+    ) -> bool {
+        let Some(contention) = self.names.get(name) else {
+            return false;
+        };
+        let changes = contention
+            .owners
+            .range(from + 1..)
+            .map(|(at, _)| *at)
+            .take_while(|at| *at <= to);
+        std::iter::once(from).chain(changes).any(|at| {
+            let owns = contention.owner_at(at) == Some(&(kv.key.clone(), kv.create_revision));
+            let value = self
+                .values
+                .get(&kv.key)
+                .and_then(|v| v.range(..=at).next_back())
+                .map(|(_, value)| value);
+            owns && value == Some(&kv.value)
+        })
+    }
 }
 
 /// Tenures of one lock never overlap (a key told twice, to the same session, is one tenure).

@@ -77,6 +77,11 @@ pub struct Counters {
     pub ops_ok: u64,
     pub ops_failed: u64,
     pub ops_unknown: u64,
+    /// Answers the locks checker judged: Lock answers, Campaign answers, and leaders reported
+    /// by Leader and Observe.
+    pub locks_held: u64,
+    pub campaigns_won: u64,
+    pub leaders_reported: u64,
 }
 
 /// A member's clock: local = offset + global * (1 + drift).

@@ -37,6 +37,7 @@ enum Machine {
     Proclaim(recipes::Proclaim),
     Resign(recipes::Resign),
     Leader(recipes::Leader),
+    Observe(recipes::Observe),
     Plain(Plain),
 }
 
@@ -59,6 +60,7 @@ macro_rules! each_machine {
             Machine::Proclaim($m) => $body.map(|_| Answer::Other),
             Machine::Resign($m) => $body.map(|_| Answer::Other),
             Machine::Leader($m) => $body.map(Answer::Leader),
+            Machine::Observe($m) => $body.map(Answer::Leader),
             Machine::Plain($m) => $body.map(Answer::Plain),
         }
     };
@@ -171,9 +173,14 @@ impl World {
             return self.start_run(client, Machine::Lock(lock), request);
         }
         let name = Bytes::from_static(ELECTION_NAME);
+        if self.rng.chance(0.1) {
+            let request = RecipeRequest::Observe { name: name.clone() };
+            let observe = recipes::Observe::new(LeaderRequest { name });
+            return self.start_run(client, Machine::Observe(observe), request);
+        }
         if self.rng.chance(0.2) {
             let request = RecipeRequest::Leader { name: name.clone() };
-            let leader = recipes::Leader::new(LeaderRequest { name });
+            let leader = recipes::Leader::new(LeaderRequest { name }, self.recipe_bugs());
             return self.start_run(client, Machine::Leader(leader), request);
         }
         let value = Bytes::from(format!("c{client}.{}", self.issued));
@@ -187,7 +194,8 @@ impl World {
 
     fn recipe_bugs(&self) -> RecipeBugs {
         RecipeBugs {
-            lock_skip_recheck: self.options.bug == Some(crate::options::Bug::LockSkipRecheck),
+            lock_skip_recheck: self.options.bug == Some(Bug::LockSkipRecheck),
+            leader_newest: self.options.bug == Some(Bug::LeaderNewest),
         }
     }
 
@@ -274,6 +282,7 @@ impl World {
                     request,
                     invoked_at: self.now,
                     outcome: RecipeOutcome::Unknown,
+                    observed: Vec::new(),
                 });
                 self.recipe_logs.len() - 1
             }
@@ -294,7 +303,12 @@ impl World {
         let run = self.new_run(client, member, machine, log, Some(first));
         self.recipe_runs.insert(id, run);
         self.schedule(self.now, Event::RecipeAdvance { run: id });
-        let give_up = self.now + RECIPE_GIVE_UP_NS;
+        // An observer watches for a while, then cancels its stream.
+        let patience = match self.recipe_runs[&id].machine {
+            Machine::Observe(_) => self.rng.between(500 * MS, 3_000 * MS),
+            _ => RECIPE_GIVE_UP_NS,
+        };
+        let give_up = self.now + patience;
         self.schedule(give_up, Event::RecipeGiveUp { run: id });
     }
 
@@ -361,7 +375,13 @@ impl World {
                 self.recipe_runs.get_mut(&id).expect("run").watching = true;
                 self.recipe_read(id);
             }
-            Step::Emit(_, then) => self.recipe_next(id, *then),
+            Step::Emit(answer, then) => {
+                if let Answer::Leader(observed) = answer {
+                    let log = self.recipe_runs[&id].log;
+                    self.recipe_logs[log].observed.push(observed);
+                }
+                self.recipe_next(id, *then)
+            }
             Step::Done(result) => self.recipe_finish(id, result),
         }
     }
