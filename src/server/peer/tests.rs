@@ -355,6 +355,28 @@ async fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[tokio::test]
+async fn a_read_index_request_relayed_for_another_member_is_delivered() {
+    // Member 3's request reached member 1 after 1 lost the lead; 1 relays it to 2.
+    let mut relayed = raft_message(3, 2, 0);
+    relayed.set_msg_type(MessageType::MsgReadIndex);
+    let mut appended = raft_message(1, 2, 7);
+    appended.set_msg_type(MessageType::MsgAppend);
+    let mut member_2 = listen(identity(2)).await;
+    let sender = sender_to(identity(1), 2, member_2.addr);
+    sender.send(2, PeerMessage::Raft(relayed.clone()));
+    sender.send(2, PeerMessage::Raft(appended.clone()));
+    assert_eq!(
+        next_delivery(&mut member_2.delivered).await,
+        (1, PeerMessage::Raft(relayed))
+    );
+    assert_eq!(
+        next_delivery(&mut member_2.delivered).await,
+        (1, PeerMessage::Raft(appended)),
+        "the connection stays open"
+    );
+}
+
+#[tokio::test]
 async fn each_kind_of_garbage_is_refused_for_its_own_reason() {
     for (reason, bytes) in garbage_cases().await {
         let deliver = |from, msg| panic!("{reason}: delivered {msg:?} from {from}");

@@ -3,7 +3,7 @@
 //! sockets, so both ends and the tests share it.
 
 use protobuf::Message as _;
-use raft::eraftpb::Message as RaftMessage;
+use raft::eraftpb::{Message as RaftMessage, MessageType};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::PeerIdentity;
@@ -258,7 +258,19 @@ async fn read_frame<R: AsyncBufRead + Unpin>(
     Ok((kind, flags & FLAG_MORE != 0))
 }
 
-/// Decodes a reassembled message and checks it travels between the connection's two ends.
+/// Messages raft relays: a member that receives one but does not lead sends it on to the
+/// leader it knows, keeping its originator in `from` (who gets the answer). After a leader
+/// change a follower's read index request or proposal can reach the old leader and be relayed
+/// this way; refusing it dropped the whole connection.
+fn is_relayed(kind: MessageType) -> bool {
+    matches!(
+        kind,
+        MessageType::MsgPropose | MessageType::MsgReadIndex | MessageType::MsgTransferLeader
+    )
+}
+
+/// Decodes a reassembled message and checks it travels between the connection's two ends
+/// (relayed messages aside, which come from the sender but on behalf of their originator).
 pub(super) fn decode_message(
     kind: Kind,
     bytes: &[u8],
@@ -268,7 +280,7 @@ pub(super) fn decode_message(
         return Ok(super::forward::decode(bytes)?);
     }
     let msg = RaftMessage::parse_from_bytes(bytes)?;
-    if msg.from != conn.from {
+    if msg.from != conn.from && !(is_relayed(msg.get_msg_type()) && msg.from != 0) {
         return Err(WireError::WrongFrom {
             conn: conn.from,
             msg: msg.from,
