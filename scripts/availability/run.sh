@@ -9,7 +9,7 @@
 #   GOPATH=$GOPATH_DIR:/usr/share/gocode GO111MODULE=off go build -o /tmp/avail/writer availwriter
 set -u
 FLAVOR=$1; ROUNDS=${2:-5}
-BIN_DETCD=${DETCD:-/work/main/target/release/detcd}
+BIN_DETCD=${DETCD:-./target/release/detcd}
 BASE=$((30000 + RANDOM % 2000 * 10))
 W=${WORK:-/tmp/avail}/$FLAVOR; rm -rf $W; mkdir -p $W
 IC=""; EPS=""

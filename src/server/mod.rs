@@ -5,6 +5,7 @@
 //! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs).
 
 pub mod config;
+pub mod deadline;
 pub mod disk;
 pub mod driver;
 pub mod grpc;
@@ -217,6 +218,7 @@ async fn serve_clients(
         .layer(tower::util::MapResponseLayer::new(
             grpc::etcd_receive_limit_status,
         ))
+        .layer(deadline::EtcdDeadlineLayer)
         .add_service(health_service)
         .add_service(kv)
         .add_service(lease)
