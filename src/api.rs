@@ -14,6 +14,12 @@ use std::io;
 
 use crate::mvcc::{ColdRead, ColdValues};
 use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse,
+    StatusRequest, StatusResponse,
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
@@ -121,6 +127,30 @@ client_api! {
     LeaseTimeToLive(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse,
     /// `etcdserverpb.Lease/LeaseLeases`.
     LeaseLeases(LeaseLeasesRequest) -> LeaseLeasesResponse,
+    /// `etcdserverpb.Cluster/MemberAdd`.
+    MemberAdd(MemberAddRequest) -> MemberAddResponse,
+    /// `etcdserverpb.Cluster/MemberRemove`.
+    MemberRemove(MemberRemoveRequest) -> MemberRemoveResponse,
+    /// `etcdserverpb.Cluster/MemberUpdate`.
+    MemberUpdate(MemberUpdateRequest) -> MemberUpdateResponse,
+    /// `etcdserverpb.Cluster/MemberList`.
+    MemberList(MemberListRequest) -> MemberListResponse,
+    /// `etcdserverpb.Cluster/MemberPromote`.
+    MemberPromote(MemberPromoteRequest) -> MemberPromoteResponse,
+    /// `etcdserverpb.Maintenance/Alarm`.
+    Alarm(AlarmRequest) -> AlarmResponse,
+    /// `etcdserverpb.Maintenance/Status`.
+    Status(StatusRequest) -> StatusResponse,
+    /// `etcdserverpb.Maintenance/Defragment`.
+    Defragment(DefragmentRequest) -> DefragmentResponse,
+    /// `etcdserverpb.Maintenance/Hash`.
+    Hash(HashRequest) -> HashResponse,
+    /// `etcdserverpb.Maintenance/HashKV`.
+    HashKv(HashKvRequest) -> HashKvResponse,
+    /// `etcdserverpb.Maintenance/MoveLeader`.
+    MoveLeader(MoveLeaderRequest) -> MoveLeaderResponse,
+    /// `etcdserverpb.Maintenance/Downgrade`.
+    Downgrade(DowngradeRequest) -> DowngradeResponse,
 }
 
 impl ClientResponse {
@@ -132,7 +162,15 @@ impl ClientResponse {
         match self {
             ClientResponse::Range(r) => cold.fill_range(r, reader),
             ClientResponse::Txn(r) => cold.fill_txn(r, reader),
-            _ => Err(io::Error::other("only ranges and txns read cold values")),
+            ClientResponse::HashKv(r) => {
+                (r.hash, r.compact_revision) = cold.fill_hash(reader)?;
+                Ok(())
+            }
+            ClientResponse::Hash(r) => {
+                r.hash = cold.fill_hash(reader)?.0;
+                Ok(())
+            }
+            _ => Err(io::Error::other("only ranges, txns and hashes read cold values")),
         }
     }
 

@@ -82,10 +82,40 @@ pub enum EtcdError {
     NotCapable,
     #[error("etcdserver: request canceled")]
     Canceled,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimeoutLeaderTransfer,
+    #[error("etcdserver: cluster version not found during downgrade")]
+    ClusterVersionUnavailable,
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
 }
 
 /// Every error, in the order of their stable numbers (`EtcdError::number`): append only.
-const ALL: [EtcdError; 27] = [
+const ALL: [EtcdError; 42] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -113,6 +143,21 @@ const ALL: [EtcdError; 27] = [
     EtcdError::Corrupt,
     EtcdError::NotCapable,
     EtcdError::Canceled,
+    EtcdError::MemberExist,
+    EtcdError::PeerUrlExist,
+    EtcdError::MemberNotEnoughStarted,
+    EtcdError::MemberBadUrls,
+    EtcdError::MemberNotFound,
+    EtcdError::MemberNotLearner,
+    EtcdError::LearnerNotReady,
+    EtcdError::TooManyLearners,
+    EtcdError::NotSupportedForLearner,
+    EtcdError::BadLeaderTransferee,
+    EtcdError::TimeoutLeaderTransfer,
+    EtcdError::ClusterVersionUnavailable,
+    EtcdError::WrongDowngradeVersionFormat,
+    EtcdError::NoInflightDowngrade,
+    EtcdError::InvalidDowngradeTargetVersion,
 ];
 
 impl EtcdError {
@@ -137,11 +182,17 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
+            | InvalidSortOption | RequestTooLarge | MemberBadUrls | WrongDowngradeVersionFormat
+            | InvalidDowngradeTargetVersion => {
+                Code::InvalidArgument
+            }
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
-            LeaseNotFound => Code::NotFound,
-            LeaseExist | NotLeader | NotCapable => Code::FailedPrecondition,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExist | NotLeader | NotCapable | MemberExist | PeerUrlExist
+            | MemberNotEnoughStarted | MemberNotLearner | LearnerNotReady | TooManyLearners
+            | NotSupportedForLearner | BadLeaderTransferee | ClusterVersionUnavailable
+            | NoInflightDowngrade => Code::FailedPrecondition,
             NoLeader
             | LeaderChanged
             | Stopped
@@ -149,6 +200,7 @@ impl EtcdError {
             | TimeoutDueToLeaderFail
             | TimeoutDueToConnectionLost
             | TimeoutWaitAppliedIndex
+            | TimeoutLeaderTransfer
             | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             Canceled => Code::Canceled,

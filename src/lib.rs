@@ -5,9 +5,11 @@
 //! simulator (`sim/`) and the tokio server drive the very same [`node::Node`].
 #![deny(unsafe_code)]
 
+pub mod alarm;
 pub mod api;
 pub mod error;
 pub mod lease;
+pub mod members;
 pub mod mvcc;
 pub mod node;
 pub mod proto;

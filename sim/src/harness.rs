@@ -213,7 +213,10 @@ impl Cluster {
                     self.replies.insert(rid, result);
                 }
                 Output::Stopped { reason } => member.stopped = Some(reason.to_string()),
-                Output::Proposed { .. } | Output::Applied { .. } | Output::Watch(_) => {}
+                Output::Proposed { .. }
+                | Output::Applied { .. }
+                | Output::Watch(_)
+                | Output::Members(_) => {}
             }
         }
     }

@@ -50,6 +50,9 @@ pub struct Options {
     /// Clients of the Lock and Election services: lock, hold, unlock or die holding; campaign,
     /// proclaim, resign.
     pub recipe_clients: u64,
+    /// An operator changes the membership: adds learners, promotes them, removes members
+    /// (the leader too), moves the leader.
+    pub membership: bool,
     /// Client operations issued in the safety phase.
     pub ops: u64,
     /// Distinct keys the workload touches (few, so operations collide).
@@ -107,10 +110,13 @@ pub enum Bug {
     LockSkipRecheck,
     /// Election: Leader answers with the newest candidate instead of the oldest.
     LeaderNewest,
+    /// Membership: a member restarting from a snapshot takes raft's configuration from its
+    /// initial cluster instead of the snapshot.
+    StaleConfAfterRestart,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -124,6 +130,7 @@ impl Bug {
         Bug::WatchBackInTime,
         Bug::LockSkipRecheck,
         Bug::LeaderNewest,
+        Bug::StaleConfAfterRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -141,6 +148,7 @@ impl Bug {
             Bug::WatchBackInTime => "watch-back-in-time",
             Bug::LockSkipRecheck => "lock-skip-recheck",
             Bug::LeaderNewest => "leader-newest",
+            Bug::StaleConfAfterRestart => "stale-conf-after-restart",
         }
     }
 
@@ -173,6 +181,7 @@ impl Options {
             lease_ttl_max_s: 0,
             watch_clients: 0,
             recipe_clients: 0,
+            membership: false,
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -201,6 +210,7 @@ impl Options {
         options.lease_ttl_max_s = rng.between(2, 6);
         options.watch_clients = [0, 1, 2, 3][rng.below(4) as usize];
         options.recipe_clients = [0, 2, 3, 5][rng.below(4) as usize];
+        options.membership = rng.chance(0.3);
         options
     }
 }
@@ -230,6 +240,7 @@ impl Options {
         push(&|o| o.lease_clients /= 2);
         push(&|o| o.watch_clients /= 2);
         push(&|o| o.recipe_clients /= 2);
+        push(&|o| o.membership = false);
         push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
         push(&|o| o.fault_interval_ns = 0);
         push(&|o| o.net_loss = 0.0);
@@ -246,7 +257,7 @@ impl Options {
     pub fn overrides(&self) -> String {
         format!(
             "members={},clients={},lease_clients={},lease_ttl_s={},watch_clients={},recipe_clients={},\
-             ops={},keys={},\
+             membership={},ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
@@ -256,6 +267,7 @@ impl Options {
             self.lease_ttl_max_s,
             self.watch_clients,
             self.recipe_clients,
+            u8::from(self.membership),
             self.ops,
             self.keys,
             self.net_delay_min_ns / 1000,
@@ -294,6 +306,7 @@ impl Options {
                 "lease_ttl_s" => self.lease_ttl_max_s = int()?.max(2),
                 "watch_clients" => self.watch_clients = int()?,
                 "recipe_clients" => self.recipe_clients = int()?,
+                "membership" => self.membership = int()? != 0,
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
                 "delay_min_us" => self.net_delay_min_ns = int()? * 1000,

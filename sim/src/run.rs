@@ -81,7 +81,7 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 /// guarantees on true time, the watch guarantees, and what locks and elections promise.
 fn check_history(world: &mut World) {
     let log = world.applied_log();
-    let verdict = linearizability::check(&world.ops, &log)
+    let verdict = linearizability::check(&world.ops, &log, &world.initial_state())
         .map(|_| ())
         .map_err(|violation| format!("linearizability: {violation}"))
         .and_then(|()| {

@@ -31,7 +31,7 @@ fn assert_passes(seed: u64, overrides: &str) {
 /// applied index, which the snapshot had replaced, and panicked. Ticks now wait for the install.
 #[test]
 fn seed_15252_election_timeout_during_snapshot_install() {
-    assert_passes(15252, "lease_clients=0,watch_clients=0,recipe_clients=0");
+    assert_passes(15252, "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0");
 }
 
 /// The leader kept handing a lagging follower the snapshot it had built earlier, though the log
@@ -39,7 +39,7 @@ fn seed_15252_election_timeout_during_snapshot_install() {
 /// got the same snapshot again, forever. Found by the catch-up check of the liveness phase.
 #[test]
 fn seed_4993_stale_snapshot_for_a_follower() {
-    assert_passes(4993, "lease_clients=0,watch_clients=0,recipe_clients=0");
+    assert_passes(4993, "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0");
 }
 
 /// The leader resends the same snapshot view to a follower while raft waits on it; a compaction
@@ -47,7 +47,7 @@ fn seed_4993_stale_snapshot_for_a_follower() {
 /// encoding the resend failed. Releases now wait until that view is dropped or replaced.
 #[test]
 fn seed_1387_snapshot_resent_after_its_cold_segment_was_released() {
-    assert_passes(1387, "lease_clients=0,watch_clients=0,recipe_clients=0");
+    assert_passes(1387, "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0");
 }
 
 /// A leader paused past a lease's expiry stepped down on its first tick after resuming, then
@@ -58,7 +58,7 @@ fn seed_1387_snapshot_resent_after_its_cold_segment_was_released() {
 fn seed_186_a_deposed_leader_forwarded_its_lease_expiry() {
     assert_passes(
         186,
-        "members=5,clients=2,lease_clients=3,lease_ttl_s=2,watch_clients=0,recipe_clients=0,ops=100,keys=5,delay_min_us=218,\
+        "members=5,clients=2,lease_clients=3,lease_ttl_s=2,watch_clients=0,recipe_clients=0,membership=0,ops=100,keys=5,delay_min_us=218,\
          delay_max_us=27344,loss=0.01,dup=0,torn=0,diskerr=0,drift_ppm=50000,faults_ms=1000,snap=5,\
          timeout_ms=2892,disk_us=5936,get=9,ser=4,range=0,put=10,del=2,txn=3,compact=0",
     );
@@ -72,7 +72,7 @@ fn seed_186_a_deposed_leader_forwarded_its_lease_expiry() {
 fn seed_61_a_keepalive_acknowledged_while_its_lease_was_being_revoked() {
     assert_passes(
         61,
-        "members=3,clients=2,lease_clients=2,lease_ttl_s=5,watch_clients=0,recipe_clients=0,ops=100,keys=5,delay_min_us=428,\
+        "members=3,clients=2,lease_clients=2,lease_ttl_s=5,watch_clients=0,recipe_clients=0,membership=0,ops=100,keys=5,delay_min_us=428,\
          delay_max_us=24522,loss=0.2,dup=0.01,torn=0,diskerr=0,drift_ppm=0,faults_ms=0,snap=10000,\
          timeout_ms=2314,disk_us=12494,get=2,ser=0,range=3,put=3,del=3,txn=1,compact=1",
     );
@@ -86,13 +86,13 @@ fn seed_61_a_keepalive_acknowledged_while_its_lease_was_being_revoked() {
 fn seeds_364_and_1224_checkpoints_committed_late_stretched_leases() {
     assert_passes(
         364,
-        "members=3,clients=4,lease_clients=2,lease_ttl_s=6,watch_clients=0,recipe_clients=0,ops=100,keys=8,delay_min_us=1175,\
+        "members=3,clients=4,lease_clients=2,lease_ttl_s=6,watch_clients=0,recipe_clients=0,membership=0,ops=100,keys=8,delay_min_us=1175,\
          delay_max_us=21176,loss=0.05,dup=0.05,torn=0,diskerr=0,drift_ppm=0,faults_ms=3000,\
          snap=10000,timeout_ms=4997,disk_us=11887,get=2,ser=1,range=5,put=6,del=3,txn=2,compact=1",
     );
     assert_passes(
         1224,
-        "members=3,clients=3,lease_clients=3,lease_ttl_s=6,watch_clients=0,recipe_clients=0,ops=100,keys=5,delay_min_us=1696,\
+        "members=3,clients=3,lease_clients=3,lease_ttl_s=6,watch_clients=0,recipe_clients=0,membership=0,ops=100,keys=5,delay_min_us=1696,\
          delay_max_us=25726,loss=0.01,dup=0.05,torn=1,diskerr=0.001,drift_ppm=1000,faults_ms=300,\
          snap=10000,timeout_ms=1730,disk_us=8450,get=8,ser=2,range=0,put=8,del=1,txn=5,compact=1",
     );
@@ -104,13 +104,13 @@ const SHRUNK_BUG_CASES: &[(&str, u64, &str)] = &[
     (
         "apply-twice",
         0,
-        "members=1,clients=2,lease_clients=0,watch_clients=0,recipe_clients=0,ops=6,keys=1,delay_min_us=1573,delay_max_us=1573,loss=0,dup=0,torn=0,diskerr=0,\
+        "members=1,clients=2,lease_clients=0,watch_clients=0,recipe_clients=0,membership=0,ops=6,keys=1,delay_min_us=1573,delay_max_us=1573,loss=0,dup=0,torn=0,diskerr=0,\
          drift_ppm=0,faults_ms=300,snap=20,timeout_ms=4819,disk_us=2428",
     ),
     (
         "read-without-read-index",
         1,
-        "members=3,clients=1,lease_clients=0,watch_clients=0,recipe_clients=0,ops=17,keys=1,delay_min_us=989,delay_max_us=21452,loss=0,dup=0,torn=0,diskerr=0,\
+        "members=3,clients=1,lease_clients=0,watch_clients=0,recipe_clients=0,membership=0,ops=17,keys=1,delay_min_us=989,delay_max_us=21452,loss=0,dup=0,torn=0,diskerr=0,\
          drift_ppm=1000,faults_ms=0,snap=20,timeout_ms=4897,disk_us=15101",
     ),
 ];

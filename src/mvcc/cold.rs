@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::snapshot::KeySpaceView;
 use super::range::finish_order;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::{RangeResponse, TxnResponse};
@@ -263,11 +264,51 @@ pub(crate) struct DeferredOrder {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ColdValues {
     ranges: Vec<ColdRange>,
+    hash: Option<HashJob>,
+}
+
+/// A HashKV to compute as the reply is sent: hashing reads every superseded value, which only
+/// the driver can (and which takes time in proportion to the history, off the node's thread).
+#[derive(Clone)]
+struct HashJob {
+    view: KeySpaceView,
+    revision: i64,
+}
+
+impl PartialEq for HashJob {
+    fn eq(&self, other: &HashJob) -> bool {
+        self.revision == other.revision && self.view.revision() == other.view.revision()
+    }
+}
+
+impl Eq for HashJob {}
+
+impl std::fmt::Debug for HashJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HashJob(at {} of {:?})", self.revision, self.view)
+    }
 }
 
 impl ColdValues {
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.ranges.is_empty() && self.hash.is_none()
+    }
+
+    /// The HashKV of `view` as of `revision` (checked by the caller to be neither compacted
+    /// nor in the future), computed by [`ColdValues::fill_hash`].
+    pub fn hash_kv(view: KeySpaceView, revision: i64) -> ColdValues {
+        ColdValues {
+            ranges: Vec::new(),
+            hash: Some(HashJob { view, revision }),
+        }
+    }
+
+    /// Computes the hash this set asks for: `(hash, compact revision)`.
+    pub fn fill_hash(self, cold: &dyn ColdRead) -> io::Result<(u32, i64)> {
+        let job = self.hash.ok_or_else(malformed)?;
+        job.view
+            .hash_kv(job.revision, cold)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     pub(crate) fn add(&mut self, range: ColdRange) {

@@ -15,60 +15,81 @@ use prost::Message;
 
 use bytes::Bytes;
 
+use imbl::OrdMap;
+
 use super::cold::ColdRead;
 use super::history::{KeyHistory, Record};
 use super::revision::Revision;
-use super::KeySpace;
+use super::{KeySpace, KeySpaceView};
 use crate::error::EtcdError;
 
 impl KeySpace {
+    /// etcd's HashKV as of `revision`: see [`KeySpaceView::hash_kv`].
+    pub fn hash_kv(&self, revision: i64, cold: &dyn ColdRead) -> Result<(u32, i64), EtcdError> {
+        self.view().hash_kv(revision, cold)
+    }
+}
+
+impl KeySpaceView {
     /// etcd's HashKV as of `revision` (0 = current). Returns the hash and the compact revision
     /// as etcd reports it in `HashKVResponse.compact_revision`: -1 if never compacted.
     /// `Compacted` below the compact revision, `FutureRev` above the current one; a negative
     /// revision hashes nothing but the bucket name, as in etcd.
     /// Superseded values are read through `cold` (an error reading one answers `Corrupt`).
     pub fn hash_kv(&self, revision: i64, cold: &dyn ColdRead) -> Result<(u32, i64), EtcdError> {
-        if revision > 0 && revision < self.compact_main {
-            return Err(EtcdError::Compacted);
-        }
-        if revision > 0 && revision > self.current_revision {
-            return Err(EtcdError::FutureRev);
-        }
-        let at = if revision == 0 {
-            self.current_revision
-        } else {
-            revision
-        };
-        let any_visible = self.keys.values().any(|h| h.live_at(at).is_some());
-
-        let mut crc = crc32c::crc32c(b"key");
-        let mut encoded = Vec::new();
-        // Revision order, which etcd's backend has for free: gather, then sort.
-        let mut upto: Vec<(&Bytes, &KeyHistory, &Record)> = self
-            .keys
-            .iter()
-            .flat_map(|(key, history)| {
-                let records = history.records();
-                let through = records.partition_point(|r| r.rev.main <= at);
-                records[..through].iter().map(move |r| (key, history, r))
-            })
-            .collect();
-        upto.sort_unstable_by_key(|(_, _, record)| record.rev);
-        for (key, history, record) in upto {
-            let rev = record.rev;
-            if rev.main <= self.compact_main
-                && any_visible
-                && !is_visible_at(history.live_at(at), rev)
-            {
-                continue;
-            }
-            if rev.main == self.compact_main && record.is_tombstone() {
-                continue;
-            }
-            crc = hash_record(crc, key, record, cold, &mut encoded)?;
-        }
-        Ok((crc, self.compact_main))
+        hash_kv(
+            &self.keys,
+            self.current_revision,
+            self.compact_main,
+            revision,
+            cold,
+        )
     }
+}
+
+fn hash_kv(
+    keys: &OrdMap<Bytes, KeyHistory>,
+    current_revision: i64,
+    compact_main: i64,
+    revision: i64,
+    cold: &dyn ColdRead,
+) -> Result<(u32, i64), EtcdError> {
+    if revision > 0 && revision < compact_main {
+        return Err(EtcdError::Compacted);
+    }
+    if revision > 0 && revision > current_revision {
+        return Err(EtcdError::FutureRev);
+    }
+    let at = if revision == 0 {
+        current_revision
+    } else {
+        revision
+    };
+    let any_visible = keys.values().any(|h| h.live_at(at).is_some());
+
+    let mut crc = crc32c::crc32c(b"key");
+    let mut encoded = Vec::new();
+    // Revision order, which etcd's backend has for free: gather, then sort.
+    let mut upto: Vec<(&Bytes, &KeyHistory, &Record)> = keys
+        .iter()
+        .flat_map(|(key, history)| {
+            let records = history.records();
+            let through = records.partition_point(|r| r.rev.main <= at);
+            records[..through].iter().map(move |r| (key, history, r))
+        })
+        .collect();
+    upto.sort_unstable_by_key(|(_, _, record)| record.rev);
+    for (key, history, record) in upto {
+        let rev = record.rev;
+        if rev.main <= compact_main && any_visible && !is_visible_at(history.live_at(at), rev) {
+            continue;
+        }
+        if rev.main == compact_main && record.is_tombstone() {
+            continue;
+        }
+        crc = hash_record(crc, key, record, cold, &mut encoded)?;
+    }
+    Ok((crc, compact_main))
 }
 
 fn is_visible_at(visible: Option<&Record>, rev: Revision) -> bool {

@@ -9,6 +9,7 @@ use raft::eraftpb::{Entry, EntryType};
 
 use super::types::Output;
 use super::Node;
+use crate::members::RaftChange;
 use crate::proto::detcdpb::InternalRequest;
 use crate::time::Instant;
 
@@ -63,14 +64,27 @@ impl Node {
                 "committed entries must apply in order"
             );
             self.applied_index = entry.index;
+            let normal = entry.get_entry_type() == EntryType::EntryNormal;
             if self.cfg.observe {
+                // A configuration change's request rides in the entry's context.
                 self.outputs.push_back(Output::Applied {
                     index: entry.index,
                     term: entry.term,
-                    data: entry.data.clone(),
+                    data: if normal {
+                        entry.data.clone()
+                    } else {
+                        entry.context.clone()
+                    },
                 });
             }
-            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            if !normal {
+                self.apply_conf_change(&entry);
+                if self.stopped.is_some() {
+                    break;
+                }
+                continue;
+            }
+            if entry.data.is_empty() {
                 continue;
             }
             // Every member decodes the same bytes the same way, so skipping an undecodable
@@ -82,10 +96,9 @@ impl Node {
         self.report_applied();
     }
 
-    fn apply_request(&mut self, request: InternalRequest) {
-        let Some(op) = request.op else {
-            return;
-        };
+    /// Applies one request; returns what raft's configuration must do after it, if anything.
+    pub(super) fn apply_request(&mut self, request: InternalRequest) -> Option<RaftChange> {
+        let op = request.op?;
         if self.bug(|b| b.apply_twice) && self.applied_index % 5 == 0 {
             let again = self.state.apply(op.clone());
             self.lease_effects(&again.effects, self.now, None);
@@ -100,14 +113,17 @@ impl Node {
         );
         self.watch_feed
             .revision_applied(std::mem::take(&mut applied.effects.key_changes));
-        if !mine {
-            return;
+        if applied.effects.members_changed {
+            self.members_changed();
         }
-        if let Some(result) = applied.result {
-            if let Some(id) = self.pending.take_proposal(request.request_id) {
-                self.finish(id, result);
+        if mine {
+            if let Some(result) = applied.result {
+                if let Some(id) = self.pending.take_proposal(request.request_id) {
+                    self.finish(id, result);
+                }
             }
         }
+        applied.effects.raft_change
     }
 }
 

@@ -62,7 +62,23 @@ impl Node {
             self.reply(id, Err(err));
             return;
         }
+        if self.is_learner() && !learner_serves(&request) {
+            self.finish(id, Err(EtcdError::NotSupportedForLearner));
+            return;
+        }
         let result = match request {
+            ClientRequest::MemberAdd(_)
+            | ClientRequest::MemberRemove(_)
+            | ClientRequest::MemberUpdate(_)
+            | ClientRequest::MemberList(_)
+            | ClientRequest::MemberPromote(_) => self.handle_cluster(id, request),
+            ClientRequest::Alarm(_)
+            | ClientRequest::Status(_)
+            | ClientRequest::Defragment(_)
+            | ClientRequest::Hash(_)
+            | ClientRequest::HashKv(_)
+            | ClientRequest::MoveLeader(_)
+            | ClientRequest::Downgrade(_) => self.handle_maintenance(id, request),
             ClientRequest::Range(req) => mvcc::check_range(&req)
                 .map(|()| self.read(id, req.serializable, ClientRequest::Range(req))),
             ClientRequest::Txn(req) if !txn_has_writes(&req) => {
@@ -112,7 +128,7 @@ impl Node {
 
     /// Serves a read: at once from the local state when serializable, otherwise once a read
     /// index confirms this member has applied everything committed before the request came.
-    fn read(&mut self, id: RequestId, serializable: bool, request: ClientRequest) {
+    pub(super) fn read(&mut self, id: RequestId, serializable: bool, request: ClientRequest) {
         if serializable || self.bug(|b| b.read_without_read_index) {
             self.serve_read(id, &request);
         } else {
@@ -273,7 +289,7 @@ impl Node {
         }
         let result = result.map(|mut resp| {
             let header = ResponseHeader {
-                cluster_id: self.cfg.cluster_id,
+                cluster_id: self.cluster_id(),
                 member_id: self.cfg.id,
                 revision: resp
                     .revision()
@@ -287,7 +303,17 @@ impl Node {
     }
 }
 
-fn encode_proposal(origin: u64, proposal: u64, op: internal_request::Op) -> Vec<u8> {
+/// What a learner answers (etcd's `isRPCSupportedForLearner`): its status and serializable
+/// ranges; everything else needs a voter.
+fn learner_serves(request: &ClientRequest) -> bool {
+    match request {
+        ClientRequest::Status(_) => true,
+        ClientRequest::Range(r) => r.serializable,
+        _ => false,
+    }
+}
+
+pub(super) fn encode_proposal(origin: u64, proposal: u64, op: internal_request::Op) -> Vec<u8> {
     InternalRequest {
         origin,
         request_id: proposal,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::types::MemberId;
+use crate::proto::etcdserverpb::Member;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -10,6 +11,19 @@ pub struct Config {
     pub cluster_id: u64,
     /// Every voting member of the initial cluster, including `id`.
     pub peers: Vec<MemberId>,
+    /// The initial cluster as `MemberList` first reports it: ids (those of `peers`), names and
+    /// peer URLs.
+    pub initial_members: Vec<Member>,
+    /// Join a running cluster (etcd's `--initial-cluster-state existing`): a member with an
+    /// empty disk starts with no configuration and waits for the leader's snapshot.
+    pub join: bool,
+    /// What this member publishes about itself once it runs (etcd's `--name` and
+    /// `--advertise-client-urls`).
+    pub name: String,
+    pub client_urls: Vec<String>,
+    /// Refuse membership changes that could cost the cluster its quorum (etcd's
+    /// `--strict-reconfig-check`, on by default).
+    pub strict_reconfig_check: bool,
     /// One raft tick. etcd: `--heartbeat-interval` 100 ms.
     pub heartbeat_interval: Duration,
     /// etcd: `--election-timeout` 1000 ms; must be a multiple of the heartbeat interval.
@@ -66,6 +80,9 @@ pub struct Bugs {
     /// The leader answers "not found" to a keepalive from its state as it is, without first
     /// confirming with a read index that it leads and has applied everything committed.
     pub lease_not_found_unconfirmed: bool,
+    /// A member restarting from a snapshot takes raft's configuration from its initial
+    /// cluster rather than from the snapshot (so it forgets every membership change before it).
+    pub stale_conf_after_restart: bool,
 }
 
 impl Config {
@@ -75,6 +92,17 @@ impl Config {
         Config {
             id,
             cluster_id: 0x1000,
+            initial_members: peers
+                .iter()
+                .map(|&id| Member {
+                    id,
+                    ..Member::default()
+                })
+                .collect(),
+            join: false,
+            name: String::new(),
+            client_urls: Vec::new(),
+            strict_reconfig_check: true,
             peers,
             heartbeat_interval,
             election_timeout,

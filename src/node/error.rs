@@ -46,6 +46,8 @@ pub enum StartError {
     NotAMember { id: MemberId, voters: Vec<MemberId> },
     #[error("raft refused the configuration: {0}")]
     Raft(#[from] raft::Error),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// Why a running member stopped (the driver shuts it down; it may restart on its disk).
@@ -60,4 +62,7 @@ pub enum StopReason {
         index: u64,
         error: StateSnapshotError,
     },
+    /// The cluster removed this member; it must not start again under its id.
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }

@@ -283,6 +283,10 @@ impl Node {
                 let response = self.time_to_live(&req);
                 self.answer(asker, Ok(LeaderResponse::TimeToLive(response)));
             }
+            LeaderRequest::PromoteCheck(req) => {
+                let result = self.promotion_check(&req);
+                self.answer(asker, result);
+            }
         }
     }
 
@@ -390,12 +394,17 @@ impl Node {
         let matches = match (&forward.request, &result) {
             (LeaderRequest::KeepAlive(q), Ok(LeaderResponse::KeepAlive(a))) => q.id == a.id,
             (LeaderRequest::TimeToLive(q), Ok(LeaderResponse::TimeToLive(a))) => q.id == a.id,
+            (LeaderRequest::PromoteCheck(_), Ok(LeaderResponse::PromoteReady(_))) => true,
             (_, Err(_)) => true,
             _ => false,
         };
-        if matches {
-            let forward = self.leases.forwards.remove(&id).expect("found above");
-            self.finish(forward.client, result.map(Answer::from));
+        if !matches {
+            return;
+        }
+        let forward = self.leases.forwards.remove(&id).expect("found above");
+        match (forward.request, result) {
+            (LeaderRequest::PromoteCheck(req), Ok(_)) => self.promotion_ready(forward.client, &req),
+            (_, result) => self.finish(forward.client, result.map(Answer::from)),
         }
     }
 

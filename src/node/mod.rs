@@ -21,10 +21,12 @@
 
 mod apply;
 mod clients;
+mod cluster;
 mod config;
 mod disk;
 mod error;
 mod leases;
+mod maintenance;
 mod ready;
 mod requests;
 mod snapshots;
@@ -36,6 +38,7 @@ mod watch;
 pub use crate::api::{ClientRequest, ClientResponse, Rpc};
 pub use config::{Bugs, Config};
 pub use error::{DiskError, StartError, StopReason};
+pub use maintenance::{ETCD_VERSION, STORAGE_VERSION};
 pub use types::*;
 
 use std::collections::VecDeque;
@@ -50,8 +53,10 @@ use crate::state::State;
 use crate::time::Instant;
 use apply::AppendTimes;
 use clients::Proposals;
+use cluster::ClusterDuty;
 use disk::DiskState;
 use leases::LeaseDuty;
+use maintenance::MaintenanceDuty;
 use requests::{PendingRequests, ReadBatches};
 use snapshots::SnapshotDuty;
 use timers::{Timer, TimerTable};
@@ -79,6 +84,8 @@ pub struct Node {
     appended: AppendTimes,
     snapshots: SnapshotDuty,
     leases: LeaseDuty,
+    cluster: ClusterDuty,
+    maintenance: MaintenanceDuty,
     watch_feed: FeedBuilder,
 }
 
@@ -119,6 +126,8 @@ impl Node {
             self.serve_snapshot_request();
             self.process_ready();
             self.follow_leadership();
+            self.finish_leader_transfers();
+            self.publish_attributes();
             self.serve_requests_awaiting_apply();
             self.propose_lease_records();
             self.expire_requests();
@@ -185,6 +194,15 @@ impl Node {
 
     pub fn id(&self) -> MemberId {
         self.cfg.id
+    }
+
+    /// The cluster's id: the member list's (a joining member learns it with its first
+    /// snapshot), or the configured one.
+    pub fn cluster_id(&self) -> u64 {
+        match self.state.members().cluster_id() {
+            0 => self.cfg.cluster_id,
+            id => id,
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -334,10 +352,11 @@ impl Node {
         match msg {
             PeerMessage::Raft(m) => {
                 // raft-rs trusts `from`; a message claiming another sender or addressed to
-                // someone else is dropped rather than stepped.
+                // someone else is dropped rather than stepped, as is one from a removed member.
                 if m.from != from
                     || m.to != self.cfg.id
                     || raft::raw_node::is_local_msg(m.get_msg_type())
+                    || self.is_removed_member(from)
                 {
                     return;
                 }

@@ -18,6 +18,7 @@ use super::snapshots::SnapshotDuty;
 use super::timers::{Timer, TimerTable};
 use super::watch::FeedBuilder;
 use super::{Config, Node, StartError};
+use crate::members::Members;
 use crate::raftlog::{election, LogStore};
 use crate::state::State;
 use crate::time::Instant;
@@ -33,8 +34,12 @@ impl Node {
         now: Instant,
     ) -> Result<Node, StartError> {
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
-        let (state, snapshot_index) = restore_state(&recovered)?;
-        let raw = start_raft(&cfg, &recovered, snapshot_index, &mut rng)?;
+        let joining = cfg.join && recovered.is_fresh();
+        let (state, snapshot_index) = restore_state(&cfg, &recovered, joining)?;
+        if state.members().is_removed(cfg.id) {
+            return Err(StartError::Removed);
+        }
+        let raw = start_raft(&cfg, &recovered, snapshot_index, joining, &mut rng)?;
         let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
         let proposal_nonce = rng.next_u64() ^ last_index.rotate_left(32);
         let mut timers = TimerTable::default();
@@ -47,6 +52,8 @@ impl Node {
             appended: AppendTimes::default(),
             snapshots: SnapshotDuty::default(),
             leases: LeaseDuty::new(&cfg, proposal_nonce.rotate_left(17)),
+            cluster: Default::default(),
+            maintenance: Default::default(),
             watch_feed: FeedBuilder::default(),
             cfg,
             raw,
@@ -61,12 +68,18 @@ impl Node {
             stopped: None,
         };
         node.leases.restored(node.state.leases(), now);
+        node.members_changed();
         Ok(node)
     }
 }
 
-/// The state of the latest snapshot (or an empty one), with superseded values kept cold.
-fn restore_state(recovered: &Recovered) -> Result<(State, u64), StartError> {
+/// The state of the latest snapshot, or the state a new cluster starts from (nothing at all
+/// for a member joining one), with superseded values kept cold.
+fn restore_state(
+    cfg: &Config,
+    recovered: &Recovered,
+    joining: bool,
+) -> Result<(State, u64), StartError> {
     let (mut state, index) = match &recovered.snapshot {
         Some(snap) => {
             let index = snap.get_metadata().index;
@@ -74,7 +87,11 @@ fn restore_state(recovered: &Recovered) -> Result<(State, u64), StartError> {
                 .map_err(|error| StartError::SnapshotUnreadable { index, error })?;
             (state, index)
         }
-        None => (State::new(), 0),
+        None if joining => (State::new(), 0),
+        None => {
+            let members = Members::bootstrap(cfg.cluster_id, cfg.initial_members.clone());
+            (State::bootstrap(members), 0)
+        }
     };
     state.keep_superseded_values_cold();
     Ok((state, index))
@@ -85,16 +102,21 @@ fn start_raft(
     cfg: &Config,
     recovered: &Recovered,
     snapshot_index: u64,
+    joining: bool,
     rng: &mut ChaCha8Rng,
 ) -> Result<RawNode<LogStore>, StartError> {
-    let conf_state = match &recovered.snapshot {
-        Some(snap) => snap.get_metadata().get_conf_state().clone(),
-        None => ConfState {
-            voters: cfg.peers.clone(),
-            ..Default::default()
-        },
+    let initial = ConfState {
+        voters: cfg.peers.clone(),
+        ..Default::default()
     };
-    if !conf_state.voters.contains(&cfg.id) {
+    let conf_state = match &recovered.snapshot {
+        Some(_) if cfg.bugs.stale_conf_after_restart => initial,
+        Some(snap) => snap.get_metadata().get_conf_state().clone(),
+        None if joining => ConfState::default(),
+        None => initial,
+    };
+    let known = conf_state.voters.contains(&cfg.id) || conf_state.learners.contains(&cfg.id);
+    if !known && !joining {
         return Err(StartError::NotAMember {
             id: cfg.id,
             voters: conf_state.voters,

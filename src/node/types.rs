@@ -11,7 +11,8 @@ use crate::api::{ClientRequest, ClientResponse};
 use crate::error::EtcdError;
 use crate::mvcc::{ColdOp, ColdRead, ColdValues, NoColdValues};
 use crate::proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, Member, MemberPromoteRequest, MemberPromoteResponse,
 };
 use crate::state::StateView;
 use crate::wal;
@@ -81,6 +82,9 @@ pub enum Output {
     /// The member stopped (a disk failure, a corrupt snapshot): the driver must shut it down.
     /// Every later input is answered with `etcdserver: server stopped`.
     Stopped { reason: StopReason },
+    /// The member list changed (applied, or restored from a snapshot): the driver's peer
+    /// transport follows it. Also emitted once at start.
+    Members(Vec<Member>),
     /// What watchers learn of the batch (`watch`): the key changes of each revision applied,
     /// the key space as of the last one, and whether there is a leader. At most one per batch,
     /// only when something of it changed; the first batch always has one.
@@ -152,6 +156,8 @@ pub enum PeerMessage {
 pub enum LeaderRequest {
     KeepAlive(LeaseKeepAliveRequest),
     TimeToLive(LeaseTimeToLiveRequest),
+    /// Whether the learner may be promoted (only the leader sees how far it caught up).
+    PromoteCheck(MemberPromoteRequest),
 }
 
 impl From<LeaseKeepAliveRequest> for LeaderRequest {
@@ -170,6 +176,8 @@ impl From<LeaseTimeToLiveRequest> for LeaderRequest {
 pub enum LeaderResponse {
     KeepAlive(LeaseKeepAliveResponse),
     TimeToLive(LeaseTimeToLiveResponse),
+    /// The learner is in sync: the asking member proposes the promotion.
+    PromoteReady(MemberPromoteResponse),
 }
 
 impl From<LeaderResponse> for ClientResponse {
@@ -177,6 +185,7 @@ impl From<LeaderResponse> for ClientResponse {
         match response {
             LeaderResponse::KeepAlive(r) => r.into(),
             LeaderResponse::TimeToLive(r) => r.into(),
+            LeaderResponse::PromoteReady(r) => r.into(),
         }
     }
 }

@@ -107,6 +107,11 @@ impl LogStore {
         &self.conf_state
     }
 
+    /// raft's configuration after an applied change, for the snapshots taken from now on.
+    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
     pub fn set_hard_state(&mut self, hs: HardState) {
         self.hard_state = hs;
     }

@@ -156,6 +156,8 @@ pub struct Storage {
 pub struct Links {
     pub peers: PeerSender,
     pub watch: Arc<FeedSlot>,
+    /// The member list as this member last applied it, for members asking to join.
+    pub members: Arc<super::peer::MemberBoard>,
 }
 
 /// Why the driver loop ended.
@@ -172,6 +174,7 @@ pub struct Driver {
     cold: ColdFiles,
     peers: PeerSender,
     watch: Arc<FeedSlot>,
+    members: Arc<super::peer::MemberBoard>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
     next_request: u64,
@@ -192,7 +195,11 @@ impl Driver {
         ready_message: String,
     ) -> Driver {
         let Storage { disk, cold } = storage;
-        let Links { peers, watch } = links;
+        let Links {
+            peers,
+            watch,
+            members,
+        } = links;
         Driver {
             node,
             rx,
@@ -201,6 +208,7 @@ impl Driver {
             cold,
             peers,
             watch,
+            members,
             clock_origin,
             replies: BTreeMap::new(),
             next_request: 0,
@@ -347,6 +355,10 @@ impl Driver {
                 }
                 Output::Stopped { reason } => stopped = Some(reason.to_string()),
                 Output::Watch(feed) => self.watch.offer(feed, self.cold.reader()),
+                Output::Members(members) => {
+                    self.peers.follow(super::peer::peer_addresses(&members));
+                    self.members.set(self.node.cluster_id(), members);
+                }
                 // The server runs without `observe`; nothing to carry out.
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }

@@ -64,7 +64,6 @@ fn os_seed() -> u64 {
 }
 
 async fn serve(cfg: ServerConfig) -> Result<(), String> {
-    let me = cfg.node.id;
     let clock_origin = std::time::Instant::now();
     let options = disk::DiskOptions {
         segment_bytes: cfg.wal_segment_bytes,
@@ -80,7 +79,12 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let disk::Loaded { recovered, files } = loaded;
     let cold = disk::ColdFiles::open(&cfg.data_dir)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
-    let node = Node::new(cfg.node.clone(), recovered, os_seed(), Instant::ZERO)
+    let mut node_cfg = cfg.node.clone();
+    if cfg.initial_cluster_state == "existing" && recovered.is_fresh() {
+        join_cluster(&cfg, &mut node_cfg).await?;
+    }
+    let me = node_cfg.id;
+    let node = Node::new(node_cfg, recovered, os_seed(), Instant::ZERO)
         .map_err(|e| e.to_string())?;
 
     let client_listeners = bind(&cfg.listen_client, "clients").await?;
@@ -88,19 +92,20 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
 
     let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
     let identity = peer::PeerIdentity {
-        cluster_id: cfg.node.cluster_id,
+        cluster_id: node.cluster_id(),
         member_id: me,
     };
+    let board = std::sync::Arc::new(peer::MemberBoard::default());
     for listener in peer_listeners {
         let h = handle.clone();
-        tokio::spawn(peer::serve(listener, identity, move |from, msg| {
+        tokio::spawn(peer::serve(listener, identity, board.clone(), move |from, msg| {
             h.deliver_peer(from, msg)
         }));
     }
+    // The node tells the driver its member list at once; until then, dial the flags' members.
     let others = cfg
         .members
         .iter()
-        .filter(|(id, _)| **id != me)
         .map(|(id, (_, addr))| (*id, addr.clone()))
         .collect();
     let peers = peer::PeerSender::new(identity, others);
@@ -110,7 +115,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let ready = format!(
         "detcd: member {me:x} ({}) of cluster {:x} ready to serve client requests on {}",
         cfg.name,
-        cfg.node.cluster_id,
+        identity.cluster_id,
         cfg.listen_client
             .iter()
             .map(|a| a.to_string())
@@ -118,7 +123,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             .join(",")
     );
     let feeds = std::sync::Arc::new(watch::FeedSlot::default());
-    let mut watch_config = crate::watch::WatchConfig::new(cfg.node.cluster_id, me);
+    let mut watch_config = crate::watch::WatchConfig::new(identity.cluster_id, me);
     watch_config.fragment_bytes = cfg.node.max_request_bytes + WATCH_FRAGMENT_OVERHEAD_BYTES;
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
     let watches = watch::spawn(watch_config, feeds.clone(), clock_origin)?;
@@ -130,6 +135,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         Links {
             peers,
             watch: feeds,
+            members: board,
         },
         clock_origin,
         ready,
@@ -168,6 +174,42 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         Exit::Shutdown => Ok(()),
         Exit::Stopped(reason) => Err(format!("member stopped: {reason}")),
     }
+}
+
+/// A member with an empty disk joining a running cluster (`--initial-cluster-state
+/// existing`): learns the cluster's id and its own member id (given by `member add`, found by
+/// its peer URL) from the members its `--initial-cluster` names, and starts with no
+/// configuration, waiting for the leader's snapshot.
+async fn join_cluster(cfg: &ServerConfig, node: &mut crate::node::Config) -> Result<(), String> {
+    let mine = cfg
+        .members
+        .get(&cfg.node.id)
+        .map(|(_, addr)| addr.clone())
+        .unwrap_or_default();
+    let others: Vec<String> = cfg
+        .members
+        .iter()
+        .filter(|(id, _)| **id != cfg.node.id)
+        .map(|(_, (_, addr))| addr.clone())
+        .collect();
+    let table = peer::lookup(&others).await?;
+    let me = table
+        .members
+        .iter()
+        .find(|m| peer::peer_addresses(std::slice::from_ref(m)).values().any(|a| *a == mine))
+        .ok_or_else(|| {
+            format!(
+                "the cluster has no member with peer URL http://{mine}: add it first \
+                 (etcdctl member add {} --peer-urls=http://{mine})",
+                cfg.name
+            )
+        })?;
+    node.id = me.id;
+    node.cluster_id = table.cluster_id;
+    node.peers = Vec::new();
+    node.initial_members = Vec::new();
+    node.join = true;
+    Ok(())
 }
 
 /// What the client services talk to.

@@ -19,14 +19,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::alarm::Alarms;
 use crate::api::{ClientRequest, ClientResponse};
 use crate::error::EtcdError;
 use crate::lease::{LeaseId, Leases};
+use crate::members::{Members, RaftChange};
 use crate::mvcc::{ColdOp, ColdValues, KeyChange, KeySpace};
-use crate::proto::detcdpb::{internal_request::Op, LeaseCheckpoints, LeaseExpire};
+use crate::proto::detcdpb::{
+    internal_request::Op, member_change::Change, LeaseCheckpoints, LeaseExpire, MemberChange,
+};
+use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseStatus, ResponseHeader, TxnRequest,
+    AlarmResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, MemberAddResponse,
+    MemberListResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse, ResponseHeader,
+    TxnRequest,
 };
 
 /// A response and the cold values it still needs (empty for nearly every response).
@@ -63,6 +70,10 @@ pub struct Effects {
     pub key_changes: Vec<KeyChange>,
     pub lease_records: Vec<LeaseRecord>,
     pub leases_removed: Vec<LeaseId>,
+    /// The member list changed (the peer transport follows it).
+    pub members_changed: bool,
+    /// What raft's configuration must do, for an applied addition, removal or promotion.
+    pub raft_change: Option<RaftChange>,
 }
 
 /// The result of applying one entry.
@@ -75,10 +86,12 @@ pub struct Applied {
 }
 
 /// The replicated state. See the module documentation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
     kv: KeySpace,
     leases: Leases,
+    members: Members,
+    alarms: Alarms,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -93,12 +106,28 @@ impl State {
         State::default()
     }
 
+    /// The state a new cluster starts from: nothing but its members.
+    pub fn bootstrap(members: Members) -> State {
+        State {
+            members,
+            ..State::default()
+        }
+    }
+
     /// A state of the key space alone, without leases (for tests and tools).
     pub fn from_key_space(kv: KeySpace) -> State {
         State {
             kv,
-            leases: Leases::default(),
+            ..State::default()
         }
+    }
+
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 
     pub fn kv(&self) -> &KeySpace {
@@ -112,6 +141,12 @@ impl State {
     /// Applies one committed entry's operation.
     pub fn apply(&mut self, op: Op) -> Applied {
         let mut effects = Effects::default();
+        if let Some(refused) = self.refused_by_alarm(&op) {
+            return Applied {
+                result: Some(Err(refused)),
+                effects,
+            };
+        }
         let result = match op {
             Op::Put(req) => Some(
                 self.kv
@@ -135,6 +170,11 @@ impl State {
                 self.checkpoint(checkpoints, &mut effects);
                 None
             }
+            Op::MemberChange(change) => self.change_members(change, &mut effects),
+            Op::Alarm(req) => Some(Ok(Answer::from(AlarmResponse {
+                header: header(self.kv.current_revision()),
+                alarms: self.alarms.apply(&req),
+            }))),
         };
         self.absorb_key_changes(&mut effects);
         Applied { result, effects }
@@ -155,6 +195,11 @@ impl State {
                 debug_assert!(self.kv.take_changes().is_empty(), "a read wrote");
                 answer
             }
+            ClientRequest::MemberList(_) => Ok(Answer::from(MemberListResponse {
+                // etcd's cluster responses carry no revision.
+                header: header(0),
+                members: self.members.list(),
+            })),
             ClientRequest::LeaseLeases(_) => Ok(Answer::from(LeaseLeasesResponse {
                 header: header(self.kv.current_revision()),
                 leases: self
@@ -229,6 +274,48 @@ impl State {
         }
     }
 
+    /// The error a client's write gets while an alarm stands (see `alarm`).
+    fn refused_by_alarm(&self, op: &Op) -> Option<EtcdError> {
+        if !is_write(op) {
+            return None;
+        }
+        self.alarms.refuses(adds_data(op))
+    }
+
+    /// Applies a membership change; answers it unless it is a member's own attributes.
+    fn change_members(
+        &mut self,
+        change: MemberChange,
+        effects: &mut Effects,
+    ) -> Option<Result<Answer, EtcdError>> {
+        let publish = matches!(change.change, Some(Change::Attributes(_)));
+        let added = match &change.change {
+            Some(Change::Add(member)) => Some(member.id),
+            _ => None,
+        };
+        let kind = change.change.clone();
+        let result = self.members.apply(change).map(|raft_change| {
+            effects.members_changed = true;
+            effects.raft_change = raft_change;
+            let members = self.members.list();
+            // etcd's cluster responses carry no revision.
+            let header = header(0);
+            match kind.expect("applied") {
+                Change::Add(_) => Answer::from(MemberAddResponse {
+                    header,
+                    member: added.and_then(|id| self.members.get(id).cloned()),
+                    members,
+                }),
+                Change::Remove(_) => Answer::from(MemberRemoveResponse { header, members }),
+                Change::Promote(_) => Answer::from(MemberPromoteResponse { header, members }),
+                Change::Update(_) | Change::Attributes(_) => {
+                    Answer::from(MemberUpdateResponse { header, members })
+                }
+            }
+        });
+        (!publish).then_some(result)
+    }
+
     /// Moves the key changes of the applied write into the lease table and the effects.
     fn absorb_key_changes(&mut self, effects: &mut Effects) {
         let changes = self.kv.take_changes();
@@ -262,12 +349,44 @@ impl State {
     pub fn replace_with(&mut self, other: State) {
         self.kv.replace_with(other.kv);
         self.leases = other.leases;
+        self.members = other.members;
+        self.alarms = other.alarms;
     }
 
     /// Verifies every state machine's invariants; `Err` names the first broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.kv.check_invariants()?;
-        self.leases.check_against(&self.kv)
+        self.leases.check_against(&self.kv)?;
+        self.members.check_invariants()
+    }
+}
+
+/// Whether an operation writes anything a client asked for (alarms refuse only those).
+fn is_write(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Put(_)
+            | Op::DeleteRange(_)
+            | Op::Txn(_)
+            | Op::Compaction(_)
+            | Op::LeaseGrant(_)
+            | Op::LeaseRevoke(_)
+    )
+}
+
+/// Whether an operation adds data: what NOSPACE refuses (puts, txns with puts, grants).
+fn adds_data(op: &Op) -> bool {
+    fn txn_puts(txn: &TxnRequest) -> bool {
+        txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(inner)) => txn_puts(inner),
+            _ => false,
+        })
+    }
+    match op {
+        Op::Put(_) | Op::LeaseGrant(_) => true,
+        Op::Txn(txn) => txn_puts(txn),
+        _ => false,
     }
 }
 

@@ -13,15 +13,20 @@ use prost::Message;
 use thiserror::Error;
 
 use super::State;
+use crate::alarm::Alarms;
 use crate::lease::Leases;
+use crate::members::Members;
 use crate::mvcc::{ColdRead, KeySpace, KeySpaceView, NoColdValues, SnapshotDecodeError};
 use crate::proto::detcdpb::StateSnapshot;
 
-/// The format this code writes and reads. Version 1 was the key space alone.
-const FORMAT_VERSION: u32 = 2;
+/// The format this code writes and reads. Version 1 was the key space alone; version 2 added
+/// the leases; version 3 the members and alarms.
+const FORMAT_VERSION: u32 = 3;
 const VERSION_FIELD: u32 = 1;
 const KV_FIELD: u32 = 2;
 const LEASES_FIELD: u32 = 3;
+const MEMBERS_FIELD: u32 = 4;
+const ALARMS_FIELD: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum StateSnapshotError {
@@ -33,6 +38,10 @@ pub enum StateSnapshotError {
     KeySpace(#[from] SnapshotDecodeError),
     #[error("state snapshot's lease table is impossible: {0}")]
     Leases(String),
+    #[error("state snapshot's member list is impossible: {0}")]
+    Members(String),
+    #[error("state snapshot's alarms are impossible: {0}")]
+    Alarms(String),
 }
 
 /// The state as it was at one moment, for encoding elsewhere while the state moves on.
@@ -40,6 +49,8 @@ pub enum StateSnapshotError {
 pub struct StateView {
     kv: KeySpaceView,
     leases: Leases,
+    members: Members,
+    alarms: Alarms,
 }
 
 fn delimited_header(tag: u32, len: usize, out: &mut Vec<u8>) {
@@ -59,9 +70,12 @@ impl StateView {
         out
     }
 
-    fn leases_bytes(&self) -> Vec<u8> {
+    /// The sections after the key space: leases, members, alarms.
+    fn trailing_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         prost::encoding::message::encode(LEASES_FIELD, &self.leases.to_snapshot(), &mut out);
+        prost::encoding::message::encode(MEMBERS_FIELD, &self.members.to_snapshot(), &mut out);
+        prost::encoding::message::encode(ALARMS_FIELD, &self.alarms.to_snapshot(), &mut out);
         out
     }
 
@@ -72,7 +86,7 @@ impl StateView {
             + key_len(KV_FIELD)
             + encoded_len_varint(kv as u64)
             + kv
-            + self.leases_bytes().len()
+            + self.trailing_bytes().len()
     }
 
     /// Writes the state, the key space section streamed key by key (its cold values read
@@ -82,7 +96,7 @@ impl StateView {
         delimited_header(KV_FIELD, self.kv.encoded_len(), &mut head);
         out.write_all(&head)?;
         self.kv.encode_to(out, cold)?;
-        out.write_all(&self.leases_bytes())
+        out.write_all(&self.trailing_bytes())
     }
 
     /// The whole state as bytes; equal states give equal bytes.
@@ -99,6 +113,8 @@ impl State {
         StateView {
             kv: self.kv.view(),
             leases: self.leases.clone(),
+            members: self.members.clone(),
+            alarms: self.alarms.clone(),
         }
     }
 
@@ -121,6 +137,15 @@ impl State {
         let kv = KeySpace::from_snapshot(snapshot.kv.unwrap_or_default())?;
         let leases = Leases::from_snapshot(snapshot.leases.unwrap_or_default(), &kv)
             .map_err(StateSnapshotError::Leases)?;
-        Ok(State { kv, leases })
+        let members = Members::from_snapshot(snapshot.members.unwrap_or_default())
+            .map_err(StateSnapshotError::Members)?;
+        let alarms = Alarms::from_snapshot(snapshot.alarms.unwrap_or_default())
+            .map_err(StateSnapshotError::Alarms)?;
+        Ok(State {
+            kv,
+            leases,
+            members,
+            alarms,
+        })
     }
 }

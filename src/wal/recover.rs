@@ -121,6 +121,13 @@ pub struct Recovered {
     pub unusable_snapshots: Vec<UnusableSnapshot>,
 }
 
+impl Recovered {
+    /// Whether the disk held nothing yet: no snapshot, no entries, no hard state.
+    pub fn is_fresh(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state == HardState::default()
+    }
+}
+
 /// Turns a disk image into the node's starting state, or explains why it cannot.
 /// Never panics; an image without snapshots and WAL records is a fresh member.
 pub fn recover(image: &DiskImage) -> Result<Recovered, RecoveryError> {

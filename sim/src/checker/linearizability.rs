@@ -40,10 +40,10 @@ use timeline::Timeline;
 
 /// Checks `ops` against `log`, the longest applied sequence of any member (index order, from
 /// index 1). Returns the first violation found, or what was checked.
-pub fn check(ops: &[Op], log: &[AppliedEntry]) -> Result<Stats, Violation> {
+pub fn check(ops: &[Op], log: &[AppliedEntry], initial: &State) -> Result<Stats, Violation> {
     let mut stats = Stats::default();
     let proposals = index_proposals(ops)?;
-    let replay = replay_writes(ops, log, &proposals, &mut stats)?;
+    let replay = replay_writes(ops, log, initial, &proposals, &mut stats)?;
     let plan = plan(ops, &replay, &mut stats)?;
     let mut reads = order_in_real_time(ops, &plan.ordered, &replay.timeline)?;
     reads.extend(plan.unordered_reads);
@@ -51,7 +51,7 @@ pub fn check(ops: &[Op], log: &[AppliedEntry]) -> Result<Stats, Violation> {
         .into_iter()
         .partition(|(_, slot)| matches!(ops[*slot].request, ClientRequest::LeaseLeases(_)));
     check_lease_reads(ops, &replay, lease_reads)?;
-    evaluate_reads(ops, log, reads)?;
+    evaluate_reads(ops, log, initial, reads)?;
     Ok(stats)
 }
 
@@ -103,10 +103,11 @@ fn lease_digest(ids: impl Iterator<Item = i64>) -> u64 {
 fn replay_writes(
     ops: &[Op],
     log: &[AppliedEntry],
+    initial: &State,
     proposals: &BTreeMap<(MemberId, u64), usize>,
     stats: &mut Stats,
 ) -> Result<Replay, Violation> {
-    let mut state = State::new();
+    let mut state = initial.clone();
     let mut replay = Replay {
         position: vec![None; ops.len()],
         timeline: Timeline::new(),
@@ -210,7 +211,8 @@ fn check_write_answer(
         Class::Write(WriteKind::Txn) => stats.write_txns += 1,
         Class::Write(WriteKind::Compact) => stats.compactions += 1,
         Class::Write(WriteKind::LeaseGrant | WriteKind::LeaseRevoke) => stats.lease_writes += 1,
-        Class::Read { .. } | Class::LeaseClock => {
+        Class::Write(WriteKind::Membership | WriteKind::Alarm) => stats.member_changes += 1,
+        Class::Read { .. } | Class::LeaseClock | Class::Local => {
             unreachable!("the entry carries this op's request, a write")
         }
     }
@@ -267,8 +269,9 @@ fn plan(ops: &[Op], replay: &Replay, stats: &mut Stats) -> Result<Plan, Violatio
             Class::Read { linearizable } => {
                 plan_read(slot, op, linearizable, &replay.timeline, &mut plan, stats)?
             }
-            // The lease checker judges what the leader's clocks answered.
-            Class::LeaseClock => {}
+            // The lease checker judges what the leader's clocks answered; the membership checks
+            // what members answer from their own raft state.
+            Class::LeaseClock | Class::Local => {}
         }
     }
     Ok(plan)
@@ -484,10 +487,11 @@ fn place_at_invocation(
 fn evaluate_reads(
     ops: &[Op],
     log: &[AppliedEntry],
+    initial: &State,
     mut reads: Vec<(u64, usize)>,
 ) -> Result<(), Violation> {
     reads.sort_unstable();
-    let mut state = State::new();
+    let mut state = initial.clone();
     let mut applied = 0u64;
     for (q, slot) in reads {
         while applied < q {

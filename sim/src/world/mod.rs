@@ -254,6 +254,7 @@ impl World {
                 follower_lease_expiry: options.bug == Some(Bug::FollowerLeaseExpiry),
                 lease_ttl_reset_on_leader_change: options.bug == Some(Bug::LeaseTtlReset),
                 lease_not_found_unconfirmed: options.bug == Some(Bug::LeaseNotFoundUnconfirmed),
+                stale_conf_after_restart: options.bug == Some(Bug::StaleConfAfterRestart),
             };
             let drift = options.clock_drift_ppm_max as i64;
             let clock = Clock {
@@ -374,6 +375,13 @@ impl World {
             self.log(0, || format!("FAILURE: {what}"));
             self.failure = Some(Failure { at: self.now, what });
         }
+    }
+
+    /// The replicated state every member starts from: the initial members, nothing else.
+    pub fn initial_state(&self) -> detcd::state::State {
+        let first = self.members.values().next().expect("a member").config.clone();
+        let members = detcd::members::Members::bootstrap(first.cluster_id, first.initial_members);
+        detcd::state::State::bootstrap(members)
     }
 
     pub fn member_ids(&self) -> Vec<MemberId> {
@@ -551,6 +559,7 @@ impl World {
                 Output::Applied { index, term, data } => {
                     self.applied(id, AppliedEntry { index, term, data })
                 }
+                Output::Members(_) => {}
                 Output::Watch(feed) => {
                     // The hub reads the view's cold values as they were when the feed left.
                     let local = member.clock.local(self.now);

@@ -18,6 +18,7 @@ pub(super) fn encode(msg: &PeerMessage) -> Option<Vec<u8>> {
             request: Some(match request {
                 LeaderRequest::KeepAlive(r) => forward_request::Request::KeepAlive(*r),
                 LeaderRequest::TimeToLive(r) => forward_request::Request::TimeToLive(*r),
+                LeaderRequest::PromoteCheck(r) => forward_request::Request::PromoteCheck(*r),
             }),
         }),
         PeerMessage::ForwardReply { id, result } => forward_message::Kind::Reply(ForwardReply {
@@ -25,6 +26,9 @@ pub(super) fn encode(msg: &PeerMessage) -> Option<Vec<u8>> {
             result: Some(match result {
                 Ok(LeaderResponse::KeepAlive(r)) => forward_reply::Result::KeepAlive(*r),
                 Ok(LeaderResponse::TimeToLive(r)) => forward_reply::Result::TimeToLive(r.clone()),
+                Ok(LeaderResponse::PromoteReady(r)) => {
+                    forward_reply::Result::PromoteReady(r.clone())
+                }
                 Err(e) => forward_reply::Result::Error(e.number()),
             }),
         }),
@@ -50,6 +54,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<PeerMessage, ForwardDecodeError> {
             let request = match request.ok_or(ForwardDecodeError::Empty)? {
                 forward_request::Request::KeepAlive(r) => LeaderRequest::KeepAlive(r),
                 forward_request::Request::TimeToLive(r) => LeaderRequest::TimeToLive(r),
+                forward_request::Request::PromoteCheck(r) => LeaderRequest::PromoteCheck(r),
             };
             Ok(PeerMessage::Forward { id, request })
         }
@@ -57,6 +62,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<PeerMessage, ForwardDecodeError> {
             let result = match result.ok_or(ForwardDecodeError::Empty)? {
                 forward_reply::Result::KeepAlive(r) => Ok(LeaderResponse::KeepAlive(r)),
                 forward_reply::Result::TimeToLive(r) => Ok(LeaderResponse::TimeToLive(r)),
+                forward_reply::Result::PromoteReady(r) => Ok(LeaderResponse::PromoteReady(r)),
                 forward_reply::Result::Error(n) => {
                     Err(EtcdError::from_number(n).ok_or(ForwardDecodeError::UnknownError(n))?)
                 }

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
+use super::join::MemberBoard;
 use super::PeerIdentity;
 use crate::node::{MemberId, PeerMessage};
 
@@ -28,7 +29,7 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// block; it may drop the message when the node's queue is full (raft retransmits).
 ///
 /// Dropping the future closes the listener and every connection it accepted.
-pub async fn serve<F>(listener: TcpListener, me: PeerIdentity, deliver: F)
+pub async fn serve<F>(listener: TcpListener, me: PeerIdentity, board: Arc<MemberBoard>, deliver: F)
 where
     F: Fn(MemberId, PeerMessage) + Send + Sync + 'static,
 {
@@ -39,7 +40,7 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) if connections.len() < CONNECTIONS_MAX => {
-                    connections.spawn(handle_connection(stream, addr, me, Arc::clone(&deliver)));
+                    connections.spawn(handle_connection(stream, addr, me, Arc::clone(&board), Arc::clone(&deliver)));
                 }
                 Ok((_, addr)) => eprintln!("detcd: peer {addr}: refused, {CONNECTIONS_MAX} connections open"),
                 Err(e) => {
@@ -56,18 +57,31 @@ async fn handle_connection<F>(
     stream: TcpStream,
     addr: SocketAddr,
     me: PeerIdentity,
+    board: Arc<MemberBoard>,
     deliver: Arc<F>,
 ) where
     F: Fn(MemberId, PeerMessage),
 {
-    if let Err(e) = receive(stream, me, &*deliver).await {
-        eprintln!("detcd: peer {addr}: closing connection: {e}");
+    let (read, write) = stream.into_split();
+    match receive(read, me, &*deliver).await {
+        Ok(Ended::Closed) => {}
+        Ok(Ended::JoinQuestion) => board.answer(write).await,
+        Err(e) => eprintln!("detcd: peer {addr}: closing connection: {e}"),
     }
+}
+
+/// How a connection ended well.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The dialler closed it.
+    Closed,
+    /// It was a joining member's question for the member list (see `join`).
+    JoinQuestion,
 }
 
 /// Reads one connection to its end. Returns `Ok` only when the dialler closed it cleanly.
 /// Generic over the stream so tests can check each refusal's reason on bytes in memory.
-pub(super) async fn receive<S, F>(stream: S, me: PeerIdentity, deliver: &F) -> Result<(), WireError>
+pub(super) async fn receive<S, F>(stream: S, me: PeerIdentity, deliver: &F) -> Result<Ended, WireError>
 where
     S: AsyncRead + Unpin,
     F: Fn(MemberId, PeerMessage),
@@ -76,10 +90,13 @@ where
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_handshake(&mut reader))
         .await
         .map_err(|_| WireError::HandshakeTimeout)??;
+    if handshake.is_join_question() {
+        return Ok(Ended::JoinQuestion);
+    }
     handshake.check(me)?;
     while let Some((kind, bytes)) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
         let msg = wire::decode_message(kind, &bytes, &handshake)?;
         deliver(handshake.from, msg);
     }
-    Ok(())
+    Ok(Ended::Closed)
 }

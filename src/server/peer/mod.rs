@@ -44,6 +44,7 @@
 
 mod forward;
 mod inbound;
+mod join;
 mod outbound;
 mod wire;
 
@@ -51,6 +52,7 @@ mod wire;
 mod tests;
 
 pub use inbound::serve;
+pub use join::{lookup, peer_addresses, MemberBoard};
 pub use outbound::{PeerSender, PeerStats};
 pub use wire::{CHUNK_BYTES_MAX, FRAME_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX};
 

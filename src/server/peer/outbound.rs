@@ -89,22 +89,44 @@ struct Peer {
 /// Sends raft messages to the other members. Dropping it stops every peer task and closes their
 /// connections.
 pub struct PeerSender {
-    peers: BTreeMap<MemberId, Peer>,
+    me: PeerIdentity,
+    peers: BTreeMap<MemberId, (String, Peer)>,
     unknown_dropped: AtomicU64,
+    /// Where peer tasks run: the member list changes on the node's thread, outside tokio.
+    runtime: tokio::runtime::Handle,
 }
 
 impl PeerSender {
     /// Spawns one task per peer on the current tokio runtime (panics outside one). `peers` maps
     /// member ids to `host:port`; an entry for `me` is ignored, since a member never dials itself.
     pub fn new(me: PeerIdentity, peers: BTreeMap<MemberId, String>) -> PeerSender {
-        let peers = peers
-            .into_iter()
-            .filter(|(id, _)| *id != me.member_id)
-            .map(|(id, addr)| (id, spawn_peer(me, id, addr)))
-            .collect();
-        PeerSender {
-            peers,
+        let mut sender = PeerSender {
+            me,
+            peers: BTreeMap::new(),
             unknown_dropped: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        sender.follow(peers);
+        sender
+    }
+
+    /// Follows the member list: dials new members, stops dialing removed ones, and redials a
+    /// member whose address changed. Callable from any thread.
+    pub fn follow(&mut self, peers: BTreeMap<MemberId, String>) {
+        let me = self.me;
+        self.peers.retain(|id, (addr, peer)| {
+            let keep = peers.get(id) == Some(addr);
+            if !keep {
+                peer.task.abort();
+            }
+            keep
+        });
+        let _guard = self.runtime.enter();
+        for (id, addr) in peers {
+            if id != me.member_id && !self.peers.contains_key(&id) {
+                let peer = spawn_peer(me, id, addr.clone());
+                self.peers.insert(id, (addr, peer));
+            }
         }
     }
 
@@ -120,7 +142,7 @@ impl PeerSender {
     }
 
     fn enqueue(&self, to: MemberId, item: Outgoing) {
-        let Some(peer) = self.peers.get(&to) else {
+        let Some((_, peer)) = self.peers.get(&to) else {
             Counters::add(&self.unknown_dropped, 1);
             return;
         };
@@ -131,7 +153,7 @@ impl PeerSender {
 
     /// One peer's counters, `None` for an unknown peer.
     pub fn peer_stats(&self, to: MemberId) -> Option<PeerStats> {
-        self.peers.get(&to).map(|peer| peer.counters.snapshot())
+        self.peers.get(&to).map(|(_, peer)| peer.counters.snapshot())
     }
 
     /// All peers' counters summed, with messages to unknown peers counted as dropped.
@@ -140,7 +162,7 @@ impl PeerSender {
             dropped: self.unknown_dropped.load(Ordering::Relaxed),
             ..PeerStats::default()
         };
-        for peer in self.peers.values() {
+        for (_, peer) in self.peers.values() {
             let s = peer.counters.snapshot();
             total.sent += s.sent;
             total.dropped += s.dropped;
@@ -153,7 +175,7 @@ impl PeerSender {
 impl Drop for PeerSender {
     fn drop(&mut self) {
         // A task backing off would otherwise notice the closed queue only at its next connect.
-        for peer in self.peers.values() {
+        for (_, peer) in self.peers.values() {
             peer.task.abort();
         }
     }

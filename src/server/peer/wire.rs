@@ -119,6 +119,19 @@ impl Handshake {
         })
     }
 
+    /// What a member joining the cluster sends to ask for the member list (see `join`).
+    pub fn join_question() -> Handshake {
+        Handshake {
+            cluster_id: 0,
+            from: 0,
+            to: 0,
+        }
+    }
+
+    pub fn is_join_question(&self) -> bool {
+        *self == Handshake::join_question()
+    }
+
     /// Whether `me` should accept this connection.
     pub fn check(&self, me: PeerIdentity) -> Result<(), WireError> {
         if self.cluster_id != me.cluster_id {

@@ -24,6 +24,8 @@ pub struct Stats {
     pub compactions: u64,
     /// Lease grants and revocations, checked like the other writes.
     pub lease_writes: u64,
+    /// Membership changes and alarms, checked like the other writes.
+    pub member_changes: u64,
     /// Reads checked against the model (answers and revision errors alike).
     pub linearizable_reads: u64,
     pub serializable_reads: u64,
@@ -308,6 +310,10 @@ impl fmt::Display for RequestSummary<'_> {
             ClientRequest::LeaseKeepAlive(k) => write!(f, "lease keepalive {:x}", k.id),
             ClientRequest::LeaseTimeToLive(t) => write!(f, "lease timetolive {:x}", t.id),
             ClientRequest::LeaseLeases(_) => write!(f, "lease list"),
+            ClientRequest::MemberAdd(a) => write!(f, "member add {:?}", a.peer_ur_ls),
+            ClientRequest::MemberRemove(r) => write!(f, "member remove {:x}", r.id),
+            ClientRequest::MemberPromote(p) => write!(f, "member promote {:x}", p.id),
+            other => write!(f, "{}", other.name()),
         }
     }
 }
@@ -407,7 +413,22 @@ fn write_response(f: &mut fmt::Formatter<'_>, resp: &ClientResponse) -> fmt::Res
             let ids: Vec<String> = l.leases.iter().map(|s| format!("{:x}", s.id)).collect();
             write!(f, "leases [{}] at revision {revision:?}", ids.join(", "))
         }
+        ClientResponse::MemberList(l) => write!(f, "members {:?}", member_ids(&l.members)),
+        ClientResponse::MemberAdd(a) => write!(
+            f,
+            "member {:x} added, members {:?}",
+            a.member.as_ref().map_or(0, |m| m.id),
+            member_ids(&a.members)
+        ),
+        other => write!(f, "{} answered", other.name()),
     }
+}
+
+fn member_ids(members: &[detcd::proto::etcdserverpb::Member]) -> Vec<String> {
+    members
+        .iter()
+        .map(|m| format!("{:x}{}", m.id, if m.is_learner { "(learner)" } else { "" }))
+        .collect()
 }
 
 struct KeyValues<'a>(&'a [KeyValue]);

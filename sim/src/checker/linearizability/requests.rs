@@ -11,7 +11,7 @@ use detcd::lease::MAX_TTL_SECS;
 use detcd::mvcc;
 use detcd::node::ClientRequest;
 use detcd::node::ClientResponse;
-use detcd::proto::detcdpb::internal_request;
+use detcd::proto::detcdpb::{internal_request, MemberChange};
 use detcd::proto::etcdserverpb::request_op::Request;
 use detcd::proto::etcdserverpb::{RequestOp, ResponseHeader, TxnRequest};
 use detcd::state::State;
@@ -28,6 +28,8 @@ pub enum WriteKind {
     Compact,
     LeaseGrant,
     LeaseRevoke,
+    Membership,
+    Alarm,
 }
 
 /// How the node treats a request: a write goes through the log; a read never does.
@@ -41,6 +43,9 @@ pub enum Class {
     /// Answered by the leader from its lease clocks, never through the log; the lease checker
     /// judges these.
     LeaseClock,
+    /// Answered from a member's own raft or disk state (Status, hashes, MoveLeader, ...), or
+    /// by the leader's view of a learner: not judged against the key space.
+    Local,
 }
 
 pub fn classify(request: &ClientRequest) -> Class {
@@ -59,16 +64,33 @@ pub fn classify(request: &ClientRequest) -> Class {
         ClientRequest::LeaseRevoke(_) => Class::Write(WriteKind::LeaseRevoke),
         ClientRequest::LeaseLeases(_) => Class::Read { linearizable: true },
         ClientRequest::LeaseKeepAlive(_) | ClientRequest::LeaseTimeToLive(_) => Class::LeaseClock,
+        ClientRequest::MemberAdd(_)
+        | ClientRequest::MemberRemove(_)
+        | ClientRequest::MemberUpdate(_)
+        | ClientRequest::MemberPromote(_) => Class::Write(WriteKind::Membership),
+        ClientRequest::Alarm(_) => Class::Write(WriteKind::Alarm),
+        ClientRequest::MemberList(l) => Class::Read {
+            linearizable: l.linearizable,
+        },
+        ClientRequest::Status(_)
+        | ClientRequest::Defragment(_)
+        | ClientRequest::Hash(_)
+        | ClientRequest::HashKv(_)
+        | ClientRequest::MoveLeader(_)
+        | ClientRequest::Downgrade(_) => Class::Local,
     }
 }
 
 /// Entries the leader proposes on its own (lease expiry and checkpoints): no client op claims
 /// them.
 pub fn is_internal(op: &internal_request::Op) -> bool {
-    matches!(
-        op,
-        internal_request::Op::LeaseExpire(_) | internal_request::Op::LeaseCheckpoints(_)
-    )
+    use detcd::proto::detcdpb::member_change::Change;
+    match op {
+        internal_request::Op::LeaseExpire(_) | internal_request::Op::LeaseCheckpoints(_) => true,
+        // A member publishing its own name and client URLs.
+        internal_request::Op::MemberChange(c) => matches!(c.change, Some(Change::Attributes(_))),
+        _ => false,
+    }
 }
 
 fn branches(t: &TxnRequest) -> impl Iterator<Item = &RequestOp> {
@@ -129,6 +151,22 @@ pub fn same_request(op: &internal_request::Op, request: &ClientRequest) -> bool 
             (b.id == 0 || a.id == b.id) && a.ttl >= b.ttl
         }
         (internal_request::Op::LeaseRevoke(a), ClientRequest::LeaseRevoke(b)) => a == b,
+        (internal_request::Op::Alarm(a), ClientRequest::Alarm(b)) => a == b,
+        (internal_request::Op::MemberChange(a), request) => same_member_change(a, request),
+        _ => false,
+    }
+}
+
+/// The member settles a new member's id before proposing; the rest is the client's.
+fn same_member_change(change: &MemberChange, request: &ClientRequest) -> bool {
+    use detcd::proto::detcdpb::member_change::Change;
+    match (&change.change, request) {
+        (Some(Change::Add(a)), ClientRequest::MemberAdd(b)) => {
+            a.peer_ur_ls == b.peer_ur_ls && a.is_learner == b.is_learner
+        }
+        (Some(Change::Remove(a)), ClientRequest::MemberRemove(b)) => *a == b.id,
+        (Some(Change::Promote(a)), ClientRequest::MemberPromote(b)) => *a == b.id,
+        (Some(Change::Update(a)), ClientRequest::MemberUpdate(b)) => a == b,
         _ => false,
     }
 }
@@ -180,9 +218,30 @@ pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> b
             matches!(error, NoSpace | RequestTooLarge)
                 || (g.ttl > MAX_TTL_SECS && *error == EtcdError::LeaseTtlTooLarge)
         }
-        ClientRequest::LeaseLeases(_)
-        | ClientRequest::LeaseKeepAlive(_)
-        | ClientRequest::LeaseTimeToLive(_) => false,
+        ClientRequest::MemberAdd(_)
+        | ClientRequest::MemberRemove(_)
+        | ClientRequest::MemberUpdate(_)
+        | ClientRequest::MemberPromote(_) => membership_refusal(request, error),
+        ClientRequest::Alarm(_) => *error == RequestTooLarge,
+        _ => false,
+    }
+}
+
+/// What a member answers a membership change without proposing it: its checks against the
+/// member list and the quorum, a learner not yet in sync, no leader to propose to.
+fn membership_refusal(request: &ClientRequest, error: &EtcdError) -> bool {
+    use EtcdError::*;
+    match request {
+        ClientRequest::MemberPromote(_) => matches!(
+            error,
+            MemberNotFound | MemberNotLearner | LearnerNotReady | MemberNotEnoughStarted
+                | Unhealthy | NoLeader
+        ),
+        _ => matches!(
+            error,
+            MemberNotFound | MemberBadUrls | PeerUrlExist | MemberExist | MemberNotEnoughStarted
+                | Unhealthy | NoLeader | TooManyLearners
+        ),
     }
 }
 
