@@ -95,6 +95,11 @@ fn an_election_leader_answered_with_the_newest_candidate_is_caught() {
 }
 
 #[test]
+fn a_restart_that_forgets_the_membership_changes_in_its_snapshot_is_caught() {
+    assert_found(Bug::StaleConfAfterRestart);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -251,14 +251,34 @@ impl Node {
                 }
             }
             RaftChange::Remove(id) if id == self.cfg.id => self.stop(StopReason::Removed),
-            RaftChange::Remove(_) => {}
+            RaftChange::Remove(id) => self.tell_removed(id),
         }
     }
 
-    /// Tells the driver the member list (for its peer transport).
+    /// Tells a removed member so: the leader stops replicating to it once the removal applies,
+    /// so it may never apply its own removal.
+    pub(super) fn tell_removed(&mut self, id: MemberId) {
+        self.outputs.push_back(Output::Send {
+            to: id,
+            msg: super::PeerMessage::Removed,
+        });
+    }
+
+    /// A member of the cluster says this one was removed.
+    pub(super) fn removed_by(&mut self, from: MemberId) {
+        let known = self.state.members().get(from).is_some();
+        if known && !self.is_removed_member(from) {
+            self.stop(StopReason::Removed);
+        }
+    }
+
+    /// Tells the driver the member list (for its peer transport). A member that joins knows
+    /// none until its first snapshot: the driver keeps dialing whom it asked to join.
     pub(super) fn members_changed(&mut self) {
-        self.outputs
-            .push_back(Output::Members(self.state.members().list()));
+        let members = self.state.members().list();
+        if !members.is_empty() {
+            self.outputs.push_back(Output::Members(members));
+        }
     }
 
     /// Once a leader is known, a member whose name or client URLs in the list are not what it
@@ -289,6 +309,27 @@ impl Node {
         let op = Op::MemberChange(change(Change::Attributes(attributes)));
         let data = super::clients::encode_proposal(self.cfg.id, proposal, op);
         let _ = self.raw.propose(Vec::new(), data);
+    }
+
+    /// raft's configuration must be the member list's voters and learners: both change in the
+    /// same entries, and both come back from the same snapshot.
+    pub fn check_configuration(&self) -> Result<(), String> {
+        let conf = self.raw.raft.prs().conf();
+        let mut voters: Vec<MemberId> = conf.voters().ids().iter().collect();
+        let mut learners: Vec<MemberId> = conf.learners().iter().copied().collect();
+        voters.sort_unstable();
+        learners.sort_unstable();
+        let members = self.state.members();
+        let listed_voters: Vec<MemberId> = members.voters().map(|m| m.id).collect();
+        let listed_learners: Vec<MemberId> =
+            members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+        if voters != listed_voters || learners != listed_learners {
+            return Err(format!(
+                "raft's voters {voters:x?} and learners {learners:x?} differ from the member \
+                 list's {listed_voters:x?} and {listed_learners:x?}"
+            ));
+        }
+        Ok(())
     }
 
     /// Raft messages from a member the cluster removed are not stepped: it must not vote or

@@ -465,7 +465,8 @@ impl Node {
     /// Starts the lease clocks once this member leads and has applied its term's first entry;
     /// stops them the moment it no longer leads.
     pub(super) fn follow_leadership(&mut self) {
-        if !self.is_leader() {
+        // A member stopped in this batch (removed from the cluster) leads nothing.
+        if !self.is_leader() || self.stopped.is_some() {
             self.stop_lease_clocks();
             return;
         }

@@ -356,8 +356,11 @@ impl Node {
                 if m.from != from
                     || m.to != self.cfg.id
                     || raft::raw_node::is_local_msg(m.get_msg_type())
-                    || self.is_removed_member(from)
                 {
+                    return;
+                }
+                if self.is_removed_member(from) {
+                    self.tell_removed(from);
                     return;
                 }
                 if self.raw.step(m).is_ok() {
@@ -366,6 +369,7 @@ impl Node {
             }
             PeerMessage::Forward { id, request } => self.serve_for_member(from, id, request),
             PeerMessage::ForwardReply { id, result } => self.forward_answered(id, result),
+            PeerMessage::Removed => self.removed_by(from),
         }
     }
 

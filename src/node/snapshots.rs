@@ -198,6 +198,7 @@ impl Node {
                     .install_snapshot(snapshot.get_metadata());
                 self.state_replaced();
                 self.watch_feed.state_replaced();
+                self.members_changed();
                 true
             }
             Err(error) => {

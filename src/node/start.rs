@@ -34,7 +34,9 @@ impl Node {
         now: Instant,
     ) -> Result<Node, StartError> {
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
-        let joining = cfg.join && recovered.is_fresh();
+        // A member that joins has no configuration until its first snapshot (it may have
+        // voted or crashed before that).
+        let joining = cfg.join && recovered.snapshot.is_none();
         let (state, snapshot_index) = restore_state(&cfg, &recovered, joining)?;
         if state.members().is_removed(cfg.id) {
             return Err(StartError::Removed);

@@ -149,6 +149,8 @@ pub enum PeerMessage {
         id: u64,
         result: Result<LeaderResponse, EtcdError>,
     },
+    /// The cluster removed the receiver: it must stop.
+    Removed,
 }
 
 /// A client request only the leader answers: it reads the leader's lease clocks.

@@ -185,7 +185,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let name = get("name");
     let data_dir = get("data-dir").replace("${name}", &name);
     let listen_client = addresses(&get("listen-client-urls"), "listen-client-urls")?;
-    let advertise_client_urls = get("advertise-client-urls")
+    let advertise_client_urls: Vec<String> = get("advertise-client-urls")
         .split(',')
         .map(str::to_string)
         .collect();
@@ -224,6 +224,17 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         })?;
     let mut node = Config::new(me, members.keys().copied().collect());
     node.cluster_id = cluster_id(members.keys().copied(), &token);
+    node.initial_members = members
+        .iter()
+        .map(|(id, (name, addr))| crate::proto::etcdserverpb::Member {
+            id: *id,
+            name: name.clone(),
+            peer_ur_ls: vec![format!("http://{addr}")],
+            ..Default::default()
+        })
+        .collect();
+    node.name = name.clone();
+    node.client_urls = advertise_client_urls.clone();
     node.heartbeat_interval = Duration::from_millis(heartbeat);
     node.election_timeout = Duration::from_millis(election);
     node.request_timeout = Duration::from_secs(5) + 2 * node.election_timeout;

@@ -37,7 +37,7 @@ impl KvService {
 }
 
 /// One unary call: the request to the node, its typed answer or etcd's error back.
-async fn unary<R: Rpc>(
+pub(super) async fn unary<R: Rpc>(
     driver: &DriverHandle,
     request: Request<R>,
 ) -> Result<Response<R::Response>, Status> {

@@ -9,6 +9,7 @@ pub mod deadline;
 pub mod disk;
 pub mod driver;
 pub mod grpc;
+pub mod maintenance;
 pub mod peer;
 pub mod recipes;
 pub mod watch;
@@ -18,7 +19,9 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::node::Node;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
@@ -80,8 +83,15 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let cold = disk::ColdFiles::open(&cfg.data_dir)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     let mut node_cfg = cfg.node.clone();
-    if cfg.initial_cluster_state == "existing" && recovered.is_fresh() {
-        join_cluster(&cfg, &mut node_cfg).await?;
+    // Whom to dial until the node reports its member list: the flags' members, or for a
+    // joining member the cluster's.
+    let mut dial: std::collections::BTreeMap<u64, String> = cfg
+        .members
+        .iter()
+        .map(|(id, (_, addr))| (*id, addr.clone()))
+        .collect();
+    if cfg.initial_cluster_state == "existing" && recovered.snapshot.is_none() {
+        dial = join_cluster(&cfg, &mut node_cfg).await?;
     }
     let me = node_cfg.id;
     let node = Node::new(node_cfg, recovered, os_seed(), Instant::ZERO)
@@ -102,13 +112,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             h.deliver_peer(from, msg)
         }));
     }
-    // The node tells the driver its member list at once; until then, dial the flags' members.
-    let others = cfg
-        .members
-        .iter()
-        .map(|(id, (_, addr))| (*id, addr.clone()))
-        .collect();
-    let peers = peer::PeerSender::new(identity, others);
+    let peers = peer::PeerSender::new(identity, dial);
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
 
@@ -140,9 +144,14 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         clock_origin,
         ready,
     );
+    let (driver_done, driver_ended) = tokio::sync::oneshot::channel();
     let driver_thread = std::thread::Builder::new()
         .name("detcd-node".into())
-        .spawn(move || driver.run())
+        .spawn(move || {
+            let exit = driver.run();
+            let _ = driver_done.send(());
+            exit
+        })
         .map_err(|e| format!("starting the node thread: {e}"))?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -159,8 +168,11 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         )));
     }
 
-    wait_for_signal().await;
-    eprintln!("detcd: shutting down");
+    // A member that stopped (removed from the cluster, a failed disk) exits as etcd does.
+    tokio::select! {
+        _ = wait_for_signal() => eprintln!("detcd: shutting down"),
+        _ = driver_ended => {}
+    }
     let _ = shutdown_tx.send(true);
     handle.shutdown();
     let exit = tokio::task::spawn_blocking(move || driver_thread.join())
@@ -180,7 +192,10 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
 /// existing`): learns the cluster's id and its own member id (given by `member add`, found by
 /// its peer URL) from the members its `--initial-cluster` names, and starts with no
 /// configuration, waiting for the leader's snapshot.
-async fn join_cluster(cfg: &ServerConfig, node: &mut crate::node::Config) -> Result<(), String> {
+async fn join_cluster(
+    cfg: &ServerConfig,
+    node: &mut crate::node::Config,
+) -> Result<std::collections::BTreeMap<u64, String>, String> {
     let mine = cfg
         .members
         .get(&cfg.node.id)
@@ -209,7 +224,7 @@ async fn join_cluster(cfg: &ServerConfig, node: &mut crate::node::Config) -> Res
     node.peers = Vec::new();
     node.initial_members = Vec::new();
     node.join = true;
-    Ok(())
+    Ok(peer::peer_addresses(&table.members))
 }
 
 /// What the client services talk to.
@@ -237,6 +252,12 @@ async fn serve_clients(
     let lease = LeaseServer::new(grpc::LeaseService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
+        .max_decoding_message_size(receive_max);
+    let maintenance =
+        MaintenanceServer::new(maintenance::MaintenanceService::new(services.driver.clone()))
+            .max_decoding_message_size(receive_max)
+            .max_encoding_message_size(usize::MAX);
     let recipes = recipes::RecipeServices::new(services.driver.clone(), services.watch.clone());
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
@@ -267,6 +288,8 @@ async fn serve_clients(
         .add_service(watch)
         .add_service(lock)
         .add_service(election)
+        .add_service(cluster)
+        .add_service(maintenance)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -26,6 +26,7 @@ impl World {
             }
             Some(_) => {}
             None => {
+                self.follow_membership(&entry);
                 self.timing.applied_at.insert(entry.index, self.now);
                 if let Some(ended) = ended_lease(&entry) {
                     self.leases_ended.push(ended);
@@ -40,6 +41,10 @@ impl World {
         let Some(node) = member.node.as_ref() else {
             return;
         };
+        if let Err(why) = node.check_configuration() {
+            self.fail(format!("member {id}: {why}"));
+            return;
+        }
         let (term, is_leader, commit, last_commit) = (
             node.term(),
             node.is_leader(),

@@ -292,6 +292,10 @@ impl World {
             Outcome::Unknown => self.counters.ops_unknown += 1,
         }
         let client = self.ops[op].client;
+        if client == member_clients::OPERATOR && self.busy_clients.get(&client) == Some(&op) {
+            self.busy_clients.remove(&client);
+            return self.schedule_membership_turn();
+        }
         if self.busy_clients.get(&client) == Some(&op) {
             self.busy_clients.remove(&client);
             let pause = if self.is_lease_client(client) {

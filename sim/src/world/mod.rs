@@ -33,6 +33,7 @@ mod clients;
 mod faults;
 mod lease_clients;
 mod liveness;
+mod member_clients;
 mod network;
 mod recipe_clients;
 mod watch_clients;
@@ -127,6 +128,26 @@ struct Member {
     hub: WatchHub,
 }
 
+impl Member {
+    /// A member that has not started yet, with an empty disk.
+    fn new(config: Config, clock: Clock) -> Member {
+        Member {
+            node: None,
+            disk: SimDisk::default(),
+            cold: MemoryColdStore::default(),
+            config,
+            clock,
+            incarnation: 0,
+            paused: false,
+            deferred: Vec::new(),
+            timer_at: None,
+            requests: BTreeMap::new(),
+            last_commit: 0,
+            hub: WatchHub::new(WatchConfig::new(0, 0)),
+        }
+    }
+}
+
 enum Event {
     Deliver {
         from: MemberId,
@@ -160,6 +181,7 @@ enum Event {
     RecipeGiveUp {
         run: u64,
     },
+    MembershipTurn,
     ClientGiveUp {
         op: usize,
     },
@@ -232,6 +254,10 @@ pub struct World {
     pub trace: Option<Vec<(SimNanos, MemberId, String)>>,
     faults_on: bool,
     pub failure: Option<Failure>,
+    /// Members the cluster removed: they never run again.
+    removed: BTreeSet<MemberId>,
+    /// Peer URLs given to members the operator added so far.
+    next_joiner: u64,
 }
 
 impl World {
@@ -261,23 +287,7 @@ impl World {
                 offset_ns: rng.below(10_000 * MS),
                 drift_ppm: rng.below(2 * drift as u64 + 1) as i64 - drift,
             };
-            members.insert(
-                id,
-                Member {
-                    node: None,
-                    disk: SimDisk::default(),
-                    cold: MemoryColdStore::default(),
-                    config,
-                    clock,
-                    incarnation: 0,
-                    paused: false,
-                    deferred: Vec::new(),
-                    timer_at: None,
-                    requests: BTreeMap::new(),
-                    last_commit: 0,
-                    hub: WatchHub::new(WatchConfig::new(0, 0)),
-                },
-            );
+            members.insert(id, Member::new(config, clock));
         }
         let mut world = World {
             seed,
@@ -313,6 +323,8 @@ impl World {
             trace: trace.then(Vec::new),
             faults_on: true,
             failure: None,
+            removed: BTreeSet::new(),
+            next_joiner: 0,
         };
         for id in peers {
             world.start(id);
@@ -338,6 +350,9 @@ impl World {
             world.recipe_clients.insert(client, recipe_client);
             let at = world.rng.below(100 * MS);
             world.schedule(at, Event::RecipeTurn { client });
+        }
+        if world.options.membership {
+            world.schedule_membership_turn();
         }
         world.timing.drift_ppm_max = world.options.clock_drift_ppm_max;
         world.timing.checkpoint_interval_ns = LEASE_CHECKPOINT_INTERVAL_NS;
@@ -398,6 +413,9 @@ impl World {
 
     /// Starts a member from its disk through the real recovery path.
     fn start(&mut self, id: MemberId) {
+        if self.removed.contains(&id) {
+            return;
+        }
         let now = self.now;
         let seed = self.rng.next_u64();
         let member = self.members.get_mut(&id).expect("member");
@@ -568,6 +586,14 @@ impl World {
                     self.watchers_read(id);
                     self.recipes_read(id);
                 }
+                Output::Stopped {
+                    reason: detcd::node::StopReason::Removed,
+                } => {
+                    self.log(id, || "stopped: removed from the cluster".to_string());
+                    self.removed.insert(id);
+                    self.crash(id);
+                    return;
+                }
                 Output::Stopped { reason } => {
                     self.log(id, || format!("stopped: {reason}"));
                     // As the server would exit: the process is gone; it restarts on its disk.
@@ -637,6 +663,7 @@ impl World {
             Event::RecipeTurn { client } => self.recipe_turn(client),
             Event::RecipeAdvance { run } => self.recipe_advance(run),
             Event::RecipeGiveUp { run } => self.recipe_give_up(run),
+            Event::MembershipTurn => self.membership_turn(),
             Event::ClientGiveUp { op } => self.client_give_up(op),
             Event::Fault => self.fault(),
             Event::Heal { what } => self.heal(what),

@@ -7,12 +7,14 @@ use crate::error::EtcdError;
 use crate::node::{LeaderRequest, LeaderResponse, PeerMessage};
 use crate::proto::detcdpb::{
     forward_message, forward_reply, forward_request, ForwardMessage, ForwardReply, ForwardRequest,
+    Removed,
 };
 
 /// The bytes of a `Forward` or `ForwardReply`; `None` for a raft message.
 pub(super) fn encode(msg: &PeerMessage) -> Option<Vec<u8>> {
     let kind = match msg {
         PeerMessage::Raft(_) => return None,
+        PeerMessage::Removed => forward_message::Kind::Removed(Removed {}),
         PeerMessage::Forward { id, request } => forward_message::Kind::Request(ForwardRequest {
             id: *id,
             request: Some(match request {
@@ -69,6 +71,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<PeerMessage, ForwardDecodeError> {
             };
             Ok(PeerMessage::ForwardReply { id, result })
         }
+        forward_message::Kind::Removed(Removed {}) => Ok(PeerMessage::Removed),
     }
 }
 

@@ -86,11 +86,16 @@ struct Peer {
     task: AbortHandle,
 }
 
+/// How long a peer that left the member list may still send what was queued for it.
+const REMOVED_PEER_DRAIN: Duration = Duration::from_secs(5);
+
 /// Sends raft messages to the other members. Dropping it stops every peer task and closes their
 /// connections.
 pub struct PeerSender {
     me: PeerIdentity,
     peers: BTreeMap<MemberId, (String, Peer)>,
+    /// Members that left the list, whose tasks may still send a last notice for a while.
+    leaving: BTreeMap<MemberId, Peer>,
     unknown_dropped: AtomicU64,
     /// Where peer tasks run: the member list changes on the node's thread, outside tokio.
     runtime: tokio::runtime::Handle,
@@ -103,6 +108,7 @@ impl PeerSender {
         let mut sender = PeerSender {
             me,
             peers: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             unknown_dropped: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
         };
@@ -114,14 +120,25 @@ impl PeerSender {
     /// member whose address changed. Callable from any thread.
     pub fn follow(&mut self, peers: BTreeMap<MemberId, String>) {
         let me = self.me;
-        self.peers.retain(|id, (addr, peer)| {
-            let keep = peers.get(id) == Some(addr);
-            if !keep {
-                peer.task.abort();
-            }
-            keep
-        });
         let _guard = self.runtime.enter();
+        self.leaving.retain(|_, peer| !peer.task.is_finished());
+        let gone: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(id, (addr, _))| peers.get(id) != Some(addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let (_, peer) = self.peers.remove(&id).expect("listed above");
+            // What is queued for it, or sent to it soon (a removed member's notice), may
+            // still go out for a while.
+            let task = peer.task.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REMOVED_PEER_DRAIN).await;
+                task.abort();
+            });
+            self.leaving.insert(id, peer);
+        }
         for (id, addr) in peers {
             if id != me.member_id && !self.peers.contains_key(&id) {
                 let peer = spawn_peer(me, id, addr.clone());
@@ -142,9 +159,15 @@ impl PeerSender {
     }
 
     fn enqueue(&self, to: MemberId, item: Outgoing) {
-        let Some((_, peer)) = self.peers.get(&to) else {
-            Counters::add(&self.unknown_dropped, 1);
-            return;
+        let peer = match self.peers.get(&to) {
+            Some((_, peer)) => peer,
+            None => match self.leaving.get(&to) {
+                Some(peer) => peer,
+                None => {
+                    Counters::add(&self.unknown_dropped, 1);
+                    return;
+                }
+            },
         };
         if peer.queue.try_send(item).is_err() {
             Counters::add(&peer.counters.dropped, 1);

@@ -69,10 +69,8 @@ pub fn classify(request: &ClientRequest) -> Class {
         | ClientRequest::MemberUpdate(_)
         | ClientRequest::MemberPromote(_) => Class::Write(WriteKind::Membership),
         ClientRequest::Alarm(_) => Class::Write(WriteKind::Alarm),
-        ClientRequest::MemberList(l) => Class::Read {
-            linearizable: l.linearizable,
-        },
-        ClientRequest::Status(_)
+        ClientRequest::MemberList(_)
+        | ClientRequest::Status(_)
         | ClientRequest::Defragment(_)
         | ClientRequest::Hash(_)
         | ClientRequest::HashKv(_)
@@ -196,7 +194,8 @@ pub fn is_revision_error(error: &EtcdError) -> bool {
 /// (TooManyRequests), and the entry size limit.
 pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> bool {
     use EtcdError::{NoSpace, RequestTooLarge, TooManyRequests};
-    if *error == TooManyRequests {
+    // Past the bound on pending requests, or at a learner, which serves almost nothing.
+    if *error == TooManyRequests || *error == EtcdError::NotSupportedForLearner {
         return true;
     }
     let same = |checked: Result<(), EtcdError>| checked.as_ref().err() == Some(error);
