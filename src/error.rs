@@ -181,17 +181,32 @@ impl EtcdError {
     pub fn code(&self) -> Code {
         use EtcdError::*;
         match self {
-            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge | MemberBadUrls | WrongDowngradeVersionFormat
-            | InvalidDowngradeTargetVersion => {
-                Code::InvalidArgument
-            }
+            EmptyKey
+            | KeyNotFound
+            | ValueProvided
+            | LeaseProvided
+            | TooManyOps
+            | DuplicateKey
+            | InvalidSortOption
+            | RequestTooLarge
+            | MemberBadUrls
+            | WrongDowngradeVersionFormat
+            | InvalidDowngradeTargetVersion => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist | NotLeader | NotCapable | MemberExist | PeerUrlExist
-            | MemberNotEnoughStarted | MemberNotLearner | LearnerNotReady | TooManyLearners
-            | NotSupportedForLearner | BadLeaderTransferee | ClusterVersionUnavailable
+            LeaseExist
+            | NotLeader
+            | NotCapable
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotEnoughStarted
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotSupportedForLearner
+            | BadLeaderTransferee
+            | ClusterVersionUnavailable
             | NoInflightDowngrade => Code::FailedPrecondition,
             NoLeader
             | LeaderChanged

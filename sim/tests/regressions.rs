@@ -31,7 +31,10 @@ fn assert_passes(seed: u64, overrides: &str) {
 /// applied index, which the snapshot had replaced, and panicked. Ticks now wait for the install.
 #[test]
 fn seed_15252_election_timeout_during_snapshot_install() {
-    assert_passes(15252, "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0");
+    assert_passes(
+        15252,
+        "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0",
+    );
 }
 
 /// The leader kept handing a lagging follower the snapshot it had built earlier, though the log
@@ -39,7 +42,10 @@ fn seed_15252_election_timeout_during_snapshot_install() {
 /// got the same snapshot again, forever. Found by the catch-up check of the liveness phase.
 #[test]
 fn seed_4993_stale_snapshot_for_a_follower() {
-    assert_passes(4993, "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0");
+    assert_passes(
+        4993,
+        "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0",
+    );
 }
 
 /// The leader resends the same snapshot view to a follower while raft waits on it; a compaction
@@ -47,7 +53,10 @@ fn seed_4993_stale_snapshot_for_a_follower() {
 /// encoding the resend failed. Releases now wait until that view is dropped or replaced.
 #[test]
 fn seed_1387_snapshot_resent_after_its_cold_segment_was_released() {
-    assert_passes(1387, "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0");
+    assert_passes(
+        1387,
+        "lease_clients=0,watch_clients=0,recipe_clients=0,membership=0",
+    );
 }
 
 /// A leader paused past a lease's expiry stepped down on its first tick after resuming, then

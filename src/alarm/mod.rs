@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use crate::error::EtcdError;
 use crate::proto::detcdpb::AlarmTable;
-use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmType};
+use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmType,
+};
 
 /// The raised alarms, as (member, alarm type) pairs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,8 +112,14 @@ mod tests {
         assert_eq!(alarms.apply(&req(Get, 0, AlarmType::Corrupt)).len(), 1);
         let restored = Alarms::from_snapshot(alarms.to_snapshot()).unwrap();
         assert_eq!(restored, alarms);
-        assert_eq!(alarms.apply(&req(Deactivate, 2, AlarmType::Corrupt)).len(), 1);
-        assert_eq!(alarms.apply(&req(Deactivate, 2, AlarmType::Corrupt)), vec![]);
+        assert_eq!(
+            alarms.apply(&req(Deactivate, 2, AlarmType::Corrupt)).len(),
+            1
+        );
+        assert_eq!(
+            alarms.apply(&req(Deactivate, 2, AlarmType::Corrupt)),
+            vec![]
+        );
         alarms.apply(&req(Deactivate, 1, AlarmType::Nospace));
         assert_eq!(alarms.refuses(true), None);
     }

@@ -170,7 +170,10 @@ impl Members {
                 Some(RaftChange::AddVoter(id))
             }
             Change::Update(update) => {
-                self.members.get_mut(&update.id).expect("checked").peer_ur_ls = update.peer_ur_ls;
+                self.members
+                    .get_mut(&update.id)
+                    .expect("checked")
+                    .peer_ur_ls = update.peer_ur_ls;
                 None
             }
             Change::Attributes(attributes) => {

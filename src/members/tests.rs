@@ -39,8 +39,14 @@ fn bootstrap_members_are_voters_without_client_urls() {
 fn etcds_errors_for_impossible_changes() {
     let mut members = three();
     let add = |id, url: &str, learner| change(Change::Add(member(id, url, learner)));
-    assert_eq!(members.apply(add(1, "http://x", false)), Err(EtcdError::MemberExist));
-    assert_eq!(members.apply(add(9, "http://m1", false)), Err(EtcdError::PeerUrlExist));
+    assert_eq!(
+        members.apply(add(1, "http://x", false)),
+        Err(EtcdError::MemberExist)
+    );
+    assert_eq!(
+        members.apply(add(9, "http://m1", false)),
+        Err(EtcdError::PeerUrlExist)
+    );
     assert_eq!(
         members.apply(change(Change::Remove(9))),
         Err(EtcdError::MemberNotFound)
@@ -53,7 +59,10 @@ fn etcds_errors_for_impossible_changes() {
         members.apply(add(4, "http://m4", true)),
         Ok(Some(RaftChange::AddLearner(4)))
     );
-    assert_eq!(members.apply(add(5, "http://m5", true)), Err(EtcdError::TooManyLearners));
+    assert_eq!(
+        members.apply(add(5, "http://m5", true)),
+        Err(EtcdError::TooManyLearners)
+    );
     let added = members.get(4).unwrap();
     assert!(added.name.is_empty() && added.client_ur_ls.is_empty() && added.is_learner);
     assert_eq!(
@@ -65,7 +74,10 @@ fn etcds_errors_for_impossible_changes() {
         Ok(Some(RaftChange::Remove(4)))
     );
     // A removed id never comes back.
-    assert_eq!(members.apply(add(4, "http://m4", false)), Err(EtcdError::MemberExist));
+    assert_eq!(
+        members.apply(add(4, "http://m4", false)),
+        Err(EtcdError::MemberExist)
+    );
     assert_eq!(
         members.apply(change(Change::Update(MemberUpdateRequest {
             id: 2,
@@ -119,7 +131,9 @@ impl Model {
                 self.members.push((id, url, learner));
             }
             Op::Remove(id) => {
-                let Some(at) = position(self, id) else { return false };
+                let Some(at) = position(self, id) else {
+                    return false;
+                };
                 self.members.remove(at);
                 self.removed.push(id);
             }

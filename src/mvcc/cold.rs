@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::snapshot::KeySpaceView;
 use super::range::finish_order;
+use super::snapshot::KeySpaceView;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::{RangeResponse, TxnResponse};
 use crate::proto::mvccpb::KeyValue;

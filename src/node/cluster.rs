@@ -17,7 +17,9 @@ use super::types::{LeaderRequest, LeaderResponse, Output, RequestId};
 use super::{ClientRequest, Node, StopReason};
 use crate::error::EtcdError;
 use crate::members::{MemberId, RaftChange};
-use crate::proto::detcdpb::{internal_request::Op, member_change::Change, InternalRequest, MemberChange};
+use crate::proto::detcdpb::{
+    internal_request::Op, member_change::Change, InternalRequest, MemberChange,
+};
 use crate::proto::etcdserverpb::{
     Member, MemberAddRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest,
@@ -101,7 +103,11 @@ impl Node {
 
     /// Only the leader knows whether the learner caught up: it is asked first, and the
     /// promotion is proposed once it agrees (`promotion_ready`).
-    fn promote_member(&mut self, id: RequestId, req: MemberPromoteRequest) -> Result<(), EtcdError> {
+    fn promote_member(
+        &mut self,
+        id: RequestId,
+        req: MemberPromoteRequest,
+    ) -> Result<(), EtcdError> {
         self.state
             .members()
             .check(&change(Change::Promote(req.id)))?;
@@ -112,7 +118,10 @@ impl Node {
     }
 
     /// The leader's answer to a promotion check.
-    pub(super) fn promotion_check(&self, req: &MemberPromoteRequest) -> Result<LeaderResponse, EtcdError> {
+    pub(super) fn promotion_check(
+        &self,
+        req: &MemberPromoteRequest,
+    ) -> Result<LeaderResponse, EtcdError> {
         let member = self
             .state
             .members()
@@ -127,7 +136,9 @@ impl Node {
                 && p.matched * 100 >= leader_match * LEARNER_READY_PERCENT
         });
         match ready {
-            true => Ok(LeaderResponse::PromoteReady(MemberPromoteResponse::default())),
+            true => Ok(LeaderResponse::PromoteReady(
+                MemberPromoteResponse::default(),
+            )),
             false => Err(EtcdError::LearnerNotReady),
         }
     }
@@ -142,7 +153,11 @@ impl Node {
     /// etcd's `--strict-reconfig-check`: after the change (`voters_delta` voters more or fewer,
     /// without `removed`), the members that have started (published their name) must still
     /// form a quorum, and, where this member can tell (it leads), so must those it hears from.
-    fn check_quorum_after(&self, voters_delta: i64, removed: Option<MemberId>) -> Result<(), EtcdError> {
+    fn check_quorum_after(
+        &self,
+        voters_delta: i64,
+        removed: Option<MemberId>,
+    ) -> Result<(), EtcdError> {
         let voters: Vec<&Member> = self
             .state
             .members()
@@ -162,7 +177,12 @@ impl Node {
                 .iter()
                 .filter(|m| {
                     m.id == self.cfg.id
-                        || self.raw.raft.prs().get(m.id).is_some_and(|p| p.recent_active)
+                        || self
+                            .raw
+                            .raft
+                            .prs()
+                            .get(m.id)
+                            .is_some_and(|p| p.recent_active)
                 })
                 .count();
             if active < quorum && !growing_one {
@@ -184,7 +204,9 @@ impl Node {
             Change::Add(m) => (ConfChangeType::AddNode, m.id),
             Change::Promote(member) => (ConfChangeType::AddNode, *member),
             Change::Remove(member) => (ConfChangeType::RemoveNode, *member),
-            _ => unreachable!("only additions, promotions and removals change raft's configuration"),
+            _ => {
+                unreachable!("only additions, promotions and removals change raft's configuration")
+            }
         };
         if self.leader_id().is_none() {
             return Err(EtcdError::NoLeader);
@@ -321,8 +343,11 @@ impl Node {
         learners.sort_unstable();
         let members = self.state.members();
         let listed_voters: Vec<MemberId> = members.voters().map(|m| m.id).collect();
-        let listed_learners: Vec<MemberId> =
-            members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
+        let listed_learners: Vec<MemberId> = members
+            .iter()
+            .filter(|m| m.is_learner)
+            .map(|m| m.id)
+            .collect();
         if voters != listed_voters || learners != listed_learners {
             return Err(format!(
                 "raft's voters {voters:x?} and learners {learners:x?} differ from the member \

@@ -11,8 +11,8 @@ use crate::api::{ClientRequest, ClientResponse};
 use crate::error::EtcdError;
 use crate::mvcc::{ColdOp, ColdRead, ColdValues, NoColdValues};
 use crate::proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, Member, MemberPromoteRequest, MemberPromoteResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    Member, MemberPromoteRequest, MemberPromoteResponse,
 };
 use crate::state::StateView;
 use crate::wal;

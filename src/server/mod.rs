@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use crate::node::Node;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
-use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::time::Instant;
@@ -94,8 +94,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         dial = join_cluster(&cfg, &mut node_cfg).await?;
     }
     let me = node_cfg.id;
-    let node = Node::new(node_cfg, recovered, os_seed(), Instant::ZERO)
-        .map_err(|e| e.to_string())?;
+    let node =
+        Node::new(node_cfg, recovered, os_seed(), Instant::ZERO).map_err(|e| e.to_string())?;
 
     let client_listeners = bind(&cfg.listen_client, "clients").await?;
     let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
@@ -108,9 +108,12 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let board = std::sync::Arc::new(peer::MemberBoard::default());
     for listener in peer_listeners {
         let h = handle.clone();
-        tokio::spawn(peer::serve(listener, identity, board.clone(), move |from, msg| {
-            h.deliver_peer(from, msg)
-        }));
+        tokio::spawn(peer::serve(
+            listener,
+            identity,
+            board.clone(),
+            move |from, msg| h.deliver_peer(from, msg),
+        ));
     }
     let peers = peer::PeerSender::new(identity, dial);
     let h = handle.clone();
@@ -211,7 +214,11 @@ async fn join_cluster(
     let me = table
         .members
         .iter()
-        .find(|m| peer::peer_addresses(std::slice::from_ref(m)).values().any(|a| *a == mine))
+        .find(|m| {
+            peer::peer_addresses(std::slice::from_ref(m))
+                .values()
+                .any(|a| *a == mine)
+        })
         .ok_or_else(|| {
             format!(
                 "the cluster has no member with peer URL http://{mine}: add it first \
@@ -254,10 +261,11 @@ async fn serve_clients(
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);
-    let maintenance =
-        MaintenanceServer::new(maintenance::MaintenanceService::new(services.driver.clone()))
-            .max_decoding_message_size(receive_max)
-            .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(
+        services.driver.clone(),
+    ))
+    .max_decoding_message_size(receive_max)
+    .max_encoding_message_size(usize::MAX);
     let recipes = recipes::RecipeServices::new(services.driver.clone(), services.watch.clone());
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);

@@ -30,10 +30,9 @@ use crate::proto::detcdpb::{
 };
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::{
-    AlarmResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, MemberAddResponse,
-    MemberListResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse, ResponseHeader,
-    TxnRequest,
+    AlarmResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseStatus, MemberAddResponse, MemberListResponse, MemberPromoteResponse,
+    MemberRemoveResponse, MemberUpdateResponse, ResponseHeader, TxnRequest,
 };
 
 /// A response and the cold values it still needs (empty for nearly every response).
@@ -377,11 +376,14 @@ fn is_write(op: &Op) -> bool {
 /// Whether an operation adds data: what NOSPACE refuses (puts, txns with puts, grants).
 fn adds_data(op: &Op) -> bool {
     fn txn_puts(txn: &TxnRequest) -> bool {
-        txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
-            Some(Request::RequestPut(_)) => true,
-            Some(Request::RequestTxn(inner)) => txn_puts(inner),
-            _ => false,
-        })
+        txn.success
+            .iter()
+            .chain(&txn.failure)
+            .any(|op| match &op.request {
+                Some(Request::RequestPut(_)) => true,
+                Some(Request::RequestTxn(inner)) => txn_puts(inner),
+                _ => false,
+            })
     }
     match op {
         Op::Put(_) | Op::LeaseGrant(_) => true,

@@ -124,7 +124,9 @@ pub struct Recovered {
 impl Recovered {
     /// Whether the disk held nothing yet: no snapshot, no entries, no hard state.
     pub fn is_fresh(&self) -> bool {
-        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state == HardState::default()
+        self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.hard_state == HardState::default()
     }
 }
 

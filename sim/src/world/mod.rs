@@ -394,7 +394,13 @@ impl World {
 
     /// The replicated state every member starts from: the initial members, nothing else.
     pub fn initial_state(&self) -> detcd::state::State {
-        let first = self.members.values().next().expect("a member").config.clone();
+        let first = self
+            .members
+            .values()
+            .next()
+            .expect("a member")
+            .config
+            .clone();
         let members = detcd::members::Members::bootstrap(first.cluster_id, first.initial_members);
         detcd::state::State::bootstrap(members)
     }

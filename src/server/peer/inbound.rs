@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
 use super::join::MemberBoard;
+use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
 use super::PeerIdentity;
 use crate::node::{MemberId, PeerMessage};
 
@@ -81,7 +81,11 @@ pub(super) enum Ended {
 
 /// Reads one connection to its end. Returns `Ok` only when the dialler closed it cleanly.
 /// Generic over the stream so tests can check each refusal's reason on bytes in memory.
-pub(super) async fn receive<S, F>(stream: S, me: PeerIdentity, deliver: &F) -> Result<Ended, WireError>
+pub(super) async fn receive<S, F>(
+    stream: S,
+    me: PeerIdentity,
+    deliver: &F,
+) -> Result<Ended, WireError>
 where
     S: AsyncRead + Unpin,
     F: Fn(MemberId, PeerMessage),

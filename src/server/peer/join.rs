@@ -41,13 +41,19 @@ impl MemberBoard {
     }
 
     fn encoded(&self) -> Vec<u8> {
-        self.table.lock().expect("member board lock").encode_to_vec()
+        self.table
+            .lock()
+            .expect("member board lock")
+            .encode_to_vec()
     }
 
     /// Answers a join question on `stream`, whose handshake was read already.
     pub(super) async fn answer(&self, mut stream: tokio::net::tcp::OwnedWriteHalf) {
         let bytes = self.encoded();
-        if wire::write_message(&mut stream, &bytes, Kind::Raft).await.is_ok() {
+        if wire::write_message(&mut stream, &bytes, Kind::Raft)
+            .await
+            .is_ok()
+        {
             let _ = stream.flush().await;
         }
         let _ = stream.shutdown().await;
@@ -84,9 +90,7 @@ pub async fn lookup(addrs: &[String]) -> Result<MemberTable, String> {
 }
 
 async fn ask(addr: &str) -> Result<MemberTable, String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream
         .write_all(&Handshake::join_question().encode())
         .await

@@ -176,7 +176,9 @@ impl PeerSender {
 
     /// One peer's counters, `None` for an unknown peer.
     pub fn peer_stats(&self, to: MemberId) -> Option<PeerStats> {
-        self.peers.get(&to).map(|(_, peer)| peer.counters.snapshot())
+        self.peers
+            .get(&to)
+            .map(|(_, peer)| peer.counters.snapshot())
     }
 
     /// All peers' counters summed, with messages to unknown peers counted as dropped.

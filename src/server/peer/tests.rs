@@ -55,7 +55,7 @@ async fn listen_on(addr: SocketAddr, me: PeerIdentity) -> Listening {
     let listener = TcpListener::bind(addr).await.expect("bind loopback");
     let addr = listener.local_addr().expect("bound address");
     let (tx, delivered) = mpsc::unbounded_channel();
-    let task = tokio::spawn(serve(listener, me, move |from, msg| {
+    let task = tokio::spawn(serve(listener, me, Default::default(), move |from, msg| {
         let _ = tx.send((from, msg));
     }));
     Listening {

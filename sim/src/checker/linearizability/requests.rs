@@ -233,13 +233,23 @@ fn membership_refusal(request: &ClientRequest, error: &EtcdError) -> bool {
     match request {
         ClientRequest::MemberPromote(_) => matches!(
             error,
-            MemberNotFound | MemberNotLearner | LearnerNotReady | MemberNotEnoughStarted
-                | Unhealthy | NoLeader
+            MemberNotFound
+                | MemberNotLearner
+                | LearnerNotReady
+                | MemberNotEnoughStarted
+                | Unhealthy
+                | NoLeader
         ),
         _ => matches!(
             error,
-            MemberNotFound | MemberBadUrls | PeerUrlExist | MemberExist | MemberNotEnoughStarted
-                | Unhealthy | NoLeader | TooManyLearners
+            MemberNotFound
+                | MemberBadUrls
+                | PeerUrlExist
+                | MemberExist
+                | MemberNotEnoughStarted
+                | Unhealthy
+                | NoLeader
+                | TooManyLearners
         ),
     }
 }

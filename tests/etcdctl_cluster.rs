@@ -1,0 +1,228 @@
+//! Running a cluster with etcdctl 3.4: growing a one-member cluster to three (a learner that
+//! joins, catches up and is promoted, then a voter) and shrinking it back, the leader included,
+//! while a writer keeps writing and nothing it was told is written gets lost; and the
+//! Maintenance commands (`endpoint status|hashkv`, `alarm`, `defrag`, `move-leader`) and the
+//! Cluster errors, compared with what real etcd 3.4 answers where its answer is deterministic.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{cluster, error_line, etcd_available, etcdctl, stdout, Flavor};
+
+/// Retries an etcdctl command until it succeeds (a learner catching up, a member starting).
+fn until_ok(endpoint: &str, args: &[&str], max: Duration) -> String {
+    let deadline = Instant::now() + max;
+    loop {
+        let out = etcdctl(endpoint, args, None);
+        if out.status.success() {
+            return stdout(&out);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcdctl {args:?} kept failing: {}",
+            error_line(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn member_id(list: &str, name: &str) -> String {
+    list.lines()
+        .find(|l| l.split(", ").nth(2) == Some(name))
+        .and_then(|l| l.split(", ").next())
+        .unwrap_or_else(|| panic!("no member {name} in {list}"))
+        .to_string()
+}
+
+/// Puts keys one after the other until told to stop; returns those acknowledged.
+fn writer(endpoints: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("w{i:05}");
+            let out = etcdctl(
+                &endpoints,
+                &["put", &key, "v", "--command-timeout=3s"],
+                None,
+            );
+            if out.status.success() {
+                acknowledged.push(key);
+            }
+            i += 1;
+        }
+        acknowledged
+    })
+}
+
+#[test]
+fn a_cluster_grows_from_one_member_to_three_and_shrinks_back_under_writes() {
+    let mut members = cluster(Flavor::Detcd, 3, "grow", &[]);
+    let urls: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}=http://127.0.0.1:{}", m.spec.name, m.spec.peer_port))
+        .collect();
+    members[0].initial_cluster = urls[0].clone();
+    members[1].initial_cluster = urls[..2].join(",");
+    members[2].initial_cluster = urls.join(",");
+    for m in &mut members[1..] {
+        m.extra_args.push("--initial-cluster-state=existing".into());
+    }
+    members[0].start();
+    common::wait_until_writable(&members[0], Duration::from_secs(30));
+    let all: Vec<String> = members.iter().map(|m| m.spec.endpoint()).collect();
+    let first = all[0].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(all.join(","), stop.clone());
+    let peer_ports: Vec<u16> = members.iter().map(|m| m.spec.peer_port).collect();
+    let peer = |i: usize| format!("--peer-urls=http://127.0.0.1:{}", peer_ports[i]);
+
+    // A learner joins, catches up, and is promoted once in sync.
+    let added = until_ok(
+        &first,
+        &["member", "add", "m1", "--learner", &peer(1)],
+        Duration::from_secs(10),
+    );
+    assert!(
+        added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{added}"
+    );
+    members[1].start();
+    let list = until_started(&first, "m1");
+    let m1 = member_id(&list, "m1");
+    assert!(list.contains("true"), "the new member is a learner: {list}");
+    let learner_get = etcdctl(&all[1], &["get", "w00000"], None);
+    assert_eq!(
+        error_line(&learner_get),
+        "Error: etcdserver: rpc not supported for learner"
+    );
+    until_ok(&first, &["member", "promote", &m1], Duration::from_secs(20));
+
+    // A voter joins directly.
+    until_ok(
+        &first,
+        &["member", "add", "m2", &peer(2)],
+        Duration::from_secs(10),
+    );
+    members[2].start();
+    until_started(&first, "m2");
+    let status = until_ok(
+        &all.join(","),
+        &["endpoint", "status"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.lines().count(), 3, "{status}");
+
+    // Shrink back to one member: the original one (maybe the leader) goes first.
+    let list = until_ok(&first, &["member", "list"], Duration::from_secs(5));
+    let m0 = member_id(&list, "m0");
+    let m2 = member_id(&list, "m2");
+    until_ok(&all[1], &["member", "remove", &m0], Duration::from_secs(20));
+    assert!(
+        members[0].wait_exit(Duration::from_secs(10)).is_some(),
+        "a removed member exits"
+    );
+    until_ok(&all[1], &["member", "remove", &m2], Duration::from_secs(20));
+    assert!(
+        members[2].wait_exit(Duration::from_secs(10)).is_some(),
+        "a removed member exits"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writes.join().expect("writer");
+    assert!(
+        acknowledged.len() > 10,
+        "the writer kept writing: {}",
+        acknowledged.len()
+    );
+
+    let list = until_ok(&all[1], &["member", "list"], Duration::from_secs(5));
+    assert_eq!(list.lines().count(), 1, "{list}");
+    let keys = until_ok(
+        &all[1],
+        &["get", "w", "--prefix", "--keys-only"],
+        Duration::from_secs(5),
+    );
+    let present: std::collections::BTreeSet<&str> =
+        keys.lines().filter(|l| !l.is_empty()).collect();
+    for key in &acknowledged {
+        assert!(
+            present.contains(key.as_str()),
+            "acknowledged {key} was lost"
+        );
+    }
+}
+
+/// Waits until the member list shows `name` started; returns the list.
+fn until_started(endpoint: &str, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = until_ok(endpoint, &["member", "list"], Duration::from_secs(5));
+        if list
+            .lines()
+            .any(|l| l.contains(", started, ") && l.split(", ").nth(2) == Some(name))
+        {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "{name} never started: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What one member answers to the Maintenance commands and Cluster errors, with what differs
+/// between any two members (ids, sizes, terms) left out.
+fn maintenance_transcript(endpoint: &str) -> Vec<String> {
+    for (k, v) in [("a", "1"), ("b", "2"), ("a", "3")] {
+        assert!(etcdctl(endpoint, &["put", k, v], None).status.success());
+    }
+    let mut out = Vec::new();
+    let mut record = |args: &[&str]| {
+        let o = etcdctl(endpoint, args, None);
+        let text = if o.status.success() {
+            stdout(&o)
+        } else {
+            error_line(&o)
+        };
+        out.push(format!("{args:?} -> {}", text.trim()));
+    };
+    record(&["alarm", "list"]);
+    record(&["alarm", "disarm"]);
+    record(&["member", "remove", "1234"]);
+    record(&["member", "promote", "1234"]);
+    record(&["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"]);
+    record(&["member", "add", "x", "--peer-urls=not-a-url"]);
+    record(&["move-leader", "1234"]);
+    let hash = etcdctl(endpoint, &["endpoint", "hashkv", "-w", "json"], None);
+    let json: serde_json::Value = serde_json::from_slice(&hash.stdout).expect("hashkv json");
+    out.push(format!("hashkv {}", json[0]["HashKV"]["hash"]));
+    let status = etcdctl(endpoint, &["endpoint", "status", "-w", "json"], None);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    let s = &json[0]["Status"];
+    out.push(format!(
+        "status leader is self {}, learner {}, errors {}",
+        s["leader"] == s["header"]["member_id"],
+        s["isLearner"],
+        s["errors"]
+    ));
+    out
+}
+
+#[test]
+fn maintenance_commands_answer_as_etcd_does() {
+    if !etcd_available() {
+        eprintln!("etcd is not installed: skipping the comparison");
+        return;
+    }
+    let mut detcd = cluster(Flavor::Detcd, 1, "maint-detcd", &[]);
+    let mut etcd = cluster(Flavor::Etcd, 1, "maint-etcd", &[]);
+    common::start_all(&mut detcd);
+    common::start_all(&mut etcd);
+    let ours = maintenance_transcript(&detcd[0].spec.endpoint());
+    let theirs = maintenance_transcript(&etcd[0].spec.endpoint());
+    assert_eq!(ours, theirs);
+    let defrag = etcdctl(&detcd[0].spec.endpoint(), &["defrag"], None);
+    assert!(stdout(&defrag).starts_with("Finished defragmenting etcd member"));
+}
