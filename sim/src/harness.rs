@@ -216,7 +216,8 @@ impl Cluster {
                 Output::Proposed { .. }
                 | Output::Applied { .. }
                 | Output::Watch(_)
-                | Output::Members(_) => {}
+                | Output::Members(_)
+                | Output::HashAt { .. } => {}
             }
         }
     }

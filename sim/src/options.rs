@@ -53,6 +53,8 @@ pub struct Options {
     /// An operator changes the membership: adds learners, promotes them, removes members
     /// (the leader too), moves the leader.
     pub membership: bool,
+    /// The leader promotes learners by itself once they are in sync.
+    pub auto_promote: bool,
     /// Client operations issued in the safety phase.
     pub ops: u64,
     /// Distinct keys the workload touches (few, so operations collide).
@@ -182,6 +184,7 @@ impl Options {
             watch_clients: 0,
             recipe_clients: 0,
             membership: false,
+            auto_promote: false,
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -211,6 +214,7 @@ impl Options {
         options.watch_clients = [0, 1, 2, 3][rng.below(4) as usize];
         options.recipe_clients = [0, 2, 3, 5][rng.below(4) as usize];
         options.membership = rng.chance(0.3);
+        options.auto_promote = rng.chance(0.5);
         options
     }
 }
@@ -257,7 +261,7 @@ impl Options {
     pub fn overrides(&self) -> String {
         format!(
             "members={},clients={},lease_clients={},lease_ttl_s={},watch_clients={},recipe_clients={},\
-             membership={},ops={},keys={},\
+             membership={},auto_promote={},ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
@@ -268,6 +272,7 @@ impl Options {
             self.watch_clients,
             self.recipe_clients,
             u8::from(self.membership),
+            u8::from(self.auto_promote),
             self.ops,
             self.keys,
             self.net_delay_min_ns / 1000,
@@ -307,6 +312,7 @@ impl Options {
                 "watch_clients" => self.watch_clients = int()?,
                 "recipe_clients" => self.recipe_clients = int()?,
                 "membership" => self.membership = int()? != 0,
+                "auto_promote" => self.auto_promote = int()? != 0,
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
                 "delay_min_us" => self.net_delay_min_ns = int()? * 1000,

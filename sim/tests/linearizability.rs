@@ -129,7 +129,7 @@ impl History {
     }
 
     fn check(&self) -> Result<Stats, Violation> {
-        check(&self.ops, &self.log)
+        check(&self.ops, &self.log, &State::new())
     }
 
     fn id(&self, slot: usize) -> u64 {

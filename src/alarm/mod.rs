@@ -2,21 +2,31 @@
 //! CORRUPT, each raised by (or for) one member. While NOSPACE is raised the cluster takes only
 //! reads and deletes; while CORRUPT is raised it refuses every write (`Alarms::refuses`).
 //!
-//! Invariant: only NOSPACE and CORRUPT are ever raised (an ACTIVATE of NONE or of an unknown
-//! type changes nothing).
+//! The corruption check lives here too, on by default (etcd's `CompactHashCheck` is opt-in):
+//! every member computes HashKV at each compaction revision it applies and proposes it
+//! (`HashReport`); when two members report different hashes for one revision, the cluster
+//! raises CORRUPT for the member that disagrees with the first report, on every member at the
+//! same entry, and refuses writes until an operator disarms it.
+//!
+//! Invariants: only NOSPACE and CORRUPT are ever raised (an ACTIVATE of NONE or of an unknown
+//! type changes nothing); reports are kept for the latest `REPORTED_REVISIONS_MAX` revisions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::EtcdError;
-use crate::proto::detcdpb::AlarmTable;
+use crate::proto::detcdpb::{AlarmTable, HashReport};
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmType,
 };
 
-/// The raised alarms, as (member, alarm type) pairs.
+/// Compaction revisions whose reported hashes are kept for comparison.
+pub const REPORTED_REVISIONS_MAX: usize = 8;
+
+/// The raised alarms, as (member, alarm type) pairs, and the hashes reported per revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Alarms {
     raised: BTreeSet<(u64, i32)>,
+    reports: BTreeMap<i64, BTreeMap<u64, u32>>,
 }
 
 fn raisable(alarm: i32) -> bool {
@@ -67,14 +77,52 @@ impl Alarms {
             .collect()
     }
 
+    /// Records a member's hash at a compaction revision; raises CORRUPT for it when an earlier
+    /// report for that revision differs. Returns whether it did.
+    pub fn report_hash(&mut self, report: &HashReport) -> bool {
+        let hashes = self.reports.entry(report.revision).or_default();
+        let first = hashes.values().next().copied();
+        hashes.insert(report.member, report.hash);
+        while self.reports.len() > REPORTED_REVISIONS_MAX {
+            self.reports.pop_first();
+        }
+        let disagrees = first.is_some_and(|h| h != report.hash);
+        if disagrees {
+            self.raised
+                .insert((report.member, AlarmType::Corrupt as i32));
+        }
+        disagrees
+    }
+
     pub fn to_snapshot(&self) -> AlarmTable {
         AlarmTable {
             alarms: self.list(),
+            reports: self
+                .reports
+                .iter()
+                .flat_map(|(&revision, hashes)| {
+                    hashes.iter().map(move |(&member, &hash)| HashReport {
+                        member,
+                        revision,
+                        hash,
+                    })
+                })
+                .collect(),
         }
     }
 
     pub fn from_snapshot(table: AlarmTable) -> Result<Alarms, String> {
         let mut alarms = Alarms::default();
+        for r in table.reports {
+            alarms
+                .reports
+                .entry(r.revision)
+                .or_default()
+                .insert(r.member, r.hash);
+        }
+        if alarms.reports.len() > REPORTED_REVISIONS_MAX {
+            return Err(format!("hashes of {} revisions", alarms.reports.len()));
+        }
         for a in table.alarms {
             if !raisable(a.alarm) {
                 return Err(format!("alarm type {} cannot be raised", a.alarm));
@@ -122,5 +170,28 @@ mod tests {
         );
         alarms.apply(&req(Deactivate, 1, AlarmType::Nospace));
         assert_eq!(alarms.refuses(true), None);
+    }
+
+    #[test]
+    fn members_that_disagree_on_a_hash_raise_corrupt() {
+        let report = |member, revision, hash| HashReport {
+            member,
+            revision,
+            hash,
+        };
+        let mut alarms = Alarms::default();
+        assert!(!alarms.report_hash(&report(1, 10, 7)));
+        assert!(!alarms.report_hash(&report(2, 10, 7)));
+        assert!(!alarms.report_hash(&report(1, 20, 9)));
+        assert_eq!(alarms.refuses(false), None);
+        assert!(alarms.report_hash(&report(3, 10, 8)));
+        assert_eq!(alarms.refuses(false), Some(EtcdError::Corrupt));
+        assert_eq!(alarms.list()[0].member_id, 3);
+        for revision in 100..120 {
+            alarms.report_hash(&report(1, revision, 1));
+        }
+        let restored = Alarms::from_snapshot(alarms.to_snapshot()).unwrap();
+        assert_eq!(restored, alarms);
+        assert_eq!(restored.reports.len(), REPORTED_REVISIONS_MAX);
     }
 }

@@ -6,6 +6,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match config::parse(&args) {
         Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Restore { file, cfg }) => {
+            if let Err(e) = detcd::server::restore::restore(&file, &cfg) {
+                eprintln!("detcd: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Ok(Command::Help) => {
             print!("{}", config::usage());
             return;

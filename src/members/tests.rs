@@ -16,6 +16,7 @@ fn member(id: MemberId, url: &str, learner: bool) -> Member {
 fn change(change: Change) -> MemberChange {
     MemberChange {
         change: Some(change),
+        automatic: false,
     }
 }
 

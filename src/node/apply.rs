@@ -10,7 +10,7 @@ use raft::eraftpb::{Entry, EntryType};
 use super::types::Output;
 use super::Node;
 use crate::members::RaftChange;
-use crate::proto::detcdpb::InternalRequest;
+use crate::proto::detcdpb::{internal_request::Op, InternalRequest};
 use crate::time::Instant;
 
 /// When entries reached this member's log, by runs of indexes. A lease record's remaining time
@@ -99,6 +99,7 @@ impl Node {
     /// Applies one request; returns what raft's configuration must do after it, if anything.
     pub(super) fn apply_request(&mut self, request: InternalRequest) -> Option<RaftChange> {
         let op = request.op?;
+        let compaction = matches!(op, Op::Compaction(_));
         if self.bug(|b| b.apply_twice) && self.applied_index % 5 == 0 {
             let again = self.state.apply(op.clone());
             self.lease_effects(&again.effects, self.now, None);
@@ -115,6 +116,9 @@ impl Node {
             .revision_applied(std::mem::take(&mut applied.effects.key_changes));
         if applied.effects.members_changed {
             self.members_changed();
+        }
+        if compaction && matches!(applied.result, Some(Ok(_))) {
+            self.hash_compaction(self.state.kv().compact_revision());
         }
         if mine {
             if let Some(result) = applied.result {

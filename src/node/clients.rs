@@ -192,7 +192,7 @@ impl Node {
         }
     }
 
-    fn propose_bytes(&mut self, data: Vec<u8>) {
+    pub(super) fn propose_bytes(&mut self, data: Vec<u8>) {
         if self.leader_id().is_some() && self.raw.propose(Vec::new(), data.clone()).is_ok() {
             return;
         }

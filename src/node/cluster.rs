@@ -198,6 +198,40 @@ impl Node {
         !self.cfg.name.is_empty()
     }
 
+    /// With `auto_promote_learners`, the leader promotes a learner once it is in sync, one
+    /// configuration change at a time.
+    pub(super) fn auto_promote(&mut self) {
+        if !self.cfg.auto_promote_learners || !self.is_leader() || self.raw.raft.has_pending_conf()
+        {
+            return;
+        }
+        let ready = self.state.members().iter().find(|m| {
+            m.is_learner
+                && self
+                    .promotion_check(&MemberPromoteRequest { id: m.id })
+                    .is_ok()
+        });
+        let Some(id) = ready.map(|m| m.id) else {
+            return;
+        };
+        let proposal = self.proposals.next_id();
+        let mut promote = change(Change::Promote(id));
+        promote.automatic = true;
+        let _ = self.raw.propose_conf_change(
+            self.conf_change_context(proposal, promote),
+            raft_change_of(id, ConfChangeType::AddNode),
+        );
+    }
+
+    fn conf_change_context(&self, proposal: u64, change: MemberChange) -> Vec<u8> {
+        InternalRequest {
+            origin: self.cfg.id,
+            request_id: proposal,
+            op: Some(Op::MemberChange(change)),
+        }
+        .encode_to_vec()
+    }
+
     fn propose_conf_change(&mut self, id: RequestId, change_: Change) -> Result<(), EtcdError> {
         let (kind, node) = match &change_ {
             Change::Add(m) if m.is_learner => (ConfChangeType::AddLearnerNode, m.id),
@@ -212,18 +246,8 @@ impl Node {
             return Err(EtcdError::NoLeader);
         }
         let proposal = self.proposals.next_id();
-        let context = InternalRequest {
-            origin: self.cfg.id,
-            request_id: proposal,
-            op: Some(Op::MemberChange(change(change_))),
-        }
-        .encode_to_vec();
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(kind);
-        single.node_id = node;
-        let mut cc = ConfChangeV2::default();
-        cc.set_transition(ConfChangeTransition::Auto);
-        cc.mut_changes().push(single);
+        let context = self.conf_change_context(proposal, change(change_));
+        let cc = raft_change_of(node, kind);
         self.pending.bind_proposal(id, proposal);
         if self.cfg.observe {
             self.outputs.push_back(Output::Proposed {
@@ -260,6 +284,7 @@ impl Node {
         // list refused already; the configuration then stays as it was.
         if let Ok(conf) = self.raw.apply_conf_change(cc) {
             self.raw.mut_store().set_conf_state(conf);
+            self.forget_outgoing_snapshot();
         }
     }
 
@@ -337,24 +362,31 @@ impl Node {
     /// same entries, and both come back from the same snapshot.
     pub fn check_configuration(&self) -> Result<(), String> {
         let conf = self.raw.raft.prs().conf();
-        let mut voters: Vec<MemberId> = conf.voters().ids().iter().collect();
-        let mut learners: Vec<MemberId> = conf.learners().iter().copied().collect();
-        voters.sort_unstable();
-        learners.sort_unstable();
         let members = self.state.members();
-        let listed_voters: Vec<MemberId> = members.voters().map(|m| m.id).collect();
-        let listed_learners: Vec<MemberId> = members
-            .iter()
-            .filter(|m| m.is_learner)
-            .map(|m| m.id)
-            .collect();
-        if voters != listed_voters || learners != listed_learners {
-            return Err(format!(
-                "raft's voters {voters:x?} and learners {learners:x?} differ from the member \
-                 list's {listed_voters:x?} and {listed_learners:x?}"
-            ));
+        let (mut voters, mut learners) = (0, 0);
+        let mut agree = true;
+        for member in members.iter() {
+            if member.is_learner {
+                learners += 1;
+                agree &= conf.learners().contains(&member.id);
+            } else {
+                voters += 1;
+                agree &= conf.voters().contains(member.id);
+            }
         }
-        Ok(())
+        agree &= conf.voters().ids().len() == voters && conf.learners().len() == learners;
+        if agree {
+            return Ok(());
+        }
+        Err(format!(
+            "raft's voters {:x?} and learners {:x?} differ from the member list {:x?}",
+            conf.voters().ids().iter().collect::<Vec<_>>(),
+            conf.learners(),
+            members
+                .iter()
+                .map(|m| (m.id, m.is_learner))
+                .collect::<Vec<_>>()
+        ))
     }
 
     /// Raft messages from a member the cluster removed are not stepped: it must not vote or
@@ -367,7 +399,19 @@ impl Node {
 fn change(change: Change) -> MemberChange {
     MemberChange {
         change: Some(change),
+        automatic: false,
     }
+}
+
+/// raft's side of a change: one node added, made a learner or removed.
+fn raft_change_of(node: MemberId, kind: ConfChangeType) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(kind);
+    single.node_id = node;
+    let mut cc = ConfChangeV2::default();
+    cc.set_transition(ConfChangeTransition::Auto);
+    cc.mut_changes().push(single);
+    cc
 }
 
 fn update(req: crate::proto::etcdserverpb::MemberUpdateRequest) -> MemberChange {

@@ -24,6 +24,9 @@ pub struct Config {
     /// Refuse membership changes that could cost the cluster its quorum (etcd's
     /// `--strict-reconfig-check`, on by default).
     pub strict_reconfig_check: bool,
+    /// The leader promotes a learner itself once it is in sync (etcd has only an open PR
+    /// for this; off by default, as etcd's learners wait for `member promote`).
+    pub auto_promote_learners: bool,
     /// One raft tick. etcd: `--heartbeat-interval` 100 ms.
     pub heartbeat_interval: Duration,
     /// etcd: `--election-timeout` 1000 ms; must be a multiple of the heartbeat interval.
@@ -103,6 +106,7 @@ impl Config {
             name: String::new(),
             client_urls: Vec::new(),
             strict_reconfig_check: true,
+            auto_promote_learners: false,
             peers,
             heartbeat_interval,
             election_timeout,

@@ -149,6 +149,29 @@ impl Node {
         }
     }
 
+    /// After a compaction applied here: the hash at its revision, for the corruption check.
+    pub(super) fn hash_compaction(&mut self, revision: i64) {
+        // The driver hashes through the cold segments: their writes must reach it first.
+        self.emit_cold_ops();
+        self.outputs.push_back(super::Output::HashAt {
+            revision,
+            view: self.state.kv().view(),
+        });
+    }
+
+    /// Reports this member's hash at a compaction revision through raft; every member compares
+    /// it with the others' when it applies the report (`alarm`).
+    pub(super) fn report_hash(&mut self, revision: i64, hash: u32) {
+        let report = crate::proto::detcdpb::HashReport {
+            member: self.cfg.id,
+            revision,
+            hash,
+        };
+        let proposal = self.proposals.next_id();
+        let data = super::clients::encode_proposal(self.cfg.id, proposal, Op::HashReport(report));
+        self.propose_bytes(data);
+    }
+
     /// Whether raft runs this member as a learner.
     pub fn is_learner(&self) -> bool {
         self.raw.raft.prs().conf().learners().contains(&self.cfg.id)

@@ -118,6 +118,7 @@ impl Node {
                 Input::Peer { from, msg } => self.handle_peer(from, msg),
                 Input::Client { id, request } => self.handle_client(id, request),
                 Input::DiskDone { io, result } => self.handle_disk_done(io, result),
+                Input::Hashed { revision, hash } => self.report_hash(revision, hash),
             }
         }
         if self.stopped.is_none() {
@@ -128,6 +129,7 @@ impl Node {
             self.follow_leadership();
             self.finish_leader_transfers();
             self.publish_attributes();
+            self.auto_promote();
             self.serve_requests_awaiting_apply();
             self.propose_lease_records();
             self.expire_requests();

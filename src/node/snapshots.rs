@@ -163,10 +163,8 @@ impl Node {
                 .prs()
                 .iter()
                 .any(|(_, pr)| pr.state == raft::ProgressState::Snapshot);
-        if !sending && self.snapshots.outgoing_view.is_some() {
-            self.raw.mut_store().drop_outgoing_snapshot();
-            self.snapshots.outgoing_view = None;
-            self.emit_cold_ops();
+        if !sending {
+            self.forget_outgoing_snapshot();
         }
         for peer in lost {
             self.snapshots.in_flight.remove(&peer);
@@ -180,6 +178,17 @@ impl Node {
                 Timer::SnapshotTransfer,
                 self.now + self.cfg.heartbeat_interval,
             );
+        }
+    }
+
+    /// Frees the snapshot built for followers: no follower waits for it any more, or raft's
+    /// configuration changed since it was built (a new member would refuse a snapshot whose
+    /// configuration does not name it).
+    pub(super) fn forget_outgoing_snapshot(&mut self) {
+        if self.snapshots.outgoing_view.is_some() {
+            self.raw.mut_store().drop_outgoing_snapshot();
+            self.snapshots.outgoing_view = None;
+            self.emit_cold_ops();
         }
     }
 

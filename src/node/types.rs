@@ -45,6 +45,8 @@ pub enum Input {
         io: IoId,
         result: Result<(), DiskError>,
     },
+    /// The HashKV an `Output::HashAt` asked for.
+    Hashed { revision: i64, hash: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +84,13 @@ pub enum Output {
     /// The member stopped (a disk failure, a corrupt snapshot): the driver must shut it down.
     /// Every later input is answered with `etcdserver: server stopped`.
     Stopped { reason: StopReason },
+    /// Compute HashKV of `view` at `revision` (a compaction revision just applied; hashing
+    /// reads superseded values, which only the driver can) and hand it back as
+    /// `Input::Hashed`: the member reports it for the corruption check (`alarm`).
+    HashAt {
+        revision: i64,
+        view: crate::mvcc::KeySpaceView,
+    },
     /// The member list changed (applied, or restored from a snapshot): the driver's peer
     /// transport follows it. Also emitted once at start.
     Members(Vec<Member>),

@@ -96,6 +96,16 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).",
     ),
     (
+        "auto-promote-learners",
+        "false",
+        "Have the leader promote a learner by itself once it is in sync with the leader.",
+    ),
+    (
+        "strict-reconfig-check",
+        "true",
+        "Reject reconfiguration requests that would cause quorum loss.",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -129,14 +139,26 @@ pub fn usage() -> String {
 /// What the command line asked for.
 pub enum Command {
     Run(Box<ServerConfig>),
+    /// `detcd snapshot restore FILE [flags]`: a new member's data directory from a backup,
+    /// for the member and cluster the flags describe.
+    Restore {
+        file: PathBuf,
+        cfg: Box<ServerConfig>,
+    },
     Help,
     Version,
 }
+
+/// Flags that take `true` or `false`, and mean `true` given alone.
+const BOOLEAN_FLAGS: &[&str] = &["auto-promote-learners", "strict-reconfig-check"];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
 const EXPERIMENTAL_IN_ETCD_3_5: &[&str] = &["watch-progress-notify-interval"];
 
 pub fn parse(args: &[String]) -> Result<Command, String> {
+    if args.first().map(String::as_str) == Some("snapshot") {
+        return parse_snapshot(&args[1..]);
+    }
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -159,8 +181,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         let Some((known, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == plain) else {
             return Err(format!("unknown flag --{name} (see --help)"));
         };
+        // As with Go's flags, a boolean flag alone means true.
+        let boolean = BOOLEAN_FLAGS.contains(&known);
         let value = match flag.split_once('=') {
             Some((_, v)) => v.to_string(),
+            None if boolean => "true".to_string(),
             None => iter
                 .next()
                 .ok_or_else(|| format!("flag --{flag} needs a value"))?
@@ -169,6 +194,24 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         values.insert(known, value);
     }
     build(values).map(|c| Command::Run(Box::new(c)))
+}
+
+fn parse_snapshot(args: &[String]) -> Result<Command, String> {
+    let usage = "usage: detcd snapshot restore FILE [--name ..] [--data-dir ..] \
+                 [--initial-cluster ..] [--initial-cluster-token ..] \
+                 [--initial-advertise-peer-urls ..]";
+    match args {
+        [verb, file, flags @ ..] if verb == "restore" && !file.starts_with('-') => {
+            match parse(flags)? {
+                Command::Run(cfg) => Ok(Command::Restore {
+                    file: PathBuf::from(file),
+                    cfg,
+                }),
+                _ => Err(usage.to_string()),
+            }
+        }
+        _ => Err(usage.to_string()),
+    }
 }
 
 fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
@@ -250,6 +293,8 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     node.lease_checkpoint_interval = Duration::from_millis(checkpoint_ms.max(100));
     let quota = number(&get("quota-backend-bytes"), "quota-backend-bytes")?;
     node.quota_bytes = if quota == 0 { 2 << 30 } else { quota };
+    node.auto_promote_learners = boolean(&get("auto-promote-learners"), "auto-promote-learners")?;
+    node.strict_reconfig_check = boolean(&get("strict-reconfig-check"), "strict-reconfig-check")?;
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);
     let progress = &get("watch-progress-notify-interval");
     let watch_progress_notify_interval = go_duration(progress)
@@ -299,6 +344,16 @@ fn go_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
     }
     Some(total)
+}
+
+fn boolean(value: &str, flag: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!(
+            "invalid value {value:?} for flag --{flag}: expected true or false"
+        )),
+    }
 }
 
 fn number(value: &str, flag: &str) -> Result<u64, String> {

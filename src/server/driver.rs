@@ -23,6 +23,7 @@ use crate::node::{
     ClientRequest, ClientResponse, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
     PeerMessage, RequestId, Rpc,
 };
+use crate::state::StateView;
 use crate::time::Instant;
 
 /// Inputs taken from the channel for one `handle_batch`.
@@ -52,6 +53,15 @@ pub enum Event {
         result: Result<(), DiskError>,
     },
     Wake,
+    /// The hash an `Output::HashAt` asked for, computed off the node's thread.
+    Hashed {
+        revision: i64,
+        hash: u32,
+    },
+    /// A frozen view of the state and the cold segments it reads, for a backup.
+    View {
+        reply: oneshot::Sender<(StateView, ColdReader)>,
+    },
     Shutdown,
 }
 
@@ -126,6 +136,16 @@ impl DriverHandle {
 
     pub fn shutdown(&self) {
         let _ = self.tx.send(Event::Shutdown);
+    }
+
+    /// The state as the node has applied it, frozen (O(1)), with the cold segments its view
+    /// reads; `None` once the node is gone.
+    pub async fn state_view(&self) -> Option<(StateView, ColdReader)> {
+        let (reply, view) = oneshot::channel();
+        if !self.offer(Event::View { reply }) {
+            return None;
+        }
+        view.await.ok()
     }
 
     /// Makes the driver run a batch now (for the watch feed a new stream waits for).
@@ -305,9 +325,38 @@ impl Driver {
                 self.handle.taken();
                 inputs.push(Input::Tick);
             }
+            Event::Hashed { revision, hash } => {
+                inputs.push(Input::Hashed { revision, hash });
+            }
+            Event::View { reply } => {
+                self.handle.taken();
+                // Between batches: every cold write the view reads has been carried out.
+                let _ = reply.send((self.node.state().view(), self.cold.reader()));
+            }
             Event::Shutdown => return true,
         }
         false
+    }
+
+    /// Computes a compaction's hash on a thread of its own (it reads every superseded value
+    /// up to the revision) and hands it back to the node.
+    fn hash_off_thread(&self, revision: i64, view: crate::mvcc::KeySpaceView) {
+        let cold = self.cold.reader();
+        let tx = self.handle.tx.clone();
+        let spawned =
+            std::thread::Builder::new()
+                .name("detcd-hash".into())
+                .spawn(move || match view.hash_kv(revision, &cold) {
+                    Ok((hash, _)) => {
+                        let _ = tx.send(Event::Hashed { revision, hash });
+                    }
+                    Err(e) => {
+                        eprintln!("detcd: cannot hash the key space at revision {revision}: {e}")
+                    }
+                });
+        if let Err(e) = spawned {
+            eprintln!("detcd: cannot start the hash thread: {e}");
+        }
     }
 
     /// Carries out every output; returns the reason if the node stopped.
@@ -355,6 +404,7 @@ impl Driver {
                 }
                 Output::Stopped { reason } => stopped = Some(reason.to_string()),
                 Output::Watch(feed) => self.watch.offer(feed, self.cold.reader()),
+                Output::HashAt { revision, view } => self.hash_off_thread(revision, view),
                 Output::Members(members) => {
                     self.peers.follow(super::peer::peer_addresses(&members));
                     self.members.set(self.node.cluster_id(), members);

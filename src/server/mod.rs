@@ -9,9 +9,11 @@ pub mod deadline;
 pub mod disk;
 pub mod driver;
 pub mod grpc;
+pub mod http;
 pub mod maintenance;
 pub mod peer;
 pub mod recipes;
+pub mod restore;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -259,6 +261,7 @@ async fn serve_clients(
     let lease = LeaseServer::new(grpc::LeaseService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
+    let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone());
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(
@@ -286,6 +289,8 @@ async fn serve_clients(
         }
     };
     let result = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(http_endpoints)
         .layer(tower::util::MapResponseLayer::new(
             grpc::etcd_receive_limit_status,
         ))

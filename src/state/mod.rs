@@ -11,6 +11,7 @@
 //! Invariants: the key space's own (see `mvcc`); the lease table's, including that the keys
 //! attached to each lease are exactly the live keys naming it (`State::check_invariants`).
 
+pub mod backup;
 mod snapshot;
 
 pub use snapshot::{StateSnapshotError, StateView};
@@ -174,6 +175,10 @@ impl State {
                 header: header(self.kv.current_revision()),
                 alarms: self.alarms.apply(&req),
             }))),
+            Op::HashReport(report) => {
+                self.alarms.report_hash(&report);
+                None
+            }
         };
         self.absorb_key_changes(&mut effects);
         Applied { result, effects }
@@ -341,6 +346,16 @@ impl State {
 
     pub fn take_cold_ops(&mut self) -> Vec<ColdOp> {
         self.kv.take_cold_ops()
+    }
+
+    /// The state a restored cluster starts from: this one's key space and leases, with the
+    /// new cluster's members and no alarms.
+    pub fn restored_as(self, members: Members) -> State {
+        State {
+            members,
+            alarms: Alarms::default(),
+            ..self
+        }
     }
 
     /// Becomes `other` (a snapshot from the leader), keeping this state's way of holding

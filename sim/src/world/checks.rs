@@ -45,6 +45,18 @@ impl World {
             self.fail(format!("member {id}: {why}"));
             return;
         }
+        // Nobody raises alarms in the workload: CORRUPT means the corruption check saw two
+        // members disagree, which the replicas never do unless something is broken.
+        if node
+            .state()
+            .alarms()
+            .is_raised(detcd::proto::etcdserverpb::AlarmType::Corrupt)
+        {
+            self.fail(format!(
+                "member {id} applied a CORRUPT alarm: members reported different hashes"
+            ));
+            return;
+        }
         let (term, is_leader, commit, last_commit) = (
             node.term(),
             node.is_leader(),

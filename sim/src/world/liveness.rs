@@ -48,9 +48,11 @@ impl World {
                 .map(|n| n.commit_index())
                 .max()
                 .unwrap_or(0);
+            // A member removed before it ever caught up waits for nothing any more.
             let behind = self
                 .members
                 .iter()
+                .filter(|(id, _)| !self.removed.contains(id))
                 .filter_map(|(id, m)| Some((*id, m.node.as_ref()?.applied_index())))
                 .find(|(_, applied)| *applied < commit);
             let Some((id, applied)) = behind else {
@@ -92,7 +94,7 @@ impl World {
                 if self.now >= deadline {
                     return Err(format!("no member served {what}"));
                 }
-                let member = 1 + self.rng.below(self.options.members);
+                let member = self.probe_target();
                 let op = self.invoke(PROBE_CLIENT, member, &request);
                 let rid = self.track(member, op);
                 self.log(member, || format!("liveness probe op {op}: {what}"));
@@ -124,6 +126,21 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A member to probe: any initial one, or when membership changed, any that is still in
+    /// the cluster.
+    fn probe_target(&mut self) -> MemberId {
+        if !self.options.membership {
+            return 1 + self.rng.below(self.options.members);
+        }
+        let current: Vec<MemberId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|id| !self.removed.contains(id))
+            .collect();
+        member_clients::pick(&mut self.rng, &current).expect("a member is left")
     }
 
     /// The lease phase: lets the leases still alive age, restarts the leader once (its

@@ -144,7 +144,7 @@ impl World {
     }
 }
 
-fn pick(rng: &mut ChaCha8Rng, items: &[MemberId]) -> Option<MemberId> {
+pub(super) fn pick(rng: &mut ChaCha8Rng, items: &[MemberId]) -> Option<MemberId> {
     if items.is_empty() {
         return None;
     }

@@ -182,6 +182,12 @@ enum Event {
         run: u64,
     },
     MembershipTurn,
+    Hashed {
+        member: MemberId,
+        incarnation: u64,
+        revision: i64,
+        hash: u32,
+    },
     ClientGiveUp {
         op: usize,
     },
@@ -273,6 +279,7 @@ impl World {
             config.request_timeout = std::time::Duration::from_nanos(REQUEST_TIMEOUT_NS);
             config.lease_checkpoint_interval =
                 std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
+            config.auto_promote_learners = options.auto_promote;
             config.bugs = detcd::node::Bugs {
                 ack_before_durable: options.bug == Some(Bug::AckBeforeDurable),
                 read_without_read_index: options.bug == Some(Bug::ReadWithoutReadIndex),
@@ -584,6 +591,23 @@ impl World {
                     self.applied(id, AppliedEntry { index, term, data })
                 }
                 Output::Members(_) => {}
+                Output::HashAt { revision, view } => {
+                    // Computed at once; delivered back like any input, a little later.
+                    let (hash, _) = view
+                        .hash_kv(revision, &member.cold)
+                        .expect("a compaction revision can be hashed");
+                    let incarnation = member.incarnation;
+                    let at = self.now + MS;
+                    self.schedule(
+                        at,
+                        Event::Hashed {
+                            member: id,
+                            incarnation,
+                            revision,
+                            hash,
+                        },
+                    );
+                }
                 Output::Watch(feed) => {
                     // The hub reads the view's cold values as they were when the feed left.
                     let local = member.clock.local(self.now);
@@ -670,6 +694,18 @@ impl World {
             Event::RecipeAdvance { run } => self.recipe_advance(run),
             Event::RecipeGiveUp { run } => self.recipe_give_up(run),
             Event::MembershipTurn => self.membership_turn(),
+            Event::Hashed {
+                member,
+                incarnation,
+                revision,
+                hash,
+            } => {
+                if self.members[&member].incarnation == incarnation
+                    && self.members[&member].node.is_some()
+                {
+                    self.input(member, Input::Hashed { revision, hash });
+                }
+            }
             Event::ClientGiveUp { op } => self.client_give_up(op),
             Event::Fault => self.fault(),
             Event::Heal { what } => self.heal(what),

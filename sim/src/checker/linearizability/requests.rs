@@ -84,9 +84,13 @@ pub fn classify(request: &ClientRequest) -> Class {
 pub fn is_internal(op: &internal_request::Op) -> bool {
     use detcd::proto::detcdpb::member_change::Change;
     match op {
-        internal_request::Op::LeaseExpire(_) | internal_request::Op::LeaseCheckpoints(_) => true,
-        // A member publishing its own name and client URLs.
-        internal_request::Op::MemberChange(c) => matches!(c.change, Some(Change::Attributes(_))),
+        internal_request::Op::LeaseExpire(_)
+        | internal_request::Op::LeaseCheckpoints(_)
+        | internal_request::Op::HashReport(_) => true,
+        // A member publishing its own name and client URLs, a leader promoting a learner.
+        internal_request::Op::MemberChange(c) => {
+            c.automatic || matches!(c.change, Some(Change::Attributes(_)))
+        }
         _ => false,
     }
 }
