@@ -116,10 +116,27 @@ fn a_cluster_grows_from_one_member_to_three_and_shrinks_back_under_writes() {
     );
     assert_eq!(status.lines().count(), 3, "{status}");
 
-    // Shrink back to one member: the original one (maybe the leader) goes first.
+    // Leadership moves to m2, asked of whichever member leads.
     let list = until_ok(&first, &["member", "list"], Duration::from_secs(5));
-    let m0 = member_id(&list, "m0");
     let m2 = member_id(&list, "m2");
+    let moved = until_ok(
+        &all.join(","),
+        &["move-leader", &m2],
+        Duration::from_secs(20),
+    );
+    assert!(moved.contains(&format!("to {m2}")), "{moved}");
+    let updated = until_ok(
+        &first,
+        &["member", "update", &m2, &peer(2)],
+        Duration::from_secs(10),
+    );
+    assert!(
+        updated.starts_with(&format!("Member {m2} updated in cluster")),
+        "{updated}"
+    );
+
+    // Shrink back to one member: the original one goes first, then the leader.
+    let m0 = member_id(&list, "m0");
     until_ok(&all[1], &["member", "remove", &m0], Duration::from_secs(20));
     assert!(
         members[0].wait_exit(Duration::from_secs(10)).is_some(),
@@ -225,4 +242,61 @@ fn maintenance_commands_answer_as_etcd_does() {
     assert_eq!(ours, theirs);
     let defrag = etcdctl(&detcd[0].spec.endpoint(), &["defrag"], None);
     assert!(stdout(&defrag).starts_with("Finished defragmenting etcd member"));
+}
+
+#[test]
+fn a_dead_member_is_replaced_by_a_fresh_one() {
+    let mut members = cluster(Flavor::Detcd, 4, "replace", &[]);
+    let urls: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}=http://127.0.0.1:{}", m.spec.name, m.spec.peer_port))
+        .collect();
+    for m in &mut members[..3] {
+        m.initial_cluster = urls[..3].join(",");
+    }
+    members[3].initial_cluster = [&urls[..2], &urls[3..]].concat().join(",");
+    members[3]
+        .extra_args
+        .push("--initial-cluster-state=existing".into());
+    common::start_all(&mut members[..3]);
+    let live = format!(
+        "{},{}",
+        members[0].spec.endpoint(),
+        members[1].spec.endpoint()
+    );
+    for i in 0..20 {
+        assert!(etcdctl(&live, &["put", &format!("k{i}"), "v"], None)
+            .status
+            .success());
+    }
+    members[2].kill();
+    let list = until_ok(&live, &["member", "list"], Duration::from_secs(5));
+    let dead = member_id(&list, "m2");
+    until_ok(&live, &["member", "remove", &dead], Duration::from_secs(20));
+    let peer = format!("--peer-urls=http://127.0.0.1:{}", members[3].spec.peer_port);
+    until_ok(
+        &live,
+        &["member", "add", "m3", &peer],
+        Duration::from_secs(10),
+    );
+    members[3].start();
+    until_started(&live, "m3");
+    let fresh = members[3].spec.endpoint();
+    let got = until_ok(
+        &fresh,
+        &["get", "k19", "--print-value-only"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(got.trim(), "v");
+    let list = until_ok(&fresh, &["member", "list"], Duration::from_secs(5));
+    let names: Vec<&str> = list.lines().filter_map(|l| l.split(", ").nth(2)).collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["m0", "m1", "m3"], "{list}");
+    // The removed member cannot come back under its old id.
+    members[2].start();
+    assert!(
+        members[2].wait_exit(Duration::from_secs(15)).is_some(),
+        "a removed member that restarts must stop"
+    );
 }

@@ -26,6 +26,9 @@ pub struct Op {
     pub proposal: Option<(MemberId, u64)>,
 }
 
+// Most outcomes are answers: boxing them would cost an allocation per op to save the
+// difference on the few errors.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Outcome {
     /// Answered with a response.

@@ -142,3 +142,19 @@ fn shrunk_bug_cases_still_reproduce() {
         assert!(buggy.failure.is_some(), "{bug} case no longer reproduces");
     }
 }
+
+/// The operator's second learner was refused by the member list (one learner at most), yet the
+/// world started a process for it, which waited forever for a snapshot; the world now follows
+/// only the changes the list accepted. (96116, and 91484 likewise.)
+#[test]
+fn seeds_96116_and_91484_a_refused_addition_is_not_a_member() {
+    assert_passes(96116, "membership=1");
+    assert_passes(91484, "membership=1");
+}
+
+/// A promotion whose client had given up was proposed when the leader's "in sync" came back:
+/// an entry no client claimed. Such a promotion is now dropped.
+#[test]
+fn seed_211238_a_promotion_nobody_waits_for_is_not_proposed() {
+    assert_passes(211238, "membership=1");
+}

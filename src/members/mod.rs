@@ -78,6 +78,11 @@ impl Members {
         self.removed.contains(&id)
     }
 
+    /// Every id the cluster removed, ascending.
+    pub fn removed(&self) -> impl Iterator<Item = MemberId> + '_ {
+        self.removed.iter().copied()
+    }
+
     /// Every member, in id order, as `MemberList` reports them.
     pub fn list(&self) -> Vec<Member> {
         self.members.values().cloned().collect()

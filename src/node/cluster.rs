@@ -145,6 +145,10 @@ impl Node {
 
     /// The leader found the learner in sync: propose its promotion for the waiting client.
     pub(super) fn promotion_ready(&mut self, client: RequestId, req: &MemberPromoteRequest) {
+        // A client that gave up meanwhile asked for nothing any more.
+        if !self.pending.contains(client) {
+            return;
+        }
         if let Err(e) = self.propose_conf_change(client, Change::Promote(req.id)) {
             self.finish(client, Err(e));
         }

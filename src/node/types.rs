@@ -237,8 +237,9 @@ pub struct SnapshotFile {
 enum SnapshotState {
     /// Sent by the leader, already encoded.
     Received(Bytes),
-    /// This member's state at the snapshot's index.
-    Local(StateView),
+    /// This member's state at the snapshot's index (boxed: it is large, and disk operations
+    /// queue by the thousand).
+    Local(Box<StateView>),
 }
 
 impl SnapshotFile {
@@ -252,7 +253,7 @@ impl SnapshotFile {
     pub(crate) fn local(meta: SnapshotMetadata, view: StateView) -> SnapshotFile {
         SnapshotFile {
             meta,
-            state: SnapshotState::Local(view),
+            state: SnapshotState::Local(Box::new(view)),
         }
     }
 

@@ -182,7 +182,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             return Err(format!("unknown flag --{name} (see --help)"));
         };
         // As with Go's flags, a boolean flag alone means true.
-        let boolean = BOOLEAN_FLAGS.contains(&known);
+        let boolean = BOOLEAN_FLAGS.contains(known);
         let value = match flag.split_once('=') {
             Some((_, v)) => v.to_string(),
             None if boolean => "true".to_string(),

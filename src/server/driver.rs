@@ -407,7 +407,8 @@ impl Driver {
                 Output::HashAt { revision, view } => self.hash_off_thread(revision, view),
                 Output::Members(members) => {
                     self.peers.follow(super::peer::peer_addresses(&members));
-                    self.members.set(self.node.cluster_id(), members);
+                    let removed = self.node.state().members().removed().collect();
+                    self.members.set(self.node.cluster_id(), members, removed);
                 }
                 // The server runs without `observe`; nothing to carry out.
                 Output::Proposed { .. } | Output::Applied { .. } => {}

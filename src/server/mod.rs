@@ -117,7 +117,10 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             move |from, msg| h.deliver_peer(from, msg),
         ));
     }
-    let peers = peer::PeerSender::new(identity, dial);
+    let h = handle.clone();
+    let on_removed: peer::OnRemoved =
+        std::sync::Arc::new(move |from| h.deliver_peer(from, crate::node::PeerMessage::Removed));
+    let peers = peer::PeerSender::new(identity, dial, on_removed);
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
 

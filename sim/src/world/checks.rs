@@ -26,7 +26,7 @@ impl World {
             }
             Some(_) => {}
             None => {
-                self.follow_membership(&entry);
+                self.follow_membership(id, &entry);
                 self.timing.applied_at.insert(entry.index, self.now);
                 if let Some(ended) = ended_lease(&entry) {
                     self.leases_ended.push(ended);

@@ -107,18 +107,27 @@ impl World {
 
     /// Follows a membership change the log applied: starts an added member's process, and
     /// remembers a removed one, which never runs again.
-    pub(super) fn follow_membership(&mut self, entry: &AppliedEntry) {
+    pub(super) fn follow_membership(&mut self, applier: MemberId, entry: &AppliedEntry) {
         let Ok(request) = InternalRequest::decode(entry.data.as_ref()) else {
             return;
         };
         let Some(internal_request::Op::MemberChange(change)) = request.op else {
             return;
         };
+        // The member that applied the entry knows whether the list accepted the change.
+        let accepted = |world: &World, id: MemberId| {
+            world.node(applier).is_some_and(|n| {
+                let members = n.state().members();
+                members.get(id).is_some() || members.is_removed(id)
+            })
+        };
         match change.change {
-            Some(Change::Add(member)) if !self.members.contains_key(&member.id) => {
+            Some(Change::Add(member))
+                if !self.members.contains_key(&member.id) && accepted(self, member.id) =>
+            {
                 self.add_process(member.id)
             }
-            Some(Change::Remove(id)) => {
+            Some(Change::Remove(id)) if accepted(self, id) => {
                 self.removed.insert(id);
             }
             _ => {}

@@ -63,9 +63,10 @@ async fn handle_connection<F>(
     F: Fn(MemberId, PeerMessage),
 {
     let (read, write) = stream.into_split();
-    match receive(read, me, &*deliver).await {
+    match receive(read, me, &board, &*deliver).await {
         Ok(Ended::Closed) => {}
         Ok(Ended::JoinQuestion) => board.answer(write).await,
+        Ok(Ended::Removed) => board.refuse_removed(write).await,
         Err(e) => eprintln!("detcd: peer {addr}: closing connection: {e}"),
     }
 }
@@ -77,6 +78,8 @@ pub(super) enum Ended {
     Closed,
     /// It was a joining member's question for the member list (see `join`).
     JoinQuestion,
+    /// The dialer is a member the cluster removed.
+    Removed,
 }
 
 /// Reads one connection to its end. Returns `Ok` only when the dialler closed it cleanly.
@@ -84,6 +87,7 @@ pub(super) enum Ended {
 pub(super) async fn receive<S, F>(
     stream: S,
     me: PeerIdentity,
+    board: &MemberBoard,
     deliver: &F,
 ) -> Result<Ended, WireError>
 where
@@ -98,6 +102,9 @@ where
         return Ok(Ended::JoinQuestion);
     }
     handshake.check(me)?;
+    if board.is_removed(handshake.from) {
+        return Ok(Ended::Removed);
+    }
     while let Some((kind, bytes)) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
         let msg = wire::decode_message(kind, &bytes, &handshake)?;
         deliver(handshake.from, msg);

@@ -4,7 +4,8 @@
 //!
 //! The question is a handshake whose cluster, sender and receiver are all zero; the answer is
 //! one message (frames as usual) holding a `detcdpb.MemberTable`, after which the listener
-//! closes the connection.
+//! closes the connection. The board also lets the listener turn away a member the cluster
+//! removed, with a one-byte notice the dialer hands to its node.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -31,13 +32,26 @@ pub struct MemberBoard {
 }
 
 impl MemberBoard {
-    pub fn set(&self, cluster_id: u64, members: Vec<Member>) {
+    pub fn set(&self, cluster_id: u64, members: Vec<Member>, removed: Vec<MemberId>) {
         let mut table = self.table.lock().expect("member board lock");
         *table = MemberTable {
             members,
-            removed: Vec::new(),
+            removed,
             cluster_id,
         };
+    }
+
+    /// Whether the cluster removed `id` (as far as this member has applied).
+    pub fn is_removed(&self, id: MemberId) -> bool {
+        let table = self.table.lock().expect("member board lock");
+        table.removed.binary_search(&id).is_ok()
+    }
+
+    /// Tells a removed member that dialed in so, and closes the connection: it may never
+    /// apply its own removal (a member that was down when it was removed never will).
+    pub(super) async fn refuse_removed(&self, mut stream: tokio::net::tcp::OwnedWriteHalf) {
+        let _ = stream.write_all(&[wire::REMOVED_NOTICE]).await;
+        let _ = stream.shutdown().await;
     }
 
     fn encoded(&self) -> Vec<u8> {

@@ -53,7 +53,7 @@ mod tests;
 
 pub use inbound::serve;
 pub use join::{lookup, peer_addresses, MemberBoard};
-pub use outbound::{PeerSender, PeerStats};
+pub use outbound::{OnRemoved, PeerSender, PeerStats};
 pub use wire::{CHUNK_BYTES_MAX, FRAME_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX};
 
 use crate::node::MemberId;

@@ -93,6 +93,7 @@ const REMOVED_PEER_DRAIN: Duration = Duration::from_secs(5);
 /// connections.
 pub struct PeerSender {
     me: PeerIdentity,
+    on_removed: OnRemoved,
     peers: BTreeMap<MemberId, (String, Peer)>,
     /// Members that left the list, whose tasks may still send a last notice for a while.
     leaving: BTreeMap<MemberId, Peer>,
@@ -104,9 +105,14 @@ pub struct PeerSender {
 impl PeerSender {
     /// Spawns one task per peer on the current tokio runtime (panics outside one). `peers` maps
     /// member ids to `host:port`; an entry for `me` is ignored, since a member never dials itself.
-    pub fn new(me: PeerIdentity, peers: BTreeMap<MemberId, String>) -> PeerSender {
+    pub fn new(
+        me: PeerIdentity,
+        peers: BTreeMap<MemberId, String>,
+        on_removed: OnRemoved,
+    ) -> PeerSender {
         let mut sender = PeerSender {
             me,
+            on_removed,
             peers: BTreeMap::new(),
             leaving: BTreeMap::new(),
             unknown_dropped: AtomicU64::new(0),
@@ -141,7 +147,7 @@ impl PeerSender {
         }
         for (id, addr) in peers {
             if id != me.member_id && !self.peers.contains_key(&id) {
-                let peer = spawn_peer(me, id, addr.clone());
+                let peer = spawn_peer(me, id, addr.clone(), self.on_removed.clone());
                 self.peers.insert(id, (addr, peer));
             }
         }
@@ -206,7 +212,7 @@ impl Drop for PeerSender {
     }
 }
 
-fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String) -> Peer {
+fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String, removed: OnRemoved) -> Peer {
     let (queue, rx) = mpsc::channel(QUEUE_MESSAGES_MAX);
     let counters = Arc::new(Counters::default());
     let handshake = Handshake {
@@ -219,6 +225,7 @@ fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String) -> Peer {
         addr,
         handshake,
         counters: Arc::clone(&counters),
+        removed,
     };
     let task = tokio::spawn(link.run(rx)).abort_handle();
     Peer {
@@ -257,7 +264,9 @@ impl Backoff {
 /// Why a connection ended.
 enum Closed {
     /// The `PeerSender` is gone: the task ends.
-    QueueClosed,
+    SenderGone,
+    /// The peer says the cluster removed this member.
+    Removed,
     /// The connection broke or the peer closed it: redial.
     Broken(std::io::Error),
 }
@@ -268,7 +277,11 @@ struct Link {
     addr: String,
     handshake: Handshake,
     counters: Arc<Counters>,
+    removed: OnRemoved,
 }
+
+/// Called with the peer that said the cluster removed this member.
+pub type OnRemoved = Arc<dyn Fn(MemberId) + Send + Sync>;
 
 impl Link {
     async fn run(self, mut queue: mpsc::Receiver<Outgoing>) {
@@ -281,7 +294,11 @@ impl Link {
                     Counters::add(&self.counters.connects, 1);
                     let opened = Instant::now();
                     match self.pump(stream, &mut queue).await {
-                        Closed::QueueClosed => return,
+                        Closed::SenderGone => return,
+                        Closed::Removed => {
+                            self.log(format_args!("says the cluster removed this member"));
+                            (self.removed)(self.to);
+                        }
                         Closed::Broken(e) => self.log(format_args!("connection lost: {e}")),
                     }
                     if opened.elapsed() >= CONNECTION_STABLE {
@@ -330,10 +347,10 @@ impl Link {
             tokio::select! {
                 received = queue.recv_many(&mut batch, BATCH_MESSAGES_MAX) => {
                     if received == 0 {
-                        return Closed::QueueClosed;
+                        return Closed::SenderGone;
                     }
                 }
-                closed = watch_closed(&mut read_half) => return Closed::Broken(closed),
+                closed = watch_closed(&mut read_half) => return closed,
             }
             let encoded = self.encode_batch(batch.drain(..)).await;
             let counter = match write_batch(&mut writer, &encoded).await {
@@ -410,13 +427,15 @@ async fn with_deadline<T>(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
-/// Resolves when the listener closes the connection. The listener never writes, so any read
-/// that returns is the end: EOF, a reset, or bytes that have no business being there.
-async fn watch_closed(read_half: &mut OwnedReadHalf) -> std::io::Error {
+/// Resolves when the listener closes the connection. The listener writes nothing but the
+/// notice that this member was removed, so any read that returns is the end: EOF, a reset, the
+/// notice, or bytes that have no business being there.
+async fn watch_closed(read_half: &mut OwnedReadHalf) -> Closed {
     let mut byte = [0u8; 1];
-    match read_half.read(&mut byte).await {
+    Closed::Broken(match read_half.read(&mut byte).await {
         Ok(0) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed by peer"),
+        Ok(_) if byte[0] == wire::REMOVED_NOTICE => return Closed::Removed,
         Ok(_) => std::io::Error::new(std::io::ErrorKind::InvalidData, "peer wrote to us"),
         Err(e) => e,
-    }
+    })
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -70,7 +71,11 @@ async fn listen(me: PeerIdentity) -> Listening {
 }
 
 fn sender_to(me: PeerIdentity, to: MemberId, addr: SocketAddr) -> PeerSender {
-    PeerSender::new(me, BTreeMap::from([(to, addr.to_string())]))
+    PeerSender::new(
+        me,
+        BTreeMap::from([(to, addr.to_string())]),
+        Arc::new(|_| {}),
+    )
 }
 
 async fn next_delivery(delivered: &mut Delivered) -> (MemberId, PeerMessage) {
@@ -380,7 +385,8 @@ async fn a_read_index_request_relayed_for_another_member_is_delivered() {
 async fn each_kind_of_garbage_is_refused_for_its_own_reason() {
     for (reason, bytes) in garbage_cases().await {
         let deliver = |from, msg| panic!("{reason}: delivered {msg:?} from {from}");
-        let refused = inbound::receive(&bytes[..], identity(2), &deliver).await;
+        let board = MemberBoard::default();
+        let refused = inbound::receive(&bytes[..], identity(2), &board, &deliver).await;
         let error = refused.expect_err(reason).to_string();
         assert!(error.contains(reason), "expected {reason:?}, got {error:?}");
     }
@@ -502,7 +508,7 @@ fn a_member_never_dials_itself() {
         (1, "127.0.0.1:1".to_string()),
         (2, "127.0.0.1:2".to_string()),
     ]);
-    let sender = PeerSender::new(identity(1), peers);
+    let sender = PeerSender::new(identity(1), peers, Arc::new(|_| {}));
     assert_eq!(sender.peer_stats(1), None);
     assert!(sender.peer_stats(2).is_some());
 }

@@ -15,6 +15,8 @@ pub(super) const HANDSHAKE_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 9;
 const FLAG_MORE: u8 = 0x01;
 const FLAG_FORWARD: u8 = 0x02;
+/// The only byte a listener ever writes: "the cluster removed you" (see `join`).
+pub(super) const REMOVED_NOTICE: u8 = 0x52;
 
 /// What a message's bytes are: a raft message, or a request forwarded to the leader (or its
 /// reply), told apart by the FORWARD flag every frame of the message carries.
