@@ -99,6 +99,12 @@ fn a_cluster_grows_from_one_member_to_three_and_shrinks_back_under_writes() {
         error_line(&learner_get),
         "Error: etcdserver: rpc not supported for learner"
     );
+    let learner_watch = etcdctl(&all[1], &["watch", "w", "--prefix"], None);
+    assert!(
+        String::from_utf8_lossy(&learner_watch.stderr).contains("rpc not supported for learner"),
+        "{}",
+        String::from_utf8_lossy(&learner_watch.stderr)
+    );
     until_ok(&first, &["member", "promote", &m1], Duration::from_secs(20));
 
     // A voter joins directly.

@@ -25,8 +25,10 @@ use crate::proto::etcdserverpb::Member;
 
 pub type MemberId = u64;
 
-/// etcd's `--max-learners` default.
-pub const LEARNERS_MAX: usize = 1;
+/// Learners the list ever holds. The limit an operator sets (`--max-learners`, etcd's
+/// default 1) is checked before proposing; this one, the same on every member whatever its
+/// flags, holds when additions race each other.
+pub const LEARNERS_MAX: usize = 16;
 
 /// What an applied change did to raft's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -60,6 +60,11 @@ fn etcds_errors_for_impossible_changes() {
         members.apply(add(4, "http://m4", true)),
         Ok(Some(RaftChange::AddLearner(4)))
     );
+    for id in 100..100 + LEARNERS_MAX as u64 - 1 {
+        assert!(members
+            .apply(add(id, &format!("http://l{id}"), true))
+            .is_ok());
+    }
     assert_eq!(
         members.apply(add(5, "http://m5", true)),
         Err(EtcdError::TooManyLearners)

@@ -72,6 +72,9 @@ impl Node {
 
     fn add_member(&mut self, id: RequestId, req: MemberAddRequest) -> Result<(), EtcdError> {
         check_urls(&req.peer_ur_ls)?;
+        if req.is_learner && self.state.members().learner_count() >= self.cfg.max_learners {
+            return Err(EtcdError::TooManyLearners);
+        }
         if !req.is_learner && self.cfg.strict_reconfig_check {
             self.check_quorum_after(1, None)?;
         }

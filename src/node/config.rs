@@ -27,6 +27,8 @@ pub struct Config {
     /// The leader promotes a learner itself once it is in sync (etcd has only an open PR
     /// for this; off by default, as etcd's learners wait for `member promote`).
     pub auto_promote_learners: bool,
+    /// Learners a `member add --learner` may bring the cluster to. etcd: `--max-learners` 1.
+    pub max_learners: usize,
     /// One raft tick. etcd: `--heartbeat-interval` 100 ms.
     pub heartbeat_interval: Duration,
     /// etcd: `--election-timeout` 1000 ms; must be a multiple of the heartbeat interval.
@@ -107,6 +109,7 @@ impl Config {
             client_urls: Vec::new(),
             strict_reconfig_check: true,
             auto_promote_learners: false,
+            max_learners: 1,
             peers,
             heartbeat_interval,
             election_timeout,

@@ -101,6 +101,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Have the leader promote a learner by itself once it is in sync with the leader.",
     ),
     (
+        "max-learners",
+        "1",
+        "Sets the maximum number of learners that can be available in the cluster membership.",
+    ),
+    (
         "strict-reconfig-check",
         "true",
         "Reject reconfiguration requests that would cause quorum loss.",
@@ -294,6 +299,8 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let quota = number(&get("quota-backend-bytes"), "quota-backend-bytes")?;
     node.quota_bytes = if quota == 0 { 2 << 30 } else { quota };
     node.auto_promote_learners = boolean(&get("auto-promote-learners"), "auto-promote-learners")?;
+    node.max_learners = number(&get("max-learners"), "max-learners")?
+        .min(crate::members::LEARNERS_MAX as u64) as usize;
     node.strict_reconfig_check = boolean(&get("strict-reconfig-check"), "strict-reconfig-check")?;
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);
     let progress = &get("watch-progress-notify-interval");

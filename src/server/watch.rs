@@ -505,6 +505,14 @@ impl encoded::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
+        // A learner serves no watch streams, as etcd's learners serve none.
+        let me = self
+            .driver
+            .call(crate::proto::etcdserverpb::StatusRequest {})
+            .await;
+        if me.is_ok_and(|s| s.is_learner) {
+            return Err(status(crate::error::EtcdError::NotSupportedForLearner));
+        }
         // clientv3's WithRequireLeader: the stream ends with "no leader" once there is none.
         let require_leader = request
             .metadata()
