@@ -4,12 +4,14 @@
 //! - `harness`: a small fault-free cluster for focused tests of the core;
 //! - `world`: the simulated world of one seed (network, disks, clocks, processes, clients);
 //! - `options`: what each seed draws (swarm testing); `run`: one seed to a verdict;
-//! - `checker`: the history checkers; `history`: their inputs.
+//! - `checker`: the history checkers; `history`: their inputs; `model`: the reference model
+//!   they judge answers against.
 
 pub mod checker;
 pub mod disk;
 pub mod harness;
 pub mod history;
+pub mod model;
 pub mod options;
 pub mod run;
 pub mod world;

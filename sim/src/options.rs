@@ -115,10 +115,13 @@ pub enum Bug {
     /// Membership: a member restarting from a snapshot takes raft's configuration from its
     /// initial cluster instead of the snapshot.
     StaleConfAfterRestart,
+    /// Key space: a limited range never reports `more` (wrong alike on every member, and in
+    /// the checker's own replay of the core).
+    RangeWithoutLookahead,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -133,6 +136,7 @@ impl Bug {
         Bug::LockSkipRecheck,
         Bug::LeaderNewest,
         Bug::StaleConfAfterRestart,
+        Bug::RangeWithoutLookahead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +155,7 @@ impl Bug {
             Bug::LockSkipRecheck => "lock-skip-recheck",
             Bug::LeaderNewest => "leader-newest",
             Bug::StaleConfAfterRestart => "stale-conf-after-restart",
+            Bug::RangeWithoutLookahead => "range-without-lookahead",
         }
     }
 

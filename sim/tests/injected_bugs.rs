@@ -100,6 +100,11 @@ fn a_restart_that_forgets_the_membership_changes_in_its_snapshot_is_caught() {
 }
 
 #[test]
+fn a_key_space_wrong_alike_on_every_member_is_caught() {
+    assert_found(Bug::RangeWithoutLookahead);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

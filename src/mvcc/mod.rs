@@ -102,6 +102,18 @@ pub struct KeySpace {
     cold: Option<ColdLog>,
     /// The key changes of the writes committed since the last [`KeySpace::take_changes`].
     changes: Vec<KeyChange>,
+    /// Deliberately injected bugs (simulator tests only; all off otherwise).
+    bugs: KeySpaceBugs,
+}
+
+/// Bugs the simulator's tests inject into the key space, to show that a key space wrong the
+/// same way on every member is still caught. Not part of the store's state: never encoded,
+/// never compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeySpaceBugs {
+    /// A limited range in key order walks `limit` keys instead of `limit + 1`, so it never
+    /// learns that there are `more`.
+    pub range_without_lookahead: bool,
 }
 
 /// One key changed by a committed write: the etcd watch event it is, and what leases learn
@@ -184,7 +196,13 @@ impl KeySpace {
             footprint: Footprint::default(),
             cold: None,
             changes: Vec::new(),
+            bugs: KeySpaceBugs::default(),
         }
+    }
+
+    /// Turns the injected bugs on (simulator tests only).
+    pub fn inject_bugs(&mut self, bugs: KeySpaceBugs) {
+        self.bugs = bugs;
     }
 
     /// The key changes of every write committed since the last call, in order.
@@ -240,6 +258,7 @@ impl KeySpace {
             other.cold = Some(cold.release_all());
             other.move_all_superseded_cold();
         }
+        other.bugs = self.bugs;
         *self = other;
     }
 

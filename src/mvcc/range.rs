@@ -87,12 +87,12 @@ fn has_revision_filters(r: &RangeRequest) -> bool {
 
 /// How many keys the key walk keeps: `limit + 1` (one extra to learn `more`) when the limit can
 /// be applied before filtering and sorting, otherwise all of them (0).
-fn walk_limit(r: &RangeRequest) -> i64 {
+fn walk_limit(r: &RangeRequest, lookahead: bool) -> i64 {
     let mut limit = r.limit;
     if !is_default_ordering(r.sort_target, r.sort_order) || has_revision_filters(r) {
         limit = 0;
     }
-    if limit > 0 && limit < i64::MAX {
+    if lookahead && limit > 0 && limit < i64::MAX {
         limit += 1;
     }
     limit
@@ -169,7 +169,8 @@ impl KeySpace {
             return Ok((response, ColdRange::none()));
         }
 
-        let keep_max = usize::try_from(walk_limit(r))
+        let lookahead = !self.bugs.range_without_lookahead;
+        let keep_max = usize::try_from(walk_limit(r, lookahead))
             .ok()
             .filter(|&l| l > 0)
             .unwrap_or(usize::MAX);
@@ -300,19 +301,19 @@ mod tests {
             limit: 3,
             ..RangeRequest::default()
         };
-        assert_eq!(walk_limit(&r), 4);
+        assert_eq!(walk_limit(&r, true), 4);
         r.sort_target = SortTarget::Mod as i32; // order NONE: still pushed down, as etcd does
-        assert_eq!(walk_limit(&r), 4);
+        assert_eq!(walk_limit(&r, true), 4);
         r.sort_order = SortOrder::Ascend as i32;
-        assert_eq!(walk_limit(&r), 0);
+        assert_eq!(walk_limit(&r, true), 0);
         r.sort_target = SortTarget::Key as i32;
-        assert_eq!(walk_limit(&r), 4);
+        assert_eq!(walk_limit(&r, true), 4);
         r.min_mod_revision = 1;
-        assert_eq!(walk_limit(&r), 0);
+        assert_eq!(walk_limit(&r, true), 0);
         let r = RangeRequest {
             limit: i64::MAX,
             ..RangeRequest::default()
         };
-        assert_eq!(walk_limit(&r), i64::MAX);
+        assert_eq!(walk_limit(&r, true), i64::MAX);
     }
 }

@@ -22,6 +22,7 @@ use super::footprint::Footprint;
 use super::history::{Change, KeyHistory, Record, Value};
 use super::revision::Revision;
 use super::KeySpace;
+use super::KeySpaceBugs;
 use crate::proto::detcdpb::{MvccKeyHistory, MvccRecord, MvccSnapshot};
 
 /// The only format this code writes and reads.
@@ -306,6 +307,7 @@ impl KeySpace {
             compact_main,
             cold: None,
             changes: Vec::new(),
+            bugs: KeySpaceBugs::default(),
         };
         store.check_revisions().map_err(invalid)?;
         Ok(store)

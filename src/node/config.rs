@@ -88,6 +88,8 @@ pub struct Bugs {
     /// A member restarting from a snapshot takes raft's configuration from its initial
     /// cluster rather than from the snapshot (so it forgets every membership change before it).
     pub stale_conf_after_restart: bool,
+    /// Bugs in the key space itself, wrong the same way on every member.
+    pub key_space: crate::mvcc::KeySpaceBugs,
 }
 
 impl Config {

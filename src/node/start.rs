@@ -96,6 +96,7 @@ fn restore_state(
         }
     };
     state.keep_superseded_values_cold();
+    state.inject_bugs(cfg.bugs.key_space);
     Ok((state, index))
 }
 

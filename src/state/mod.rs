@@ -340,6 +340,11 @@ impl State {
     }
 
     /// From now on, superseded values live in cold segments (see `mvcc::cold`).
+    /// Turns the key space's injected bugs on (simulator tests only).
+    pub fn inject_bugs(&mut self, bugs: crate::mvcc::KeySpaceBugs) {
+        self.kv.inject_bugs(bugs);
+    }
+
     pub fn keep_superseded_values_cold(&mut self) {
         self.kv.keep_superseded_values_cold();
     }

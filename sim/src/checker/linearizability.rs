@@ -28,13 +28,17 @@ pub use requests::Answer;
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use detcd::proto::etcdserverpb::RangeRequest;
+use detcd::proto::mvccpb::KeyValue;
 use detcd::state::State;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
+use crate::model::{Applied, Model};
 use requests::{Class, WriteKind};
 use timeline::Timeline;
 
@@ -51,7 +55,7 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], initial: &State) -> Result<Stats,
         .into_iter()
         .partition(|(_, slot)| matches!(ops[*slot].request, ClientRequest::LeaseLeases(_)));
     check_lease_reads(ops, &replay, lease_reads)?;
-    evaluate_reads(ops, log, initial, reads)?;
+    evaluate_reads(ops, &replay, reads)?;
     Ok(stats)
 }
 
@@ -90,6 +94,9 @@ struct Replay {
     /// The set of lease ids after each log position, as a digest: leases change without a new
     /// revision, so a lease read's revision does not pin its position.
     lease_digests: Vec<u64>,
+    /// The reference model after the whole log: it keeps every revision, so it serves a read
+    /// placed at any position.
+    model: Model,
 }
 
 /// A digest of a set of lease ids, in ascending order.
@@ -99,7 +106,10 @@ fn lease_digest(ids: impl Iterator<Item = i64>) -> u64 {
     })
 }
 
-/// Replays the log, tying each entry to its op and checking each definite write answer.
+/// Replays the log on the reference model, tying each entry to its op and checking each
+/// definite write answer against the model's. The core's `State` replays it alongside: it
+/// answers what the model leaves to it (members, alarms), must agree with the model on the rest,
+/// and must keep its own invariants.
 fn replay_writes(
     ops: &[Op],
     log: &[AppliedEntry],
@@ -112,9 +122,8 @@ fn replay_writes(
         position: vec![None; ops.len()],
         timeline: Timeline::new(),
         lease_digests: vec![lease_digest(std::iter::empty())],
+        model: Model::default(),
     };
-    // etcd's raw compact revision, which the public API rounds up to 0 before any compaction.
-    let mut compact_main = -1;
     for (i, entry) in log.iter().enumerate() {
         let index = i as u64 + 1;
         if entry.index != index {
@@ -126,6 +135,7 @@ fn replay_writes(
         match decode(entry) {
             Some((_, _, op)) if requests::is_internal(&op) => {
                 let _ = requests::apply(&mut state, &op);
+                replay.model.apply(&op);
             }
             Some((origin, request_id, op)) => {
                 stats.log_requests += 1;
@@ -137,23 +147,74 @@ fn replay_writes(
                     },
                 )?;
                 claim(&ops[slot], &op, &mut replay.position[slot], index)?;
-                let answer = requests::apply(&mut state, &op).expect("a client's op answers");
-                if matches!(op, internal_request::Op::Compaction(_)) && answer.is_ok() {
-                    compact_main = state.kv().compact_revision();
-                }
-                check_write_answer(&ops[slot], index, answer, stats)?;
+                let expected = apply_judged(&mut state, &mut replay.model, &op, index)?;
+                check_write_answer(&ops[slot], index, expected, stats)?;
             }
             None => {}
         }
         check_state(&state, index)?;
-        replay
-            .timeline
-            .push(state.kv().current_revision(), compact_main);
+        let kv = replay.model.kv();
+        replay.timeline.push(kv.current(), kv.compact_main());
         replay
             .lease_digests
-            .push(lease_digest(state.leases().iter().map(|(id, _)| id)));
+            .push(lease_digest(replay.model.lease_ids()));
     }
+    check_final_state(&state, &replay.model, log.len() as u64)?;
     Ok(replay)
+}
+
+/// Applies a client's entry to the core and to the model; returns the answer the client must
+/// have got. An alarm refuses the write before it reaches either state machine, and members and
+/// alarms are the core's alone to answer.
+fn apply_judged(
+    state: &mut State,
+    model: &mut Model,
+    op: &internal_request::Op,
+    index: u64,
+) -> Result<Answer, Violation> {
+    let core = requests::apply(state, op).expect("a client's op answers");
+    if matches!(core, Err(EtcdError::NoSpace | EtcdError::Corrupt)) {
+        return Ok(core);
+    }
+    match model.apply(op) {
+        Applied::NotModeled => Ok(core),
+        Applied::Answered(Some(expected)) => {
+            if requests::normalized_answer(&core) != *expected {
+                return Err(Violation::CoreDisagreesWithModel {
+                    index,
+                    what: format!("the core answers {core:?}, the model {expected:?}"),
+                });
+            }
+            Ok(*expected)
+        }
+        Applied::Answered(None) => unreachable!("the model answers every client's op"),
+    }
+}
+
+/// After the whole log, the core's key space and leases are the model's.
+fn check_final_state(state: &State, model: &Model, index: u64) -> Result<(), Violation> {
+    let everything = RangeRequest {
+        key: Bytes::from_static(b"\0"),
+        range_end: Bytes::from_static(b"\0"),
+        ..RangeRequest::default()
+    };
+    let core_kvs = state.kv().range(&everything).map(|r| r.kvs);
+    let model_kvs: Vec<KeyValue> = model.kv().keys().values().cloned().collect();
+    if core_kvs.as_ref() != Ok(&model_kvs) {
+        return Err(Violation::CoreDisagreesWithModel {
+            index,
+            what: format!("the core holds {core_kvs:?}, the model {model_kvs:?}"),
+        });
+    }
+    let core_leases: Vec<i64> = state.leases().iter().map(|(id, _)| id).collect();
+    let model_leases: Vec<i64> = model.lease_ids().collect();
+    if core_leases != model_leases {
+        return Err(Violation::CoreDisagreesWithModel {
+            index,
+            what: format!("the core holds leases {core_leases:?}, the model {model_leases:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// Records that `op` took effect at `index`: once, and with the request the client sent.
@@ -482,26 +543,11 @@ fn place_at_invocation(
     }
 }
 
-/// Replays the log once more and checks every read where it was placed: `(q, slot)` means
-/// "after the entry at log index q" (0: the empty store).
-fn evaluate_reads(
-    ops: &[Op],
-    log: &[AppliedEntry],
-    initial: &State,
-    mut reads: Vec<(u64, usize)>,
-) -> Result<(), Violation> {
-    reads.sort_unstable();
-    let mut state = initial.clone();
-    let mut applied = 0u64;
+/// Checks every read where it was placed: `(q, slot)` means "after the entry at log index q"
+/// (0: the empty store), where the model serves it.
+fn evaluate_reads(ops: &[Op], replay: &Replay, reads: Vec<(u64, usize)>) -> Result<(), Violation> {
     for (q, slot) in reads {
-        while applied < q {
-            if let Some((_, _, op)) = decode(&log[applied as usize]) {
-                // The first replay checked every entry; here only the state matters.
-                let _ = requests::apply(&mut state, &op);
-            }
-            applied += 1;
-        }
-        check_read(&ops[slot], q, &mut state)?;
+        check_read(&ops[slot], q, replay)?;
     }
     Ok(())
 }
@@ -553,18 +599,19 @@ fn check_lease_reads(
     Ok(())
 }
 
-fn check_read(op: &Op, q: u64, state: &mut State) -> Result<(), Violation> {
+fn check_read(op: &Op, q: u64, replay: &Replay) -> Result<(), Violation> {
     let observed = match &op.outcome {
         Outcome::Ok { response, .. } => Ok(requests::normalized(response)),
         Outcome::Err { error, .. } => Err(error.clone()),
         Outcome::Unknown => unreachable!("only answered reads are evaluated"),
     };
-    let expected = requests::read(state, &op.request);
+    let at = replay.timeline.moment(q);
+    let expected = replay.model.read_at(&op.request, at);
     if observed != expected {
         return Err(Violation::WrongReadAnswer {
             read: OpRef::of(op),
             at: Point(2 * q + 1),
-            revision: state.kv().current_revision(),
+            revision: at.current,
             expected: Box::new(expected),
             observed: Box::new(observed),
         });

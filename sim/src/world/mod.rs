@@ -288,6 +288,7 @@ impl World {
                 lease_ttl_reset_on_leader_change: options.bug == Some(Bug::LeaseTtlReset),
                 lease_not_found_unconfirmed: options.bug == Some(Bug::LeaseNotFoundUnconfirmed),
                 stale_conf_after_restart: options.bug == Some(Bug::StaleConfAfterRestart),
+                key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;
             let clock = Clock {
@@ -409,7 +410,11 @@ impl World {
             .config
             .clone();
         let members = detcd::members::Members::bootstrap(first.cluster_id, first.initial_members);
-        detcd::state::State::bootstrap(members)
+        let mut state = detcd::state::State::bootstrap(members);
+        // The checker replays the log on the core's own code, bugs and all: only the reference
+        // model can tell.
+        state.inject_bugs(first.bugs.key_space);
+        state
     }
 
     pub fn member_ids(&self) -> Vec<MemberId> {
@@ -783,4 +788,11 @@ fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
         start_at_local_revision: bug == Some(Bug::WatchBackInTime),
     };
     config
+}
+
+/// The key space's share of an injected bug.
+fn key_space_bugs(bug: Option<Bug>) -> detcd::mvcc::KeySpaceBugs {
+    detcd::mvcc::KeySpaceBugs {
+        range_without_lookahead: bug == Some(Bug::RangeWithoutLookahead),
+    }
 }

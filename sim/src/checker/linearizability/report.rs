@@ -172,6 +172,9 @@ pub enum Violation {
     /// The replayed state broke an invariant after the entry at `index` (a key outlived its
     /// lease, say).
     StateBroken { index: u64, why: String },
+    /// The core, replaying the log, answers or holds something other than the reference model:
+    /// wrong on every member alike, whatever the clients saw.
+    CoreDisagreesWithModel { index: u64, what: String },
 }
 
 impl fmt::Display for Violation {
@@ -273,6 +276,10 @@ impl fmt::Display for Violation {
             StateBroken { index, why } => {
                 write!(f, "the state after log index {index} is impossible: {why}")
             }
+            CoreDisagreesWithModel { index, what } => write!(
+                f,
+                "at log index {index} the core disagrees with the reference model: {what}"
+            ),
         }
     }
 }

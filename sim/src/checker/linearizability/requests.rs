@@ -3,18 +3,20 @@
 //! entry is executed, which errors a member answers before proposing, and how a range inside a
 //! read fails its revision checks.
 //!
-//! Everything here mirrors `src/node/mod.rs` and `src/mvcc/{range,txn}.rs`; if those change, the
-//! property test of the checker (sequential histories must pass) notices the drift.
+//! Everything here mirrors `src/node/mod.rs`; the API checks come from the reference model. If
+//! the node changes, the property test of the checker (sequential histories must pass) notices
+//! the drift.
 
 use detcd::error::EtcdError;
 use detcd::lease::MAX_TTL_SECS;
-use detcd::mvcc;
 use detcd::node::ClientRequest;
 use detcd::node::ClientResponse;
 use detcd::proto::detcdpb::{internal_request, MemberChange};
 use detcd::proto::etcdserverpb::request_op::Request;
 use detcd::proto::etcdserverpb::{RequestOp, ResponseHeader, TxnRequest};
 use detcd::state::State;
+
+use crate::model::api_checks;
 
 /// What the result of executing a request is: a response or an error, both are answers.
 pub type Answer = Result<ClientResponse, EtcdError>;
@@ -132,14 +134,6 @@ pub fn apply(state: &mut State, op: &internal_request::Op) -> Option<Answer> {
     Some(result.map(|answer| answer.response))
 }
 
-/// Serves a read exactly as the node does. A read-only txn leaves the store as it was.
-pub fn read(state: &mut State, request: &ClientRequest) -> Answer {
-    let revision = state.kv().current_revision();
-    let answer = state.read(request).map(|answer| answer.response);
-    assert_eq!(state.kv().current_revision(), revision, "a read wrote");
-    answer
-}
-
 /// True when the log entry carries the very request the client sent.
 pub fn same_request(op: &internal_request::Op, request: &ClientRequest) -> bool {
     match (op, request) {
@@ -176,6 +170,10 @@ fn same_member_change(change: &MemberChange, request: &ClientRequest) -> bool {
 /// The response with the header fields that depend on who answered (cluster, member, raft
 /// term) cleared: the store decides only the revision. Nested txn headers are the store's
 /// already.
+pub fn normalized_answer(answer: &Answer) -> Answer {
+    answer.as_ref().map(normalized).map_err(Clone::clone)
+}
+
 pub fn normalized(response: &ClientResponse) -> ClientResponse {
     let mut response = response.clone();
     if let Some(h) = response.header_mut() {
@@ -204,12 +202,12 @@ pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> b
     }
     let same = |checked: Result<(), EtcdError>| checked.as_ref().err() == Some(error);
     match request {
-        ClientRequest::Range(r) => same(mvcc::check_range(r)),
+        ClientRequest::Range(r) => same(api_checks::check_range(r)),
         ClientRequest::Put(p) => {
-            matches!(error, NoSpace | RequestTooLarge) || same(mvcc::check_put(p))
+            matches!(error, NoSpace | RequestTooLarge) || same(api_checks::check_put(p))
         }
         ClientRequest::DeleteRange(d) => {
-            *error == RequestTooLarge || same(mvcc::check_delete_range(d))
+            *error == RequestTooLarge || same(api_checks::check_delete_range(d))
         }
         ClientRequest::Txn(t) => {
             txn_validation_explains(t, error)
@@ -263,7 +261,8 @@ fn membership_refusal(request: &ClientRequest, error: &EtcdError) -> bool {
 /// unless a limit stopped them earlier with TooManyOps; so any error but TooManyOps must be the
 /// unlimited check's error, and TooManyOps is always possible.
 fn txn_validation_explains(t: &TxnRequest, error: &EtcdError) -> bool {
-    *error == EtcdError::TooManyOps || mvcc::check_txn(t, usize::MAX).as_ref().err() == Some(error)
+    *error == EtcdError::TooManyOps
+        || api_checks::check_txn(t, usize::MAX).as_ref().err() == Some(error)
 }
 
 /// One range of a read as the store's revision checks see it. A plain Range and a range in a

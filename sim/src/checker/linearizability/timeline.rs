@@ -8,6 +8,7 @@
 use detcd::error::EtcdError;
 
 use super::requests::RevisionCheck;
+use crate::model::Moment;
 
 /// Position q is "after the entry at log index q"; position 0 is the empty store.
 pub struct Timeline {
@@ -38,6 +39,14 @@ impl Timeline {
 
     fn len(&self) -> usize {
         self.revision.len()
+    }
+
+    /// The store's revisions at position `q`, where the model serves a read placed there.
+    pub fn moment(&self, q: u64) -> Moment {
+        Moment {
+            current: self.revision[q as usize],
+            compact: self.compact_main[q as usize],
+        }
     }
 
     pub fn last_revision(&self) -> i64 {

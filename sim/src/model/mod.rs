@@ -1,0 +1,123 @@
+//! The reference model the checkers judge answers against: etcd's KV and lease semantics
+//! restated as simply as possible, sharing no logic with the core (`detcd::mvcc`,
+//! `detcd::lease`, `detcd::state`). A bug that makes every member answer the same wrong thing
+//! passes every comparison between members; it cannot pass this.
+//!
+//! - `kv`: the key space of every revision, by linear scans;
+//! - `api_checks`: what a member refuses before a request reaches the store.
+
+pub mod api_checks;
+pub mod kv;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use detcd::error::EtcdError;
+use detcd::lease::MAX_TTL_SECS;
+use detcd::node::{ClientRequest, ClientResponse};
+use detcd::proto::detcdpb::{internal_request::Op, LeaseExpire};
+use detcd::proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
+
+pub use kv::{KvModel, Moment};
+
+/// A response or an error: both are answers.
+pub type Answer = Result<ClientResponse, EtcdError>;
+
+/// What applying a log entry to the model gives.
+#[derive(Debug)]
+pub enum Applied {
+    /// The model executed it; `None` for the leader's own entries, which answer nobody.
+    Answered(Option<Box<Answer>>),
+    /// Not the key space's or the leases' business (members, alarms, hash reports).
+    NotModeled,
+}
+
+/// The key space and the lease table.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    kv: KvModel,
+    /// Live leases by id, with the number of grants before each (its generation): the leader's
+    /// expiry entries name the lease they were decided for by it.
+    leases: BTreeMap<i64, u64>,
+    grants: u64,
+}
+
+impl Model {
+    pub fn kv(&self) -> &KvModel {
+        &self.kv
+    }
+
+    pub fn lease_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.leases.keys().copied()
+    }
+
+    /// Executes a committed entry's operation as etcd's apply does.
+    pub fn apply(&mut self, op: &Op) -> Applied {
+        let leases = &self.leases;
+        let exists = |id: i64| leases.contains_key(&id);
+        let answer = match op {
+            Op::Put(p) => Some(self.kv.put(p, &exists).map(ClientResponse::from)),
+            Op::DeleteRange(d) => Some(Ok(self.kv.delete(d).into())),
+            Op::Txn(t) => Some(self.kv.txn(t, &exists).map(ClientResponse::from)),
+            Op::Compaction(c) => Some(self.kv.compact(c.revision).map(ClientResponse::from)),
+            Op::LeaseGrant(g) => Some(self.grant(g).map(ClientResponse::from)),
+            Op::LeaseRevoke(r) => Some(self.revoke(r.id).map(ClientResponse::from)),
+            Op::LeaseExpire(LeaseExpire { id, generation }) => {
+                // Decided for a lease that is gone, or whose id was granted again since.
+                if self.leases.get(id) == Some(generation) {
+                    let _ = self.revoke(*id);
+                }
+                None
+            }
+            // Remaining times to live are the lease checker's business.
+            Op::LeaseCheckpoints(_) => None,
+            Op::MemberChange(_) | Op::Alarm(_) | Op::HashReport(_) => return Applied::NotModeled,
+        };
+        Applied::Answered(answer.map(Box::new))
+    }
+
+    fn grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {
+        if g.id == 0 || g.ttl < 1 || g.ttl > MAX_TTL_SECS {
+            // The proposing member settles both; detcd never writes such an entry.
+            return Err(EtcdError::NotCapable);
+        }
+        if self.leases.contains_key(&g.id) {
+            return Err(EtcdError::LeaseExist);
+        }
+        self.leases.insert(g.id, self.grants);
+        self.grants += 1;
+        Ok(LeaseGrantResponse {
+            header: kv::header(self.kv.current()),
+            id: g.id,
+            ttl: g.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Deletes the lease and, at one revision, every key whose current version carries it.
+    fn revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse, EtcdError> {
+        if self.leases.remove(&id).is_none() {
+            return Err(EtcdError::LeaseNotFound);
+        }
+        let attached: Vec<Bytes> = self
+            .kv
+            .keys()
+            .values()
+            .filter(|kv| kv.lease == id)
+            .map(|kv| kv.key.clone())
+            .collect();
+        let revision = self.kv.delete_keys(&attached);
+        Ok(LeaseRevokeResponse {
+            header: kv::header(revision),
+        })
+    }
+
+    /// A read (Range, or Txn without writes) served at `at`.
+    pub fn read_at(&self, request: &ClientRequest, at: Moment) -> Answer {
+        match request {
+            ClientRequest::Range(r) => self.kv.range_at(r, at).map(ClientResponse::from),
+            ClientRequest::Txn(t) => self.kv.read_txn_at(t, at).map(ClientResponse::from),
+            other => unreachable!("{} is not a key-space read", other.name()),
+        }
+    }
+}
