@@ -118,10 +118,13 @@ pub enum Bug {
     /// Key space: a limited range never reports `more` (wrong alike on every member, and in
     /// the checker's own replay of the core).
     RangeWithoutLookahead,
+    /// WAL: a ready that appends entries leaves its hard state out, so term, vote and commit
+    /// can go back at a restart.
+    HardStateOnlyWithoutEntries,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -137,6 +140,7 @@ impl Bug {
         Bug::LeaderNewest,
         Bug::StaleConfAfterRestart,
         Bug::RangeWithoutLookahead,
+        Bug::HardStateOnlyWithoutEntries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -156,6 +160,7 @@ impl Bug {
             Bug::LeaderNewest => "leader-newest",
             Bug::StaleConfAfterRestart => "stale-conf-after-restart",
             Bug::RangeWithoutLookahead => "range-without-lookahead",
+            Bug::HardStateOnlyWithoutEntries => "hard-state-only-without-entries",
         }
     }
 

@@ -105,6 +105,11 @@ fn a_key_space_wrong_alike_on_every_member_is_caught() {
 }
 
 #[test]
+fn a_restart_with_less_than_was_made_durable_is_caught() {
+    assert_found(Bug::HardStateOnlyWithoutEntries);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -88,6 +88,8 @@ pub struct Bugs {
     /// A member restarting from a snapshot takes raft's configuration from its initial
     /// cluster rather than from the snapshot (so it forgets every membership change before it).
     pub stale_conf_after_restart: bool,
+    /// A ready that appends entries leaves its hard state (term, vote, commit) out of the WAL.
+    pub hard_state_only_without_entries: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
 }

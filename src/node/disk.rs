@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use raft::eraftpb::HardState;
 
 use super::types::{DiskOp, IoId, Output};
 use super::{DiskError, Node, StopReason};
@@ -49,6 +50,9 @@ pub(super) struct DiskState {
     pub readies: VecDeque<InflightReady>,
     /// Disk operations that are not raft readies.
     pub other_ios: BTreeMap<u64, IoPurpose>,
+    /// The hard state of the last ready whose synced write completed: what this member has
+    /// promised survives a crash.
+    pub durable_hard_state: HardState,
 }
 
 pub(super) struct InflightReady {
@@ -59,6 +63,8 @@ pub(super) struct InflightReady {
     pub messages: Vec<raft::eraftpb::Message>,
     /// An installed snapshot's marker offset: the WAL before it is released once durable.
     pub release_wal_before: Option<(u64, u64)>,
+    /// The hard state this ready syncs, if it writes one and syncs.
+    pub synced_hard_state: Option<HardState>,
 }
 
 pub(super) enum IoPurpose {
@@ -88,6 +94,7 @@ impl DiskState {
                 .iter()
                 .map(|run| (run.wal_offset, run.last_index))
                 .collect(),
+            durable_hard_state: recovered.hard_state.clone(),
             ..Default::default()
         }
     }
@@ -159,6 +166,9 @@ impl Node {
         while self.disk.readies.front().is_some_and(|r| r.done) {
             let ready = self.disk.readies.pop_front().expect("front exists");
             self.raw.on_persist_ready(ready.number);
+            if let Some(hs) = ready.synced_hard_state {
+                self.disk.durable_hard_state = hs;
+            }
             for m in ready.messages {
                 self.send(m);
             }

@@ -226,6 +226,15 @@ impl Node {
         self.raw.raft.raft_log.committed
     }
 
+    /// What this member has promised survives a crash: the hard state of its last synced
+    /// write, and the last entry (index, term) raft counts as durable. The simulator checks
+    /// every restart against it.
+    pub fn durable_promise(&self) -> (HardState, (u64, u64)) {
+        let log = &self.raw.raft.raft_log;
+        let tip = (log.persisted, log.term(log.persisted).unwrap_or(0));
+        (self.disk.durable_hard_state.clone(), tip)
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index
     }

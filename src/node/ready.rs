@@ -87,6 +87,7 @@ impl Node {
     /// waits for it; then lets raft go on.
     fn persist_ready(&mut self, mut rd: Ready, mut wal: WalBatch, writes: ReadyWrites) {
         let entries = rd.take_entries();
+        let carries_entries = !entries.is_empty();
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
             self.appended.appended(first.index, last.index, self.now);
             self.disk
@@ -98,11 +99,14 @@ impl Node {
         if let Some(hs) = rd.hs() {
             self.raw.mut_store().set_hard_state(hs.clone());
         }
-        if rd.hs().is_some() || writes.save_snapshot.is_some() {
+        let lazy = self.bug(|b| b.hard_state_only_without_entries) && carries_entries;
+        if (rd.hs().is_some() || writes.save_snapshot.is_some()) && !lazy {
             // A marker always travels with the hard state, so a release after it can never
             // drop the only record of the current term and vote.
             wal.push(&Record::HardState(self.raw.store().hard_state().clone()));
         }
+        let synced_hard_state =
+            (rd.hs().is_some() && rd.must_sync()).then(|| self.raw.store().hard_state().clone());
         if let Some((index, term, file)) = writes.save_snapshot {
             self.emit_disk(DiskOp::SaveSnapshot { index, term, file });
         }
@@ -119,6 +123,7 @@ impl Node {
             done: io.is_none(),
             messages,
             release_wal_before: writes.release_wal_before,
+            synced_hard_state,
         });
         self.raw.advance_append_async(rd);
     }

@@ -186,3 +186,39 @@ fn describe_lease_entry(entry: &AppliedEntry) -> Option<String> {
         _ => return None,
     })
 }
+
+impl DurablePromise {
+    /// What a restart recovered that breaks the promise: term, vote or commit gone back, or
+    /// the last durable entry lost or replaced. None if the promise holds.
+    pub(super) fn broken_by(&self, recovered: &wal::Recovered) -> Option<String> {
+        let (was, now) = (&self.hard_state, &recovered.hard_state);
+        if now.term < was.term {
+            return Some(format!("term {} went back to {}", was.term, now.term));
+        }
+        if now.term == was.term && was.vote != 0 && now.vote != was.vote {
+            return Some(format!(
+                "its vote in term {} changed from {} to {}",
+                was.term, was.vote, now.vote
+            ));
+        }
+        if now.commit < was.commit {
+            return Some(format!("commit {} went back to {}", was.commit, now.commit));
+        }
+        let (index, term) = self.log_tip;
+        let snapshot_index = recovered
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.get_metadata().index);
+        if term == 0 || index <= snapshot_index {
+            return None;
+        }
+        let recovered_term = recovered
+            .entries
+            .iter()
+            .find(|e| e.index == index)
+            .map(|e| e.term);
+        (recovered_term != Some(term)).then(|| {
+            format!("durable entry {index} of term {term} recovered as {recovered_term:?}")
+        })
+    }
+}

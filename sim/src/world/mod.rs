@@ -122,10 +122,19 @@ struct Member {
     timer_at: Option<SimNanos>,
     /// Requests in flight on this member: request id -> op index.
     requests: BTreeMap<RequestId, usize>,
-    /// Proposals reported by this incarnation: request id -> (origin, proposal).
+    /// The commit index this incarnation last reported.
     last_commit: u64,
     /// The watch hub of the running incarnation, fed by its node.
     hub: WatchHub,
+    /// What the last incarnation promised would survive its crash; checked at the restart.
+    promise: Option<DurablePromise>,
+}
+
+/// A member's durable state as it believed it at a crash: its last synced hard state and the
+/// last log entry (index, term) raft counted as durable.
+struct DurablePromise {
+    hard_state: raft::eraftpb::HardState,
+    log_tip: (u64, u64),
 }
 
 impl Member {
@@ -144,6 +153,7 @@ impl Member {
             requests: BTreeMap::new(),
             last_commit: 0,
             hub: WatchHub::new(WatchConfig::new(0, 0)),
+            promise: None,
         }
     }
 }
@@ -288,6 +298,8 @@ impl World {
                 lease_ttl_reset_on_leader_change: options.bug == Some(Bug::LeaseTtlReset),
                 lease_not_found_unconfirmed: options.bug == Some(Bug::LeaseNotFoundUnconfirmed),
                 stale_conf_after_restart: options.bug == Some(Bug::StaleConfAfterRestart),
+                hard_state_only_without_entries: options.bug
+                    == Some(Bug::HardStateOnlyWithoutEntries),
                 key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;
@@ -445,6 +457,12 @@ impl World {
                 return;
             }
         };
+        if let Some(broken) = member.promise.take().and_then(|p| p.broken_by(&recovered)) {
+            self.fail(format!(
+                "member {id} restarted with less than it promised: {broken}"
+            ));
+            return;
+        }
         // The driver truncates a torn tail before appending again (docs/wal.md); the injected
         // bug forgets to, so new records land after the garbage.
         if self.options.bug != Some(Bug::KeepTornTail) {
@@ -477,9 +495,14 @@ impl World {
     fn crash(&mut self, id: MemberId) {
         let torn = self.options.torn_write > 0.0 && self.rng.chance(self.options.torn_write);
         let member = self.members.get_mut(&id).expect("member");
-        if member.node.take().is_none() {
+        let Some(node) = member.node.take() else {
             return;
-        }
+        };
+        let (hard_state, log_tip) = node.durable_promise();
+        member.promise = Some(DurablePromise {
+            hard_state,
+            log_tip,
+        });
         member.deferred.clear();
         member.paused = false;
         member.cold = MemoryColdStore::default();
