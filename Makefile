@@ -59,12 +59,13 @@ endif
 
 # CI's seed budget: two sweeps in parallel (one per core), about 5 minutes in all, which keeps
 # `make test` under 30 minutes on a 2-core machine. Every 16th seed and every failing one runs
-# twice to prove determinism.
+# twice to prove determinism. Each sweep fails if it never reached one of the expected coverage
+# probes (sim/src/coverage.rs).
 CI_SEEDS ?= 45000
 sim-ci:
 	$(CARGO) build --release -q -p detcd-sim
-	./target/release/detcd-sim --seeds $(CI_SEEDS) --start 0 > target/sim-ci-0.log 2>&1 & a=$$!; \
-	./target/release/detcd-sim --seeds $(CI_SEEDS) --start $(CI_SEEDS) > target/sim-ci-1.log 2>&1; b=$$?; \
+	./target/release/detcd-sim --seeds $(CI_SEEDS) --start 0 --require-coverage > target/sim-ci-0.log 2>&1 & a=$$!; \
+	./target/release/detcd-sim --seeds $(CI_SEEDS) --start $(CI_SEEDS) --require-coverage > target/sim-ci-1.log 2>&1; b=$$?; \
 	wait $$a; a=$$?; cat target/sim-ci-0.log target/sim-ci-1.log; \
 	test $$a -eq 0 -a $$b -eq 0
 

@@ -4,10 +4,12 @@
 //! - `harness`: a small fault-free cluster for focused tests of the core;
 //! - `world`: the simulated world of one seed (network, disks, clocks, processes, clients);
 //! - `options`: what each seed draws (swarm testing); `run`: one seed to a verdict;
+//! - `coverage`: what a run reached, for the sweep's report;
 //! - `checker`: the history checkers; `history`: their inputs; `model`: the reference model
 //!   they judge answers against.
 
 pub mod checker;
+pub mod coverage;
 pub mod disk;
 pub mod harness;
 pub mod history;

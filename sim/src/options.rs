@@ -121,10 +121,13 @@ pub enum Bug {
     /// WAL: a ready that appends entries leaves its hard state out, so term, vote and commit
     /// can go back at a restart.
     HardStateOnlyWithoutEntries,
+    /// Key space: a txn compare over a range judges only its first key (reachable only by a
+    /// workload that compares over ranges).
+    RangeCompareFirstKeyOnly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -141,6 +144,7 @@ impl Bug {
         Bug::StaleConfAfterRestart,
         Bug::RangeWithoutLookahead,
         Bug::HardStateOnlyWithoutEntries,
+        Bug::RangeCompareFirstKeyOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -161,6 +165,7 @@ impl Bug {
             Bug::StaleConfAfterRestart => "stale-conf-after-restart",
             Bug::RangeWithoutLookahead => "range-without-lookahead",
             Bug::HardStateOnlyWithoutEntries => "hard-state-only-without-entries",
+            Bug::RangeCompareFirstKeyOnly => "range-compare-first-key-only",
         }
     }
 

@@ -66,6 +66,7 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
     if world.failure.is_none() {
         check_history(&mut world);
     }
+    probe_run(&mut world);
     let report = Report {
         seed,
         options,
@@ -102,6 +103,27 @@ fn check_history(world: &mut World) {
             what,
         });
     }
+}
+
+/// Records in the run's coverage what its clients asked and got and which faults it injected.
+fn probe_run(world: &mut World) {
+    let c = &mut world.counters;
+    let faults = [
+        (c.crashes, "fault.crash"),
+        (c.torn_writes, "fault.torn-write"),
+        (c.disk_errors, "fault.disk-error"),
+        (c.partitions, "fault.partition"),
+        (c.clogs, "fault.clogged-link"),
+        (c.pauses, "fault.pause"),
+        (c.clock_jumps, "fault.clock-jump"),
+        (c.dropped, "fault.message-dropped"),
+        (c.duplicated, "fault.message-duplicated"),
+        (c.snapshots_installed, "recovery.snapshot-installed"),
+    ];
+    for (n, probe) in faults {
+        c.coverage.hit_n(probe, n);
+    }
+    c.coverage.probe_ops(&world.ops);
 }
 
 /// Shrinks a failing run: greedily tries smaller workloads and fewer kinds of faults, keeping

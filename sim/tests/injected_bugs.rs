@@ -105,6 +105,11 @@ fn a_key_space_wrong_alike_on_every_member_is_caught() {
 }
 
 #[test]
+fn a_compare_over_a_range_that_judges_one_key_is_caught() {
+    assert_found(Bug::RangeCompareFirstKeyOnly);
+}
+
+#[test]
 fn a_restart_with_less_than_was_made_durable_is_caught() {
     assert_found(Bug::HardStateOnlyWithoutEntries);
 }

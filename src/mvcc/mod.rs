@@ -114,6 +114,8 @@ pub struct KeySpaceBugs {
     /// A limited range in key order walks `limit` keys instead of `limit + 1`, so it never
     /// learns that there are `more`.
     pub range_without_lookahead: bool,
+    /// A txn compare over a range judges only the first key that exists in it.
+    pub range_compare_first_key_only: bool,
 }
 
 /// One key changed by a committed write: the etcd watch event it is, and what leases learn

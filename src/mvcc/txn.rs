@@ -108,6 +108,9 @@ impl KeySpace {
             if !compare_kv(c, &kv) {
                 return false;
             }
+            if self.bugs.range_compare_first_key_only {
+                return true;
+            }
         }
         if any {
             return true;

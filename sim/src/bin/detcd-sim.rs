@@ -1,6 +1,8 @@
 //! `detcd-sim`: runs randomized cluster histories and checks them.
 //!
 //!   detcd-sim [--seeds N] [--start S] [--ops N]     many seeds; exit 1 on any failure
+//!             [--coverage] [--require-coverage]     print the probes reached; fail if one
+//!                                                   expected was never reached
 //!   detcd-sim --seed S [--trace] [--json FILE]      replay one seed, optionally with its trace
 
 use std::io::{IsTerminal, Write};
@@ -26,6 +28,10 @@ struct Args {
     overrides: String,
     /// Shrink a failing seed to smaller options that still fail.
     shrink: bool,
+    /// Fail the sweep if an expected coverage probe was never reached.
+    require_coverage: bool,
+    /// Print every probe reached.
+    coverage_report: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -41,6 +47,8 @@ fn parse() -> Result<Args, String> {
         members: None,
         overrides: String::new(),
         shrink: false,
+        require_coverage: false,
+        coverage_report: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +61,8 @@ fn parse() -> Result<Args, String> {
             "--json" => args.json = Some(value()?),
             "--trace" => args.trace = true,
             "--shrink" => args.shrink = true,
+            "--require-coverage" => args.require_coverage = true,
+            "--coverage" => args.coverage_report = true,
             "--options" => args.overrides = value()?,
             "--members" => {
                 args.members = Some(value()?.parse().map_err(|e| format!("--members: {e}"))?)
@@ -227,12 +237,27 @@ fn sweep(args: &Args) -> i32 {
         "locks and elections judged: {} locks held, {} campaigns won, {} leaders reported",
         total.locks_held, total.campaigns_won, total.leaders_reported
     );
+    let missing = total.coverage.missing();
+    if args.coverage_report {
+        print!("coverage:\n{}", total.coverage.report());
+    }
+    println!(
+        "coverage: {} of {} expected probes reached; never reached: {missing:?}",
+        detcd_sim::coverage::EXPECTED.len() - missing.len(),
+        detcd_sim::coverage::EXPECTED.len()
+    );
+    let uncovered = args.require_coverage && !missing.is_empty();
     // The plain closing line CI tools read.
     println!(
-        "seeds: {} passed, {failures} failed",
-        args.seeds.saturating_sub(failures)
+        "seeds: {} passed, {failures} failed{}",
+        args.seeds.saturating_sub(failures),
+        if uncovered {
+            ", coverage incomplete"
+        } else {
+            ""
+        }
     );
-    i32::from(failures > 0)
+    i32::from(failures > 0 || uncovered)
 }
 
 fn add(total: &mut detcd_sim::world::Counters, c: &detcd_sim::world::Counters) {
@@ -254,6 +279,7 @@ fn add(total: &mut detcd_sim::world::Counters, c: &detcd_sim::world::Counters) {
     total.locks_held += c.locks_held;
     total.campaigns_won += c.campaigns_won;
     total.leaders_reported += c.leaders_reported;
+    total.coverage.merge(&c.coverage);
 }
 
 fn main() {

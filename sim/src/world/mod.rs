@@ -31,6 +31,7 @@ use rand_core::{RngCore, SeedableRng};
 mod checks;
 mod clients;
 mod faults;
+mod kv_workload;
 mod lease_clients;
 mod liveness;
 mod member_clients;
@@ -83,6 +84,8 @@ pub struct Counters {
     pub locks_held: u64,
     pub campaigns_won: u64,
     pub leaders_reported: u64,
+    /// What the run reached (see `coverage`).
+    pub coverage: crate::coverage::Coverage,
 }
 
 /// A member's clock: local = offset + global * (1 + drift).
@@ -457,6 +460,12 @@ impl World {
                 return;
             }
         };
+        if recovered.torn_tail_bytes > 0 {
+            self.counters.coverage.hit("recovery.torn-tail-truncated");
+        }
+        if recovered.snapshot.is_some() {
+            self.counters.coverage.hit("recovery.from-snapshot");
+        }
         if let Some(broken) = member.promise.take().and_then(|p| p.broken_by(&recovered)) {
             self.fail(format!(
                 "member {id} restarted with less than it promised: {broken}"
@@ -817,5 +826,6 @@ fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
 fn key_space_bugs(bug: Option<Bug>) -> detcd::mvcc::KeySpaceBugs {
     detcd::mvcc::KeySpaceBugs {
         range_without_lookahead: bug == Some(Bug::RangeWithoutLookahead),
+        range_compare_first_key_only: bug == Some(Bug::RangeCompareFirstKeyOnly),
     }
 }
