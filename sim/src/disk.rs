@@ -1,12 +1,13 @@
 //! A member's simulated disk: the WAL bytes written and how many of them are durable, the
 //! snapshot files, and the queue of operations the disk thread works through one at a time.
 //! A crash keeps the synced bytes and, when the write was torn, a random prefix of the rest.
+//! A bad disk may also damage what it holds while its member is down (see [`SimDisk::damage`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use detcd::mvcc::ColdRead;
 use detcd::node::DiskOp;
-use detcd::wal::DiskImage;
+use detcd::wal::{self, DiskImage};
 use rand_chacha::ChaCha8Rng;
 
 use crate::history::SimNanos;
@@ -79,6 +80,46 @@ impl SimDisk {
         self.wal.truncate(self.synced_len + keep);
         self.synced_len = self.wal.len();
         keep > 0
+    }
+
+    /// Damages what the disk holds at rest, in one of the ways real disks do: a flipped bit or
+    /// a misdirected write in the synced WAL, or a flipped bit in a snapshot file. WAL damage
+    /// lands before the last record that holds entries, so that recovery can tell it from a
+    /// torn write (a damaged last record is indistinguishable from one, and dropping it is what
+    /// every WAL does). Returns the kind of damage done, if any.
+    pub fn damage(&mut self, rng: &mut ChaCha8Rng) -> Option<&'static str> {
+        let before_last_entries = wal::recover(&self.image())
+            .ok()?
+            .entry_runs
+            .last()
+            .map_or(0, |run| {
+                run.wal_offset.saturating_sub(self.wal_start_offset)
+            }) as usize;
+        let limit = before_last_entries.min(self.synced_len);
+        match rng.below(3) {
+            0 if limit > 0 => {
+                let at = rng.below(limit as u64) as usize;
+                self.wal[at] ^= 1 << rng.below(8);
+                Some("fault.bit-flip")
+            }
+            1 if limit > 16 => {
+                let len = rng.between(8, (limit / 2).min(256) as u64) as usize;
+                let from = rng.below((limit - len) as u64) as usize;
+                let to = rng.below((limit - len) as u64) as usize;
+                self.wal.copy_within(from..from + len, to);
+                Some("fault.misdirected-write")
+            }
+            _ => {
+                let count = self.snapshots.len() as u64;
+                let file = self.snapshots.values_mut().nth(rng.below(count) as usize)?;
+                if file.is_empty() {
+                    return None;
+                }
+                let at = rng.below(file.len() as u64) as usize;
+                file[at] ^= 1 << rng.below(8);
+                Some("fault.damaged-snapshot")
+            }
+        }
     }
 
     pub fn image(&self) -> DiskImage {

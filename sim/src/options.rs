@@ -55,6 +55,9 @@ pub struct Options {
     pub membership: bool,
     /// The leader promotes learners by itself once they are in sync.
     pub auto_promote: bool,
+    /// A minority of members have bad disks: while such a member is down its synced WAL bytes
+    /// may flip or be overwritten by a misdirected write, or a snapshot file may be damaged.
+    pub disk_corruption: bool,
     /// Client operations issued in the safety phase.
     pub ops: u64,
     /// Distinct keys the workload touches (few, so operations collide).
@@ -124,10 +127,12 @@ pub enum Bug {
     /// Key space: a txn compare over a range judges only its first key (reachable only by a
     /// workload that compares over ranges).
     RangeCompareFirstKeyOnly,
+    /// WAL recovery takes damage inside the log for a torn tail and drops everything after it.
+    DamageTakenForTornTail,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -145,6 +150,7 @@ impl Bug {
         Bug::RangeWithoutLookahead,
         Bug::HardStateOnlyWithoutEntries,
         Bug::RangeCompareFirstKeyOnly,
+        Bug::DamageTakenForTornTail,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +172,7 @@ impl Bug {
             Bug::RangeWithoutLookahead => "range-without-lookahead",
             Bug::HardStateOnlyWithoutEntries => "hard-state-only-without-entries",
             Bug::RangeCompareFirstKeyOnly => "range-compare-first-key-only",
+            Bug::DamageTakenForTornTail => "damage-taken-for-torn-tail",
         }
     }
 
@@ -200,6 +207,7 @@ impl Options {
             recipe_clients: 0,
             membership: false,
             auto_promote: false,
+            disk_corruption: false,
             ops,
             keys: rng.between(1, 8),
             net_delay_min_ns: delay_min,
@@ -230,6 +238,9 @@ impl Options {
         options.recipe_clients = [0, 2, 3, 5][rng.below(4) as usize];
         options.membership = rng.chance(0.3);
         options.auto_promote = rng.chance(0.5);
+        // A member that refuses to start from a damaged disk stays down: only clusters whose
+        // majority stays intact whatever the other faults do, and a fixed membership.
+        options.disk_corruption = rng.chance(0.3) && members >= 3 && !options.membership;
         options
     }
 }
@@ -260,6 +271,7 @@ impl Options {
         push(&|o| o.watch_clients /= 2);
         push(&|o| o.recipe_clients /= 2);
         push(&|o| o.membership = false);
+        push(&|o| o.disk_corruption = false);
         push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
         push(&|o| o.fault_interval_ns = 0);
         push(&|o| o.net_loss = 0.0);
@@ -276,7 +288,7 @@ impl Options {
     pub fn overrides(&self) -> String {
         format!(
             "members={},clients={},lease_clients={},lease_ttl_s={},watch_clients={},recipe_clients={},\
-             membership={},auto_promote={},ops={},keys={},\
+             membership={},auto_promote={},corrupt={},ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
@@ -288,6 +300,7 @@ impl Options {
             self.recipe_clients,
             u8::from(self.membership),
             u8::from(self.auto_promote),
+            u8::from(self.disk_corruption),
             self.ops,
             self.keys,
             self.net_delay_min_ns / 1000,
@@ -328,6 +341,7 @@ impl Options {
                 "recipe_clients" => self.recipe_clients = int()?,
                 "membership" => self.membership = int()? != 0,
                 "auto_promote" => self.auto_promote = int()? != 0,
+                "corrupt" => self.disk_corruption = int()? != 0,
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
                 "delay_min_us" => self.net_delay_min_ns = int()? * 1000,

@@ -110,6 +110,11 @@ fn a_compare_over_a_range_that_judges_one_key_is_caught() {
 }
 
 #[test]
+fn damage_inside_the_wal_taken_for_a_torn_tail_is_caught() {
+    assert_found(Bug::DamageTakenForTornTail);
+}
+
+#[test]
 fn a_restart_with_less_than_was_made_durable_is_caught() {
     assert_found(Bug::HardStateOnlyWithoutEntries);
 }

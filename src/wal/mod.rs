@@ -35,7 +35,10 @@ mod tests;
 pub use error::{FrameProblem, RecoveryError, SnapshotFileError, WalError};
 pub use frame::{FRAME_HEADER_LEN, FRAME_VERSION, RECORD_ALIGN, RECORD_PAYLOAD_MAX};
 pub use record::{encode_record, encoded_len, payload_len, Record};
-pub use recover::{recover, DiskImage, EntryRun, Recovered, UnusableSnapshot, WalSegment};
+pub use recover::{
+    recover, recover_with, DiskImage, EntryRun, Recovered, RecoveryBugs, UnusableSnapshot,
+    WalSegment,
+};
 pub use snapshot_file::{
     decode_snapshot_file, encode_snapshot_file, write_snapshot_file, SNAPSHOT_HEADER_LEN,
     SNAPSHOT_MAGIC, SNAPSHOT_VERSION,

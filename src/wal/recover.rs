@@ -22,7 +22,7 @@ use super::error::{RecoveryError, SnapshotFileError};
 use super::frame::RECORD_ALIGN;
 use super::record::Record;
 use super::snapshot_file::check_snapshot_file;
-use super::stream::{decode_wal, DecodedRecord};
+use super::stream::{decode_wal_judging, DecodedRecord};
 
 /// What a driver hands recovery.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,10 +130,23 @@ impl Recovered {
     }
 }
 
+/// Bugs the simulator's tests inject into recovery (all off otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryBugs {
+    /// Damage inside the log is taken for a torn tail: everything from it on is dropped.
+    pub damage_taken_for_torn_tail: bool,
+}
+
 /// Turns a disk image into the node's starting state, or explains why it cannot.
 /// Never panics; an image without snapshots and WAL records is a fresh member.
 pub fn recover(image: &DiskImage) -> Result<Recovered, RecoveryError> {
-    let wal = decode_wal(image.wal_start_offset, &image.wal)?;
+    recover_with(image, RecoveryBugs::default())
+}
+
+/// `recover`, with injected bugs (simulator tests only).
+pub fn recover_with(image: &DiskImage, bugs: RecoveryBugs) -> Result<Recovered, RecoveryError> {
+    let detect_corruption = !bugs.damage_taken_for_torn_tail;
+    let wal = decode_wal_judging(image.wal_start_offset, &image.wal, detect_corruption)?;
     let (snapshot, unusable_snapshots) = choose_snapshot(&image.snapshots)?;
     let (base_index, base_term) = snapshot
         .as_ref()

@@ -132,7 +132,10 @@ impl World {
     /// the cluster.
     fn probe_target(&mut self) -> MemberId {
         if !self.options.membership {
-            return 1 + self.rng.below(self.options.members);
+            let healthy: Vec<MemberId> = (1..=self.options.members)
+                .filter(|id| !self.refused.contains(id))
+                .collect();
+            return member_clients::pick(&mut self.rng, &healthy).expect("a majority is intact");
         }
         let current: Vec<MemberId> = self
             .members

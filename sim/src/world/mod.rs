@@ -131,6 +131,8 @@ struct Member {
     hub: WatchHub,
     /// What the last incarnation promised would survive its crash; checked at the restart.
     promise: Option<DurablePromise>,
+    /// The disk was damaged since the member last started: it may refuse to start.
+    damaged: bool,
 }
 
 /// A member's durable state as it believed it at a crash: its last synced hard state and the
@@ -157,6 +159,7 @@ impl Member {
             last_commit: 0,
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             promise: None,
+            damaged: false,
         }
     }
 }
@@ -275,6 +278,10 @@ pub struct World {
     pub failure: Option<Failure>,
     /// Members the cluster removed: they never run again.
     removed: BTreeSet<MemberId>,
+    /// The minority of members whose disks damage what they hold (`Options::disk_corruption`).
+    bad_disks: BTreeSet<MemberId>,
+    /// Members that found their disk damaged and refused to start: down for good.
+    refused: BTreeSet<MemberId>,
     /// Peer URLs given to members the operator added so far.
     next_joiner: u64,
 }
@@ -347,8 +354,17 @@ impl World {
             faults_on: true,
             failure: None,
             removed: BTreeSet::new(),
+            bad_disks: BTreeSet::new(),
+            refused: BTreeSet::new(),
             next_joiner: 0,
         };
+        if world.options.disk_corruption {
+            let bad = (peers.len() - 1) / 2;
+            while world.bad_disks.len() < bad {
+                let id = peers[world.rng.below(peers.len() as u64) as usize];
+                world.bad_disks.insert(id);
+            }
+        }
         for id in peers {
             world.start(id);
         }
@@ -446,20 +462,37 @@ impl World {
 
     /// Starts a member from its disk through the real recovery path.
     fn start(&mut self, id: MemberId) {
-        if self.removed.contains(&id) {
+        if self.removed.contains(&id) || self.refused.contains(&id) {
             return;
         }
         let now = self.now;
         let seed = self.rng.next_u64();
         let member = self.members.get_mut(&id).expect("member");
-        let recovered = match wal::recover(&member.disk.image()) {
+        let bugs = wal::RecoveryBugs {
+            damage_taken_for_torn_tail: self.options.bug == Some(Bug::DamageTakenForTornTail),
+        };
+        let recovered = match wal::recover_with(&member.disk.image(), bugs) {
             Ok(r) => r,
+            Err(e) if member.damaged => {
+                // Refusing to start is the right answer to a damaged disk; the majority
+                // carries on without this member.
+                self.refused.insert(id);
+                self.counters.coverage.hit("recovery.corruption-refused");
+                self.log(id, || {
+                    format!("refuses to start from its damaged disk: {e}")
+                });
+                return;
+            }
             Err(e) => {
                 let what = format!("member {id} cannot recover its disk: {e:?}");
                 self.fail(what);
                 return;
             }
         };
+        if !recovered.unusable_snapshots.is_empty() {
+            self.counters.coverage.hit("recovery.snapshot-set-aside");
+        }
+        member.damaged = false;
         if recovered.torn_tail_bytes > 0 {
             self.counters.coverage.hit("recovery.torn-tail-truncated");
         }
@@ -516,6 +549,10 @@ impl World {
         member.paused = false;
         member.cold = MemoryColdStore::default();
         let tore = member.disk.crash(&mut self.rng, torn);
+        let damage = (self.bad_disks.contains(&id) && self.rng.chance(0.5))
+            .then(|| member.disk.damage(&mut self.rng))
+            .flatten();
+        member.damaged |= damage.is_some();
         member.disk.busy_until = self.now;
         let lost: Vec<usize> = std::mem::take(&mut member.requests).into_values().collect();
         for op in lost {
@@ -525,6 +562,10 @@ impl World {
         self.recipes_crashed(id);
         self.counters.crashes += 1;
         self.counters.torn_writes += u64::from(tore);
+        if let Some(kind) = damage {
+            self.counters.coverage.hit(kind);
+            self.log(id, || format!("disk damage: {kind}"));
+        }
         self.log(id, || {
             format!("crash{}", if tore { " (torn write)" } else { "" })
         });
