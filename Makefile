@@ -45,16 +45,17 @@ fmt:
 
 # The deterministic simulator. `make sim` runs a seed budget; `make sim SEED=n` replays one
 # seed with its readable trace (JSON=file also writes it as JSON lines; SHRINK=1 shrinks a
-# failure). BUG=name turns on an injected bug; OPTIONS=k=v,... overrides the drawn options.
+# failure; HTML=file writes the (shrunk) history as a timeline). BUG=name turns on an injected
+# bug; OPTIONS=k=v,... overrides the drawn options. COVERAGE=1 prints every probe a sweep reached.
 SEEDS ?= 2000
 START ?= 0
 SIM_FLAGS = $(if $(BUG),--bug $(BUG)) $(if $(OPTIONS),--options $(OPTIONS))
 sim:
 	$(CARGO) build --release -q -p detcd-sim
 ifdef SEED
-	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON)) $(if $(SHRINK),--shrink) $(SIM_FLAGS)
+	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON)) $(if $(SHRINK),--shrink) $(if $(HTML),--html $(HTML)) $(SIM_FLAGS)
 else
-	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(SIM_FLAGS)
+	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(if $(COVERAGE),--coverage) $(SIM_FLAGS)
 endif
 
 # CI's seed budget: two sweeps in parallel (one per core), about 5 minutes in all, which keeps

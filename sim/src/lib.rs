@@ -5,6 +5,7 @@
 //! - `world`: the simulated world of one seed (network, disks, clocks, processes, clients);
 //! - `options`: what each seed draws (swarm testing); `run`: one seed to a verdict;
 //! - `coverage`: what a run reached, for the sweep's report;
+//! - `timeline`: the HTML failure report;
 //! - `checker`: the history checkers; `history`: their inputs; `model`: the reference model
 //!   they judge answers against.
 
@@ -16,4 +17,5 @@ pub mod history;
 pub mod model;
 pub mod options;
 pub mod run;
+pub mod timeline;
 pub mod world;

@@ -153,3 +153,27 @@ fn shrinking_finds_a_smaller_case_that_still_fails() {
         small.ops
     );
 }
+
+#[test]
+fn the_failure_report_draws_the_history_and_marks_the_violating_operation() {
+    use detcd_sim::run::{draw_options, run_options};
+    let mut options = draw_options(1, STANDARD_OPS);
+    options.bug = Some(Bug::RangeWithoutLookahead);
+    let (report, world) = run_options(1, options, false);
+    let what = report
+        .failure
+        .expect("seed 1 finds range-without-lookahead")
+        .what;
+    let page = detcd_sim::timeline::render(&world, "seed 1");
+    assert!(page.starts_with("<!doctype html>"));
+    let bars = world.ops.len();
+    assert!(page.matches("<rect").count() >= bars, "a bar per operation");
+    // The wrong read the failure names is the one drawn in red.
+    let named = what.split("op ").nth(1).expect("names an op");
+    let id: String = named.chars().take_while(char::is_ascii_digit).collect();
+    let red = page
+        .split("<rect")
+        .find(|r| r.contains(r#"fill="red""#))
+        .expect("a highlighted operation");
+    assert!(red.contains(&format!("op {id} at member")), "{red}");
+}

@@ -4,6 +4,8 @@
 //!             [--coverage] [--require-coverage]     print the probes reached; fail if one
 //!                                                   expected was never reached
 //!   detcd-sim --seed S [--trace] [--json FILE]      replay one seed, optionally with its trace
+//!             [--shrink] [--html FILE]              shrink a failure; write an HTML timeline
+//!                                                   of the (shrunk) history
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -32,6 +34,8 @@ struct Args {
     require_coverage: bool,
     /// Print every probe reached.
     coverage_report: bool,
+    /// Write the run (the shrunk one with --shrink) as an HTML timeline to this file.
+    html: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -49,6 +53,7 @@ fn parse() -> Result<Args, String> {
         shrink: false,
         require_coverage: false,
         coverage_report: false,
+        html: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +64,7 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.single = Some(value()?.parse().map_err(|e| format!("--seed: {e}"))?),
             "--ops" => args.ops = value()?.parse().map_err(|e| format!("--ops: {e}"))?,
             "--json" => args.json = Some(value()?),
+            "--html" => args.html = Some(value()?),
             "--trace" => args.trace = true,
             "--shrink" => args.shrink = true,
             "--require-coverage" => args.require_coverage = true,
@@ -79,7 +85,7 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--determinism-every: {e}"))?
             }
             "--help" | "-h" => {
-                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] [--members N] [--options K=V,..] | --seed S [--trace] [--json FILE] [--shrink]");
+                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] [--members N] [--options K=V,..] | --seed S [--trace] [--json FILE] [--shrink] [--html FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -108,6 +114,16 @@ fn print_failure(report: &Report) {
     println!("  at {:.3} ms of simulated time", f.at as f64 / 1e6);
     println!("  options: {}", report.options);
     println!("  reproduce: make sim SEED={}", report.seed);
+    println!(
+        "  timeline of the shrunk case: detcd-sim --seed {}{} --shrink --html seed-{}.html",
+        report.seed,
+        report
+            .options
+            .bug
+            .map(|b| format!(" --bug {}", b.name()))
+            .unwrap_or_default(),
+        report.seed
+    );
 }
 
 fn replay(args: &Args, seed: u64) -> i32 {
@@ -132,13 +148,15 @@ fn replay(args: &Args, seed: u64) -> i32 {
         println!("NONDETERMINISTIC: two runs of seed {seed} differ");
         return 1;
     }
-    match report.failure {
+    let mut shown = world;
+    let code = match report.failure {
         Some(_) => {
             print_failure(&report);
             if args.shrink {
                 std::panic::set_hook(Box::new(|_| {}));
                 let (small, runs) = shrink(seed, report.options.clone());
-                let (again, _) = run_options(seed, small.clone(), false);
+                let (again, small_world) = run_options(seed, small.clone(), false);
+                shown = small_world;
                 println!("shrunk in {runs} runs to: {small}");
                 if let Some(f) = again.failure {
                     println!("  still fails: {}", f.what);
@@ -165,7 +183,16 @@ fn replay(args: &Args, seed: u64) -> i32 {
             );
             0
         }
+    };
+    if let Some(path) = &args.html {
+        let page = detcd_sim::timeline::render(&shown, &format!("detcd-sim seed {seed}"));
+        if let Err(e) = std::fs::write(path, page) {
+            eprintln!("cannot write {path}: {e}");
+            return 2;
+        }
+        println!("timeline written to {path}");
     }
+    code
 }
 
 fn sweep(args: &Args) -> i32 {

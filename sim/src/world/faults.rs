@@ -47,6 +47,7 @@ impl World {
                     }
                 }
                 self.counters.partitions += 1;
+                self.mark(target, FaultKind::Partition);
                 self.log(target, || {
                     format!(
                         "partitioned{}",
@@ -67,6 +68,7 @@ impl World {
                     }
                 }
                 self.counters.partitions += 1;
+                self.mark(0, FaultKind::Partition);
                 self.log(0, || "random partition".to_string());
                 let at = self.now + self.rng.between(100 * MS, 5_000 * MS);
                 self.schedule(at, Event::Heal { what: Heal::Links });
@@ -76,6 +78,7 @@ impl World {
                 if member.node.is_some() && !member.paused {
                     member.paused = true;
                     self.counters.pauses += 1;
+                    self.mark(target, FaultKind::Pause);
                     self.log(target, || "paused".to_string());
                     let at = self.now + self.rng.between(100 * MS, 5_000 * MS);
                     self.schedule(
@@ -93,6 +96,7 @@ impl World {
                     let extra = self.rng.between(50 * MS, CLOG_MAX_NS);
                     self.clogged.insert((target, other), extra);
                     self.counters.clogs += 1;
+                    self.mark(target, FaultKind::Clog);
                     self.log(target, || {
                         format!("link to m{other} clogged (+{}ms)", extra / MS)
                     });
@@ -106,6 +110,7 @@ impl World {
                 member.clock.offset_ns += jump;
                 self.timing.clock_jumps.push((self.now, target, jump));
                 self.counters.clock_jumps += 1;
+                self.mark(target, FaultKind::ClockJump);
                 self.log(target, || format!("clock jumps {}ms ahead", jump / MS));
                 self.arm_timer(target);
             }
@@ -126,6 +131,7 @@ impl World {
                 let member = self.members.get_mut(&id).expect("member");
                 if member.paused {
                     member.paused = false;
+                    self.mark(id, FaultKind::Resume);
                     self.log(id, || "resumed".to_string());
                     self.input(id, Input::Tick);
                 }
@@ -133,6 +139,7 @@ impl World {
             Heal::Links => {
                 self.cut.clear();
                 self.clogged.clear();
+                self.mark(0, FaultKind::LinksHealed);
                 self.log(0, || "network healed".to_string());
             }
         }

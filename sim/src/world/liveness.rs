@@ -18,6 +18,7 @@ impl World {
         self.timing.healed_at = self.now;
         self.cut.clear();
         self.clogged.clear();
+        self.mark(0, FaultKind::LinksHealed);
         self.log(0, || "liveness phase: faults healed".to_string());
         for id in self.member_ids() {
             if self.members[&id].node.is_none() {

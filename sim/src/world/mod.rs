@@ -221,6 +221,28 @@ enum Heal {
 }
 
 /// What went wrong in a run.
+/// A fault or a recovery at one moment: `member` 0 is the whole network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultMark {
+    pub at: SimNanos,
+    pub member: MemberId,
+    pub what: FaultKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Crash,
+    Start,
+    RefusedToStart,
+    Pause,
+    Resume,
+    Partition,
+    Clog,
+    LinksHealed,
+    ClockJump,
+    DiskDamage,
+}
+
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub at: SimNanos,
@@ -276,6 +298,8 @@ pub struct World {
     pub trace: Option<Vec<(SimNanos, MemberId, String)>>,
     faults_on: bool,
     pub failure: Option<Failure>,
+    /// Every fault and recovery, in time order, for the failure report's timeline.
+    pub fault_marks: Vec<FaultMark>,
     /// Members the cluster removed: they never run again.
     removed: BTreeSet<MemberId>,
     /// The minority of members whose disks damage what they hold (`Options::disk_corruption`).
@@ -356,6 +380,7 @@ impl World {
             removed: BTreeSet::new(),
             bad_disks: BTreeSet::new(),
             refused: BTreeSet::new(),
+            fault_marks: Vec::new(),
             next_joiner: 0,
         };
         if world.options.disk_corruption {
@@ -411,6 +436,14 @@ impl World {
     fn schedule(&mut self, at: SimNanos, event: Event) {
         self.seq += 1;
         self.events.insert((at, self.seq), Box::new(event));
+    }
+
+    fn mark(&mut self, member: MemberId, what: FaultKind) {
+        self.fault_marks.push(FaultMark {
+            at: self.now,
+            member,
+            what,
+        });
     }
 
     fn log(&mut self, member: MemberId, what: impl FnOnce() -> String) {
@@ -477,6 +510,7 @@ impl World {
                 // Refusing to start is the right answer to a damaged disk; the majority
                 // carries on without this member.
                 self.refused.insert(id);
+                self.mark(id, FaultKind::RefusedToStart);
                 self.counters.coverage.hit("recovery.corruption-refused");
                 self.log(id, || {
                     format!("refuses to start from its damaged disk: {e}")
@@ -515,6 +549,11 @@ impl World {
         member.incarnation += 1;
         member.hub = WatchHub::new(watch_config(id, self.options.bug));
         self.timing.started_at.entry(id).or_default().push(now);
+        self.fault_marks.push(FaultMark {
+            at: now,
+            member: id,
+            what: FaultKind::Start,
+        });
         member.paused = false;
         member.deferred.clear();
         member.timer_at = None;
@@ -562,7 +601,9 @@ impl World {
         self.recipes_crashed(id);
         self.counters.crashes += 1;
         self.counters.torn_writes += u64::from(tore);
+        self.mark(id, FaultKind::Crash);
         if let Some(kind) = damage {
+            self.mark(id, FaultKind::DiskDamage);
             self.counters.coverage.hit(kind);
             self.log(id, || format!("disk damage: {kind}"));
         }
