@@ -751,6 +751,54 @@ fn empty_ranges_filters_and_prev_kv() {
     );
 }
 
+/// A txn whose nested txns put a key and then delete it changes the key twice at one revision
+/// (etcd's duplicate-key check allows it): both events carry, as prev_kv, the key as it was
+/// before the txn (etcd reads prev_kv at the revision before the event's).
+async fn changed_twice_in_one_txn(member: Endpoint) -> Vec<String> {
+    let mut kv = kv_client(&member).await;
+    put(&mut kv, "t/k", "old").await;
+    let mut s = Stream::open(
+        &member,
+        create_req(WatchCreateRequest {
+            prev_kv: true,
+            ..watch("t/", "t0", 0)
+        }),
+        false,
+    )
+    .await;
+    let mut out = lines(&s.until(|r| !r.is_empty()).await);
+    let nested = |op: RequestOp| RequestOp {
+        request: Some(request_op::Request::RequestTxn(TxnRequest {
+            success: vec![op],
+            ..Default::default()
+        })),
+    };
+    let delete_op = RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: b("t/k"),
+                ..Default::default()
+            },
+        )),
+    };
+    kv.txn(TxnRequest {
+        success: vec![nested(put_op("t/k", "mid")), nested(delete_op)],
+        ..Default::default()
+    })
+    .await
+    .expect("etcd accepts a put and a delete of one key in two nested txns");
+    out.extend(lines(&s.until(|r| event_count(r) >= 2).await));
+    out
+}
+
+#[test]
+fn a_key_changed_twice_in_one_txn_has_the_same_prev_kv_in_both_events() {
+    let t = compare("watch-twice", changed_twice_in_one_txn);
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert!(t[1].contains("prev t/k=old"), "{t:?}");
+    assert!(!t[1].contains("prev t/k=mid"), "{t:?}");
+}
+
 /// Cancel of a known watcher (a canceled response), of an unknown one (no response: the next
 /// one is the progress response asked after it), progress requests.
 async fn cancel_and_progress(member: Endpoint) -> Vec<String> {

@@ -139,7 +139,7 @@ impl Leases {
 
     /// Moves a changed key from the lease it left to the lease it joined.
     pub fn apply_key_change(&mut self, change: &KeyChange) {
-        let (before, after) = (change.lease_before(), change.lease_after());
+        let (before, after) = (change.lease_before, change.lease_after());
         if before != 0 {
             if let Some(lease) = self.table.get_mut(&before) {
                 lease.keys.remove(change.key());

@@ -20,6 +20,7 @@ fn change(key: &str, before: LeaseId, after: LeaseId) -> KeyChange {
         kv: kv(after),
         deleted: after == 0,
         prev: (before != 0).then(|| kv(before)),
+        lease_before: before,
     }
 }
 

@@ -42,8 +42,7 @@ impl KeySpaceView {
             let first = records.partition_point(|r| r.rev.main < from);
             let end = records.partition_point(|r| r.rev.main <= to);
             for i in first..end {
-                let previous = i.checked_sub(1).map(|p| &records[p]);
-                out.push(change_of(key, &records[i], previous, cold)?);
+                out.push(change_of(key, &records[..=i], cold)?);
             }
         }
         out.sort_unstable_by_key(|c| c.revision);
@@ -51,16 +50,17 @@ impl KeySpaceView {
     }
 }
 
-fn change_of(
-    key: &Bytes,
-    record: &Record,
-    previous: Option<&Record>,
-    cold: &dyn ColdRead,
-) -> io::Result<KeyChange> {
-    let prev = match previous {
-        Some(p) if !p.is_tombstone() => Some(key_value(key, p, cold)?),
+/// The change the last of `records` (a key's records up to it) made.
+fn change_of(key: &Bytes, records: &[Record], cold: &dyn ColdRead) -> io::Result<KeyChange> {
+    let (record, earlier) = records.split_last().expect("a record");
+    let put = |r: &&Record| !r.is_tombstone();
+    // etcd reads prev_kv at the revision before the change's: past an earlier change of the
+    // key at the same revision.
+    let prev = match earlier.iter().rev().find(|r| r.rev.main < record.rev.main) {
+        Some(p) if put(&p) => Some(key_value(key, p, cold)?),
         _ => None,
     };
+    let lease_before = earlier.last().filter(put).map_or(0, Record::lease);
     let deleted = record.is_tombstone();
     let kv = if deleted {
         KeyValue {
@@ -76,6 +76,7 @@ fn change_of(
         kv,
         deleted,
         prev,
+        lease_before,
     })
 }
 

@@ -127,18 +127,19 @@ pub struct KeyChange {
     /// deletion's revision only, as etcd's DELETE event carries it.
     pub kv: KeyValue,
     pub deleted: bool,
-    /// The key before the change, if it existed then.
+    /// The key at the revision before the change's, if it existed then: a watch event's
+    /// prev_kv, which etcd reads at that revision. A txn that puts a key in one nested txn and
+    /// deletes it in another changes it twice at one revision; both changes have the key as it
+    /// was before the txn.
     pub prev: Option<KeyValue>,
+    /// The lease the key was attached to just before this change, after any earlier change of
+    /// the same write (0: none, or it did not exist): what the lease table detaches it from.
+    pub lease_before: i64,
 }
 
 impl KeyChange {
     pub fn key(&self) -> &Bytes {
         &self.kv.key
-    }
-
-    /// The lease the key was attached to before the change (0: none, or it did not exist).
-    pub fn lease_before(&self) -> i64 {
-        self.prev.as_ref().map_or(0, |kv| kv.lease)
     }
 
     /// The lease the key is attached to after the change (0: none, or it was deleted).

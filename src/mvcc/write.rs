@@ -108,9 +108,16 @@ impl<'a> WriteTxn<'a> {
         self.store.execute_range(r, self.read_revision())
     }
 
+    /// The key as it was before this write began (see [`KeyChange::prev`]).
+    fn before_write(&self, key: &[u8]) -> Option<KeyValue> {
+        let (key, history) = self.store.keys.get_key_value(key)?;
+        history.live_at(self.begin)?.key_value(key)
+    }
+
     fn put(&mut self, key: &[u8], value: Bytes, lease: i64) {
         let rev = self.next_revision();
-        let prev = self.store.current_kv(key);
+        let prev = self.before_write(key);
+        let lease_before = self.store.live_lease(key);
         let key = self.store.append_record(key, |h| {
             h.push_put(rev, value, lease);
         });
@@ -123,13 +130,15 @@ impl<'a> WriteTxn<'a> {
             kv,
             deleted: false,
             prev,
+            lease_before,
         });
         self.changed.push(key);
     }
 
     fn delete(&mut self, key: &Bytes) {
         let rev = self.next_revision();
-        let prev = self.store.current_kv(key);
+        let prev = self.before_write(key);
+        let lease_before = self.store.live_lease(key);
         let key = self.store.append_record(key, |h| {
             h.push_tombstone(rev);
         });
@@ -143,6 +152,7 @@ impl<'a> WriteTxn<'a> {
             kv,
             deleted: true,
             prev,
+            lease_before,
         });
         self.changed.push(key);
     }
