@@ -17,48 +17,37 @@
 
 use std::collections::BTreeMap;
 
-use detcd::mvcc::KeyChange;
-use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use detcd::proto::detcdpb::InternalRequest;
 use detcd::proto::etcdserverpb::watch_create_request::FilterType;
 use detcd::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use detcd::proto::mvccpb::{event::EventType, Event, KeyValue};
-use detcd::state::State;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, WatchRequestLog, WatchStreamLog};
+use crate::model::kv::KeyEvent;
+use crate::model::Model;
 
-/// The key changes of every revision the log made, and the highest compaction it applied.
+/// The key changes of every revision the log made, and the highest compaction it applied,
+/// from the reference model.
 struct Revisions {
-    changes: BTreeMap<i64, Vec<KeyChange>>,
+    changes: BTreeMap<i64, Vec<KeyEvent>>,
     compacted: i64,
 }
 
 fn replay(log: &[AppliedEntry]) -> Revisions {
-    let mut state = State::new();
-    let mut revisions = Revisions {
-        changes: BTreeMap::new(),
-        compacted: 0,
-    };
+    let mut model = Model::default();
     for entry in log {
-        let Some(op) = InternalRequest::decode(entry.data.as_ref())
+        if let Some(op) = InternalRequest::decode(entry.data.as_ref())
             .ok()
             .and_then(|r| r.op)
-        else {
-            continue;
-        };
-        let is_compaction = matches!(op, internal_request::Op::Compaction(_));
-        let applied = state.apply(op);
-        if is_compaction {
-            revisions.compacted = state.kv().compact_revision();
-        }
-        if let Some(first) = applied.effects.key_changes.first() {
-            let revision = first.revision.main;
-            revisions
-                .changes
-                .insert(revision, applied.effects.key_changes);
+        {
+            model.apply(&op);
         }
     }
-    revisions
+    Revisions {
+        changes: model.kv().events(),
+        compacted: model.kv().compact_main().max(0),
+    }
 }
 
 /// What a logical watch asked for.
@@ -97,7 +86,7 @@ impl Spec {
         }
     }
 
-    fn wants(&self, change: &KeyChange) -> bool {
+    fn wants(&self, change: &KeyEvent) -> bool {
         self.covers(change.key())
             && !(change.deleted && self.no_delete)
             && (change.deleted || !self.no_put)
@@ -141,7 +130,7 @@ fn owed(spec: &Spec, start: i64, revisions: &Revisions) -> Vec<(i64, Event)> {
         .collect()
 }
 
-fn expected_event(spec: &Spec, change: &KeyChange) -> Event {
+fn expected_event(spec: &Spec, change: &KeyEvent) -> Event {
     Event {
         r#type: if change.deleted {
             EventType::Delete as i32

@@ -40,6 +40,22 @@ struct Change {
     kv: Option<KeyValue>,
 }
 
+/// One key's change at one revision, as a watch reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyEvent {
+    /// A put's new pair; for a deletion, the key and the deletion's revision only.
+    pub kv: KeyValue,
+    pub deleted: bool,
+    /// The key before the change, if it existed then.
+    pub prev: Option<KeyValue>,
+}
+
+impl KeyEvent {
+    pub fn key(&self) -> &Bytes {
+        &self.kv.key
+    }
+}
+
 /// The reference key space.
 #[derive(Clone, Debug)]
 pub struct KvModel {
@@ -545,6 +561,24 @@ impl KvModel {
             bytes.extend_from_slice(&stored.encode_to_vec());
         }
         Ok((crc32c::crc32c(&bytes), self.compact))
+    }
+
+    /// Every revision's key changes, in order: what a watch from revision 1 is owed.
+    pub fn events(&self) -> BTreeMap<i64, Vec<KeyEvent>> {
+        let mut out: BTreeMap<i64, Vec<KeyEvent>> = BTreeMap::new();
+        for c in &self.log {
+            let kv = c.kv.clone().unwrap_or_else(|| KeyValue {
+                key: c.key.clone(),
+                mod_revision: c.main,
+                ..KeyValue::default()
+            });
+            out.entry(c.main).or_default().push(KeyEvent {
+                kv,
+                deleted: c.kv.is_none(),
+                prev: self.state(c.main - 1).get(&c.key).cloned(),
+            });
+        }
+        out
     }
 
     /// The revision each key visible at `at` was last written at.
