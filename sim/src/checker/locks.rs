@@ -22,10 +22,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
-use detcd::state::State;
+
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, RecipeLog, RecipeOutcome};
+use crate::model::kv::KeyEvent;
+use crate::model::Model;
 
 /// What deleted a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +76,7 @@ fn name_of(key: &[u8]) -> Option<Bytes> {
 }
 
 fn replay(log: &[AppliedEntry]) -> Contentions {
-    let mut state = State::new();
+    let mut model = Model::default();
     let mut out = Contentions::default();
     for entry in log {
         let Some(op) = InternalRequest::decode(entry.data.as_ref())
@@ -90,8 +92,9 @@ fn replay(log: &[AppliedEntry]) -> Contentions {
             internal_request::Op::LeaseExpire(_) => Cause::LeaseExpire,
             _ => Cause::Other,
         };
-        let applied = state.apply(op);
-        for change in applied.effects.key_changes {
+        let seen = model.kv().change_count();
+        model.apply(&op);
+        for change in model.kv().events_from(seen) {
             out.record(change, cause);
         }
     }
@@ -99,11 +102,11 @@ fn replay(log: &[AppliedEntry]) -> Contentions {
 }
 
 impl Contentions {
-    fn record(&mut self, change: detcd::mvcc::KeyChange, cause: Cause) {
+    fn record(&mut self, change: KeyEvent, cause: Cause) {
         let Some(name) = name_of(change.key()) else {
             return;
         };
-        let revision = change.revision.main;
+        let revision = change.revision;
         let contention = self.names.entry(name).or_default();
         if change.deleted {
             let created = change.prev.as_ref().map_or(0, |kv| kv.create_revision);

@@ -43,6 +43,7 @@ struct Change {
 /// One key's change at one revision, as a watch reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyEvent {
+    pub revision: i64,
     /// A put's new pair; for a deletion, the key and the deletion's revision only.
     pub kv: KeyValue,
     pub deleted: bool,
@@ -566,19 +567,32 @@ impl KvModel {
     /// Every revision's key changes, in order: what a watch from revision 1 is owed.
     pub fn events(&self) -> BTreeMap<i64, Vec<KeyEvent>> {
         let mut out: BTreeMap<i64, Vec<KeyEvent>> = BTreeMap::new();
-        for c in &self.log {
-            let kv = c.kv.clone().unwrap_or_else(|| KeyValue {
-                key: c.key.clone(),
-                mod_revision: c.main,
-                ..KeyValue::default()
-            });
-            out.entry(c.main).or_default().push(KeyEvent {
-                kv,
-                deleted: c.kv.is_none(),
-                prev: self.state(c.main - 1).get(&c.key).cloned(),
-            });
+        for event in self.events_from(0) {
+            out.entry(event.revision).or_default().push(event);
         }
         out
+    }
+
+    /// How many key changes the model has made so far.
+    pub fn change_count(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The key changes from the `from`-th on, in order.
+    pub fn events_from(&self, from: usize) -> Vec<KeyEvent> {
+        self.log[from..]
+            .iter()
+            .map(|c| KeyEvent {
+                revision: c.main,
+                kv: c.kv.clone().unwrap_or_else(|| KeyValue {
+                    key: c.key.clone(),
+                    mod_revision: c.main,
+                    ..KeyValue::default()
+                }),
+                deleted: c.kv.is_none(),
+                prev: self.state(c.main - 1).get(&c.key).cloned(),
+            })
+            .collect()
     }
 
     /// The revision each key visible at `at` was last written at.
