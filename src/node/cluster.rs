@@ -63,10 +63,16 @@ impl Node {
     }
 
     pub(super) fn member_list(&self) -> Answer {
+        let mut members = self.state.members().list();
+        if members.is_empty() {
+            // A member that joined and has no snapshot yet answers with the list it was given
+            // when it joined, as etcd's joining member answers the one it fetched.
+            members = self.cfg.initial_members.clone();
+        }
         Answer::from(MemberListResponse {
             // etcd's cluster responses carry no revision.
             header: Some(Default::default()),
-            members: self.state.members().list(),
+            members,
         })
     }
 

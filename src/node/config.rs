@@ -12,7 +12,8 @@ pub struct Config {
     /// Every voting member of the initial cluster, including `id`.
     pub peers: Vec<MemberId>,
     /// The initial cluster as `MemberList` first reports it: ids (those of `peers`), names and
-    /// peer URLs.
+    /// peer URLs. For a member that joins, the list it was given when it joined, which it
+    /// answers MemberList with until the leader's snapshot arrives.
     pub initial_members: Vec<Member>,
     /// Join a running cluster (etcd's `--initial-cluster-state existing`): a member with an
     /// empty disk starts with no configuration and waits for the leader's snapshot.

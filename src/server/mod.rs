@@ -234,7 +234,8 @@ async fn join_cluster(
     node.id = me.id;
     node.cluster_id = table.cluster_id;
     node.peers = Vec::new();
-    node.initial_members = Vec::new();
+    // What the member answers MemberList with until the leader's snapshot gives it the list.
+    node.initial_members = table.members.clone();
     node.join = true;
     Ok(peer::peer_addresses(&table.members))
 }

@@ -26,7 +26,7 @@ mod timeline;
 pub use report::{OpRef, Point, RequestSummary, Stats, Violation};
 pub use requests::Answer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use detcd::error::EtcdError;
@@ -55,6 +55,7 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], initial: &State) -> Result<Stats,
         .into_iter()
         .partition(|(_, slot)| matches!(ops[*slot].request, ClientRequest::LeaseLeases(_)));
     check_lease_reads(ops, &replay, lease_reads)?;
+    check_member_lists(ops, &replay)?;
     evaluate_reads(ops, &replay, reads)?;
     Ok(stats)
 }
@@ -97,6 +98,16 @@ struct Replay {
     /// The reference model after the whole log: it keeps every revision, so it serves a read
     /// placed at any position.
     model: Model,
+    /// Every member list the cluster had, encoded.
+    member_lists: BTreeSet<Vec<u8>>,
+}
+
+/// A member list as bytes, to compare lists without a total order on members.
+fn encode_members(members: &[detcd::proto::etcdserverpb::Member]) -> Vec<u8> {
+    members
+        .iter()
+        .flat_map(|m| m.encode_length_delimited_to_vec())
+        .collect()
 }
 
 /// A digest of a set of lease ids, in ascending order.
@@ -122,7 +133,8 @@ fn replay_writes(
         position: vec![None; ops.len()],
         timeline: Timeline::new(),
         lease_digests: vec![lease_digest(std::iter::empty())],
-        model: Model::default(),
+        model: Model::bootstrap(initial.members().list()),
+        member_lists: BTreeSet::from([encode_members(&initial.members().list())]),
     };
     for (i, entry) in log.iter().enumerate() {
         let index = i as u64 + 1;
@@ -153,6 +165,10 @@ fn replay_writes(
             None => {}
         }
         check_state(&state, index)?;
+        if entry_changes_members(entry) {
+            let list = replay.model.members().list();
+            replay.member_lists.insert(encode_members(&list));
+        }
         let kv = replay.model.kv();
         replay.timeline.push(kv.current(), kv.compact_main());
         replay
@@ -164,8 +180,8 @@ fn replay_writes(
 }
 
 /// Applies a client's entry to the core and to the model; returns the answer the client must
-/// have got. An alarm refuses the write before it reaches either state machine, and members and
-/// alarms are the core's alone to answer.
+/// have got. An alarm refuses the write before it reaches either state machine, and alarms are
+/// the core's alone to answer.
 fn apply_judged(
     state: &mut State,
     model: &mut Model,
@@ -191,7 +207,36 @@ fn apply_judged(
     }
 }
 
-/// After the whole log, the core's key space and leases are the model's.
+fn entry_changes_members(entry: &AppliedEntry) -> bool {
+    matches!(
+        decode(entry),
+        Some((_, _, internal_request::Op::MemberChange(_)))
+    )
+}
+
+/// A member answers MemberList from its own applied state: every list a client got must be one
+/// the cluster had at some point of the log.
+fn check_member_lists(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
+    for op in ops {
+        if let Outcome::Ok {
+            response: ClientResponse::MemberList(answer),
+            ..
+        } = &op.outcome
+        {
+            if !replay
+                .member_lists
+                .contains(&encode_members(&answer.members))
+            {
+                return Err(Violation::WrongMemberList {
+                    read: OpRef::of(op),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After the whole log, the core's key space, leases and members are the model's.
 fn check_final_state(state: &State, model: &Model, index: u64) -> Result<(), Violation> {
     let everything = RangeRequest {
         key: Bytes::from_static(b"\0"),
@@ -204,6 +249,13 @@ fn check_final_state(state: &State, model: &Model, index: u64) -> Result<(), Vio
         return Err(Violation::CoreDisagreesWithModel {
             index,
             what: format!("the core holds {core_kvs:?}, the model {model_kvs:?}"),
+        });
+    }
+    let (core_members, model_members) = (state.members().list(), model.members().list());
+    if core_members != model_members {
+        return Err(Violation::CoreDisagreesWithModel {
+            index,
+            what: format!("the core has members {core_members:?}, the model {model_members:?}"),
         });
     }
     let core_leases: Vec<i64> = state.leases().iter().map(|(id, _)| id).collect();

@@ -4,10 +4,12 @@
 //! passes every comparison between members; it cannot pass this.
 //!
 //! - `kv`: the key space of every revision, by linear scans;
+//! - `members`: the member list and the rules of its changes;
 //! - `api_checks`: what a member refuses before a request reaches the store.
 
 pub mod api_checks;
 pub mod kv;
+pub mod members;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,7 @@ use detcd::proto::detcdpb::{internal_request::Op, LeaseExpire};
 use detcd::proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
 
 pub use kv::{KvModel, Moment};
+use members::MembersModel;
 
 /// A response or an error: both are answers.
 pub type Answer = Result<ClientResponse, EtcdError>;
@@ -28,14 +31,15 @@ pub type Answer = Result<ClientResponse, EtcdError>;
 pub enum Applied {
     /// The model executed it; `None` for the leader's own entries, which answer nobody.
     Answered(Option<Box<Answer>>),
-    /// Not the key space's or the leases' business (members, alarms, hash reports).
+    /// Not modeled: alarms and hash reports, which the core's alarm table answers.
     NotModeled,
 }
 
-/// The key space and the lease table.
+/// The key space, the lease table and the member list.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     kv: KvModel,
+    members: MembersModel,
     /// Live leases by id, with the number of grants before each (its generation): the leader's
     /// expiry entries name the lease they were decided for by it.
     leases: BTreeMap<i64, u64>,
@@ -43,8 +47,20 @@ pub struct Model {
 }
 
 impl Model {
+    /// A new cluster: its initial members, nothing else.
+    pub fn bootstrap(members: Vec<detcd::proto::etcdserverpb::Member>) -> Model {
+        Model {
+            members: MembersModel::new(members),
+            ..Model::default()
+        }
+    }
+
     pub fn kv(&self) -> &KvModel {
         &self.kv
+    }
+
+    pub fn members(&self) -> &MembersModel {
+        &self.members
     }
 
     pub fn lease_ids(&self) -> impl Iterator<Item = i64> + '_ {
@@ -71,7 +87,8 @@ impl Model {
             }
             // Remaining times to live are the lease checker's business.
             Op::LeaseCheckpoints(_) => None,
-            Op::MemberChange(_) | Op::Alarm(_) | Op::HashReport(_) => return Applied::NotModeled,
+            Op::MemberChange(c) => self.members.apply(c),
+            Op::Alarm(_) | Op::HashReport(_) => return Applied::NotModeled,
         };
         Applied::Answered(answer.map(Box::new))
     }

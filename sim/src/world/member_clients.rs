@@ -125,7 +125,9 @@ impl World {
             Some(Change::Add(member))
                 if !self.members.contains_key(&member.id) && accepted(self, member.id) =>
             {
-                self.add_process(member.id)
+                // The list the new member learns when it joins: the one this member holds now.
+                let list = self.node(applier).map(|n| n.state().members().list());
+                self.add_process(member.id, list.unwrap_or_default())
             }
             Some(Change::Remove(id)) if accepted(self, id) => {
                 self.removed.insert(id);
@@ -135,12 +137,12 @@ impl World {
     }
 
     /// A new member's process: an empty disk, joining the cluster.
-    fn add_process(&mut self, id: MemberId) {
+    fn add_process(&mut self, id: MemberId, list: Vec<detcd::proto::etcdserverpb::Member>) {
         let first = self.members.values().next().expect("a member");
         let mut config = first.config.clone();
         config.id = id;
         config.peers = Vec::new();
-        config.initial_members = Vec::new();
+        config.initial_members = list;
         config.join = true;
         let drift = self.options.clock_drift_ppm_max as i64;
         let clock = Clock {

@@ -169,6 +169,8 @@ pub enum Violation {
         from: Point,
         to: Point,
     },
+    /// A member list that the cluster never had at any point of the log.
+    WrongMemberList { read: Box<OpRef> },
     /// The replayed state broke an invariant after the entry at `index` (a key outlived its
     /// lease, say).
     StateBroken { index: u64, why: String },
@@ -272,6 +274,10 @@ impl fmt::Display for Violation {
             WrongLeaseList { read, from, to } => write!(
                 f,
                 "wrong lease list: {read} lists leases the state never held between {from} and                  {to}"
+            ),
+            WrongMemberList { read } => write!(
+                f,
+                "wrong member list: {read} lists members the cluster never had at once"
             ),
             StateBroken { index, why } => {
                 write!(f, "the state after log index {index} is impossible: {why}")
