@@ -158,3 +158,30 @@ fn seeds_96116_and_91484_a_refused_addition_is_not_a_member() {
 fn seed_211238_a_promotion_nobody_waits_for_is_not_proposed() {
     assert_passes(211238, "membership=1");
 }
+
+/// A read-only txn answered Compacted by a range in the branch its compares took: the checker
+/// placed it at the first position where any of its ranges could fail, where the compares took
+/// the other branch, and reported a wrong read. It now tries positions until the model gives
+/// the error (checker bug, found by the wider workload).
+#[test]
+fn seed_44662_txn_revision_error_placed_where_its_branch_fails() {
+    assert_passes(
+        44662,
+        "members=5,clients=6,lease_clients=3,lease_ttl_s=4,watch_clients=0,recipe_clients=3,\
+         membership=0,auto_promote=1,corrupt=0,ops=100,keys=4,delay_min_us=1380,\
+         delay_max_us=18807,loss=0.05,dup=0.05,torn=0,diskerr=0,drift_ppm=1000,faults_ms=3000,\
+         snap=10000,timeout_ms=2102,disk_us=5315,get=3,ser=1,range=1,put=8,del=1,txn=6,compact=1",
+    );
+}
+
+/// The same, for a txn answered FutureRev.
+#[test]
+fn seed_28046_txn_future_revision_placed_where_its_branch_fails() {
+    assert_passes(
+        28046,
+        "members=3,clients=2,lease_clients=1,lease_ttl_s=6,watch_clients=0,recipe_clients=0,\
+         membership=1,auto_promote=1,corrupt=0,ops=100,keys=4,delay_min_us=768,\
+         delay_max_us=3101,loss=0.2,dup=0.01,torn=1,diskerr=0.001,drift_ppm=0,faults_ms=1000,\
+         snap=5,timeout_ms=4356,disk_us=18730,get=0,ser=1,range=4,put=7,del=1,txn=3,compact=0",
+    );
+}

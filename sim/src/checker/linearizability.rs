@@ -49,7 +49,7 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], initial: &State) -> Result<Stats,
     let proposals = index_proposals(ops)?;
     let replay = replay_writes(ops, log, initial, &proposals, &mut stats)?;
     let plan = plan(ops, &replay, &mut stats)?;
-    let mut reads = order_in_real_time(ops, &plan.ordered, &replay.timeline)?;
+    let mut reads = order_in_real_time(ops, &plan.ordered, &replay)?;
     reads.extend(plan.unordered_reads);
     let (lease_reads, reads): (Vec<_>, Vec<_>) = reads
         .into_iter()
@@ -380,7 +380,7 @@ fn plan(ops: &[Op], replay: &Replay, stats: &mut Stats) -> Result<Plan, Violatio
                 None => check_unapplied_write(op, stats)?,
             },
             Class::Read { linearizable } => {
-                plan_read(slot, op, linearizable, &replay.timeline, &mut plan, stats)?
+                plan_read(slot, op, linearizable, replay, &mut plan, stats)?
             }
             // The lease checker judges what the leader's clocks answered; the membership checks
             // what members answer from their own raft state.
@@ -422,10 +422,11 @@ fn plan_read(
     slot: usize,
     op: &Op,
     linearizable: bool,
-    timeline: &Timeline,
+    replay: &Replay,
     plan: &mut Plan,
     stats: &mut Stats,
 ) -> Result<(), Violation> {
+    let timeline = &replay.timeline;
     let (place, returned_at) = match &op.outcome {
         outcome if outcome.is_indeterminate() => {
             stats.indeterminate_reads += 1;
@@ -463,9 +464,7 @@ fn plan_read(
         stats.serializable_reads += 1;
         let at = match place {
             Place::Revision { first, .. } => first,
-            Place::RevisionError(error) => timeline
-                .earliest_error(&requests::revision_checks(&op.request), &error, 0)
-                .unwrap_or(0),
+            Place::RevisionError(error) => earliest_error(op, &error, 0, replay).unwrap_or(0),
             Place::Write(_) => unreachable!("reads are never in the log"),
         };
         plan.unordered_reads.push((at, slot));
@@ -512,7 +511,7 @@ fn read_span(
 fn order_in_real_time(
     ops: &[Op],
     ordered: &[Ordered],
-    timeline: &Timeline,
+    replay: &Replay,
 ) -> Result<Vec<(u64, usize)>, Violation> {
     let mut events: Vec<(SimNanos, bool, usize)> = Vec::with_capacity(2 * ordered.len());
     for (i, o) in ordered.iter().enumerate() {
@@ -532,7 +531,7 @@ fn order_in_real_time(
             }
             continue;
         }
-        chosen[i] = place_at_invocation(ops, &ordered[i], latest, ordered, timeline)?;
+        chosen[i] = place_at_invocation(ops, &ordered[i], latest, ordered, replay)?;
     }
     let reads = ordered
         .iter()
@@ -550,7 +549,7 @@ fn place_at_invocation(
     o: &Ordered,
     latest: Option<(Point, usize)>,
     ordered: &[Ordered],
-    timeline: &Timeline,
+    replay: &Replay,
 ) -> Result<Point, Violation> {
     let floor = latest.map_or(Point(0), |(point, _)| point);
     let before = || {
@@ -585,14 +584,33 @@ fn place_at_invocation(
             Ok(Point(2 * q + 1))
         }
         Place::RevisionError(error) => {
-            let checks = requests::revision_checks(&ops[o.slot].request);
             // Nowhere: keep the floor, and the evaluation reports what the store answers there.
-            let q = timeline
-                .earliest_error(&checks, error, from)
-                .unwrap_or(from);
+            let q = earliest_error(&ops[o.slot], error, from, replay).unwrap_or(from);
             Ok(Point(2 * q + 1))
         }
     }
+}
+
+/// The earliest position from `from` on where the model answers the read `op` with `error`.
+/// For a plain Range the timeline knows it exactly. In a txn the branch its compares take
+/// decides which ranges run, so from the first position where one of them could fail, positions
+/// are tried in turn until the model gives the error (the first candidate if it never does:
+/// the evaluation then reports the difference).
+fn earliest_error(op: &Op, error: &EtcdError, from: u64, replay: &Replay) -> Option<u64> {
+    let checks = requests::revision_checks(&op.request);
+    let first = replay.timeline.earliest_error(&checks, error, from)?;
+    if !matches!(op.request, ClientRequest::Txn(_)) {
+        return Some(first);
+    }
+    let answers_error = |q: &u64| {
+        let answer = replay
+            .model
+            .read_at(&op.request, replay.timeline.moment(*q));
+        answer.as_ref().err() == Some(error)
+    };
+    (first..replay.timeline.positions())
+        .find(answers_error)
+        .or(Some(first))
 }
 
 /// Checks every read where it was placed: `(q, slot)` means "after the entry at log index q"

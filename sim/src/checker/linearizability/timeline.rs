@@ -49,6 +49,11 @@ impl Timeline {
         }
     }
 
+    /// How many positions there are: one more than log entries.
+    pub fn positions(&self) -> u64 {
+        self.len() as u64
+    }
+
     pub fn last_revision(&self) -> i64 {
         self.revision[self.len() - 1]
     }
