@@ -115,9 +115,10 @@ fn a_cluster_grows_from_one_member_to_three_and_shrinks_back_under_writes() {
     );
     members[2].start();
     until_started(&first, "m2");
+    // One endpoint is enough: `--cluster` finds the others in the member list.
     let status = until_ok(
-        &all.join(","),
-        &["endpoint", "status"],
+        &first,
+        &["endpoint", "status", "--cluster"],
         Duration::from_secs(10),
     );
     assert_eq!(status.lines().count(), 3, "{status}");
@@ -229,6 +230,45 @@ fn maintenance_transcript(endpoint: &str) -> Vec<String> {
         s["leader"] == s["header"]["member_id"],
         s["isLearner"],
         s["errors"]
+    ));
+    // `--cluster` dials the client URLs of the member list; grpc-go then sends the whole URL
+    // as the HTTP/2 authority (server/authority.rs).
+    let status = etcdctl(
+        endpoint,
+        &["endpoint", "status", "--cluster", "-w", "json"],
+        None,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|_| panic!("status --cluster: {}", error_line(&status)));
+    out.push(format!(
+        "status --cluster: {} endpoint, a URL {}, leader is self {}",
+        json.as_array().map_or(0, Vec::len),
+        json[0]["Endpoint"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("http://"),
+        json[0]["Status"]["leader"] == json[0]["Status"]["header"]["member_id"]
+    ));
+    let hash = etcdctl(
+        endpoint,
+        &["endpoint", "hashkv", "--cluster", "-w", "json"],
+        None,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&hash.stdout)
+        .unwrap_or_else(|_| panic!("hashkv --cluster: {}", error_line(&hash)));
+    out.push(format!("hashkv --cluster {}", json[0]["HashKV"]["hash"]));
+    let health = etcdctl(endpoint, &["endpoint", "health", "--cluster"], None);
+    // etcdctl 3.4 prints health to stderr.
+    let text = String::from_utf8_lossy(&health.stderr) + String::from_utf8_lossy(&health.stdout);
+    let line = text.lines().find(|l| l.contains(" is ")).unwrap_or("");
+    out.push(format!(
+        "health --cluster: {}",
+        line.split(": took")
+            .next()
+            .unwrap_or("")
+            .split(" is ")
+            .nth(1)
+            .unwrap_or("")
     ));
     out
 }

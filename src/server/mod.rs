@@ -4,6 +4,7 @@
 //! Threads: the driver thread owns the node (driver.rs); the disk thread owns the data directory
 //! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs).
 
+pub mod authority;
 pub mod config;
 pub mod deadline;
 pub mod disk;
@@ -18,6 +19,7 @@ pub mod watch;
 
 use std::net::SocketAddr;
 
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::node::Node;
@@ -286,7 +288,7 @@ async fn serve_clients(
     // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
     let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
     {
-        Ok(incoming) => incoming,
+        Ok(incoming) => incoming.map(|socket| socket.map(authority::AuthorityRepair::new)),
         Err(e) => {
             eprintln!("detcd: client listener failed: {e}");
             return;
