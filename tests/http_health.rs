@@ -1,6 +1,7 @@
 //! etcd's HTTP endpoints on the client port (`/health`, `/livez`, `/readyz`, `/version`), and
-//! alarms as etcd's clients raise and clear them: NOSPACE refuses puts but not deletes, until
-//! `etcdctl alarm disarm`.
+//! the NOSPACE alarm as etcd's clients see it: raised when a write finds the quota full, it
+//! refuses puts but not deletes, and clears by itself once compaction makes room (or by
+//! `etcdctl alarm disarm`).
 
 mod common;
 
@@ -8,9 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{cluster, error_line, etcdctl, start_all, Flavor};
-use detcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use detcd::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+use common::{cluster, error_line, etcdctl, start_all, stdout, Flavor};
 
 /// A plain HTTP/1.1 GET: the status code and the body.
 fn get(endpoint: &str, path: &str) -> (u16, String) {
@@ -31,20 +30,6 @@ fn get(endpoint: &str, path: &str) -> (u16, String) {
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
-}
-
-async fn alarm(endpoint: &str, action: AlarmAction) {
-    let mut client = MaintenanceClient::connect(format!("http://{endpoint}"))
-        .await
-        .expect("connect");
-    client
-        .alarm(AlarmRequest {
-            action: action as i32,
-            member_id: 0,
-            alarm: AlarmType::Nospace as i32,
-        })
-        .await
-        .expect("alarm");
 }
 
 #[test]
@@ -76,26 +61,6 @@ fn health_version_and_probes_answer_as_etcd_3_6() {
     assert_eq!(get(&at, "/readyz/non_learner"), (200, "ok\n".into()));
     assert_eq!(get(&at, "/nothing").0, 404);
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(alarm(&at, AlarmAction::Activate));
-    let (status, body) = get(&at, "/health");
-    assert_eq!(
-        (status, body.trim()),
-        (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#)
-    );
-    assert_eq!(get(&at, "/health?exclude=NOSPACE").0, 200);
-    let refused = etcdctl(&at, &["put", "k", "v"], None);
-    assert_eq!(
-        error_line(&refused),
-        "Error: etcdserver: mvcc: database space exceeded"
-    );
-    assert!(
-        etcdctl(&at, &["del", "k"], None).status.success(),
-        "deletes go on"
-    );
-    assert!(etcdctl(&at, &["alarm", "disarm"], None).status.success());
-    assert!(etcdctl(&at, &["put", "k", "v"], None).status.success());
-
     // Alone, the member loses its leader: unhealthy, though still live and serving reads
     // of its own state.
     members[1].kill();
@@ -120,4 +85,71 @@ fn health_version_and_probes_answer_as_etcd_3_6() {
     assert_eq!(status, 503);
     assert!(body.contains("[-]linearizable_read failed: "), "{body}");
     assert!(body.contains("[+]serializable_read ok"), "{body}");
+}
+
+/// Polls until `done` holds, or fails naming `what`.
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn nospace_is_raised_when_the_quota_is_full_and_cleared_once_there_is_room() {
+    let mut members = cluster(
+        Flavor::Detcd,
+        3,
+        "nospace",
+        &["--quota-backend-bytes=65536"],
+    );
+    start_all(&mut members);
+    let at = members[0].spec.endpoint();
+    let value = "v".repeat(2000);
+    let refused = (0..200)
+        .map(|i| etcdctl(&at, &["put", &format!("k{i:03}"), &value], None))
+        .find(|out| !out.status.success())
+        .expect("the quota fills up");
+    assert_eq!(
+        error_line(&refused),
+        "Error: etcdserver: mvcc: database space exceeded"
+    );
+    let alarms = || stdout(&etcdctl(&at, &["alarm", "list"], None));
+    until("NOSPACE raised", || alarms().contains("alarm:NOSPACE"));
+    let (status, body) = get(&at, "/health");
+    assert_eq!(
+        (status, body.trim()),
+        (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#)
+    );
+    assert_eq!(get(&at, "/health?exclude=NOSPACE").0, 200);
+    let status = stdout(&etcdctl(&at, &["endpoint", "status"], None));
+    assert!(status.contains("alarm:NOSPACE"), "{status}");
+    // Even a small put is refused while the alarm stands, on every member.
+    let small = etcdctl(&members[2].spec.endpoint(), &["put", "s", "1"], None);
+    assert_eq!(
+        error_line(&small),
+        "Error: etcdserver: mvcc: database space exceeded"
+    );
+
+    // Deletes go on; once compaction releases the history, the alarm clears by itself.
+    let deleted = etcdctl(&at, &["del", "k", "--prefix", "-w", "json"], None);
+    assert!(deleted.status.success(), "{}", error_line(&deleted));
+    let json: serde_json::Value = serde_json::from_slice(&deleted.stdout).expect("json");
+    let revision = json["header"]["revision"].to_string();
+    assert!(etcdctl(&at, &["compact", &revision], None).status.success());
+    until("NOSPACE cleared", || alarms().trim().is_empty());
+    assert!(etcdctl(&at, &["put", "s", "1"], None).status.success());
+    assert_eq!(get(&at, "/health").0, 200);
+
+    // An operator's disarm clears it too; the next refusal raises it again.
+    let refused = (200..400)
+        .map(|i| etcdctl(&at, &["put", &format!("k{i:03}"), &value], None))
+        .find(|out| !out.status.success());
+    assert!(refused.is_some(), "the quota fills up again");
+    until("NOSPACE raised again", || {
+        alarms().contains("alarm:NOSPACE")
+    });
+    assert!(etcdctl(&at, &["alarm", "disarm"], None).status.success());
+    assert!(alarms().trim().is_empty());
 }

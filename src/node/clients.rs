@@ -116,16 +116,6 @@ impl Node {
         }
     }
 
-    /// Refuses a write that would grow the state past its quota. Unlike etcd, no alarm is
-    /// latched: once compaction and deletes bring the size back under the quota, writes succeed
-    /// again without an operator disarming anything.
-    pub(super) fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
-        if cost > 0 && self.state.approximate_size_bytes() + cost > self.cfg.quota_bytes {
-            return Err(EtcdError::NoSpace);
-        }
-        Ok(())
-    }
-
     /// Serves a read: at once from the local state when serializable, otherwise once a read
     /// index confirms this member has applied everything committed before the request came.
     pub(super) fn read(&mut self, id: RequestId, serializable: bool, request: ClientRequest) {

@@ -91,6 +91,8 @@ pub struct Bugs {
     pub stale_conf_after_restart: bool,
     /// A ready that appends entries leaves its hard state (term, vote, commit) out of the WAL.
     pub hard_state_only_without_entries: bool,
+    /// The leader never clears NOSPACE once there is room again (etcd's latched alarm).
+    pub space_alarm_latched: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
 }

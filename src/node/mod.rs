@@ -8,7 +8,8 @@
 //! applies each committed entry and reports its effects. This file orchestrates one batch of
 //! inputs; each duty lives in its own file: `start` (recovery), `timers`, `ready` (raft's ready
 //! loop), `disk` (durability gating), `apply`, `clients` (requests, proposals, reads, replies),
-//! `snapshots`, `leases` (lease clocks, the leader's lease duties, forwarding to the leader).
+//! `snapshots`, `leases` (lease clocks, the leader's lease duties, forwarding to the leader),
+//! `space` (the NOSPACE alarm kept in step with the quota).
 //!
 //! Invariants (checked by [`Node::check_invariants`] after every input in tests and the simulator):
 //! - nothing here reads a clock, draws unseeded randomness, or performs I/O;
@@ -30,6 +31,7 @@ mod maintenance;
 mod ready;
 mod requests;
 mod snapshots;
+mod space;
 mod start;
 mod timers;
 mod types;
@@ -59,6 +61,7 @@ use leases::LeaseDuty;
 use maintenance::MaintenanceDuty;
 use requests::{PendingRequests, ReadBatches};
 use snapshots::SnapshotDuty;
+use space::SpaceDuty;
 use timers::{Timer, TimerTable};
 use watch::FeedBuilder;
 
@@ -86,6 +89,7 @@ pub struct Node {
     leases: LeaseDuty,
     cluster: ClusterDuty,
     maintenance: MaintenanceDuty,
+    space: SpaceDuty,
     watch_feed: FeedBuilder,
 }
 
@@ -132,6 +136,7 @@ impl Node {
             self.auto_promote();
             self.serve_requests_awaiting_apply();
             self.propose_lease_records();
+            self.keep_space_alarm();
             self.expire_requests();
             self.arm_timers();
             // The feed's view reads cold values: their writes go first.

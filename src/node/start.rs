@@ -56,6 +56,7 @@ impl Node {
             leases: LeaseDuty::new(&cfg, proposal_nonce.rotate_left(17)),
             cluster: Default::default(),
             maintenance: Default::default(),
+            space: Default::default(),
             watch_feed: FeedBuilder::default(),
             cfg,
             raw,
