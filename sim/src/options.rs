@@ -33,6 +33,8 @@ impl Draw for ChaCha8Rng {
 }
 
 const MS: u64 = 1_000_000;
+/// etcd's default quota (2 GiB): no simulated run comes near it.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
 /// Everything a seed decides before the run starts.
 #[derive(Clone, Debug)]
@@ -79,6 +81,9 @@ pub struct Options {
     pub mix: Mix,
     /// Snapshot often, so snapshot install and log compaction run in short histories.
     pub snapshot_count: u64,
+    /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
+    /// it and NOSPACE is raised and cleared.
+    pub quota_bytes: u64,
     pub client_timeout_ns: u64,
     /// A deliberately injected bug, to prove the checkers catch it.
     pub bug: Option<Bug>,
@@ -129,10 +134,12 @@ pub enum Bug {
     RangeCompareFirstKeyOnly,
     /// WAL recovery takes damage inside the log for a torn tail and drops everything after it.
     DamageTakenForTornTail,
+    /// Quota: the leader never clears NOSPACE once there is room again.
+    SpaceAlarmLatched,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 18] = [
+    pub const ALL: [Bug; 19] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -151,6 +158,7 @@ impl Bug {
         Bug::HardStateOnlyWithoutEntries,
         Bug::RangeCompareFirstKeyOnly,
         Bug::DamageTakenForTornTail,
+        Bug::SpaceAlarmLatched,
     ];
 
     pub fn name(self) -> &'static str {
@@ -173,6 +181,7 @@ impl Bug {
             Bug::HardStateOnlyWithoutEntries => "hard-state-only-without-entries",
             Bug::RangeCompareFirstKeyOnly => "range-compare-first-key-only",
             Bug::DamageTakenForTornTail => "damage-taken-for-torn-tail",
+            Bug::SpaceAlarmLatched => "space-alarm-latched",
         }
     }
 
@@ -229,6 +238,7 @@ impl Options {
                 compact: rng.between(0, 1),
             },
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
+            quota_bytes: DEFAULT_QUOTA_BYTES,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
             bug: None,
         };
@@ -241,6 +251,9 @@ impl Options {
         // A member that refuses to start from a damaged disk stays down: only clusters whose
         // majority stays intact whatever the other faults do, and a fixed membership.
         options.disk_corruption = rng.chance(0.3) && members >= 3 && !options.membership;
+        if rng.chance(0.2) {
+            options.quota_bytes = rng.between(3 << 10, 16 << 10);
+        }
         options
     }
 }
@@ -281,6 +294,7 @@ impl Options {
         push(&|o| o.clock_drift_ppm_max = 0);
         push(&|o| o.net_delay_max_ns = o.net_delay_min_ns);
         push(&|o| o.keys = (o.keys / 2).max(1));
+        push(&|o| o.quota_bytes = DEFAULT_QUOTA_BYTES);
         out
     }
 
@@ -291,7 +305,7 @@ impl Options {
              membership={},auto_promote={},corrupt={},ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
-             timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
+             quota={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -312,6 +326,7 @@ impl Options {
             self.clock_drift_ppm_max,
             self.fault_interval_ns / MS,
             self.snapshot_count,
+            self.quota_bytes,
             self.client_timeout_ns / MS,
             self.disk_latency_max_ns / 1000,
             self.mix.get,
@@ -353,6 +368,7 @@ impl Options {
                 "drift_ppm" => self.clock_drift_ppm_max = int()?,
                 "faults_ms" => self.fault_interval_ns = int()? * MS,
                 "snap" => self.snapshot_count = int()?.max(1),
+                "quota" => self.quota_bytes = int()?,
                 "timeout_ms" => self.client_timeout_ns = int()? * MS,
                 "disk_us" => self.disk_latency_max_ns = int()?.max(2) * 1000,
                 "get" => self.mix.get = int()?,

@@ -83,7 +83,11 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 fn check_history(world: &mut World) {
     let log = world.applied_log();
     let verdict = linearizability::check(&world.ops, &log, &world.initial_state())
-        .map(|_| ())
+        .map(|stats| {
+            let coverage = &mut world.counters.coverage;
+            coverage.hit_n("alarm.nospace-raised", stats.nospace_raised);
+            coverage.hit_n("alarm.nospace-cleared", stats.nospace_cleared);
+        })
         .map_err(|violation| format!("linearizability: {violation}"))
         .and_then(|()| {
             leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))

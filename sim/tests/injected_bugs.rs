@@ -120,6 +120,11 @@ fn a_restart_with_less_than_was_made_durable_is_caught() {
 }
 
 #[test]
+fn a_nospace_alarm_that_never_clears_is_caught() {
+    assert_found(Bug::SpaceAlarmLatched);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

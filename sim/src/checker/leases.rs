@@ -23,6 +23,7 @@ use detcd::proto::etcdserverpb::LeaseKeepAliveRequest;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing};
+use crate::model::AlarmsModel;
 
 const MS: u64 = 1_000_000;
 /// Time for a proposal to be committed and applied once the leader decides, on a healed
@@ -89,11 +90,19 @@ fn life_at(lives: &Lives, id: i64, returned_at: SimNanos) -> Option<&LeaseLife> 
 fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
     let mut lives = Lives::new();
     let mut grants = 0;
+    let mut alarms = AlarmsModel::default();
     for entry in log {
         let Ok(InternalRequest { origin, op, .. }) = InternalRequest::decode(entry.data.as_ref())
         else {
             continue;
         };
+        if let Some(internal_request::Op::Alarm(alarm)) = &op {
+            alarms.apply(alarm);
+        }
+        // A grant or revoke an alarm refused never happened.
+        if op.as_ref().is_some_and(|op| alarms.refuses(op).is_some()) {
+            continue;
+        }
         let at = timing.applied_at.get(&entry.index).copied().unwrap_or(0);
         match op {
             Some(internal_request::Op::LeaseGrant(g)) => {

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
-use detcd::proto::etcdserverpb::RangeRequest;
+use detcd::proto::etcdserverpb::{alarm_request::AlarmAction, RangeRequest};
 use detcd::proto::mvccpb::KeyValue;
 use detcd::state::State;
 use prost::Message as _;
@@ -145,9 +145,18 @@ fn replay_writes(
             });
         }
         match decode(entry) {
-            Some((_, _, op)) if requests::is_internal(&op) => {
+            Some((origin, id, op))
+                if requests::is_internal(&op)
+                    || requests::raised_by_member(&op, proposals.contains_key(&(origin, id))) =>
+            {
                 let _ = requests::apply(&mut state, &op);
                 replay.model.apply(&op);
+                if let internal_request::Op::Alarm(alarm) = &op {
+                    match AlarmAction::try_from(alarm.action) {
+                        Ok(AlarmAction::Activate) => stats.nospace_raised += 1,
+                        _ => stats.nospace_cleared += 1,
+                    }
+                }
             }
             Some((origin, request_id, op)) => {
                 stats.log_requests += 1;
@@ -180,8 +189,7 @@ fn replay_writes(
 }
 
 /// Applies a client's entry to the core and to the model; returns the answer the client must
-/// have got. An alarm refuses the write before it reaches either state machine, and alarms are
-/// the core's alone to answer.
+/// have got.
 fn apply_judged(
     state: &mut State,
     model: &mut Model,
@@ -189,9 +197,6 @@ fn apply_judged(
     index: u64,
 ) -> Result<Answer, Violation> {
     let core = requests::apply(state, op).expect("a client's op answers");
-    if matches!(core, Err(EtcdError::NoSpace | EtcdError::Corrupt)) {
-        return Ok(core);
-    }
     match model.apply(op) {
         Applied::NotModeled => Ok(core),
         Applied::Answered(Some(expected)) => {
@@ -256,6 +261,19 @@ fn check_final_state(state: &State, model: &Model, index: u64) -> Result<(), Vio
         return Err(Violation::CoreDisagreesWithModel {
             index,
             what: format!("the core has members {core_members:?}, the model {model_members:?}"),
+        });
+    }
+    let core_alarms: Vec<(u64, i32)> = state
+        .alarms()
+        .list()
+        .iter()
+        .map(|a| (a.member_id, a.alarm))
+        .collect();
+    let model_alarms: Vec<(u64, i32)> = model.alarms().collect();
+    if core_alarms != model_alarms {
+        return Err(Violation::CoreDisagreesWithModel {
+            index,
+            what: format!("the core has alarms {core_alarms:?}, the model {model_alarms:?}"),
         });
     }
     let core_leases: Vec<i64> = state.leases().iter().map(|(id, _)| id).collect();

@@ -5,8 +5,11 @@
 //!
 //! - `kv`: the key space of every revision, by linear scans;
 //! - `members`: the member list and the rules of its changes;
-//! - `api_checks`: what a member refuses before a request reaches the store.
+//! - `api_checks`: what a member refuses before a request reaches the store;
+//! - `alarms`: the alarm table and what each alarm refuses;
+//! - here: the lease table.
 
+pub mod alarms;
 pub mod api_checks;
 pub mod kv;
 pub mod members;
@@ -18,8 +21,11 @@ use detcd::error::EtcdError;
 use detcd::lease::MAX_TTL_SECS;
 use detcd::node::{ClientRequest, ClientResponse};
 use detcd::proto::detcdpb::{internal_request::Op, LeaseExpire};
-use detcd::proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
+use detcd::proto::etcdserverpb::{
+    AlarmResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse,
+};
 
+pub use alarms::AlarmsModel;
 pub use kv::{KvModel, Moment};
 use members::MembersModel;
 
@@ -31,7 +37,9 @@ pub type Answer = Result<ClientResponse, EtcdError>;
 pub enum Applied {
     /// The model executed it; `None` for the leader's own entries, which answer nobody.
     Answered(Option<Box<Answer>>),
-    /// Not modeled: alarms and hash reports, which the core's alarm table answers.
+    /// Not modeled: hash reports. In the simulator no member's state ever differs from the
+    /// others', so the model never raises CORRUPT from them; a core that does is caught
+    /// refusing writes the model takes.
     NotModeled,
 }
 
@@ -44,6 +52,7 @@ pub struct Model {
     /// expiry entries name the lease they were decided for by it.
     leases: BTreeMap<i64, u64>,
     grants: u64,
+    alarms: AlarmsModel,
 }
 
 impl Model {
@@ -69,6 +78,9 @@ impl Model {
 
     /// Executes a committed entry's operation as etcd's apply does.
     pub fn apply(&mut self, op: &Op) -> Applied {
+        if let Some(refused) = self.alarms.refuses(op) {
+            return Applied::Answered(Some(Box::new(Err(refused))));
+        }
         let leases = &self.leases;
         let exists = |id: i64| leases.contains_key(&id);
         let answer = match op {
@@ -88,9 +100,19 @@ impl Model {
             // Remaining times to live are the lease checker's business.
             Op::LeaseCheckpoints(_) => None,
             Op::MemberChange(c) => self.members.apply(c),
-            Op::Alarm(_) | Op::HashReport(_) => return Applied::NotModeled,
+            Op::Alarm(a) => Some(Ok(AlarmResponse {
+                header: kv::header(self.kv.current()),
+                alarms: self.alarms.apply(a),
+            }
+            .into())),
+            Op::HashReport(_) => return Applied::NotModeled,
         };
         Applied::Answered(answer.map(Box::new))
+    }
+
+    /// The raised alarms, ordered by member and type.
+    pub fn alarms(&self) -> impl Iterator<Item = (u64, i32)> + '_ {
+        self.alarms.iter()
     }
 
     fn grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError> {

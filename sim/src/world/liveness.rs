@@ -10,6 +10,10 @@ const LEASE_PHASE_AGING_NS: SimNanos = 2_000 * MS;
 /// How long the restarted leader stays down.
 const LEASE_PHASE_DOWNTIME_NS: SimNanos = 500 * MS;
 
+fn is_ok(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Ok { .. })
+}
+
 impl World {
     /// Heals everything, then requires a leader that serves a write and a linearizable read
     /// within the bound.
@@ -74,59 +78,90 @@ impl World {
     }
 
     pub(super) fn liveness_probe(&mut self, deadline: SimNanos) -> Result<(), String> {
-        for (what, request) in [
-            (
-                "a write",
-                ClientRequest::Put(PutRequest {
-                    key: Bytes::from_static(b"probe"),
-                    value: Bytes::from_static(b"p"),
-                    ..Default::default()
-                }),
-            ),
-            (
-                "a linearizable read",
-                ClientRequest::Range(RangeRequest {
-                    key: Bytes::from_static(b"probe"),
-                    ..Default::default()
-                }),
-            ),
-        ] {
-            loop {
-                if self.now >= deadline {
-                    return Err(format!("no member served {what}"));
-                }
-                let member = self.probe_target();
-                let op = self.invoke(PROBE_CLIENT, member, &request);
-                let rid = self.track(member, op);
-                self.log(member, || format!("liveness probe op {op}: {what}"));
-                self.input(
-                    member,
-                    Input::Client {
-                        id: rid,
-                        request: request.clone(),
-                    },
-                );
-                let give_up = self.now + 2_000 * MS;
-                while self.now < give_up.min(deadline)
-                    && self.members[&member].requests.contains_key(&rid)
-                {
-                    if !self.step() {
-                        break;
-                    }
-                    if let Some(Failure { what, .. }) = &self.failure {
-                        return Err(what.clone());
-                    }
-                }
-                if let Some(m) = self.members.get_mut(&member) {
-                    m.requests.remove(&rid);
-                }
-                self.busy_clients.remove(&PROBE_CLIENT);
-                if matches!(self.ops[op].outcome, Outcome::Ok { .. }) {
+        if self.options.quota_bytes < crate::options::DEFAULT_QUOTA_BYTES {
+            self.make_room(deadline)?;
+        }
+        let put = ClientRequest::Put(PutRequest {
+            key: Bytes::from_static(b"probe"),
+            value: Bytes::from_static(b"p"),
+            ..Default::default()
+        });
+        self.serve_until("a write", &put, deadline, is_ok)?;
+        let range = ClientRequest::Range(RangeRequest {
+            key: Bytes::from_static(b"probe"),
+            ..Default::default()
+        });
+        self.serve_until("a linearizable read", &range, deadline, is_ok)?;
+        Ok(())
+    }
+
+    /// A small quota may be full, NOSPACE raised: the write probe needs room first. Deletes
+    /// and a compaction make it, and the leader must then clear the alarm by itself.
+    fn make_room(&mut self, deadline: SimNanos) -> Result<(), String> {
+        let everything = ClientRequest::DeleteRange(DeleteRangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        });
+        let deleted = self.serve_until("a delete", &everything, deadline, is_ok)?;
+        let Outcome::Ok { response, .. } = deleted else {
+            unreachable!("served")
+        };
+        let revision = response.header().map_or(0, |h| h.revision);
+        let compact = ClientRequest::Compact(CompactionRequest {
+            revision,
+            physical: false,
+        });
+        // Compacted already (the workload's last op compacted at the newest revision): as good.
+        self.serve_until("a compaction", &compact, deadline, |outcome| {
+            is_ok(outcome)
+                || matches!(outcome, Outcome::Err { error, .. } if *error == EtcdError::Compacted)
+        })?;
+        Ok(())
+    }
+
+    /// Sends `request` to a member, again and again, until one answers it as `accept` wants.
+    fn serve_until(
+        &mut self,
+        what: &str,
+        request: &ClientRequest,
+        deadline: SimNanos,
+        accept: impl Fn(&Outcome) -> bool,
+    ) -> Result<Outcome, String> {
+        loop {
+            if self.now >= deadline {
+                return Err(format!("no member served {what}"));
+            }
+            let member = self.probe_target();
+            let op = self.invoke(PROBE_CLIENT, member, request);
+            let rid = self.track(member, op);
+            self.log(member, || format!("liveness probe op {op}: {what}"));
+            self.input(
+                member,
+                Input::Client {
+                    id: rid,
+                    request: request.clone(),
+                },
+            );
+            let give_up = self.now + 2_000 * MS;
+            while self.now < give_up.min(deadline)
+                && self.members[&member].requests.contains_key(&rid)
+            {
+                if !self.step() {
                     break;
                 }
+                if let Some(Failure { what, .. }) = &self.failure {
+                    return Err(what.clone());
+                }
+            }
+            if let Some(m) = self.members.get_mut(&member) {
+                m.requests.remove(&rid);
+            }
+            self.busy_clients.remove(&PROBE_CLIENT);
+            if accept(&self.ops[op].outcome) {
+                return Ok(self.ops[op].outcome.clone());
             }
         }
-        Ok(())
     }
 
     /// A member to probe: any initial one, or when membership changed, any that is still in

@@ -324,6 +324,7 @@ impl World {
             config.lease_checkpoint_interval =
                 std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
             config.auto_promote_learners = options.auto_promote;
+            config.quota_bytes = options.quota_bytes;
             config.bugs = detcd::node::Bugs {
                 ack_before_durable: options.bug == Some(Bug::AckBeforeDurable),
                 read_without_read_index: options.bug == Some(Bug::ReadWithoutReadIndex),
@@ -334,6 +335,7 @@ impl World {
                 stale_conf_after_restart: options.bug == Some(Bug::StaleConfAfterRestart),
                 hard_state_only_without_entries: options.bug
                     == Some(Bug::HardStateOnlyWithoutEntries),
+                space_alarm_latched: options.bug == Some(Bug::SpaceAlarmLatched),
                 key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;

@@ -26,6 +26,9 @@ pub struct Stats {
     pub lease_writes: u64,
     /// Membership changes and alarms, checked like the other writes.
     pub member_changes: u64,
+    /// Alarm changes the members made on their own: NOSPACE raised and cleared.
+    pub nospace_raised: u64,
+    pub nospace_cleared: u64,
     /// Reads checked against the model (answers and revision errors alike).
     pub linearizable_reads: u64,
     pub serializable_reads: u64,

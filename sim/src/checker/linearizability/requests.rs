@@ -97,6 +97,12 @@ pub fn is_internal(op: &internal_request::Op) -> bool {
     }
 }
 
+/// An alarm no client proposed: a member raising NOSPACE after a refusal, or the leader
+/// clearing it (`detcd::node` `space`).
+pub fn raised_by_member(op: &internal_request::Op, client_proposed: bool) -> bool {
+    matches!(op, internal_request::Op::Alarm(_)) && !client_proposed
+}
+
 fn branches(t: &TxnRequest) -> impl Iterator<Item = &RequestOp> {
     t.success.iter().chain(&t.failure)
 }
