@@ -185,3 +185,12 @@ fn seed_28046_txn_future_revision_placed_where_its_branch_fails() {
          snap=5,timeout_ms=4356,disk_us=18730,get=0,ser=1,range=4,put=7,del=1,txn=3,compact=0",
     );
 }
+
+/// A 5 KiB quota, and writes whose clients had given up landing after the liveness phase's
+/// deletes: the write probe, refused at once for quota, asked again at the same instant
+/// forever (the simulator ran out of memory). The probe now waits between tries and makes
+/// room again when old writes refilled the quota.
+#[test]
+fn seed_102178_the_liveness_write_probe_makes_room_again() {
+    assert_passes(102178, "quota=5373");
+}
