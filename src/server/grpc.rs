@@ -3,10 +3,10 @@
 //! or etcd error comes back unchanged, with etcd's status code and message.
 
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::driver::DriverHandle;
@@ -83,8 +83,6 @@ impl Kv for KvService {
 /// Keepalives one stream may have at the node at once; past it the stream stops reading until
 /// an answer goes out, so a flood of keepalives meets backpressure instead of queueing.
 const KEEPALIVES_IN_FLIGHT_MAX: usize = 64;
-/// Answers buffered for a stream whose client is slow to read them.
-const KEEPALIVE_ANSWERS_BUFFERED_MAX: usize = 64;
 
 pub struct LeaseService {
     driver: DriverHandle,
@@ -121,13 +119,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let (answers, stream) = mpsc::channel(KEEPALIVE_ANSWERS_BUFFERED_MAX);
-        tokio::spawn(keep_alive(
-            self.driver.clone(),
-            request.into_inner(),
-            answers,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+        Ok(Response::new(Box::pin(KeepAlives {
+            driver: self.driver.clone(),
+            requests: request.into_inner(),
+            in_flight: FuturesOrdered::new(),
+            reading: true,
+            failed: false,
+        })))
     }
 
     async fn lease_time_to_live(
@@ -145,34 +143,48 @@ impl Lease for LeaseService {
     }
 }
 
-/// Serves one keepalive stream: each request is answered with the lease's TTL (0 when the
-/// lease is gone), in order. As etcd does, any other error ends the stream with that error.
-async fn keep_alive(
+type KeepAliveAnswer = BoxFuture<'static, Result<LeaseKeepAliveResponse, EtcdError>>;
+
+/// One keepalive stream, served as tonic pulls answers from it (no task or channel of its
+/// own: clientv3's KeepAliveOnce opens a stream per keepalive). Each request is answered with
+/// the lease's TTL (0 when the lease is gone), in order; as etcd does, any other error ends the
+/// stream with that error. Requests are read only while fewer than `KEEPALIVES_IN_FLIGHT_MAX`
+/// are at the node, and answers are made only as fast as the client takes them.
+struct KeepAlives {
     driver: DriverHandle,
-    mut requests: Streaming<LeaseKeepAliveRequest>,
-    answers: mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>,
-) {
-    let mut in_flight = FuturesOrdered::new();
-    let mut reading = true;
-    loop {
-        tokio::select! {
-            message = requests.message(), if reading && in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX => {
-                match message {
-                    Ok(Some(request)) => {
-                        let driver = driver.clone();
-                        in_flight.push_back(async move { driver.call(request).await });
-                    }
-                    // The client closed its side or went away: answer what it asked, then stop.
-                    Ok(None) | Err(_) => reading = false,
+    requests: Streaming<LeaseKeepAliveRequest>,
+    in_flight: FuturesOrdered<KeepAliveAnswer>,
+    /// False once the client closed its side or went away: what it asked is still answered.
+    reading: bool,
+    failed: bool,
+}
+
+impl Stream for KeepAlives {
+    type Item = Result<LeaseKeepAliveResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        while this.reading && this.in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX {
+            match this.requests.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(request))) => {
+                    let driver = this.driver.clone();
+                    this.in_flight
+                        .push_back(Box::pin(async move { driver.call(request).await }));
                 }
+                Poll::Ready(Some(Err(_)) | None) => this.reading = false,
+                Poll::Pending => break,
             }
-            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                let failed = answer.is_err();
-                if answers.send(answer.map_err(status)).await.is_err() || failed {
-                    return;
-                }
+        }
+        match this.in_flight.poll_next_unpin(cx) {
+            Poll::Ready(Some(answer)) => {
+                this.failed = answer.is_err();
+                Poll::Ready(Some(answer.map_err(status)))
             }
-            else => return,
+            Poll::Ready(None) if !this.reading => Poll::Ready(None),
+            _ => Poll::Pending,
         }
     }
 }
