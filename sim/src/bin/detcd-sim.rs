@@ -200,8 +200,10 @@ fn sweep(args: &Args) -> i32 {
     let terminal = std::io::stderr().is_terminal();
     let mut failures = 0u64;
     let mut total = detcd_sim::world::Counters::default();
+    let watchdog = detcd_sim::watchdog::Watchdog::spawn();
     for n in 0..args.seeds {
         let seed = args.start + n;
+        watchdog.running(seed);
         let (report, _) = run_options(seed, options_for(args, seed), false);
         let recheck = report.failure.is_some()
             || (args.determinism_every > 0 && n % args.determinism_every == 0);
