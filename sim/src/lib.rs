@@ -18,5 +18,4 @@ pub mod model;
 pub mod options;
 pub mod run;
 pub mod timeline;
-pub mod watchdog;
 pub mod world;

@@ -1,6 +1,8 @@
 //! A guard for sweeps. A seed that hangs or eats memory (a simulator bug, such as a loop that
 //! never lets simulated time pass) would otherwise stall CI until something kills it, with no
-//! seed to show for it. The watchdog thread names the seed and ends the process instead.
+//! seed to show for it. The watchdog thread names the seed and ends the process instead. It
+//! lives in the binary: it reads the wall clock and runs a thread, which the simulator library
+//! must not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

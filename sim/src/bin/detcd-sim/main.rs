@@ -7,6 +7,8 @@
 //!             [--shrink] [--html FILE]              shrink a failure; write an HTML timeline
 //!                                                   of the (shrunk) history
 
+mod watchdog;
+
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
@@ -200,7 +202,7 @@ fn sweep(args: &Args) -> i32 {
     let terminal = std::io::stderr().is_terminal();
     let mut failures = 0u64;
     let mut total = detcd_sim::world::Counters::default();
-    let watchdog = detcd_sim::watchdog::Watchdog::spawn();
+    let watchdog = watchdog::Watchdog::spawn();
     for n in 0..args.seeds {
         let seed = args.start + n;
         watchdog.running(seed);
