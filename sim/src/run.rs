@@ -83,12 +83,16 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 fn check_history(world: &mut World) {
     let log = world.applied_log();
     let verdict = linearizability::check(&world.ops, &log, &world.initial_state())
-        .map(|stats| {
+        .map_err(|violation| format!("linearizability: {violation}"))
+        .and_then(|stats| {
             let coverage = &mut world.counters.coverage;
             coverage.hit_n("alarm.nospace-raised", stats.nospace_raised);
             coverage.hit_n("alarm.nospace-cleared", stats.nospace_cleared);
+            match stats.final_hash {
+                Some((index, hash)) => world.hashes_match_the_model(index, hash),
+                None => Ok(()),
+            }
         })
-        .map_err(|violation| format!("linearizability: {violation}"))
         .and_then(|()| {
             leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))
         })

@@ -57,6 +57,8 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], initial: &State) -> Result<Stats,
     check_lease_reads(ops, &replay, lease_reads)?;
     check_member_lists(ops, &replay)?;
     evaluate_reads(ops, &replay, reads)?;
+    let hash = replay.model.kv().hash_kv(0).ok();
+    stats.final_hash = hash.map(|(hash, _)| (log.len() as u64, hash));
     Ok(stats)
 }
 

@@ -153,6 +153,27 @@ impl World {
     }
 }
 
+impl World {
+    /// Every member that applied exactly `index` entries hashes its key space (HashKV, which
+    /// covers the history compaction kept) as the reference model does: convergence judged
+    /// against the model, not only member against member.
+    pub fn hashes_match_the_model(&self, index: u64, model_hash: u32) -> Result<(), String> {
+        for (id, m) in &self.members {
+            let Some(node) = m.node.as_ref().filter(|n| n.applied_index() == index) else {
+                continue;
+            };
+            let hash = node.key_space().hash_kv(0, &m.cold).map(|(h, _)| h);
+            if hash != Ok(model_hash) {
+                return Err(format!(
+                    "convergence: member {id} hashes its key space {hash:08x?} at index \
+                     {index}, the model {model_hash:08x}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The lease an entry revokes or expires, if it does: its id, and its generation when the
 /// entry names one.
 fn ended_lease(entry: &AppliedEntry) -> Option<(i64, Option<u64>)> {

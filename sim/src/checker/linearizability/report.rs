@@ -29,6 +29,9 @@ pub struct Stats {
     /// Alarm changes the members made on their own: NOSPACE raised and cleared.
     pub nospace_raised: u64,
     pub nospace_cleared: u64,
+    /// The model's HashKV after the whole log, with the log's length: every member that applied
+    /// exactly that much must hash its key space the same.
+    pub final_hash: Option<(u64, u32)>,
     /// Reads checked against the model (answers and revision errors alike).
     pub linearizable_reads: u64,
     pub serializable_reads: u64,
