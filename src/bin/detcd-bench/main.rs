@@ -34,7 +34,7 @@ const USAGE: &str = "\
 detcd-bench: load generator for etcd's KV, Lease and Watch APIs (modelled on etcd's `benchmark`)
 
 usage: detcd-bench [flags] put
-       detcd-bench [flags] range KEY [END] [--consistency l|s]
+       detcd-bench [flags] range KEY [END] [--consistency l|s] [--rev N]
        detcd-bench [flags] txn-put [--txn-ops N]
        detcd-bench [flags] lease-keepalive
        detcd-bench [flags] lease-churn
@@ -66,6 +66,7 @@ flags (each also accepted as --flag=value):
   --sequential-keys          put keys go 0, 1, 2, ... (modulo the key space) instead of at random
   --seed N                   seed of the key and value stream (default 1)
   --consistency l|s          range only: linearizable (default) or serializable
+  --rev N                    range only: read the key space as of revision N (default 0: now)
   --txn-ops N                txn-put only: puts per transaction, on consecutive keys (default 1)
   --streams N                watch only: watch streams (default 10)
   --watchers-per-stream N    watch only: watchers on each stream (default 10)
@@ -75,7 +76,8 @@ flags (each also accepted as --flag=value):
   --json                     print one machine-readable line instead of the summary
 
 Keys are encoded as etcd's benchmark encodes them: the key number as a zigzag varint at the start
-of a zeroed key-size buffer.
+of a zeroed key-size buffer. In range's KEY and END, \\xNN stands for the byte NN (and \\\\ for a
+backslash): `range '\\x00' '\\x00'` reads every key.
 ";
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,7 @@ enum Workload {
         key: Bytes,
         range_end: Bytes,
         serializable: bool,
+        revision: i64,
     },
     TxnPut {
         ops: u64,
@@ -130,6 +133,29 @@ struct Options {
     watch: WatchFlags,
 }
 
+/// A key as given on the command line, with `\xNN` for any byte (shells cannot pass a NUL).
+fn unescape(text: &str) -> Result<Bytes, String> {
+    let bad = || format!("bad escape in '{text}': use \\xNN or \\\\");
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
 fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
     value
         .parse()
@@ -147,6 +173,7 @@ const VALUE_FLAGS: &[&str] = &[
     "key-space-size",
     "seed",
     "consistency",
+    "rev",
     "txn-ops",
     "streams",
     "watchers-per-stream",
@@ -162,6 +189,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let (mut sequential_keys, mut json, mut seed) = (false, false, 1u64);
     let mut consistency = "l".to_string();
     let mut txn_ops = 1u64;
+    let mut revision = 0i64;
     let mut watch = WatchFlags {
         streams: 10,
         watchers_per_stream: 10,
@@ -209,6 +237,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     "key-space-size" => key_space_size = parse_number(name, &value)?,
                     "seed" => seed = parse_number(name, &value)?,
                     "consistency" => consistency = value,
+                    "rev" => revision = parse_number(name, &value)?,
                     "txn-ops" => txn_ops = parse_number(name, &value)?,
                     "streams" => watch.streams = parse_number(name, &value)?,
                     "watchers-per-stream" => {
@@ -230,13 +259,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let workload = match positional.first().map(String::as_str) {
         Some("put") if positional.len() == 1 => Workload::Put,
         Some("range") if (2..=3).contains(&positional.len()) => Workload::Range {
-            key: Bytes::from(positional[1].clone()),
-            range_end: Bytes::from(positional.get(2).cloned().unwrap_or_default()),
+            key: unescape(&positional[1])?,
+            range_end: unescape(positional.get(2).map_or("", String::as_str))?,
             serializable: match consistency.as_str() {
                 "l" => false,
                 "s" => true,
                 other => return Err(format!("--consistency must be l or s, not '{other}'")),
             },
+            revision,
         },
         Some("txn-put") if positional.len() == 1 => Workload::TxnPut { ops: txn_ops },
         Some("lease-keepalive") if positional.len() == 1 => Workload::LeaseKeepAlive,
@@ -328,10 +358,12 @@ impl Plan {
                 key,
                 range_end,
                 serializable,
+                revision,
             } => Request::Range(RangeRequest {
                 key: key.clone(),
                 range_end: range_end.clone(),
                 serializable: *serializable,
+                revision: *revision,
                 ..Default::default()
             }),
             // As in etcd's benchmark: the puts of one transaction go to consecutive keys, so a
@@ -713,6 +745,19 @@ mod tests {
         assert!(parse(&args("put --consistency x --conns 0")).is_err());
         let unknown = parse(&args("put --bogus")).expect_err("unknown flag");
         assert!(unknown.contains("unknown flag --bogus"), "{unknown}");
+    }
+
+    #[test]
+    fn range_keys_take_byte_escapes() {
+        let o = parse(&args(r"range \x00a\\ \x00 --rev 7")).expect("valid flags");
+        let Request::Range(range) = Plan::new(o).request(0) else {
+            panic!("range builds ranges");
+        };
+        assert_eq!(&range.key[..], b"\0a\\");
+        assert_eq!(&range.range_end[..], b"\0");
+        assert_eq!(range.revision, 7);
+        assert!(parse(&args(r"range \x0")).is_err());
+        assert!(parse(&args(r"range \q")).is_err());
     }
 
     #[test]
