@@ -30,12 +30,16 @@ fn main() {
     // Keys and values are shared between the key space, replies and snapshots: Bytes makes
     // those copies reference-count bumps instead of allocations.
     config.bytes(["."]);
+    // Written by hand so that encoding copies keys and values without touching their shared
+    // headers (see src/proto/key_value.rs).
+    config.extern_path(".mvccpb.KeyValue", "crate::proto::key_value::KeyValue");
 
     #[cfg(feature = "server")]
     {
         tonic_build::configure()
             .build_client(true)
             .build_server(true)
+            .codec_path("crate::server::codec::SizedProstCodec")
             .compile_fds_with_config(config, fds)
             .expect("generating gRPC services");
         encoded_watch_service();

@@ -3,7 +3,10 @@
 //! feature.
 #![allow(clippy::all, missing_docs)]
 
+pub(crate) mod key_value;
+
 pub mod mvccpb {
+    pub use super::key_value::KeyValue;
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
 }
 pub mod authpb {
