@@ -5,6 +5,7 @@
 //! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs).
 
 pub mod authority;
+pub mod codec;
 pub mod config;
 pub mod deadline;
 pub mod disk;
