@@ -69,6 +69,11 @@ pub enum ColdOp {
 /// Reads cold values for the driver.
 pub trait ColdRead {
     fn read_cold(&self, at: ColdRef) -> io::Result<Bytes>;
+
+    /// Several values, in the order asked. A reader of files reads neighbours together.
+    fn read_cold_many(&self, at: &[ColdRef]) -> io::Result<Vec<Bytes>> {
+        at.iter().map(|&at| self.read_cold(at)).collect()
+    }
 }
 
 /// For stores that keep every value in memory: any cold read is an error.
@@ -374,9 +379,11 @@ fn malformed() -> io::Error {
 }
 
 fn fill_one(response: &mut RangeResponse, range: ColdRange, cold: &dyn ColdRead) -> io::Result<()> {
-    for (index, at) in range.values {
+    let at: Vec<ColdRef> = range.values.iter().map(|&(_, at)| at).collect();
+    let values = cold.read_cold_many(&at)?;
+    for ((index, _), value) in range.values.into_iter().zip(values) {
         let kv: &mut KeyValue = response.kvs.get_mut(index as usize).ok_or_else(malformed)?;
-        kv.value = cold.read_cold(at)?;
+        kv.value = value;
     }
     if let Some(order) = range.deferred_order {
         response.more = finish_order(

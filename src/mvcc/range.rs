@@ -203,15 +203,7 @@ impl KeySpace {
             kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
         }
 
-        let cold_index = |kvs: &[KeyValue]| -> Vec<(u32, ColdRef)> {
-            kvs.iter()
-                .enumerate()
-                .filter_map(|(i, kv)| {
-                    let found = cold_by_key.binary_search_by(|(k, _)| k.cmp(&kv.key)).ok()?;
-                    Some((i as u32, cold_by_key[found].1))
-                })
-                .collect()
-        };
+        let cold_index = |kvs: &[KeyValue]| cold_slots(kvs, &cold_by_key);
         let mut cold = ColdRange::none();
         let mut more = false;
         if r.sort_target == SortTarget::Value as i32 && !cold_by_key.is_empty() {
@@ -240,6 +232,32 @@ impl KeySpace {
             cold,
         ))
     }
+}
+
+/// Where each cold value goes in `kvs`: the slot of every kv whose key `cold_by_key` (in key
+/// order) names. Walks both in step while `kvs` is in key order too (no sort, or by key
+/// ascending: the common case, and a large range has many cold values), and searches otherwise.
+fn cold_slots(kvs: &[KeyValue], cold_by_key: &[(Bytes, ColdRef)]) -> Vec<(u32, ColdRef)> {
+    let mut slots = Vec::new();
+    let mut next = 0;
+    // Whether every kv so far came in key order: once one does not, the walk stops for good.
+    let mut in_order = true;
+    for (slot, kv) in kvs.iter().enumerate() {
+        in_order = in_order && (slot == 0 || kvs[slot - 1].key < kv.key);
+        let found = if in_order {
+            while next < cold_by_key.len() && cold_by_key[next].0 < kv.key {
+                next += 1;
+            }
+            cold_by_key.get(next).filter(|(key, _)| *key == kv.key)
+        } else {
+            let at = cold_by_key.binary_search_by(|(key, _)| key.cmp(&kv.key));
+            at.ok().map(|at| &cold_by_key[at])
+        };
+        if let Some((_, cold)) = found {
+            slots.push((slot as u32, *cold));
+        }
+    }
+    slots
 }
 
 /// Steps 4 and 5 of a range: sorts `kvs` as asked, cuts them to `limit` and blanks values for
@@ -283,6 +301,38 @@ pub(crate) fn finish_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cold_slots_find_every_cold_key_in_any_order() {
+        let kv = |k: &str| KeyValue {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            ..KeyValue::default()
+        };
+        let cold_at = |offset| ColdRef {
+            segment: 1,
+            offset,
+            len: 1,
+        };
+        let cold: Vec<(Bytes, ColdRef)> = ["b", "c", "e", "g"]
+            .iter()
+            .zip(0..)
+            .map(|(k, offset)| (Bytes::copy_from_slice(k.as_bytes()), cold_at(offset)))
+            .collect();
+        for order in [
+            "abcdefgh", "hgfedcba", "cgabhefd", "gcbe", "aceg", "egac", "", "h",
+        ] {
+            let kvs: Vec<KeyValue> = order.chars().map(|c| kv(&c.to_string())).collect();
+            let expected: Vec<(u32, ColdRef)> = kvs
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, kv)| {
+                    let found = cold.iter().find(|(key, _)| *key == kv.key)?;
+                    Some((slot as u32, found.1))
+                })
+                .collect();
+            assert_eq!(cold_slots(&kvs, &cold), expected, "order {order}");
+        }
+    }
 
     #[test]
     fn range_end_conventions_decode_like_etcd() {

@@ -100,15 +100,63 @@ impl ColdFiles {
     }
 }
 
+/// Values read together: at most this far apart in their segment (what lies between is read
+/// and kept with them)...
+const SPAN_GAP_MAX: u64 = 512;
+/// ... and at most this many bytes in one read.
+const SPAN_BYTES_MAX: u64 = 1 << 20;
+
+impl ColdReader {
+    fn segment(&self, at: ColdRef) -> io::Result<&File> {
+        self.segments
+            .get(&at.segment)
+            .map(|file| &**file)
+            .ok_or_else(|| at.segment_missing())
+    }
+}
+
 impl ColdRead for ColdReader {
     fn read_cold(&self, at: ColdRef) -> io::Result<Bytes> {
-        let file = self
-            .segments
-            .get(&at.segment)
-            .ok_or_else(|| at.segment_missing())?;
         let mut value = vec![0; at.len as usize];
-        file.read_exact_at(&mut value, at.offset)?;
+        self.segment(at)?.read_exact_at(&mut value, at.offset)?;
         Ok(Bytes::from(value))
+    }
+
+    /// A history read of many keys wants many values that were superseded close together:
+    /// sorted by place, neighbours come in one read, and each value is a slice of it (one
+    /// system call and one allocation per span instead of per value).
+    fn read_cold_many(&self, at: &[ColdRef]) -> io::Result<Vec<Bytes>> {
+        let mut by_place: Vec<usize> = (0..at.len()).collect();
+        by_place.sort_unstable_by_key(|&i| (at[i].segment, at[i].offset));
+        let mut values = vec![Bytes::new(); at.len()];
+        let mut start = 0;
+        while start < by_place.len() {
+            let first = at[by_place[start]];
+            let mut end = first.offset + u64::from(first.len);
+            let mut stop = start + 1;
+            while let Some(&i) = by_place.get(stop) {
+                let next = at[i];
+                let next_end = next.offset + u64::from(next.len);
+                if next.segment != first.segment
+                    || next.offset > end + SPAN_GAP_MAX
+                    || next_end - first.offset > SPAN_BYTES_MAX
+                {
+                    break;
+                }
+                end = end.max(next_end);
+                stop += 1;
+            }
+            let mut span = vec![0; (end - first.offset) as usize];
+            self.segment(first)?
+                .read_exact_at(&mut span, first.offset)?;
+            let span = Bytes::from(span);
+            for &i in &by_place[start..stop] {
+                let from = (at[i].offset - first.offset) as usize;
+                values[i] = span.slice(from..from + at[i].len as usize);
+            }
+            start = stop;
+        }
+        Ok(values)
     }
 }
 
@@ -147,6 +195,53 @@ mod tests {
         assert!(!segment_path(&dir.join("member/cold"), 3).exists());
         assert_eq!(pinned.read_cold(at).unwrap(), Bytes::from_static(b"world"));
         assert!(cold.reader().read_cold(at).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn many_values_read_together_are_the_values_read_one_by_one() {
+        let dir = std::env::temp_dir().join(format!("detcd-cold-many-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("member/cold")).unwrap();
+        let mut cold = ColdFiles::open(&dir).unwrap();
+        // Two segments of values of 0..40 bytes, some far apart, one span-sized.
+        let mut all = Vec::new();
+        for segment in [1u64, 2] {
+            let mut offset = 0u64;
+            for n in 0..200u32 {
+                let len = if n == 77 { 1 << 20 } else { n % 40 };
+                let data = Bytes::from(vec![(n % 251) as u8; len as usize]);
+                cold.apply(&ColdOp::Write {
+                    segment,
+                    offset,
+                    data,
+                })
+                .unwrap();
+                all.push(ColdRef {
+                    segment,
+                    offset,
+                    len,
+                });
+                offset += u64::from(len) + if n % 9 == 0 { 2000 } else { 3 };
+            }
+        }
+        let reader = cold.reader();
+        // Every third value, asked out of place order, one of them twice.
+        let mut asked: Vec<ColdRef> = all.iter().copied().step_by(3).rev().collect();
+        asked.push(all[30]);
+        asked.push(all[77]);
+        let together = reader.read_cold_many(&asked).unwrap();
+        let alone: Vec<Bytes> = asked
+            .iter()
+            .map(|&at| reader.read_cold(at).unwrap())
+            .collect();
+        assert_eq!(together, alone);
+        let missing = ColdRef {
+            segment: 9,
+            offset: 0,
+            len: 1,
+        };
+        assert!(reader.read_cold_many(&[asked[0], missing]).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
