@@ -112,10 +112,14 @@ pub enum EtcdError {
     NoInflightDowngrade,
     #[error("etcdserver: invalid downgrade target version")]
     InvalidDowngradeTargetVersion,
+    /// detcd's own: a Range whose keys and values add up to more than `--max-range-bytes`
+    /// (etcd has no such bound short of gRPC's 2 GiB message limit).
+    #[error("etcdserver: range response is larger than --max-range-bytes")]
+    RangeTooLarge,
 }
 
 /// Every error, in the order of their stable numbers (`EtcdError::number`): append only.
-const ALL: [EtcdError; 42] = [
+const ALL: [EtcdError; 43] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -158,6 +162,7 @@ const ALL: [EtcdError; 42] = [
     EtcdError::WrongDowngradeVersionFormat,
     EtcdError::NoInflightDowngrade,
     EtcdError::InvalidDowngradeTargetVersion,
+    EtcdError::RangeTooLarge,
 ];
 
 impl EtcdError {
@@ -193,7 +198,7 @@ impl EtcdError {
             | WrongDowngradeVersionFormat
             | InvalidDowngradeTargetVersion => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
-            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            NoSpace | TooManyRequests | RangeTooLarge => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist
             | NotLeader

@@ -157,6 +157,95 @@ fn written_len(bytes: &[u8]) -> usize {
     bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
 }
 
+/// `--max-range-bytes` bounds what one Range may answer with (keys and values, the values of
+/// the past read back from the cold segments included): past it the range is refused before
+/// its response is built, and narrower reads of the same keys still work.
+#[test]
+fn a_range_larger_than_max_range_bytes_is_refused() {
+    let mut members = cluster(Flavor::Detcd, 1, "range-max", &["--max-range-bytes=4000"]);
+    start_all(&mut members);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = kv_client(&members[0]).await;
+        // Ten keys "k0".."k9" of 2 + 300 bytes: 3,020 bytes in all.
+        for i in 0..10 {
+            client
+                .put(put(&format!("k{i}"), vec![b'a'; 300]))
+                .await
+                .unwrap();
+        }
+        let revision = client.range(range("k", "l")).await.unwrap().into_inner();
+        assert_eq!(revision.kvs.len(), 10);
+        let before = revision.header.unwrap().revision;
+        // Each value grows to 400 bytes: 4,020 in all, the old values now cold.
+        for i in 0..10 {
+            client
+                .put(put(&format!("k{i}"), vec![b'b'; 400]))
+                .await
+                .unwrap();
+        }
+        let too_large = |err: tonic::Status| {
+            assert_eq!(
+                (err.code(), err.message()),
+                (
+                    Code::ResourceExhausted,
+                    "etcdserver: range response is larger than --max-range-bytes"
+                )
+            );
+        };
+        too_large(client.range(range("k", "l")).await.unwrap_err());
+        let mut limited = range("k", "l");
+        limited.limit = 9;
+        assert_eq!(
+            client.range(limited).await.unwrap().into_inner().kvs.len(),
+            9
+        );
+        let mut keys_only = range("k", "l");
+        keys_only.keys_only = true;
+        assert_eq!(
+            client
+                .range(keys_only)
+                .await
+                .unwrap()
+                .into_inner()
+                .kvs
+                .len(),
+            10
+        );
+        // The past, read from the cold segments: the old 3,020 bytes fit.
+        let mut past = range("k", "l");
+        past.revision = before;
+        let old = client.range(past).await.unwrap().into_inner();
+        assert_eq!(old.kvs.len(), 10);
+        assert!(old.kvs.iter().all(|kv| kv.value[..] == [b'a'; 300]));
+        // "k" holds 3,700 bytes for one revision, then 1: [k, k1) is 403 bytes now, but
+        // 3,701 + 402 at that revision, which the cold value alone pushes past the bound.
+        client.put(put("k", vec![b'c'; 3700])).await.unwrap();
+        client.put(put("k", vec![b'd'; 1])).await.unwrap();
+        assert_eq!(
+            client
+                .range(range("k", "k1"))
+                .await
+                .unwrap()
+                .into_inner()
+                .kvs
+                .len(),
+            2
+        );
+        let mut past = range("k", "k1");
+        past.revision = before + 11;
+        too_large(client.range(past).await.unwrap_err());
+    });
+}
+
+fn range(key: &str, end: &str) -> RangeRequest {
+    RangeRequest {
+        key: Bytes::from(key.to_string()),
+        range_end: Bytes::from(end.to_string()),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn torn_wal_tail_is_truncated_on_restart() {
     let mut members = cluster(Flavor::Detcd, 1, "torn", &[]);

@@ -77,6 +77,7 @@ pub const EXPECTED: &[&str] = &[
     "error: etcdserver: mvcc: required revision has been compacted",
     "error: etcdserver: mvcc: required revision is a future revision",
     "error: etcdserver: mvcc: database space exceeded",
+    "error: etcdserver: range response is larger than --max-range-bytes",
     "alarm.nospace-raised",
     "alarm.nospace-cleared",
     "fault.crash",

@@ -35,6 +35,8 @@ impl Draw for ChaCha8Rng {
 const MS: u64 = 1_000_000;
 /// etcd's default quota (2 GiB): no simulated run comes near it.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+/// detcd's default `--max-range-bytes` (gRPC's message limit): no simulated range nears it.
+pub const DEFAULT_RANGE_BYTES_MAX: u64 = i32::MAX as u64;
 
 /// Everything a seed decides before the run starts.
 #[derive(Clone, Debug)]
@@ -84,6 +86,8 @@ pub struct Options {
     /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
     /// it and NOSPACE is raised and cleared.
     pub quota_bytes: u64,
+    /// The members' `--max-range-bytes`: small in some runs, so that ranges are refused.
+    pub range_bytes_max: u64,
     pub client_timeout_ns: u64,
     /// A deliberately injected bug, to prove the checkers catch it.
     pub bug: Option<Bug>,
@@ -136,10 +140,13 @@ pub enum Bug {
     DamageTakenForTornTail,
     /// Quota: the leader never clears NOSPACE once there is room again.
     SpaceAlarmLatched,
+    /// Key space: a range's size against `--max-range-bytes` leaves out its cold values (those
+    /// of reads of the past).
+    RangeBoundSkipsColdValues,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -159,6 +166,7 @@ impl Bug {
         Bug::RangeCompareFirstKeyOnly,
         Bug::DamageTakenForTornTail,
         Bug::SpaceAlarmLatched,
+        Bug::RangeBoundSkipsColdValues,
     ];
 
     pub fn name(self) -> &'static str {
@@ -182,6 +190,7 @@ impl Bug {
             Bug::RangeCompareFirstKeyOnly => "range-compare-first-key-only",
             Bug::DamageTakenForTornTail => "damage-taken-for-torn-tail",
             Bug::SpaceAlarmLatched => "space-alarm-latched",
+            Bug::RangeBoundSkipsColdValues => "range-bound-skips-cold-values",
         }
     }
 
@@ -239,6 +248,7 @@ impl Options {
             },
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
             bug: None,
         };
@@ -253,6 +263,9 @@ impl Options {
         options.disk_corruption = rng.chance(0.3) && members >= 3 && !options.membership;
         if rng.chance(0.2) {
             options.quota_bytes = rng.between(3 << 10, 16 << 10);
+        }
+        if rng.chance(0.2) {
+            options.range_bytes_max = rng.between(16, 2 << 10);
         }
         options
     }
@@ -295,6 +308,7 @@ impl Options {
         push(&|o| o.net_delay_max_ns = o.net_delay_min_ns);
         push(&|o| o.keys = (o.keys / 2).max(1));
         push(&|o| o.quota_bytes = DEFAULT_QUOTA_BYTES);
+        push(&|o| o.range_bytes_max = DEFAULT_RANGE_BYTES_MAX);
         out
     }
 
@@ -305,7 +319,7 @@ impl Options {
              membership={},auto_promote={},corrupt={},ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
-             quota={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
+             quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -327,6 +341,7 @@ impl Options {
             self.fault_interval_ns / MS,
             self.snapshot_count,
             self.quota_bytes,
+            self.range_bytes_max,
             self.client_timeout_ns / MS,
             self.disk_latency_max_ns / 1000,
             self.mix.get,
@@ -369,6 +384,7 @@ impl Options {
                 "faults_ms" => self.fault_interval_ns = int()? * MS,
                 "snap" => self.snapshot_count = int()?.max(1),
                 "quota" => self.quota_bytes = int()?,
+                "range_max" => self.range_bytes_max = int()?,
                 "timeout_ms" => self.client_timeout_ns = int()? * MS,
                 "disk_us" => self.disk_latency_max_ns = int()?.max(2) * 1000,
                 "get" => self.mix.get = int()?,

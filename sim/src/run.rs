@@ -82,7 +82,8 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 /// guarantees on true time, the watch guarantees, and what locks and elections promise.
 fn check_history(world: &mut World) {
     let log = world.applied_log();
-    let verdict = linearizability::check(&world.ops, &log, &world.initial_state())
+    let range_bytes_max = world.options.range_bytes_max;
+    let verdict = linearizability::check(&world.ops, &log, &world.initial_state(), range_bytes_max)
         .map_err(|violation| format!("linearizability: {violation}"))
         .and_then(|stats| {
             let coverage = &mut world.counters.coverage;

@@ -125,6 +125,11 @@ fn a_nospace_alarm_that_never_clears_is_caught() {
 }
 
 #[test]
+fn a_range_bound_that_forgets_superseded_values_is_caught() {
+    assert_found(Bug::RangeBoundSkipsColdValues);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -129,7 +129,7 @@ impl History {
     }
 
     fn check(&self) -> Result<Stats, Violation> {
-        check(&self.ops, &self.log, &State::new())
+        check(&self.ops, &self.log, &State::new(), u64::MAX)
     }
 
     fn id(&self, slot: usize) -> u64 {
@@ -166,7 +166,7 @@ fn apply(state: &mut State, op: &internal_request::Op) -> Result<ClientResponse,
 }
 
 fn read(state: &mut State, request: &ClientRequest) -> Result<ClientResponse, EtcdError> {
-    state.read(request).map(|answer| answer.response)
+    state.read(request, u64::MAX).map(|answer| answer.response)
 }
 
 /// The answer as a client gets it: the member fills in cluster, member and term, which the

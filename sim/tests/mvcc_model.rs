@@ -304,7 +304,7 @@ fn range_filled(
     cold: &dyn ColdSide,
     r: &RangeRequest,
 ) -> Result<RangeResponse, EtcdError> {
-    let (mut response, values) = ks.read_range(r)?;
+    let (mut response, values) = ks.read_range(r, u64::MAX)?;
     values
         .fill_range(&mut response, cold.reader())
         .expect("cold values readable");

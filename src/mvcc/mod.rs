@@ -116,6 +116,9 @@ pub struct KeySpaceBugs {
     pub range_without_lookahead: bool,
     /// A txn compare over a range judges only the first key that exists in it.
     pub range_compare_first_key_only: bool,
+    /// A range's size against `--max-range-bytes` leaves out the values it reads from the
+    /// cold segments (those superseded: reads of the past).
+    pub range_bound_skips_cold_values: bool,
 }
 
 /// One key changed by a committed write: the etcd watch event it is, and what leases learn
@@ -334,14 +337,19 @@ impl KeySpace {
     /// [`KeySpace::read_range`]. `header.revision` is the current revision even when reading the
     /// past.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        self.read_range(req)
+        self.read_range(req, u64::MAX)
             .map(|(response, cold)| all_in_memory(response, cold))
     }
 
-    /// Reads a range (etcd `Range`). Cold values in the response are left empty, and the
-    /// returned [`ColdValues`] says where they go.
-    pub fn read_range(&self, req: &RangeRequest) -> Result<(RangeResponse, ColdValues), EtcdError> {
-        let (response, cold_range) = self.execute_range(req, self.current_revision)?;
+    /// Reads a range (etcd `Range`), refused with `RangeTooLarge` past `bytes_max` of keys and
+    /// values. Cold values in the response are left empty, and the returned [`ColdValues`]
+    /// says where they go.
+    pub fn read_range(
+        &self,
+        req: &RangeRequest,
+        bytes_max: u64,
+    ) -> Result<(RangeResponse, ColdValues), EtcdError> {
+        let (response, cold_range) = self.execute_range(req, self.current_revision, bytes_max)?;
         let mut cold = ColdValues::default();
         cold.add(cold_range);
         Ok((response, cold))

@@ -138,10 +138,13 @@ impl KeySpace {
 
     /// etcd's range at a reader whose current revision is `current` (the store's revision for a
     /// plain Range; inside a txn, the revision the txn's own writes so far are visible at).
+    /// A range whose keys and values add up to more than `bytes_max` (see [`range_bytes`]) is
+    /// `RangeTooLarge`.
     pub(crate) fn execute_range(
         &self,
         r: &RangeRequest,
         current: i64,
+        bytes_max: u64,
     ) -> Result<(RangeResponse, ColdRange), EtcdError> {
         let mut at = r.revision;
         if at > current {
@@ -204,8 +207,24 @@ impl KeySpace {
         }
 
         let cold_index = |kvs: &[KeyValue]| cold_slots(kvs, &cold_by_key);
+        let within = |kvs: &[KeyValue], cold: &[(u32, ColdRef)]| {
+            let cold_bytes = if self.bugs.range_bound_skips_cold_values {
+                0
+            } else {
+                cold.iter().map(|(_, at)| u64::from(at.len)).sum()
+            };
+            let hot_bytes: u64 = kvs.iter().map(|kv| kv_bytes(kv) as u64).sum();
+            if hot_bytes + cold_bytes > bytes_max {
+                return Err(EtcdError::RangeTooLarge);
+            }
+            Ok(())
+        };
         let mut cold = ColdRange::none();
         let mut more = false;
+        if r.sort_target == SortTarget::Value as i32 {
+            // Every candidate's value is read to sort them, so they all count.
+            within(&kvs, &cold_index(&kvs))?;
+        }
         if r.sort_target == SortTarget::Value as i32 && !cold_by_key.is_empty() {
             // Sorting by value needs the cold values, which only the driver can read: it
             // finishes the ordering once it has them.
@@ -221,6 +240,7 @@ impl KeySpace {
             if !r.keys_only && !cold_by_key.is_empty() {
                 cold.values = cold_index(&kvs);
             }
+            within(&kvs, &cold.values)?;
         }
         Ok((
             RangeResponse {
@@ -232,6 +252,13 @@ impl KeySpace {
             cold,
         ))
     }
+}
+
+/// What a key-value pair counts against `--max-range-bytes`: its key and its value. A range
+/// counts the pairs it answers with (values blanked by `keys_only` count nothing), except that
+/// one sorted by value counts every candidate it sorts, before `limit` (and `keys_only`).
+pub fn kv_bytes(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len()
 }
 
 /// Where each cold value goes in `kvs`: the slot of every kv whose key `cold_by_key` (in key

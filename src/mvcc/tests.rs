@@ -1375,3 +1375,61 @@ fn the_snapshot_size_estimate_stays_near_the_encoded_size() {
     check(&ks);
     ks.check_invariants().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The bound on a range's size (--max-range-bytes)
+
+#[test]
+fn a_range_is_bounded_by_the_keys_and_values_it_answers_with() {
+    // a..e: 1-byte keys, 2-byte values: 3 bytes each, 15 in all.
+    let ks = abcde();
+    let read = |r: &RangeRequest, max| ks.read_range(r, max).map(|(resp, _)| keys(&resp));
+    let all = range_req("a", "f");
+    assert_eq!(read(&all, 15).unwrap().len(), 5);
+    assert_eq!(read(&all, 14), Err(EtcdError::RangeTooLarge));
+    let limited = RangeRequest {
+        limit: 4,
+        ..all.clone()
+    };
+    assert_eq!(read(&limited, 12).unwrap().len(), 4);
+    let keys_only = RangeRequest {
+        keys_only: true,
+        ..all.clone()
+    };
+    assert_eq!(read(&keys_only, 5).unwrap().len(), 5);
+    let count_only = RangeRequest {
+        count_only: true,
+        ..all.clone()
+    };
+    assert_eq!(read(&count_only, 0).unwrap().len(), 0);
+    // Sorted by value, every pair sorted counts, before the limit and keys_only.
+    let by_value = RangeRequest {
+        sort_target: SortTarget::Value as i32,
+        sort_order: SortOrder::Descend as i32,
+        limit: 1,
+        keys_only: true,
+        ..all.clone()
+    };
+    assert_eq!(read(&by_value, 15).unwrap(), vec!["e"]);
+    assert_eq!(read(&by_value, 14), Err(EtcdError::RangeTooLarge));
+}
+
+#[test]
+fn a_ranges_cold_values_count_against_its_bound() {
+    let mut ks = KeySpace::new();
+    ks.keep_superseded_values_cold();
+    put(&mut ks, "a", "0123456789");
+    put(&mut ks, "a", "x");
+    // At revision 2 "a" holds a value that is now in a cold segment: 1 + 10 bytes.
+    let past = RangeRequest {
+        revision: 2,
+        ..range_req("a", "")
+    };
+    let (_, cold) = ks.read_range(&past, 11).expect("within the bound");
+    assert!(!cold.is_empty(), "the old value is cold");
+    assert_eq!(
+        ks.read_range(&past, 10).err(),
+        Some(EtcdError::RangeTooLarge)
+    );
+    assert!(ks.read_range(&range_req("a", ""), 2).is_ok());
+}

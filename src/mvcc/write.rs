@@ -103,9 +103,10 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
-    /// etcd's Range inside a write, at this write's read revision.
+    /// etcd's Range inside a write, at this write's read revision. Not bounded by
+    /// `--max-range-bytes`: a txn's ranges are answered as etcd answers them.
     pub fn range_request(&self, r: &RangeRequest) -> Result<(RangeResponse, ColdRange), EtcdError> {
-        self.store.execute_range(r, self.read_revision())
+        self.store.execute_range(r, self.read_revision(), u64::MAX)
     }
 
     /// The key as it was before this write began (see [`KeyChange::prev`]).

@@ -234,7 +234,7 @@ impl Node {
     }
 
     fn serve_read(&mut self, id: RequestId, request: &ClientRequest) {
-        let mut result = self.state.read(request);
+        let mut result = self.state.read(request, self.cfg.max_range_bytes);
         if let Ok(Answer {
             response: ClientResponse::LeaseLeases(leases),
             ..

@@ -43,6 +43,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// etcd: `--max-txn-ops` 128.
     pub max_txn_ops: usize,
+    /// Largest total of keys and values a Range answers with (`mvcc::kv_bytes`); past it,
+    /// `RangeTooLarge`. detcd's own `--max-range-bytes`; the default, 2 GiB - 1, is the gRPC
+    /// message limit etcd answers within.
+    pub max_range_bytes: u64,
     /// How long a request may wait before `etcdserver: request timed out`. etcd: 5 s plus two
     /// election timeouts.
     pub request_timeout: Duration,
@@ -124,6 +128,7 @@ impl Config {
             snapshot_catchup_entries: 5_000,
             max_request_bytes: 3 * 1024 * 1024 / 2,
             max_txn_ops: 128,
+            max_range_bytes: i32::MAX as u64,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
             quota_bytes: 2 << 30,
             pending_requests_max: 10_000,

@@ -85,6 +85,12 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Maximum number of operations permitted in a transaction.",
     ),
     (
+        "max-range-bytes",
+        "2147483647",
+        "Maximum total size of the keys and values one Range answers with; larger ranges are \
+         refused (ResourceExhausted) before the response is built. detcd's own.",
+    ),
+    (
         "lease-checkpoint-interval",
         "5000",
         "Time (in milliseconds) after which the leader records a lease's remaining TTL through \
@@ -291,6 +297,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         number(&get("snapshot-catchup-entries"), "snapshot-catchup-entries")?;
     node.max_request_bytes = number(&get("max-request-bytes"), "max-request-bytes")? as usize;
     node.max_txn_ops = number(&get("max-txn-ops"), "max-txn-ops")?.max(1) as usize;
+    node.max_range_bytes = number(&get("max-range-bytes"), "max-range-bytes")?;
     let checkpoint_ms = number(
         &get("lease-checkpoint-interval"),
         "lease-checkpoint-interval",

@@ -184,11 +184,16 @@ impl State {
         Applied { result, effects }
     }
 
-    /// Serves a read (a Range, a Txn without writes, LeaseLeases) from the state as it is.
-    pub fn read(&mut self, request: &ClientRequest) -> Result<Answer, EtcdError> {
+    /// Serves a read (a Range, a Txn without writes, LeaseLeases) from the state as it is. A
+    /// Range's keys and values may add up to `range_bytes_max` (`--max-range-bytes`).
+    pub fn read(
+        &mut self,
+        request: &ClientRequest,
+        range_bytes_max: u64,
+    ) -> Result<Answer, EtcdError> {
         match request {
             ClientRequest::Range(req) => {
-                let (response, cold) = self.kv.read_range(req)?;
+                let (response, cold) = self.kv.read_range(req, range_bytes_max)?;
                 Ok(Answer {
                     response: response.into(),
                     cold,

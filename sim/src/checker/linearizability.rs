@@ -43,11 +43,18 @@ use requests::{Class, WriteKind};
 use timeline::Timeline;
 
 /// Checks `ops` against `log`, the longest applied sequence of any member (index order, from
-/// index 1). Returns the first violation found, or what was checked.
-pub fn check(ops: &[Op], log: &[AppliedEntry], initial: &State) -> Result<Stats, Violation> {
+/// index 1), on members whose `--max-range-bytes` is `range_bytes_max`. Returns the first
+/// violation found, or what was checked.
+pub fn check(
+    ops: &[Op],
+    log: &[AppliedEntry],
+    initial: &State,
+    range_bytes_max: u64,
+) -> Result<Stats, Violation> {
     let mut stats = Stats::default();
     let proposals = index_proposals(ops)?;
-    let replay = replay_writes(ops, log, initial, &proposals, &mut stats)?;
+    let model = Model::bootstrap(initial.members().list(), range_bytes_max);
+    let replay = replay_writes(ops, log, initial, model, &proposals, &mut stats)?;
     let plan = plan(ops, &replay, &mut stats)?;
     let mut reads = order_in_real_time(ops, &plan.ordered, &replay)?;
     reads.extend(plan.unordered_reads);
@@ -127,6 +134,7 @@ fn replay_writes(
     ops: &[Op],
     log: &[AppliedEntry],
     initial: &State,
+    model: Model,
     proposals: &BTreeMap<(MemberId, u64), usize>,
     stats: &mut Stats,
 ) -> Result<Replay, Violation> {
@@ -135,7 +143,7 @@ fn replay_writes(
         position: vec![None; ops.len()],
         timeline: Timeline::new(),
         lease_digests: vec![lease_digest(std::iter::empty())],
-        model: Model::bootstrap(initial.members().list()),
+        model,
         member_lists: BTreeSet::from([encode_members(&initial.members().list())]),
     };
     for (i, entry) in log.iter().enumerate() {
@@ -362,8 +370,9 @@ enum Place {
         first: u64,
         last: u64,
     },
-    /// A read answered with a revision error: wherever the store gives that error.
-    RevisionError(EtcdError),
+    /// A read answered with an error of the store (revision checks, the range bound):
+    /// wherever the store gives that error.
+    StoreError(EtcdError),
 }
 
 /// An op that real time constrains.
@@ -456,8 +465,8 @@ fn plan_read(
             response,
             returned_at,
         } => (read_span(op, response, timeline)?, *returned_at),
-        Outcome::Err { error, returned_at } if requests::is_revision_error(error) => {
-            (Place::RevisionError(error.clone()), *returned_at)
+        Outcome::Err { error, returned_at } if requests::is_store_error(error) => {
+            (Place::StoreError(error.clone()), *returned_at)
         }
         Outcome::Err { error, .. } if requests::refused_before_proposing(&op.request, error) => {
             stats.refused += 1;
@@ -484,7 +493,7 @@ fn plan_read(
         stats.serializable_reads += 1;
         let at = match place {
             Place::Revision { first, .. } => first,
-            Place::RevisionError(error) => earliest_error(op, &error, 0, replay).unwrap_or(0),
+            Place::StoreError(error) => earliest_error(op, &error, 0, replay).unwrap_or(0),
             Place::Write(_) => unreachable!("reads are never in the log"),
         };
         plan.unordered_reads.push((at, slot));
@@ -603,7 +612,7 @@ fn place_at_invocation(
             }
             Ok(Point(2 * q + 1))
         }
-        Place::RevisionError(error) => {
+        Place::StoreError(error) => {
             // Nowhere: keep the floor, and the evaluation reports what the store answers there.
             let q = earliest_error(&ops[o.slot], error, from, replay).unwrap_or(from);
             Ok(Point(2 * q + 1))
@@ -617,17 +626,23 @@ fn place_at_invocation(
 /// are tried in turn until the model gives the error (the first candidate if it never does:
 /// the evaluation then reports the difference).
 fn earliest_error(op: &Op, error: &EtcdError, from: u64, replay: &Replay) -> Option<u64> {
-    let checks = requests::revision_checks(&op.request);
-    let first = replay.timeline.earliest_error(&checks, error, from)?;
-    if !matches!(op.request, ClientRequest::Txn(_)) {
-        return Some(first);
-    }
     let answers_error = |q: &u64| {
         let answer = replay
             .model
             .read_at(&op.request, replay.timeline.moment(*q));
         answer.as_ref().err() == Some(error)
     };
+    // The bound on a range's size depends on what the keys hold, not on revisions alone.
+    if *error == EtcdError::RangeTooLarge {
+        return (from..replay.timeline.positions())
+            .find(answers_error)
+            .or(Some(from));
+    }
+    let checks = requests::revision_checks(&op.request);
+    let first = replay.timeline.earliest_error(&checks, error, from)?;
+    if !matches!(op.request, ClientRequest::Txn(_)) {
+        return Some(first);
+    }
     (first..replay.timeline.positions())
         .find(answers_error)
         .or(Some(first))

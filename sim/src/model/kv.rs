@@ -9,6 +9,7 @@ use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::mvcc::go_sort;
 use detcd::proto::etcdserverpb::compare::TargetUnion;
+use detcd::proto::etcdserverpb::range_request::SortTarget;
 use detcd::proto::etcdserverpb::request_op::Request;
 use detcd::proto::etcdserverpb::response_op::Response;
 use detcd::proto::etcdserverpb::{
@@ -172,16 +173,29 @@ impl Working<'_> {
         }
     }
 
+    /// A range inside a txn: not bounded by `--max-range-bytes`.
     fn range(&self, r: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        range(r, self.read_rev(), self.at.compact, |rev| self.state(rev))
+        range(r, self.read_rev(), self.at.compact, u64::MAX, |rev| {
+            self.state(rev)
+        })
     }
 }
 
-/// etcd's Range, naively: `state(rev)` gives the whole key space at a revision.
+/// The key and value bytes of `kvs`, what `--max-range-bytes` bounds.
+fn kv_bytes(kvs: &[KeyValue]) -> u64 {
+    kvs.iter()
+        .map(|kv| (kv.key.len() + kv.value.len()) as u64)
+        .sum()
+}
+
+/// etcd's Range, naively: `state(rev)` gives the whole key space at a revision. detcd refuses
+/// one whose answer holds more than `bytes_max` bytes of keys and values; sorted by value, all
+/// the pairs it sorts count (before `limit` and `keys_only`).
 fn range<'s>(
     r: &RangeRequest,
     current: i64,
     compact: i64,
+    bytes_max: u64,
     state: impl Fn(i64) -> &'s Keys,
 ) -> Result<RangeResponse, EtcdError> {
     let mut at = r.revision;
@@ -215,6 +229,9 @@ fn range<'s>(
             && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
             && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
     });
+    if r.sort_target == SortTarget::Value as i32 && kv_bytes(&kvs) > bytes_max {
+        return Err(EtcdError::RangeTooLarge);
+    }
     sort(r, &mut kvs)?;
     let mut more = false;
     if r.limit > 0 && kvs.len() as i64 > r.limit {
@@ -225,6 +242,9 @@ fn range<'s>(
         for kv in &mut kvs {
             kv.value = Bytes::new();
         }
+    }
+    if kv_bytes(&kvs) > bytes_max {
+        return Err(EtcdError::RangeTooLarge);
     }
     Ok(RangeResponse {
         header: header(current),
@@ -389,13 +409,18 @@ impl KvModel {
         self.current()
     }
 
-    /// A Range served at `at`.
-    pub fn range_at(&self, r: &RangeRequest, at: Moment) -> Result<RangeResponse, EtcdError> {
-        range(r, at.current, at.compact, |rev| self.state(rev))
+    /// A Range served at `at`, refused past `bytes_max` (`--max-range-bytes`).
+    pub fn range_at(
+        &self,
+        r: &RangeRequest,
+        at: Moment,
+        bytes_max: u64,
+    ) -> Result<RangeResponse, EtcdError> {
+        range(r, at.current, at.compact, bytes_max, |rev| self.state(rev))
     }
 
     pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        self.range_at(r, self.now())
+        self.range_at(r, self.now(), u64::MAX)
     }
 
     pub fn put(&mut self, p: &PutRequest, leases: LeaseExists) -> Result<PutResponse, EtcdError> {

@@ -44,7 +44,7 @@ pub enum Applied {
 }
 
 /// The key space, the lease table and the member list.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Model {
     kv: KvModel,
     members: MembersModel,
@@ -53,13 +53,32 @@ pub struct Model {
     leases: BTreeMap<i64, u64>,
     grants: u64,
     alarms: AlarmsModel,
+    /// The members' `--max-range-bytes`.
+    range_bytes_max: u64,
+}
+
+impl Default for Model {
+    fn default() -> Model {
+        Model {
+            kv: KvModel::default(),
+            members: MembersModel::default(),
+            leases: BTreeMap::new(),
+            grants: 0,
+            alarms: AlarmsModel::default(),
+            range_bytes_max: u64::MAX,
+        }
+    }
 }
 
 impl Model {
-    /// A new cluster: its initial members, nothing else.
-    pub fn bootstrap(members: Vec<detcd::proto::etcdserverpb::Member>) -> Model {
+    /// A new cluster: its initial members and its bound on a range's size, nothing else.
+    pub fn bootstrap(
+        members: Vec<detcd::proto::etcdserverpb::Member>,
+        range_bytes_max: u64,
+    ) -> Model {
         Model {
             members: MembersModel::new(members),
+            range_bytes_max,
             ..Model::default()
         }
     }
@@ -154,7 +173,10 @@ impl Model {
     /// A read (Range, or Txn without writes) served at `at`.
     pub fn read_at(&self, request: &ClientRequest, at: Moment) -> Answer {
         match request {
-            ClientRequest::Range(r) => self.kv.range_at(r, at).map(ClientResponse::from),
+            ClientRequest::Range(r) => self
+                .kv
+                .range_at(r, at, self.range_bytes_max)
+                .map(ClientResponse::from),
             ClientRequest::Txn(t) => self.kv.read_txn_at(t, at).map(ClientResponse::from),
             other => unreachable!("{} is not a key-space read", other.name()),
         }

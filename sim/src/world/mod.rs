@@ -325,6 +325,7 @@ impl World {
                 std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
             config.auto_promote_learners = options.auto_promote;
             config.quota_bytes = options.quota_bytes;
+            config.max_range_bytes = options.range_bytes_max;
             config.bugs = detcd::node::Bugs {
                 ack_before_durable: options.bug == Some(Bug::AckBeforeDurable),
                 read_without_read_index: options.bug == Some(Bug::ReadWithoutReadIndex),
@@ -911,5 +912,6 @@ fn key_space_bugs(bug: Option<Bug>) -> detcd::mvcc::KeySpaceBugs {
     detcd::mvcc::KeySpaceBugs {
         range_without_lookahead: bug == Some(Bug::RangeWithoutLookahead),
         range_compare_first_key_only: bug == Some(Bug::RangeCompareFirstKeyOnly),
+        range_bound_skips_cold_values: bug == Some(Bug::RangeBoundSkipsColdValues),
     }
 }

@@ -191,10 +191,14 @@ pub fn normalized(response: &ClientResponse) -> ClientResponse {
     response
 }
 
-/// Errors a read gets from the store's revision checks; the model decides them. A read's other
-/// definite errors are refusals before it reaches the store.
-pub fn is_revision_error(error: &EtcdError) -> bool {
-    matches!(error, EtcdError::Compacted | EtcdError::FutureRev)
+/// Errors a read gets from the store (its revision checks, and a Range's bound on its size);
+/// the model decides them. A read's other definite errors are refusals before it reaches the
+/// store.
+pub fn is_store_error(error: &EtcdError) -> bool {
+    matches!(
+        error,
+        EtcdError::Compacted | EtcdError::FutureRev | EtcdError::RangeTooLarge
+    )
 }
 
 /// True when a member answers `error` to `request` without proposing it (writes) or reading
