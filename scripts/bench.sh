@@ -5,14 +5,14 @@
 # for all, so only the server differs. Besides throughput and latency it reports the CPU time
 # the three members spent per request (utime + stime from /proc/PID/stat around each load).
 #
-# Both clusters get the same flags (names, --initial-cluster, --initial-cluster-token, the default
-# heartbeat and election timeouts) and both fsync every WAL write (their default). Writes go to
+# All clusters get the same flags (names, --initial-cluster, --initial-cluster-token, the default
+# heartbeat and election timeouts) and all fsync every WAL write (their default). Writes go to
 # the leader and reads to all members, as in etcd's docs/op-guide/performance.md.
 #
 # Knobs (environment): PUT_TOTAL, PUT1_TOTAL, RANGE_TOTAL, TXN_TOTAL, KEEPALIVE_TOTAL,
 # CHURN_TOTAL, WATCH_PUTS (0 skips the watch loads), CLIENTS, CONNS,
 # KEY_SPACE, BENCH_DIR (where the data dirs go: it must be a real disk for fsync to count),
-# BENCH_FLAGS (extra member flags, given to both systems alike, e.g. --snapshot-count=100000),
+# BENCH_FLAGS (extra member flags, given to all systems alike, e.g. --snapshot-count=100000),
 # BENCH_PORT_BASE, ETCD34, ETCD35, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in
 # order: "etcd34 etcd35 detcd" by default; "etcd" means etcd34; without detcd and an etcd, no
 # ratio table). BIG_KEYS sets how many keys the large-range loads read (0 skips them).
@@ -37,7 +37,7 @@ CONNS="${CONNS:-10}"
 KEY_SPACE="${KEY_SPACE:-100000}"
 BIG_KEYS="${BIG_KEYS:-100000}"
 PORT_BASE="${BENCH_PORT_BASE:-24000}"
-# Both systems snapshot every 10,000 entries unless told otherwise: etcd 3.6's default (which
+# All systems snapshot every 10,000 entries unless told otherwise: etcd 3.6's default (which
 # detcd follows), given explicitly because etcd 3.4's own default is 100,000.
 BENCH_FLAGS="${BENCH_FLAGS---snapshot-count=10000}"
 read -r -a EXTRA_FLAGS <<<"${BENCH_FLAGS}"
