@@ -172,26 +172,11 @@ impl KeySpace {
             return Ok((response, ColdRange::none()));
         }
 
-        let lookahead = !self.bugs.range_without_lookahead;
-        let keep_max = usize::try_from(walk_limit(r, lookahead))
-            .ok()
-            .filter(|&l| l > 0)
-            .unwrap_or(usize::MAX);
-        let mut count: i64 = 0;
-        let mut kvs = Vec::new();
-        // Cold values by key, in key order (the walk's order).
-        let mut cold_by_key = Vec::new();
-        for (key, history) in self.keys_in(range) {
-            if let Some(record) = history.live_at(at) {
-                count += 1;
-                if kvs.len() < keep_max {
-                    kvs.push(record.key_value(key).expect("live records are puts"));
-                    if let Some(cold) = record.cold_value() {
-                        cold_by_key.push((key.clone(), cold));
-                    }
-                }
-            }
-        }
+        let Walked {
+            count,
+            mut kvs,
+            cold_by_key,
+        } = self.walk(r, range, at, bytes_max)?;
 
         if r.max_mod_revision != 0 {
             kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
@@ -259,6 +244,74 @@ impl KeySpace {
 /// one sorted by value counts every candidate it sorts, before `limit` (and `keys_only`).
 pub fn kv_bytes(kv: &KeyValue) -> usize {
     kv.key.len() + kv.value.len()
+}
+
+/// What step 2, the key walk, collected.
+struct Walked {
+    count: i64,
+    kvs: Vec<KeyValue>,
+    /// Cold values by key, in key order (the walk's order).
+    cold_by_key: Vec<(Bytes, ColdRef)>,
+}
+
+impl KeySpace {
+    /// Step 2. When the answer is the first `limit` pairs the walk keeps (key order, no
+    /// revision filters), a walk whose answer already holds more than `bytes_max` stops there
+    /// with `RangeTooLarge`: a refused range never collects more than the bound.
+    fn walk(
+        &self,
+        r: &RangeRequest,
+        range: KeyRange<'_>,
+        at: i64,
+        bytes_max: u64,
+    ) -> Result<Walked, EtcdError> {
+        let lookahead = !self.bugs.range_without_lookahead;
+        let keep_max = usize::try_from(walk_limit(r, lookahead))
+            .ok()
+            .filter(|&l| l > 0)
+            .unwrap_or(usize::MAX);
+        let in_key_order = r.sort_target == SortTarget::Key as i32
+            && [SortOrder::None as i32, SortOrder::Ascend as i32].contains(&r.sort_order);
+        let answer_max = match usize::try_from(r.limit) {
+            _ if !in_key_order || has_revision_filters(r) => 0,
+            Ok(limit) if limit > 0 => limit,
+            _ => usize::MAX,
+        };
+        let mut answer_bytes = 0u64;
+        let mut walked = Walked {
+            count: 0,
+            kvs: Vec::new(),
+            cold_by_key: Vec::new(),
+        };
+        for (key, history) in self.keys_in(range) {
+            let Some(record) = history.live_at(at) else {
+                continue;
+            };
+            walked.count += 1;
+            if walked.kvs.len() >= keep_max {
+                continue;
+            }
+            let kv = record.key_value(key).expect("live records are puts");
+            let cold = record.cold_value();
+            if walked.kvs.len() < answer_max {
+                let value_bytes = match cold {
+                    _ if r.keys_only => 0,
+                    Some(_) if self.bugs.range_bound_skips_cold_values => 0,
+                    Some(at) => u64::from(at.len),
+                    None => kv.value.len() as u64,
+                };
+                answer_bytes += key.len() as u64 + value_bytes;
+                if answer_bytes > bytes_max {
+                    return Err(EtcdError::RangeTooLarge);
+                }
+            }
+            walked.kvs.push(kv);
+            if let Some(cold) = cold {
+                walked.cold_by_key.push((key.clone(), cold));
+            }
+        }
+        Ok(walked)
+    }
 }
 
 /// Where each cold value goes in `kvs`: the slot of every kv whose key `cold_by_key` (in key
