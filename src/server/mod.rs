@@ -2,7 +2,8 @@
 //! lives here; every decision is the step machine's.
 //!
 //! Threads: the driver thread owns the node (driver.rs); the disk thread owns the data directory
-//! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs).
+//! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs); the
+//! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
 pub mod authority;
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod driver;
 pub mod grpc;
 pub mod http;
 pub mod maintenance;
+pub mod memory;
 pub mod peer;
 pub mod recipes;
 pub mod restore;
@@ -42,6 +44,7 @@ const WATCH_FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Starts a member and serves until SIGINT/SIGTERM (Ok) or a fatal error (Err, with the reason).
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    memory::return_freed_memory()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

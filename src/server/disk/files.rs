@@ -164,7 +164,7 @@ impl Seek for PacedFile<'_> {
 /// Lowers the calling thread's CPU priority (nice 10): for threads doing bulk background work
 /// (encoding a snapshot, zeroing a segment, fanning out watch events), which must not delay the
 /// node, disk or network threads on a machine with few cores. Best effort: a failure leaves the priority as it was.
-#[allow(unsafe_code)] // the crate's only unsafe block: one libc call with no pointers
+#[allow(unsafe_code)] // one libc call that takes no pointers
 pub(crate) fn lower_thread_priority() {
     // SAFETY: setpriority reads no memory of ours; on Linux, PRIO_PROCESS with `who` 0 means
     // the calling thread.
