@@ -78,6 +78,12 @@ fn is_default_ordering(sort_target: i32, sort_order: i32) -> bool {
         || (sort_target == SortTarget::Key as i32 && sort_order == SortOrder::Ascend as i32)
 }
 
+/// Whether the answer comes in the key walk's order: by key, ascending.
+fn in_key_order(r: &RangeRequest) -> bool {
+    r.sort_target == SortTarget::Key as i32
+        && [SortOrder::None as i32, SortOrder::Ascend as i32].contains(&r.sort_order)
+}
+
 fn has_revision_filters(r: &RangeRequest) -> bool {
     r.min_mod_revision != 0
         || r.max_mod_revision != 0
@@ -175,8 +181,21 @@ impl KeySpace {
         let Walked {
             count,
             mut kvs,
-            cold_by_key,
+            cold: walked_cold,
         } = self.walk(r, range, at, bytes_max)?;
+        // In key order without filters, the answer is a prefix of the walk, and each cold value
+        // stays in the slot the walk gave it. Otherwise the pairs move, and their cold values
+        // are found again by key.
+        let keeps_walk_order = in_key_order(r) && !has_revision_filters(r);
+        let cold_by_key: Vec<(Bytes, ColdRef)> = if keeps_walk_order {
+            Vec::new()
+        } else {
+            let key_of = |slot: u32| kvs[slot as usize].key.clone();
+            walked_cold
+                .iter()
+                .map(|&(slot, at)| (key_of(slot), at))
+                .collect()
+        };
 
         if r.max_mod_revision != 0 {
             kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
@@ -191,7 +210,14 @@ impl KeySpace {
             kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
         }
 
-        let cold_index = |kvs: &[KeyValue]| cold_slots(kvs, &cold_by_key);
+        let cold_index = |kvs: &[KeyValue]| {
+            if keeps_walk_order {
+                let answered = |(slot, _): &&(u32, ColdRef)| (*slot as usize) < kvs.len();
+                walked_cold.iter().filter(answered).copied().collect()
+            } else {
+                cold_slots(kvs, &cold_by_key)
+            }
+        };
         let within = |kvs: &[KeyValue], cold: &[(u32, ColdRef)]| {
             let cold_bytes = if self.bugs.range_bound_skips_cold_values {
                 0
@@ -210,7 +236,7 @@ impl KeySpace {
             // Every candidate's value is read to sort them, so they all count.
             within(&kvs, &cold_index(&kvs))?;
         }
-        if r.sort_target == SortTarget::Value as i32 && !cold_by_key.is_empty() {
+        if r.sort_target == SortTarget::Value as i32 && !walked_cold.is_empty() {
             // Sorting by value needs the cold values, which only the driver can read: it
             // finishes the ordering once it has them.
             cold.values = cold_index(&kvs);
@@ -222,7 +248,7 @@ impl KeySpace {
             });
         } else {
             more = finish_order(&mut kvs, r.sort_target, r.sort_order, r.limit, r.keys_only)?;
-            if !r.keys_only && !cold_by_key.is_empty() {
+            if !r.keys_only && !walked_cold.is_empty() {
                 cold.values = cold_index(&kvs);
             }
             within(&kvs, &cold.values)?;
@@ -250,8 +276,8 @@ pub fn kv_bytes(kv: &KeyValue) -> usize {
 struct Walked {
     count: i64,
     kvs: Vec<KeyValue>,
-    /// Cold values by key, in key order (the walk's order).
-    cold_by_key: Vec<(Bytes, ColdRef)>,
+    /// The cold values, by their slot in `kvs`, in key order (the walk's order).
+    cold: Vec<(u32, ColdRef)>,
 }
 
 impl KeySpace {
@@ -270,10 +296,8 @@ impl KeySpace {
             .ok()
             .filter(|&l| l > 0)
             .unwrap_or(usize::MAX);
-        let in_key_order = r.sort_target == SortTarget::Key as i32
-            && [SortOrder::None as i32, SortOrder::Ascend as i32].contains(&r.sort_order);
         let answer_max = match usize::try_from(r.limit) {
-            _ if !in_key_order || has_revision_filters(r) => 0,
+            _ if !in_key_order(r) || has_revision_filters(r) => 0,
             Ok(limit) if limit > 0 => limit,
             _ => usize::MAX,
         };
@@ -281,7 +305,7 @@ impl KeySpace {
         let mut walked = Walked {
             count: 0,
             kvs: Vec::new(),
-            cold_by_key: Vec::new(),
+            cold: Vec::new(),
         };
         for (key, history) in self.keys_in(range) {
             let Some(record) = history.live_at(at) else {
@@ -305,10 +329,10 @@ impl KeySpace {
                     return Err(EtcdError::RangeTooLarge);
                 }
             }
-            walked.kvs.push(kv);
             if let Some(cold) = cold {
-                walked.cold_by_key.push((key.clone(), cold));
+                walked.cold.push((walked.kvs.len() as u32, cold));
             }
+            walked.kvs.push(kv);
         }
         Ok(walked)
     }
