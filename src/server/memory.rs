@@ -6,9 +6,11 @@
 //! load (10,000 watchers gone, a large range answered, a burst of writes whose requests and raft
 //! entries are freed) a member kept about twice its live heap resident: 140 MiB where
 //! `malloc_trim` brought it to 74 MiB. So the server fixes both thresholds at startup, and a
-//! low-priority thread looks at the free heap now and then and trims it once enough has piled
-//! up. Trimming only past a threshold keeps a busy member from handing back pages it would
-//! fault in again at once.
+//! low-priority thread trims the heap once the member's resident memory has grown enough since
+//! the last trim, looking every second, and every 10 s in any case (memory freed long after it
+//! grew, as when 10,000 watchers go, does not show as growth). It asks the kernel
+//! (`/proc/self/status`), not the allocator: glibc's own statistics walk every free block under
+//! the heap locks, which took milliseconds after a large read and stalled allocating threads.
 
 use std::time::Duration;
 
@@ -17,11 +19,13 @@ use std::time::Duration;
 const MMAP_THRESHOLD_BYTES: i32 = 1 << 20;
 /// Free memory at the top of a heap beyond this goes back to the kernel when a block is freed.
 const TOP_TRIM_THRESHOLD_BYTES: i32 = 4 << 20;
-/// How often the trimmer looks at the free heap.
+/// How often the trimmer looks at the resident memory.
 const TRIM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Newly freed heap bytes worth a trim: below this, the pages are more likely reused than
-/// wasted.
-const TRIM_FREE_BYTES_MIN: usize = 8 << 20;
+/// Checks between trims at most.
+const CHECKS_PER_TRIM_MAX: u32 = 10;
+/// Growth of the resident memory since the last trim that is worth another: trims are rare
+/// while a member's memory holds steady, and at most one per this much growth while it grows.
+const TRIM_GROWTH_BYTES_MIN: u64 = 8 << 20;
 
 /// Fixes the allocator's thresholds and starts the trimmer thread, which lives as long as the
 /// process. Call before the other threads start.
@@ -40,19 +44,31 @@ pub fn return_freed_memory() -> Result<(), String> {
 }
 
 fn trim_periodically() -> ! {
-    // Freed bytes stay counted as free after a trim, although their pages went back; so only
-    // growth beyond the count at the last trim is worth another. When the free heap shrinks,
-    // allocations took some of it (faulting pages back in), and the baseline follows it down.
-    let mut baseline = 0;
+    // The resident memory right after the last trim; when memory shrinks by itself, the
+    // baseline follows it down, so that growing back counts too.
+    let mut baseline = u64::MAX;
+    let mut checks = 0;
     loop {
         std::thread::sleep(TRIM_CHECK_INTERVAL);
-        let free = free_heap_bytes();
-        baseline = baseline.min(free);
-        if free >= baseline + TRIM_FREE_BYTES_MIN {
+        checks += 1;
+        let resident = resident_bytes().unwrap_or(u64::MAX);
+        baseline = baseline.min(resident);
+        if checks >= CHECKS_PER_TRIM_MAX
+            || resident >= baseline.saturating_add(TRIM_GROWTH_BYTES_MIN)
+        {
             trim();
-            baseline = free;
+            baseline = resident_bytes().unwrap_or(resident);
+            checks = 0;
         }
     }
+}
+
+/// The process's resident memory, from the kernel (`VmRSS` in `/proc/self/status`).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Sets fixed thresholds (which also stops glibc from moving them); false where the allocator
@@ -68,15 +84,6 @@ fn fix_thresholds() -> bool {
     }
 }
 
-/// Bytes the allocator holds free, in all its arenas.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // one libc call that takes no pointers
-fn free_heap_bytes() -> usize {
-    // SAFETY: mallinfo2 only reads the allocator's own bookkeeping, under its locks.
-    let info = unsafe { libc::mallinfo2() };
-    info.fordblks
-}
-
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // one libc call that takes no pointers
 fn trim() {
@@ -90,11 +97,6 @@ fn trim() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn fix_thresholds() -> bool {
     false
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn free_heap_bytes() -> usize {
-    0
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
