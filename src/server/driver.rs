@@ -21,7 +21,7 @@ use crate::error::EtcdError;
 use crate::mvcc::ColdValues;
 use crate::node::{
     ClientRequest, ClientResponse, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
-    PeerMessage, RequestId, Rpc,
+    PeerMessage, RequestId, Rpc, StopReason,
 };
 use crate::state::StateView;
 use crate::time::Instant;
@@ -183,7 +183,10 @@ pub struct Links {
 /// Why the driver loop ended.
 pub enum Exit {
     Shutdown,
-    Stopped(String),
+    /// The cluster removed this member.
+    Removed,
+    /// The member cannot go on (a failed disk, say): why.
+    Failed(String),
 }
 
 pub struct Driver {
@@ -269,9 +272,9 @@ impl Driver {
             let now = self.now();
             self.node.set_watched(self.watch.is_watched());
             self.node.handle_batch(now, inputs);
-            if let Some(reason) = self.dispatch_outputs() {
+            if let Some(exit) = self.dispatch_outputs() {
                 self.disk.shutdown();
-                return Exit::Stopped(reason);
+                return exit;
             }
             self.log_leadership();
             if !self.announced_ready && self.node.leader_id().is_some() {
@@ -360,7 +363,7 @@ impl Driver {
     }
 
     /// Carries out every output; returns the reason if the node stopped.
-    fn dispatch_outputs(&mut self) -> Option<String> {
+    fn dispatch_outputs(&mut self) -> Option<Exit> {
         let mut stopped = None;
         // Answers go out after the batch's watch feed, so that whatever a client learns from
         // an answer, a watch it creates next has seen too.
@@ -382,7 +385,7 @@ impl Driver {
                     if let Err(e) = self.cold.apply(&op) {
                         // The node let go of values it believes are on disk; serving on would
                         // answer reads of the past wrongly.
-                        stopped = Some(e);
+                        stopped = Some(Exit::Failed(e));
                     }
                 }
                 Output::Reply { id, result, cold } => {
@@ -402,7 +405,12 @@ impl Driver {
                         ));
                     }
                 }
-                Output::Stopped { reason } => stopped = Some(reason.to_string()),
+                Output::Stopped { reason } => {
+                    stopped = Some(match reason {
+                        StopReason::Removed => Exit::Removed,
+                        other => Exit::Failed(other.to_string()),
+                    })
+                }
                 Output::Watch(feed) => self.watch.offer(feed, self.cold.reader()),
                 Output::HashAt { revision, view } => self.hash_off_thread(revision, view),
                 Output::Members(members) => {

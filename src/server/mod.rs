@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
-use crate::node::Node;
+use crate::node::{Node, StopReason};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -41,6 +41,10 @@ const DRIVER_QUEUE_MAX: usize = 65_536;
 /// What etcd adds to `--max-request-bytes` before it splits a watch response into fragments
 /// (its allowance for gRPC overhead); matched so that clients see the same fragments.
 const WATCH_FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
+/// How long a member the cluster removed stays up before it exits, as etcd waits: if it led,
+/// its last messages tell the others that its removal committed, and a member left alone
+/// needs that to elect itself.
+const REMOVED_EXIT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts a member and serves until SIGINT/SIGTERM (Ok) or a fatal error (Err, with the reason).
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
@@ -198,7 +202,11 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     }
     match exit {
         Exit::Shutdown => Ok(()),
-        Exit::Stopped(reason) => Err(format!("member stopped: {reason}")),
+        Exit::Removed => {
+            tokio::time::sleep(REMOVED_EXIT_DELAY).await;
+            Err(format!("member stopped: {}", StopReason::Removed))
+        }
+        Exit::Failed(reason) => Err(format!("member stopped: {reason}")),
     }
 }
 
