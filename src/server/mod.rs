@@ -19,6 +19,7 @@ pub mod peer;
 pub mod recipes;
 pub mod restore;
 pub mod watch;
+mod watch_encoding;
 
 use std::net::SocketAddr;
 

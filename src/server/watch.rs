@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::disk::{lower_thread_priority, ColdReader};
 use super::driver::DriverHandle;
 use super::grpc::status;
+use super::watch_encoding::ResponseEncoder;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::time::Instant;
@@ -54,6 +55,9 @@ const BATCHES_BUFFERED_MAX: usize = 2;
 /// batch per channel slot, rather than a response, spares a task hand-off per response when a
 /// stream carries many watchers.
 const BATCH_BYTES_TARGET: usize = 64 << 10;
+/// The blocks a batch's responses are encoded into; a response that does not fit in what is
+/// left of one starts the next.
+const BATCH_BLOCK_BYTES: usize = 16 << 10;
 
 type Answer = Result<Vec<EncodedWatchResponse>, Status>;
 
@@ -183,6 +187,7 @@ pub fn spawn(
         waiting: FuturesUnordered::new(),
         waiting_streams: BTreeSet::new(),
         clock_origin,
+        encoder: ResponseEncoder::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -296,6 +301,7 @@ struct WatchTask {
     waiting: FuturesUnordered<Waiting>,
     waiting_streams: BTreeSet<StreamId>,
     clock_origin: std::time::Instant,
+    encoder: ResponseEncoder,
 }
 
 impl WatchTask {
@@ -416,30 +422,20 @@ impl WatchTask {
 
 impl WatchTask {
     /// The stream's next responses, encoded, up to the batch target; None if it has none. They
-    /// are encoded into one buffer and handed out as slices of it: one allocation per batch.
+    /// are encoded into blocks of `BATCH_BLOCK_BYTES` and handed out as slices of them: an
+    /// allocation per block rather than per response, and no block is grown by copying.
     fn batch(&mut self, stream: StreamId) -> Option<Vec<EncodedWatchResponse>> {
-        let mut buffer = BytesMut::new();
-        let mut ends = Vec::new();
-        while buffer.len() < BATCH_BYTES_TARGET {
+        let mut buffer = BytesMut::with_capacity(BATCH_BLOCK_BYTES);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES_TARGET {
             let Some(response) = self.hub.pop(stream) else {
                 break;
             };
-            buffer.reserve(response.encoded_len());
-            response
-                .encode(&mut buffer)
-                .expect("the buffer has room for the response");
-            ends.push(buffer.len());
+            self.encoder.encode(response, &mut buffer);
+            bytes += buffer.len();
+            batch.push(EncodedWatchResponse(buffer.split().freeze()));
         }
-        let mut encoded = buffer.freeze();
-        let mut start = 0;
-        let batch: Vec<_> = ends
-            .into_iter()
-            .map(|end| {
-                let response = encoded.split_to(end - start);
-                start = end;
-                EncodedWatchResponse(response)
-            })
-            .collect();
         (!batch.is_empty()).then_some(batch)
     }
 }
