@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 mod watch;
+mod watch_reply;
 use watch::{WatchFlags, WatchMode};
 
 /// A request that takes longer than this counts as an error rather than hanging the run.

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use detcd::proto::etcdserverpb::kv_client::KvClient;
-use detcd::proto::etcdserverpb::watch_client::WatchClient;
 use detcd::proto::etcdserverpb::watch_request::RequestUnion;
-use detcd::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
+use detcd::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use crate::watch_reply::WatchReply;
 use crate::{connect, Options};
 
 /// The prefix every watched key lives under.
@@ -272,7 +272,7 @@ fn watched_put(plan: &crate::Plan, mode: WatchMode, n: u64) -> PutRequest {
 struct OpenStream {
     /// Kept so the stream stays open; the requests are all sent.
     _requests: mpsc::Sender<WatchRequest>,
-    responses: tonic::Streaming<WatchResponse>,
+    responses: tonic::Streaming<WatchReply>,
     /// Per watcher, indexed by the id the server gave it (ids start at 0 on each stream).
     watchers: Vec<WatcherState>,
     mode: WatchMode,
@@ -308,12 +308,9 @@ async fn open_stream(
         tx.try_send(request)
             .expect("the channel holds one request per watcher");
     }
-    let mut client = WatchClient::new(channel).max_decoding_message_size(usize::MAX);
-    let mut responses = client
-        .watch(ReceiverStream::new(rx))
+    let mut responses = open_watch_call(channel, ReceiverStream::new(rx))
         .await
-        .map_err(|e| format!("opening a watch stream: {e}"))?
-        .into_inner();
+        .map_err(|e| format!("opening a watch stream: {e}"))?;
     let mut created = 0;
     while created < watchers {
         let response = next_response(&mut responses).await?;
@@ -337,9 +334,24 @@ async fn open_stream(
     })
 }
 
-async fn next_response(
-    responses: &mut tonic::Streaming<WatchResponse>,
-) -> Result<WatchResponse, String> {
+/// `Watch.Watch`, as the generated client calls it, with replies decoded as [`WatchReply`].
+async fn open_watch_call(
+    channel: Channel,
+    requests: ReceiverStream<WatchRequest>,
+) -> Result<tonic::Streaming<WatchReply>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic::codec::ProstCodec::<WatchRequest, WatchReply>::default();
+    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+    let response = grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await?;
+    Ok(response.into_inner())
+}
+
+async fn next_response(responses: &mut tonic::Streaming<WatchReply>) -> Result<WatchReply, String> {
     match tokio::time::timeout(STALL_LIMIT, responses.message()).await {
         Err(_) => Err(format!(
             "no watch response for {} s: events are missing",
@@ -381,15 +393,17 @@ impl OpenStream {
                 .and_then(|id| self.watchers.get_mut(id))
                 .ok_or_else(|| format!("events for unknown watch id {}", response.watch_id))?;
             for event in &response.events {
-                let kv = event.kv.as_ref().ok_or("an event without kv")?;
-                let put = put_number(&kv.value, puts)?;
-                if kv.mod_revision <= watcher.last_revision {
+                if !event.has_kv {
+                    return Err("an event without kv".into());
+                }
+                let put = put_number(event.value_head, puts)?;
+                if event.mod_revision <= watcher.last_revision {
                     return Err(format!(
                         "watcher {} got revision {} after {}: duplicated or reordered",
-                        response.watch_id, kv.mod_revision, watcher.last_revision
+                        response.watch_id, event.mod_revision, watcher.last_revision
                     ));
                 }
-                watcher.last_revision = kv.mod_revision;
+                watcher.last_revision = event.mod_revision;
                 watcher.events += 1;
                 if self.mode == WatchMode::Latency {
                     report.latencies.push(clock.since_sent(put, now));
@@ -411,11 +425,8 @@ impl OpenStream {
     }
 }
 
-fn put_number(value: &[u8], puts: u64) -> Result<u64, String> {
-    let bytes: [u8; 8] = value
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or("an event whose value carries no put number")?;
+fn put_number(value_head: Option<[u8; 8]>, puts: u64) -> Result<u64, String> {
+    let bytes = value_head.ok_or("an event whose value carries no put number")?;
     let n = u64::from_be_bytes(bytes);
     if n >= puts {
         return Err(format!(
@@ -461,9 +472,10 @@ mod tests {
         let plan = crate::Plan::new(options);
         let put = watched_put(&plan, WatchMode::Throughput, 41);
         assert!(put.key.starts_with(PREFIX));
-        assert_eq!(put_number(&put.value, 42), Ok(41));
-        assert!(put_number(&put.value, 41).is_err(), "beyond the run");
-        assert!(put_number(b"short", 42).is_err());
+        let head = put.value.get(..8).and_then(|head| head.try_into().ok());
+        assert_eq!(put_number(head, 42), Ok(41));
+        assert!(put_number(head, 41).is_err(), "beyond the run");
+        assert!(put_number(None, 42).is_err());
         assert_eq!(prefix_end(PREFIX), b"watch-bench0".to_vec());
     }
 }
