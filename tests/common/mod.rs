@@ -10,15 +10,24 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now. Ports are handed out from one process-wide counter
-/// region so that tests running in parallel do not race each other for the same one.
+/// Where test ports come from: below the kernel's ephemeral range (32768 and up on Linux), so
+/// that no outgoing connection takes a port between our check and the member's bind, as one can
+/// when a port is picked by binding port 0.
+const TEST_PORTS: std::ops::Range<u16> = 21_000..32_000;
+
+/// A port nobody listens on right now, with the one above it free too (the member's peer
+/// port). Each call moves on from the last in this process, so the members of one test, and of
+/// tests running side by side, never get the same or adjacent ports; the start depends on the
+/// process id, so test binaries run one after the other rarely meet a port still lingering.
 pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = (TEST_PORTS.end - TEST_PORTS.start) as u32 / 2;
+    let start = std::process::id() % span;
     loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        // The peer port is client port + 1; make sure that one is free too.
-        if TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        let n = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        let port = TEST_PORTS.start + 2 * n as u16;
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 1) {
             return port;
         }
     }
