@@ -70,6 +70,9 @@ impl Stream {
     }
 }
 
+/// Room an empty queue keeps for responses; what a burst grew beyond it is given back.
+const QUEUE_CAPACITY_KEPT: usize = 16;
+
 /// A stream's responses waiting for its client, each with its [`footprint`], and their total.
 #[derive(Default)]
 struct Queue {
@@ -98,6 +101,10 @@ impl Queue {
         let (response, len) = self.responses.pop_front()?;
         self.bytes -= len;
         *total -= len;
+        if self.responses.is_empty() && self.responses.capacity() > QUEUE_CAPACITY_KEPT {
+            // A burst (a client creating a hundred watchers) need not keep its room for good.
+            self.responses.shrink_to(QUEUE_CAPACITY_KEPT);
+        }
         Some((response, len))
     }
 
