@@ -368,6 +368,9 @@ impl Driver {
         // Answers go out after the batch's watch feed, so that whatever a client learns from
         // an answer, a watch it creates next has seen too.
         let mut answers = Vec::new();
+        // The batch's disk operations go last: this thread may carry them out itself (see
+        // `DiskExecutor::submit_all`), and peers and clients should not wait for that.
+        let mut disk_ops = Vec::new();
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send { to, msg } => self.peers.send(to, msg),
@@ -379,7 +382,7 @@ impl Driver {
                         DiskOp::SaveSnapshot { .. } => self.cold.reader(),
                         _ => ColdReader::default(),
                     };
-                    self.disk.submit_with_cold(io, op, cold)
+                    disk_ops.push((io, op, cold));
                 }
                 Output::Cold(op) => {
                     if let Err(e) = self.cold.apply(&op) {
@@ -426,6 +429,7 @@ impl Driver {
             // The client may have gone away; its answer is simply dropped.
             let _ = reply.send(answer);
         }
+        self.disk.submit_all(disk_ops);
         stopped
     }
 }

@@ -1,12 +1,18 @@
 //! The disk thread: executes the node's disk operations in order, in group-committed batches,
 //! and reports each completion through a callback. Snapshots the node took itself are encoded and
 //! written by a second thread, so the WAL never waits behind a whole key space.
+//!
+//! Appends may instead run on the submitting thread ([`DiskExecutor::submit_all`]) while the
+//! disk thread is idle: handing a small append to another thread and its completion back costs
+//! two thread wake-ups, more than the write and `fdatasync` themselves on a fast disk, and they
+//! sit on the critical path of every write (leader and followers alike).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use super::cold::ColdReader;
 use super::segments::WalWriter;
@@ -23,10 +29,17 @@ const QUEUE_OPS_MAX: usize = 4096;
 /// takes one only after writing at least a snapshot's worth of WAL, so more than one waiting
 /// means the disk is far behind anyway.
 const SNAPSHOT_QUEUE_MAX: usize = 1;
+/// Most append bytes the submitting thread writes itself; larger batches go to the disk thread.
+const HERE_BYTES_MAX: u64 = 1024 * 1024;
+/// An append batch that took longer than this on the submitting thread (a slow disk) sends the
+/// next ones to the disk thread for `HERE_SUSPENDED_FOR`: the submitter is the node's thread,
+/// whose heartbeats must not wait behind a stalled `fdatasync`.
+const HERE_SLOW: Duration = Duration::from_millis(10);
+const HERE_SUSPENDED_FOR: Duration = Duration::from_secs(1);
 
 /// An operation, and the cold segments as they were when it was submitted (a local snapshot
 /// reads its superseded values from them).
-type Queued = (IoId, DiskOp, ColdReader);
+pub type Queued = (IoId, DiskOp, ColdReader);
 type Completions = Arc<dyn Fn(IoId, Result<(), DiskError>) + Send + Sync>;
 
 /// Runs disk operations on one dedicated thread. Dropping it (or [`DiskExecutor::shutdown`])
@@ -35,6 +48,14 @@ pub struct DiskExecutor {
     queue: Option<SyncSender<Queued>>,
     thread: Option<JoinHandle<()>>,
     wal_syncs: Arc<AtomicU64>,
+    /// The files, locked by whichever thread executes: the disk thread for a queued batch, the
+    /// submitter for appends it runs itself.
+    executor: Arc<Mutex<Executor>>,
+    /// Operations queued for the disk thread and not yet completed by it.
+    in_thread: Arc<AtomicUsize>,
+    completions: Completions,
+    /// Until when appends go to the disk thread after a slow one ran here.
+    here_suspended_until: Option<Instant>,
 }
 
 /// The thread that encodes and writes local snapshots, one at a time, in the order queued.
@@ -55,20 +76,29 @@ impl DiskExecutor {
         let completions: Completions = Arc::new(completions);
         let wal_syncs = Arc::new(AtomicU64::new(0));
         let (queue, ops) = sync_channel(QUEUE_OPS_MAX);
-        let executor = Executor {
+        let executor = Arc::new(Mutex::new(Executor {
             snapshot_writer: SnapshotWriter::spawn(files.snap_dir.clone(), completions.clone()),
             snap_dir: files.snap_dir.clone(),
             wal: WalWriter::new(files, wal_syncs.clone()),
             failed: None,
+        }));
+        let in_thread = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (executor, in_thread, completions) =
+                (executor.clone(), in_thread.clone(), completions.clone());
+            thread::Builder::new()
+                .name("detcd-disk".to_owned())
+                .spawn(move || run_thread(&executor, ops, &in_thread, &completions))
+                .expect("the disk thread must start: the node cannot run without it")
         };
-        let thread = thread::Builder::new()
-            .name("detcd-disk".to_owned())
-            .spawn(move || executor.run(ops, completions))
-            .expect("the disk thread must start: the node cannot run without it");
         DiskExecutor {
             queue: Some(queue),
             thread: Some(thread),
             wal_syncs,
+            executor,
+            in_thread,
+            completions,
+            here_suspended_until: None,
         }
     }
 
@@ -79,11 +109,55 @@ impl DiskExecutor {
 
     /// Queues `op`, which may read cold values through `cold`; blocks while the queue is full.
     pub fn submit_with_cold(&self, io: IoId, op: DiskOp, cold: ColdReader) {
+        self.in_thread.fetch_add(1, Ordering::AcqRel);
         self.queue
             .as_ref()
             .expect("the queue lives until drop")
             .send((io, op, cold))
             .expect("the disk thread is gone: it panicked (see its message)");
+    }
+
+    /// Executes `ops`, in order, as one batch: on this thread when they are all appends of at
+    /// most `HERE_BYTES_MAX` bytes and the disk thread has nothing queued (so nothing submitted
+    /// earlier can complete after them), otherwise on the disk thread. Completions are reported
+    /// through the callback either way, in order.
+    pub fn submit_all(&mut self, ops: Vec<Queued>) {
+        if ops.is_empty() {
+            return;
+        }
+        if !self.may_run_here(&ops) {
+            for (io, op, cold) in ops {
+                self.submit_with_cold(io, op, cold);
+            }
+            return;
+        }
+        let started = Instant::now();
+        let result = self
+            .executor
+            .lock()
+            .expect("the disk thread panicked holding the files")
+            .execute_batch(&ops);
+        if started.elapsed() > HERE_SLOW {
+            self.here_suspended_until = Some(Instant::now() + HERE_SUSPENDED_FOR);
+        }
+        for (io, _, _) in ops {
+            (self.completions)(io, result.clone());
+        }
+    }
+
+    fn may_run_here(&mut self, ops: &[Queued]) -> bool {
+        if self
+            .here_suspended_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return false;
+        }
+        self.here_suspended_until = None;
+        let appends_only = ops
+            .iter()
+            .all(|(_, op, _)| matches!(op, DiskOp::AppendWal { .. }));
+        let bytes: u64 = ops.iter().map(|(_, op, _)| append_bytes(op)).sum();
+        appends_only && bytes <= HERE_BYTES_MAX && self.in_thread.load(Ordering::Acquire) == 0
     }
 
     /// `fdatasync`s of WAL data so far; fewer than the synced appends when group commit works.
@@ -167,29 +241,42 @@ struct Executor {
     failed: Option<DiskError>,
 }
 
-impl Executor {
-    fn run(mut self, ops: Receiver<Queued>, completions: Completions) {
-        while let Ok(first) = ops.recv() {
-            let mut batch = take_batch(first, &ops);
-            // Local snapshots leave the batch for the snapshot thread, which completes them.
-            let mut in_order = Vec::with_capacity(batch.len());
-            for (io, op, cold) in batch.drain(..) {
-                match op {
-                    DiskOp::SaveSnapshot { file, .. }
-                        if file.may_complete_out_of_order() && self.failed.is_none() =>
-                    {
-                        self.snapshot_writer.submit(io, file, cold);
-                    }
-                    op => in_order.push((io, op, cold)),
+/// The disk thread's loop. Its operations count as queued until their completions are
+/// reported, so the submitter never runs an append of its own ahead of them.
+fn run_thread(
+    executor: &Mutex<Executor>,
+    ops: Receiver<Queued>,
+    in_thread: &AtomicUsize,
+    completions: &Completions,
+) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = take_batch(first, &ops);
+        let taken = batch.len();
+        let mut files = executor
+            .lock()
+            .expect("the submitter panicked holding the files");
+        // Local snapshots leave the batch for the snapshot thread, which completes them.
+        let mut in_order = Vec::with_capacity(batch.len());
+        for (io, op, cold) in batch.drain(..) {
+            match op {
+                DiskOp::SaveSnapshot { file, .. }
+                    if file.may_complete_out_of_order() && files.failed.is_none() =>
+                {
+                    files.snapshot_writer.submit(io, file, cold);
                 }
-            }
-            let result = self.execute_batch(&in_order);
-            for (io, _, _) in in_order {
-                completions(io, result.clone());
+                op => in_order.push((io, op, cold)),
             }
         }
+        let result = files.execute_batch(&in_order);
+        drop(files);
+        for (io, _, _) in in_order {
+            completions(io, result.clone());
+        }
+        in_thread.fetch_sub(taken, Ordering::AcqRel);
     }
+}
 
+impl Executor {
     /// A batch succeeds or fails as a whole: after a failed write or sync, which of its
     /// operations reached the disk is unknown, and the node stops at the first error anyway.
     fn execute_batch(&mut self, batch: &[Queued]) -> Result<(), DiskError> {

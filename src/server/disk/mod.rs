@@ -36,6 +36,13 @@
 //! `Release` are barriers: a sync the batch owes is issued before them, and they are durable when
 //! they complete, so nothing is deleted while what replaces it may still be lost.
 //!
+//! The driver hands over each node batch's operations together ([`DiskExecutor::submit_all`]):
+//! when they are only appends (up to 1 MiB) and the disk thread has nothing queued or running,
+//! the driver's thread executes them itself as one batch, which saves two thread wake-ups per
+//! write; the order above holds either way. After a batch that took more than 10 ms there (a
+//! slow disk), appends go through the disk thread for a second, so the node's heartbeats do not
+//! wait behind a stalled `fdatasync`.
+//!
 //! # Failures
 //! An I/O error fails the whole batch it happened in and every later operation: the node stops,
 //! because a disk in an unknown state must not be trusted again (after a failed `fsync` the page

@@ -641,6 +641,50 @@ fn a_release_waits_for_the_sync_owed_by_earlier_appends_in_its_batch() {
     assert_eq!(gated.executor.wal_syncs(), 3);
 }
 
+fn numbered(first: u64, ops: Vec<DiskOp>) -> Vec<(IoId, DiskOp, ColdReader)> {
+    let ids = (first..).map(IoId);
+    ids.zip(ops)
+        .map(|(io, op)| (io, op, ColdReader::default()))
+        .collect()
+}
+
+#[test]
+fn appends_submitted_while_the_disk_thread_is_idle_complete_before_submit_all_returns() {
+    let dir = TempDir::new("here");
+    let (mut executor, done) = start(&dir.0, small(1 << 20));
+    let recs = records(5, 50);
+    let ops = recs.iter().map(|r| append(r.clone(), true)).collect();
+    executor.submit_all(numbered(1, ops));
+    let completions: Vec<_> = done.try_iter().collect();
+    assert_all_ok(&completions, 5);
+    assert_eq!(executor.wal_syncs(), 1, "one batch, one sync");
+    executor.shutdown();
+    let (image, _) = scan_dir(&dir.0, small(1 << 20)).unwrap();
+    assert_eq!(image.wal, recs.concat());
+}
+
+#[test]
+fn appends_never_complete_ahead_of_what_the_disk_thread_holds() {
+    let dir = TempDir::new("behind");
+    let mut gated = Gated::start(&dir.0, small(1 << 20));
+    gated
+        .executor
+        .submit(IoId(1), append(frame(b"first"), true));
+    gated.entered.recv().unwrap();
+    let second = vec![append(frame(b"second"), true)];
+    gated.executor.submit_all(numbered(2, second));
+    assert!(
+        gated.done.try_recv().is_err(),
+        "nothing passes the held batch"
+    );
+    gated.gate.send(()).unwrap();
+    let completions: Vec<_> = gated.done.iter().take(2).collect();
+    assert_all_ok(&completions, 2);
+    drop(gated);
+    let (image, _) = scan_dir(&dir.0, small(1 << 20)).unwrap();
+    assert_eq!(image.wal, [frame(b"first"), frame(b"second")].concat());
+}
+
 /// The real WAL format through the real load path.
 #[test]
 fn real_wal_records_survive_restart_through_load() {
