@@ -371,9 +371,11 @@ impl Driver {
         // The batch's disk operations go last: this thread may carry them out itself (see
         // `DiskExecutor::submit_all`), and peers and clients should not wait for that.
         let mut disk_ops = Vec::new();
+        // Each peer's messages go out together, in one write when its socket takes them.
+        let mut sends = Vec::new();
         while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Send { to, msg } => self.peers.send(to, msg),
+                Output::Send { to, msg } => sends.push((to, msg)),
                 Output::SendSnapshot { to, snapshot } => {
                     self.peers.send_snapshot(to, snapshot, self.cold.reader())
                 }
@@ -425,6 +427,7 @@ impl Driver {
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }
         }
+        self.peers.send_all(sends);
         for (reply, answer) in answers {
             // The client may have gone away; its answer is simply dropped.
             let _ = reply.send(answer);

@@ -1,17 +1,18 @@
-//! The dialling side: one task per peer owns one long-lived connection and a bounded queue.
-//! `send` only ever enqueues, so the driver thread never waits on the network; whatever does not
-//! fit, or is in flight when a connection breaks, is dropped and counted.
+//! The dialling side: one task per peer owns one long-lived connection. The driver's thread
+//! writes a message straight to the peer's socket when nothing waits before it and the socket
+//! takes it at once (the common case: a thread wake-up saved on every hop of every write);
+//! otherwise the message waits, bounded, for the peer's task, which also dials, redials and
+//! writes snapshots. `send` never waits on the network; whatever does not fit, or is in flight
+//! when a connection breaks, is dropped and counted.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use protobuf::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::{timeout, Instant};
 
@@ -24,8 +25,10 @@ use crate::server::disk::ColdReader;
 /// Messages waiting for one peer. Raft sends a few messages per tick per peer; a queue this deep
 /// only fills while the peer is unreachable, and then older messages are as good as lost anyway.
 pub(super) const QUEUE_MESSAGES_MAX: usize = 4096;
-/// Messages written per flush; the queue bound already limits it, this keeps one flush short.
-const BATCH_MESSAGES_MAX: usize = 256;
+/// Bytes waiting for one peer, past which messages are dropped (one message may always wait).
+const WAITING_BYTES_MAX: usize = 64 << 20;
+/// Snapshots waiting for one peer's task; raft sends another if one is dropped.
+const SNAPSHOTS_WAITING_MAX: usize = 4;
 const BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 /// A restarted member learns who leads only once the leader's link redials it, and answers no
 /// client until then: at 2 s, clients of a restarted member stalled 0.6-0.9 s (etcd redials
@@ -38,7 +41,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that makes no progress for this long (plus a second per MiB, for snapshots on slow
 /// links) means the peer is stuck or gone without a reset; redialling is the only way out.
 const WRITE_TIMEOUT_BASE: Duration = Duration::from_secs(5);
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// Counters of one peer's traffic, or their sum over all peers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,16 +74,80 @@ impl Counters {
     }
 }
 
-/// What waits in a peer's queue.
-enum Outgoing {
-    Message(PeerMessage),
-    /// Encoded by the peer task, on a blocking thread, when its turn comes, reading superseded
-    /// values from the cold segments pinned when it was queued.
-    Snapshot(OutgoingSnapshot, ColdReader),
+/// Framed messages waiting for one peer's connection, shared by the driver's thread and the
+/// peer's task.
+#[derive(Default)]
+struct Outbox {
+    waiting: Mutex<Waiting>,
+    /// Wakes the task when bytes start waiting.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// The connection, once its handshake is written, until it breaks.
+    stream: Option<Arc<TcpStream>>,
+    /// Framed messages not yet written, oldest first. May start in the middle of a message
+    /// whose beginning the socket took, so it never outlives its connection.
+    bytes: Vec<u8>,
+    /// Messages (or their rests) in `bytes`.
+    messages: usize,
+    /// The task is writing bytes it took from here, or a snapshot: nothing may overtake them.
+    writing: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .expect("no thread panics holding a peer's outbox")
+    }
+
+    /// Writes `framed` (`messages` whole messages) to the socket at once if nothing waits
+    /// before it; what the socket does not take waits for the task. Dropped (and counted) when
+    /// too much waits already.
+    fn push(&self, framed: &[u8], messages: usize, counters: &Counters) {
+        let mut waiting = self.lock();
+        let mut rest = framed;
+        if waiting.bytes.is_empty() && !waiting.writing {
+            if let Some(stream) = &waiting.stream {
+                rest = &framed[write_now(stream, framed)..];
+                if rest.is_empty() {
+                    Counters::add(&counters.sent, messages);
+                    return;
+                }
+            }
+        }
+        let full = waiting.messages + messages > QUEUE_MESSAGES_MAX
+            || (!waiting.bytes.is_empty() && waiting.bytes.len() + rest.len() > WAITING_BYTES_MAX);
+        // Messages the socket took part of must finish, or the peer would read garbage.
+        if full && rest.len() == framed.len() {
+            Counters::add(&counters.dropped, messages);
+            return;
+        }
+        waiting.bytes.extend_from_slice(rest);
+        waiting.messages += messages;
+        drop(waiting);
+        self.wake.notify_one();
+    }
+}
+
+/// Writes what the socket takes without waiting; returns how much that was. An error counts as
+/// nothing more written: the task meets it on its next write or read.
+fn write_now(stream: &TcpStream, bytes: &[u8]) -> usize {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.try_write(&bytes[written..]) {
+            Ok(n) if n > 0 => written += n,
+            _ => break,
+        }
+    }
+    written
 }
 
 struct Peer {
-    queue: mpsc::Sender<Outgoing>,
+    outbox: Arc<Outbox>,
+    snapshots: mpsc::Sender<(OutgoingSnapshot, ColdReader)>,
     counters: Arc<Counters>,
     task: AbortHandle,
 }
@@ -153,31 +219,57 @@ impl PeerSender {
         }
     }
 
-    /// Queues `msg` for `to` without ever waiting. Dropped (and counted) when `to` is unknown or
-    /// its queue is full: raft retransmits what matters.
+    /// Sends `msg` to `to` without ever waiting, as `send_all` does.
     pub fn send(&self, to: MemberId, msg: PeerMessage) {
-        self.enqueue(to, Outgoing::Message(msg));
+        self.send_all(vec![(to, msg)]);
+    }
+
+    /// Sends messages without ever waiting: each peer's, in order, in one write when its socket
+    /// takes them at once, otherwise left for the peer's task. Dropped (and counted) when the
+    /// peer is unknown, a message cannot be sent, or too much waits already: raft retransmits
+    /// what matters.
+    pub fn send_all(&self, messages: Vec<(MemberId, PeerMessage)>) {
+        let mut framed: BTreeMap<MemberId, (Vec<u8>, usize)> = BTreeMap::new();
+        for (to, msg) in messages {
+            let Some(peer) = self.peer(to) else { continue };
+            let encoded = match msg {
+                PeerMessage::Raft(msg) => {
+                    (Kind::Raft, msg.write_to_bytes().map_err(|e| e.to_string()))
+                }
+                other => (
+                    Kind::Forward,
+                    Ok(forward::encode(&other).expect("not a raft message")),
+                ),
+            };
+            if let Some((kind, bytes)) = sendable(to, encoded, &peer.counters) {
+                let (buffer, count) = framed.entry(to).or_default();
+                wire::frame_message(&bytes, kind, buffer);
+                *count += 1;
+            }
+        }
+        for (to, (bytes, count)) in framed {
+            let peer = self.peer(to).expect("known above");
+            peer.outbox.push(&bytes, count, &peer.counters);
+        }
     }
 
     /// Queues a snapshot for `to`, as `send` does; the peer's task encodes its data.
     pub fn send_snapshot(&self, to: MemberId, snapshot: OutgoingSnapshot, cold: ColdReader) {
-        self.enqueue(to, Outgoing::Snapshot(snapshot, cold));
-    }
-
-    fn enqueue(&self, to: MemberId, item: Outgoing) {
-        let peer = match self.peers.get(&to) {
-            Some((_, peer)) => peer,
-            None => match self.leaving.get(&to) {
-                Some(peer) => peer,
-                None => {
-                    Counters::add(&self.unknown_dropped, 1);
-                    return;
-                }
-            },
-        };
-        if peer.queue.try_send(item).is_err() {
+        let Some(peer) = self.peer(to) else { return };
+        if peer.snapshots.try_send((snapshot, cold)).is_err() {
             Counters::add(&peer.counters.dropped, 1);
         }
+    }
+
+    fn peer(&self, to: MemberId) -> Option<&Peer> {
+        let peer = match self.peers.get(&to) {
+            Some((_, peer)) => Some(peer),
+            None => self.leaving.get(&to),
+        };
+        if peer.is_none() {
+            Counters::add(&self.unknown_dropped, 1);
+        }
+        peer
     }
 
     /// One peer's counters, `None` for an unknown peer.
@@ -213,8 +305,9 @@ impl Drop for PeerSender {
 }
 
 fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String, removed: OnRemoved) -> Peer {
-    let (queue, rx) = mpsc::channel(QUEUE_MESSAGES_MAX);
+    let (snapshots, snapshots_rx) = mpsc::channel(SNAPSHOTS_WAITING_MAX);
     let counters = Arc::new(Counters::default());
+    let outbox = Arc::new(Outbox::default());
     let handshake = Handshake {
         cluster_id: me.cluster_id,
         from: me.member_id,
@@ -225,14 +318,36 @@ fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String, removed: OnRemoved) 
         addr,
         handshake,
         counters: Arc::clone(&counters),
+        outbox: Arc::clone(&outbox),
         removed,
     };
-    let task = tokio::spawn(link.run(rx)).abort_handle();
+    let task = tokio::spawn(link.run(snapshots_rx)).abort_handle();
     Peer {
-        queue,
+        outbox,
+        snapshots,
         counters,
         task,
     }
+}
+
+/// An encoded message that may go on the wire, or `None` after dropping (and counting) one no
+/// listener would accept.
+fn sendable(
+    to: MemberId,
+    (kind, encoded): (Kind, Result<Vec<u8>, String>),
+    counters: &Counters,
+) -> Option<(Kind, Vec<u8>)> {
+    let why = match encoded {
+        // Sending it would make the listener drop the connection, on every retry.
+        Ok(bytes) if bytes.len() > MESSAGE_BYTES_MAX => {
+            format!("dropping a {}-byte message", bytes.len())
+        }
+        Ok(bytes) => return Some((kind, bytes)),
+        Err(e) => format!("dropping an unencodable message: {e}"),
+    };
+    eprintln!("detcd: peer {to:x}: {why}");
+    Counters::add(&counters.dropped, 1);
+    None
 }
 
 /// Exponential backoff between dials. No jitter: a member dials each peer from its own task, so
@@ -271,20 +386,23 @@ enum Closed {
     Broken(std::io::Error),
 }
 
-/// Everything a peer task needs besides its queue.
+/// Everything a peer task needs besides its snapshot queue.
 struct Link {
     to: MemberId,
     addr: String,
     handshake: Handshake,
     counters: Arc<Counters>,
+    outbox: Arc<Outbox>,
     removed: OnRemoved,
 }
 
 /// Called with the peer that said the cluster removed this member.
 pub type OnRemoved = Arc<dyn Fn(MemberId) + Send + Sync>;
 
+type Snapshots = mpsc::Receiver<(OutgoingSnapshot, ColdReader)>;
+
 impl Link {
-    async fn run(self, mut queue: mpsc::Receiver<Outgoing>) {
+    async fn run(self, mut snapshots: Snapshots) {
         let mut backoff = Backoff::new();
         let mut reachable = true; // Log the first failed dial only, not one per redial.
         loop {
@@ -293,7 +411,7 @@ impl Link {
                     reachable = true;
                     Counters::add(&self.counters.connects, 1);
                     let opened = Instant::now();
-                    match self.pump(stream, &mut queue).await {
+                    match self.pump(stream, &mut snapshots).await {
                         Closed::SenderGone => return,
                         Closed::Removed => {
                             self.log(format_args!("says the cluster removed this member"));
@@ -328,92 +446,120 @@ impl Link {
         Ok(stream)
     }
 
-    /// Runs one connection: the handshake, then batches from the queue until something breaks.
-    async fn pump(&self, stream: TcpStream, queue: &mut mpsc::Receiver<Outgoing>) -> Closed {
-        let (mut read_half, write_half) = stream.into_split();
-        let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
-        // Flushed at once: the listener times out a connection that stays silent.
+    /// Runs one connection: the handshake, then whatever waits, until something breaks. What
+    /// still waits then is dropped: it may start in the middle of a message.
+    async fn pump(&self, stream: TcpStream, snapshots: &mut Snapshots) -> Closed {
+        let stream = Arc::new(stream);
+        // Written at once: the listener times out a connection that stays silent.
         let hello = self.handshake.encode();
-        if let Err(e) = with_deadline(0, async {
-            writer.write_all(&hello).await?;
-            writer.flush().await
-        })
-        .await
-        {
+        if let Err(e) = with_deadline(0, write_all(&stream, &hello)).await {
             return Closed::Broken(e);
         }
-        let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
+        self.outbox.lock().stream = Some(Arc::clone(&stream));
+        let closed = self.serve(&stream, snapshots).await;
+        let mut waiting = self.outbox.lock();
+        waiting.stream = None;
+        waiting.writing = false;
+        waiting.bytes = Vec::new();
+        Counters::add(
+            &self.counters.dropped,
+            std::mem::take(&mut waiting.messages),
+        );
+        closed
+    }
+
+    async fn serve(&self, stream: &TcpStream, snapshots: &mut Snapshots) -> Closed {
         loop {
+            if let Err(e) = self.write_waiting(stream).await {
+                return Closed::Broken(e);
+            }
             tokio::select! {
-                received = queue.recv_many(&mut batch, BATCH_MESSAGES_MAX) => {
-                    if received == 0 {
-                        return Closed::SenderGone;
+                () = self.outbox.wake.notified() => {}
+                snapshot = snapshots.recv() => {
+                    let Some((snapshot, cold)) = snapshot else { return Closed::SenderGone };
+                    if let Err(e) = self.write_snapshot(stream, snapshot, cold).await {
+                        return Closed::Broken(e);
                     }
                 }
-                closed = watch_closed(&mut read_half) => return closed,
+                closed = watch_closed(stream) => return closed,
             }
-            let encoded = self.encode_batch(batch.drain(..)).await;
-            let counter = match write_batch(&mut writer, &encoded).await {
-                Ok(()) => &self.counters.sent,
-                // What was in the batch may or may not have arrived; raft copes either way.
-                Err(e) => {
-                    Counters::add(&self.counters.dropped, encoded.len());
-                    return Closed::Broken(e);
-                }
-            };
-            Counters::add(counter, encoded.len());
         }
     }
 
-    /// Encodes a batch, dropping (and counting) what no listener would accept. A snapshot's key
-    /// space is encoded on a blocking thread: it takes time in proportion to its size.
-    async fn encode_batch(&self, batch: impl Iterator<Item = Outgoing>) -> Vec<(Kind, Vec<u8>)> {
-        let mut encoded = Vec::new();
-        for item in batch {
-            let (kind, bytes) = match item {
-                Outgoing::Message(PeerMessage::Raft(msg)) => {
-                    (Kind::Raft, msg.write_to_bytes().map_err(|e| e.to_string()))
+    /// Writes what waits until nothing does. Messages lost to a broken connection are counted
+    /// as dropped.
+    async fn write_waiting(&self, stream: &TcpStream) -> std::io::Result<()> {
+        loop {
+            let (bytes, messages) = {
+                let mut waiting = self.outbox.lock();
+                if waiting.bytes.is_empty() {
+                    waiting.writing = false;
+                    return Ok(());
                 }
-                Outgoing::Message(other) => (
-                    Kind::Forward,
-                    Ok(forward::encode(&other).expect("not a raft message")),
-                ),
-                Outgoing::Snapshot(snapshot, cold) => (
-                    Kind::Raft,
-                    tokio::task::spawn_blocking(move || {
-                        let msg = snapshot.into_message(&cold).map_err(|e| e.to_string())?;
-                        msg.write_to_bytes().map_err(|e| e.to_string())
-                    })
-                    .await
-                    .expect("encoding a snapshot does not panic"),
-                ),
+                waiting.writing = true;
+                let messages = std::mem::take(&mut waiting.messages);
+                (std::mem::take(&mut waiting.bytes), messages)
             };
-            match bytes {
-                // Sending it would make the listener drop the connection, on every retry.
-                Ok(bytes) if bytes.len() > MESSAGE_BYTES_MAX => {
-                    self.log(format_args!("dropping a {}-byte message", bytes.len()));
-                    Counters::add(&self.counters.dropped, 1);
-                }
-                Ok(bytes) => encoded.push((kind, bytes)),
-                Err(e) => {
-                    self.log(format_args!("dropping an unencodable message: {e}"));
-                    Counters::add(&self.counters.dropped, 1);
-                }
+            if let Err(e) = with_deadline(bytes.len(), write_all(stream, &bytes)).await {
+                Counters::add(&self.counters.dropped, messages);
+                return Err(e);
+            }
+            Counters::add(&self.counters.sent, messages);
+        }
+    }
+
+    /// Encodes a snapshot's key space on a blocking thread (it takes time in proportion to its
+    /// size) and writes it after what waits, with nothing overtaking it.
+    async fn write_snapshot(
+        &self,
+        stream: &TcpStream,
+        snapshot: OutgoingSnapshot,
+        cold: ColdReader,
+    ) -> std::io::Result<()> {
+        let encoded = tokio::task::spawn_blocking(move || {
+            let msg = snapshot.into_message(&cold).map_err(|e| e.to_string())?;
+            msg.write_to_bytes().map_err(|e| e.to_string())
+        })
+        .await
+        .expect("encoding a snapshot does not panic");
+        let Some((kind, bytes)) = sendable(self.to, (Kind::Raft, encoded), &self.counters) else {
+            return Ok(());
+        };
+        loop {
+            self.write_waiting(stream).await?;
+            let mut waiting = self.outbox.lock();
+            if waiting.bytes.is_empty() {
+                waiting.writing = true;
+                break;
             }
         }
-        encoded
+        for (header, piece) in wire::frames(&bytes, kind) {
+            let written = async {
+                write_all(stream, &header).await?;
+                write_all(stream, piece).await
+            };
+            if let Err(e) = with_deadline(piece.len(), written).await {
+                Counters::add(&self.counters.dropped, 1);
+                return Err(e);
+            }
+        }
+        Counters::add(&self.counters.sent, 1);
+        Ok(())
     }
 }
 
-/// Writes a batch with one flush at the end.
-async fn write_batch(
-    writer: &mut BufWriter<OwnedWriteHalf>,
-    encoded: &[(Kind, Vec<u8>)],
-) -> std::io::Result<()> {
-    for (kind, bytes) in encoded {
-        with_deadline(bytes.len(), wire::write_message(writer, bytes, *kind)).await?;
+/// Writes all of `bytes`, waiting for the socket as needed.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
-    with_deadline(0, writer.flush()).await
+    Ok(())
 }
 
 /// Bounds a write of `bytes` so a peer that stops reading cannot stall its task forever.
@@ -430,9 +576,18 @@ async fn with_deadline<T>(
 /// Resolves when the listener closes the connection. The listener writes nothing but the
 /// notice that this member was removed, so any read that returns is the end: EOF, a reset, the
 /// notice, or bytes that have no business being there.
-async fn watch_closed(read_half: &mut OwnedReadHalf) -> Closed {
+async fn watch_closed(stream: &TcpStream) -> Closed {
     let mut byte = [0u8; 1];
-    Closed::Broken(match read_half.read(&mut byte).await {
+    let read = loop {
+        if let Err(e) = stream.readable().await {
+            break Err(e);
+        }
+        match stream.try_read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => break other,
+        }
+    };
+    Closed::Broken(match read {
         Ok(0) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed by peer"),
         Ok(_) if byte[0] == wire::REMOVED_NOTICE => return Closed::Removed,
         Ok(_) => std::io::Error::new(std::io::ErrorKind::InvalidData, "peer wrote to us"),

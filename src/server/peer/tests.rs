@@ -136,6 +136,42 @@ async fn two_members_exchange_messages_in_both_directions() {
     assert_eq!(one_to_two.peer_stats(2), Some(stats));
 }
 
+/// The driver's thread is not a tokio thread: what it sends goes straight to the socket once
+/// the connection is up, and every message arrives once, in order, batches or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_from_a_thread_outside_tokio_arrive_in_order() {
+    let mut two = listen(identity(2)).await;
+    let sender = Arc::new(sender_to(identity(1), 2, two.addr));
+    let from_outside = |sender: Arc<PeerSender>, batches: std::ops::Range<u64>| {
+        std::thread::spawn(move || {
+            for batch in batches {
+                let messages = (0..10)
+                    .map(|i| (2, peer_message(1, 2, batch * 10 + i)))
+                    .collect();
+                sender.send_all(messages);
+            }
+        })
+    };
+    from_outside(sender.clone(), 0..1)
+        .join()
+        .expect("sender thread");
+    assert_eq!(
+        next_delivery(&mut two.delivered).await.1,
+        peer_message(1, 2, 0)
+    );
+    from_outside(sender.clone(), 1..50)
+        .join()
+        .expect("sender thread");
+    for index in 1..500 {
+        assert_eq!(
+            next_delivery(&mut two.delivered).await,
+            (1, peer_message(1, 2, index))
+        );
+    }
+    let stats = sender.stats();
+    assert_eq!((stats.sent, stats.dropped, stats.connects), (500, 0, 1));
+}
+
 fn snapshot_message(data_bytes: usize) -> RaftMessage {
     let mut msg = raft_message(1, 2, 7);
     msg.set_msg_type(MessageType::MsgSnapshot);

@@ -185,21 +185,40 @@ fn chunks(message: &[u8]) -> Vec<&[u8]> {
     message.chunks(CHUNK_BYTES_MAX).collect()
 }
 
-/// Writes one encoded message as frames. Does not flush: the caller flushes once per batch.
-pub(super) async fn write_message<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    message: &[u8],
-    kind: Kind,
-) -> std::io::Result<()> {
+/// The frames of one encoded message: each frame's header and its payload, in order.
+pub(super) fn frames(message: &[u8], kind: Kind) -> Vec<([u8; FRAME_HEADER_BYTES], &[u8])> {
     assert!(
         message.len() <= MESSAGE_BYTES_MAX,
         "the sender drops oversized messages first"
     );
     let pieces = chunks(message);
     let last = pieces.len() - 1;
-    for (i, piece) in pieces.into_iter().enumerate() {
-        let flags = kind.flag() | if i == last { 0 } else { FLAG_MORE };
-        writer.write_all(&frame_header(flags, piece)).await?;
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let flags = kind.flag() | if i == last { 0 } else { FLAG_MORE };
+            (frame_header(flags, piece), piece)
+        })
+        .collect()
+}
+
+/// Appends one encoded message, as frames, to `out`.
+pub(super) fn frame_message(message: &[u8], kind: Kind, out: &mut Vec<u8>) {
+    for (header, piece) in frames(message, kind) {
+        out.extend_from_slice(&header);
+        out.extend_from_slice(piece);
+    }
+}
+
+/// Writes one encoded message as frames. Does not flush.
+pub(super) async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &[u8],
+    kind: Kind,
+) -> std::io::Result<()> {
+    for (header, piece) in frames(message, kind) {
+        writer.write_all(&header).await?;
         writer.write_all(piece).await?;
     }
     Ok(())
