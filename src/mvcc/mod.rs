@@ -216,13 +216,6 @@ impl KeySpace {
         std::mem::take(&mut self.changes)
     }
 
-    /// The key's newest key-value pair, if it exists (its value is in memory: only superseded
-    /// values are ever cold).
-    pub(crate) fn current_kv(&self, key: &[u8]) -> Option<KeyValue> {
-        let (key, history) = self.keys.get_key_value(key)?;
-        history.live()?.key_value(key)
-    }
-
     /// The lease `key` is attached to now; 0 if none or the key does not exist.
     pub fn live_lease(&self, key: &[u8]) -> i64 {
         self.keys
@@ -455,22 +448,28 @@ impl KeySpace {
 
     /// Appends a record to `key`'s history with `push`, indexing a new key if needed. Returns the
     /// key as stored (shared, so callers can hold it without copying).
-    fn append_record(&mut self, key: &[u8], push: impl FnOnce(&mut KeyHistory)) -> Bytes {
-        let key = match self.keys.get_key_value(key) {
-            Some((existing, _)) => existing.clone(),
-            None => {
-                // Copy so the store never pins a caller's (possibly much larger) request buffer.
-                let owned = Bytes::copy_from_slice(key);
-                self.footprint.add_key(&owned);
-                self.keys.insert(owned.clone(), KeyHistory::default());
-                owned
-            }
-        };
+    fn append_record<T>(
+        &mut self,
+        key: &[u8],
+        push: impl FnOnce(&Bytes, &mut KeyHistory) -> T,
+    ) -> (Bytes, T) {
+        // One walk of the index for a key that exists: a put is mostly index walks otherwise.
+        if let Some((existing, history)) = self.keys.get_key_value_mut(key) {
+            let key = existing.clone();
+            let pushed = push(&key, history);
+            let record = history.latest().expect("push appends a record");
+            self.footprint.add_record(record);
+            return (key, pushed);
+        }
+        // Copy so the store never pins a caller's (possibly much larger) request buffer.
+        let key = Bytes::copy_from_slice(key);
+        self.footprint.add_key(&key);
+        self.keys.insert(key.clone(), KeyHistory::default());
         let history = self.keys.get_mut(&key).expect("inserted above");
-        push(history);
+        let pushed = push(&key, history);
         let record = history.latest().expect("push appends a record");
         self.footprint.add_record(record);
-        key
+        (key, pushed)
     }
 
     /// Removes the newest record of `key` (undo of an aborted write), dropping the key from the

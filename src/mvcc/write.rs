@@ -15,7 +15,7 @@ use super::cold::ColdRange;
 use super::header;
 use super::range::KeyRange;
 use super::revision::Revision;
-use super::{KeyChange, KeySpace};
+use super::{KeyChange, KeyHistory, KeySpace};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -109,23 +109,15 @@ impl<'a> WriteTxn<'a> {
         self.store.execute_range(r, self.read_revision(), u64::MAX)
     }
 
-    /// The key as it was before this write began (see [`KeyChange::prev`]).
-    fn before_write(&self, key: &[u8]) -> Option<KeyValue> {
-        let (key, history) = self.store.keys.get_key_value(key)?;
-        history.live_at(self.begin)?.key_value(key)
-    }
-
     fn put(&mut self, key: &[u8], value: Bytes, lease: i64) {
         let rev = self.next_revision();
-        let prev = self.before_write(key);
-        let lease_before = self.store.live_lease(key);
-        let key = self.store.append_record(key, |h| {
+        let begin = self.begin;
+        let (key, (prev, lease_before, kv)) = self.store.append_record(key, |key, h| {
+            let (prev, lease_before) = before_write(key, h, begin);
             h.push_put(rev, value, lease);
+            let kv = h.live().and_then(|r| r.key_value(key));
+            (prev, lease_before, kv.expect("the put just wrote the key"))
         });
-        let kv = self
-            .store
-            .current_kv(&key)
-            .expect("the put just wrote the key");
         self.effects.push(KeyChange {
             revision: rev,
             kv,
@@ -138,10 +130,11 @@ impl<'a> WriteTxn<'a> {
 
     fn delete(&mut self, key: &Bytes) {
         let rev = self.next_revision();
-        let prev = self.before_write(key);
-        let lease_before = self.store.live_lease(key);
-        let key = self.store.append_record(key, |h| {
+        let begin = self.begin;
+        let (key, (prev, lease_before)) = self.store.append_record(key, |key, h| {
+            let before = before_write(key, h, begin);
             h.push_tombstone(rev);
+            before
         });
         let kv = KeyValue {
             key: key.clone(),
@@ -225,4 +218,12 @@ impl Drop for WriteTxn<'_> {
             self.store.pop_record(&key);
         }
     }
+}
+
+/// The key as it was before the write that began at `begin` (see [`KeyChange::prev`]), and the
+/// lease it is attached to now (0 for none), read before the write appends to its history.
+fn before_write(key: &Bytes, history: &KeyHistory, begin: i64) -> (Option<KeyValue>, i64) {
+    let prev = history.live_at(begin).and_then(|r| r.key_value(key));
+    let lease = history.live().map_or(0, |record| record.lease());
+    (prev, lease)
 }
