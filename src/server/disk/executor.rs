@@ -56,6 +56,8 @@ pub struct DiskExecutor {
     completions: Completions,
     /// Until when appends go to the disk thread after a slow one ran here.
     here_suspended_until: Option<Instant>,
+    /// How long a batch run here may take before the next ones go to the disk thread.
+    here_slow: Duration,
 }
 
 /// The thread that encodes and writes local snapshots, one at a time, in the order queued.
@@ -99,7 +101,14 @@ impl DiskExecutor {
             in_thread,
             completions,
             here_suspended_until: None,
+            here_slow: HERE_SLOW,
         }
+    }
+
+    /// Makes every batch run here count as slow, so tests can see the suspension.
+    #[cfg(test)]
+    pub(super) fn count_every_batch_here_as_slow(&mut self) {
+        self.here_slow = Duration::ZERO;
     }
 
     /// Queues `op`; blocks while the queue is full.
@@ -137,7 +146,7 @@ impl DiskExecutor {
             .lock()
             .expect("the disk thread panicked holding the files")
             .execute_batch(&ops);
-        if started.elapsed() > HERE_SLOW {
+        if started.elapsed() >= self.here_slow {
             self.here_suspended_until = Some(Instant::now() + HERE_SUSPENDED_FOR);
         }
         for (io, _, _) in ops {

@@ -685,6 +685,58 @@ fn appends_never_complete_ahead_of_what_the_disk_thread_holds() {
     assert_eq!(image.wal, [frame(b"first"), frame(b"second")].concat());
 }
 
+/// An executor whose completions report the thread that ran the operation.
+fn start_naming_threads(dir: &Path) -> (DiskExecutor, Receiver<(IoId, String)>) {
+    let (_, files) = scan_dir(dir, small(1 << 20)).expect("scan");
+    let (tx, rx) = channel();
+    let tx = Mutex::new(tx);
+    let executor = DiskExecutor::spawn(files, move |io, result| {
+        result.expect("appends succeed");
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        tx.lock().unwrap().send((io, thread)).unwrap();
+    });
+    (executor, rx)
+}
+
+#[test]
+fn after_a_slow_batch_here_appends_go_to_the_disk_thread() {
+    let here = std::thread::current().name().unwrap_or("").to_string();
+    let one_append = |io| numbered(io, vec![append(frame(b"x"), true)]);
+    let dir = TempDir::new("fast");
+    let (mut executor, done) = start_naming_threads(&dir.0);
+    executor.submit_all(one_append(1));
+    executor.submit_all(one_append(2));
+    executor.shutdown();
+    let threads: Vec<_> = done.try_iter().collect();
+    assert_eq!(threads, [(IoId(1), here.clone()), (IoId(2), here.clone())]);
+
+    let dir = TempDir::new("slow");
+    let (mut executor, done) = start_naming_threads(&dir.0);
+    executor.count_every_batch_here_as_slow();
+    executor.submit_all(one_append(1));
+    executor.submit_all(one_append(2));
+    executor.shutdown();
+    let threads: Vec<_> = done.try_iter().collect();
+    let disk_thread = "detcd-disk".to_string();
+    assert_eq!(threads, [(IoId(1), here), (IoId(2), disk_thread)]);
+}
+
+#[test]
+fn batches_with_more_than_small_appends_go_to_the_disk_thread() {
+    let dir = TempDir::new("mixed");
+    let (mut executor, done) = start_naming_threads(&dir.0);
+    let release = DiskOp::Release {
+        wal_before_offset: 0,
+        snapshots_before_index: 0,
+    };
+    executor.submit_all(numbered(1, vec![append(frame(b"x"), true), release]));
+    let large = frame(&vec![7u8; 2 << 20]);
+    executor.submit_all(numbered(3, vec![append(large, true)]));
+    executor.shutdown();
+    let threads: Vec<String> = done.try_iter().map(|(_, thread)| thread).collect();
+    assert_eq!(threads, ["detcd-disk"; 3]);
+}
+
 /// The real WAL format through the real load path.
 #[test]
 fn real_wal_records_survive_restart_through_load() {
