@@ -95,7 +95,8 @@ impl World {
                 let id = pick(&mut self.rng, &voters).expect("voters");
                 ClientRequest::MemberRemove(MemberRemoveRequest { id })
             }
-            (_, 7) => {
+            // A member that joined and has not yet received its first snapshot knows no voters.
+            (_, 7) if !voters.is_empty() => {
                 let target_id = pick(&mut self.rng, &voters).expect("voters");
                 ClientRequest::MoveLeader(MoveLeaderRequest { target_id })
             }
