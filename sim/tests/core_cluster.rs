@@ -78,6 +78,50 @@ fn three_members_elect_exactly_one_leader() {
     }
 }
 
+/// A follower is woken for the tick at which its election timeout would pass, not for every
+/// tick: the ticks in between only count, and are handed to raft when the next input arrives.
+/// The leader is woken every tick (its heartbeats). Elections still happen on time.
+#[test]
+fn followers_are_woken_for_their_election_timeout_not_every_tick() {
+    let heartbeat = Config::new(1, vec![1]).heartbeat_interval;
+    let mut cluster = Cluster::new(3, 5, |c| c);
+    let leader = cluster.wait_for_leader(10 * SECOND).expect("a leader");
+    cluster.run_for(2 * SECOND);
+    for id in 1..=3 {
+        let wake = cluster
+            .node(id)
+            .poll_timeout()
+            .expect("a running member has a timer");
+        let ahead = wake.saturating_since(cluster.now);
+        if id == leader {
+            assert!(
+                ahead <= heartbeat,
+                "the leader ticks every {heartbeat:?}: {ahead:?}"
+            );
+        } else {
+            assert!(
+                ahead >= 5 * heartbeat,
+                "follower {id} woken {ahead:?} ahead"
+            );
+        }
+    }
+    cluster.isolate(leader, true);
+    let started = cluster.now;
+    let mut others = (1..=3).filter(|id| *id != leader);
+    let (a, b) = (others.next().unwrap(), others.next().unwrap());
+    while cluster.now.saturating_since(started) < 5 * SECOND {
+        cluster.run_for(heartbeat);
+        let new_leader = [a, b].into_iter().find(|id| cluster.node(*id).is_leader());
+        if new_leader.is_some_and(|l| cluster.node(a).leader_id() == Some(l)) {
+            // Two election timeouts at most (each 10-20 ticks), plus a vote round.
+            let took = cluster.now.saturating_since(started);
+            assert!(took <= 45 * heartbeat, "a new leader after {took:?}");
+            return;
+        }
+    }
+    panic!("no new leader within 5 s of isolating the old one");
+}
+
 #[test]
 fn single_member_serves_writes_and_reads() {
     let mut cluster = Cluster::new(1, 7, |c| c);

@@ -76,6 +76,9 @@ pub struct Node {
     /// Snapshots received from a leader and installed, for operators and tests.
     snapshots_installed: u64,
     now: Instant,
+    /// When raft's next tick falls: ticks come every heartbeat interval, whether or not the
+    /// node was woken for them (see [`Node::catch_up_raft_ticks`]).
+    next_raft_tick: Instant,
     timers: TimerTable,
     outputs: VecDeque<Output>,
     stopped: Option<StopReason>,
@@ -109,6 +112,7 @@ impl Node {
     pub fn handle_batch(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
         // A member's clock never runs backwards from the node's point of view.
         self.now = self.now.max(now);
+        self.catch_up_raft_ticks();
         self.run_timers();
         for input in inputs {
             if self.stopped.is_some() {
@@ -161,11 +165,12 @@ impl Node {
     /// Runs every timer that is due, each through its handler, until none is.
     fn run_timers(&mut self) {
         while self.stopped.is_none() {
-            let Some((timer, due)) = self.timers.take_expired(self.now) else {
+            let Some((timer, _)) = self.timers.take_expired(self.now) else {
                 return;
             };
             match timer {
-                Timer::RaftTick => self.on_raft_tick(due),
+                // The ticks themselves were caught up before any timer or input.
+                Timer::RaftTick => {}
                 Timer::ReadIndexRetry => self.retry_read_indexes(),
                 Timer::SnapshotTransfer => self.check_snapshot_transfers(),
                 Timer::ProposalRetry => self.propose_awaiting(),
@@ -179,6 +184,7 @@ impl Node {
 
     /// Sets the timers whose deadline follows from the state after a batch.
     fn arm_timers(&mut self) {
+        self.timers.set(Timer::RaftTick, self.raft_wake_up());
         self.timers
             .set_or_stop(Timer::RequestExpiry, self.pending.next_deadline());
         self.timers
@@ -333,31 +339,51 @@ impl Node {
     // Raft ticks and peers
     // ---------------------------------------------------------------------------------------
 
-    /// Turns elapsed time into raft ticks. After a long pause, a member ticks at most two
-    /// election timeouts' worth at once: what matters is that the timeout fired, not how often.
-    fn on_raft_tick(&mut self, due: Instant) {
+    /// Hands raft the ticks that fell due since it last ran, before the node does anything
+    /// else, so that raft sees them in the same order against messages as if it had been woken
+    /// for each. After a long pause, a member ticks at most two election timeouts' worth at
+    /// once: what matters is that the timeout fired, not how often.
+    fn catch_up_raft_ticks(&mut self) {
         let interval = self.cfg.heartbeat_interval;
+        if self.now < self.next_raft_tick {
+            return;
+        }
         // While a snapshot from the leader is installed but not yet durable, raft has not been
         // told it is applied, and an election timeout would make raft-rs read the log from its
         // old applied index, which the snapshot replaced (it panics on that). The wait is one
         // disk write; time still passes, the ticks are just not handed to raft until then.
         if self.disk.installing_snapshot() {
-            self.timers.set(Timer::RaftTick, self.now + interval);
+            self.next_raft_tick = self.now + interval;
             return;
         }
-        let mut next = due;
         let mut ticks = 0;
-        while self.now >= next {
+        while self.now >= self.next_raft_tick {
             if ticks > self.cfg.election_ticks() * 2 {
-                next = self.now + interval;
+                self.next_raft_tick = self.now + interval;
                 break;
             }
             self.raw.tick();
             self.override_jitter();
             ticks += 1;
-            next = next + interval;
+            self.next_raft_tick = self.next_raft_tick + interval;
         }
-        self.timers.set(Timer::RaftTick, next);
+    }
+
+    /// The first tick that does more than count: every tick of a leader (heartbeats, quorum
+    /// checks), otherwise the one at which the election timeout passes. A follower hearing
+    /// from its leader is not woken for the ticks in between, which only add to raft's
+    /// `election_elapsed`; they are caught up when the next input arrives.
+    fn raft_wake_up(&self) -> Instant {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader || self.disk.installing_snapshot() {
+            return self.next_raft_tick;
+        }
+        let ticks_left = raft
+            .randomized_election_timeout()
+            .saturating_sub(raft.election_elapsed)
+            .max(1);
+        let ticks_after_next = u32::try_from(ticks_left - 1).unwrap_or(u32::MAX);
+        self.next_raft_tick + self.cfg.heartbeat_interval * ticks_after_next
     }
 
     fn override_jitter(&mut self) {

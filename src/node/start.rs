@@ -44,8 +44,9 @@ impl Node {
         let raw = start_raft(&cfg, &recovered, snapshot_index, joining, &mut rng)?;
         let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
         let proposal_nonce = rng.next_u64() ^ last_index.rotate_left(32);
+        let next_raft_tick = now + cfg.heartbeat_interval;
         let mut timers = TimerTable::default();
-        timers.set(Timer::RaftTick, now + cfg.heartbeat_interval);
+        timers.set(Timer::RaftTick, next_raft_tick);
         let mut node = Node {
             pending: PendingRequests::new(cfg.pending_requests_max),
             reads: ReadBatches::new(proposal_nonce),
@@ -66,6 +67,7 @@ impl Node {
             snapshot_index,
             snapshots_installed: 0,
             now,
+            next_raft_tick,
             timers,
             outputs: VecDeque::new(),
             stopped: None,
