@@ -35,6 +35,9 @@ const LEARNER_READY_PERCENT: u64 = 90;
 pub(super) struct ClusterDuty {
     /// When this member last proposed its attributes, while they differ from the list's.
     published_at: Option<Instant>,
+    /// The member list has this member's attributes, and has not changed since it was seen
+    /// to: the check runs after every batch, the list changes rarely.
+    attributes_listed: bool,
 }
 
 impl Node {
@@ -335,6 +338,7 @@ impl Node {
     /// Tells the driver the member list (for its peer transport). A member that joins knows
     /// none until its first snapshot: the driver keeps dialing whom it asked to join.
     pub(super) fn members_changed(&mut self) {
+        self.cluster.attributes_listed = false;
         let members = self.state.members().list();
         if !members.is_empty() {
             self.outputs.push_back(Output::Members(members));
@@ -344,11 +348,15 @@ impl Node {
     /// Once a leader is known, a member whose name or client URLs in the list are not what it
     /// runs with proposes them (again after a request timeout, if the first was lost).
     pub(super) fn publish_attributes(&mut self) {
+        if self.cluster.attributes_listed {
+            return;
+        }
         let Some(me) = self.state.members().get(self.cfg.id) else {
             return;
         };
         if me.name == self.cfg.name && me.client_ur_ls == self.cfg.client_urls {
             self.cluster.published_at = None;
+            self.cluster.attributes_listed = true;
             return;
         }
         let due = self
