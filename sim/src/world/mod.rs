@@ -127,6 +127,9 @@ struct Member {
     requests: BTreeMap<RequestId, usize>,
     /// The commit index this incarnation last reported.
     last_commit: u64,
+    /// The applied index at which this incarnation's raft configuration was last checked
+    /// against its member list.
+    configuration_checked_at: Option<u64>,
     /// The watch hub of the running incarnation, fed by its node.
     hub: WatchHub,
     /// What the last incarnation promised would survive its crash; checked at the restart.
@@ -157,6 +160,7 @@ impl Member {
             timer_at: None,
             requests: BTreeMap::new(),
             last_commit: 0,
+            configuration_checked_at: None,
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             promise: None,
             damaged: false,
@@ -561,6 +565,7 @@ impl World {
         member.deferred.clear();
         member.timer_at = None;
         member.last_commit = 0;
+        member.configuration_checked_at = None;
         let local = member.clock.local(now);
         match Node::new(member.config.clone(), recovered, seed, local) {
             Ok(node) => member.node = Some(node),
@@ -623,7 +628,10 @@ impl World {
         let Some(node) = member.node.as_ref() else {
             return;
         };
-        if let Some(local) = node.poll_timeout() {
+        // A paused process's watch task is paused too; resuming wakes the member.
+        let hub_due = member.hub.next_deadline().filter(|_| !member.paused);
+        let due = [node.poll_timeout(), hub_due];
+        if let Some(local) = due.into_iter().flatten().min() {
             let at = member.clock.global(local).max(self.now + 1);
             if member.timer_at.is_some_and(|armed| armed <= at) {
                 return;
@@ -669,8 +677,8 @@ impl World {
         self.watch_tick(id, local);
     }
 
-    /// Progress notifications, at the granularity of the member's inputs (ticks come every
-    /// raft tick, well within the simulated notification interval).
+    /// Progress notifications: after each of the member's inputs, and at the hub's own
+    /// deadline (`arm_timer` wakes the member for it, as the server's watch task has a timer).
     fn watch_tick(&mut self, id: MemberId, local: Instant) {
         let Some(member) = self.members.get_mut(&id) else {
             return;
@@ -805,7 +813,11 @@ impl World {
                     if due.is_some_and(|d| d <= local) {
                         self.input(member, Input::Tick);
                     } else {
-                        // The deadline moved later since this wake-up was scheduled.
+                        // The hub's progress notifications are due, or the node's deadline
+                        // moved later since this wake-up was scheduled.
+                        if self.node(member).is_some() && !self.members[&member].paused {
+                            self.watch_tick(member, local);
+                        }
                         self.arm_timer(member);
                     }
                 }
