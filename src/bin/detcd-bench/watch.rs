@@ -143,16 +143,11 @@ pub async fn run(
     for i in 0..options.conns {
         channels.push(connect(&options.endpoints[i % options.endpoints.len()]).await?);
     }
-    // The writers have connections of their own (one per endpoint), as in etcd's tool: a put
-    // must not queue behind watch events on a shared connection.
-    let mut writer_channels = Vec::with_capacity(options.endpoints.len());
-    for endpoint in &options.endpoints {
-        writer_channels.push(connect(endpoint).await?);
-    }
     let clock = Arc::new(Clock {
         origin: Instant::now(),
         sent: (0..options.total).map(|_| AtomicU64::new(0)).collect(),
     });
+    let writers = WriterThread::start(options, flags, mode, &clock).await?;
     let memory_before = resident_bytes(&flags.memory_pids)?;
     let mut streams = Vec::with_capacity(flags.streams);
     for s in 0..flags.streams {
@@ -175,16 +170,7 @@ pub async fn run(
         .into_iter()
         .map(|stream| tokio::spawn(stream.read_all(options.total, clock.clone())))
         .collect();
-    let writers = spawn_writers(options, flags, mode, &writer_channels, &clock, start);
-
-    let mut put_latencies = Vec::with_capacity(options.total as usize);
-    for writer in writers {
-        put_latencies.extend(
-            writer
-                .await
-                .map_err(|e| format!("a writer failed: {e}"))??,
-        );
-    }
+    let put_latencies = writers.run(start).await?;
     let mut summary = WatchSummary {
         watchers,
         puts: options.total,
@@ -207,6 +193,77 @@ pub async fn run(
     summary.event_latencies.sort_unstable();
     summary.put_latencies.sort_unstable();
     Ok(summary)
+}
+
+/// The writers, on a thread and runtime of their own, with connections of their own (one per
+/// endpoint, as in etcd's tool, so that a put does not queue behind watch events on a shared
+/// connection). On the readers' runtime a put's answer would wait in the run queue behind the
+/// decoding of watch responses, and the load generator's own backlog would count as the
+/// server's write latency.
+struct WriterThread {
+    go: tokio::sync::oneshot::Sender<Instant>,
+    done: tokio::sync::oneshot::Receiver<Result<Vec<Duration>, String>>,
+}
+
+impl WriterThread {
+    /// Connects the writers and has them wait for `run`.
+    async fn start(
+        options: &Options,
+        flags: &WatchFlags,
+        mode: WatchMode,
+        clock: &Arc<Clock>,
+    ) -> Result<WriterThread, String> {
+        let (go, wait_for_go) = tokio::sync::oneshot::channel::<Instant>();
+        let (connected, wait_for_connected) = tokio::sync::oneshot::channel();
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the writers' runtime: {e}"))?;
+        let (options, flags, clock) = (options.clone(), flags.clone(), clock.clone());
+        std::thread::Builder::new()
+            .name("writers".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut channels = Vec::with_capacity(options.endpoints.len());
+                    for endpoint in &options.endpoints {
+                        match connect(endpoint).await {
+                            Ok(channel) => channels.push(channel),
+                            Err(e) => return drop(connected.send(Err(e))),
+                        }
+                    }
+                    let _ = connected.send(Ok(()));
+                    let Ok(start) = wait_for_go.await else {
+                        return;
+                    };
+                    let writers = spawn_writers(&options, &flags, mode, &channels, &clock, start);
+                    let mut latencies = Vec::with_capacity(options.total as usize);
+                    for writer in writers {
+                        match writer.await {
+                            Ok(Ok(more)) => latencies.extend(more),
+                            Ok(Err(e)) => return drop(finished.send(Err(e))),
+                            Err(e) => return drop(finished.send(Err(format!("a writer: {e}")))),
+                        }
+                    }
+                    let _ = finished.send(Ok(latencies));
+                })
+            })
+            .map_err(|e| format!("starting the writers' thread: {e}"))?;
+        wait_for_connected
+            .await
+            .map_err(|_| "the writers' thread ended".to_string())??;
+        Ok(WriterThread { go, done })
+    }
+
+    /// Starts the puts, counting time from `start`; returns every put's latency.
+    async fn run(self, start: Instant) -> Result<Vec<Duration>, String> {
+        self.go
+            .send(start)
+            .map_err(|_| "the writers' thread ended".to_string())?;
+        self.done
+            .await
+            .map_err(|_| "the writers' thread ended".to_string())?
+    }
 }
 
 /// The writers: `--clients` tasks share the put numbers; with a put rate, put `n` is not sent
