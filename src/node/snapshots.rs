@@ -132,7 +132,7 @@ impl Node {
         self.emit_cold_ops();
         self.outputs.push_back(Output::SendSnapshot {
             to: m.to,
-            snapshot: OutgoingSnapshot { msg: m, view },
+            snapshot: Box::new(OutgoingSnapshot { msg: m, view }),
         });
     }
 

@@ -58,7 +58,9 @@ pub enum Output {
     /// proportion to the key space, which the node thread must not spend.
     SendSnapshot {
         to: MemberId,
-        snapshot: OutgoingSnapshot,
+        /// Boxed: it is rare and twice the size of any other output, which every output's
+        /// move through the queue would pay for.
+        snapshot: Box<OutgoingSnapshot>,
     },
     /// Execute on this member's disk, in emission order, then report `Input::DiskDone`.
     Disk { io: IoId, op: DiskOp },

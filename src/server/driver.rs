@@ -377,7 +377,7 @@ impl Driver {
             match output {
                 Output::Send { to, msg } => sends.push((to, msg)),
                 Output::SendSnapshot { to, snapshot } => {
-                    self.peers.send_snapshot(to, snapshot, self.cold.reader())
+                    self.peers.send_snapshot(to, *snapshot, self.cold.reader())
                 }
                 Output::Disk { io, op } => {
                     let cold = match &op {
