@@ -6,6 +6,7 @@
 //! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
 pub mod authority;
+mod coalesce;
 pub mod codec;
 pub mod config;
 pub mod deadline;
@@ -34,6 +35,7 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::time::Instant;
+use coalesce::CoalescedWrites;
 use config::ServerConfig;
 use driver::{Driver, DriverHandle, Exit, Links, Storage};
 
@@ -301,7 +303,9 @@ async fn serve_clients(
     // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
     let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
     {
-        Ok(incoming) => incoming.map(|socket| socket.map(authority::AuthorityRepair::new)),
+        Ok(incoming) => incoming.map(|socket| {
+            socket.map(|socket| authority::AuthorityRepair::new(CoalescedWrites::new(socket)))
+        }),
         Err(e) => {
             eprintln!("detcd: client listener failed: {e}");
             return;
