@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tonic::transport::server::Connected;
 
 pub struct CoalescedWrites<S> {
     inner: S,
@@ -96,14 +95,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: Connected> Connected for CoalescedWrites<S> {
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> S::ConnectInfo {
-        self.inner.connect_info()
     }
 }
 

@@ -1,9 +1,10 @@
 //! Client deadlines answered as etcd answers them. A client's deadline reaches the server as
-//! the `grpc-timeout` header; tonic enforces it by answering CANCELLED "Timeout expired", which
-//! no etcd client expects. etcd's server instead stops waiting when the request's context ends:
-//! a proposal then fails with `etcdserver: request timed out` (Unavailable), a read with the
-//! context's own error, Unknown `context deadline exceeded` (both observed on etcd 3.4.23,
-//! tests/deadline.rs). This layer answers the same, just before tonic's own timer would fire.
+//! the `grpc-timeout` header; tonic's server enforces it by answering CANCELLED "Timeout
+//! expired", which no etcd client expects, and detcd serves its client port without that layer
+//! (`client_port.rs`). etcd's server stops waiting when the request's context ends: a proposal
+//! then fails with `etcdserver: request timed out` (Unavailable), a read with the context's own
+//! error, Unknown `context deadline exceeded` (both observed on etcd 3.4.23, tests/deadline.rs).
+//! This layer answers the same, just before the deadline.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,8 +19,8 @@ use tower::{Layer, Service};
 use super::grpc::status;
 use crate::error::EtcdError;
 
-/// How much earlier than the client's deadline the answer goes out, to beat tonic's timer (at
-/// the deadline itself) and reach the client before its own.
+/// How much earlier than the client's deadline the answer goes out, to reach the client before
+/// its own timer fires.
 const AHEAD_OF_DEADLINE: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,7 +73,7 @@ where
 }
 
 /// The `grpc-timeout` header: up to 8 digits and a unit (gRPC over HTTP/2); None if absent or
-/// malformed (tonic then enforces nothing either).
+/// malformed (the request then waits without one).
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);

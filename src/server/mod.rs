@@ -6,6 +6,7 @@
 //! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
 pub mod authority;
+mod client_port;
 mod coalesce;
 pub mod codec;
 pub mod config;
@@ -24,7 +25,6 @@ mod watch_encoding;
 
 use std::net::SocketAddr;
 
-use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::node::{Node, StopReason};
@@ -35,7 +35,6 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::time::Instant;
-use coalesce::CoalescedWrites;
 use config::ServerConfig;
 use driver::{Driver, DriverHandle, Exit, Links, Storage};
 
@@ -267,7 +266,7 @@ async fn serve_clients(
     listener: TcpListener,
     services: Services,
     max_request_bytes: usize,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
@@ -299,40 +298,25 @@ async fn serve_clients(
     ))
     .max_decoding_message_size(receive_max)
     .max_encoding_message_size(usize::MAX);
-    // Accepted sockets need TCP_NODELAY set here: tonic applies its own nodelay setting only to
-    // listeners it binds itself, and Nagle's algorithm held every small response ~40 ms.
-    let incoming = match tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-    {
-        Ok(incoming) => incoming.map(|socket| {
-            socket.map(|socket| authority::AuthorityRepair::new(CoalescedWrites::new(socket)))
-        }),
-        Err(e) => {
-            eprintln!("detcd: client listener failed: {e}");
-            return;
-        }
-    };
-    let result = tonic::transport::Server::builder()
-        .accept_http1(true)
+    let routes = client_port::GrpcRoutes {
+        kv,
+        lease,
+        watch,
+        others: Vec::new(),
+    }
+    .with(health_service)
+    .with(lock)
+    .with(election)
+    .with(cluster)
+    .with(maintenance);
+    let service = tower::ServiceBuilder::new()
         .layer(http_endpoints)
         .layer(tower::util::MapResponseLayer::new(
             grpc::etcd_receive_limit_status,
         ))
         .layer(deadline::EtcdDeadlineLayer)
-        .add_service(health_service)
-        .add_service(kv)
-        .add_service(lease)
-        .add_service(watch)
-        .add_service(lock)
-        .add_service(election)
-        .add_service(cluster)
-        .add_service(maintenance)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(e) = result {
-        eprintln!("detcd: client server failed: {e}");
-    }
+        .service(routes);
+    client_port::serve(listener, service, shutdown).await;
 }
 
 async fn wait_for_signal() {

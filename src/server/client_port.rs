@@ -1,0 +1,197 @@
+//! The client port's connections: accepted here and served by hyper directly, each request
+//! routed to its gRPC service by the service name in its path.
+//!
+//! tonic's own server wraps every request in several layers that detcd does not use (an axum
+//! router that decodes the path into URL parameters, a boxed clone of the service stack, the
+//! connection's address as a request extension, a boxed request body, a timer for
+//! `grpc-timeout` that [`super::deadline`] makes redundant): about ten allocations of the
+//! fifty a put cost on the leader. [`GrpcRoutes`] takes their place; the HTTP/2 settings are
+//! tonic's defaults, so clients see the same server.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tonic::body::BoxBody;
+use tonic::codegen::BoxFuture;
+use tonic::server::NamedService;
+use tower::util::BoxCloneService;
+use tower::Service;
+
+use super::authority::AuthorityRepair;
+use super::coalesce::CoalescedWrites;
+
+/// A service of the client port, as tonic generates them.
+type Routed = BoxCloneService<Request<Incoming>, Response<BoxBody>, Infallible>;
+
+/// Pause after a failed accept (out of file descriptors, say), so that the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long an idle HTTP/2 connection's keepalive ping may go unanswered: tonic's default.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
+/// the generated server; the rest are boxed.
+#[derive(Clone)]
+pub struct GrpcRoutes<Kv, Lease, Watch> {
+    pub kv: Kv,
+    pub lease: Lease,
+    pub watch: Watch,
+    pub others: Vec<(&'static str, Routed)>,
+}
+
+impl<Kv, Lease, Watch> GrpcRoutes<Kv, Lease, Watch> {
+    /// Adds a service that is called rarely enough for a boxed call.
+    pub fn with<S>(mut self, service: S) -> Self
+    where
+        S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.others.push((S::NAME, BoxCloneService::new(service)));
+        self
+    }
+}
+
+type Answer = BoxFuture<Response<BoxBody>, Infallible>;
+
+impl<Kv, Lease, Watch> Service<Request<Incoming>> for GrpcRoutes<Kv, Lease, Watch>
+where
+    Kv: Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = Infallible,
+            Future = Answer,
+        > + NamedService,
+    Lease: Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = Infallible,
+            Future = Answer,
+        > + NamedService,
+    Watch: Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = Infallible,
+            Future = Answer,
+        > + NamedService,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Every generated server is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Answer {
+        let path = request.uri().path();
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map_or("", |(service, _method)| service);
+        if service == Kv::NAME {
+            return self.kv.call(request);
+        }
+        if service == Lease::NAME {
+            return self.lease.call(request);
+        }
+        if service == Watch::NAME {
+            return self.watch.call(request);
+        }
+        match self.others.iter_mut().find(|(name, _)| *name == service) {
+            Some((_, routed)) => routed.call(request),
+            None => Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) }),
+        }
+    }
+}
+
+/// Accepts client connections until `shutdown` turns true, then lets each finish what it
+/// serves (as tonic's graceful shutdown does) and returns once all have closed.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(None)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .adaptive_window(false);
+    let (closing, connections) = tokio::sync::watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                eprintln!("detcd: accepting a client connection failed: {e}");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        // Nagle's algorithm held every small response ~40 ms.
+        if let Err(e) = socket.set_nodelay(true) {
+            eprintln!("detcd: cannot set TCP_NODELAY on a client connection: {e}");
+        }
+        let io = AuthorityRepair::new(CoalescedWrites::new(socket));
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(serve_connection(
+            builder.clone(),
+            io,
+            service,
+            connections.clone(),
+        ));
+    }
+    drop(connections);
+    let _ = closing.send(());
+    closing.closed().await;
+}
+
+async fn serve_connection<IO, S>(
+    builder: auto::Builder<TokioExecutor>,
+    io: IO,
+    service: TowerToHyperService<S>,
+    mut closing: tokio::sync::watch::Receiver<()>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut closing_seen = false;
+    loop {
+        tokio::select! {
+            // A client that goes away mid-request is routine: nothing to report.
+            _ = connection.as_mut() => return,
+            _ = closing.changed(), if !closing_seen => {
+                closing_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
