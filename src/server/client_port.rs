@@ -64,26 +64,25 @@ impl<Kv, Lease, Watch> GrpcRoutes<Kv, Lease, Watch> {
 
 type Answer = BoxFuture<Response<BoxBody>, Infallible>;
 
-impl<Kv, Lease, Watch> Service<Request<Incoming>> for GrpcRoutes<Kv, Lease, Watch>
-where
-    Kv: Service<
+/// A generated gRPC server, whose calls all answer the same boxed future.
+pub trait Generated:
+    Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible, Future = Answer>
+    + NamedService
+{
+}
+
+impl<S> Generated for S where
+    S: Service<
             Request<Incoming>,
             Response = Response<BoxBody>,
             Error = Infallible,
             Future = Answer,
-        > + NamedService,
-    Lease: Service<
-            Request<Incoming>,
-            Response = Response<BoxBody>,
-            Error = Infallible,
-            Future = Answer,
-        > + NamedService,
-    Watch: Service<
-            Request<Incoming>,
-            Response = Response<BoxBody>,
-            Error = Infallible,
-            Future = Answer,
-        > + NamedService,
+        > + NamedService
+{
+}
+
+impl<Kv: Generated, Lease: Generated, Watch: Generated> Service<Request<Incoming>>
+    for GrpcRoutes<Kv, Lease, Watch>
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
