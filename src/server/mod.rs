@@ -7,7 +7,7 @@
 
 pub mod authority;
 mod client_port;
-mod coalesce;
+pub mod coalesce;
 pub mod codec;
 pub mod config;
 pub mod deadline;

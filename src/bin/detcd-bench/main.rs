@@ -22,10 +22,10 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
-
+mod transport;
 mod watch;
 mod watch_reply;
+use transport::{connect, Channel};
 use watch::{WatchFlags, WatchMode};
 
 /// A request that takes longer than this counts as an error rather than hanging the run.
@@ -497,21 +497,6 @@ async fn run_client(
             }
         }
     }
-}
-
-async fn connect(endpoint: &str) -> Result<Channel, String> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
-        .tcp_nodelay(true)
-        .timeout(REQUEST_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {uri}: {e}"))
 }
 
 struct Summary {

@@ -16,10 +16,10 @@ use detcd::proto::etcdserverpb::watch_request::RequestUnion;
 use detcd::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
+use crate::transport::{connect, Channel};
 use crate::watch_reply::WatchReply;
-use crate::{connect, Options};
+use crate::Options;
 
 /// The prefix every watched key lives under.
 const PREFIX: &[u8] = b"watch-bench/";
