@@ -9,6 +9,7 @@
 //! tonic's defaults, so clients see the same server.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,14 +23,14 @@ use tokio::net::TcpListener;
 use tonic::body::BoxBody;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
-use tower::util::BoxCloneService;
 use tower::Service;
 
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
 
-/// A service of the client port, as tonic generates them.
-type Routed = BoxCloneService<Request<Incoming>, Response<BoxBody>, Infallible>;
+/// A rarely called service of the client port: a call clones it (as tower requires a service
+/// of its own per call) and calls the clone.
+type Routed = Arc<dyn Fn(Request<Incoming>) -> Answer + Send + Sync>;
 
 /// Pause after a failed accept (out of file descriptors, say), so that the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -37,27 +38,21 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
-/// the generated server; the rest are boxed.
+/// the generated server; the rest are boxed and shared, since hyper clones the routes for
+/// every request (a boxed service's clone is an allocation).
 #[derive(Clone)]
 pub struct GrpcRoutes<Kv, Lease, Watch> {
     pub kv: Kv,
     pub lease: Lease,
     pub watch: Watch,
-    pub others: Vec<(&'static str, Routed)>,
+    pub others: Arc<Vec<(&'static str, Routed)>>,
 }
 
 impl<Kv, Lease, Watch> GrpcRoutes<Kv, Lease, Watch> {
-    /// Adds a service that is called rarely enough for a boxed call.
-    pub fn with<S>(mut self, service: S) -> Self
-    where
-        S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        self.others.push((S::NAME, BoxCloneService::new(service)));
+    /// Adds a service that is called rarely enough for a call through a pointer.
+    pub fn with<S: Generated + Clone + Send + Sync + 'static>(mut self, service: S) -> Self {
+        let routed: Routed = Arc::new(move |request| service.clone().call(request));
+        Arc::make_mut(&mut self.others).push((S::NAME, routed));
         self
     }
 }
@@ -108,8 +103,8 @@ impl<Kv: Generated, Lease: Generated, Watch: Generated> Service<Request<Incoming
         if service == Watch::NAME {
             return self.watch.call(request);
         }
-        match self.others.iter_mut().find(|(name, _)| *name == service) {
-            Some((_, routed)) => routed.call(request),
+        match self.others.iter().find(|(name, _)| *name == service) {
+            Some((_, routed)) => routed(request),
             None => Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) }),
         }
     }

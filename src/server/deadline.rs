@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::{HeaderMap, Request, Response};
 use tonic::body::BoxBody;
 use tonic::Status;
@@ -48,7 +49,8 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<BoxBody>, S::Error>>;
+    /// A request without a deadline is answered by the inner future itself, unboxed.
+    type Future = Either<S::Future, BoxFuture<Result<Response<BoxBody>, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -58,17 +60,17 @@ where
         let deadline = grpc_timeout(request.headers());
         let read = request.uri().path() == "/etcdserverpb.KV/Range";
         let answer = self.inner.call(request);
-        Box::pin(async move {
-            let Some(deadline) = deadline else {
-                return answer.await;
-            };
+        let Some(deadline) = deadline else {
+            return Either::Left(answer);
+        };
+        Either::Right(Box::pin(async move {
             let wait = deadline.saturating_sub(AHEAD_OF_DEADLINE).max(deadline / 2);
             match tokio::time::timeout(wait, answer).await {
                 Ok(answered) => answered,
                 Err(_) if read => Ok(Status::unknown("context deadline exceeded").into_http()),
                 Err(_) => Ok(status(EtcdError::Timeout).into_http()),
             }
-        })
+        }))
     }
 }
 

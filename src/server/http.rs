@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{header, Method, Request, Response, StatusCode};
 use tonic::body::BoxBody;
 use tower::{Layer, Service};
@@ -61,7 +62,8 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<BoxBody>, S::Error>>;
+    /// gRPC requests are answered by the inner future itself, unboxed.
+    type Future = Either<S::Future, BoxFuture<Result<Response<BoxBody>, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -70,20 +72,20 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some(endpoint) = Endpoint::of(request.uri().path()) else {
             if !is_grpc(&request) {
-                return Box::pin(async { Ok(text(StatusCode::NOT_FOUND, "404 page not found\n")) });
+                let not_found = text(StatusCode::NOT_FOUND, "404 page not found\n");
+                return Either::Right(Box::pin(std::future::ready(Ok(not_found))));
             }
-            let answer = self.inner.call(request);
-            return Box::pin(answer);
+            return Either::Left(self.inner.call(request));
         };
         let driver = self.driver.clone();
         let query = Query::parse(request.uri().query().unwrap_or(""));
         let get = request.method() == Method::GET;
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             if !get {
                 return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"));
             }
             Ok(endpoint.answer(&driver, &query).await)
-        })
+        }))
     }
 }
 

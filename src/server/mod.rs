@@ -302,7 +302,7 @@ async fn serve_clients(
         kv,
         lease,
         watch,
-        others: Vec::new(),
+        others: Default::default(),
     }
     .with(health_service)
     .with(lock)
