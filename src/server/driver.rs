@@ -7,9 +7,13 @@
 //! for them, and their number is bounded by the disk queue.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -88,23 +92,15 @@ impl DriverHandle {
 
     /// Sends a client request to the node and waits for its answer, typed as the request's.
     pub async fn call<R: Rpc>(&self, request: R) -> Result<R::Response, EtcdError> {
-        let response = self.call_any(request.into()).await?;
-        let name = response.name();
-        Ok(R::response(response).unwrap_or_else(|| {
-            panic!("the node answers each request with its own kind, not with {name}")
-        }))
+        self.call_any(request.into()).await.map(typed::<R>)
     }
 
     pub async fn call_any(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
-        let (reply, answer) = oneshot::channel();
-        if !self.offer(Event::Client { request, reply }) {
-            return Err(EtcdError::TooManyRequests);
-        }
         let Ok(Reply {
             result,
             cold,
             reader,
-        }) = answer.await
+        }) = self.send(request)?.await
         else {
             return Err(EtcdError::Stopped);
         };
@@ -123,6 +119,23 @@ impl DriverHandle {
             })?;
         }
         Ok(response)
+    }
+
+    /// Sends a request that reads no superseded values (a keepalive, say) to the node; its
+    /// answer is a plain future, for streams that keep many in flight without boxing each.
+    pub fn submit<R: Rpc>(&self, request: R) -> Answer<R> {
+        Answer {
+            reply: self.send(request.into()).map_err(Some),
+            kind: PhantomData,
+        }
+    }
+
+    fn send(&self, request: ClientRequest) -> Result<oneshot::Receiver<Reply>, EtcdError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.offer(Event::Client { request, reply }) {
+            return Err(EtcdError::TooManyRequests);
+        }
+        Ok(answer)
     }
 
     /// Hands a peer's message to the node, or drops it when the node is overloaded.
@@ -163,6 +176,44 @@ impl DriverHandle {
 
     fn taken(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The typed response inside `response`, which the node built for a request of kind `R`.
+fn typed<R: Rpc>(response: ClientResponse) -> R::Response {
+    let name = response.name();
+    R::response(response).unwrap_or_else(|| {
+        panic!("the node answers each request with its own kind, not with {name}")
+    })
+}
+
+/// The answer to a request sent with [`DriverHandle::submit`].
+pub struct Answer<R> {
+    /// The node's reply to come, or why the request never reached the node (taken once).
+    reply: Result<oneshot::Receiver<Reply>, Option<EtcdError>>,
+    kind: PhantomData<fn() -> R>,
+}
+
+impl<R: Rpc> Future for Answer<R> {
+    type Output = Result<R::Response, EtcdError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let receiver = match &mut self.get_mut().reply {
+            Ok(receiver) => receiver,
+            Err(refused) => {
+                return Poll::Ready(Err(refused
+                    .take()
+                    .expect("an answer is polled to its end once")))
+            }
+        };
+        let Ok(reply) = ready!(Pin::new(receiver).poll(cx)) else {
+            return Poll::Ready(Err(EtcdError::Stopped));
+        };
+        assert!(
+            reply.cold.is_empty(),
+            "a request sent with submit reads no superseded values"
+        );
+        Poll::Ready(reply.result.map(typed::<R>))
     }
 }
 

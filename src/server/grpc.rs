@@ -2,14 +2,15 @@
 //! standard health service. Each call becomes one client request to the node; the node's answer
 //! or etcd error comes back unchanged, with etcd's status code and message.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::driver::DriverHandle;
+use super::driver::{Answer, DriverHandle};
 use crate::api::Rpc;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -122,7 +123,7 @@ impl Lease for LeaseService {
         Ok(Response::new(Box::pin(KeepAlives {
             driver: self.driver.clone(),
             requests: request.into_inner(),
-            in_flight: FuturesOrdered::new(),
+            in_flight: VecDeque::new(),
             reading: true,
             failed: false,
         })))
@@ -143,8 +144,6 @@ impl Lease for LeaseService {
     }
 }
 
-type KeepAliveAnswer = BoxFuture<'static, Result<LeaseKeepAliveResponse, EtcdError>>;
-
 /// One keepalive stream, served as tonic pulls answers from it (no task or channel of its
 /// own: clientv3's KeepAliveOnce opens a stream per keepalive). Each request is answered with
 /// the lease's TTL (0 when the lease is gone), in order; as etcd does, any other error ends the
@@ -153,7 +152,9 @@ type KeepAliveAnswer = BoxFuture<'static, Result<LeaseKeepAliveResponse, EtcdErr
 struct KeepAlives {
     driver: DriverHandle,
     requests: Streaming<LeaseKeepAliveRequest>,
-    in_flight: FuturesOrdered<KeepAliveAnswer>,
+    /// The answers owed, in the order of the requests: only the first is polled, since the
+    /// others could not be sent before it anyway.
+    in_flight: VecDeque<Answer<LeaseKeepAliveRequest>>,
     /// False once the client closed its side or went away: what it asked is still answered.
     reading: bool,
     failed: bool,
@@ -170,22 +171,23 @@ impl Stream for KeepAlives {
         while this.reading && this.in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX {
             match this.requests.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(request))) => {
-                    let driver = this.driver.clone();
-                    this.in_flight
-                        .push_back(Box::pin(async move { driver.call(request).await }));
+                    this.in_flight.push_back(this.driver.submit(request));
                 }
                 Poll::Ready(Some(Err(_)) | None) => this.reading = false,
                 Poll::Pending => break,
             }
         }
-        match this.in_flight.poll_next_unpin(cx) {
-            Poll::Ready(Some(answer)) => {
-                this.failed = answer.is_err();
-                Poll::Ready(Some(answer.map_err(status)))
-            }
-            Poll::Ready(None) if !this.reading => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
+        let Some(first) = this.in_flight.front_mut() else {
+            return if this.reading {
+                Poll::Pending
+            } else {
+                Poll::Ready(None)
+            };
+        };
+        let answer = ready!(Pin::new(first).poll(cx));
+        this.in_flight.pop_front();
+        this.failed = answer.is_err();
+        Poll::Ready(Some(answer.map_err(status)))
     }
 }
 
