@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: runs the same load against 3-member clusters of etcd 3.4, etcd 3.5 and detcd,
-# one after the other, on loopback, and prints detcd's numbers as ratios of each etcd's, judged
-# against the project's targets by the better etcd of the two. The load generator is detcd-bench
+# `make bench`: runs the same load against 3-member clusters of etcd 3.4, etcd 3.5 and detcd on
+# loopback, and prints detcd's numbers as ratios of each etcd's, judged against the project's
+# targets by the better etcd of the two. The three clusters run side by side and take each load
+# in turn (all systems' puts, then all systems' ranges, ...), so that a slow minute of this
+# shared machine falls on every system's run of a load rather than on one system's whole suite. The load generator is detcd-bench
 # for all, so only the server differs. Besides throughput and latency it reports the CPU time
 # the three members spent per request (utime + stime from /proc/PID/stat around each load).
 #
@@ -141,10 +143,14 @@ leader_url() {
 
 field() { sed -E "s/.*\"$2\":([0-9.eE+-]+).*/\1/" <<<"$1"; }
 
-# CPU time (user + system, in clock ticks) the cluster's members have used so far.
+# Per system: its members' pids, its leader's client URL, all client URLs (comma-separated), and
+# the revision after the fill.
+declare -A MEMBER_PIDS LEADER ALL OLD_REVISION
+
+# CPU time (user + system, in clock ticks) SYSTEM's members have used so far.
 cpu_ticks() {
   local pid total=0
-  for pid in "${PIDS[@]}"; do
+  for pid in ${MEMBER_PIDS[$1]}; do
     # Fields 14 and 15 (utime, stime), counted after the ")" that ends the command name.
     total=$((total + $(cut -d')' -f2- "/proc/$pid/stat" | awk '{print $12 + $13}')))
   done
@@ -156,16 +162,17 @@ cpu_ticks() {
 run_load() {
   local system="$1" name="$2" endpoints="$3" line before after
   shift 3
-  before="$(cpu_ticks)"
+  settle
+  before="$(cpu_ticks "$system")"
   line="$("$DETCD_BENCH" --json --endpoints="$endpoints" "$@")"
-  after="$(cpu_ticks)"
+  after="$(cpu_ticks "$system")"
   R[$system.$name.rps]="$(field "$line" rps)"
   R[$system.$name.avg]="$(field "$line" avg_ms)"
   R[$system.$name.p99]="$(field "$line" p99_ms)"
   R[$system.$name.errors]="$(field "$line" errors)"
   R[$system.$name.cpu]="$(awk -v t=$((after - before)) -v hz="$TICKS_PER_SECOND" \
     -v n="$(field "$line" ok)" 'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0}')"
-  echo "  $name: $line; members' CPU ${R[$system.$name.cpu]} us/request"
+  echo "  $system $name: $line; members' CPU ${R[$system.$name.cpu]} us/request"
 }
 
 # The cluster's current revision, as the member at $1 answers it.
@@ -178,22 +185,24 @@ revision_at() {
 # peak resident memory during it (VmHWM, reset through clear_refs before the load).
 run_big() {
   local system="$1" name="$2" pid peak max=0
-  for pid in "${PIDS[@]}"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+  settle
+  for pid in ${MEMBER_PIDS[$system]}; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
   run_load "$@"
-  for pid in "${PIDS[@]}"; do
+  for pid in ${MEMBER_PIDS[$system]}; do
     peak="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")"
     ((peak > max)) && max="$peak"
   done
   R[$system.$name.peak]="$(awk -v k="$max" 'BEGIN {printf "%.1f", k / 1024}')"
-  echo "  $name: peak resident memory of a member ${R[$system.$name.peak]} MiB"
+  echo "  $system $name: peak resident memory of a member ${R[$system.$name.peak]} MiB"
 }
 
 # run_watch SYSTEM NAME ENDPOINTS ARGS...: one detcd-bench watch run; keeps its JSON line.
 run_watch() {
   local system="$1" name="$2" endpoints="$3" line
   shift 3
+  settle
   line="$("$DETCD_BENCH" --json --endpoints="$endpoints" "$@")"
-  echo "  $name: $line"
+  echo "  $system $name: $line"
   R[$system.$name.events]="$(field "$line" events_per_sec)"
   R[$system.$name.p99]="$(field "$line" event_p99_ms)"
   R[$system.$name.put_p99]="$(field "$line" put_p99_ms)"
@@ -201,72 +210,120 @@ run_watch() {
   R[$system.$name.errors]="$(field "$line" errors)"
 }
 
-bench_system() {
-  local system="$1" binary="${BINARY[$1]}" leader all pid rss sum=0 max=0 old_revision
+# Waits (up to 10 s) until all members together use less than a tenth of a core, so that one
+# system's work after a load (a snapshot, a compaction, a garbage collection) does not run
+# during another system's next load.
+settle() {
+  local pid before after
+  for _ in $(seq 20); do
+    before=0 after=0
+    for pid in "${PIDS[@]}"; do before=$((before + $(pid_ticks "$pid"))); done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do after=$((after + $(pid_ticks "$pid"))); done
+    (((after - before) * 20 < TICKS_PER_SECOND)) && return 0
+  done
+}
+
+pid_ticks() { cut -d')' -f2- "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+start_system() {
+  local system="$1" binary="${BINARY[$1]}" first="${#PIDS[@]}"
   echo "== $system: $("$binary" --version | head -n 1)"
   start_cluster "$system" "$binary" "${PORT_OFFSET[$system]}"
-  leader="$(leader_url "$system")"
-  all="$(IFS=,; echo "${CLIENT_URLS[*]}")"
-  echo "  leader $leader; writes to the leader, reads to all of $all"
-  # Watch: the writer's puts alone first (10 clients, 16-byte values on 1000 keys), then the
-  # same puts under 10,000 watchers of their prefix over 100 streams spread over the members;
-  # and 1,000 watchers of one key at 200 puts/s for event latency. Memory per watcher is the
-  # members' resident growth over the watchers' creation; they run first, on fresh members,
-  # so that a garbage collection of earlier loads' memory cannot hide it (etcd's RSS fell while
-  # its watchers were created when they ran last).
-  local pids small=(--key-size=8 --val-size=16 --key-space-size=1000)
-  pids="$(IFS=,; echo "${PIDS[*]}")"
-  if ((WATCH_PUTS > 0)); then
-    run_load "$system" put_small "$all" --conns=10 --clients=10 \
-      put "${small[@]}" --total="$WATCH_PUTS" --seed=5
-    run_watch "$system" watch "$all" --conns=10 --clients=10 watch "${small[@]}" \
-      --streams=100 --watchers-per-stream=100 --total="$WATCH_PUTS" --memory-pids="$pids"
-    run_watch "$system" watchl "$all" watch-latency --streams=10 --watchers-per-stream=100 \
-      --put-rate=200 --total=1000 --memory-pids="$pids"
-  fi
-  local common=(--key-size=8 --val-size=256 --key-space-size="$KEY_SPACE")
-  # The large reads need BIG_KEYS keys: written first, one each, so that the later loads
-  # overwrite most of them and the history read finds their values superseded.
-  if ((BIG_KEYS > 0)); then
-    run_load "$system" fill "$leader" --conns="$CONNS" --clients="$CLIENTS" put \
-      --key-size=8 --val-size=256 --key-space-size="$BIG_KEYS" --sequential-keys \
-      --total="$BIG_KEYS" --seed=6
-    old_revision="$(revision_at "$leader")"
-  fi
-  run_load "$system" put "$leader" --conns="$CONNS" --clients="$CLIENTS" \
-    put "${common[@]}" --total="$PUT_TOTAL"
-  run_load "$system" put1 "$leader" --conns=1 --clients=1 \
-    put "${common[@]}" --total="$PUT1_TOTAL" --seed=2
-  run_load "$system" txn "$leader" --conns="$CONNS" --clients="$CLIENTS" \
-    txn-put "${common[@]}" --total="$TXN_TOTAL" --seed=3
-  run_load "$system" rangel "$all" --conns="$CONNS" --clients="$CLIENTS" \
+  MEMBER_PIDS[$system]="${PIDS[*]:$first}"
+  LEADER[$system]="$(leader_url "$system")"
+  ALL[$system]="$(IFS=,; echo "${CLIENT_URLS[*]}")"
+  echo "  leader ${LEADER[$system]}; writes to the leader, reads to all of ${ALL[$system]}"
+}
+
+# Watch: the writer's puts alone first (10 clients, 16-byte values on 1000 keys), then the
+# same puts under 10,000 watchers of their prefix over 100 streams spread over the members;
+# and 1,000 watchers of one key at 200 puts/s for event latency. Memory per watcher is the
+# members' resident growth over the watchers' creation; they run first, on fresh members,
+# so that a garbage collection of earlier loads' memory cannot hide it (etcd's RSS fell while
+# its watchers were created when they ran last).
+load_watch() {
+  local system="$1" all="${ALL[$1]}" pids small=(--key-size=8 --val-size=16 --key-space-size=1000)
+  pids="$(tr ' ' , <<<"${MEMBER_PIDS[$system]}")"
+  run_load "$system" put_small "$all" --conns=10 --clients=10 \
+    put "${small[@]}" --total="$WATCH_PUTS" --seed=5
+  run_watch "$system" watch "$all" --conns=10 --clients=10 watch "${small[@]}" \
+    --streams=100 --watchers-per-stream=100 --total="$WATCH_PUTS" --memory-pids="$pids"
+  run_watch "$system" watchl "$all" watch-latency --streams=10 --watchers-per-stream=100 \
+    --put-rate=200 --total=1000 --memory-pids="$pids"
+}
+
+# The large reads need BIG_KEYS keys: written first, one each, so that the later loads
+# overwrite most of them and the history read finds their values superseded.
+load_fill() {
+  local system="$1" leader="${LEADER[$1]}"
+  run_load "$system" fill "$leader" --conns="$CONNS" --clients="$CLIENTS" put \
+    --key-size=8 --val-size=256 --key-space-size="$BIG_KEYS" --sequential-keys \
+    --total="$BIG_KEYS" --seed=6
+  OLD_REVISION[$system]="$(revision_at "$leader")"
+}
+
+COMMON=(--key-size=8 --val-size=256 --key-space-size="$KEY_SPACE")
+load_put() {
+  run_load "$1" put "${LEADER[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
+    put "${COMMON[@]}" --total="$PUT_TOTAL"
+}
+load_put1() {
+  run_load "$1" put1 "${LEADER[$1]}" --conns=1 --clients=1 \
+    put "${COMMON[@]}" --total="$PUT1_TOTAL" --seed=2
+}
+load_txn() {
+  run_load "$1" txn "${LEADER[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
+    txn-put "${COMMON[@]}" --total="$TXN_TOTAL" --seed=3
+}
+load_rangel() {
+  run_load "$1" rangel "${ALL[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
     range "$RANGE_KEY" --consistency=l --total="$RANGE_TOTAL"
-  run_load "$system" ranges "$all" --conns="$CONNS" --clients="$CLIENTS" \
+}
+load_ranges() {
+  run_load "$1" ranges "${ALL[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
     range "$RANGE_KEY" --consistency=s --total="$RANGE_TOTAL"
-  # Keepalives to the leader, which alone keeps lease clocks in both systems; then to every
-  # member, whose followers pass them on to it.
-  run_load "$system" keepalive "$leader" --conns="$CONNS" --clients="$CLIENTS" \
+}
+# Keepalives to the leader, which alone keeps lease clocks in both systems; then to every
+# member, whose followers pass them on to it.
+load_keepalive() {
+  run_load "$1" keepalive "${LEADER[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
     lease-keepalive --total="$KEEPALIVE_TOTAL"
-  run_load "$system" keepalive_all "$all" --conns="$CONNS" --clients="$CLIENTS" \
+}
+load_keepalive_all() {
+  run_load "$1" keepalive_all "${ALL[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
     lease-keepalive --total="$KEEPALIVE_TOTAL"
-  run_load "$system" churn "$leader" --conns="$CONNS" --clients="$CLIENTS" \
-    lease-churn "${common[@]}" --total="$CHURN_TOTAL" --seed=4
-  for pid in "${PIDS[@]}"; do
+}
+load_churn() {
+  run_load "$1" churn "${LEADER[$1]}" --conns="$CONNS" --clients="$CLIENTS" \
+    lease-churn "${COMMON[@]}" --total="$CHURN_TOTAL" --seed=4
+}
+
+measure_rss() {
+  local system="$1" pid rss sum=0 max=0
+  for pid in ${MEMBER_PIDS[$system]}; do
     rss="$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")"
     sum=$((sum + rss))
     ((rss > max)) && max="$rss"
   done
   R[$system.rss_max]="$(awk -v k="$max" 'BEGIN {printf "%.1f", k / 1024}')"
   R[$system.rss_mean]="$(awk -v k="$sum" 'BEGIN {printf "%.1f", k / 3 / 1024}')"
-  echo "  resident memory per member after the load: max ${R[$system.rss_max]} MiB," \
-    "mean ${R[$system.rss_mean]} MiB"
-  # Every key in one linearizable range from the leader, now and as of the revision after the
-  # fill, one request at a time.
-  if ((BIG_KEYS > 0)); then
-    run_big "$system" big "$leader" range '\x00' '\x00' --total=5
-    run_big "$system" history "$leader" range '\x00' '\x00' --rev="$old_revision" --total=5
-  fi
-  stop_cluster
+  echo "  $system: resident memory per member after the KV loads: max ${R[$system.rss_max]}" \
+    "MiB, mean ${R[$system.rss_mean]} MiB"
+}
+
+# Every key in one linearizable range from the leader, now and as of the revision after the
+# fill, one request at a time.
+load_big() {
+  run_big "$1" big "${LEADER[$1]}" range '\x00' '\x00' --total=5
+  run_big "$1" history "${LEADER[$1]}" range '\x00' '\x00' --rev="${OLD_REVISION[$1]}" --total=5
+}
+
+# each STEP: STEP for every system, in turn.
+each() {
+  local system
+  echo "-- $1"
+  for system in "${SYSTEMS[@]}"; do "$1" "$system"; done
 }
 
 echo "bench: data in $WORK ($(df -T "$WORK" | awk 'NR == 2 {print $2}')), $(nproc) cores;" \
@@ -275,8 +332,16 @@ echo "bench: data in $WORK ($(df -T "$WORK" | awk 'NR == 2 {print $2}')), $(npro
   "$CLIENTS clients over $CONNS conns; key 8 B, value 256 B, key space $KEY_SPACE;" \
   "large reads over $BIG_KEYS keys; member flags: defaults${BENCH_FLAGS:+ + $BENCH_FLAGS}"
 for system in "${SYSTEMS[@]}"; do
-  bench_system "$system"
+  start_system "$system"
 done
+((WATCH_PUTS > 0)) && each load_watch
+((BIG_KEYS > 0)) && each load_fill
+for step in load_put load_put1 load_txn load_rangel load_ranges load_keepalive \
+  load_keepalive_all load_churn measure_rss; do
+  each "$step"
+done
+((BIG_KEYS > 0)) && each load_big
+stop_cluster
 [[ " ${SYSTEMS[*]} " == *" detcd "* && " ${SYSTEMS[*]} " == *" etcd3"* ]] || exit 0
 
 # row LABEL METRIC_KEY UNIT BETTER TARGET: detcd's value as a ratio of each etcd's, and PASS
