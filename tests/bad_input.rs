@@ -129,6 +129,123 @@ fn bad_requests_get_etcds_errors_and_the_member_keeps_serving() {
     });
 }
 
+/// One call of `path` on a raw HTTP/2 connection: its body as given, its grpc-status and
+/// grpc-message (from the headers of a trailers-only answer, or from the trailers).
+async fn raw_call(
+    endpoint: &str,
+    path: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    let socket = tokio::net::TcpStream::connect(endpoint).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(socket);
+    let (mut requests, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{endpoint}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(encoding) = encoding {
+        request = request.header("grpc-encoding", encoding);
+    }
+    let request = request
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = requests.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await.unwrap().trailers().cloned();
+    let status = trailers.unwrap_or(parts.headers);
+    let field = |name: &str| {
+        status
+            .get(name)
+            .map_or(String::new(), |v| percent_decoded(v.to_str().unwrap()))
+    };
+    (field("grpc-status"), field("grpc-message"))
+}
+
+/// grpc-message travels percent-encoded.
+fn percent_decoded(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+        let hex = std::str::from_utf8(&hex).unwrap();
+        out.push(u8::from_str_radix(hex, 16).unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[test]
+fn malformed_grpc_messages_get_statuses_and_the_member_keeps_serving() {
+    use prost::Message;
+    let mut members = cluster(Flavor::Detcd, 1, "wire", &[]);
+    start_all(&mut members);
+    let endpoint = members[0].spec.endpoint();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let put = put("wire", b"v".to_vec()).encode_to_vec();
+        let call = |path: &'static str, encoding, body| raw_call(&endpoint, path, encoding, body);
+        let kv_put = "/etcdserverpb.KV/Put";
+        assert_eq!(call(kv_put, None, framed(0, &put)).await.0, "0");
+        let (code, message) = call(kv_put, None, framed(1, &put)).await;
+        assert_eq!(code, "13");
+        assert!(message.contains("compressed-flag"), "{message}");
+        let (code, message) = call(kv_put, None, framed(9, &put)).await;
+        assert_eq!(code, "13");
+        assert!(message.contains("invalid compression flag"), "{message}");
+        let missing = call(kv_put, None, vec![]).await;
+        assert_eq!(missing, ("13".into(), "Missing request message.".into()));
+        let truncated = call(kv_put, None, framed(0, &put)[..7].to_vec()).await;
+        assert_eq!(
+            truncated,
+            ("13".into(), "Unexpected EOF decoding stream.".into())
+        );
+        // Not a PutRequest: field 1 with wire type 7, which protobuf does not have.
+        let (code, _) = call(kv_put, None, framed(0, &[0x0f, 0x01])).await;
+        assert_eq!(code, "13");
+        let (code, message) = call(kv_put, Some("gzip"), framed(0, &put)).await;
+        assert_eq!(code, "12");
+        assert!(message.contains("gzip"), "{message}");
+        let unknown = call("/etcdserverpb.KV/Nothing", None, framed(0, &put)).await;
+        assert_eq!(unknown.0, "12");
+        // A message past the receive limit is refused from its prefix, as etcd refuses it.
+        let mut huge = framed(0, &[]);
+        huge[1..5].copy_from_slice(&(3_000_000u32).to_be_bytes());
+        let (code, message) = call(kv_put, None, huge).await;
+        assert_eq!(code, "8");
+        assert!(
+            message.contains("received message larger than max"),
+            "{message}"
+        );
+
+        let mut client = kv_client(&members[0]).await;
+        let range = RangeRequest {
+            key: Bytes::from("wire"),
+            ..Default::default()
+        };
+        let answer = client.range(range).await.unwrap().into_inner();
+        assert_eq!(
+            answer.kvs.len(),
+            1,
+            "the first, well-formed put was applied"
+        );
+    });
+}
+
 /// The WAL segment files of a member, oldest first.
 fn wal_segments(member: &Member) -> Vec<PathBuf> {
     let dir = member.spec.data_dir.join("member").join("wal");

@@ -27,6 +27,8 @@ use tower::Service;
 
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
+use super::unary::KvUnary;
+use crate::proto::etcdserverpb::kv_server::SERVICE_NAME as KV_SERVICE;
 
 /// A rarely called service of the client port: a call clones it (as tower requires a service
 /// of its own per call) and calls the clone.
@@ -38,17 +40,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
-/// the generated server; the rest are boxed and shared, since hyper clones the routes for
+/// its server (KV's own, the generated ones of Lease and Watch); the rest are boxed and shared, since hyper clones the routes for
 /// every request (a boxed service's clone is an allocation).
 #[derive(Clone)]
-pub struct GrpcRoutes<Kv, Lease, Watch> {
-    pub kv: Kv,
+pub struct GrpcRoutes<Lease, Watch> {
+    pub kv: KvUnary,
     pub lease: Lease,
     pub watch: Watch,
     pub others: Arc<Vec<(&'static str, Routed)>>,
 }
 
-impl<Kv, Lease, Watch> GrpcRoutes<Kv, Lease, Watch> {
+impl<Lease, Watch> GrpcRoutes<Lease, Watch> {
     /// Adds a service that is called rarely enough for a call through a pointer.
     pub fn with<S: Generated + Clone + Send + Sync + 'static>(mut self, service: S) -> Self {
         let routed: Routed = Arc::new(move |request| service.clone().call(request));
@@ -57,7 +59,7 @@ impl<Kv, Lease, Watch> GrpcRoutes<Kv, Lease, Watch> {
     }
 }
 
-type Answer = BoxFuture<Response<BoxBody>, Infallible>;
+pub type Answer = BoxFuture<Response<BoxBody>, Infallible>;
 
 /// A generated gRPC server, whose calls all answer the same boxed future.
 pub trait Generated:
@@ -76,9 +78,7 @@ impl<S> Generated for S where
 {
 }
 
-impl<Kv: Generated, Lease: Generated, Watch: Generated> Service<Request<Incoming>>
-    for GrpcRoutes<Kv, Lease, Watch>
-{
+impl<Lease: Generated, Watch: Generated> Service<Request<Incoming>> for GrpcRoutes<Lease, Watch> {
     type Response = Response<BoxBody>;
     type Error = Infallible;
     type Future = Answer;
@@ -94,7 +94,7 @@ impl<Kv: Generated, Lease: Generated, Watch: Generated> Service<Request<Incoming
             .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
             .map_or("", |(service, _method)| service);
-        if service == Kv::NAME {
+        if service == KV_SERVICE {
             return self.kv.call(request);
         }
         if service == Lease::NAME {

@@ -1,6 +1,6 @@
-//! The client port's gRPC services: etcd's `etcdserverpb.KV` and `etcdserverpb.Lease`, and the
-//! standard health service. Each call becomes one client request to the node; the node's answer
-//! or etcd error comes back unchanged, with etcd's status code and message.
+//! The client port's `etcdserverpb.Lease` service (KV's calls are served in `unary.rs`), and
+//! the statuses etcd's errors travel in. Each call becomes one client request to the node; the
+//! node's answer or etcd error comes back unchanged, with etcd's status code and message.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,28 +13,15 @@ use tonic::{Request, Response, Status, Streaming};
 use super::driver::{Answer, DriverHandle};
 use crate::api::Rpc;
 use crate::error::EtcdError;
-use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, TxnRequest, TxnResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 
 pub fn status(err: EtcdError) -> Status {
     Status::new(tonic::Code::from_i32(err.code() as i32), err.to_string())
-}
-
-pub struct KvService {
-    driver: DriverHandle,
-}
-
-impl KvService {
-    pub fn new(driver: DriverHandle) -> KvService {
-        KvService { driver }
-    }
 }
 
 /// One unary call: the request to the node, its typed answer or etcd's error back.
@@ -47,38 +34,6 @@ pub(super) async fn unary<R: Rpc>(
         .await
         .map(Response::new)
         .map_err(status)
-}
-
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn range(
-        &self,
-        request: Request<RangeRequest>,
-    ) -> Result<Response<RangeResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    async fn delete_range(
-        &self,
-        request: Request<DeleteRangeRequest>,
-    ) -> Result<Response<DeleteRangeResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    async fn compact(
-        &self,
-        request: Request<CompactionRequest>,
-    ) -> Result<Response<CompactionResponse>, Status> {
-        unary(&self.driver, request).await
-    }
 }
 
 /// Keepalives one stream may have at the node at once; past it the stream stops reading until

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod peer;
 pub mod recipes;
 pub mod restore;
+mod unary;
 pub mod watch;
 mod watch_encoding;
 
@@ -29,7 +30,6 @@ use tokio::net::TcpListener;
 
 use crate::node::{Node, StopReason};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
-use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
@@ -275,9 +275,7 @@ async fn serve_clients(
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
     let receive_max = max_request_bytes + 512 * 1024;
-    let kv = KvServer::new(grpc::KvService::new(services.driver.clone()))
-        .max_decoding_message_size(receive_max)
-        .max_encoding_message_size(usize::MAX);
+    let kv = unary::KvUnary::new(services.driver.clone(), receive_max);
     let lease = LeaseServer::new(grpc::LeaseService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max)
         .max_encoding_message_size(usize::MAX);
