@@ -222,6 +222,11 @@ fn malformed_grpc_messages_get_statuses_and_the_member_keeps_serving() {
         assert!(message.contains("gzip"), "{message}");
         let unknown = call("/etcdserverpb.KV/Nothing", None, framed(0, &put)).await;
         assert_eq!(unknown.0, "12");
+        let unknown = call("/etcdserverpb.Lease/Nothing", None, framed(0, &put)).await;
+        assert_eq!(unknown.0, "12");
+        // A keepalive stream whose only message cannot be decoded ends with nothing to answer.
+        let keepalive = "/etcdserverpb.Lease/LeaseKeepAlive";
+        assert_eq!(call(keepalive, None, framed(0, &[0x0f])).await.0, "0");
         // A message past the receive limit is refused from its prefix, as etcd refuses it.
         let mut huge = framed(0, &[]);
         huge[1..5].copy_from_slice(&(3_000_000u32).to_be_bytes());

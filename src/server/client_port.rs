@@ -27,8 +27,9 @@ use tower::Service;
 
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
-use super::unary::KvUnary;
+use super::direct::HotServices;
 use crate::proto::etcdserverpb::kv_server::SERVICE_NAME as KV_SERVICE;
+use crate::proto::etcdserverpb::lease_server::SERVICE_NAME as LEASE_SERVICE;
 
 /// A rarely called service of the client port: a call clones it (as tower requires a service
 /// of its own per call) and calls the clone.
@@ -40,17 +41,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
-/// its server (KV's own, the generated ones of Lease and Watch); the rest are boxed and shared, since hyper clones the routes for
-/// every request (a boxed service's clone is an allocation).
+/// its server (KV and Lease in `direct.rs`, Watch's generated one); the rest are boxed and
+/// shared, since hyper clones the routes for every request (a boxed service's clone is an
+/// allocation).
 #[derive(Clone)]
-pub struct GrpcRoutes<Lease, Watch> {
-    pub kv: KvUnary,
-    pub lease: Lease,
+pub struct GrpcRoutes<Watch> {
+    pub hot: HotServices,
     pub watch: Watch,
     pub others: Arc<Vec<(&'static str, Routed)>>,
 }
 
-impl<Lease, Watch> GrpcRoutes<Lease, Watch> {
+impl<Watch> GrpcRoutes<Watch> {
     /// Adds a service that is called rarely enough for a call through a pointer.
     pub fn with<S: Generated + Clone + Send + Sync + 'static>(mut self, service: S) -> Self {
         let routed: Routed = Arc::new(move |request| service.clone().call(request));
@@ -78,7 +79,7 @@ impl<S> Generated for S where
 {
 }
 
-impl<Lease: Generated, Watch: Generated> Service<Request<Incoming>> for GrpcRoutes<Lease, Watch> {
+impl<Watch: Generated> Service<Request<Incoming>> for GrpcRoutes<Watch> {
     type Response = Response<BoxBody>;
     type Error = Infallible;
     type Future = Answer;
@@ -95,10 +96,10 @@ impl<Lease: Generated, Watch: Generated> Service<Request<Incoming>> for GrpcRout
             .and_then(|p| p.split_once('/'))
             .map_or("", |(service, _method)| service);
         if service == KV_SERVICE {
-            return self.kv.call(request);
+            return self.hot.kv(request);
         }
-        if service == Lease::NAME {
-            return self.lease.call(request);
+        if service == LEASE_SERVICE {
+            return self.hot.lease(request);
         }
         if service == Watch::NAME {
             return self.watch.call(request);

@@ -1,24 +1,12 @@
-//! The client port's `etcdserverpb.Lease` service (KV's calls are served in `unary.rs`), and
-//! the statuses etcd's errors travel in. Each call becomes one client request to the node; the
-//! node's answer or etcd error comes back unchanged, with etcd's status code and message.
+//! What the client port's services share: etcd's errors as gRPC statuses, one unary call to
+//! the node for the services tonic generates, and gRPC's receive limit answered as etcd
+//! answers it. (KV and Lease are served in `direct.rs`.)
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use tonic::{Request, Response, Status};
 
-use futures_util::stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
-
-use super::driver::{Answer, DriverHandle};
+use super::driver::DriverHandle;
 use crate::api::Rpc;
 use crate::error::EtcdError;
-use crate::proto::etcdserverpb::lease_server::Lease;
-use crate::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-};
 
 pub fn status(err: EtcdError) -> Status {
     Status::new(tonic::Code::from_i32(err.code() as i32), err.to_string())
@@ -34,116 +22,6 @@ pub(super) async fn unary<R: Rpc>(
         .await
         .map(Response::new)
         .map_err(status)
-}
-
-/// Keepalives one stream may have at the node at once; past it the stream stops reading until
-/// an answer goes out, so a flood of keepalives meets backpressure instead of queueing.
-const KEEPALIVES_IN_FLIGHT_MAX: usize = 64;
-
-pub struct LeaseService {
-    driver: DriverHandle,
-}
-
-impl LeaseService {
-    pub fn new(driver: DriverHandle) -> LeaseService {
-        LeaseService { driver }
-    }
-}
-
-type KeepAliveStream =
-    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl Lease for LeaseService {
-    async fn lease_grant(
-        &self,
-        request: Request<LeaseGrantRequest>,
-    ) -> Result<Response<LeaseGrantResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    async fn lease_revoke(
-        &self,
-        request: Request<LeaseRevokeRequest>,
-    ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    type LeaseKeepAliveStream = KeepAliveStream;
-
-    async fn lease_keep_alive(
-        &self,
-        request: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<KeepAliveStream>, Status> {
-        Ok(Response::new(Box::pin(KeepAlives {
-            driver: self.driver.clone(),
-            requests: request.into_inner(),
-            in_flight: VecDeque::new(),
-            reading: true,
-            failed: false,
-        })))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        request: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-
-    async fn lease_leases(
-        &self,
-        request: Request<LeaseLeasesRequest>,
-    ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        unary(&self.driver, request).await
-    }
-}
-
-/// One keepalive stream, served as tonic pulls answers from it (no task or channel of its
-/// own: clientv3's KeepAliveOnce opens a stream per keepalive). Each request is answered with
-/// the lease's TTL (0 when the lease is gone), in order; as etcd does, any other error ends the
-/// stream with that error. Requests are read only while fewer than `KEEPALIVES_IN_FLIGHT_MAX`
-/// are at the node, and answers are made only as fast as the client takes them.
-struct KeepAlives {
-    driver: DriverHandle,
-    requests: Streaming<LeaseKeepAliveRequest>,
-    /// The answers owed, in the order of the requests: only the first is polled, since the
-    /// others could not be sent before it anyway.
-    in_flight: VecDeque<Answer<LeaseKeepAliveRequest>>,
-    /// False once the client closed its side or went away: what it asked is still answered.
-    reading: bool,
-    failed: bool,
-}
-
-impl Stream for KeepAlives {
-    type Item = Result<LeaseKeepAliveResponse, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.failed {
-            return Poll::Ready(None);
-        }
-        while this.reading && this.in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX {
-            match this.requests.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(request))) => {
-                    this.in_flight.push_back(this.driver.submit(request));
-                }
-                Poll::Ready(Some(Err(_)) | None) => this.reading = false,
-                Poll::Pending => break,
-            }
-        }
-        let Some(first) = this.in_flight.front_mut() else {
-            return if this.reading {
-                Poll::Pending
-            } else {
-                Poll::Ready(None)
-            };
-        };
-        let answer = ready!(Pin::new(first).poll(cx));
-        this.in_flight.pop_front();
-        this.failed = answer.is_err();
-        Poll::Ready(Some(answer.map_err(status)))
-    }
 }
 
 /// gRPC's receive limit answered the way etcd's server (grpc-go) answers it: tonic reports a

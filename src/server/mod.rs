@@ -11,16 +11,17 @@ pub mod coalesce;
 pub mod codec;
 pub mod config;
 pub mod deadline;
+mod direct;
 pub mod disk;
 pub mod driver;
 pub mod grpc;
 pub mod http;
+mod keepalive;
 pub mod maintenance;
 pub mod memory;
 pub mod peer;
 pub mod recipes;
 pub mod restore;
-mod unary;
 pub mod watch;
 mod watch_encoding;
 
@@ -30,7 +31,6 @@ use tokio::net::TcpListener;
 
 use crate::node::{Node, StopReason};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
-use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
@@ -275,10 +275,7 @@ async fn serve_clients(
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
     let receive_max = max_request_bytes + 512 * 1024;
-    let kv = unary::KvUnary::new(services.driver.clone(), receive_max);
-    let lease = LeaseServer::new(grpc::LeaseService::new(services.driver.clone()))
-        .max_decoding_message_size(receive_max)
-        .max_encoding_message_size(usize::MAX);
+    let hot = direct::HotServices::new(services.driver.clone(), receive_max);
     let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone());
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);
@@ -297,8 +294,7 @@ async fn serve_clients(
     .max_decoding_message_size(receive_max)
     .max_encoding_message_size(usize::MAX);
     let routes = client_port::GrpcRoutes {
-        kv,
-        lease,
+        hot,
         watch,
         others: Default::default(),
     }

@@ -1,0 +1,138 @@
+//! A lease keepalive stream (`Lease/LeaseKeepAlive`), served as the response body hyper pulls
+//! frames from: no task or channel of its own, since clientv3's KeepAliveOnce opens a stream
+//! per keepalive.
+//!
+//! Each request is answered with the lease's TTL (0 when the lease is gone), in order; as etcd
+//! does, any other error ends the stream with that error. Requests are read only while fewer
+//! than `KEEPALIVES_IN_FLIGHT_MAX` are at the node, and answers are made only as fast as the
+//! client takes them. A request that cannot be read (past the receive limit, undecodable, a
+//! reset body) ends the reading, as it ended tonic's: what was asked before it is answered.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use hyper::body::{Body, Frame, Incoming};
+use prost::Message;
+use tonic::Status;
+
+use super::direct::{framed, ok_trailers, Unframer};
+use super::driver::{Answer, DriverHandle};
+use super::grpc::status;
+use crate::proto::etcdserverpb::LeaseKeepAliveRequest;
+
+/// Keepalives one stream may have at the node at once; past it the stream stops reading until
+/// an answer goes out, so a flood of keepalives meets backpressure instead of queueing.
+const KEEPALIVES_IN_FLIGHT_MAX: usize = 64;
+
+pub struct KeepAlives {
+    driver: DriverHandle,
+    requests: Incoming,
+    messages: Unframer,
+    /// The answers owed, in the order of the requests: only the first is polled, since the
+    /// others could not be sent before it anyway.
+    in_flight: VecDeque<Answer<LeaseKeepAliveRequest>>,
+    /// False once the client closed its side or went away: what it asked is still answered.
+    reading: bool,
+    /// True once the status went out.
+    ended: bool,
+}
+
+impl KeepAlives {
+    pub fn new(driver: DriverHandle, requests: Incoming, messages: Unframer) -> KeepAlives {
+        KeepAlives {
+            driver,
+            requests,
+            messages,
+            in_flight: VecDeque::new(),
+            reading: true,
+            ended: false,
+        }
+    }
+
+    /// Sends the requests received so far to the node, up to the bound.
+    fn read(&mut self, cx: &mut Context<'_>) {
+        while self.reading && self.in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX {
+            match self.messages.next() {
+                Ok(Some(message)) => {
+                    match LeaseKeepAliveRequest::decode(message) {
+                        Ok(request) => self.in_flight.push_back(self.driver.submit(request)),
+                        Err(_) => self.reading = false,
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.reading = false;
+                    break;
+                }
+            }
+            match Pin::new(&mut self.requests).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.messages.push(data);
+                    }
+                }
+                Poll::Ready(Some(Err(_)) | None) => self.reading = false,
+                Poll::Pending => break,
+            }
+        }
+    }
+
+    fn end(&mut self, status: Result<(), Status>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.ended = true;
+        let trailers = match status {
+            Ok(()) => ok_trailers(),
+            Err(status) => {
+                let mut trailers = HeaderMap::with_capacity(2);
+                if status.add_header(&mut trailers).is_err() {
+                    // tonic percent-encodes the message, so this is not expected; the client
+                    // must not take the failure for a success all the same.
+                    trailers.insert("grpc-status", HeaderValue::from_static("13"));
+                }
+                trailers
+            }
+        };
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+}
+
+impl Body for KeepAlives {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        this.read(cx);
+        let Some(first) = this.in_flight.front_mut() else {
+            return if this.reading {
+                Poll::Pending
+            } else {
+                this.end(Ok(()))
+            };
+        };
+        let answer = ready!(Pin::new(first).poll(cx));
+        this.in_flight.pop_front();
+        let framed = match answer {
+            Ok(response) => framed(&response),
+            Err(error) => return this.end(Err(status(error))),
+        };
+        match framed {
+            Ok(message) => Poll::Ready(Some(Ok(Frame::data(message)))),
+            Err(refused) => this.end(Err(refused)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
