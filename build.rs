@@ -42,7 +42,6 @@ fn main() {
             .codec_path("crate::server::codec::SizedProstCodec")
             .compile_fds_with_config(config, fds)
             .expect("generating gRPC services");
-        encoded_watch_service();
     }
     #[cfg(not(feature = "server"))]
     {
@@ -50,30 +49,4 @@ fn main() {
             .compile_fds(fds)
             .expect("generating protobuf messages");
     }
-}
-
-/// etcd's Watch service once more, server side only, answering with responses the watch task
-/// has already encoded (`crate::server::watch::EncodedWatchResponse`): a response goes to many
-/// watchers' streams, and encoding it on the watch thread keeps that work off the gRPC workers
-/// that serve puts. On the wire it is the same `etcdserverpb.Watch/Watch`.
-#[cfg(feature = "server")]
-fn encoded_watch_service() {
-    let watch = tonic_build::manual::Method::builder()
-        .name("watch")
-        .route_name("Watch")
-        .input_type("crate::proto::etcdserverpb::WatchRequest")
-        .output_type("crate::server::watch::EncodedWatchResponse")
-        .codec_path("tonic::codec::ProstCodec")
-        .client_streaming()
-        .server_streaming()
-        .build();
-    let service = tonic_build::manual::Service::builder()
-        .name("Watch")
-        .package("etcdserverpb")
-        .method(watch)
-        .build();
-    tonic_build::manual::Builder::new()
-        .build_client(false)
-        .build_transport(false)
-        .compile(&[service]);
 }

@@ -28,8 +28,10 @@ use tower::Service;
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
 use super::direct::HotServices;
+use super::watch_stream::WatchService;
 use crate::proto::etcdserverpb::kv_server::SERVICE_NAME as KV_SERVICE;
 use crate::proto::etcdserverpb::lease_server::SERVICE_NAME as LEASE_SERVICE;
+use crate::proto::etcdserverpb::watch_server::SERVICE_NAME as WATCH_SERVICE;
 
 /// A rarely called service of the client port: a call clones it (as tower requires a service
 /// of its own per call) and calls the clone.
@@ -41,17 +43,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
-/// its server (KV and Lease in `direct.rs`, Watch's generated one); the rest are boxed and
+/// its server (KV and Lease in `direct.rs`, Watch in `watch_stream.rs`); the rest are boxed and
 /// shared, since hyper clones the routes for every request (a boxed service's clone is an
 /// allocation).
 #[derive(Clone)]
-pub struct GrpcRoutes<Watch> {
+pub struct GrpcRoutes {
     pub hot: HotServices,
-    pub watch: Watch,
+    pub watch: WatchService,
     pub others: Arc<Vec<(&'static str, Routed)>>,
 }
 
-impl<Watch> GrpcRoutes<Watch> {
+impl GrpcRoutes {
     /// Adds a service that is called rarely enough for a call through a pointer.
     pub fn with<S: Generated + Clone + Send + Sync + 'static>(mut self, service: S) -> Self {
         let routed: Routed = Arc::new(move |request| service.clone().call(request));
@@ -79,7 +81,7 @@ impl<S> Generated for S where
 {
 }
 
-impl<Watch: Generated> Service<Request<Incoming>> for GrpcRoutes<Watch> {
+impl Service<Request<Incoming>> for GrpcRoutes {
     type Response = Response<BoxBody>;
     type Error = Infallible;
     type Future = Answer;
@@ -101,7 +103,7 @@ impl<Watch: Generated> Service<Request<Incoming>> for GrpcRoutes<Watch> {
         if service == LEASE_SERVICE {
             return self.hot.lease(request);
         }
-        if service == Watch::NAME {
+        if service == WATCH_SERVICE {
             return self.watch.call(request);
         }
         match self.others.iter().find(|(name, _)| *name == service) {

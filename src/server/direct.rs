@@ -331,6 +331,20 @@ pub(super) fn ok_trailers() -> HeaderMap {
     trailers
 }
 
+/// The trailers that end a stream with `status`.
+pub(super) fn trailers(status: Result<(), Status>) -> HeaderMap {
+    let Err(status) = status else {
+        return ok_trailers();
+    };
+    let mut trailers = HeaderMap::with_capacity(2);
+    if status.add_header(&mut trailers).is_err() {
+        // tonic percent-encodes the message, so this is not expected; the client must not take
+        // the failure for a success all the same.
+        trailers.insert("grpc-status", HeaderValue::from_static("13"));
+    }
+    trailers
+}
+
 /// A response body of one data frame and the OK status's trailers.
 struct OneMessage {
     message: Option<Bytes>,

@@ -14,12 +14,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
 use hyper::body::{Body, Frame, Incoming};
 use prost::Message;
 use tonic::Status;
 
-use super::direct::{framed, ok_trailers, Unframer};
+use super::direct::{framed, trailers, Unframer};
 use super::driver::{Answer, DriverHandle};
 use super::grpc::status;
 use crate::proto::etcdserverpb::LeaseKeepAliveRequest;
@@ -84,19 +83,7 @@ impl KeepAlives {
 
     fn end(&mut self, status: Result<(), Status>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.ended = true;
-        let trailers = match status {
-            Ok(()) => ok_trailers(),
-            Err(status) => {
-                let mut trailers = HeaderMap::with_capacity(2);
-                if status.add_header(&mut trailers).is_err() {
-                    // tonic percent-encodes the message, so this is not expected; the client
-                    // must not take the failure for a success all the same.
-                    trailers.insert("grpc-status", HeaderValue::from_static("13"));
-                }
-                trailers
-            }
-        };
-        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        Poll::Ready(Some(Ok(Frame::trailers(trailers(status)))))
     }
 }
 

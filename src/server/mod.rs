@@ -24,6 +24,7 @@ pub mod recipes;
 pub mod restore;
 pub mod watch;
 mod watch_encoding;
+mod watch_stream;
 
 use std::net::SocketAddr;
 
@@ -287,12 +288,7 @@ async fn serve_clients(
     let recipes = recipes::RecipeServices::new(services.driver.clone(), services.watch.clone());
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
-    let watch = watch::encoded::watch_server::WatchServer::new(watch::WatchService::new(
-        services.watch,
-        services.driver,
-    ))
-    .max_decoding_message_size(receive_max)
-    .max_encoding_message_size(usize::MAX);
+    let watch = watch_stream::WatchService::new(services.watch, services.driver, receive_max);
     let routes = client_port::GrpcRoutes {
         hot,
         watch,

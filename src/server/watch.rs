@@ -16,15 +16,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
-use prost::encoding::{DecodeContext, WireType};
-use prost::{DecodeError, Message};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use prost::Message;
 use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
 use tokio::sync::Notify;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
+use super::direct::Unframer;
 use super::disk::{lower_thread_priority, ColdReader};
 use super::driver::DriverHandle;
 use super::grpc::status;
@@ -33,12 +32,6 @@ use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::time::Instant;
 use crate::watch::{StreamId, WatchConfig, WatchFeed, WatchHub};
-
-/// etcd's `etcdserverpb.Watch` service, answering with [`EncodedWatchResponse`]s (build.rs).
-pub mod encoded {
-    #![allow(clippy::all, missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
-}
 
 /// How long a first stream waits for a fresh feed; past it (the node is stopped or swamped) it
 /// goes on with the view the hub has.
@@ -55,11 +48,16 @@ const BATCHES_BUFFERED_MAX: usize = 2;
 /// batch per channel slot, rather than a response, spares a task hand-off per response when a
 /// stream carries many watchers.
 const BATCH_BYTES_TARGET: usize = 64 << 10;
-/// The blocks a batch's responses are encoded into; a response that does not fit in what is
-/// left of one starts the next.
+/// The blocks a batch's responses are encoded into: one is cut once it holds this much.
 const BATCH_BLOCK_BYTES: usize = 16 << 10;
+/// A gRPC message's prefix: the compressed flag and the message's length.
+const GRPC_PREFIX: usize = 5;
 
-type Answer = Result<Vec<EncodedWatchResponse>, Status>;
+/// A batch of a stream's responses: blocks of whole gRPC messages (each with its 5-byte prefix),
+/// written to the stream as they are; or the status that ends the stream. The status is boxed:
+/// a stream's channel allocates room for 32 answers whatever its bound, 5 KiB per stream with
+/// the status inline.
+pub(super) type Answer = Result<Vec<Bytes>, Box<Status>>;
 
 /// Where the node thread leaves feeds for the watch task.
 pub struct FeedSlot {
@@ -145,7 +143,7 @@ impl FeedSlot {
     }
 }
 
-enum Input {
+pub(super) enum Input {
     Open {
         stream: StreamId,
         require_leader: bool,
@@ -163,7 +161,7 @@ enum Input {
 /// The gRPC side's end of the watch task. Cheap to clone.
 #[derive(Clone)]
 pub struct WatchHandle {
-    inputs: mpsc::Sender<Input>,
+    pub(super) inputs: mpsc::Sender<Input>,
     feeds: Arc<FeedSlot>,
     next_stream: Arc<AtomicU64>,
 }
@@ -210,7 +208,7 @@ pub fn spawn(
 impl WatchHandle {
     /// Opens a stream in the hub: its id, the channel its answers come on, and the guard that
     /// closes it when dropped.
-    async fn open(
+    pub(super) async fn open(
         &self,
         driver: &DriverHandle,
         require_leader: bool,
@@ -254,7 +252,8 @@ impl WatchHandle {
         }
         Ok(InternalWatch {
             answers,
-            decoded: VecDeque::new(),
+            messages: Unframer::new(usize::MAX),
+            blocks: VecDeque::new(),
             _closer: closer,
         })
     }
@@ -263,7 +262,9 @@ impl WatchHandle {
 /// A watch stream of the member's own; closed when dropped.
 pub struct InternalWatch {
     answers: mpsc::Receiver<Answer>,
-    decoded: VecDeque<WatchResponse>,
+    /// The responses of the blocks received, not yet taken.
+    messages: Unframer,
+    blocks: VecDeque<Bytes>,
     _closer: CloseOnDrop,
 }
 
@@ -271,8 +272,17 @@ impl InternalWatch {
     /// The next response; once the stream ended, a canceled one.
     pub async fn next(&mut self) -> WatchResponse {
         loop {
-            if let Some(response) = self.decoded.pop_front() {
-                return response;
+            let message = self
+                .messages
+                .next()
+                .expect("the watch task frames its responses as gRPC does");
+            if let Some(message) = message {
+                return WatchResponse::decode(message)
+                    .expect("the watch task encodes what it decodes");
+            }
+            if let Some(block) = self.blocks.pop_front() {
+                self.messages.push(block);
+                continue;
             }
             let Some(Ok(batch)) = self.answers.recv().await else {
                 return WatchResponse {
@@ -280,11 +290,7 @@ impl InternalWatch {
                     ..Default::default()
                 };
             };
-            for encoded in batch {
-                let response = WatchResponse::decode(encoded.0)
-                    .expect("the watch task encodes what it decodes");
-                self.decoded.push_back(response);
-            }
+            self.blocks.extend(batch);
         }
     }
 }
@@ -380,7 +386,7 @@ impl WatchTask {
             if let Some(end) = self.hub.ended(stream) {
                 let error = status(end.error());
                 if let Some(answers) = self.answers.get(&stream) {
-                    let _ = answers.try_send(Err(error));
+                    let _ = answers.try_send(Err(Box::new(error)));
                 }
                 self.forget(stream);
                 continue;
@@ -421,53 +427,34 @@ impl WatchTask {
 }
 
 impl WatchTask {
-    /// The stream's next responses, encoded, up to the batch target; None if it has none. They
-    /// are encoded into blocks of `BATCH_BLOCK_BYTES` and handed out as slices of them: an
-    /// allocation per block rather than per response, and no block is grown by copying.
-    fn batch(&mut self, stream: StreamId) -> Option<Vec<EncodedWatchResponse>> {
-        let mut buffer = BytesMut::with_capacity(BATCH_BLOCK_BYTES);
+    /// The stream's next responses, encoded with their gRPC prefixes, up to the batch target;
+    /// None if it has none. They are encoded into blocks of about `BATCH_BLOCK_BYTES`, which go
+    /// to the stream as they are: an allocation per block rather than per response, and no
+    /// copy between here and the socket.
+    fn batch(&mut self, stream: StreamId) -> Option<Vec<Bytes>> {
+        let mut block = BytesMut::with_capacity(BATCH_BLOCK_BYTES);
         let mut batch = Vec::new();
         let mut bytes = 0;
         while bytes < BATCH_BYTES_TARGET {
             let Some(response) = self.hub.pop(stream) else {
                 break;
             };
-            self.encoder.encode(response, &mut buffer);
-            bytes += buffer.len();
-            batch.push(EncodedWatchResponse(buffer.split().freeze()));
+            let start = block.len();
+            block.put_bytes(0, GRPC_PREFIX);
+            self.encoder.encode(response, &mut block);
+            let len = u32::try_from(block.len() - start - GRPC_PREFIX)
+                .expect("a watch response is far below 4 GiB (the hub's queue bounds it)");
+            block[start + 1..start + GRPC_PREFIX].copy_from_slice(&len.to_be_bytes());
+            bytes += block.len() - start;
+            if block.len() >= BATCH_BLOCK_BYTES {
+                batch.push(block.split().freeze());
+                block = BytesMut::with_capacity(BATCH_BLOCK_BYTES);
+            }
+        }
+        if !block.is_empty() {
+            batch.push(block.freeze());
         }
         (!batch.is_empty()).then_some(batch)
-    }
-}
-
-/// A `WatchResponse` the watch task has already encoded: gRPC writes its bytes as they are, so
-/// the encoding (one per response, whatever its size) is done on the watch thread rather than
-/// on the gRPC workers that also serve puts.
-#[derive(Clone, Debug, Default)]
-pub struct EncodedWatchResponse(Bytes);
-
-impl prost::Message for EncodedWatchResponse {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    /// Never called: the server only sends these.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
     }
 }
 
@@ -478,73 +465,9 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// etcd's `etcdserverpb.Watch`.
-pub struct WatchService {
-    handle: WatchHandle,
-    driver: DriverHandle,
-}
-
-impl WatchService {
-    pub fn new(handle: WatchHandle, driver: DriverHandle) -> WatchService {
-        WatchService { handle, driver }
-    }
-}
-
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<EncodedWatchResponse, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl encoded::watch_server::Watch for WatchService {
-    type WatchStream = WatchStream;
-
-    async fn watch(
-        &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<WatchStream>, Status> {
-        // A learner serves no watch streams, as etcd's learners serve none.
-        let me = self
-            .driver
-            .call(crate::proto::etcdserverpb::StatusRequest {})
-            .await;
-        if me.is_ok_and(|s| s.is_learner) {
-            return Err(status(crate::error::EtcdError::NotSupportedForLearner));
-        }
-        // clientv3's WithRequireLeader: the stream ends with "no leader" once there is none.
-        let require_leader = request
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|v| v == "true");
-        let (stream, rx, closer) = self.handle.open(&self.driver, require_leader).await?;
-        let inputs = self.handle.inputs.clone();
-        let mut requests = request.into_inner();
-        // A client that half-closes its side keeps its watchers, as etcd's do: the stream ends
-        // when the client cancels the call, which drops the responses (and `closer`).
-        tokio::spawn(async move {
-            while let Ok(Some(request)) = requests.message().await {
-                if inputs
-                    .send(Input::Request { stream, request })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let responses = ReceiverStream::new(rx).flat_map(move |answer| {
-            let _owned_by_the_responses = &closer;
-            let responses: Vec<_> = match answer {
-                Ok(batch) => batch.into_iter().map(Ok).collect(),
-                Err(status) => vec![Err(status)],
-            };
-            futures_util::stream::iter(responses)
-        });
-        Ok(Response::new(Box::pin(responses)))
-    }
-}
-
 /// Closes a stream's watchers in the hub once gRPC drops its responses (the client went away or
 /// canceled the call).
-struct CloseOnDrop {
+pub(super) struct CloseOnDrop {
     stream: StreamId,
     inputs: mpsc::Sender<Input>,
     feeds: Arc<FeedSlot>,
