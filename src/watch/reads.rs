@@ -39,7 +39,7 @@ impl CatchUpReads {
         &mut self,
         view: &KeySpaceView,
         cold: &dyn ColdRead,
-        (key, range_end): (&Bytes, &Bytes),
+        (key, range_end): (&[u8], &[u8]),
         from: i64,
         to: i64,
     ) -> io::Result<(Arc<Vec<KeyChange>>, Range<usize>)> {
@@ -55,8 +55,8 @@ impl CatchUpReads {
                     self.reads.pop_front();
                 }
                 self.reads.push_back(Read {
-                    key: key.clone(),
-                    range_end: range_end.clone(),
+                    key: Bytes::copy_from_slice(key),
+                    range_end: Bytes::copy_from_slice(range_end),
                     from,
                     to,
                     changes: changes.clone(),

@@ -1,7 +1,6 @@
 //! One watcher: what it watches, how far it has been served, and how its events are built and
 //! cut into responses.
 
-use bytes::Bytes;
 use prost::Message as _;
 
 use super::WatchId;
@@ -11,11 +10,14 @@ use crate::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::time::Instant;
 
+/// A member keeps one per watcher of every stream (10,000s of them), so it is kept small: key
+/// and range end share one allocation (64 bytes in all, against 112 with a `Bytes` each).
 #[derive(Clone, Debug)]
 pub(super) struct Watcher {
     pub id: WatchId,
-    key: Bytes,
-    range_end: Bytes,
+    /// The key, then the range end.
+    range: Box<[u8]>,
+    key_len: u32,
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
@@ -31,20 +33,21 @@ pub(super) struct Watcher {
     pub repeated_revision: i64,
 }
 
+const _: () = assert!(
+    std::mem::size_of::<Watcher>() <= 64,
+    "a watcher stays small"
+);
+
 impl Watcher {
     /// A watcher for `req` (normalized as etcd does: an empty key means `"\0"`), starting at
     /// `next_revision`.
     pub fn new(id: WatchId, req: &WatchCreateRequest, next_revision: i64, now: Instant) -> Watcher {
-        let key = if req.key.is_empty() {
-            Bytes::from_static(b"\0")
-        } else {
-            req.key.clone()
-        };
+        let key: &[u8] = if req.key.is_empty() { b"\0" } else { &req.key };
         let filtered = |f: FilterType| req.filters.contains(&(f as i32));
         Watcher {
             id,
-            key,
-            range_end: req.range_end.clone(),
+            range: [key, &req.range_end[..]].concat().into_boxed_slice(),
+            key_len: u32::try_from(key.len()).expect("a key is far below 4 GiB"),
             no_put: filtered(FilterType::Noput),
             no_delete: filtered(FilterType::Nodelete),
             prev_kv: req.prev_kv,
@@ -59,19 +62,19 @@ impl Watcher {
 
     /// etcd refuses a range whose end is not after its key (`from-key` aside).
     pub fn range_is_empty(&self) -> bool {
-        matches!(KeyRange::new(&self.key, &self.range_end), KeyRange::Between(k, e) if e <= k)
+        matches!(KeyRange::new(self.key(), self.range_end()), KeyRange::Between(k, e) if e <= k)
     }
 
-    pub fn key(&self) -> &Bytes {
-        &self.key
+    pub fn key(&self) -> &[u8] {
+        &self.range[..self.key_len as usize]
     }
 
-    pub fn range_end(&self) -> &Bytes {
-        &self.range_end
+    pub fn range_end(&self) -> &[u8] {
+        &self.range[self.key_len as usize..]
     }
 
     fn wants(&self, change: &KeyChange) -> bool {
-        KeyRange::new(&self.key, &self.range_end).contains(change.key())
+        KeyRange::new(self.key(), self.range_end()).contains(change.key())
             && !(change.deleted && self.no_delete)
             && (change.deleted || !self.no_put)
     }
