@@ -206,11 +206,14 @@ impl Node {
             .truncate(self.cfg.pending_requests_max);
     }
 
-    /// Issues one ReadIndex for all linearizable reads that arrived during this input.
-    pub(super) fn flush_reads(&mut self) {
-        if let Some(ctx) = self.reads.issue_queued(self.now) {
-            self.raw.read_index(ctx.to_be_bytes().to_vec());
-        }
+    /// Issues one ReadIndex for all linearizable reads queued, unless one is outstanding;
+    /// answers whether it did.
+    pub(super) fn flush_reads(&mut self) -> bool {
+        let Some(ctx) = self.reads.issue_queued(self.now) else {
+            return false;
+        };
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        true
     }
 
     /// Asks again for read indexes that went unanswered.

@@ -134,6 +134,10 @@ impl Node {
             self.confirm_lease_reads();
             self.serve_snapshot_request();
             self.process_ready();
+            // A read index that came back in that ready lets the reads queued behind it ask.
+            if self.flush_reads() {
+                self.process_ready();
+            }
             self.follow_leadership();
             self.finish_leader_transfers();
             self.publish_attributes();

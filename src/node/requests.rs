@@ -117,8 +117,11 @@ struct Batch {
     issued_at: Instant,
 }
 
-/// Linearizable reads: queued during one input, asked for one read index together, then served
-/// once the member has applied up to that index.
+/// Linearizable reads: queued while no batch waits for its read index, asked for one read index
+/// together, then served once the member has applied up to that index. One batch at a time, as
+/// etcd's read loop: under load every read index costs a round of heartbeats to the followers
+/// (and from a follower a round trip to the leader), and the reads that arrive during one round
+/// all share the next instead of each input asking for its own.
 pub struct ReadBatches {
     queued: Reads,
     issued: BTreeMap<u64, Batch>,
@@ -142,9 +145,10 @@ impl ReadBatches {
         self.queued.push((id, request));
     }
 
-    /// Turns the queued reads into a batch; returns the context to ask raft a read index with.
+    /// Turns the queued reads into a batch unless one still waits for its read index; returns
+    /// the context to ask raft a read index with.
     pub fn issue_queued(&mut self, now: Instant) -> Option<u64> {
-        if self.queued.is_empty() {
+        if self.queued.is_empty() || !self.issued.is_empty() {
             return None;
         }
         let ctx = self.next_ctx;
