@@ -9,6 +9,9 @@
 
 mod watchdog;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
@@ -245,6 +248,12 @@ fn sweep(args: &Args) -> i32 {
         args.seeds,
         args.seeds as f64 / secs,
         secs
+    );
+    let per = |n: u64| n as f64 / args.seeds.max(1) as f64;
+    println!(
+        "per history: {:.0} events, {:.0} messages",
+        per(total.events),
+        per(total.messages)
     );
     println!(
         "fault mix: {} crashes ({} torn writes), {} disk errors, {} partitions, {} clogged links, {} pauses, \
