@@ -1,10 +1,13 @@
 //! What the simulator's clients saw, and what the members applied: the inputs of the checkers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
+use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use prost::Message as _;
 
 /// Simulated global time in nanoseconds (the checkers' real-time order; members' clocks may be
 /// skewed, this one is not).
@@ -66,13 +69,51 @@ impl Outcome {
     }
 }
 
-/// One applied log entry, as the members reported it (`Output::Applied`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One applied log entry, as the members reported it (`Output::Applied`), with its request
+/// decoded once for every checker that reads it.
+#[derive(Clone, Debug)]
 pub struct AppliedEntry {
     pub index: u64,
     pub term: u64,
     pub data: Bytes,
+    /// None for a leader's empty entry and for data that is not a request (a configuration
+    /// change); shared, as every checker takes its own copy of the log.
+    request: Option<Arc<InternalRequest>>,
 }
+
+impl AppliedEntry {
+    pub fn new(index: u64, term: u64, data: Bytes) -> AppliedEntry {
+        let request = if data.is_empty() {
+            None
+        } else {
+            InternalRequest::decode(data.as_ref()).ok().map(Arc::new)
+        };
+        AppliedEntry {
+            index,
+            term,
+            data,
+            request,
+        }
+    }
+
+    pub fn request(&self) -> Option<&InternalRequest> {
+        self.request.as_deref()
+    }
+
+    /// The operation the entry's request carries.
+    pub fn op(&self) -> Option<&internal_request::Op> {
+        self.request()?.op.as_ref()
+    }
+}
+
+/// The request follows from the bytes.
+impl PartialEq for AppliedEntry {
+    fn eq(&self, other: &AppliedEntry) -> bool {
+        (self.index, self.term, &self.data) == (other.index, other.term, &other.data)
+    }
+}
+
+impl Eq for AppliedEntry {}
 
 /// What the simulator observed of time, for checking the lease guarantees on true time.
 #[derive(Clone, Debug, Default)]

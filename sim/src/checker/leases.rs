@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::{internal_request, InternalRequest};
 use detcd::proto::etcdserverpb::LeaseKeepAliveRequest;
-use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos, Timing};
 use crate::model::AlarmsModel;
@@ -92,11 +91,10 @@ fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
     let mut grants = 0;
     let mut alarms = AlarmsModel::default();
     for entry in log {
-        let Ok(InternalRequest { origin, op, .. }) = InternalRequest::decode(entry.data.as_ref())
-        else {
+        let Some(&InternalRequest { origin, ref op, .. }) = entry.request() else {
             continue;
         };
-        if let Some(internal_request::Op::Alarm(alarm)) = &op {
+        if let Some(internal_request::Op::Alarm(alarm)) = op {
             alarms.apply(alarm);
         }
         // A grant or revoke an alarm refused never happened.
@@ -126,7 +124,7 @@ fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
                 }
             }
             Some(internal_request::Op::LeaseCheckpoints(c)) => {
-                for checkpoint in c.leases {
+                for checkpoint in &c.leases {
                     let life = lives.get_mut(&checkpoint.id).and_then(|l| l.last_mut());
                     if let Some(life) = life.filter(|l| l.generation == checkpoint.generation) {
                         life.recorders.insert(origin);

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
-use detcd::proto::detcdpb::{internal_request, InternalRequest};
+use detcd::proto::detcdpb::internal_request;
 use detcd::proto::etcdserverpb::{alarm_request::AlarmAction, RangeRequest};
 use detcd::proto::mvccpb::KeyValue;
 use detcd::state::State;
@@ -88,12 +88,9 @@ fn index_proposals(ops: &[Op]) -> Result<BTreeMap<(MemberId, u64), usize>, Viola
 
 /// The client request an entry carries. Leader no-ops have no data; configuration changes do
 /// not decode as a request with an operation; the node skips both, and so do we.
-fn decode(entry: &AppliedEntry) -> Option<(MemberId, u64, internal_request::Op)> {
-    if entry.data.is_empty() {
-        return None;
-    }
-    let request = InternalRequest::decode(entry.data.as_ref()).ok()?;
-    Some((request.origin, request.request_id, request.op?))
+fn decode(entry: &AppliedEntry) -> Option<(MemberId, u64, &internal_request::Op)> {
+    let request = entry.request()?;
+    Some((request.origin, request.request_id, request.op.as_ref()?))
 }
 
 /// What the first replay established.

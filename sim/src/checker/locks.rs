@@ -21,9 +21,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use detcd::proto::detcdpb::{internal_request, InternalRequest};
-
-use prost::Message as _;
+use detcd::proto::detcdpb::internal_request;
 
 use crate::history::{AppliedEntry, RecipeLog, RecipeOutcome};
 use crate::model::kv::KeyEvent;
@@ -79,10 +77,7 @@ fn replay(log: &[AppliedEntry]) -> Contentions {
     let mut model = Model::default();
     let mut out = Contentions::default();
     for entry in log {
-        let Some(op) = InternalRequest::decode(entry.data.as_ref())
-            .ok()
-            .and_then(|r| r.op)
-        else {
+        let Some(op) = entry.op() else {
             continue;
         };
         let cause = match &op {

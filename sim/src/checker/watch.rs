@@ -17,11 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use detcd::proto::detcdpb::InternalRequest;
 use detcd::proto::etcdserverpb::watch_create_request::FilterType;
 use detcd::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use detcd::proto::mvccpb::{event::EventType, Event, KeyValue};
-use prost::Message as _;
 
 use crate::history::{AppliedEntry, WatchRequestLog, WatchStreamLog};
 use crate::model::kv::KeyEvent;
@@ -37,11 +35,8 @@ struct Revisions {
 fn replay(log: &[AppliedEntry]) -> Revisions {
     let mut model = Model::default();
     for entry in log {
-        if let Some(op) = InternalRequest::decode(entry.data.as_ref())
-            .ok()
-            .and_then(|r| r.op)
-        {
-            model.apply(&op);
+        if let Some(op) = entry.op() {
+            model.apply(op);
         }
     }
     Revisions {

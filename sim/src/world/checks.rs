@@ -9,23 +9,24 @@ impl World {
     // Checks after every step
     // -----------------------------------------------------------------------------------------
 
-    pub(super) fn applied(&mut self, id: MemberId, entry: AppliedEntry) {
+    pub(super) fn applied(&mut self, id: MemberId, index: u64, term: u64, data: Bytes) {
         if self.trace.is_some() {
-            if let Some(what) = describe_lease_entry(&entry) {
-                let index = entry.index;
+            if let Some(what) = describe_lease_entry(&AppliedEntry::new(index, term, data.clone()))
+            {
                 self.log(id, || format!("applies {index}: {what}"));
             }
         }
-        match self.applied.get(&entry.index) {
-            Some(known) if *known != entry => {
+        match self.applied.get(&index) {
+            Some(known) if (known.term, &known.data) != (term, &data) => {
                 let what = format!(
-                    "member {id} applied index {} with term {} but another member applied term {} there",
-                    entry.index, entry.term, known.term
+                    "member {id} applied index {index} with term {term} but another member applied term {} there",
+                    known.term
                 );
                 self.fail(what);
             }
             Some(_) => {}
             None => {
+                let entry = AppliedEntry::new(index, term, data);
                 self.follow_membership(id, &entry);
                 self.timing.applied_at.insert(entry.index, self.now);
                 if let Some(ended) = ended_lease(&entry) {
@@ -195,9 +196,8 @@ impl World {
 /// The lease an entry revokes or expires, if it does: its id, and its generation when the
 /// entry names one.
 fn ended_lease(entry: &AppliedEntry) -> Option<(i64, Option<u64>)> {
-    use detcd::proto::detcdpb::{internal_request::Op, InternalRequest};
-    use prost::Message as _;
-    match InternalRequest::decode(entry.data.as_ref()).ok()?.op? {
+    use detcd::proto::detcdpb::internal_request::Op;
+    match entry.op()? {
         Op::LeaseExpire(e) => Some((e.id, Some(e.generation))),
         Op::LeaseRevoke(r) => Some((r.id, None)),
         _ => None,
@@ -206,11 +206,10 @@ fn ended_lease(entry: &AppliedEntry) -> Option<(i64, Option<u64>)> {
 
 /// A lease entry in one line, for the trace.
 fn describe_lease_entry(entry: &AppliedEntry) -> Option<String> {
-    use detcd::proto::detcdpb::{internal_request::Op, InternalRequest};
-    use prost::Message as _;
-    let request = InternalRequest::decode(entry.data.as_ref()).ok()?;
+    use detcd::proto::detcdpb::internal_request::Op;
+    let request = entry.request()?;
     let from = request.origin;
-    Some(match request.op? {
+    Some(match request.op.as_ref()? {
         Op::LeaseGrant(g) => format!("lease grant {:x} ttl {} (from m{from})", g.id, g.ttl),
         Op::LeaseRevoke(r) => format!("lease revoke {:x} (from m{from})", r.id),
         Op::LeaseExpire(e) => format!("lease expire {:x}/{} (from m{from})", e.id, e.generation),

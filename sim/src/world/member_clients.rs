@@ -8,12 +8,11 @@
 //! marks the member as gone for good (it stops itself once it learns, and is never restarted).
 
 use detcd::members::Members;
-use detcd::proto::detcdpb::{internal_request, member_change::Change, InternalRequest};
+use detcd::proto::detcdpb::{internal_request, member_change::Change};
 use detcd::proto::etcdserverpb::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
     MoveLeaderRequest,
 };
-use prost::Message as _;
 
 use crate::checker::linearizability::RequestSummary;
 
@@ -109,10 +108,7 @@ impl World {
     /// Follows a membership change the log applied: starts an added member's process, and
     /// remembers a removed one, which never runs again.
     pub(super) fn follow_membership(&mut self, applier: MemberId, entry: &AppliedEntry) {
-        let Ok(request) = InternalRequest::decode(entry.data.as_ref()) else {
-            return;
-        };
-        let Some(internal_request::Op::MemberChange(change)) = request.op else {
+        let Some(internal_request::Op::MemberChange(change)) = entry.op() else {
             return;
         };
         // The member that applied the entry knows whether the list accepted the change.
@@ -122,7 +118,7 @@ impl World {
                 members.get(id).is_some() || members.is_removed(id)
             })
         };
-        match change.change {
+        match change.change.clone() {
             Some(Change::Add(member))
                 if !self.members.contains_key(&member.id) && accepted(self, member.id) =>
             {

@@ -717,9 +717,7 @@ impl World {
                         self.ops[op].proposal = Some((origin, proposal));
                     }
                 }
-                Output::Applied { index, term, data } => {
-                    self.applied(id, AppliedEntry { index, term, data })
-                }
+                Output::Applied { index, term, data } => self.applied(id, index, term, data),
                 Output::Members(_) => {}
                 Output::HashAt { revision, view } => {
                     // Computed at once; delivered back like any input, a little later.
