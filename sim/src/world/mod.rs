@@ -9,7 +9,8 @@
 //! linearizable read within `LIVENESS_BOUND_NS`, after which every member must apply all that
 //! is committed within `CATCH_UP_BOUND_NS`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -168,6 +169,35 @@ impl Member {
     }
 }
 
+/// An event in the queue. Boxed: the heap moves its entries as it sifts, and raft messages
+/// are large.
+struct Scheduled {
+    at: SimNanos,
+    seq: u64,
+    event: Box<Event>,
+}
+
+/// Reversed, so that the max-heap pops the earliest event (then the first scheduled).
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Scheduled) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Scheduled) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Scheduled) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
 enum Event {
     Deliver {
         from: MemberId,
@@ -259,8 +289,8 @@ pub struct World {
     rng: ChaCha8Rng,
     pub now: SimNanos,
     members: BTreeMap<MemberId, Member>,
-    /// Boxed: B-tree nodes move their values around, and raft messages are large.
-    events: BTreeMap<(SimNanos, u64), Box<Event>>,
+    /// What happens next, earliest first (ties in the order scheduled).
+    events: BinaryHeap<Scheduled>,
     seq: u64,
     cut: BTreeSet<(MemberId, MemberId)>,
     /// Clogged links and the extra delay every message on them suffers.
@@ -356,7 +386,7 @@ impl World {
             rng,
             now: 0,
             members,
-            events: BTreeMap::new(),
+            events: BinaryHeap::new(),
             seq: 0,
             cut: BTreeSet::new(),
             clogged: BTreeMap::new(),
@@ -442,7 +472,11 @@ impl World {
 
     fn schedule(&mut self, at: SimNanos, event: Event) {
         self.seq += 1;
-        self.events.insert((at, self.seq), Box::new(event));
+        self.events.push(Scheduled {
+            at,
+            seq: self.seq,
+            event: Box::new(event),
+        });
     }
 
     fn mark(&mut self, member: MemberId, what: FaultKind) {
@@ -774,7 +808,7 @@ impl World {
     // -----------------------------------------------------------------------------------------
 
     fn step(&mut self) -> bool {
-        let Some(((at, _), event)) = self.events.pop_first() else {
+        let Some(Scheduled { at, event, .. }) = self.events.pop() else {
             return false;
         };
         let event = *event;
