@@ -179,11 +179,11 @@ impl Cluster {
             let Some(node) = member.node.as_mut() else {
                 return;
             };
-            let Some(output) = node.poll_output() else {
+            let Some(mut output) = node.poll_output() else {
                 return;
             };
-            let output = output
-                .resolved(&member.cold)
+            output
+                .resolve(&member.cold)
                 .expect("the cold values an output needs are in the member's segments");
             match output {
                 Output::SendSnapshot { .. } => unreachable!("resolved when polled"),

@@ -103,31 +103,29 @@ pub enum Output {
 }
 
 impl Output {
-    /// The output with the cold values it needs read in right away: a `SendSnapshot` becomes the
+    /// Reads in right away the cold values the output needs: a `SendSnapshot` becomes the
     /// `Send` it stands for, a `Reply` gets its values (and an empty `cold`); other outputs stay
-    /// as they are. For drivers with no thread to keep free: the simulator and tests.
-    pub fn resolved(self, cold: &dyn ColdRead) -> io::Result<Output> {
-        Ok(match self {
-            Output::SendSnapshot { to, snapshot } => Output::Send {
-                to,
-                msg: PeerMessage::Raft(snapshot.into_message(cold)?),
-            },
-            Output::Reply {
-                id,
-                mut result,
-                cold: values,
-            } => {
-                if let Ok(response) = &mut result {
-                    response.fill_cold(values, cold)?;
-                }
-                Output::Reply {
-                    id,
-                    result,
-                    cold: ColdValues::default(),
-                }
+    /// as they are. In place, as outputs are large. For drivers with no thread to keep free:
+    /// the simulator and tests.
+    pub fn resolve(&mut self, cold: &dyn ColdRead) -> io::Result<()> {
+        match self {
+            Output::SendSnapshot { .. } => {
+                let placeholder = Output::Members(Vec::new());
+                let Output::SendSnapshot { to, snapshot } = std::mem::replace(self, placeholder)
+                else {
+                    unreachable!("matched above")
+                };
+                let msg = PeerMessage::Raft(snapshot.into_message(cold)?);
+                *self = Output::Send { to, msg };
             }
-            other => other,
-        })
+            Output::Reply {
+                result: Ok(response),
+                cold: values,
+                ..
+            } if !values.is_empty() => response.fill_cold(std::mem::take(values), cold)?,
+            _ => {}
+        }
+        Ok(())
     }
 }
 

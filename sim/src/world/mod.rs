@@ -728,11 +728,11 @@ impl World {
             let Some(member) = self.members.get_mut(&id) else {
                 return;
             };
-            let Some(output) = member.node.as_mut().and_then(|n| n.poll_output()) else {
+            let Some(mut output) = member.node.as_mut().and_then(|n| n.poll_output()) else {
                 return;
             };
-            let output = output
-                .resolved(&member.cold)
+            output
+                .resolve(&member.cold)
                 .expect("the cold values an output needs are in the member's segments");
             match output {
                 Output::Send { to, msg } => self.send(id, to, msg),
