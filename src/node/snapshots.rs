@@ -227,7 +227,7 @@ impl Node {
                 op => self.outputs.push_back(Output::Cold(op)),
             }
         }
-        if !holding {
+        if !holding && !self.snapshots.held_cold_releases.is_empty() {
             self.outputs.extend(
                 self.snapshots
                     .held_cold_releases

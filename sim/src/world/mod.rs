@@ -697,13 +697,12 @@ impl World {
             }
             return;
         }
-        let Some(node) = member.node.as_mut() else {
+        let local = member.clock.local(now);
+        let Member { node, deferred, .. } = member;
+        let Some(node) = node.as_mut() else {
             return;
         };
-        let local = member.clock.local(now);
-        let mut inputs = std::mem::take(&mut member.deferred);
-        inputs.push(input);
-        node.handle_batch(local, inputs);
+        node.handle_batch(local, deferred.drain(..).chain([input]));
         node.check_invariants();
         self.observe_raft(id);
         self.drain(id);

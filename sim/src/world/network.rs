@@ -20,23 +20,21 @@ impl World {
         let is_proposal = matches!(&msg, PeerMessage::Raft(m) if m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose);
         let duplicate =
             self.faults_on && !is_proposal && self.rng.chance(self.options.net_duplicate);
-        let copies = if duplicate { 2 } else { 1 };
-        self.counters.duplicated += copies - 1;
-        for _ in 0..copies {
-            let delay = self
-                .rng
-                .between(self.options.net_delay_min_ns, self.options.net_delay_max_ns);
-            let clog = self.clogged.get(&(from, to)).copied().unwrap_or(0);
-            let at = self.now + delay + clog;
-            self.schedule(
-                at,
-                Event::Deliver {
-                    from,
-                    to,
-                    msg: msg.clone(),
-                },
-            );
+        if duplicate {
+            self.counters.duplicated += 1;
+            self.deliver_later(from, to, msg.clone());
         }
+        self.deliver_later(from, to, msg);
+    }
+
+    /// Schedules a message's arrival after the network's delay.
+    fn deliver_later(&mut self, from: MemberId, to: MemberId, msg: PeerMessage) {
+        let delay = self
+            .rng
+            .between(self.options.net_delay_min_ns, self.options.net_delay_max_ns);
+        let clog = self.clogged.get(&(from, to)).copied().unwrap_or(0);
+        let at = self.now + delay + clog;
+        self.schedule(at, Event::Deliver { from, to, msg });
     }
 
     pub(super) fn disk_op(&mut self, id: MemberId, io: IoId, op: DiskOp) {
