@@ -75,7 +75,8 @@ impl Outcome {
 pub struct AppliedEntry {
     pub index: u64,
     pub term: u64,
-    pub data: Bytes,
+    /// Private: the decoded request must follow it.
+    data: Bytes,
     /// None for a leader's empty entry and for data that is not a request (a configuration
     /// change); shared, as every checker takes its own copy of the log.
     request: Option<Arc<InternalRequest>>,
@@ -94,6 +95,10 @@ impl AppliedEntry {
             data,
             request,
         }
+    }
+
+    pub fn data(&self) -> &Bytes {
+        &self.data
     }
 
     pub fn request(&self) -> Option<&InternalRequest> {

@@ -101,11 +101,7 @@ impl History {
 
     fn append(&mut self, data: Bytes) {
         let index = self.log.len() as u64 + 1;
-        self.log.push(AppliedEntry {
-            index,
-            term: 2,
-            data,
-        });
+        self.log.push(AppliedEntry::new(index, 2, data));
     }
 
     fn push(
@@ -553,7 +549,7 @@ fn phantom_entry_is_caught() {
 fn duplicate_apply_is_caught() {
     let mut h = History::default();
     let w = h.write(1, put("a", "1"), (0, 10));
-    let again = h.log[0].data.clone();
+    let again = h.log[0].data().clone();
     h.append(again);
     match expect_violation(&h) {
         Violation::DuplicateApply {
@@ -837,7 +833,7 @@ fn answered_write_entries(h: &History) -> Vec<usize> {
         .filter_map(|op| {
             h.log
                 .iter()
-                .position(|e| !e.data.is_empty() && decoded_proposal(e) == op.proposal)
+                .position(|e| !e.data().is_empty() && decoded_proposal(e) == op.proposal)
         })
         .collect();
     positions.sort_unstable();
@@ -845,7 +841,7 @@ fn answered_write_entries(h: &History) -> Vec<usize> {
 }
 
 fn decoded_proposal(entry: &AppliedEntry) -> Option<(MemberId, u64)> {
-    let r = InternalRequest::decode(entry.data.as_ref()).ok()?;
+    let r = InternalRequest::decode(entry.data().as_ref()).ok()?;
     Some((r.origin, r.request_id))
 }
 
@@ -858,9 +854,10 @@ fn slot_of_entry(h: &History, position: usize) -> usize {
 }
 
 fn swap_entries(h: &mut History, a: usize, b: usize) {
-    let data_a = h.log[a].data.clone();
-    h.log[a].data = h.log[b].data.clone();
-    h.log[b].data = data_a;
+    let (entry_a, entry_b) = (&h.log[a], &h.log[b]);
+    let swapped_a = AppliedEntry::new(entry_a.index, entry_a.term, entry_b.data().clone());
+    let swapped_b = AppliedEntry::new(entry_b.index, entry_b.term, entry_a.data().clone());
+    (h.log[a], h.log[b]) = (swapped_a, swapped_b);
 }
 
 fn history() -> impl Strategy<Value = Vec<(Step, Fate)>> {

@@ -17,7 +17,7 @@ impl World {
             }
         }
         match self.applied.get(&index) {
-            Some(known) if (known.term, &known.data) != (term, &data) => {
+            Some(known) if (known.term, known.data()) != (term, &data) => {
                 let what = format!(
                     "member {id} applied index {index} with term {term} but another member applied term {} there",
                     known.term
