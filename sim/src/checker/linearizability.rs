@@ -153,12 +153,12 @@ fn replay_writes(
         }
         match decode(entry) {
             Some((origin, id, op))
-                if requests::is_internal(&op)
-                    || requests::raised_by_member(&op, proposals.contains_key(&(origin, id))) =>
+                if requests::is_internal(op)
+                    || requests::raised_by_member(op, proposals.contains_key(&(origin, id))) =>
             {
-                let _ = requests::apply(&mut state, &op);
-                replay.model.apply(&op);
-                if let internal_request::Op::Alarm(alarm) = &op {
+                let _ = requests::apply(&mut state, op);
+                replay.model.apply(op);
+                if let internal_request::Op::Alarm(alarm) = op {
                     match AlarmAction::try_from(alarm.action) {
                         Ok(AlarmAction::Activate) => stats.nospace_raised += 1,
                         _ => stats.nospace_cleared += 1,
@@ -174,8 +174,8 @@ fn replay_writes(
                         request_id,
                     },
                 )?;
-                claim(&ops[slot], &op, &mut replay.position[slot], index)?;
-                let expected = apply_judged(&mut state, &mut replay.model, &op, index)?;
+                claim(&ops[slot], op, &mut replay.position[slot], index)?;
+                let expected = apply_judged(&mut state, &mut replay.model, op, index)?;
                 check_write_answer(&ops[slot], index, expected, stats)?;
             }
             None => {}

@@ -80,7 +80,7 @@ fn replay(log: &[AppliedEntry]) -> Contentions {
         let Some(op) = entry.op() else {
             continue;
         };
-        let cause = match &op {
+        let cause = match op {
             internal_request::Op::DeleteRange(_) => Cause::Delete,
             internal_request::Op::Txn(_) => Cause::Txn,
             internal_request::Op::LeaseRevoke(_) => Cause::LeaseRevoke,
@@ -88,7 +88,7 @@ fn replay(log: &[AppliedEntry]) -> Contentions {
             _ => Cause::Other,
         };
         let seen = model.kv().change_count();
-        model.apply(&op);
+        model.apply(op);
         for change in model.kv().events_from(seen) {
             out.record(change, cause);
         }
