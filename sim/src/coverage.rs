@@ -92,11 +92,13 @@ pub const EXPECTED: &[&str] = &[
     "fault.bit-flip",
     "fault.misdirected-write",
     "fault.damaged-snapshot",
+    "fault.late-watch-feed",
     "recovery.corruption-refused",
     "recovery.snapshot-set-aside",
     "recovery.torn-tail-truncated",
     "recovery.from-snapshot",
     "recovery.snapshot-installed",
+    "recovery.watch-feed-resumed",
 ];
 
 impl Coverage {

@@ -143,10 +143,13 @@ pub enum Bug {
     /// Key space: a range's size against `--max-range-bytes` leaves out its cold values (those
     /// of reads of the past).
     RangeBoundSkipsColdValues,
+    /// Core: the first feed after a member was unwatched is not marked as a gap, so watchers
+    /// created on the hub's stale view miss the revisions applied meanwhile.
+    FeedResumeWithoutGap,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 21] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -167,6 +170,7 @@ impl Bug {
         Bug::DamageTakenForTornTail,
         Bug::SpaceAlarmLatched,
         Bug::RangeBoundSkipsColdValues,
+        Bug::FeedResumeWithoutGap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -191,6 +195,7 @@ impl Bug {
             Bug::DamageTakenForTornTail => "damage-taken-for-torn-tail",
             Bug::SpaceAlarmLatched => "space-alarm-latched",
             Bug::RangeBoundSkipsColdValues => "range-bound-skips-cold-values",
+            Bug::FeedResumeWithoutGap => "feed-resume-without-gap",
         }
     }
 

@@ -21,7 +21,7 @@ fn assert_passes(seed: u64, overrides: &str) {
         );
     }
     assert!(
-        world.ops.len() as u64 >= STANDARD_OPS,
+        world.issued() >= STANDARD_OPS,
         "seed {seed} ran its workload"
     );
 }

@@ -97,6 +97,9 @@ pub struct Bugs {
     pub hard_state_only_without_entries: bool,
     /// The leader never clears NOSPACE once there is room again (etcd's latched alarm).
     pub space_alarm_latched: bool,
+    /// Feeds turned off and on again do not mark the next one as a gap, so watchers the hub
+    /// synced on its stale view skip what was applied while nobody watched.
+    pub feed_resume_without_gap: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
 }

@@ -53,10 +53,11 @@ impl Node {
     /// next batch's writes would copy the nodes they touch. Turned on again, the next batch
     /// emits a feed with a fresh view, marked as a gap.
     pub fn set_watched(&mut self, watched: bool) {
+        let gap = !self.bug(|b| b.feed_resume_without_gap);
         let feed = &mut self.watch_feed;
         if feed.wanted && !watched {
             feed.revisions.clear();
-            feed.gap = true;
+            feed.gap = gap;
             feed.reported = None;
         }
         feed.wanted = watched;

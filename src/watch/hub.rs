@@ -246,6 +246,12 @@ impl WatchHub {
         self.streams.insert(stream, state);
     }
 
+    /// Whether any stream is open (ended ones count until closed): the driver turns the node's
+    /// feeds off while none is (`Node::set_watched`).
+    pub fn is_watched(&self) -> bool {
+        !self.streams.is_empty()
+    }
+
     /// The stream is gone (the client left, or the driver ended it): its watchers with it.
     pub fn close(&mut self, stream: StreamId) {
         if let Some(mut state) = self.streams.remove(&stream) {

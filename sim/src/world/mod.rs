@@ -131,8 +131,11 @@ struct Member {
     /// The applied index at which this incarnation's raft configuration was last checked
     /// against its member list.
     configuration_checked_at: Option<u64>,
-    /// The watch hub of the running incarnation, fed by its node.
+    /// The watch hub of the running incarnation, fed by its node while a stream is open.
     hub: WatchHub,
+    /// A stream is being opened on a hub that had none: the node is woken for a fresh feed
+    /// first, as the server's watch service does.
+    stream_opening: bool,
     /// What the last incarnation promised would survive its crash; checked at the restart.
     promise: Option<DurablePromise>,
     /// The disk was damaged since the member last started: it may refuse to start.
@@ -163,6 +166,7 @@ impl Member {
             last_commit: 0,
             configuration_checked_at: None,
             hub: WatchHub::new(WatchConfig::new(0, 0)),
+            stream_opening: false,
             promise: None,
             damaged: false,
         }
@@ -371,6 +375,7 @@ impl World {
                 hard_state_only_without_entries: options.bug
                     == Some(Bug::HardStateOnlyWithoutEntries),
                 space_alarm_latched: options.bug == Some(Bug::SpaceAlarmLatched),
+                feed_resume_without_gap: options.bug == Some(Bug::FeedResumeWithoutGap),
                 key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;
@@ -698,16 +703,45 @@ impl World {
             return;
         }
         let local = member.clock.local(now);
-        let Member { node, deferred, .. } = member;
+        let Member {
+            node,
+            deferred,
+            hub,
+            stream_opening,
+            ..
+        } = member;
         let Some(node) = node.as_mut() else {
             return;
         };
+        // As the server's driver does before each batch: no feeds (and no views of the key
+        // space) while nobody watches.
+        node.set_watched(hub.is_watched() || *stream_opening);
         node.handle_batch(local, deferred.drain(..).chain([input]));
         node.check_invariants();
         self.observe_raft(id);
         self.drain(id);
         self.arm_timer(id);
         self.watch_tick(id, local);
+    }
+
+    /// Opens a stream on a member's hub. The first one after none first wakes the node, which
+    /// fed the hub nothing while unwatched, so that the hub holds a fresh view before it sees
+    /// the stream (the server's watch service waits for that feed). Now and then the feed is
+    /// late (the server's wait timed out): the stream opens on the stale view, and the feed
+    /// comes with the member's next batch.
+    pub(super) fn open_hub_stream(&mut self, id: MemberId, stream: u64, require_leader: bool) {
+        let late = self.rng.chance(0.2);
+        let member = self.members.get_mut(&id).expect("member");
+        if !member.hub.is_watched() && late {
+            self.counters.coverage.hit("fault.late-watch-feed");
+        } else if !member.hub.is_watched() {
+            member.stream_opening = true;
+            self.input(id, Input::Tick);
+            self.members.get_mut(&id).expect("member").stream_opening = false;
+            self.counters.coverage.hit("recovery.watch-feed-resumed");
+        }
+        let hub = &mut self.members.get_mut(&id).expect("member").hub;
+        hub.open(stream, require_leader);
     }
 
     /// Progress notifications: after each of the member's inputs, and at the hub's own
@@ -900,6 +934,11 @@ impl World {
             self.check_convergence();
         }
         self.timing.end = self.now;
+    }
+
+    /// How many client operations (KV, lease, and lock or election runs) the workload issued.
+    pub fn issued(&self) -> u64 {
+        self.issued
     }
 
     /// Every applied entry any member reported, in index order (the checker rejects holes).

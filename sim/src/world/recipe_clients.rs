@@ -357,9 +357,9 @@ impl World {
                 self.recipe_close_stream(id);
                 self.next_stream += 1;
                 let stream = self.next_stream;
+                self.open_hub_stream(member, stream, false);
                 let local = self.members[&member].clock.local(self.now);
                 let hub = &mut self.members.get_mut(&member).expect("member").hub;
-                hub.open(stream, false);
                 for create in creates {
                     let request = WatchRequest {
                         request_union: Some(RequestUnion::CreateRequest(create)),

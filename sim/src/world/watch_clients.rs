@@ -64,6 +64,7 @@ impl World {
                 0..=2 if self.live_watches(client) < 4 => self.new_watch(client),
                 3 | 4 => self.send_watch_request(client, progress_request()),
                 5 => self.cancel_some_watch(client),
+                6 => self.leave_watch_stream(client),
                 _ => {}
             }
         }
@@ -84,6 +85,20 @@ impl World {
         member.node.is_some()
             && member.incarnation == stream.incarnation
             && member.hub.ended(stream.id).is_none()
+    }
+
+    /// The client goes away from its stream (a restart, a reconnect); on its next turn it opens
+    /// another and resumes its watches. Its member may be left unwatched meanwhile.
+    fn leave_watch_stream(&mut self, client: u64) {
+        self.read_stream(client);
+        let watch_client = self.watch_clients.get_mut(&client).expect("a watch client");
+        let Some(stream) = watch_client.stream.take() else {
+            return;
+        };
+        let member = self.members.get_mut(&stream.member).expect("member");
+        if member.incarnation == stream.incarnation {
+            member.hub.close(stream.id);
+        }
     }
 
     /// Opens a stream on a running member and creates every logical watch on it again.
@@ -108,11 +123,7 @@ impl World {
         self.next_stream += 1;
         let id = self.next_stream;
         let incarnation = m.incarnation;
-        self.members
-            .get_mut(&member)
-            .expect("member")
-            .hub
-            .open(id, require_leader);
+        self.open_hub_stream(member, id, require_leader);
         self.watch_logs.push(WatchStreamLog {
             client,
             member,
