@@ -4,6 +4,7 @@
 //! each of its KV errors. Code the workload never reaches cannot fail.
 
 use super::*;
+use crate::options::DEFAULT_RANGE_BYTES_MAX;
 
 /// The value of a large put: big enough to cross the chunking of snapshots and the cold
 /// values' segments, small enough to keep a history fast.
@@ -139,9 +140,16 @@ impl World {
     }
 
     fn put_request(&mut self, value: Bytes) -> PutRequest {
+        // Where `--max-range-bytes` is small, more values are large: a read of the past then
+        // often answers superseded (cold) values whose size decides whether it is refused.
+        let large_max = if self.options.range_bytes_max < DEFAULT_RANGE_BYTES_MAX {
+            8
+        } else {
+            3
+        };
         let value = match self.rng.below(50) {
             0..=2 => Bytes::new(),
-            3 => {
+            n if n <= large_max => {
                 let mut large = value.to_vec();
                 large.resize(LARGE_VALUE_BYTES, b'v');
                 Bytes::from(large)
