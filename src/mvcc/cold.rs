@@ -23,6 +23,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prost::encoding;
 
 use super::range::finish_order;
 use super::snapshot::KeySpaceView;
@@ -73,6 +74,17 @@ pub trait ColdRead {
     /// Several values, in the order asked. A reader of files reads neighbours together.
     fn read_cold_many(&self, at: &[ColdRef]) -> io::Result<Vec<Bytes>> {
         at.iter().map(|&at| self.read_cold(at)).collect()
+    }
+
+    /// Reads each value named into `out`, at the position given with it.
+    fn read_cold_into(&self, at: &[(ColdRef, usize)], out: &mut [u8]) -> io::Result<()> {
+        for &(value_at, position) in at {
+            let value = self.read_cold(value_at)?;
+            out.get_mut(position..position + value.len())
+                .ok_or_else(malformed)?
+                .copy_from_slice(&value);
+        }
+        Ok(())
     }
 }
 
@@ -332,6 +344,61 @@ impl ColdValues {
 
     pub(crate) fn extend(&mut self, other: ColdValues) {
         self.ranges.extend(other.ranges);
+    }
+
+    /// Whether [`ColdValues::encode_range`] can answer with these: values for a plain Range
+    /// that needs none of them before it is encoded (not sorted by value).
+    pub fn encodes_in_place(&self) -> bool {
+        self.hash.is_none()
+            && self
+                .ranges
+                .iter()
+                .all(|r| r.ops.is_empty() && r.deferred_order.is_none())
+    }
+
+    /// Appends the encoding of Range response `response` (what its `encode_raw` writes) with
+    /// these cold values read straight into their places, instead of into the response and
+    /// then copied: a large read of the past then holds its values once. Only for values that
+    /// [`ColdValues::encodes_in_place`].
+    pub fn encode_range(
+        self,
+        response: &RangeResponse,
+        cold: &dyn ColdRead,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if !self.encodes_in_place() {
+            return Err(malformed());
+        }
+        let mut values: Vec<(u32, ColdRef)> =
+            self.ranges.into_iter().flat_map(|r| r.values).collect();
+        values.sort_unstable_by_key(|&(index, _)| index);
+        // A value adds its bytes, its field's key and length, and may lengthen its pair's.
+        let value_bytes: usize = values.iter().map(|(_, at)| at.len as usize + 8).sum();
+        out.reserve(prost::Message::encoded_len(response) + value_bytes);
+        let mut values = values.into_iter().peekable();
+        let mut holes = Vec::with_capacity(values.len());
+        if let Some(header) = &response.header {
+            encoding::message::encode(1, header, out);
+        }
+        for (index, kv) in response.kvs.iter().enumerate() {
+            match values.next_if(|&(i, _)| i as usize == index) {
+                Some((_, at)) if kv.value.is_empty() => {
+                    holes.push((at, kv.encode_with_value_hole(2, at.len as usize, out)));
+                }
+                Some(_) => return Err(malformed()),
+                None => encoding::message::encode(2, kv, out),
+            }
+        }
+        if values.next().is_some() {
+            return Err(malformed());
+        }
+        if response.more {
+            encoding::bool::encode(3, &response.more, out);
+        }
+        if response.count != 0 {
+            encoding::int64::encode(4, &response.count, out);
+        }
+        cold.read_cold_into(&holes, out)
     }
 
     /// Fills a Range response.

@@ -1433,3 +1433,74 @@ fn a_ranges_cold_values_count_against_its_bound() {
     );
     assert!(ks.read_range(&range_req("a", ""), 2).is_ok());
 }
+
+/// A read of the past encoded with its cold values read into place is byte for byte the
+/// response filled first and encoded after, under limits, counts and every sort but by value.
+#[test]
+fn cold_values_encoded_in_place_are_the_filled_response_encoded() {
+    use prost::Message;
+    let mut ks = KeySpace::new();
+    ks.keep_superseded_values_cold();
+    for round in 0..6usize {
+        for (i, key) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let value = "v".repeat((round * 7 + i * 3) % 20);
+            if (round + i) % 4 == 3 {
+                del(&mut ks, key, "");
+            } else {
+                put(&mut ks, key, &value);
+            }
+        }
+    }
+    let mut store = MemoryColdStore::default();
+    for op in ks.take_cold_ops() {
+        store.apply(&op);
+    }
+    let shapes = [
+        range_req("a", "z"),
+        RangeRequest {
+            limit: 2,
+            ..range_req("b", "z")
+        },
+        RangeRequest {
+            sort_target: SortTarget::Version as i32,
+            sort_order: SortOrder::Descend as i32,
+            ..range_req("a", "z")
+        },
+        RangeRequest {
+            keys_only: true,
+            ..range_req("a", "z")
+        },
+    ];
+    let mut in_place = 0;
+    for revision in 1..ks.current_revision() {
+        for shape in &shapes {
+            let past = RangeRequest {
+                revision,
+                ..shape.clone()
+            };
+            let (mut filled, cold) = ks.read_range(&past, u64::MAX).expect("readable");
+            assert!(cold.encodes_in_place());
+            let mut encoded = vec![9];
+            cold.clone()
+                .encode_range(&filled, &store, &mut encoded)
+                .expect("encodes");
+            in_place += usize::from(!cold.is_empty());
+            cold.fill_range(&mut filled, &store).expect("fills");
+            assert_eq!(encoded[1..], filled.encode_to_vec()[..], "{past:?}");
+        }
+    }
+    assert!(in_place > 20, "most reads of the past need cold values");
+    let by_value = RangeRequest {
+        revision: 3,
+        sort_target: SortTarget::Value as i32,
+        ..range_req("a", "z")
+    };
+    let (response, cold) = ks.read_range(&by_value, u64::MAX).expect("readable");
+    assert!(
+        !cold.encodes_in_place(),
+        "a sort by value needs the values first"
+    );
+    assert!(cold
+        .encode_range(&response, &store, &mut Vec::new())
+        .is_err());
+}

@@ -65,6 +65,38 @@ fn int64_len(tag: u32, value: i64) -> usize {
     }
 }
 
+impl KeyValue {
+    /// Appends this pair as field `tag` of an enclosing message, as `prost::encoding::message`
+    /// would, but with a value of `value_len` bytes left as zeros for the caller to fill in
+    /// (a value read from disk straight into the encoding); returns where those bytes start.
+    /// The pair's own `value` must be empty.
+    pub fn encode_with_value_hole(&self, tag: u32, value_len: usize, buf: &mut Vec<u8>) -> usize {
+        debug_assert!(self.value.is_empty(), "the hole stands for the value");
+        let value_field_len = if value_len == 0 {
+            0
+        } else {
+            encoding::key_len(VALUE) + encoding::encoded_len_varint(value_len as u64) + value_len
+        };
+        encoding::encode_key(tag, WireType::LengthDelimited, buf);
+        encoding::encode_varint(
+            (prost::Message::encoded_len(self) + value_field_len) as u64,
+            buf,
+        );
+        put_bytes(KEY, &self.key, buf);
+        put_int64(CREATE_REVISION, self.create_revision, buf);
+        put_int64(MOD_REVISION, self.mod_revision, buf);
+        put_int64(VERSION, self.version, buf);
+        if value_len > 0 {
+            encoding::encode_key(VALUE, WireType::LengthDelimited, buf);
+            encoding::encode_varint(value_len as u64, buf);
+        }
+        let hole = buf.len();
+        buf.resize(hole + value_len, 0);
+        put_int64(LEASE, self.lease, buf);
+        hole
+    }
+}
+
 impl prost::Message for KeyValue {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         put_bytes(KEY, &self.key, buf);
@@ -201,6 +233,21 @@ mod tests {
             prop_assert_eq!(&wire, &derived.encode_to_vec());
             prop_assert_eq!(ours.encoded_len(), wire.len());
             prop_assert_eq!(KeyValue::decode(&wire[..]).expect("decodes"), ours);
+        }
+
+        #[test]
+        fn a_value_filled_into_its_hole_encodes_as_the_whole_pair(
+            key in bytes(), value in bytes(), version in int64(), lease in int64(),
+            tag in 1u32..40,
+        ) {
+            let whole = KeyValue { key, version, value, lease, ..KeyValue::default() };
+            let mut expected = Vec::new();
+            encoding::message::encode(tag, &whole, &mut expected);
+            let mut holed = vec![7u8; 3];
+            let without = KeyValue { value: Bytes::new(), ..whole.clone() };
+            let at = without.encode_with_value_hole(tag, whole.value.len(), &mut holed);
+            holed[at..at + whole.value.len()].copy_from_slice(&whole.value);
+            prop_assert_eq!(&holed[3..], &expected[..]);
         }
     }
 

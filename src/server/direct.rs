@@ -29,7 +29,7 @@ use tonic::body::BoxBody;
 use tonic::Status;
 
 use super::client_port::Answer;
-use super::driver::DriverHandle;
+use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::status;
 use super::keepalive::KeepAlives;
 use crate::api::Rpc;
@@ -60,7 +60,7 @@ impl HotServices {
     /// Answers a call of one of KV's methods (the last part of the request's path).
     pub fn kv(&self, request: Request<Incoming>) -> Answer {
         let serve: Serve = match method(&request) {
-            "Range" => HotServices::serve::<RangeRequest>,
+            "Range" => HotServices::range,
             "Put" => HotServices::serve::<PutRequest>,
             "DeleteRange" => HotServices::serve::<DeleteRangeRequest>,
             "Txn" => HotServices::serve::<TxnRequest>,
@@ -113,6 +113,44 @@ impl HotServices {
             })
         })
     }
+
+    /// A Range, whose answer a read of the past gets with its superseded values read
+    /// straight into the encoding (`ColdValues::encode_range`), off the async workers.
+    fn range(&self, request: Request<Incoming>) -> Answer {
+        let driver = self.driver.clone();
+        let receive_max = self.receive_max;
+        Box::pin(async move {
+            let answer = match receive::<RangeRequest>(request, receive_max).await {
+                Ok(request) => answer_range(&driver, request).await,
+                Err(refused) => Err(refused),
+            };
+            Ok(match answer {
+                Ok(message) => one_message(message),
+                Err(status) => status.into_http(),
+            })
+        })
+    }
+}
+
+async fn answer_range(driver: &DriverHandle, request: RangeRequest) -> Result<Bytes, Status> {
+    let (response, cold, reader) = driver.call_unfilled(request.into()).await.map_err(status)?;
+    let response = typed::<RangeRequest>(response);
+    if cold.is_empty() {
+        return framed(&response);
+    }
+    if !cold.encodes_in_place() {
+        let filled = read_cold_off_workers(move || {
+            let mut response = response;
+            cold.fill_range(&mut response, &reader).map(|()| response)
+        });
+        return framed(&filled.await.map_err(status)?);
+    }
+    let encoded = read_cold_off_workers(move || {
+        let mut framed = vec![0; PREFIX];
+        cold.encode_range(&response, &reader, &mut framed)
+            .map(|()| framed)
+    });
+    with_prefix(encoded.await.map_err(status)?)
 }
 
 type Serve = fn(&HotServices, Request<Incoming>) -> Answer;
@@ -288,12 +326,17 @@ fn unsupported_encoding(encoding: &HeaderValue) -> Status {
 /// A successful answer: the message in one buffer sized for it, then `grpc-status: 0`.
 fn respond<M: Message>(response: &M) -> Response<BoxBody> {
     match framed(response) {
-        Ok(message) => grpc_response(OneMessage {
-            message: Some(message),
-            trailers: true,
-        }),
+        Ok(message) => one_message(message),
         Err(refused) => refused.into_http(),
     }
+}
+
+/// An answer of one framed message, then `grpc-status: 0`.
+fn one_message(message: Bytes) -> Response<BoxBody> {
+    grpc_response(OneMessage {
+        message: Some(message),
+        trailers: true,
+    })
 }
 
 /// A gRPC response whose messages and status come in `body`.
@@ -312,16 +355,25 @@ where
 /// `message` with its gRPC prefix, in one buffer sized for both.
 pub(super) fn framed<M: Message>(message: &M) -> Result<Bytes, Status> {
     let len = message.encoded_len();
-    let Ok(prefix_len) = u32::try_from(len) else {
-        return Err(Status::resource_exhausted(
-            "the response exceeds gRPC's 4 GiB message limit",
-        ));
-    };
+    if u32::try_from(len).is_err() {
+        return Err(too_large());
+    }
     let mut framed = Vec::with_capacity(PREFIX + len);
-    framed.push(0);
-    framed.extend_from_slice(&prefix_len.to_be_bytes());
+    framed.extend_from_slice(&[0; PREFIX]);
     message.encode_raw(&mut framed);
+    with_prefix(framed)
+}
+
+/// A message encoded after [`PREFIX`] bytes left for its gRPC prefix, with the prefix written.
+fn with_prefix(mut framed: Vec<u8>) -> Result<Bytes, Status> {
+    let len = u32::try_from(framed.len() - PREFIX).map_err(|_| too_large())?;
+    framed[0] = 0;
+    framed[1..PREFIX].copy_from_slice(&len.to_be_bytes());
     Ok(Bytes::from(framed))
+}
+
+fn too_large() -> Status {
+    Status::resource_exhausted("the response exceeds gRPC's 4 GiB message limit")
 }
 
 /// The trailers of a call that succeeded.

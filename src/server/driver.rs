@@ -96,6 +96,21 @@ impl DriverHandle {
     }
 
     pub async fn call_any(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
+        let (mut response, cold, reader) = self.call_unfilled(request).await?;
+        if !cold.is_empty() {
+            response =
+                read_cold_off_workers(move || response.fill_cold(cold, &reader).map(|()| response))
+                    .await?;
+        }
+        Ok(response)
+    }
+
+    /// The node's answer as it left the node: the response, the cold values it still needs
+    /// (reads of the past), and the reader of the segments that hold them.
+    pub async fn call_unfilled(
+        &self,
+        request: ClientRequest,
+    ) -> Result<(ClientResponse, ColdValues, ColdReader), EtcdError> {
         let Ok(Reply {
             result,
             cold,
@@ -104,21 +119,7 @@ impl DriverHandle {
         else {
             return Err(EtcdError::Stopped);
         };
-        let mut response = result?;
-        if !cold.is_empty() {
-            // Reads of the past: their superseded values come from the cold segments, read
-            // off the async workers.
-            response = tokio::task::spawn_blocking(move || {
-                response.fill_cold(cold, &reader).map(|()| response)
-            })
-            .await
-            .expect("reading cold values does not panic")
-            .map_err(|e| {
-                eprintln!("detcd: cannot read a superseded value from its cold segment: {e}");
-                EtcdError::Corrupt
-            })?;
-        }
-        Ok(response)
+        Ok((result?, cold, reader))
     }
 
     /// Sends a request that reads no superseded values (a keepalive, say) to the node; its
@@ -180,7 +181,20 @@ impl DriverHandle {
 }
 
 /// The typed response inside `response`, which the node built for a request of kind `R`.
-fn typed<R: Rpc>(response: ClientResponse) -> R::Response {
+/// Runs `read` (which reads superseded values from the cold segments) off the async workers.
+pub async fn read_cold_off_workers<T: Send + 'static>(
+    read: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, EtcdError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .expect("reading cold values does not panic")
+        .map_err(|e| {
+            eprintln!("detcd: cannot read a superseded value from its cold segment: {e}");
+            EtcdError::Corrupt
+        })
+}
+
+pub(super) fn typed<R: Rpc>(response: ClientResponse) -> R::Response {
     let name = response.name();
     R::response(response).unwrap_or_else(|| {
         panic!("the node answers each request with its own kind, not with {name}")

@@ -122,42 +122,77 @@ impl ColdRead for ColdReader {
         Ok(Bytes::from(value))
     }
 
-    /// A history read of many keys wants many values that were superseded close together:
-    /// sorted by place, neighbours come in one read, and each value is a slice of it (one
-    /// system call and one allocation per span instead of per value).
+    /// Values packed into one buffer of exactly their total size, each a slice of it.
     fn read_cold_many(&self, at: &[ColdRef]) -> io::Result<Vec<Bytes>> {
-        let mut by_place: Vec<usize> = (0..at.len()).collect();
-        by_place.sort_unstable_by_key(|&i| (at[i].segment, at[i].offset));
-        let mut values = vec![Bytes::new(); at.len()];
+        let mut starts = Vec::with_capacity(at.len());
+        let mut total = 0;
+        for value in at {
+            starts.push((*value, total));
+            total += value.len as usize;
+        }
+        let mut buffer = vec![0; total];
+        self.read_cold_into(&starts, &mut buffer)?;
+        let buffer = Bytes::from(buffer);
+        Ok(starts
+            .into_iter()
+            .map(|(value, from)| buffer.slice(from..from + value.len as usize))
+            .collect())
+    }
+
+    /// A read of the past over many keys wants many values that were superseded close
+    /// together: sorted by place, neighbours come in one read (one system call per span
+    /// instead of per value) into a scratch buffer reused from span to span, and each value is
+    /// copied to its place from there, so what lay between them is never kept.
+    fn read_cold_into(&self, at: &[(ColdRef, usize)], out: &mut [u8]) -> io::Result<()> {
+        let mut by_place: Vec<(u64, u64, usize)> = at
+            .iter()
+            .enumerate()
+            .map(|(i, (value, _))| (value.segment, value.offset, i))
+            .collect();
+        by_place.sort_unstable();
+        let mut scratch = Vec::new();
         let mut start = 0;
         while start < by_place.len() {
-            let first = at[by_place[start]];
-            let mut end = first.offset + u64::from(first.len);
-            let mut stop = start + 1;
-            while let Some(&i) = by_place.get(stop) {
-                let next = at[i];
-                let next_end = next.offset + u64::from(next.len);
-                if next.segment != first.segment
-                    || next.offset > end + SPAN_GAP_MAX
-                    || next_end - first.offset > SPAN_BYTES_MAX
-                {
-                    break;
-                }
-                end = end.max(next_end);
-                stop += 1;
+            let (stop, end) = span_of(&by_place, at, start);
+            let first = at[by_place[start].2].0;
+            let len = (end - first.offset) as usize;
+            if scratch.len() < len {
+                scratch.resize(len, 0);
             }
-            let mut span = vec![0; (end - first.offset) as usize];
             self.segment(first)?
-                .read_exact_at(&mut span, first.offset)?;
-            let span = Bytes::from(span);
-            for &i in &by_place[start..stop] {
-                let from = (at[i].offset - first.offset) as usize;
-                values[i] = span.slice(from..from + at[i].len as usize);
+                .read_exact_at(&mut scratch[..len], first.offset)?;
+            for &(_, offset, i) in &by_place[start..stop] {
+                let (value, position) = at[i];
+                let within = (offset - first.offset) as usize;
+                out.get_mut(position..position + value.len as usize)
+                    .ok_or_else(|| io::Error::other("a cold value's place is past the buffer"))?
+                    .copy_from_slice(&scratch[within..within + value.len as usize]);
             }
             start = stop;
         }
-        Ok(values)
+        Ok(())
     }
+}
+
+/// The span that starts at `by_place[start]`: the index after its last value, and where it
+/// ends in its segment.
+fn span_of(by_place: &[(u64, u64, usize)], at: &[(ColdRef, usize)], start: usize) -> (usize, u64) {
+    let first = at[by_place[start].2].0;
+    let mut end = first.offset + u64::from(first.len);
+    let mut stop = start + 1;
+    while let Some(&(_, _, i)) = by_place.get(stop) {
+        let next = at[i].0;
+        let next_end = next.offset + u64::from(next.len);
+        if next.segment != first.segment
+            || next.offset > end + SPAN_GAP_MAX
+            || next_end - first.offset > SPAN_BYTES_MAX
+        {
+            break;
+        }
+        end = end.max(next_end);
+        stop += 1;
+    }
+    (stop, end)
 }
 
 #[cfg(test)]
@@ -236,6 +271,20 @@ mod tests {
             .map(|&at| reader.read_cold(at).unwrap())
             .collect();
         assert_eq!(together, alone);
+        // Into places of a buffer that are in no order of theirs, with room between them.
+        let mut places = Vec::new();
+        let mut end = 3;
+        for &at in asked.iter().rev() {
+            places.push((at, end));
+            end += at.len as usize + 2;
+        }
+        let mut out = vec![0xEE; end];
+        reader.read_cold_into(&places, &mut out).unwrap();
+        for (&(at, place), value) in places.iter().zip(alone.iter().rev()) {
+            assert_eq!(&out[place..place + at.len as usize], &value[..]);
+            assert_eq!(out[place + at.len as usize..][..2], [0xEE, 0xEE]);
+        }
+        assert!(reader.read_cold_into(&places, &mut out[..end - 3]).is_err());
         let missing = ColdRef {
             segment: 9,
             offset: 0,
