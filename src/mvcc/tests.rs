@@ -1482,7 +1482,7 @@ fn cold_values_encoded_in_place_are_the_filled_response_encoded() {
             assert!(cold.encodes_in_place());
             let mut encoded = vec![9];
             cold.clone()
-                .encode_range(&filled, &store, &mut encoded)
+                .encode_range(filled.clone(), &store, &mut encoded)
                 .expect("encodes");
             in_place += usize::from(!cold.is_empty());
             cold.fill_range(&mut filled, &store).expect("fills");
@@ -1501,6 +1501,6 @@ fn cold_values_encoded_in_place_are_the_filled_response_encoded() {
         "a sort by value needs the values first"
     );
     assert!(cold
-        .encode_range(&response, &store, &mut Vec::new())
+        .encode_range(response, &store, &mut Vec::new())
         .is_err());
 }

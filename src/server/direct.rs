@@ -147,7 +147,7 @@ async fn answer_range(driver: &DriverHandle, request: RangeRequest) -> Result<By
     }
     let encoded = read_cold_off_workers(move || {
         let mut framed = vec![0; PREFIX];
-        cold.encode_range(&response, &reader, &mut framed)
+        cold.encode_range(response, &reader, &mut framed)
             .map(|()| framed)
     });
     with_prefix(encoded.await.map_err(status)?)
