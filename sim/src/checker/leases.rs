@@ -409,7 +409,15 @@ fn bounded(
         .get(&member)
         .and_then(|starts| starts.iter().filter(|s| **s <= expired_at).max().copied())
         .unwrap_or(0);
-    let elected = timing.leader_since.get(&term).map_or(0, |(_, at)| *at);
+    // An expiry proposed just before its leader lost office is committed by a later one: it
+    // waits for that leader's election (the last before it was applied).
+    let elected = timing
+        .leader_since
+        .range(term..)
+        .map(|(_, (_, at))| *at)
+        .filter(|at| *at <= expired_at)
+        .max()
+        .unwrap_or(0);
     // Records proposed while the cluster could not commit are applied once it can again: the
     // first leader after the faults healed starts their time over.
     let recovered = timing
@@ -429,8 +437,8 @@ fn bounded(
     if expired_at > bound {
         return Err(format!(
             "lease {id:x} (TTL {}s, last renewed by {renewed} ns) outlived its bound: member \
-             {member} (started {started} ns, leader of term {term} since {elected} ns) revoked it \
-             at {expired_at} ns, {} ms after the bound",
+             {member} (started {started} ns) proposed its expiry in term {term}, applied at \
+             {expired_at} ns under the leader elected at {elected} ns, {} ms after the bound",
             life.ttl_s,
             (expired_at - bound) / MS
         ));
