@@ -194,3 +194,41 @@ fn seed_28046_txn_future_revision_placed_where_its_branch_fails() {
 fn seed_102178_the_liveness_write_probe_makes_room_again() {
     assert_passes(102178, "quota=5373");
 }
+
+/// A member restarted from a snapshot file whose WAL marker a crash had torn away: recovery
+/// raised its commit index to the snapshot's, which no hard state on disk recorded. The
+/// snapshot file was then damaged, and the next restart found commit 17 where the member had
+/// counted 21 (seed 457833: 19). A member now writes the raised hard state before it counts on
+/// it.
+#[test]
+fn seeds_390271_and_457833_a_commit_raised_to_a_snapshot_is_written_down() {
+    assert_passes(
+        390271,
+        "members=3,clients=3,lease_clients=3,lease_ttl_s=4,watch_clients=1,recipe_clients=5,membership=0,auto_promote=0,\
+         corrupt=1,ops=100,keys=3,delay_min_us=1685,delay_max_us=29540,loss=0.2,dup=0.01,torn=1,diskerr=0,\
+         drift_ppm=1000,faults_ms=300,snap=20,quota=2147483648,range_max=2147483647,timeout_ms=3218,\
+         disk_us=15349,get=7,ser=1,range=0,put=1,del=2,txn=3,compact=0",
+    );
+    assert_passes(
+        457833,
+        "members=3,clients=3,lease_clients=0,lease_ttl_s=4,watch_clients=3,recipe_clients=5,membership=0,auto_promote=0,\
+         corrupt=1,ops=100,keys=7,delay_min_us=1791,delay_max_us=19616,loss=0,dup=0,torn=1,diskerr=0.001,\
+         drift_ppm=0,faults_ms=300,snap=5,quota=2147483648,range_max=2147483647,timeout_ms=2982,\
+         disk_us=9890,get=4,ser=2,range=4,put=2,del=0,txn=5,compact=1",
+    );
+}
+
+/// The leader proposed a lease's expiry in time, then crashed (the lease phase's restart, on a
+/// damaged disk: it never came back); the next leader, elected 1.7 s later, committed it. The
+/// lease checker measured the delay from the old leader's election; an expiry now waits for
+/// the election of the leader it is applied under.
+#[test]
+fn seed_342926_an_expiry_committed_by_the_next_leader() {
+    assert_passes(
+        342926,
+        "members=3,clients=6,lease_clients=2,lease_ttl_s=2,watch_clients=0,recipe_clients=0,membership=0,auto_promote=1,\
+         corrupt=1,ops=100,keys=7,delay_min_us=1154,delay_max_us=12784,loss=0.01,dup=0.05,torn=0,diskerr=0,\
+         drift_ppm=0,faults_ms=300,snap=10000,quota=2147483648,range_max=2147483647,timeout_ms=2498,\
+         disk_us=2392,get=9,ser=0,range=3,put=3,del=2,txn=0,compact=1",
+    );
+}

@@ -77,6 +77,8 @@ pub(super) enum IoPurpose {
     },
     /// A release; nothing follows it.
     Released,
+    /// The hard state raised at start is durable.
+    HardStateWritten(HardState),
 }
 
 impl DiskState {
@@ -94,7 +96,10 @@ impl DiskState {
                 .iter()
                 .map(|run| (run.wal_offset, run.last_index))
                 .collect(),
-            durable_hard_state: recovered.hard_state.clone(),
+            durable_hard_state: HardState {
+                commit: recovered.recorded_commit,
+                ..recovered.hard_state.clone()
+            },
             ..Default::default()
         }
     }
@@ -139,8 +144,26 @@ impl Node {
                 wal_before,
                 snapshot_index,
             }) => self.release(wal_before, snapshot_index),
+            Some(IoPurpose::HardStateWritten(hs)) => self.disk.durable_hard_state = hs,
             Some(IoPurpose::Released) | None => {}
         }
+    }
+
+    /// Writes the recovered hard state when recovery raised its commit to the snapshot's index
+    /// (a crash came between a snapshot file and the marker after it): the member counts that
+    /// index as committed, so its disk must say so beyond the snapshot file itself, which a
+    /// damaged disk may lose.
+    pub(super) fn record_raised_commit(&mut self) {
+        let hs = self.raw.store().hard_state().clone();
+        if hs.commit <= self.disk.durable_hard_state.commit {
+            return;
+        }
+        let mut wal = WalBatch::new(self.disk.wal_end_offset);
+        wal.push(&Record::HardState(hs.clone()));
+        let io = self.append_wal(wal.bytes, true);
+        self.disk
+            .other_ios
+            .insert(io, IoPurpose::HardStateWritten(hs));
     }
 
     /// A local snapshot file is durable: the WAL marker that names it goes next, with the hard

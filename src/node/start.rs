@@ -74,6 +74,7 @@ impl Node {
         };
         node.leases.restored(node.state.leases(), now);
         node.members_changed();
+        node.record_raised_commit();
         Ok(node)
     }
 }

@@ -106,6 +106,10 @@ pub struct UnusableSnapshot {
 pub struct Recovered {
     /// The last hard state written, with `commit` raised to the snapshot index if it was below.
     pub hard_state: HardState,
+    /// The commit index as the last hard state written has it: below `hard_state.commit` when
+    /// the snapshot is newer than any hard state that followed it (the crash came before its
+    /// marker). The node writes the raised hard state before it counts on it.
+    pub recorded_commit: u64,
     /// The newest usable snapshot, with its data.
     pub snapshot: Option<Snapshot>,
     /// Consecutive entries after the snapshot index (or from index 1).
@@ -190,10 +194,12 @@ pub fn recover_with(image: &DiskImage, bugs: RecoveryBugs) -> Result<Recovered, 
     }
     // A snapshot only ever holds committed state, so its index is committed even if the hard
     // state saying so was not written before a crash. raft-rs requires commit >= snapshot index.
+    let recorded_commit = hard_state.commit;
     hard_state.commit = hard_state.commit.max(base_index);
 
     Ok(Recovered {
         hard_state,
+        recorded_commit,
         snapshot,
         entries,
         entry_runs,

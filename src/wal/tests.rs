@@ -751,3 +751,20 @@ fn hard_state_default_is_what_a_fresh_member_gets() {
         HardState::default()
     );
 }
+
+#[test]
+fn a_snapshot_newer_than_the_last_hard_state_raises_commit_and_says_so() {
+    // Snapshot 10 is durable, but the crash took its marker and the hard state after it.
+    let r = recover(&image(
+        &[entries(1, 12, 1), hs(1, 7)],
+        vec![snap_file(10, 1)],
+    ))
+    .unwrap();
+    assert_eq!((r.hard_state.commit, r.recorded_commit), (10, 7));
+    let r = recover(&image(
+        &[entries(1, 12, 1), hs(1, 11)],
+        vec![snap_file(10, 1)],
+    ))
+    .unwrap();
+    assert_eq!((r.hard_state.commit, r.recorded_commit), (11, 11));
+}
