@@ -131,6 +131,9 @@ pub struct Timing {
     pub started_at: BTreeMap<MemberId, Vec<SimNanos>>,
     /// (when, member, how far its clock jumped ahead in ns).
     pub clock_jumps: Vec<(SimNanos, MemberId, u64)>,
+    /// When each member was paused, and until when (`SimNanos::MAX` while it still is): a
+    /// paused member handles what reached it only once it resumes.
+    pub pauses: BTreeMap<MemberId, Vec<(SimNanos, SimNanos)>>,
     /// The bound on every member's clock rate error.
     pub drift_ppm_max: u64,
     pub checkpoint_interval_ns: u64,
@@ -144,6 +147,29 @@ pub struct Timing {
     pub lease_phase: Option<(SimNanos, Vec<i64>)>,
     /// When the run ended.
     pub end: SimNanos,
+}
+
+impl Timing {
+    /// When `member` handles what reached it at `at`: at once, or when the pause it was in
+    /// ended (what a pause held until a crash or the end of the run was never handled).
+    pub fn handled_by(&self, member: MemberId, at: SimNanos) -> SimNanos {
+        self.pauses
+            .get(&member)
+            .into_iter()
+            .flatten()
+            .filter(|(from, until)| *from <= at && at < *until && *until != SimNanos::MAX)
+            .map(|(_, until)| *until)
+            .fold(at, SimNanos::max)
+    }
+
+    /// The latest any member handles what reached it at `at` (for a message to whichever
+    /// member leads then).
+    pub fn handled_by_any(&self, at: SimNanos) -> SimNanos {
+        self.pauses
+            .keys()
+            .map(|member| self.handled_by(*member, at))
+            .fold(at, SimNanos::max)
+    }
 }
 
 /// One watch stream as its client saw it: where it was opened, every request sent on it and

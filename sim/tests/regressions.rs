@@ -232,3 +232,19 @@ fn seed_342926_an_expiry_committed_by_the_next_leader() {
          disk_us=2392,get=9,ser=0,range=3,put=3,del=2,txn=0,compact=1",
     );
 }
+
+/// A keepalive reached a member that was paused (5.4 s to 9.9 s); the member handled it on
+/// resuming and passed it on to the leader elected after the faults healed, which renewed the
+/// lease at 12.7 s. The checker counted the request's time from when it was sent, 4.3 s too
+/// early: a request now counts from when its member could handle it, and a message to a
+/// paused leader from when that leader resumed.
+#[test]
+fn seed_722862_a_keepalive_held_by_a_paused_member() {
+    assert_passes(
+        722862,
+        "members=3,clients=4,lease_clients=3,lease_ttl_s=5,watch_clients=1,recipe_clients=3,membership=0,auto_promote=1,\
+         corrupt=1,ops=100,keys=8,delay_min_us=1883,delay_max_us=16075,loss=0.2,dup=0.01,torn=0.5,diskerr=0,\
+         drift_ppm=1000,faults_ms=1000,snap=5,quota=11869,range_max=2147483647,timeout_ms=3256,\
+         disk_us=16933,get=0,ser=1,range=1,put=10,del=3,txn=0,compact=1",
+    );
+}

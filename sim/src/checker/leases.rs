@@ -354,10 +354,11 @@ fn never_early(
     Ok(())
 }
 
-/// The latest moment the leader may have received a request that kept `id` alive: an answered
+/// The latest moment the leader may have handled a request that kept `id` alive: an answered
 /// request reached it before its answer; an unanswered one (or one answered with an error) may
-/// have been passed on until the member gave up on it, then spent the longest message delay on
-/// the way.
+/// have been passed on until the member gave up on it (its time counts from when the member
+/// handled it: a paused member, only once it resumed), then spent the longest message delay on
+/// the way to a leader that may have been paused too.
 fn last_renewal(id: i64, life: &LeaseLife, ops: &[Op], timing: &Timing) -> Option<SimNanos> {
     let granted_at = life.granted_at.unwrap_or(0);
     ops.iter()
@@ -372,9 +373,13 @@ fn last_renewal(id: i64, life: &LeaseLife, ops: &[Op], timing: &Timing) -> Optio
         })
         .map(|op| match &op.outcome {
             Outcome::Ok { returned_at, .. } => *returned_at,
-            Outcome::Err { returned_at, .. } => *returned_at + timing.message_delay_max_ns,
+            Outcome::Err { returned_at, .. } => {
+                timing.handled_by_any(*returned_at + timing.message_delay_max_ns)
+            }
             Outcome::Unknown => {
-                op.invoked_at + timing.request_timeout_ns + timing.message_delay_max_ns
+                let handled = timing.handled_by(op.member, op.invoked_at);
+                let passed_on = handled + timing.request_timeout_ns;
+                timing.handled_by_any(passed_on + timing.message_delay_max_ns)
             }
         })
         .max()

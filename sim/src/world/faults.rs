@@ -77,6 +77,8 @@ impl World {
                 let member = self.members.get_mut(&target).expect("member");
                 if member.node.is_some() && !member.paused {
                     member.paused = true;
+                    let pauses = self.timing.pauses.entry(target).or_default();
+                    pauses.push((self.now, SimNanos::MAX));
                     self.counters.pauses += 1;
                     self.mark(target, FaultKind::Pause);
                     self.log(target, || "paused".to_string());
@@ -131,6 +133,7 @@ impl World {
                 let member = self.members.get_mut(&id).expect("member");
                 if member.paused {
                     member.paused = false;
+                    self.pause_ended(id);
                     self.mark(id, FaultKind::Resume);
                     self.log(id, || "resumed".to_string());
                     self.input(id, Input::Tick);

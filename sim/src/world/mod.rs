@@ -620,6 +620,16 @@ impl World {
         self.arm_timer(id);
     }
 
+    /// Closes `id`'s pause, if one is open: on resume, or on a crash (what it held is lost).
+    fn pause_ended(&mut self, id: MemberId) {
+        let now = self.now;
+        if let Some(last) = self.timing.pauses.get_mut(&id).and_then(|p| p.last_mut()) {
+            if last.1 == SimNanos::MAX {
+                last.1 = now;
+            }
+        }
+    }
+
     fn crash(&mut self, id: MemberId) {
         let torn = self.options.torn_write > 0.0 && self.rng.chance(self.options.torn_write);
         let member = self.members.get_mut(&id).expect("member");
@@ -633,6 +643,8 @@ impl World {
         });
         member.deferred.clear();
         member.paused = false;
+        self.pause_ended(id);
+        let member = self.members.get_mut(&id).expect("member");
         member.cold = MemoryColdStore::default();
         let tore = member.disk.crash(&mut self.rng, torn);
         let damage = (self.bad_disks.contains(&id) && self.rng.chance(0.5))
