@@ -248,3 +248,18 @@ fn seed_722862_a_keepalive_held_by_a_paused_member() {
          disk_us=16933,get=0,ser=1,range=1,put=10,del=3,txn=0,compact=1",
     );
 }
+
+/// A member's first write (the entry of term 1 and the hard state after it) was torn between
+/// the two before any sync: it restarted with the entry and term 0, rejected a pre-vote from a
+/// member with a shorter log, and raft-rs panicked on the rejection's term 0. Recovery now
+/// raises the term to the newest entry's (with no vote), and the member writes it down.
+#[test]
+fn seed_1087630_a_torn_write_kept_entries_newer_than_the_hard_state() {
+    assert_passes(
+        1087630,
+        "members=5,clients=4,lease_clients=3,lease_ttl_s=3,watch_clients=2,recipe_clients=3,membership=0,auto_promote=1,\
+         corrupt=1,ops=100,keys=4,delay_min_us=881,delay_max_us=5004,loss=0.2,dup=0.01,torn=1,diskerr=0,\
+         drift_ppm=0,faults_ms=300,snap=5,quota=2147483648,range_max=2147483647,timeout_ms=768,\
+         disk_us=7736,get=2,ser=0,range=2,put=6,del=3,txn=5,compact=1",
+    );
+}

@@ -96,10 +96,7 @@ impl DiskState {
                 .iter()
                 .map(|run| (run.wal_offset, run.last_index))
                 .collect(),
-            durable_hard_state: HardState {
-                commit: recovered.recorded_commit,
-                ..recovered.hard_state.clone()
-            },
+            durable_hard_state: recovered.recorded_hard_state.clone(),
             ..Default::default()
         }
     }
@@ -149,13 +146,13 @@ impl Node {
         }
     }
 
-    /// Writes the recovered hard state when recovery raised its commit to the snapshot's index
-    /// (a crash came between a snapshot file and the marker after it): the member counts that
-    /// index as committed, so its disk must say so beyond the snapshot file itself, which a
-    /// damaged disk may lose.
-    pub(super) fn record_raised_commit(&mut self) {
+    /// Writes the recovered hard state when recovery raised it (see `wal::Recovered`): the
+    /// member counts on the snapshot's index being committed and on the term of its entries,
+    /// so its disk must say so beyond the snapshot file and the torn batch, which a damaged
+    /// disk may lose.
+    pub(super) fn record_raised_hard_state(&mut self) {
         let hs = self.raw.store().hard_state().clone();
-        if hs.commit <= self.disk.durable_hard_state.commit {
+        if hs == self.disk.durable_hard_state {
             return;
         }
         let mut wal = WalBatch::new(self.disk.wal_end_offset);

@@ -74,7 +74,7 @@ impl Node {
         };
         node.leases.restored(node.state.leases(), now);
         node.members_changed();
-        node.record_raised_commit();
+        node.record_raised_hard_state();
         Ok(node)
     }
 }

@@ -104,12 +104,15 @@ pub struct UnusableSnapshot {
 /// The state a node starts from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
-    /// The last hard state written, with `commit` raised to the snapshot index if it was below.
+    /// The last hard state written, raised to what the rest of the disk proves: `commit` to
+    /// the snapshot index, `term` (with no vote) to the newest term of the snapshot and the
+    /// entries.
     pub hard_state: HardState,
-    /// The commit index as the last hard state written has it: below `hard_state.commit` when
-    /// the snapshot is newer than any hard state that followed it (the crash came before its
-    /// marker). The node writes the raised hard state before it counts on it.
-    pub recorded_commit: u64,
+    /// The hard state as the last one written has it: below `hard_state` when the snapshot or
+    /// the entries are newer than any hard state that followed them (the crash came before
+    /// the snapshot's marker, or tore a write after its entries). The node writes the raised
+    /// hard state before it counts on it.
+    pub recorded_hard_state: HardState,
     /// The newest usable snapshot, with its data.
     pub snapshot: Option<Snapshot>,
     /// Consecutive entries after the snapshot index (or from index 1).
@@ -192,14 +195,23 @@ pub fn recover_with(image: &DiskImage, bugs: RecoveryBugs) -> Result<Recovered, 
             last_index,
         });
     }
+    let recorded_hard_state = hard_state.clone();
     // A snapshot only ever holds committed state, so its index is committed even if the hard
     // state saying so was not written before a crash. raft-rs requires commit >= snapshot index.
-    let recorded_commit = hard_state.commit;
     hard_state.commit = hard_state.commit.max(base_index);
+    // A member never holds an entry from a term later than its own, but a torn write can keep
+    // the entries of a batch and lose the hard state after them. raft-rs would then answer
+    // votes with term 0, or in a term older than its log. No vote was cast in the newer term
+    // (a vote is sent only once the hard state recording it is synced), so none is kept.
+    let last_term = entries.last().map_or(base_term, |e| e.term).max(base_term);
+    if last_term > hard_state.term {
+        hard_state.term = last_term;
+        hard_state.vote = 0;
+    }
 
     Ok(Recovered {
         hard_state,
-        recorded_commit,
+        recorded_hard_state,
         snapshot,
         entries,
         entry_runs,

@@ -760,11 +760,34 @@ fn a_snapshot_newer_than_the_last_hard_state_raises_commit_and_says_so() {
         vec![snap_file(10, 1)],
     ))
     .unwrap();
-    assert_eq!((r.hard_state.commit, r.recorded_commit), (10, 7));
+    assert_eq!((r.hard_state.commit, r.recorded_hard_state.commit), (10, 7));
     let r = recover(&image(
         &[entries(1, 12, 1), hs(1, 11)],
         vec![snap_file(10, 1)],
     ))
     .unwrap();
-    assert_eq!((r.hard_state.commit, r.recorded_commit), (11, 11));
+    assert_eq!(
+        (r.hard_state.commit, r.recorded_hard_state.commit),
+        (11, 11)
+    );
+}
+
+#[test]
+fn entries_newer_than_the_last_hard_state_raise_its_term_without_a_vote() {
+    // A torn write kept a batch's entries of term 3 and lost the hard state after them.
+    let r = recover(&image(
+        &[entries(1, 2, 2), hs(2, 2), entries(3, 4, 3)],
+        vec![],
+    ))
+    .unwrap();
+    assert_eq!((r.hard_state.term, r.hard_state.vote), (3, 0));
+    assert_eq!(r.hard_state.commit, 2);
+    assert_eq!(r.recorded_hard_state, hard_state(2, 1, 2));
+    // No hard state at all (the member never synced one): term 0 would answer votes with it.
+    let r = recover(&image(&[entries(1, 1, 1)], vec![])).unwrap();
+    assert_eq!((r.hard_state.term, r.hard_state.vote), (1, 0));
+    assert_eq!(r.recorded_hard_state, HardState::default());
+    // Entries of the hard state's own term change nothing.
+    let r = recover(&image(&[entries(1, 2, 2), hs(2, 2)], vec![])).unwrap();
+    assert_eq!(r.hard_state, r.recorded_hard_state);
 }
