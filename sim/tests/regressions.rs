@@ -263,3 +263,19 @@ fn seed_1087630_a_torn_write_kept_entries_newer_than_the_hard_state() {
          disk_us=7736,get=2,ser=0,range=2,put=6,del=3,txn=5,compact=1",
     );
 }
+
+/// A txn's failure branch ran two nested txns: the first put `k0`, the second deleted it, both
+/// at revision 32 (etcd's duplicate-key rules allow a put and a later sibling's delete). The
+/// key space was then compacted at 32, which keeps only `k0`'s tombstone, as etcd's compaction
+/// does; a watch that caught up from revision 32 got the delete alone. The checker owed it the
+/// put too; it now allows compaction to drop a change superseded within a compacted revision.
+#[test]
+fn seed_1279154_a_put_deleted_in_its_own_revision_then_compacted() {
+    assert_passes(
+        1279154,
+        "members=5,clients=5,lease_clients=1,lease_ttl_s=5,watch_clients=3,recipe_clients=2,membership=0,auto_promote=0,\
+         corrupt=0,ops=100,keys=1,delay_min_us=462,delay_max_us=23416,loss=0,dup=0.05,torn=0,diskerr=0,\
+         drift_ppm=1000,faults_ms=0,snap=10000,quota=13917,range_max=630,timeout_ms=3927,\
+         disk_us=18162,get=0,ser=0,range=2,put=4,del=4,txn=3,compact=1",
+    );
+}

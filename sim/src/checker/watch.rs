@@ -12,6 +12,10 @@
 //!   owed up to it was received before;
 //! - **prev_kv** and **filters**: each event carries the previous pair when asked (it may lack it
 //!   only where compaction took it), and none that the filters leave out;
+//! - compaction to a revision keeps only each key's last change in it, as etcd's does: a put
+//!   that a later txn branch deleted in the same revision may be missing from a watch that
+//!   caught up from the compact revision (the only change of one key twice in a revision that
+//!   etcd's duplicate-key rules allow);
 //! - an event's `kv` is the change the log made, with create revision equal to mod revision
 //!   exactly when its version is 1.
 
@@ -88,10 +92,19 @@ impl Spec {
     }
 }
 
+/// One event a watch is owed.
+struct Owed {
+    revision: i64,
+    event: Event,
+    /// A later change of the same key in the same revision superseded it: compaction to this
+    /// revision drops it.
+    superseded: bool,
+}
+
 /// One logical watch of one client, followed over every stream it lived on.
 struct Watch {
     /// The events it is owed from its start on, computed once its start is known.
-    owed: Vec<(i64, Event)>,
+    owed: Vec<Owed>,
     /// How many of them it received.
     received: usize,
 }
@@ -112,15 +125,20 @@ pub fn check(streams: &[WatchStreamLog], log: &[AppliedEntry]) -> Result<(), Str
 }
 
 /// The events a watch of `spec` is owed from `start` on.
-fn owed(spec: &Spec, start: i64, revisions: &Revisions) -> Vec<(i64, Event)> {
+fn owed(spec: &Spec, start: i64, revisions: &Revisions) -> Vec<Owed> {
     revisions
         .changes
         .range(start..)
         .flat_map(|(revision, changes)| {
             changes
                 .iter()
-                .filter(|c| spec.wants(c))
-                .map(move |c| (*revision, expected_event(spec, c)))
+                .enumerate()
+                .filter(|(_, c)| spec.wants(c))
+                .map(move |(i, c)| Owed {
+                    revision: *revision,
+                    event: expected_event(spec, c),
+                    superseded: changes[i + 1..].iter().any(|d| d.key() == c.key()),
+                })
         })
         .collect()
 }
@@ -175,7 +193,7 @@ fn check_stream(
         if response.watch_id == -1 {
             let revision = response.header.as_ref().map_or(0, |h| h.revision);
             for key in live.values() {
-                complete_up_to(&watches[key], revision)
+                complete_up_to(&watches[key], revision, revisions.compacted)
                     .map_err(|why| format!("at {at} ns, a progress response: {why}"))?;
             }
             continue;
@@ -203,15 +221,25 @@ fn check_stream(
     Ok(())
 }
 
-/// Every event owed up to `revision` was received.
-fn complete_up_to(watch: &Watch, revision: i64) -> Result<(), String> {
-    match watch.owed.get(watch.received) {
-        Some((next, event)) if *next <= revision => Err(format!(
-            "claims everything up to revision {revision}, but the event at {next} on {:?} never came",
-            event.kv.as_ref().map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+/// Every event owed up to `revision` was received (but those compaction may have dropped).
+fn complete_up_to(watch: &Watch, revision: i64, compacted: i64) -> Result<(), String> {
+    let mut rest = watch.owed[watch.received..].iter();
+    match rest.find(|o| !compacted_away(o, compacted)) {
+        Some(next) if next.revision <= revision => Err(format!(
+            "claims everything up to revision {revision}, but the event at {} on {:?} never came",
+            next.revision,
+            next.event
+                .kv
+                .as_ref()
+                .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
         )),
         _ => Ok(()),
     }
+}
+
+/// Whether compaction may have dropped the event: superseded within a compacted revision.
+fn compacted_away(owed: &Owed, compacted: i64) -> bool {
+    owed.superseded && owed.revision <= compacted
 }
 
 /// A batch (a response, or consecutive fragments) must continue the owed events exactly, carry
@@ -222,24 +250,35 @@ fn receive(
     revisions: &Revisions,
 ) -> Result<(), String> {
     let events: Vec<&Event> = batch.iter().flat_map(|r| &r.events).collect();
+    let compacted = revisions.compacted;
     for event in &events {
-        let Some((revision, owed)) = watch.owed.get(watch.received) else {
-            return Err(format!("got an event it is not owed: {}", show(event)));
-        };
-        same_event(event, owed, revisions.compacted).map_err(|why| {
-            format!(
-                "expected {} at revision {revision}, got {} ({why})",
-                show(owed),
-                show(event)
-            )
-        })?;
+        loop {
+            let Some(owed) = watch.owed.get(watch.received) else {
+                return Err(format!("got an event it is not owed: {}", show(event)));
+            };
+            match same_event(event, &owed.event, compacted) {
+                Ok(()) => break,
+                Err(_) if compacted_away(owed, compacted) => watch.received += 1,
+                Err(why) => {
+                    return Err(format!(
+                        "expected {} at revision {}, got {} ({why})",
+                        show(&owed.event),
+                        owed.revision,
+                        show(event)
+                    ))
+                }
+            }
+        }
         check_kv(event)?;
         watch.received += 1;
     }
     // Atomic: the batch ends at a revision boundary.
-    if let (Some(last), Some((next, _))) = (events.last(), watch.owed.get(watch.received)) {
+    let next = watch.owed[watch.received..]
+        .iter()
+        .find(|o| !compacted_away(o, compacted));
+    if let (Some(last), Some(next)) = (events.last(), next) {
         let last_revision = last.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-        if *next == last_revision {
+        if next.revision == last_revision {
             return Err(format!("the events of revision {last_revision} were split"));
         }
     }
@@ -247,7 +286,7 @@ fn receive(
         .last()
         .and_then(|r| r.header.as_ref())
         .map_or(0, |h| h.revision);
-    complete_up_to(watch, header).map_err(|why| format!("its header {why}"))
+    complete_up_to(watch, header, compacted).map_err(|why| format!("its header {why}"))
 }
 
 fn same_event(got: &Event, owed: &Event, compacted: i64) -> Result<(), &'static str> {
