@@ -127,6 +127,9 @@ pub struct Timing {
     pub applied_at: BTreeMap<u64, SimNanos>,
     /// When each term's leader was first seen leading, and who it was.
     pub leader_since: BTreeMap<u64, (MemberId, SimNanos)>,
+    /// When each term's leader started its lease clocks (once it applied every entry of the
+    /// terms before).
+    pub lease_clocks_since: BTreeMap<u64, SimNanos>,
     /// When each member (re)started, in order.
     pub started_at: BTreeMap<MemberId, Vec<SimNanos>>,
     /// (when, member, how far its clock jumped ahead in ns).

@@ -279,3 +279,20 @@ fn seed_1279154_a_put_deleted_in_its_own_revision_then_compacted() {
          disk_us=18162,get=0,ser=0,range=2,put=4,del=4,txn=3,compact=1",
     );
 }
+
+/// The leader proposed a lease's checkpoint (1955 ms left) and crashed 6 ms later; the next
+/// leader, elected 3.4 s after, received the entry just before its election and counted the
+/// 1955 ms from then, as it must (a record's time counts from its arrival). The checker
+/// allowed only TTL + prepay after the crashed leader's restart. It now also allows the
+/// remaining time of the last record before a term, counted from when that term's leader
+/// started its lease clocks.
+#[test]
+fn seed_1202225_a_checkpoint_committed_by_the_next_leader() {
+    assert_passes(
+        1202225,
+        "members=3,clients=2,lease_clients=3,lease_ttl_s=4,watch_clients=0,recipe_clients=3,membership=0,auto_promote=1,\
+         corrupt=1,ops=100,keys=1,delay_min_us=1063,delay_max_us=22468,loss=0.2,dup=0.05,torn=0,diskerr=0,\
+         drift_ppm=1000,faults_ms=300,snap=5,quota=2147483648,range_max=1044,timeout_ms=3465,\
+         disk_us=1433,get=8,ser=2,range=2,put=3,del=1,txn=5,compact=1",
+    );
+}

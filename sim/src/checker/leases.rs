@@ -6,7 +6,10 @@
 //! - **bounded**: in the lease phase (clients stopped, faults healed, the leader restarted once),
 //!   every lease still alive is revoked by its last renewal + TTL + prepay + checkpoint interval,
 //!   or TTL + prepay after the expiring leader started or the cluster recovered from its faults
-//!   (its first leader after they healed), or the expiring leader's election, plus slack;
+//!   (its first leader after they healed), or the expiring leader's election, or the remaining
+//!   time of the last record before its term after it started its lease clocks (a record
+//!   reaches a member late when its leader falls before committing it: its time counts from
+//!   its arrival), plus slack;
 //! - **answers**: a keepalive or TimeToLive answered for a lease names the TTL it was granted,
 //!   and comes after its grant was applied and before its expiry was.
 //!
@@ -44,6 +47,8 @@ struct LeaseLife {
     /// The members that recorded its remaining time (proposed its checkpoints): every member
     /// estimates its expiry from what they measured.
     recorders: BTreeSet<MemberId>,
+    /// The log index and remaining time (ns) of its grant and of each checkpoint.
+    records: Vec<(u64, u64)>,
 }
 
 impl LeaseLife {
@@ -69,9 +74,10 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], timing: &Timing) -> Result<(), St
         }
     }
     if let Some((start, alive)) = &timing.lease_phase {
+        let term_starts = first_index_of_each_term(log);
         for id in alive {
             let life = lives.get(id).and_then(|l| l.last());
-            bounded(*id, life, *start, ops, timing)?;
+            bounded(*id, life, *start, ops, &term_starts, timing)?;
         }
     }
     Ok(())
@@ -111,6 +117,7 @@ fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
                         generation: grants,
                         ttl_s: g.ttl,
                         granted_at: Some(at),
+                        records: vec![(entry.index, g.ttl.max(0) as u64 * 1_000 * MS)],
                         ..LeaseLife::default()
                     });
                     grants += 1;
@@ -128,6 +135,8 @@ fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
                     let life = lives.get_mut(&checkpoint.id).and_then(|l| l.last_mut());
                     if let Some(life) = life.filter(|l| l.generation == checkpoint.generation) {
                         life.recorders.insert(origin);
+                        let remaining = checkpoint.remaining_ms.max(0) as u64 * MS;
+                        life.records.push((entry.index, remaining));
                     }
                 }
             }
@@ -385,11 +394,39 @@ fn last_renewal(id: i64, life: &LeaseLife, ops: &[Op], timing: &Timing) -> Optio
         .max()
 }
 
+fn first_index_of_each_term(log: &[AppliedEntry]) -> BTreeMap<u64, u64> {
+    let mut starts = BTreeMap::new();
+    for entry in log {
+        starts.entry(entry.term).or_insert(entry.index);
+    }
+    starts
+}
+
+/// A leader starts a lease's clock from the last record of it applied before its term, counted
+/// from when that record reached it, which is no later than when its clocks started: the bound
+/// that record carries into `term`.
+fn carried_into(
+    life: &LeaseLife,
+    term: u64,
+    term_starts: &BTreeMap<u64, u64>,
+    timing: &Timing,
+) -> SimNanos {
+    let Some(started) = timing.lease_clocks_since.get(&term) else {
+        return 0;
+    };
+    let first = term_starts.get(&term).copied().unwrap_or(u64::MAX);
+    let before = life.records.iter().take_while(|(index, _)| *index < first);
+    before
+        .last()
+        .map_or(0, |(_, remaining)| started + remaining)
+}
+
 fn bounded(
     id: i64,
     life: Option<&LeaseLife>,
     phase_start: SimNanos,
     ops: &[Op],
+    term_starts: &BTreeMap<u64, u64>,
     timing: &Timing,
 ) -> Result<(), String> {
     let Some(life) = life else {
@@ -437,6 +474,7 @@ fn bounded(
         .max(started + ttl + prepay)
         .max(recovered + ttl + prepay)
         .max(elected)
+        .max(carried_into(life, term, term_starts, timing))
         + COMMIT_SLACK_NS
         + span * 2 * timing.drift_ppm_max / 1_000_000;
     if expired_at > bound {

@@ -76,6 +76,13 @@ impl World {
             ));
             return;
         }
+        if node.leads_leases() {
+            let now = self.now;
+            self.timing
+                .lease_clocks_since
+                .entry(node.term())
+                .or_insert(now);
+        }
         let (term, is_leader, commit, last_commit) = (
             node.term(),
             node.is_leader(),
