@@ -159,3 +159,42 @@ fn start_raft(
     election::override_jitter(&mut raw.raft, rng, election_ticks);
     Ok(raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::Entry;
+
+    use super::*;
+    use crate::node::{DiskOp, Output};
+    use crate::wal::{decode_wal, Record};
+
+    /// Recovery raised the term to the entry's (a torn write lost the hard state after it): the
+    /// member writes the raised hard state, synced, before it counts on it.
+    #[test]
+    fn a_hard_state_raised_by_recovery_is_written_at_start() {
+        let entry = Entry {
+            index: 1,
+            term: 2,
+            ..Default::default()
+        };
+        let mut recovered = Recovered {
+            entries: vec![entry],
+            ..Default::default()
+        };
+        recovered.hard_state.term = 2;
+        let mut node =
+            Node::new(Config::new(1, vec![1, 2, 3]), recovered, 7, Instant::ZERO).expect("starts");
+        let appended = std::iter::from_fn(|| node.poll_output()).find_map(|o| match o {
+            Output::Disk {
+                op: DiskOp::AppendWal { data, sync },
+                ..
+            } => Some((data, sync)),
+            _ => None,
+        });
+        let (data, sync) = appended.expect("a WAL append at start");
+        assert!(sync);
+        let records = decode_wal(0, &data).expect("decodes").records;
+        let written: Vec<_> = records.into_iter().map(|r| r.record).collect();
+        assert!(matches!(&written[..], [Record::HardState(hs)] if hs.term == 2 && hs.vote == 0));
+    }
+}
