@@ -98,14 +98,29 @@ struct Clock {
 
 impl Clock {
     fn local(&self, global: SimNanos) -> Instant {
-        let skew = (global as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
+        // In 64 bits while the product fits (always, for runs of hours): 128-bit division is
+        // a library call, and this runs for every input.
+        let skew = match i64::try_from(global)
+            .ok()
+            .and_then(|g| g.checked_mul(self.drift_ppm))
+        {
+            Some(product) => product / 1_000_000,
+            None => (global as i128 * self.drift_ppm as i128 / 1_000_000) as i64,
+        };
         Instant::from_nanos((self.offset_ns as i128 + global as i128 + skew as i128).max(0) as u64)
     }
 
     /// The global time at which the local clock reads `local` (rounded up).
     fn global(&self, local: Instant) -> SimNanos {
         let local = local.as_nanos() as i128 - self.offset_ns as i128;
-        let global = local * 1_000_000 / (1_000_000 + self.drift_ppm as i128);
+        let rate = 1_000_000 + self.drift_ppm as i128;
+        let global = match i64::try_from(local)
+            .ok()
+            .and_then(|l| l.checked_mul(1_000_000))
+        {
+            Some(product) => (product / rate as i64) as i128,
+            None => local * 1_000_000 / rate,
+        };
         (global.max(0) as u64).saturating_add(1)
     }
 }
