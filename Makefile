@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools check fmt sim sim-ci sim-bench build bench
+.PHONY: run test tools check fmt sim sim-ci sim-bench build bench compat
 
 # Root needs no sudo (CI runs as root); anyone else gets it for apt-get.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -17,7 +17,7 @@ run: build
 # integration tests drive the server with etcdctl and compare it with real etcd 3.4. The
 # simulator's sweeps run alongside them (see sim-ci).
 test: tools
-	$(call with_sweeps,$(CARGO) test --workspace || exit 1)
+	$(call with_sweeps,$(CARGO) test --workspace && $(MAKE) compat COMPAT_DETCD=target/debug/detcd || exit 1)
 
 # etcdctl and etcd from Debian's packages, installed only when missing.
 tools:
@@ -25,6 +25,23 @@ tools:
 	  echo "installing etcd-client and etcd-server (etcdctl, etcd)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq etcd-client etcd-server >/dev/null; \
 	fi
+
+# python-etcd3 and npm's etcd3 drive one etcd 3.4 member and one detcd member through the same
+# calls; their transcripts must be identical (scripts/compat). The clients go into target/compat
+# from PyPI and npm, once.
+COMPAT := target/compat
+COMPAT_DETCD ?= target/release/detcd
+compat: tools $(COMPAT)/py/bin/etcd3-installed $(COMPAT)/node/node_modules/etcd3
+	@[ -x $(COMPAT_DETCD) ] || $(CARGO) build --release --bin detcd
+	PYTHON=$(COMPAT)/py/bin/python NODE_MODULES=$(COMPAT)/node/node_modules \
+	  scripts/compat/run.sh "$$(command -v etcd)" $(COMPAT_DETCD)
+$(COMPAT)/py/bin/etcd3-installed:
+	python3 -m venv $(COMPAT)/py
+	$(COMPAT)/py/bin/pip install -q --disable-pip-version-check etcd3==0.12.0 'protobuf<=3.20.3'
+	touch $@
+$(COMPAT)/node/node_modules/etcd3:
+	mkdir -p $(COMPAT)/node
+	npm install --silent --no-audit --no-fund --prefix $(COMPAT)/node etcd3@1.1.2
 
 # detcd against real etcd 3.4 and 3.5: three 3-member clusters on loopback, one after the other,
 # the same load from detcd-bench against each, and a table of ratios against the targets

@@ -32,10 +32,17 @@ compare() {
   start "$ETCD" etcd 27101
   start "$DETCD" detcd 27201
   sleep 3
-  timeout 120 "$@" 127.0.0.1:27101 >"$W/etcd.out" 2>&1
-  timeout 120 "$@" 127.0.0.1:27201 >"$W/detcd.out" 2>&1
+  local ran=0
+  timeout 120 "$@" 127.0.0.1:27101 >"$W/etcd.out" 2>&1 && ran=$((ran + 1))
+  timeout 120 "$@" 127.0.0.1:27201 >"$W/detcd.out" 2>&1 && ran=$((ran + 1))
   kill $(jobs -p) 2>/dev/null
   wait
+  # A script that fails the same way against both (a missing package, say) proves nothing.
+  if ((ran != 2)); then
+    echo "$name: the script did not run to its end; its output against etcd, then detcd:" >&2
+    cat "$W/etcd.out" "$W/detcd.out" >&2
+    return 1
+  fi
   if ! diff -u "$W/etcd.out" "$W/detcd.out"; then
     echo "$name: detcd's transcript differs from etcd's" >&2
     return 1
