@@ -296,3 +296,15 @@ fn seed_1202225_a_checkpoint_committed_by_the_next_leader() {
          disk_us=1433,get=8,ser=2,range=2,put=3,del=1,txn=5,compact=1",
     );
 }
+
+/// The large profile (5 members, 1,000 operations). A leader renewed a lease (TTL 2 s) from
+/// memory, its earlier checkpoint covering the promise, and crashed. The next leader counted the
+/// lease from that checkpoint's arrival on its own clock, which had jumped 814 ms ahead just
+/// before the renewal, so it expired the lease 470 ms before the renewal's TTL ran out in true
+/// time, and answered a keepalive 'not found'. The checker's 'not found' rule counted only the
+/// jumps after the renewal; it now counts those since the estimate the expiry was measured from
+/// could start, as its never-early rule does.
+#[test]
+fn seed_2025027_a_clock_jump_before_the_renewal_the_next_leader_measured() {
+    assert_passes(2025027, "members=5,ops=1000");
+}

@@ -258,10 +258,14 @@ fn check_not_found(op: &Op, lives: &Lives, ops: &[Op], timing: &Timing) -> Resul
     let Some(acked) = known_alive else {
         return Ok(());
     };
+    // The leader that answered measured the lease from its estimate, which (as `never_early`
+    // allows) may start up to a TTL and two checkpoint intervals before the acknowledgement: a
+    // jump ahead its clock took since then brings the expiry forward.
+    let measured_from = acked.saturating_sub(ttl + 2 * timing.checkpoint_interval_ns);
     let allowed = timing
         .clock_jumps
         .iter()
-        .filter(|(at, _, _)| (acked..=*returned_at).contains(at))
+        .filter(|(at, _, _)| (measured_from..=*returned_at).contains(at))
         .map(|(_, _, by)| by)
         .sum::<u64>()
         + 2 * timing.drift_ppm_max * (ttl / 1_000_000)
