@@ -210,7 +210,7 @@ impl Cluster {
                     id: rid, result, ..
                 } => {
                     self.mix(rid.0 ^ u64::from(result.is_ok()) << 63);
-                    self.replies.insert(rid, result);
+                    self.replies.insert(rid, result.map(|response| *response));
                 }
                 Output::Stopped { reason } => member.stopped = Some(reason.to_string()),
                 Output::Proposed { .. }

@@ -272,7 +272,7 @@ impl Node {
 
     pub(super) fn reply(&mut self, id: RequestId, result: Result<Answer, EtcdError>) {
         let (result, cold) = match result {
-            Ok(Answer { response, cold }) => (Ok(response), cold),
+            Ok(Answer { response, cold }) => (Ok(Box::new(response)), cold),
             Err(e) => (Err(e), Default::default()),
         };
         if !cold.is_empty() {

@@ -409,7 +409,7 @@ impl Node {
                     self.tell_removed(from);
                     return;
                 }
-                if self.raw.step(m).is_ok() {
+                if self.raw.step(*m).is_ok() {
                     self.override_jitter();
                 }
             }

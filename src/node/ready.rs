@@ -148,7 +148,7 @@ impl Node {
         }
         self.outputs.push_back(Output::Send {
             to: m.to,
-            msg: PeerMessage::Raft(m),
+            msg: PeerMessage::Raft(Box::new(m)),
         });
     }
 }

@@ -66,9 +66,11 @@ pub enum Output {
     Disk { io: IoId, op: DiskOp },
     /// Answer a client request, once the driver has read the cold values the response still
     /// needs into it ([`ClientResponse::fill_cold`]; `cold` is empty for nearly every reply).
+    /// The response is boxed: it is the largest of all outputs, and messages, far more
+    /// frequent, would pay for its size on every move.
     Reply {
         id: RequestId,
-        result: Result<ClientResponse, EtcdError>,
+        result: Result<Box<ClientResponse>, EtcdError>,
         cold: ColdValues,
     },
     /// Write or release a cold segment (`mvcc::cold`), at once and in order: later outputs may
@@ -115,7 +117,7 @@ impl Output {
                 else {
                     unreachable!("matched above")
                 };
-                let msg = PeerMessage::Raft(snapshot.into_message(cold)?);
+                let msg = PeerMessage::Raft(Box::new(snapshot.into_message(cold)?));
                 *self = Output::Send { to, msg };
             }
             Output::Reply {
@@ -147,12 +149,11 @@ impl OutgoingSnapshot {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum PeerMessage {
-    Raft(raft::eraftpb::Message),
+    /// Boxed: a raft message is the largest input and output by far (about 200 bytes), and
+    /// the node, the driver's queues and the simulator's network move every one several times.
+    Raft(Box<raft::eraftpb::Message>),
     /// A member asks the leader to answer a client's request only the leader can answer.
-    Forward {
-        id: u64,
-        request: LeaderRequest,
-    },
+    Forward { id: u64, request: LeaderRequest },
     /// The leader's answer to `Forward { id, .. }`.
     ForwardReply {
         id: u64,

@@ -36,7 +36,7 @@ const BATCH_INPUTS_MAX: usize = 1024;
 /// A reply as the node gave it, with the cold values it still needs and the segments to read
 /// them from (pinned when the reply left the node).
 pub struct Reply {
-    result: Result<ClientResponse, EtcdError>,
+    result: Result<Box<ClientResponse>, EtcdError>,
     cold: ColdValues,
     reader: ColdReader,
 }
@@ -119,7 +119,7 @@ impl DriverHandle {
         else {
             return Err(EtcdError::Stopped);
         };
-        Ok((result?, cold, reader))
+        Ok((*result?, cold, reader))
     }
 
     /// Sends a request that reads no superseded values (a keepalive, say) to the node; its
@@ -227,7 +227,7 @@ impl<R: Rpc> Future for Answer<R> {
             reply.cold.is_empty(),
             "a request sent with submit reads no superseded values"
         );
-        Poll::Ready(reply.result.map(typed::<R>))
+        Poll::Ready(reply.result.map(|response| typed::<R>(*response)))
     }
 }
 

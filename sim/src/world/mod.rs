@@ -801,7 +801,7 @@ impl World {
                 Output::Cold(op) => member.cold.apply(&op),
                 Output::Reply {
                     id: rid, result, ..
-                } => self.reply(id, rid, result),
+                } => self.reply(id, rid, result.map(|response| *response)),
                 Output::Proposed {
                     id: rid,
                     origin,

@@ -40,7 +40,7 @@ fn raft_message(from: MemberId, to: MemberId, index: u64) -> RaftMessage {
 }
 
 fn peer_message(from: MemberId, to: MemberId, index: u64) -> PeerMessage {
-    PeerMessage::Raft(raft_message(from, to, index))
+    PeerMessage::Raft(Box::new(raft_message(from, to, index)))
 }
 
 type Delivered = mpsc::UnboundedReceiver<(MemberId, PeerMessage)>;
@@ -186,11 +186,11 @@ async fn five_mib_snapshot_arrives_intact_through_chunks() {
     let mut two = listen(identity(2)).await;
     let sender = sender_to(identity(1), 2, two.addr);
     let big = snapshot_message(5 << 20);
-    sender.send(2, PeerMessage::Raft(big.clone()));
+    sender.send(2, PeerMessage::Raft(Box::new(big.clone())));
     sender.send(2, peer_message(1, 2, 8)); // and the stream continues after it
     assert_eq!(
         next_delivery(&mut two.delivered).await,
-        (1, PeerMessage::Raft(big))
+        (1, PeerMessage::Raft(Box::new(big)))
     );
     assert_eq!(
         next_delivery(&mut two.delivered).await,
@@ -404,15 +404,15 @@ async fn a_read_index_request_relayed_for_another_member_is_delivered() {
     appended.set_msg_type(MessageType::MsgAppend);
     let mut member_2 = listen(identity(2)).await;
     let sender = sender_to(identity(1), 2, member_2.addr);
-    sender.send(2, PeerMessage::Raft(relayed.clone()));
-    sender.send(2, PeerMessage::Raft(appended.clone()));
+    sender.send(2, PeerMessage::Raft(Box::new(relayed.clone())));
+    sender.send(2, PeerMessage::Raft(Box::new(appended.clone())));
     assert_eq!(
         next_delivery(&mut member_2.delivered).await,
-        (1, PeerMessage::Raft(relayed))
+        (1, PeerMessage::Raft(Box::new(relayed)))
     );
     assert_eq!(
         next_delivery(&mut member_2.delivered).await,
-        (1, PeerMessage::Raft(appended)),
+        (1, PeerMessage::Raft(Box::new(appended))),
         "the connection stays open"
     );
 }

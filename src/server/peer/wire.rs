@@ -326,5 +326,5 @@ pub(super) fn decode_message(
             msg: msg.to,
         });
     }
-    Ok(PeerMessage::Raft(msg))
+    Ok(PeerMessage::Raft(Box::new(msg)))
 }
