@@ -234,6 +234,11 @@ impl ColdLog {
     }
 
     /// The operations since the last call, in order.
+    /// Whether `take_ops` has anything to hand over.
+    pub fn has_ops(&self) -> bool {
+        !self.ops.is_empty() || !self.pending.is_empty()
+    }
+
     pub fn take_ops(&mut self) -> Vec<ColdOp> {
         self.flush();
         std::mem::take(&mut self.ops)

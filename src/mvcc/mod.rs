@@ -270,6 +270,12 @@ impl KeySpace {
             .unwrap_or_default()
     }
 
+    /// Whether `take_cold_ops` has anything to hand over: the node asks after every batch, and
+    /// nearly always there is nothing.
+    pub fn has_cold_ops(&self) -> bool {
+        self.cold.as_ref().is_some_and(ColdLog::has_ops)
+    }
+
     /// Segments that may hold live values (0 without cold values).
     pub fn cold_segment_count(&self) -> usize {
         self.cold.as_ref().map_or(0, ColdLog::segment_count)

@@ -221,6 +221,9 @@ impl Node {
     /// releases while the snapshot view for followers may still read them.
     pub(super) fn emit_cold_ops(&mut self) {
         let holding = self.snapshots.outgoing_view.is_some();
+        if !self.state.has_cold_ops() && (holding || self.snapshots.held_cold_releases.is_empty()) {
+            return;
+        }
         for op in self.state.take_cold_ops() {
             match op {
                 ColdOp::Release { .. } if holding => self.snapshots.held_cold_releases.push(op),

@@ -358,6 +358,10 @@ impl State {
         self.kv.take_cold_ops()
     }
 
+    pub fn has_cold_ops(&self) -> bool {
+        self.kv.has_cold_ops()
+    }
+
     /// The state a restored cluster starts from: this one's key space and leases, with the
     /// new cluster's members and no alarms.
     pub fn restored_as(self, members: Members) -> State {
