@@ -7,10 +7,11 @@
 //!             [--shrink] [--html FILE]              shrink a failure; write an HTML timeline
 //!                                                   of the (shrunk) history
 
+mod allocator;
 mod watchdog;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
