@@ -32,6 +32,8 @@ impl WalBatch {
 
     pub fn push(&mut self, record: &Record) {
         let offset = self.offset();
+        // Room for the whole record at once, rather than growing through every power of two.
+        self.bytes.reserve(wal::encoded_len(record));
         wal::encode_record(offset, record, &mut self.bytes);
     }
 }
