@@ -23,7 +23,6 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::encoding;
 
 use super::range::finish_order;
 use super::snapshot::KeySpaceView;
@@ -351,7 +350,7 @@ impl ColdValues {
         self.ranges.extend(other.ranges);
     }
 
-    /// Whether [`ColdValues::encode_range`] can answer with these: values for a plain Range
+    /// Whether a [`super::RangeLayout`] can answer with these: values for a plain Range
     /// that needs none of them before it is encoded (not sorted by value).
     pub fn encodes_in_place(&self) -> bool {
         self.hash.is_none()
@@ -361,25 +360,16 @@ impl ColdValues {
                 .all(|r| r.ops.is_empty() && r.deferred_order.is_none())
     }
 
-    /// Appends the encoding of Range response `response` (what its `encode_raw` writes) with
-    /// these cold values read straight into their places, instead of into the response and
-    /// then copied: a large read of the past then holds its values once (and the response's
-    /// pairs are gone before they are read). Only for values that
-    /// [`ColdValues::encodes_in_place`].
-    pub fn encode_range(
-        self,
-        response: RangeResponse,
-        cold: &dyn ColdRead,
-        out: &mut Vec<u8>,
-    ) -> io::Result<()> {
+    /// The values of a plain Range that [`ColdValues::encodes_in_place`], by the index of
+    /// their pair, in index order.
+    pub(crate) fn into_values_in_place(self) -> io::Result<Vec<(u32, ColdRef)>> {
         if !self.encodes_in_place() {
             return Err(malformed());
         }
         let mut values: Vec<(u32, ColdRef)> =
             self.ranges.into_iter().flat_map(|r| r.values).collect();
         values.sort_unstable_by_key(|&(index, _)| index);
-        let holes = encode_with_holes(response, values, out)?;
-        cold.read_cold_into(&holes, out)
+        Ok(values)
     }
 
     /// Fills a Range response.
@@ -422,43 +412,7 @@ impl ColdValues {
     }
 }
 
-/// Appends the encoding of `response` with a hole for each of `values` (by the index of their
-/// pair, in order), and returns where each value's bytes go.
-fn encode_with_holes(
-    response: RangeResponse,
-    values: Vec<(u32, ColdRef)>,
-    out: &mut Vec<u8>,
-) -> io::Result<Vec<(ColdRef, usize)>> {
-    // A value adds its bytes, its field's key and length, and may lengthen its pair's.
-    let value_bytes: usize = values.iter().map(|(_, at)| at.len as usize + 8).sum();
-    out.reserve(prost::Message::encoded_len(&response) + value_bytes);
-    let mut holes = Vec::with_capacity(values.len());
-    let mut values = values.into_iter().peekable();
-    if let Some(header) = &response.header {
-        encoding::message::encode(1, header, out);
-    }
-    for (index, kv) in response.kvs.iter().enumerate() {
-        match values.next_if(|&(i, _)| i as usize == index) {
-            Some((_, at)) if kv.value.is_empty() => {
-                holes.push((at, kv.encode_with_value_hole(2, at.len as usize, out)));
-            }
-            Some(_) => return Err(malformed()),
-            None => encoding::message::encode(2, kv, out),
-        }
-    }
-    if values.next().is_some() {
-        return Err(malformed());
-    }
-    if response.more {
-        encoding::bool::encode(3, &response.more, out);
-    }
-    if response.count != 0 {
-        encoding::int64::encode(4, &response.count, out);
-    }
-    Ok(holes)
-}
-
-fn malformed() -> io::Error {
+pub(crate) fn malformed() -> io::Error {
     io::Error::other("cold value slots do not match the response")
 }
 

@@ -27,6 +27,7 @@ mod go_sort;
 mod hash;
 mod history;
 mod range;
+mod range_encoding;
 mod revision;
 mod snapshot;
 mod txn;
@@ -53,6 +54,7 @@ pub use cold::{
 #[doc(hidden)]
 pub use go_sort::go_sort;
 pub use range::KeyRange;
+pub use range_encoding::{RangeLayout, RangePart};
 pub use revision::Revision;
 pub use snapshot::{KeySpaceView, SnapshotDecodeError};
 

@@ -1480,13 +1480,21 @@ fn cold_values_encoded_in_place_are_the_filled_response_encoded() {
             };
             let (mut filled, cold) = ks.read_range(&past, u64::MAX).expect("readable");
             assert!(cold.encodes_in_place());
+            let layout = RangeLayout::new(filled.clone(), cold.clone()).expect("lays out");
             let mut encoded = vec![9];
-            cold.clone()
-                .encode_range(filled.clone(), &store, &mut encoded)
-                .expect("encodes");
+            layout.encode_into(&store, &mut encoded).expect("encodes");
             in_place += usize::from(!cold.is_empty());
             cold.fill_range(&mut filled, &store).expect("fills");
-            assert_eq!(encoded[1..], filled.encode_to_vec()[..], "{past:?}");
+            let expected = filled.encode_to_vec();
+            assert_eq!(encoded[1..], expected[..], "{past:?}");
+            assert_eq!(layout.encoded_len(), expected.len());
+            for count in 1..=4 {
+                assert_eq!(
+                    encode_in_parts(&layout, count, &store),
+                    expected,
+                    "{past:?}"
+                );
+            }
         }
     }
     assert!(in_place > 20, "most reads of the past need cold values");
@@ -1500,7 +1508,23 @@ fn cold_values_encoded_in_place_are_the_filled_response_encoded() {
         !cold.encodes_in_place(),
         "a sort by value needs the values first"
     );
-    assert!(cold
-        .encode_range(response, &store, &mut Vec::new())
-        .is_err());
+    assert!(RangeLayout::new(response, cold).is_err());
+}
+
+/// The encoding of `layout` written part by part into one buffer, each part into its own
+/// slice (as the server's threads write them).
+fn encode_in_parts(layout: &RangeLayout, count: usize, cold: &dyn ColdRead) -> Vec<u8> {
+    let parts = layout.parts(count);
+    assert!(parts.len() <= count);
+    let mut out = vec![0; layout.encoded_len()];
+    let mut rest = &mut out[..];
+    for part in &parts {
+        let (slice, after) = std::mem::take(&mut rest).split_at_mut(part.len());
+        layout
+            .encode_part(part, cold, slice)
+            .expect("encodes its part");
+        rest = after;
+    }
+    assert!(rest.is_empty(), "the parts cover the encoding");
+    out
 }

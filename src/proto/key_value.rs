@@ -66,22 +66,25 @@ fn int64_len(tag: u32, value: i64) -> usize {
 }
 
 impl KeyValue {
-    /// Appends this pair as field `tag` of an enclosing message, as `prost::encoding::message`
-    /// would, but with a value of `value_len` bytes left as zeros for the caller to fill in
-    /// (a value read from disk straight into the encoding); returns where those bytes start.
-    /// The pair's own `value` must be empty.
-    pub fn encode_with_value_hole(&self, tag: u32, value_len: usize, buf: &mut Vec<u8>) -> usize {
-        debug_assert!(self.value.is_empty(), "the hole stands for the value");
+    /// The length of this pair's encoding with a value of `value_len` bytes in place of its own
+    /// (empty) one.
+    pub fn encoded_len_with_value(&self, value_len: usize) -> usize {
+        debug_assert!(self.value.is_empty(), "the value comes from elsewhere");
         let value_field_len = if value_len == 0 {
             0
         } else {
             encoding::key_len(VALUE) + encoding::encoded_len_varint(value_len as u64) + value_len
         };
+        prost::Message::encoded_len(self) + value_field_len
+    }
+
+    /// Writes this pair as field `tag` of an enclosing message, as `prost::encoding::message`
+    /// would with a value of `value_len` bytes, up to where those bytes go: the caller puts
+    /// them there (a value read from disk straight into the encoding), then calls
+    /// [`KeyValue::encode_after_value`]. The pair's own `value` must be empty.
+    pub fn encode_up_to_value(&self, tag: u32, value_len: usize, buf: &mut impl BufMut) {
         encoding::encode_key(tag, WireType::LengthDelimited, buf);
-        encoding::encode_varint(
-            (prost::Message::encoded_len(self) + value_field_len) as u64,
-            buf,
-        );
+        encoding::encode_varint(self.encoded_len_with_value(value_len) as u64, buf);
         put_bytes(KEY, &self.key, buf);
         put_int64(CREATE_REVISION, self.create_revision, buf);
         put_int64(MOD_REVISION, self.mod_revision, buf);
@@ -90,10 +93,11 @@ impl KeyValue {
             encoding::encode_key(VALUE, WireType::LengthDelimited, buf);
             encoding::encode_varint(value_len as u64, buf);
         }
-        let hole = buf.len();
-        buf.resize(hole + value_len, 0);
+    }
+
+    /// The fields after the value, to follow [`KeyValue::encode_up_to_value`] and the value.
+    pub fn encode_after_value(&self, buf: &mut impl BufMut) {
         put_int64(LEASE, self.lease, buf);
-        hole
     }
 }
 
@@ -245,9 +249,16 @@ mod tests {
             encoding::message::encode(tag, &whole, &mut expected);
             let mut holed = vec![7u8; 3];
             let without = KeyValue { value: Bytes::new(), ..whole.clone() };
-            let at = without.encode_with_value_hole(tag, whole.value.len(), &mut holed);
-            holed[at..at + whole.value.len()].copy_from_slice(&whole.value);
+            without.encode_up_to_value(tag, whole.value.len(), &mut holed);
+            holed.extend_from_slice(&whole.value);
+            without.encode_after_value(&mut holed);
             prop_assert_eq!(&holed[3..], &expected[..]);
+            prop_assert_eq!(
+                encoding::key_len(tag)
+                    + encoding::encoded_len_varint(without.encoded_len_with_value(whole.value.len()) as u64)
+                    + without.encoded_len_with_value(whole.value.len()),
+                expected.len()
+            );
         }
     }
 

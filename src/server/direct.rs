@@ -32,7 +32,9 @@ use super::client_port::Answer;
 use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::status;
 use super::keepalive::KeepAlives;
+use super::large_range;
 use crate::api::Rpc;
+use crate::mvcc::RangeLayout;
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, TxnRequest,
@@ -115,7 +117,8 @@ impl HotServices {
     }
 
     /// A Range, whose answer a read of the past gets with its superseded values read
-    /// straight into the encoding (`ColdValues::encode_range`), off the async workers.
+    /// straight into the encoding (`RangeLayout`), off the async workers, as a large answer
+    /// is encoded (`large_range`).
     fn range(&self, request: Request<Incoming>) -> Answer {
         let driver = self.driver.clone();
         let receive_max = self.receive_max;
@@ -135,7 +138,7 @@ impl HotServices {
 async fn answer_range(driver: &DriverHandle, request: RangeRequest) -> Result<Bytes, Status> {
     let (response, cold, reader) = driver.call_unfilled(request.into()).await.map_err(status)?;
     let response = typed::<RangeRequest>(response);
-    if cold.is_empty() {
+    if cold.is_empty() && !large_range::is_large(&response) {
         return framed(&response);
     }
     if !cold.encodes_in_place() {
@@ -146,9 +149,8 @@ async fn answer_range(driver: &DriverHandle, request: RangeRequest) -> Result<By
         return framed(&filled.await.map_err(status)?);
     }
     let encoded = read_cold_off_workers(move || {
-        let mut framed = vec![0; PREFIX];
-        cold.encode_range(response, &reader, &mut framed)
-            .map(|()| framed)
+        let layout = RangeLayout::new(response, cold)?;
+        large_range::encode(&layout, &reader, PREFIX)
     });
     with_prefix(encoded.await.map_err(status)?)
 }

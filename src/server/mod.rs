@@ -17,6 +17,7 @@ pub mod driver;
 pub mod grpc;
 pub mod http;
 mod keepalive;
+mod large_range;
 pub mod maintenance;
 pub mod memory;
 pub mod peer;
