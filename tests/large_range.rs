@@ -66,7 +66,9 @@ fn a_large_read_of_the_past_answers_every_superseded_value() {
         ..Default::default()
     };
     let mut kv = runtime.block_on(kv_client(&members[0]));
-    let past = runtime.block_on(kv.range(all(first_round))).expect("range of the past");
+    let past = runtime
+        .block_on(kv.range(all(first_round)))
+        .expect("range of the past");
     check(&past.into_inner(), |_| 0);
     let now = runtime.block_on(kv.range(all(0))).expect("range now");
     check(&now.into_inner(), |i| usize::from(i % 2 == 0));
