@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use prost::Message as _;
 
 use super::reads::CatchUpReads;
+use super::table::WatcherTable;
 use super::watcher::Watcher;
 use super::{StreamId, WatchConfig, WatchFeed, WatchId};
 use crate::error::EtcdError;
@@ -46,7 +47,7 @@ impl StreamEnd {
 #[derive(Default)]
 struct Stream {
     require_leader: bool,
-    watchers: BTreeMap<WatchId, Watcher>,
+    watchers: WatcherTable,
     next_id: WatchId,
     queue: Queue,
     /// Where the next catch-up step looks for a watcher behind, so that every one gets a turn.
@@ -60,8 +61,7 @@ impl Stream {
         let behind = |w: &&Watcher| !w.synced;
         let id = self
             .watchers
-            .range(self.catch_up_cursor..)
-            .map(|(_, w)| w)
+            .starting_at(self.catch_up_cursor)
             .find(behind)
             .or_else(|| self.watchers.values().find(behind))?
             .id;
@@ -345,13 +345,13 @@ impl WatchHub {
         let id = if req.watch_id != 0 {
             req.watch_id
         } else {
-            while state.watchers.contains_key(&state.next_id) {
+            while state.watchers.contains(state.next_id) {
                 state.next_id += 1;
             }
             state.next_id
         };
         let mut watcher = Watcher::new(id, &req, next_revision, now);
-        if state.watchers.contains_key(&id) {
+        if state.watchers.contains(id) {
             state.queue.push(refused(DUPLICATE_ID), total);
             return;
         }
@@ -380,7 +380,7 @@ impl WatchHub {
             self.progress_due = Some(self.progress_due.map_or(due, |d| d.min(due)));
         }
         watcher.synced = watcher.next_revision > self.revision;
-        state.watchers.insert(id, watcher);
+        state.watchers.insert(watcher);
         self.catch_up(stream);
     }
 
@@ -406,7 +406,7 @@ impl WatchHub {
             .get_mut(&stream)
             .expect("checked by the caller");
         // etcd answers nothing for a watcher it does not know.
-        if state.watchers.remove(&watch_id).is_some() {
+        if state.watchers.remove(watch_id).is_some() {
             let canceled = WatchResponse {
                 header,
                 watch_id,
@@ -554,7 +554,7 @@ impl WatchHub {
             .streams
             .get_mut(&stream)
             .expect("checked by the caller");
-        let watcher = state.watchers.get_mut(&id).expect("found by next_behind");
+        let watcher = state.watchers.get_mut(id).expect("found by next_behind");
         if watcher.next_revision > revision {
             watcher.synced = true;
             return;
@@ -573,7 +573,7 @@ impl WatchHub {
         if watcher.next_revision < compact {
             // etcd 3.4 leaves the revision out of this header.
             let response = cancel(compact, String::new(), 0);
-            state.watchers.remove(&id);
+            state.watchers.remove(id);
             state.queue.push(response, &mut self.queued_bytes);
             return;
         }
@@ -590,7 +590,7 @@ impl WatchHub {
             // The segments no longer hold a value the view names: this member's store is
             // unreadable; the watcher ends rather than skip events.
             let response = cancel(0, EtcdError::Corrupt.to_string(), revision);
-            state.watchers.remove(&id);
+            state.watchers.remove(id);
             state.queue.push(response, &mut self.queued_bytes);
             return;
         };

@@ -29,6 +29,7 @@
 
 mod hub;
 mod reads;
+mod table;
 mod watcher;
 
 pub use hub::{StreamEnd, WatchHub};

@@ -1,0 +1,117 @@
+//! The watchers of one stream, by watch id.
+//!
+//! A member holds tens of thousands of watchers, so their container is most of what each one
+//! costs. A `BTreeMap` filled in id order (the usual order: ids count up from 0) leaves its
+//! nodes about half full, about 130 bytes per 64-byte watcher. A vector sorted by id holds the
+//! watchers themselves (the id is in each), finds one by binary search and appends new ids at
+//! its end; removing one moves the watchers after it, at most `watchers_per_stream_max`.
+
+use super::watcher::Watcher;
+use super::WatchId;
+
+#[derive(Default)]
+pub(super) struct WatcherTable {
+    /// Sorted by id, no id twice.
+    watchers: Vec<Watcher>,
+}
+
+impl WatcherTable {
+    fn position(&self, id: WatchId) -> Result<usize, usize> {
+        self.watchers.binary_search_by_key(&id, |w| w.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.watchers.len()
+    }
+
+    pub fn contains(&self, id: WatchId) -> bool {
+        self.position(id).is_ok()
+    }
+
+    /// Adds `watcher`, whose id the table must not hold yet.
+    pub fn insert(&mut self, watcher: Watcher) {
+        let at = self
+            .position(watcher.id)
+            .expect_err("the caller refuses a duplicate id");
+        self.watchers.insert(at, watcher);
+    }
+
+    pub fn remove(&mut self, id: WatchId) -> Option<Watcher> {
+        let at = self.position(id).ok()?;
+        let removed = self.watchers.remove(at);
+        // Room left by many cancels goes back; doubling from here stays amortized.
+        if self.watchers.capacity() > 4 * self.watchers.len().max(4) {
+            self.watchers.shrink_to(2 * self.watchers.len());
+        }
+        Some(removed)
+    }
+
+    pub fn clear(&mut self) {
+        self.watchers = Vec::new();
+    }
+
+    pub fn get_mut(&mut self, id: WatchId) -> Option<&mut Watcher> {
+        let at = self.position(id).ok()?;
+        Some(&mut self.watchers[at])
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Watcher> {
+        self.watchers.iter()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Watcher> {
+        self.watchers.iter_mut()
+    }
+
+    /// The watchers with ids from `first` on, in id order.
+    pub fn starting_at(&self, first: WatchId) -> impl Iterator<Item = &Watcher> {
+        let at = self.position(first).unwrap_or_else(|at| at);
+        self.watchers[at..].iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::WatchCreateRequest;
+    use crate::time::Instant;
+    use std::collections::BTreeMap;
+
+    fn watcher(id: WatchId) -> Watcher {
+        let req = WatchCreateRequest {
+            key: bytes::Bytes::from_static(b"k"),
+            ..Default::default()
+        };
+        Watcher::new(id, &req, 1, Instant::from_nanos(0))
+    }
+
+    #[test]
+    fn behaves_as_a_map_by_id() {
+        let mut table = WatcherTable::default();
+        let mut model = BTreeMap::new();
+        let mut state = 7u64;
+        for step in 0..4000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let id = (state >> 33) as i64 % 300;
+            if step % 3 == 0 {
+                assert_eq!(table.remove(id).map(|w| w.id), model.remove(&id));
+            } else if !table.contains(id) {
+                table.insert(watcher(id));
+                model.insert(id, id);
+            }
+            assert_eq!(table.len(), model.len());
+            let cursor = id / 2;
+            let ours: Vec<_> = table.starting_at(cursor).map(|w| w.id).collect();
+            let theirs: Vec<_> = model.range(cursor..).map(|(id, _)| *id).collect();
+            assert_eq!(ours, theirs);
+            if let Some(w) = table.get_mut(id) {
+                assert_eq!(w.id, id);
+            }
+        }
+        assert!(table.watchers.capacity() <= 4 * table.len().max(4));
+        table.clear();
+        assert_eq!(table.values().count(), 0);
+    }
+}
