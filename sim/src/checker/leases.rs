@@ -75,12 +75,31 @@ pub fn check(ops: &[Op], log: &[AppliedEntry], timing: &Timing) -> Result<(), St
     }
     if let Some((start, alive)) = &timing.lease_phase {
         let term_starts = first_index_of_each_term(log);
-        for id in alive {
-            let life = lives.get(id).and_then(|l| l.last());
-            bounded(*id, life, *start, ops, &term_starts, timing)?;
+        for (id, life) in judged_in_lease_phase(&lives, *start, alive) {
+            bounded(id, life, *start, ops, &term_starts, timing)?;
         }
     }
     Ok(())
+}
+
+/// The lives the lease phase must see end: those of the leases alive when it began, and any
+/// granted after (a grant a client gave up on can still be applied then).
+fn judged_in_lease_phase<'a>(
+    lives: &'a Lives,
+    start: SimNanos,
+    alive: &'a [i64],
+) -> impl Iterator<Item = (i64, &'a LeaseLife)> {
+    lives.iter().flat_map(move |(id, id_lives)| {
+        let granted_after = move |life: &&LeaseLife| life.granted_at.is_some_and(|at| at > start);
+        let at_start = alive
+            .contains(id)
+            .then(|| id_lives.iter().rev().find(|life| !granted_after(life)))
+            .flatten();
+        at_start
+            .into_iter()
+            .chain(id_lives.iter().filter(granted_after))
+            .map(move |life| (*id, life))
+    })
 }
 
 /// The life of `id` a request that returned at `returned_at` is about.
@@ -427,22 +446,22 @@ fn carried_into(
 
 fn bounded(
     id: i64,
-    life: Option<&LeaseLife>,
+    life: &LeaseLife,
     phase_start: SimNanos,
     ops: &[Op],
     term_starts: &BTreeMap<u64, u64>,
     timing: &Timing,
 ) -> Result<(), String> {
-    let Some(life) = life else {
-        return Ok(());
-    };
     if life.revoked_at.is_some() {
         return Ok(());
     }
     let ttl = life.ttl_s as u64 * 1_000 * MS;
     let checkpoint = timing.checkpoint_interval_ns;
     let prepay = (ttl / 2).min(checkpoint);
-    let renewed = last_renewal(id, life, ops, timing).unwrap_or(phase_start);
+    // A grant applied after the phase began starts the lease's time there.
+    let renewed = last_renewal(id, life, ops, timing)
+        .unwrap_or(phase_start)
+        .max(life.granted_at.unwrap_or(0));
     let Some((expired_at, member, term)) = life.expired else {
         return Err(format!(
             "lease {id:x} (TTL {}s, last renewed by {renewed} ns) was never revoked; the run \

@@ -232,27 +232,40 @@ impl World {
             + 2 * LEASE_CHECKPOINT_INTERVAL_NS
             + REQUEST_TIMEOUT_NS
             + LIVENESS_BOUND_NS;
+        // Also waits for leases granted after the phase began (a grant a client gave up on
+        // can still be applied): the checker judges those too.
         self.run_until(give_up, |world| {
             let ended = &world.leases_ended[ended_before..];
-            alive.iter().all(|(id, generation)| {
+            let started_ones_ended = alive.iter().all(|(id, generation)| {
                 ended
                     .iter()
                     .any(|(e, g)| e == id && g.is_none_or(|g| g == *generation))
-            })
+            });
+            started_ones_ended && !world.any_lease_alive()
         });
+    }
+
+    /// Whether the member that applied the most still holds a lease.
+    fn any_lease_alive(&self) -> bool {
+        self.most_applied_node()
+            .is_some_and(|n| !n.state().leases().is_empty())
     }
 
     /// The leases (id, generation) in the state of the member that applied the most.
     fn alive_leases(&self) -> Vec<(i64, u64)> {
-        self.members
-            .values()
-            .filter_map(|m| m.node.as_ref())
-            .max_by_key(|n| n.applied_index())
+        self.most_applied_node()
             .map(|n| {
                 let leases = n.state().leases().iter();
                 leases.map(|(id, l)| (id, l.generation)).collect()
             })
             .unwrap_or_default()
+    }
+
+    fn most_applied_node(&self) -> Option<&Node> {
+        self.members
+            .values()
+            .filter_map(|m| m.node.as_ref())
+            .max_by_key(|n| n.applied_index())
     }
 
     /// Steps until `deadline`, a failure, or `done`.
