@@ -85,6 +85,11 @@ impl Record {
     /// The client-visible key-value pair this record stands for, `None` for a tombstone. A cold
     /// value comes out empty: the caller reads it by [`Record::cold_value`].
     pub fn key_value(&self, key: &Bytes) -> Option<KeyValue> {
+        self.key_value_as(key.clone())
+    }
+
+    /// [`Record::key_value`] with `key` as the pair's key (equal bytes, held elsewhere).
+    pub fn key_value_as(&self, key: Bytes) -> Option<KeyValue> {
         match &self.change {
             Change::Put {
                 value,
@@ -92,7 +97,7 @@ impl Record {
                 create_revision,
                 version,
             } => Some(KeyValue {
-                key: key.clone(),
+                key,
                 create_revision: *create_revision,
                 mod_revision: self.rev.main,
                 version: *version,
@@ -242,6 +247,14 @@ impl KeyHistory {
 
     pub fn latest(&self) -> Option<&Record> {
         self.records().last()
+    }
+
+    /// Starts loading the records, when they live in a heap block of their own, so that a
+    /// walk reading them a few keys later finds them in the cache.
+    pub fn prefetch(&self) {
+        if let Records::Many(records) = &self.records {
+            super::prefetch::prefetch(records.as_ptr());
+        }
     }
 
     /// The newest record written at or before main revision `at`, whatever its kind.

@@ -26,6 +26,7 @@ mod footprint;
 mod go_sort;
 mod hash;
 mod history;
+mod prefetch;
 mod range;
 mod range_encoding;
 mod revision;

@@ -280,6 +280,74 @@ struct Walked {
     cold: Vec<(u32, ColdRef)>,
 }
 
+/// How many keys ahead of the walk their records and key bytes are fetched.
+const PREFETCH_AHEAD: usize = 8;
+
+/// A second walk over the same keys, a few ahead of the first, that starts loading what the
+/// first will read: each key's records and bytes sit in heap blocks of their own, so a walk
+/// alone waits on one cache miss after another. A single key has nothing to scout.
+struct Scout<I> {
+    ahead: Option<I>,
+}
+
+impl<'s, I: Iterator<Item = (&'s Bytes, &'s KeyHistory)>> Scout<I> {
+    /// A scout over `ahead` (the walk's keys), started [`PREFETCH_AHEAD`] keys in.
+    fn new(mut ahead: Option<I>) -> Scout<I> {
+        for _ in 0..PREFETCH_AHEAD {
+            if let Some((_, history)) = ahead.as_mut().and_then(Iterator::next) {
+                history.prefetch();
+            }
+        }
+        Scout { ahead }
+    }
+
+    /// Moves one key on, as the walk does.
+    fn step(&mut self) {
+        if let Some((key, history)) = self.ahead.as_mut().and_then(Iterator::next) {
+            history.prefetch();
+            super::prefetch::prefetch(key.as_ptr());
+        }
+    }
+}
+
+/// Pairs walked before the keys of the rest are copied into one shared buffer.
+const OWN_KEYS_MAX: usize = 256;
+
+/// The keys of a large answer's pairs past the first [`OWN_KEYS_MAX`], copied one after
+/// another into one buffer that the pairs then share. Sharing each indexed key instead would
+/// touch a reference count in a cache line of its own twice per pair (once to share, once to
+/// let go when the answer is dropped, on another thread); the copy reads bytes the encoder
+/// would read anyway, and later reads them from one run of memory.
+#[derive(Default)]
+struct SharedKeys {
+    bytes: Vec<u8>,
+    /// Where each copied key ends in `bytes`, for pairs `OWN_KEYS_MAX..` in order.
+    ends: Vec<usize>,
+}
+
+impl SharedKeys {
+    /// The key to give the pair at `slot` now: a share of the indexed one for the first pairs;
+    /// for later ones an empty placeholder, the key copied here until [`SharedKeys::hand_out`].
+    fn take(&mut self, slot: usize, key: &Bytes) -> Bytes {
+        if slot < OWN_KEYS_MAX {
+            return key.clone();
+        }
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+        Bytes::new()
+    }
+
+    /// Gives the copied keys to their pairs (the walk's pairs from `OWN_KEYS_MAX` on).
+    fn hand_out(self, kvs: &mut [KeyValue]) {
+        let shared = Bytes::from(self.bytes);
+        let mut start = 0;
+        for (kv, end) in kvs.iter_mut().skip(OWN_KEYS_MAX).zip(self.ends) {
+            kv.key = shared.slice(start..end);
+            start = end;
+        }
+    }
+}
+
 impl KeySpace {
     /// Step 2. When the answer is the first `limit` pairs the walk keeps (key order, no
     /// revision filters), a walk whose answer already holds more than `bytes_max` stops there
@@ -307,7 +375,11 @@ impl KeySpace {
             kvs: Vec::new(),
             cold: Vec::new(),
         };
+        let mut keys = SharedKeys::default();
+        let single = matches!(range, KeyRange::Single(_));
+        let mut scout = Scout::new((!single).then(|| self.keys_in(range)));
         for (key, history) in self.keys_in(range) {
+            scout.step();
             let Some(record) = history.live_at(at) else {
                 continue;
             };
@@ -315,7 +387,8 @@ impl KeySpace {
             if walked.kvs.len() >= keep_max {
                 continue;
             }
-            let kv = record.key_value(key).expect("live records are puts");
+            let own_key = keys.take(walked.kvs.len(), key);
+            let kv = record.key_value_as(own_key).expect("live records are puts");
             let cold = record.cold_value();
             if walked.kvs.len() < answer_max {
                 let value_bytes = match cold {
@@ -334,6 +407,7 @@ impl KeySpace {
             }
             walked.kvs.push(kv);
         }
+        keys.hand_out(&mut walked.kvs);
         Ok(walked)
     }
 }

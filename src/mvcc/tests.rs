@@ -1528,3 +1528,66 @@ fn encode_in_parts(layout: &RangeLayout, count: usize, cold: &dyn ColdRead) -> V
     assert!(rest.is_empty(), "the parts cover the encoding");
     out
 }
+
+/// Past the first pairs, a large answer's keys are copied into one shared buffer: every pair
+/// must still carry its own key, under every shape of walk (limits, sorts, filters, the past).
+#[test]
+fn a_large_answers_pairs_each_carry_their_own_key() {
+    let mut ks = KeySpace::new();
+    ks.keep_superseded_values_cold();
+    let name = |i: usize| format!("k{i:04}");
+    for i in 0..700 {
+        put(&mut ks, &name(i), &format!("first {i}"));
+    }
+    let middle = ks.current_revision();
+    for i in (0..700).step_by(3) {
+        put(&mut ks, &name(i), "second");
+    }
+    for i in (0..700).step_by(7) {
+        del(&mut ks, &name(i), "");
+    }
+    let all = range_req("k", "l");
+    let shapes = [
+        all.clone(),
+        RangeRequest {
+            limit: 400,
+            ..all.clone()
+        },
+        RangeRequest {
+            min_mod_revision: 300,
+            ..all.clone()
+        },
+        RangeRequest {
+            keys_only: true,
+            ..all.clone()
+        },
+        RangeRequest {
+            sort_target: SortTarget::Mod as i32,
+            sort_order: SortOrder::Descend as i32,
+            limit: 600,
+            ..all.clone()
+        },
+    ];
+    for revision in [0, middle] {
+        let at = if revision == 0 {
+            ks.current_revision()
+        } else {
+            revision
+        };
+        for shape in &shapes {
+            let request = RangeRequest {
+                revision,
+                ..shape.clone()
+            };
+            let (response, _) = ks.read_range(&request, u64::MAX).expect("readable");
+            assert!(response.kvs.len() > 300, "{request:?}");
+            for kv in &response.kvs {
+                let mut own = ks.live_kv(&kv.key, at).expect("a live key");
+                if kv.value.is_empty() {
+                    own.value = Bytes::new();
+                }
+                assert_eq!(*kv, own, "{request:?}");
+            }
+        }
+    }
+}
