@@ -313,36 +313,50 @@ impl<'s, I: Iterator<Item = (&'s Bytes, &'s KeyHistory)>> Scout<I> {
 /// Pairs walked before the keys of the rest are copied into one shared buffer.
 const OWN_KEYS_MAX: usize = 256;
 
+/// Bytes of keys one shared block holds (a longer key gets a block of its own size).
+const KEY_BLOCK_BYTES: usize = 64 << 10;
+
 /// The keys of a large answer's pairs past the first [`OWN_KEYS_MAX`], copied one after
-/// another into one buffer that the pairs then share. Sharing each indexed key instead would
+/// another into blocks that the pairs then share. Sharing each indexed key instead would
 /// touch a reference count in a cache line of its own twice per pair (once to share, once to
 /// let go when the answer is dropped, on another thread); the copy reads bytes the encoder
-/// would read anyway, and later reads them from one run of memory.
+/// would read anyway, and later reads them from one run of memory. Blocks of a fixed size keep
+/// the copies' memory at the keys' own size, without a growing buffer's spare room.
 #[derive(Default)]
 struct SharedKeys {
-    bytes: Vec<u8>,
-    /// Where each copied key ends in `bytes`, for pairs `OWN_KEYS_MAX..` in order.
+    block: Vec<u8>,
+    /// The slot of the first pair whose key is in `block`.
+    first_slot: usize,
+    /// Where each key in `block` ends, in slot order.
     ends: Vec<usize>,
 }
 
 impl SharedKeys {
-    /// The key to give the pair at `slot` now: a share of the indexed one for the first pairs;
-    /// for later ones an empty placeholder, the key copied here until [`SharedKeys::hand_out`].
-    fn take(&mut self, slot: usize, key: &Bytes) -> Bytes {
-        if slot < OWN_KEYS_MAX {
+    /// The key to give the next pair (the walk has kept `kvs` so far): a share of the indexed
+    /// one for the first pairs; for later ones an empty placeholder, the key copied into the
+    /// block until the block is handed out.
+    fn take(&mut self, kvs: &mut [KeyValue], key: &Bytes) -> Bytes {
+        if kvs.len() < OWN_KEYS_MAX {
             return key.clone();
         }
-        self.bytes.extend_from_slice(key);
-        self.ends.push(self.bytes.len());
+        if !self.block.is_empty() && self.block.len() + key.len() > KEY_BLOCK_BYTES {
+            self.hand_out(kvs);
+        }
+        if self.ends.is_empty() {
+            self.first_slot = kvs.len();
+            self.block.reserve_exact(KEY_BLOCK_BYTES.max(key.len()));
+        }
+        self.block.extend_from_slice(key);
+        self.ends.push(self.block.len());
         Bytes::new()
     }
 
-    /// Gives the copied keys to their pairs (the walk's pairs from `OWN_KEYS_MAX` on).
-    fn hand_out(self, kvs: &mut [KeyValue]) {
-        let shared = Bytes::from(self.bytes);
+    /// Gives the keys copied into the block to their pairs, and starts an empty block.
+    fn hand_out(&mut self, kvs: &mut [KeyValue]) {
+        let block = Bytes::from(std::mem::take(&mut self.block));
         let mut start = 0;
-        for (kv, end) in kvs.iter_mut().skip(OWN_KEYS_MAX).zip(self.ends) {
-            kv.key = shared.slice(start..end);
+        for (kv, end) in kvs[self.first_slot..].iter_mut().zip(self.ends.drain(..)) {
+            kv.key = block.slice(start..end);
             start = end;
         }
     }
@@ -387,7 +401,7 @@ impl KeySpace {
             if walked.kvs.len() >= keep_max {
                 continue;
             }
-            let own_key = keys.take(walked.kvs.len(), key);
+            let own_key = keys.take(&mut walked.kvs, key);
             let kv = record.key_value_as(own_key).expect("live records are puts");
             let cold = record.cold_value();
             if walked.kvs.len() < answer_max {

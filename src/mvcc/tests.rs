@@ -1535,7 +1535,8 @@ fn encode_in_parts(layout: &RangeLayout, count: usize, cold: &dyn ColdRead) -> V
 fn a_large_answers_pairs_each_carry_their_own_key() {
     let mut ks = KeySpace::new();
     ks.keep_superseded_values_cold();
-    let name = |i: usize| format!("k{i:04}");
+    // Keys of many lengths, over 100 KiB in all: the copies fill more than one block.
+    let name = |i: usize| format!("k{i:04}{}", "x".repeat(i * 7 % 400));
     for i in 0..700 {
         put(&mut ks, &name(i), &format!("first {i}"));
     }
