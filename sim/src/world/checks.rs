@@ -32,6 +32,10 @@ impl World {
                 if let Some(ended) = ended_lease(&entry) {
                     self.leases_ended.push(ended);
                 }
+                if let Some(id) = granted_lease(&entry) {
+                    self.lease_grants_applied
+                        .push((id, self.leases_ended.len()));
+                }
                 self.applied.insert(entry.index, entry);
             }
         }
@@ -207,6 +211,14 @@ fn ended_lease(entry: &AppliedEntry) -> Option<(i64, Option<u64>)> {
     match entry.op()? {
         Op::LeaseExpire(e) => Some((e.id, Some(e.generation))),
         Op::LeaseRevoke(r) => Some((r.id, None)),
+        _ => None,
+    }
+}
+
+fn granted_lease(entry: &AppliedEntry) -> Option<i64> {
+    use detcd::proto::detcdpb::internal_request::Op;
+    match entry.op()? {
+        Op::LeaseGrant(g) => Some(g.id),
         _ => None,
     }
 }

@@ -211,6 +211,7 @@ impl World {
         let ids = alive.iter().map(|(id, _)| *id).collect();
         self.timing.lease_phase = Some((start, ids));
         let ended_before = self.leases_ended.len();
+        let grants_before = self.lease_grants_applied.len();
         self.run_until(start + LEASE_PHASE_AGING_NS, |_| false);
         let leader = self
             .member_ids()
@@ -232,8 +233,8 @@ impl World {
             + 2 * LEASE_CHECKPOINT_INTERVAL_NS
             + REQUEST_TIMEOUT_NS
             + LIVENESS_BOUND_NS;
-        // Also waits for leases granted after the phase began (a grant a client gave up on
-        // can still be applied): the checker judges those too.
+        // Also waits for leases granted after the phase began (a grant a client gave up on,
+        // or a recipe's, can still be applied): the checker judges those too.
         self.run_until(give_up, |world| {
             let ended = &world.leases_ended[ended_before..];
             let started_ones_ended = alive.iter().all(|(id, generation)| {
@@ -241,14 +242,11 @@ impl World {
                     .iter()
                     .any(|(e, g)| e == id && g.is_none_or(|g| g == *generation))
             });
-            started_ones_ended && !world.any_lease_alive()
+            let late_ones_ended = world.lease_grants_applied[grants_before..]
+                .iter()
+                .all(|(id, mark)| world.leases_ended[*mark..].iter().any(|(e, _)| e == id));
+            started_ones_ended && late_ones_ended
         });
-    }
-
-    /// Whether the member that applied the most still holds a lease.
-    fn any_lease_alive(&self) -> bool {
-        self.most_applied_node()
-            .is_some_and(|n| !n.state().leases().is_empty())
     }
 
     /// The leases (id, generation) in the state of the member that applied the most.

@@ -333,6 +333,9 @@ pub struct World {
     leases_granted: Vec<i64>,
     /// Revocations (id) and expiries (id, generation) some member applied, in log order.
     leases_ended: Vec<(i64, Option<u64>)>,
+    /// Grants (id) some member applied, each with the length of `leases_ended` then: the
+    /// lease it started (if the grant did not fail) ends at one of the entries after that.
+    lease_grants_applied: Vec<(i64, usize)>,
     watch_clients: BTreeMap<u64, WatchClient>,
     /// Every watch stream any client opened, as the client saw it.
     pub watch_logs: Vec<WatchStreamLog>,
@@ -421,6 +424,7 @@ impl World {
             lease_clients: BTreeMap::new(),
             leases_granted: Vec::new(),
             leases_ended: Vec::new(),
+            lease_grants_applied: Vec::new(),
             watch_clients: BTreeMap::new(),
             watch_logs: Vec::new(),
             next_stream: 0,
