@@ -86,7 +86,7 @@ endif
 # servers and timers) and give them back at once. Every 16th seed and every failing one runs
 # twice to prove determinism. Each sweep fails if it never reached one of the expected coverage
 # probes (sim/src/coverage.rs). See docs/bench.md for the budget's timing.
-CI_SEEDS ?= 250000
+CI_SEEDS ?= 200000
 SWEEP = nice -n 19 ./target/release/detcd-sim --seeds $(CI_SEEDS) --require-coverage --start
 # $(call with_sweeps,COMMAND): both sweeps in the background, COMMAND meanwhile (an `exit 1`
 # from it stops the sweeps), then the sweeps' reports; fails if either sweep failed.
