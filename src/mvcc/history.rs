@@ -499,6 +499,29 @@ mod tests {
     }
 
     #[test]
+    fn a_clone_shares_the_records_and_keeps_them_while_the_original_changes() {
+        let mut h = KeyHistory::default();
+        put(&mut h, 2, 0, "a");
+        put(&mut h, 3, 0, "b");
+        let view = h.clone();
+        let (Records::Many(mine), Records::Many(theirs)) = (&h.records, &view.records) else {
+            panic!("two records live in a block")
+        };
+        assert!(Arc::ptr_eq(mine, theirs), "cloned without copying");
+        let before = view.clone();
+        let mut cold = ColdLog::default();
+        h.move_superseded_cold(&mut cold);
+        assert!(h.records()[0].cold_value().is_some());
+        put(&mut h, 4, 0, "c");
+        assert_eq!(h.pop().map(|r| r.rev.main), Some(4));
+        assert_eq!(h.compact(3).len(), 1);
+        assert_eq!(versions(&h), vec![(3, 2, 2)]);
+        assert_eq!(view, before, "the clone saw none of it");
+        assert_eq!(view.records()[0].cold_value(), None);
+        assert_eq!(versions(&view), vec![(2, 2, 1), (3, 2, 2)]);
+    }
+
+    #[test]
     fn puts_after_a_tombstone_start_a_new_generation() {
         let mut h = KeyHistory::default();
         put(&mut h, 2, 0, "a");
