@@ -704,6 +704,7 @@ fn after_a_slow_batch_here_appends_go_to_the_disk_thread() {
     let one_append = |io| numbered(io, vec![append(frame(b"x"), true)]);
     let dir = TempDir::new("fast");
     let (mut executor, done) = start_naming_threads(&dir.0);
+    executor.count_no_batch_here_as_slow();
     executor.submit_all(one_append(1));
     executor.submit_all(one_append(2));
     executor.shutdown();
