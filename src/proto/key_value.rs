@@ -5,7 +5,7 @@
 //! writes. Encoding a large range or a burst of watch events touches those headers nowhere else,
 //! so each clone is a cache miss: a profile of a 100,000-key range put 44% of the gRPC worker's
 //! time there. This encoder copies the bytes straight from the slice. The wire format is the
-//! same field for field (`tests/protobuf_wire.rs` compares it with the generated messages).
+//! same field for field (`tests/integration/proto_wire.rs` compares it with the generated messages).
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};

@@ -3,7 +3,7 @@
 //! expired", which no etcd client expects, and detcd serves its client port without that layer
 //! (`client_port.rs`). etcd's server stops waiting when the request's context ends: a proposal
 //! then fails with `etcdserver: request timed out` (Unavailable), a read with the context's own
-//! error, Unknown `context deadline exceeded` (both observed on etcd 3.4.23, tests/deadline.rs).
+//! error, Unknown `context deadline exceeded` (both observed on etcd 3.4.23, tests/integration/deadline.rs).
 //! This layer answers the same, just before the deadline.
 
 use std::future::Future;

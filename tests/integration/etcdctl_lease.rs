@@ -16,7 +16,7 @@
 //! Also: a streaming `lease keep-alive` keeps a lease alive past its TTL and the lease expires
 //! once etcdctl is killed; a revoke ends a running `lease keep-alive`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};

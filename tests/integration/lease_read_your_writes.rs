@@ -16,7 +16,7 @@
 //! send the keepalive before and after the TimeToLive, since either may be the first to reach
 //! the leader after the write.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

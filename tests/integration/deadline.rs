@@ -7,7 +7,7 @@
 //! are printed beside detcd's: etcd answers at the deadline itself, so it races with the
 //! client's timer (its range answer was seen either way, its put answer only as the client's).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

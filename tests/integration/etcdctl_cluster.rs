@@ -4,7 +4,7 @@
 //! Maintenance commands (`endpoint status|hashkv`, `alarm`, `defrag`, `move-leader`) and the
 //! Cluster errors, compared with what real etcd 3.4 answers where its answer is deterministic.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -17,11 +17,11 @@
 //! stderr and exit code), and `watch -i` driven through stdin (`watch`, `progress`, and the
 //! commands etcdctl 3.4 refuses). etcdctl 3.4 has no `--progress-notify` (3.5 added it): its
 //! refusal is checked, and the server's periodic notifications are tested through gRPC in
-//! tests/watch_grpc.rs.
+//! watch_grpc.rs.
 //!
 //! `WATCH_TEST_DUMP=1` prints both outputs of every step.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};

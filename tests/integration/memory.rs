@@ -6,7 +6,7 @@
 //! within 12 MiB of where it was before the ranges. glibc alone keeps most of it: it raises its
 //! own trim threshold to twice the largest block ever freed, and never trims below it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

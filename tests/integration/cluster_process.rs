@@ -2,7 +2,7 @@
 //! starts a 3-member etcd cluster: replication through any member, leader failure, restart and
 //! catch-up (through a snapshot when far behind).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

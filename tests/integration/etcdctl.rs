@@ -2,7 +2,7 @@
 //! same commands in the same order (headers' cluster_id, member_id and raft_term aside, since they
 //! name the members; revisions must match exactly).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -29,7 +29,7 @@
 //! and checks the properties on them (the spec detcd must meet, without building detcd's side);
 //! `LOCK_TEST_DUMP=1` prints both transcripts of every scenario.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! present with the revision it was acknowledged with, and no client ever saw revisions go
 //! backwards.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! leadership), the others waiting on a watch for the keys before theirs to go. So they exercise
 //! detcd's KV (txns comparing create revisions, ranges sorted by create revision), leases
 //! (grant, keepalive, expiry deleting keys) and watch, not the server-side Lock and Election
-//! services (tests/lock_election_grpc.rs covers those).
+//! services (lock_election_grpc.rs covers those).
 //!
 //! Every scenario runs on a fresh single-member detcd and a fresh single-member etcd; each is
 //! written down as a transcript (etcdctl's stdout, stderr and exit status, what other etcdctl
@@ -26,7 +26,7 @@
 //!
 //! `LOCK_TEST_DUMP=1` prints both transcripts of every scenario.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

@@ -3,7 +3,7 @@
 //! refuses puts but not deletes, and clears by itself once compaction makes room (or by
 //! `etcdctl alarm disarm`).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

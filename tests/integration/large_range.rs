@@ -6,7 +6,7 @@
 //! answer each key's first value (half of them from the cold segments), and a range now each
 //! key's latest, every pair in key order with its revisions.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{cluster, kv_client, start_all, Flavor};

@@ -12,7 +12,7 @@
 //!
 //! The same runs against real etcd (when installed) as a reference, with the same assertions.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -49,7 +49,7 @@
 //! - every member (the restarted one too) reads, linearizably, exactly the watcher's last
 //!   key-values.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

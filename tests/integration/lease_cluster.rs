@@ -7,7 +7,7 @@
 //! prepay = min(TTL/2, checkpoint interval) = 3 s and the checkpoint interval is 5 s by default,
 //! so 6 + 3 + 5 + 3 = 17 s after the grant. Then the killed member restarts and catches up.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -198,7 +198,7 @@ fn scenario(members: &mut [Member]) {
 
     // The leader answers keepalives; make sure it has applied the grants first (detcd's leader
     // may answer a forwarded request from before an entry a follower already acknowledged; that
-    // is tested, and reported, by tests/lease_read_your_writes.rs).
+    // is tested, and reported, by lease_read_your_writes.rs).
     runtime.block_on(async {
         let mut leases = lease_client(&members[follower]).await;
         let deadline = Instant::now() + Duration::from_secs(5);

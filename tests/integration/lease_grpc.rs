@@ -7,7 +7,7 @@
 //! deleting its keys at one revision, Put with unknown leases and `ignore_lease`, Txn compares on
 //! LEASE, one LeaseKeepAlive stream carrying several leases, and a keepalive flood on one stream.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! 2-core machine). Without etcd installed, the bound is 1.2 s, the worst etcd 3.4 showed
 //! here (scripts/availability/ has the longer side-by-side run with Go clientv3 writers).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

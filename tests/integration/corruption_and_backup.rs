@@ -4,7 +4,7 @@
 //! snapshot save` from a running member, `detcd snapshot restore` into a new cluster that holds
 //! the same data, and a damaged backup refused with a clear error.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! keys, inverted ranges, a torn WAL tail (truncated on restart) and a corrupted WAL record in
 //! the middle (the member refuses to start, with a clear message).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

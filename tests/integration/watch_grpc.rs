@@ -18,7 +18,7 @@
 //! etcd splits them; a half-closed stream; a watch created right after an acknowledged write;
 //! start revision -1.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
