@@ -3,6 +3,7 @@
 //!   detcd-sim [--seeds N] [--start S] [--ops N]     many seeds; exit 1 on any failure
 //!             [--coverage] [--require-coverage]     print the probes reached; fail if one
 //!                                                   expected was never reached
+//!             [--time-budget SECONDS]               start no seed after this long
 //!   detcd-sim --seed S [--trace] [--json FILE]      replay one seed, optionally with its trace
 //!             [--shrink] [--html FILE]              shrink a failure; write an HTML timeline
 //!                                                   of the (shrunk) history
@@ -14,7 +15,7 @@ mod watchdog;
 static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use detcd_sim::options::Bug;
 use detcd_sim::options::Options;
@@ -42,6 +43,8 @@ struct Args {
     coverage_report: bool,
     /// Write the run (the shrunk one with --shrink) as an HTML timeline to this file.
     html: Option<String>,
+    /// A sweep starts no seed after this long, so that it ends on time on a slow machine.
+    time_budget: Option<Duration>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -60,6 +63,7 @@ fn parse() -> Result<Args, String> {
         require_coverage: false,
         coverage_report: false,
         html: None,
+        time_budget: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +80,12 @@ fn parse() -> Result<Args, String> {
             "--require-coverage" => args.require_coverage = true,
             "--coverage" => args.coverage_report = true,
             "--options" => args.overrides = value()?,
+            "--time-budget" => {
+                let secs = value()?
+                    .parse()
+                    .map_err(|e| format!("--time-budget: {e}"))?;
+                args.time_budget = Some(Duration::from_secs(secs));
+            }
             "--members" => {
                 args.members = Some(value()?.parse().map_err(|e| format!("--members: {e}"))?)
             }
@@ -91,7 +101,7 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--determinism-every: {e}"))?
             }
             "--help" | "-h" => {
-                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--bug NAME] [--members N] [--options K=V,..] | --seed S [--trace] [--json FILE] [--shrink] [--html FILE]");
+                println!("usage: detcd-sim [--seeds N] [--start S] [--ops N] [--time-budget SECONDS] [--bug NAME] [--members N] [--options K=V,..] | --seed S [--trace] [--json FILE] [--shrink] [--html FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -207,7 +217,15 @@ fn sweep(args: &Args) -> i32 {
     let mut failures = 0u64;
     let mut total = detcd_sim::world::Counters::default();
     let watchdog = watchdog::Watchdog::spawn();
+    let mut run = 0;
     for n in 0..args.seeds {
+        if args
+            .time_budget
+            .is_some_and(|budget| started.elapsed() >= budget)
+        {
+            break;
+        }
+        run += 1;
         let seed = args.start + n;
         watchdog.running(seed);
         let (report, _) = run_options(seed, options_for(args, seed), false);
@@ -243,14 +261,20 @@ fn sweep(args: &Args) -> i32 {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "seeds {}..{}: {} run, {failures} failed, {:.0} histories/s ({:.1} s)",
+        "seeds {}..{}: {run} run, {failures} failed, {:.0} histories/s ({:.1} s)",
         args.start,
-        args.start + args.seeds,
-        args.seeds,
-        args.seeds as f64 / secs,
+        args.start + run,
+        run as f64 / secs,
         secs
     );
-    let per = |n: u64| n as f64 / args.seeds.max(1) as f64;
+    if run < args.seeds {
+        println!(
+            "stopped by the time budget ({} s) after {run} of {} seeds",
+            args.time_budget.map_or(0, |b| b.as_secs()),
+            args.seeds
+        );
+    }
+    let per = |n: u64| n as f64 / run.max(1) as f64;
     println!(
         "per history: {:.0} events, {:.0} messages",
         per(total.events),
@@ -291,7 +315,7 @@ fn sweep(args: &Args) -> i32 {
     // The plain closing line CI tools read.
     println!(
         "seeds: {} passed, {failures} failed{}",
-        args.seeds.saturating_sub(failures),
+        run.saturating_sub(failures),
         if uncovered {
             ", coverage incomplete"
         } else {
