@@ -24,7 +24,6 @@ pub mod peer;
 pub mod recipes;
 pub mod restore;
 pub mod watch;
-mod watch_encoding;
 mod watch_stream;
 
 use std::net::SocketAddr;

@@ -27,7 +27,6 @@ use super::direct::Unframer;
 use super::disk::{lower_thread_priority, ColdReader};
 use super::driver::DriverHandle;
 use super::grpc::status;
-use super::watch_encoding::ResponseEncoder;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::time::Instant;
@@ -185,7 +184,6 @@ pub fn spawn(
         waiting: FuturesUnordered::new(),
         waiting_streams: BTreeSet::new(),
         clock_origin,
-        encoder: ResponseEncoder::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -307,7 +305,6 @@ struct WatchTask {
     waiting: FuturesUnordered<Waiting>,
     waiting_streams: BTreeSet<StreamId>,
     clock_origin: std::time::Instant,
-    encoder: ResponseEncoder,
 }
 
 impl WatchTask {
@@ -441,7 +438,7 @@ impl WatchTask {
             };
             let start = block.len();
             block.put_bytes(0, GRPC_PREFIX);
-            self.encoder.encode(response, &mut block);
+            response.encode(&mut block);
             let len = u32::try_from(block.len() - start - GRPC_PREFIX)
                 .expect("a watch response is far below 4 GiB (the hub's queue bounds it)");
             block[start + 1..start + GRPC_PREFIX].copy_from_slice(&len.to_be_bytes());

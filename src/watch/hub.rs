@@ -1,12 +1,12 @@
 //! The hub: every watch stream of a member, fed the revisions the member applies.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
-use prost::Message as _;
-
+use super::events::{ChangeBatch, HubResponse};
 use super::reads::CatchUpReads;
 use super::table::WatcherTable;
-use super::watcher::Watcher;
+use super::watcher::{PicksMemo, Watcher};
 use super::{StreamId, WatchConfig, WatchFeed, WatchId};
 use crate::error::EtcdError;
 use crate::mvcc::{ColdRead, KeyChange, KeySpaceView};
@@ -14,7 +14,6 @@ use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{
     ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
-use crate::proto::mvccpb::Event;
 use crate::time::Instant;
 
 /// etcd's reasons, which clients match by text.
@@ -52,19 +51,28 @@ struct Stream {
     queue: Queue,
     /// Where the next catch-up step looks for a watcher behind, so that every one gets a turn.
     catch_up_cursor: WatchId,
+    /// False once a search found no watcher behind, until one falls behind: every response
+    /// taken looks for watchers to catch up, and most of the time none is.
+    maybe_behind: bool,
     ended: Option<StreamEnd>,
 }
 
 impl Stream {
     /// The next watcher behind, from the cursor on, wrapping around.
     fn next_behind(&mut self) -> Option<WatchId> {
+        if !self.maybe_behind {
+            return None;
+        }
         let behind = |w: &&Watcher| !w.synced;
-        let id = self
+        let found = self
             .watchers
             .starting_at(self.catch_up_cursor)
             .find(behind)
-            .or_else(|| self.watchers.values().find(behind))?
-            .id;
+            .or_else(|| self.watchers.values().find(behind));
+        let Some(id) = found.map(|w| w.id) else {
+            self.maybe_behind = false;
+            return None;
+        };
         self.catch_up_cursor = id + 1;
         Some(id)
     }
@@ -76,7 +84,7 @@ const QUEUE_CAPACITY_KEPT: usize = 16;
 /// A stream's responses waiting for its client, each with its [`footprint`], and their total.
 #[derive(Default)]
 struct Queue {
-    responses: VecDeque<(WatchResponse, usize)>,
+    responses: VecDeque<(HubResponse, usize)>,
     bytes: usize,
 }
 
@@ -90,14 +98,15 @@ impl Queue {
                 && total < config.queued_bytes_total_max)
     }
 
-    fn push(&mut self, response: WatchResponse, total: &mut usize) {
+    fn push(&mut self, response: impl Into<HubResponse>, total: &mut usize) {
+        let response = response.into();
         let len = footprint(&response);
         self.bytes += len;
         *total += len;
         self.responses.push_back((response, len));
     }
 
-    fn pop(&mut self, total: &mut usize) -> Option<(WatchResponse, usize)> {
+    fn pop(&mut self, total: &mut usize) -> Option<(HubResponse, usize)> {
         let (response, len) = self.responses.pop_front()?;
         self.bytes -= len;
         *total -= len;
@@ -115,30 +124,40 @@ impl Queue {
     }
 }
 
-/// What a queued response costs: its encoded size, plus its events' in-memory records (their
-/// keys and values share the key space's buffers, so their encoded size stands for them).
-fn footprint(response: &WatchResponse) -> usize {
-    response.encoded_len() + response.events.capacity() * std::mem::size_of::<Event>()
+/// What a queued response costs: its encoded size (which stands for the events it shares with
+/// other responses: a batch is encoded once, but kept while any response names it), plus its
+/// own memory.
+fn footprint(response: &HubResponse) -> usize {
+    response.encoded_len() + response.own_bytes()
 }
 
-/// Queues the events `watcher` wants from `changes` (its unserved revisions, in order, through
-/// revision `through`), in responses of whole revisions, while the stream has room. The
-/// watcher's next revision moves past what was queued; false if room ran out first.
+/// Changes a watcher is owed: `changes` of `batch`, then nothing else through revision
+/// `through`.
+struct Unserved<'a> {
+    batch: &'a Arc<ChangeBatch>,
+    changes: std::ops::Range<usize>,
+    through: i64,
+}
+
+/// Queues the events `watcher` wants from its `unserved` revisions (in order), in responses of
+/// whole revisions, while the stream has room. The watcher's next revision moves past what was
+/// queued; false if room ran out first.
 fn serve(
     queue: &mut Queue,
     watcher: &mut Watcher,
-    mut changes: &[KeyChange],
-    through: i64,
+    mut unserved: Unserved,
     context: &Context,
+    memo: &mut PicksMemo,
     total: &mut usize,
 ) -> bool {
-    let config = context.config;
+    let (config, batch) = (context.config, unserved.batch);
     loop {
-        let (events, consumed) = watcher.take_events(changes, config.response_bytes_target);
-        let upto = changes
-            .get(consumed)
-            .map_or(through, |next| next.revision.main - 1);
-        if !events.is_empty() {
+        let changes = unserved.changes.clone();
+        let (picks, next) = memo.take(watcher, batch, changes, config.response_bytes_target);
+        let upto = batch.changes()[next..unserved.changes.end]
+            .first()
+            .map_or(unserved.through, |next| next.revision.main - 1);
+        if !picks.is_empty() {
             if !queue.has_room(config, *total) {
                 return false;
             }
@@ -146,14 +165,15 @@ fn serve(
                 header: header(config, context.raft_term, upto),
                 ..WatchResponse::default()
             };
-            for response in watcher.responses(&template, events, config.fragment_bytes) {
+            let responses = watcher.responses(&template, batch, picks, config.fragment_bytes);
+            for response in responses {
                 queue.push(response, total);
             }
             watcher.last_sent = context.now;
         }
         watcher.next_revision = upto + 1;
-        changes = &changes[consumed..];
-        if changes.is_empty() {
+        unserved.changes.start = next;
+        if unserved.changes.is_empty() {
             return true;
         }
     }
@@ -191,6 +211,9 @@ pub struct WatchHub {
     store: Option<Store>,
     /// Reads of the current store that watchers catching up share.
     reads: CatchUpReads,
+    /// What the last watcher served picked from its changes, for the next one that selects
+    /// the same.
+    picks_memo: PicksMemo,
     streams: BTreeMap<StreamId, Stream>,
     /// Bytes queued on all streams.
     queued_bytes: usize,
@@ -210,6 +233,7 @@ impl WatchHub {
             has_leader: false,
             store: None,
             reads: CatchUpReads::default(),
+            picks_memo: PicksMemo::default(),
             streams: BTreeMap::new(),
             queued_bytes: 0,
             ready: BTreeSet::new(),
@@ -272,7 +296,7 @@ impl WatchHub {
 
     /// The next response for the client of `stream`; taking one makes room, which lets the
     /// watchers behind catch up.
-    pub fn pop(&mut self, stream: StreamId) -> Option<WatchResponse> {
+    pub fn pop(&mut self, stream: StreamId) -> Option<HubResponse> {
         let state = self.streams.get_mut(&stream)?;
         let popped = state.queue.pop(&mut self.queued_bytes);
         self.catch_up(stream);
@@ -380,6 +404,7 @@ impl WatchHub {
             self.progress_due = Some(self.progress_due.map_or(due, |d| d.min(due)));
         }
         watcher.synced = watcher.next_revision > self.revision;
+        state.maybe_behind |= !watcher.synced;
         state.watchers.insert(watcher);
         self.catch_up(stream);
     }
@@ -458,7 +483,7 @@ impl WatchHub {
             self.unsync_everyone();
         }
         let changes: Vec<KeyChange> = feed.revisions.into_iter().flat_map(|r| r.changes).collect();
-        self.deliver(&changes);
+        self.deliver(&Arc::new(ChangeBatch::new(changes)));
         self.revision = self.revision.max(feed.view.revision());
         self.store = Some(Store {
             view: feed.view,
@@ -492,13 +517,15 @@ impl WatchHub {
             for watcher in state.watchers.values_mut() {
                 watcher.synced = false;
             }
+            state.maybe_behind = true;
         }
     }
 
     /// Hands the changes of the revisions just applied (in order) to every synced watcher that
     /// wants some, a response per watcher for all of them where they fit; a watcher whose
     /// stream runs out of room falls behind, and catches up later from the key space.
-    fn deliver(&mut self, changes: &[KeyChange]) {
+    fn deliver(&mut self, batch: &Arc<ChangeBatch>) {
+        let changes = batch.changes();
         let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
             return;
         };
@@ -516,12 +543,20 @@ impl WatchHub {
                 if watcher.next_revision < first {
                     // Revisions it is owed are missing here: the key space has them.
                     watcher.synced = false;
+                    state.maybe_behind = true;
                     continue;
                 }
                 let start = changes.partition_point(|c| c.revision.main < watcher.next_revision);
                 let queue = &mut state.queue;
                 let total = &mut self.queued_bytes;
-                watcher.synced = serve(queue, watcher, &changes[start..], last, &context, total);
+                let unserved = Unserved {
+                    batch,
+                    changes: start..changes.len(),
+                    through: last,
+                };
+                let memo = &mut self.picks_memo;
+                watcher.synced = serve(queue, watcher, unserved, &context, memo, total);
+                state.maybe_behind |= !watcher.synced;
             }
         }
     }
@@ -583,7 +618,7 @@ impl WatchHub {
         }
         let to = revision.min(from + config.catch_up_revisions_max - 1);
         let range = (watcher.key(), watcher.range_end());
-        let Ok((changes, slice)) =
+        let Ok((batch, slice)) =
             self.reads
                 .changes(&store.view, store.cold.as_ref(), range, from, to)
         else {
@@ -601,14 +636,13 @@ impl WatchHub {
         };
         let queued_before = state.queue.responses.len();
         let total = &mut self.queued_bytes;
-        serve(
-            &mut state.queue,
-            watcher,
-            &changes[slice],
-            to,
-            &context,
-            total,
-        );
+        let unserved = Unserved {
+            batch: &batch,
+            changes: slice,
+            through: to,
+        };
+        let memo = &mut self.picks_memo;
+        serve(&mut state.queue, watcher, unserved, &context, memo, total);
         let delivered = state.queue.responses.len() > queued_before;
         if config.bugs.duplicate_after_catch_up && delivered {
             let last = watcher.next_revision - 1;

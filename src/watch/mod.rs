@@ -27,11 +27,13 @@
 //! revision continues), bookmarkable (the header revision of every response, progress included,
 //! is one up to which the watcher has received everything).
 
+mod events;
 mod hub;
 mod reads;
 mod table;
 mod watcher;
 
+pub use events::HubResponse;
 pub use hub::{StreamEnd, WatchHub};
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Catch-up reads shared between watchers: when many watchers of one range fall behind together
 //! (a stream that stopped reading, a burst of writes), one read of the key space serves them
-//! all instead of one read each.
+//! all instead of one read each, and each event it read is encoded once for all of them.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::mvcc::{ColdRead, KeyChange, KeySpaceView};
+use super::events::ChangeBatch;
+use crate::mvcc::{ColdRead, KeySpaceView};
 
 /// Reads kept at once; each holds at most one catch-up step's revisions of its range.
 const READS_MAX: usize = 16;
@@ -19,7 +20,7 @@ struct Read {
     range_end: Bytes,
     from: i64,
     to: i64,
-    changes: Arc<Vec<KeyChange>>,
+    changes: Arc<ChangeBatch>,
 }
 
 /// The latest reads of one key-space view. Cleared whenever the view changes.
@@ -42,15 +43,16 @@ impl CatchUpReads {
         (key, range_end): (&[u8], &[u8]),
         from: i64,
         to: i64,
-    ) -> io::Result<(Arc<Vec<KeyChange>>, Range<usize>)> {
+    ) -> io::Result<(Arc<ChangeBatch>, Range<usize>)> {
         let covering = self
             .reads
             .iter()
-            .find(|r| r.key == key && r.range_end == range_end && r.from <= from && to <= r.to);
+            .find(|r| r.from <= from && to <= r.to && r.key == key && r.range_end == range_end);
         let changes = match covering {
             Some(read) => read.changes.clone(),
             None => {
-                let changes = Arc::new(view.changes(key, range_end, from, to, cold)?);
+                let changes = view.changes(key, range_end, from, to, cold)?;
+                let changes = Arc::new(ChangeBatch::new(changes));
                 if self.reads.len() == READS_MAX {
                     self.reads.pop_front();
                 }
@@ -64,8 +66,9 @@ impl CatchUpReads {
                 changes
             }
         };
-        let start = changes.partition_point(|c| c.revision.main < from);
-        let end = changes.partition_point(|c| c.revision.main <= to);
+        let all = changes.changes();
+        let start = all.partition_point(|c| c.revision.main < from);
+        let end = all.partition_point(|c| c.revision.main <= to);
         Ok((changes, start..end))
     }
 }

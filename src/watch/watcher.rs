@@ -1,13 +1,16 @@
 //! One watcher: what it watches, how far it has been served, and how its events are built and
 //! cut into responses.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use prost::Message as _;
 
+use super::events::{ChangeBatch, HubResponse};
 use super::WatchId;
 use crate::mvcc::{KeyChange, KeyRange};
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
-use crate::proto::mvccpb::{event::EventType, Event};
 use crate::time::Instant;
 
 /// A member keeps one per watcher of every stream (10,000s of them), so it is kept small: key
@@ -79,81 +82,138 @@ impl Watcher {
             && (change.deleted || !self.no_put)
     }
 
-    fn event(&self, change: &KeyChange) -> Event {
-        Event {
-            r#type: if change.deleted {
-                EventType::Delete as i32
-            } else {
-                EventType::Put as i32
-            },
-            kv: Some(change.kv.clone()),
-            prev_kv: if self.prev_kv {
-                change.prev.clone()
-            } else {
-                None
-            },
-        }
-    }
-
-    /// The events this watcher wants from `changes` (in revision order), whole revisions only,
-    /// stopping after the revision at which they pass `bytes_max`; and how many changes that
-    /// consumed. A single revision larger than `bytes_max` still comes whole.
-    pub fn take_events(&self, changes: &[KeyChange], bytes_max: usize) -> (Vec<Event>, usize) {
-        let mut events = Vec::new();
+    /// The changes of `batch` in `changes` this watcher wants (indexes into the batch, in
+    /// revision order), whole revisions only, stopping after the revision at which their
+    /// events pass `bytes_max`; and the index of the first change not considered. A single
+    /// revision larger than `bytes_max` still comes whole.
+    pub fn take_events(
+        &self,
+        batch: &ChangeBatch,
+        changes: Range<usize>,
+        bytes_max: usize,
+    ) -> (Vec<u32>, usize) {
+        let all = batch.changes();
+        let mut picks = Vec::new();
         let mut bytes = 0;
-        for (i, change) in changes.iter().enumerate() {
-            let boundary = i > 0 && changes[i - 1].revision.main != change.revision.main;
+        for i in changes.clone() {
+            let boundary = i > changes.start && all[i - 1].revision.main != all[i].revision.main;
             if boundary && bytes > bytes_max {
-                return (events, i);
+                return (picks, i);
             }
-            if self.wants(change) {
-                let event = self.event(change);
-                bytes += event.encoded_len();
-                events.push(event);
+            if self.wants(&all[i]) {
+                bytes += batch.event_len(i, self.prev_kv);
+                picks.push(u32::try_from(i).expect("a batch holds far fewer than 4G changes"));
             }
         }
-        (events, changes.len())
+        (picks, changes.end)
     }
 
-    /// The responses carrying `events`: one, or, for a watcher that asked for fragments and
-    /// more than one event, as many as it takes to keep each under `fragment_bytes` (all but
-    /// the last marked `fragment`). Split where etcd splits: a fragment takes events while it
-    /// stays below the limit, and always at least one.
+    /// Whether `other` picks the same events from any changes as this watcher.
+    fn selects_as(&self, other: &Watcher) -> bool {
+        self.key_len == other.key_len
+            && (self.no_put, self.no_delete, self.prev_kv)
+                == (other.no_put, other.no_delete, other.prev_kv)
+            && self.range == other.range
+    }
+
+    /// The responses carrying the events of `picks`: one, or, for a watcher that asked for
+    /// fragments and more than one event, as many as it takes to keep each under
+    /// `fragment_bytes` (all but the last marked `fragment`). Split where etcd splits: a
+    /// fragment takes events while it stays below the limit, and always at least one.
     pub fn responses(
         &self,
         template: &WatchResponse,
-        events: Vec<Event>,
+        batch: &Arc<ChangeBatch>,
+        picks: Vec<u32>,
         fragment_bytes: usize,
-    ) -> Vec<WatchResponse> {
-        let whole = WatchResponse {
+    ) -> Vec<HubResponse> {
+        let head = WatchResponse {
             watch_id: self.id,
-            events,
             ..template.clone()
         };
-        if !self.fragment || whole.events.len() < 2 || whole.encoded_len() < fragment_bytes {
+        let whole = HubResponse::with_events(head, batch, picks, self.prev_kv);
+        if !self.fragment || whole.event_count() < 2 || whole.encoded_len() < fragment_bytes {
             return vec![whole];
         }
-        let mut out: Vec<WatchResponse> = Vec::new();
-        let empty = WatchResponse {
-            events: Vec::new(),
+        let (head, picks) = whole.into_parts();
+        let fragment = WatchResponse {
             fragment: true,
-            ..whole.clone()
+            ..head
         };
-        let mut current = empty.clone();
-        let mut size = current.encoded_len();
-        for event in whole.events {
-            // The event's field: a one-byte tag, its length, then the event.
-            let len = event.encoded_len();
-            let len = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
-            if !current.events.is_empty() && size + len >= fragment_bytes {
-                out.push(std::mem::replace(&mut current, empty.clone()));
-                size = current.encoded_len();
+        let head_len = fragment.encoded_len();
+        let mut out = Vec::new();
+        let (mut current, mut size) = (Vec::new(), head_len);
+        for i in picks {
+            let len = batch.field(i as usize, self.prev_kv).len();
+            if !current.is_empty() && size + len >= fragment_bytes {
+                let full = std::mem::take(&mut current);
+                out.push(HubResponse::with_events(
+                    fragment.clone(),
+                    batch,
+                    full,
+                    self.prev_kv,
+                ));
+                size = head_len;
             }
             size += len;
-            current.events.push(event);
+            current.push(i);
         }
-        current.fragment = false;
-        out.push(current);
+        let last = WatchResponse {
+            fragment: false,
+            ..fragment
+        };
+        out.push(HubResponse::with_events(last, batch, current, self.prev_kv));
         out
+    }
+}
+
+/// The last [`Watcher::take_events`] answer, for the next watcher that would get the same one:
+/// the watchers of a stream usually watch the same keys, and are served one after the other
+/// from the same changes. Checking a watcher's range once replaces checking each change's key
+/// against it.
+#[derive(Default)]
+pub(super) struct PicksMemo {
+    last: Option<Memo>,
+}
+
+struct Memo {
+    /// Held, so that no other batch can take its address while the memo names it.
+    batch: Arc<ChangeBatch>,
+    changes: Range<usize>,
+    bytes_max: usize,
+    /// A watcher that made the answer (its id and progress do not matter).
+    selector: Watcher,
+    picks: Vec<u32>,
+    next: usize,
+}
+
+impl PicksMemo {
+    /// `watcher.take_events(batch, changes, bytes_max)`, remembered.
+    pub fn take(
+        &mut self,
+        watcher: &Watcher,
+        batch: &Arc<ChangeBatch>,
+        changes: Range<usize>,
+        bytes_max: usize,
+    ) -> (Vec<u32>, usize) {
+        if let Some(memo) = &self.last {
+            let same = Arc::ptr_eq(&memo.batch, batch)
+                && memo.changes == changes
+                && memo.bytes_max == bytes_max
+                && memo.selector.selects_as(watcher);
+            if same {
+                return (memo.picks.clone(), memo.next);
+            }
+        }
+        let (picks, next) = watcher.take_events(batch, changes.clone(), bytes_max);
+        self.last = Some(Memo {
+            batch: batch.clone(),
+            changes,
+            bytes_max,
+            selector: watcher.clone(),
+            picks: picks.clone(),
+            next,
+        });
+        (picks, next)
     }
 }

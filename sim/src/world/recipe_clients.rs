@@ -429,7 +429,10 @@ impl World {
             };
             let hub = &mut self.members.get_mut(&run.member).expect("member").hub;
             let ended = hub.ended(stream).is_some();
-            let response = match (ended, hub.pop(stream)) {
+            let response = match (
+                ended,
+                hub.pop(stream).map(super::watch_clients::as_received),
+            ) {
                 (_, Some(response)) => response,
                 (true, None) => WatchResponse {
                     canceled: true,

@@ -11,7 +11,8 @@ use detcd::proto::etcdserverpb::watch_request::RequestUnion;
 use detcd::proto::etcdserverpb::{
     WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
-use detcd::watch::StreamId;
+use detcd::watch::{HubResponse, StreamId};
+use prost::Message as _;
 
 use std::collections::VecDeque;
 
@@ -271,7 +272,7 @@ impl World {
         while self.stream_alive(client) {
             let stream = self.watch_clients[&client].stream.clone().expect("alive");
             let member = self.members.get_mut(&stream.member).expect("member");
-            let Some(response) = member.hub.pop(stream.id) else {
+            let Some(response) = member.hub.pop(stream.id).map(as_received) else {
                 return;
             };
             self.watch_logs[stream.log]
@@ -372,4 +373,11 @@ fn progress_request() -> WatchRequest {
     WatchRequest {
         request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
     }
+}
+
+/// A response of the hub as its client receives it: encoded as the server sends it, then
+/// decoded, so that the checkers judge the bytes a real client would get.
+pub(super) fn as_received(response: HubResponse) -> WatchResponse {
+    WatchResponse::decode(response.encode_to_vec().as_slice())
+        .expect("the hub encodes valid watch responses")
 }

@@ -17,7 +17,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::mvccpb::event::EventType;
 use crate::state::State;
 use crate::time::Instant;
-use crate::watch::{RevisionChanges, WatchConfig, WatchFeed, WatchHub};
+use crate::watch::{HubResponse, RevisionChanges, WatchConfig, WatchFeed, WatchHub};
 
 /// A hub and the state it watches.
 struct Fixture {
@@ -98,7 +98,7 @@ impl Fixture {
     }
 
     fn drain(&mut self, stream: u64) -> Vec<WatchResponse> {
-        std::iter::from_fn(|| self.hub.pop(stream)).collect()
+        std::iter::from_fn(|| self.hub.pop(stream).map(HubResponse::into_proto)).collect()
     }
 }
 
@@ -202,6 +202,55 @@ fn filters_leave_out_puts_or_deletes() {
     f.send(1, create(no_put));
     f.apply(vec![put("k", "1"), delete("k")]);
     assert_eq!(events(&f.drain(1)), vec![(3, "k".into(), DEL)]);
+}
+
+#[test]
+fn watchers_of_one_stream_each_get_their_own_selection_of_shared_changes() {
+    let mut f = Fixture::standard();
+    f.hub.open(1, false);
+    let mut no_put = watch("k", "l", 0);
+    no_put.filters = vec![FilterType::Noput as i32];
+    let mut with_prev = watch("k", "l", 0);
+    with_prev.prev_kv = true;
+    // Alike and unlike neighbours, in the order the hub serves them.
+    let specs = [
+        watch("k", "l", 0),
+        watch("k", "l", 0),
+        no_put,
+        watch("k1", "", 0),
+    ];
+    for spec in specs.iter().chain([&with_prev, &specs[0]]) {
+        f.send(1, create(spec.clone()));
+    }
+    f.drain(1);
+    f.apply(vec![put("k1", "a"), put("k2", "b"), delete("k1")]);
+    let responses = f.drain(1);
+    let of = |id: i64| {
+        let mine: Vec<WatchResponse> = responses
+            .iter()
+            .filter(|r| r.watch_id == id)
+            .cloned()
+            .collect();
+        events(&mine)
+    };
+    let all = vec![
+        (2, "k1".into(), PUT),
+        (3, "k2".into(), PUT),
+        (4, "k1".into(), DEL),
+    ];
+    for id in [0, 1, 4, 5] {
+        assert_eq!(of(id), all, "watcher {id}");
+    }
+    assert_eq!(of(2), vec![(4, "k1".into(), DEL)]);
+    assert_eq!(of(3), vec![(2, "k1".into(), PUT), (4, "k1".into(), DEL)]);
+    let prev = |id: i64| -> Vec<bool> {
+        let mine = responses.iter().filter(|r| r.watch_id == id);
+        mine.flat_map(|r| &r.events)
+            .map(|e| e.prev_kv.is_some())
+            .collect()
+    };
+    assert_eq!(prev(4), vec![false, false, true]);
+    assert_eq!(prev(5), vec![false; 3]);
 }
 
 #[test]
