@@ -165,10 +165,8 @@ fn serve(
                 header: header(config, context.raft_term, upto),
                 ..WatchResponse::default()
             };
-            let responses = watcher.responses(&template, batch, picks, config.fragment_bytes);
-            for response in responses {
-                queue.push(response, total);
-            }
+            let push = |response| queue.push(response, total);
+            watcher.responses(&template, batch, picks, config.fragment_bytes, push);
             watcher.last_sent = context.now;
         }
         watcher.next_revision = upto + 1;

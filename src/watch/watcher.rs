@@ -116,8 +116,8 @@ impl Watcher {
             && self.range == other.range
     }
 
-    /// The responses carrying the events of `picks`: one, or, for a watcher that asked for
-    /// fragments and more than one event, as many as it takes to keep each under
+    /// Emits the responses carrying the events of `picks`: one, or, for a watcher that asked
+    /// for fragments and more than one event, as many as it takes to keep each under
     /// `fragment_bytes` (all but the last marked `fragment`). Split where etcd splits: a
     /// fragment takes events while it stays below the limit, and always at least one.
     pub fn responses(
@@ -126,14 +126,15 @@ impl Watcher {
         batch: &Arc<ChangeBatch>,
         picks: Vec<u32>,
         fragment_bytes: usize,
-    ) -> Vec<HubResponse> {
+        mut emit: impl FnMut(HubResponse),
+    ) {
         let head = WatchResponse {
             watch_id: self.id,
             ..template.clone()
         };
         let whole = HubResponse::with_events(head, batch, picks, self.prev_kv);
         if !self.fragment || whole.event_count() < 2 || whole.encoded_len() < fragment_bytes {
-            return vec![whole];
+            return emit(whole);
         }
         let (head, picks) = whole.into_parts();
         let fragment = WatchResponse {
@@ -141,13 +142,12 @@ impl Watcher {
             ..head
         };
         let head_len = fragment.encoded_len();
-        let mut out = Vec::new();
         let (mut current, mut size) = (Vec::new(), head_len);
         for i in picks {
             let len = batch.field(i as usize, self.prev_kv).len();
             if !current.is_empty() && size + len >= fragment_bytes {
                 let full = std::mem::take(&mut current);
-                out.push(HubResponse::with_events(
+                emit(HubResponse::with_events(
                     fragment.clone(),
                     batch,
                     full,
@@ -162,8 +162,7 @@ impl Watcher {
             fragment: false,
             ..fragment
         };
-        out.push(HubResponse::with_events(last, batch, current, self.prev_kv));
-        out
+        emit(HubResponse::with_events(last, batch, current, self.prev_kv));
     }
 }
 
