@@ -2,7 +2,7 @@
 //! cluster put as fast as they can (1 s timeout each) while a follower is killed with SIGKILL
 //! and restarted 2 s later, three times; the longest stretch without any acknowledged write,
 //! from the kill to 5 s after the restart, must be no worse than real etcd's on the same
-//! machine, measured the same way in the same run (plus a quarter second for the noise of a
+//! machine, measured the same way at the same time (plus a quarter second for the noise of a
 //! 2-core machine). Without etcd installed, the bound is 1.2 s, the worst etcd 3.4 showed
 //! here (scripts/availability/ has the longer side-by-side run with Go clientv3 writers).
 
@@ -126,11 +126,16 @@ fn worst_gap(flavor: Flavor) -> Duration {
 
 #[test]
 fn a_follower_restart_costs_no_more_availability_than_with_etcd() {
-    let ours = worst_gap(Flavor::Detcd);
-    let bound = if etcd_available() {
-        worst_gap(Flavor::Etcd).max(Duration::from_millis(300)) + Duration::from_millis(250)
-    } else {
-        Duration::from_millis(1200)
+    // Side by side, so that a slow moment of the shared machine (other tests, their disk
+    // writes) falls on both: one after the other, detcd once measured 592 ms in CI where etcd,
+    // a minute later, had 260 ms.
+    let (ours, etcds) = std::thread::scope(|s| {
+        let etcd = s.spawn(|| etcd_available().then(|| worst_gap(Flavor::Etcd)));
+        (worst_gap(Flavor::Detcd), etcd.join().expect("etcd's side"))
+    });
+    let bound = match etcds {
+        Some(gap) => gap.max(Duration::from_millis(300)) + Duration::from_millis(250),
+        None => Duration::from_millis(1200),
     };
     assert!(
         ours <= bound,
