@@ -28,6 +28,8 @@ pub struct ChangeBatch {
     changes: Vec<KeyChange>,
     /// Per change: its `events` field (tag, length, event) without and with `prev_kv`.
     fields: Vec<[OnceLock<EncodedEvent>; 2]>,
+    /// What the batch may hold in memory, its encodings included (see [`ChangeBatch::bytes`]).
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -40,7 +42,18 @@ struct EncodedEvent {
 impl ChangeBatch {
     pub fn new(changes: Vec<KeyChange>) -> ChangeBatch {
         let fields = changes.iter().map(|_| Default::default()).collect();
-        ChangeBatch { changes, fields }
+        let bytes = changes.iter().map(memory_bound).sum();
+        ChangeBatch {
+            changes,
+            fields,
+            bytes,
+        }
+    }
+
+    /// An upper bound of the memory the batch holds while a response names it: its changes
+    /// (their keys and values counted as if no one else held them) and both encodings of each.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn changes(&self) -> &[KeyChange] {
@@ -83,6 +96,17 @@ impl ChangeBatch {
     pub fn event_len(&self, index: usize, prev_kv: bool) -> usize {
         self.encoded(index, prev_kv).event_len
     }
+}
+
+/// A change's share of [`ChangeBatch::bytes`]: the record, its encodings' slots, and its key,
+/// value and previous value three times over (held, and encoded without and with prev_kv).
+fn memory_bound(change: &KeyChange) -> usize {
+    let prev = change
+        .prev
+        .as_ref()
+        .map_or(0, |p| p.key.len() + p.value.len());
+    let data = change.kv.key.len() + change.kv.value.len() + prev;
+    std::mem::size_of::<KeyChange>() + std::mem::size_of::<[OnceLock<EncodedEvent>; 2]>() + 3 * data
 }
 
 /// A response of the hub: a `WatchResponse` whose events (after any the message itself holds)
@@ -131,6 +155,11 @@ impl HubResponse {
                 .iter()
                 .map(|&i| p.batch.field(i as usize, p.prev_kv))
         })
+    }
+
+    /// The batch whose changes it carries, if any.
+    pub fn batch(&self) -> Option<&Arc<ChangeBatch>> {
+        self.picked.as_ref().map(|p| &p.batch)
     }
 
     pub fn event_count(&self) -> usize {

@@ -86,6 +86,9 @@ const QUEUE_CAPACITY_KEPT: usize = 16;
 struct Queue {
     responses: VecDeque<(HubResponse, usize)>,
     bytes: usize,
+    /// The batch the last response pushed names: the next response of the same batch does not
+    /// count the batch again (held, so that no other batch can take its address meanwhile).
+    last_batch: Option<Arc<ChangeBatch>>,
 }
 
 impl Queue {
@@ -98,9 +101,22 @@ impl Queue {
                 && total < config.queued_bytes_total_max)
     }
 
+    /// Queues `response`. Its cost is its [`footprint`], plus the memory of the batch it names
+    /// when the response before it named another: a response keeps its whole batch alive, so
+    /// a stream's bounds must cover the batches its responses hold, not only their bytes.
     fn push(&mut self, response: impl Into<HubResponse>, total: &mut usize) {
         let response = response.into();
-        let len = footprint(&response);
+        let mut len = footprint(&response);
+        if let Some(batch) = response.batch() {
+            if !self
+                .last_batch
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(b, batch))
+            {
+                len += batch.bytes();
+                self.last_batch = Some(batch.clone());
+            }
+        }
         self.bytes += len;
         *total += len;
         self.responses.push_back((response, len));
@@ -110,6 +126,9 @@ impl Queue {
         let (response, len) = self.responses.pop_front()?;
         self.bytes -= len;
         *total -= len;
+        if self.responses.is_empty() {
+            self.last_batch = None;
+        }
         if self.responses.is_empty() && self.responses.capacity() > QUEUE_CAPACITY_KEPT {
             // A burst (a client creating a hundred watchers) need not keep its room for good.
             self.responses.shrink_to(QUEUE_CAPACITY_KEPT);
@@ -121,12 +140,12 @@ impl Queue {
         *total -= self.bytes;
         self.bytes = 0;
         self.responses.clear();
+        self.last_batch = None;
     }
 }
 
-/// What a queued response costs: its encoded size (which stands for the events it shares with
-/// other responses: a batch is encoded once, but kept while any response names it), plus its
-/// own memory.
+/// What a queued response costs on its own: its encoded size and its own memory (the batch it
+/// names is counted by `Queue::push`).
 fn footprint(response: &HubResponse) -> usize {
     response.encoded_len() + response.own_bytes()
 }
