@@ -99,6 +99,8 @@ pub const EXPECTED: &[&str] = &[
     "recovery.from-snapshot",
     "recovery.snapshot-installed",
     "recovery.watch-feed-resumed",
+    "watch.catch-up-from-recent-feeds",
+    "watch.catch-up-from-key-space",
 ];
 
 impl Coverage {

@@ -119,6 +119,9 @@ pub enum Bug {
     WatchDuplicateEvent,
     /// Watch: a resumed watch past the member's revision starts at the member's (etcd #15271).
     WatchBackInTime,
+    /// Watch: the latest feeds' changes are kept across a gap in the feeds, so a watcher
+    /// catching up through the gap misses what the left-out revisions changed.
+    WatchRecentAcrossGaps,
     /// Lock: a waiter takes the lock once the one key it watches is deleted, without reading
     /// whether older contenders remain.
     LockSkipRecheck,
@@ -149,7 +152,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 21] = [
+    pub const ALL: [Bug; 22] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -161,6 +164,7 @@ impl Bug {
         Bug::WatchProgressBeforeSynced,
         Bug::WatchDuplicateEvent,
         Bug::WatchBackInTime,
+        Bug::WatchRecentAcrossGaps,
         Bug::LockSkipRecheck,
         Bug::LeaderNewest,
         Bug::StaleConfAfterRestart,
@@ -186,6 +190,7 @@ impl Bug {
             Bug::WatchProgressBeforeSynced => "watch-progress-before-synced",
             Bug::WatchDuplicateEvent => "watch-duplicate-event",
             Bug::WatchBackInTime => "watch-back-in-time",
+            Bug::WatchRecentAcrossGaps => "watch-recent-across-gaps",
             Bug::LockSkipRecheck => "lock-skip-recheck",
             Bug::LeaderNewest => "leader-newest",
             Bug::StaleConfAfterRestart => "stale-conf-after-restart",

@@ -116,6 +116,7 @@ fn check_history(world: &mut World) {
 
 /// Records in the run's coverage what its clients asked and got and which faults it injected.
 fn probe_run(world: &mut World) {
+    world.count_live_catch_up_reads();
     let c = &mut world.counters;
     let faults = [
         (c.crashes, "fault.crash"),

@@ -86,6 +86,11 @@ fn a_watch_that_goes_back_in_time_after_resuming_elsewhere_is_caught() {
 }
 
 #[test]
+fn recent_feeds_kept_across_a_gap_in_the_feeds_are_caught() {
+    assert_found(Bug::WatchRecentAcrossGaps);
+}
+
+#[test]
 fn a_lock_waiter_that_does_not_read_again_after_its_predecessor_goes_is_caught() {
     assert_found(Bug::LockSkipRecheck);
 }

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::events::{ChangeBatch, HubResponse};
-use super::reads::CatchUpReads;
+use super::reads::{CatchUpReads, Sources, Step};
+use super::recent::RecentChanges;
 use super::table::WatcherTable;
 use super::watcher::{PicksMemo, Watcher};
 use super::{StreamId, WatchConfig, WatchFeed, WatchId};
@@ -226,8 +227,10 @@ pub struct WatchHub {
     raft_term: u64,
     has_leader: bool,
     store: Option<Store>,
-    /// Reads of the current store that watchers catching up share.
+    /// Reads that watchers catching up share.
     reads: CatchUpReads,
+    /// The latest feeds' changes, which those reads gather from while they last.
+    recent: RecentChanges,
     /// What the last watcher served picked from its changes, for the next one that selects
     /// the same.
     picks_memo: PicksMemo,
@@ -243,6 +246,7 @@ pub struct WatchHub {
 
 impl WatchHub {
     pub fn new(config: WatchConfig) -> WatchHub {
+        let recent = RecentChanges::new(config.recent_changes_bytes_max, config.bugs);
         WatchHub {
             config,
             revision: 0,
@@ -250,6 +254,7 @@ impl WatchHub {
             has_leader: false,
             store: None,
             reads: CatchUpReads::default(),
+            recent,
             picks_memo: PicksMemo::default(),
             streams: BTreeMap::new(),
             queued_bytes: 0,
@@ -291,6 +296,12 @@ impl WatchHub {
     /// feeds off while none is (`Node::set_watched`).
     pub fn is_watched(&self) -> bool {
         !self.streams.is_empty()
+    }
+
+    /// Catch-up reads made so far: how many gathered their changes from the latest feeds, and
+    /// how many read the key space.
+    pub fn catch_up_reads(&self) -> (u64, u64) {
+        (self.reads.from_recent, self.reads.from_key_space)
     }
 
     /// The stream is gone (the client left, or the driver ended it): its watchers with it.
@@ -500,13 +511,14 @@ impl WatchHub {
             self.unsync_everyone();
         }
         let changes: Vec<KeyChange> = feed.revisions.into_iter().flat_map(|r| r.changes).collect();
-        self.deliver(&Arc::new(ChangeBatch::new(changes)));
+        let batch = Arc::new(ChangeBatch::new(changes));
+        self.deliver(&batch);
+        self.recent.push(&batch, feed.gap);
         self.revision = self.revision.max(feed.view.revision());
         self.store = Some(Store {
             view: feed.view,
             cold,
         });
-        self.reads.clear();
         let streams: Vec<StreamId> = self.streams.keys().copied().collect();
         for stream in streams {
             self.catch_up(stream);
@@ -635,9 +647,17 @@ impl WatchHub {
         }
         let to = revision.min(from + config.catch_up_revisions_max - 1);
         let range = (watcher.key(), watcher.range_end());
-        let Ok((batch, slice)) =
-            self.reads
-                .changes(&store.view, store.cold.as_ref(), range, from, to)
+        let sources = Sources {
+            view: &store.view,
+            cold: store.cold.as_ref(),
+            recent: &self.recent,
+        };
+        let read_max = config.catch_up_reads_bytes_max;
+        let Ok(Step {
+            batch,
+            slice,
+            through,
+        }) = self.reads.changes(&sources, range, from, to, read_max)
         else {
             // The segments no longer hold a value the view names: this member's store is
             // unreadable; the watcher ends rather than skip events.
@@ -656,7 +676,7 @@ impl WatchHub {
         let unserved = Unserved {
             batch: &batch,
             changes: slice,
-            through: to,
+            through,
         };
         let memo = &mut self.picks_memo;
         serve(&mut state.queue, watcher, unserved, &context, memo, total);

@@ -30,6 +30,7 @@
 mod events;
 mod hub;
 mod reads;
+mod recent;
 mod table;
 mod watcher;
 
@@ -71,6 +72,10 @@ pub struct WatchConfig {
     pub progress_interval: Duration,
     /// The most revisions one catch-up step reads from the key space.
     pub catch_up_revisions_max: i64,
+    /// Bytes of the latest feeds' changes kept for watchers catching up (`recent`).
+    pub recent_changes_bytes_max: usize,
+    /// Bytes the catch-up reads shared between watchers may hold (`reads`).
+    pub catch_up_reads_bytes_max: usize,
     /// Deliberate bugs, for the simulator (all off in the server).
     pub bugs: WatchBugs,
 }
@@ -88,6 +93,8 @@ impl WatchConfig {
             watchers_per_stream_max: 100_000,
             progress_interval: Duration::from_secs(600),
             catch_up_revisions_max: 1_000,
+            recent_changes_bytes_max: 8 << 20,
+            catch_up_reads_bytes_max: 8 << 20,
             bugs: WatchBugs::default(),
         }
     }
@@ -106,6 +113,9 @@ pub struct WatchBugs {
     /// A watch created with a start revision past this member's goes back to this member's
     /// next revision (etcd #15271).
     pub start_at_local_revision: bool,
+    /// The latest feeds' changes are kept across a gap in the feeds, as if the revisions left
+    /// out had changed none of the keys a watcher catching up watches.
+    pub recent_changes_across_gaps: bool,
 }
 
 /// The key changes of one applied revision, in the order the write made them.

@@ -612,6 +612,7 @@ impl World {
             member.disk.synced_len = member.disk.synced_len.min(valid);
         }
         member.incarnation += 1;
+        count_catch_up_reads(&mut self.counters, &member.hub);
         member.hub = WatchHub::new(watch_config(id, self.options.bug));
         self.timing.started_at.entry(id).or_default().push(now);
         self.fault_marks.push(FaultMark {
@@ -753,6 +754,14 @@ impl World {
         self.drain(id);
         self.arm_timer(id);
         self.watch_tick(id, local);
+    }
+
+    /// The catch-up reads of the hubs still up at the end of the run, as coverage (those of
+    /// hubs gone with a restart were counted then).
+    pub(crate) fn count_live_catch_up_reads(&mut self) {
+        for member in self.members.values() {
+            count_catch_up_reads(&mut self.counters, &member.hub);
+        }
     }
 
     /// Opens a stream on a member's hub. The first one after none first wakes the node, which
@@ -1000,6 +1009,17 @@ impl World {
     }
 }
 
+/// The catch-up reads of a hub about to go (its member restarts, or the run ends), as coverage.
+fn count_catch_up_reads(counters: &mut Counters, hub: &WatchHub) {
+    let (from_recent, from_key_space) = hub.catch_up_reads();
+    counters
+        .coverage
+        .hit_n("watch.catch-up-from-recent-feeds", from_recent);
+    counters
+        .coverage
+        .hit_n("watch.catch-up-from-key-space", from_key_space);
+}
+
 /// A member's watch hub: small queues, so that streams fill up and watchers catch up often,
 /// and the injected watch bug, if any.
 fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
@@ -1010,12 +1030,17 @@ fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
     config.fragment_bytes = 512;
     config.response_bytes_target = 256;
     config.catch_up_revisions_max = 5;
+    // A few feeds' worth, so that catch-up reads come from the latest feeds and from the key
+    // space alike.
+    config.recent_changes_bytes_max = 2 << 10;
+    config.catch_up_reads_bytes_max = 2 << 10;
     config.progress_interval = std::time::Duration::from_millis(300);
     config.bugs = WatchBugs {
         drop_at_compaction_boundary: bug == Some(Bug::WatchDropAtCompaction),
         progress_before_synced: bug == Some(Bug::WatchProgressBeforeSynced),
         duplicate_after_catch_up: bug == Some(Bug::WatchDuplicateEvent),
         start_at_local_revision: bug == Some(Bug::WatchBackInTime),
+        recent_changes_across_gaps: bug == Some(Bug::WatchRecentAcrossGaps),
     };
     config
 }

@@ -333,6 +333,38 @@ fn a_stream_that_does_not_read_falls_behind_and_catches_up_without_loss() {
 }
 
 #[test]
+fn catching_up_from_the_latest_feeds_answers_as_reading_the_key_space_does() {
+    let run = |recent_bytes_max| {
+        let mut config = WatchConfig::new(1, 2);
+        config.queue_responses_max = 2;
+        config.recent_changes_bytes_max = recent_bytes_max;
+        let mut f = Fixture::new(config);
+        f.hub.open(1, false);
+        let mut with_prev = watch("k", "l", 0);
+        with_prev.prev_kv = true;
+        f.send(1, create(with_prev));
+        for i in 0..40 {
+            f.apply(vec![
+                put(&format!("k{}", i % 3), &i.to_string()),
+                put("z", "x"),
+            ]);
+        }
+        f.apply(vec![delete("k1")]);
+        let got: Vec<_> = f.drain(1).iter().flat_map(|r| r.events.clone()).collect();
+        (got, f.hub.catch_up_reads())
+    };
+    let (from_feeds, (recent, key_space)) = run(1 << 20);
+    assert!(recent > 0 && key_space == 0, "{recent} {key_space}");
+    let (from_key_space, (_, key_space)) = run(0);
+    assert!(key_space > 0, "only the latest feed is kept");
+    assert_eq!(from_feeds.len(), 41);
+    assert_eq!(
+        from_feeds, from_key_space,
+        "events and previous values alike"
+    );
+}
+
+#[test]
 fn compaction_past_a_watcher_cancels_it_with_the_compact_revision() {
     let mut config = WatchConfig::new(1, 2);
     config.queue_responses_max = 1;
