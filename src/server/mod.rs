@@ -2,9 +2,8 @@
 //! lives here; every decision is the step machine's.
 //!
 //! Threads: the driver thread owns the node (driver.rs); the disk thread owns the data directory
-//! (disk.rs); tokio tasks own the client port (grpc.rs); the peer thread, a runtime of its own,
-//! owns the peer connections (peer/thread.rs); the watch thread runs the watch hub (watch.rs);
-//! the trimmer hands freed memory back (memory.rs).
+//! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs); the
+//! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
 pub mod authority;
 mod client_port;
@@ -114,8 +113,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         Node::new(node_cfg, recovered, os_seed(), Instant::ZERO).map_err(|e| e.to_string())?;
 
     let client_listeners = bind(&cfg.listen_client, "clients").await?;
-    let peer_thread = peer::PeerThread::start()?;
-    let peer_listeners = peer_thread.bind(&cfg.listen_peer)?;
+    let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
 
     let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
     let identity = peer::PeerIdentity {
@@ -125,7 +123,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let board = std::sync::Arc::new(peer::MemberBoard::default());
     for listener in peer_listeners {
         let h = handle.clone();
-        peer_thread.handle().spawn(peer::serve(
+        tokio::spawn(peer::serve(
             listener,
             identity,
             board.clone(),
@@ -135,10 +133,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let h = handle.clone();
     let on_removed: peer::OnRemoved =
         std::sync::Arc::new(move |from| h.deliver_peer(from, crate::node::PeerMessage::Removed));
-    let peers = {
-        let _peer_runtime = peer_thread.handle().enter();
-        peer::PeerSender::new(identity, dial, on_removed)
-    };
+    let peers = peer::PeerSender::new(identity, dial, on_removed);
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
 

@@ -46,7 +46,6 @@ mod forward;
 mod inbound;
 mod join;
 mod outbound;
-mod thread;
 mod wire;
 
 #[cfg(test)]
@@ -55,7 +54,6 @@ mod tests;
 pub use inbound::serve;
 pub use join::{lookup, peer_addresses, MemberBoard};
 pub use outbound::{OnRemoved, PeerSender, PeerStats};
-pub use thread::PeerThread;
 pub use wire::{CHUNK_BYTES_MAX, FRAME_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX};
 
 use crate::node::MemberId;
