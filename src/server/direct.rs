@@ -185,7 +185,7 @@ async fn receive<R: Message + Default>(
         match frame?.into_data() {
             Ok(data) if first.is_none() => {
                 messages.push(data);
-                first = messages.next()?;
+                first = messages.next_message()?;
             }
             _ => {}
         }
@@ -213,8 +213,8 @@ pub(super) fn check_encoding(headers: &HeaderMap) -> Result<(), Status> {
 
 /// The messages of a request body, taken from its data frames as they come: a message wholly
 /// inside a frame is a slice of it (no copy); one split across frames is gathered into a
-/// buffer sized from its prefix.
-pub(super) struct Unframer {
+/// buffer sized from its prefix. Also the load generator's reader of watch responses.
+pub struct Unframer {
     receive_max: usize,
     /// The bytes of the last frame not yet taken.
     chunk: Bytes,
@@ -223,7 +223,7 @@ pub(super) struct Unframer {
 }
 
 impl Unframer {
-    pub(super) fn new(receive_max: usize) -> Unframer {
+    pub fn new(receive_max: usize) -> Unframer {
         Unframer {
             receive_max,
             chunk: Bytes::new(),
@@ -231,19 +231,19 @@ impl Unframer {
         }
     }
 
-    /// Takes a data frame; call `next` until it answers `None` before pushing another.
-    pub(super) fn push(&mut self, data: Bytes) {
+    /// Takes a data frame; call `next_message` until it answers `None` before pushing another.
+    pub fn push(&mut self, data: Bytes) {
         debug_assert!(self.chunk.is_empty(), "the previous frame was taken");
         self.chunk = data;
     }
 
     /// True when no part of a message is held.
-    pub(super) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.chunk.is_empty() && self.split.is_empty()
     }
 
     /// The next whole message, or `None` until more bytes come.
-    pub(super) fn next(&mut self) -> Result<Option<Bytes>, Status> {
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
         if self.split.is_empty() {
             if self.chunk.len() < PREFIX {
                 self.split
@@ -444,7 +444,7 @@ mod tests {
         let mut out = Vec::new();
         for chunk in chunks {
             messages.push(Bytes::copy_from_slice(chunk));
-            while let Some(message) = messages.next()? {
+            while let Some(message) = messages.next_message()? {
                 out.push(message.to_vec());
             }
         }

@@ -55,7 +55,7 @@ impl KeepAlives {
     /// Sends the requests received so far to the node, up to the bound.
     fn read(&mut self, cx: &mut Context<'_>) {
         while self.reading && self.in_flight.len() < KEEPALIVES_IN_FLIGHT_MAX {
-            match self.messages.next() {
+            match self.messages.next_message() {
                 Ok(Some(message)) => {
                     match LeaseKeepAliveRequest::decode(message) {
                         Ok(request) => self.in_flight.push_back(self.driver.submit(request)),

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod deadline;
 mod direct;
+pub use direct::Unframer;
 pub mod disk;
 pub mod driver;
 pub mod grpc;

@@ -272,7 +272,7 @@ impl InternalWatch {
         loop {
             let message = self
                 .messages
-                .next()
+                .next_message()
                 .expect("the watch task frames its responses as gRPC does");
             if let Some(message) = message {
                 return WatchResponse::decode(message)

@@ -101,7 +101,7 @@ async fn forward_requests(
     stream: StreamId,
 ) {
     loop {
-        match messages.next() {
+        match messages.next_message() {
             Ok(Some(message)) => {
                 // Decoded from a slice, so that the watchers' keys are copies: a slice of the
                 // connection's read buffer would keep all of it alive as long as they live.
