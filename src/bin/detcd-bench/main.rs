@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 mod transport;
 mod watch;
+mod watch_call;
 mod watch_reply;
 use transport::{connect, Channel};
 use watch::{WatchFlags, WatchMode};

@@ -14,11 +14,10 @@ use bytes::Bytes;
 use detcd::proto::etcdserverpb::kv_client::KvClient;
 use detcd::proto::etcdserverpb::watch_request::RequestUnion;
 use detcd::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::transport::{connect, Channel};
-use crate::watch_reply::WatchReply;
+use crate::watch_call::WatchCall;
+use crate::watch_reply::{scan_reply, EventSummary, ReplyHead};
 use crate::Options;
 
 /// The prefix every watched key lives under.
@@ -327,9 +326,7 @@ fn watched_put(plan: &crate::Plan, mode: WatchMode, n: u64) -> PutRequest {
 
 /// One watch stream whose watchers have all been created.
 struct OpenStream {
-    /// Kept so the stream stays open; the requests are all sent.
-    _requests: mpsc::Sender<WatchRequest>,
-    responses: tonic::Streaming<WatchReply>,
+    call: WatchCall,
     /// Per watcher, indexed by the id the server gave it (ids start at 0 on each stream).
     watchers: Vec<WatcherState>,
     mode: WatchMode,
@@ -350,74 +347,31 @@ async fn open_stream(
         WatchMode::Latency => (LATENCY_KEY.to_vec(), Vec::new()),
         WatchMode::Throughput => (PREFIX.to_vec(), prefix_end(PREFIX)),
     };
-    // The creates are queued before the call: a server may send no headers until it has a
-    // response to send (etcd does not), and the call waits for the headers.
-    let (tx, rx) = mpsc::channel(watchers.max(1));
-    for _ in 0..watchers {
-        let create = WatchCreateRequest {
-            key: key.clone().into(),
-            range_end: range_end.clone().into(),
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.into(),
+            range_end: range_end.into(),
             ..Default::default()
-        };
-        let request = WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(create)),
-        };
-        tx.try_send(request)
-            .expect("the channel holds one request per watcher");
-    }
-    let mut responses = open_watch_call(channel, ReceiverStream::new(rx))
-        .await
-        .map_err(|e| format!("opening a watch stream: {e}"))?;
-    let mut created = 0;
-    while created < watchers {
-        let response = next_response(&mut responses).await?;
-        if response.canceled || !response.created {
-            return Err(format!(
-                "a watcher was not created: {}",
-                response.cancel_reason
-            ));
+        })),
+    };
+    let mut call = WatchCall::open(channel, &vec![create; watchers]).await?;
+    for _ in 0..watchers {
+        let message = call.next_message(STALL_LIMIT).await?;
+        let head = scan_reply(&message, |_, _| {
+            Err("events before every watcher was created".into())
+        })?;
+        if head.canceled || !head.created {
+            return Err(format!("a watcher was not created: {}", head.cancel_reason));
         }
-        let id = usize::try_from(response.watch_id).unwrap_or(usize::MAX);
-        if id >= watchers {
-            return Err(format!("unexpected watch id {}", response.watch_id));
+        if usize::try_from(head.watch_id).map_or(true, |id| id >= watchers) {
+            return Err(format!("unexpected watch id {}", head.watch_id));
         }
-        created += 1;
     }
     Ok(OpenStream {
-        _requests: tx,
-        responses,
+        call,
         watchers: vec![WatcherState::default(); watchers],
         mode,
     })
-}
-
-/// `Watch.Watch`, as the generated client calls it, with replies decoded as [`WatchReply`].
-async fn open_watch_call(
-    channel: Channel,
-    requests: ReceiverStream<WatchRequest>,
-) -> Result<tonic::Streaming<WatchReply>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let codec = tonic::codec::ProstCodec::<WatchRequest, WatchReply>::default();
-    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
-    let response = grpc
-        .streaming(tonic::Request::new(requests), path, codec)
-        .await?;
-    Ok(response.into_inner())
-}
-
-async fn next_response(responses: &mut tonic::Streaming<WatchReply>) -> Result<WatchReply, String> {
-    match tokio::time::timeout(STALL_LIMIT, responses.message()).await {
-        Err(_) => Err(format!(
-            "no watch response for {} s: events are missing",
-            STALL_LIMIT.as_secs()
-        )),
-        Ok(Err(status)) => Err(format!("the watch stream failed: {status}")),
-        Ok(Ok(None)) => Err("the server closed a watch stream".into()),
-        Ok(Ok(Some(response))) => Ok(response),
-    }
 }
 
 /// What one stream received.
@@ -435,51 +389,67 @@ impl OpenStream {
             latencies: Vec::new(),
             last_event: Instant::now(),
         };
-        let mut complete = self.watchers.iter().filter(|w| w.events == puts).count();
+        let mut complete = 0;
         while complete < self.watchers.len() {
-            let response = next_response(&mut self.responses).await?;
+            let message = self.call.next_message(STALL_LIMIT).await?;
             let now = Instant::now();
-            if response.canceled {
-                return Err(format!(
-                    "watcher {} canceled: {}",
-                    response.watch_id, response.cancel_reason
-                ));
-            }
-            let watcher = usize::try_from(response.watch_id)
-                .ok()
-                .and_then(|id| self.watchers.get_mut(id))
-                .ok_or_else(|| format!("events for unknown watch id {}", response.watch_id))?;
-            for event in &response.events {
-                if !event.has_kv {
-                    return Err("an event without kv".into());
-                }
-                let put = put_number(event.value_head, puts)?;
-                if event.mod_revision <= watcher.last_revision {
-                    return Err(format!(
-                        "watcher {} got revision {} after {}: duplicated or reordered",
-                        response.watch_id, event.mod_revision, watcher.last_revision
-                    ));
-                }
-                watcher.last_revision = event.mod_revision;
-                watcher.events += 1;
+            let mut events = 0;
+            let head = scan_reply(&message, |head, event| {
+                events += 1;
+                let watcher = self.watcher(head)?;
+                let put = check_event(watcher, event, puts)?;
                 if self.mode == WatchMode::Latency {
                     report.latencies.push(clock.since_sent(put, now));
                 }
-            }
-            report.events += response.events.len() as u64;
+                Ok(())
+            })?;
+            let watcher = self.watcher(&head)?;
             if watcher.events > puts {
                 return Err(format!(
                     "watcher {} got more events than puts",
-                    response.watch_id
+                    head.watch_id
                 ));
             }
-            if watcher.events == puts && !response.events.is_empty() {
+            if watcher.events == puts && events > 0 {
                 complete += 1;
             }
+            report.events += events;
             report.last_event = now;
         }
         Ok(report)
     }
+
+    /// The watcher a response is for, unless it was canceled or is not one of the stream's.
+    fn watcher(&mut self, head: &ReplyHead) -> Result<&mut WatcherState, String> {
+        if head.canceled {
+            return Err(format!(
+                "watcher {} canceled: {}",
+                head.watch_id, head.cancel_reason
+            ));
+        }
+        usize::try_from(head.watch_id)
+            .ok()
+            .and_then(|id| self.watchers.get_mut(id))
+            .ok_or_else(|| format!("events for unknown watch id {}", head.watch_id))
+    }
+}
+
+/// Counts an event for its watcher, if it is a put's event that comes after the watcher's
+/// last one, and answers the put's number.
+fn check_event(watcher: &mut WatcherState, event: EventSummary, puts: u64) -> Result<u64, String> {
+    if !event.has_kv {
+        return Err("an event without kv".into());
+    }
+    let put = put_number(event.value_head, puts)?;
+    if event.mod_revision <= watcher.last_revision {
+        return Err(format!(
+            "a watcher got revision {} after {}: duplicated or reordered",
+            event.mod_revision, watcher.last_revision
+        ));
+    }
+    watcher.last_revision = event.mod_revision;
+    watcher.events += 1;
+    Ok(put)
 }
 
 fn put_number(value_head: Option<[u8; 8]>, puts: u64) -> Result<u64, String> {
