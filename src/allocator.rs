@@ -1,7 +1,15 @@
 //! mimalloc as the global allocator, called the way std's system allocator calls malloc: plain
 //! `mi_malloc` for the alignments every allocation of its size gets anyway (at most 16 bytes,
-//! C's `max_align_t`, and at most the size), the aligned entry points only beyond them. The `mimalloc` crate takes the aligned path for every allocation, which costs
-//! the simulator about 2% of its instructions in alignment checks (callgrind).
+//! C's `max_align_t`, and at most the size), the aligned entry points only beyond them. The
+//! `mimalloc` crate takes the aligned path for every allocation, which costs the simulator
+//! about 2% of its instructions in alignment checks (callgrind).
+//!
+//! The simulator uses it for speed. The server uses it because a block freed by another thread
+//! than the one that allocated it goes back without a lock: under glibc's malloc such a free
+//! takes the allocating thread's arena lock, and a member's client-port workers, freeing the
+//! response blocks of the watch thread (which runs at nice 10), waited on that lock whenever the
+//! watch thread was preempted holding it; the writes behind them waited too.
+#![allow(unsafe_code)] // the allocator's interface is unsafe by nature
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -49,6 +57,20 @@ unsafe impl GlobalAlloc for MiMalloc {
             mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8
         }
     }
+}
+
+// Declared here rather than through libmimalloc-sys's `extended` feature, which needs a crate
+// of C types for this one function.
+extern "C" {
+    fn mi_collect(force: bool);
+}
+
+/// Returns to the kernel, now rather than after mimalloc's purge delay, the freed memory it
+/// can: the calling thread's, and the free pages of every arena (where the blocks of other
+/// threads go once they are free).
+pub fn collect() {
+    // SAFETY: a collection touches only the allocator's own free memory.
+    unsafe { mi_collect(true) }
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@
 #![deny(unsafe_code)]
 
 pub mod alarm;
+/// The global allocator of the server and the simulator (behind the `mimalloc` feature).
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod api;
 pub mod error;
 pub mod lease;

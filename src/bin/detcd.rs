@@ -2,6 +2,9 @@
 
 use detcd::server::config::{self, Command};
 
+#[global_allocator]
+static ALLOCATOR: detcd::allocator::MiMalloc = detcd::allocator::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match config::parse(&args) {
