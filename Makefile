@@ -83,14 +83,15 @@ else
 	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(if $(COVERAGE),--coverage) $(SIM_FLAGS)
 endif
 
-# CI's seed budget: two sweeps (one per core) of CI_SEEDS histories each, at the lowest CPU
-# priority, so that they take the cores the tests leave idle (most integration tests wait on
-# servers and timers) and give them back at once. Every 16th seed and every failing one runs
-# twice to prove determinism. Each sweep fails if it never reached one of the expected coverage
-# probes (sim/src/coverage.rs). This machine's speed moves by a fifth within an hour, so a sweep
-# also starts no seed after CI_SWEEP_SECONDS and reports how many it ran: `make test` stays
-# within 30 minutes on a slow hour. See docs/bench.md for the budget's timing.
-CI_SEEDS ?= 200000
+# CI's seed budget: two sweeps (one per core) of CI_SEEDS histories each, a million in all, at
+# the lowest CPU priority, so that they take the cores the tests leave idle (most integration
+# tests wait on servers and timers) and give them back at once. Every 16th seed and every
+# failing one runs twice to prove determinism. Each sweep fails if it never reached one of the
+# expected coverage probes (sim/src/coverage.rs). This machine's speed moves by a fifth within
+# an hour, so a sweep also starts no seed after CI_SWEEP_SECONDS and reports how many it ran:
+# `make test` stays within 30 minutes on a slow hour (then with fewer than a million). See
+# docs/bench.md for the budget's timing.
+CI_SEEDS ?= 500000
 CI_SWEEP_SECONDS ?= 1500
 SWEEP = nice -n 19 ./target/release/detcd-sim --seeds $(CI_SEEDS) --time-budget $(CI_SWEEP_SECONDS) \
 	--require-coverage --start
