@@ -20,10 +20,10 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::cold::{ColdRange, ColdRef, DeferredOrder};
+use super::cold::{ColdRange, ColdRef, ColdValues, DeferredOrder};
 use super::go_sort::go_sort;
 use super::history::KeyHistory;
-use super::{header, KeySpace};
+use super::{header, KeySpace, KeySpaceView};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -116,6 +116,18 @@ fn less_for(sort_target: i32) -> Option<fn(&KeyValue, &KeyValue) -> bool> {
         SortTarget::Value => |a, b| a.value.cmp(&b.value) == Ordering::Less,
     };
     Some(less)
+}
+
+impl KeySpaceView {
+    /// [`KeySpace::read_range`] as the key space answered it when this view was frozen: the
+    /// same walk over the same index, for serializable reads served off the node's thread.
+    pub fn read_range(
+        &self,
+        req: &RangeRequest,
+        bytes_max: u64,
+    ) -> Result<(RangeResponse, ColdValues), EtcdError> {
+        self.frozen_store().read_range(req, bytes_max)
+    }
 }
 
 impl KeySpace {

@@ -181,6 +181,20 @@ impl KeySpaceView {
         self.current_revision
     }
 
+    /// The key space as this view froze it, for reads (O(1): it shares the index). It keeps
+    /// no cold segments, so a value it would read from them comes back as a cold reference.
+    pub(super) fn frozen_store(&self) -> KeySpace {
+        KeySpace {
+            keys: self.keys.clone(),
+            current_revision: self.current_revision,
+            compact_main: self.compact_main,
+            footprint: Footprint::default(),
+            cold: None,
+            changes: Vec::new(),
+            bugs: KeySpaceBugs::default(),
+        }
+    }
+
     /// Everything but the keys; encodes to the message's leading fields.
     fn header(&self) -> MvccSnapshot {
         MvccSnapshot {

@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -33,6 +34,7 @@ use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::status;
 use super::keepalive::KeepAlives;
 use super::large_range;
+use super::local_reads::LocalReads;
 use crate::api::Rpc;
 use crate::mvcc::RangeLayout;
 use crate::proto::etcdserverpb::{
@@ -47,14 +49,17 @@ const PREFIX: usize = 5;
 #[derive(Clone)]
 pub struct HotServices {
     driver: DriverHandle,
+    /// Serializable reads of one key, answered here instead of by the node.
+    reads: Arc<LocalReads>,
     /// The largest request message taken, as tonic's `max_decoding_message_size`.
     receive_max: usize,
 }
 
 impl HotServices {
-    pub fn new(driver: DriverHandle, receive_max: usize) -> HotServices {
+    pub fn new(driver: DriverHandle, reads: Arc<LocalReads>, receive_max: usize) -> HotServices {
         HotServices {
             driver,
+            reads,
             receive_max,
         }
     }
@@ -121,10 +126,14 @@ impl HotServices {
     /// is encoded (`large_range`).
     fn range(&self, request: Request<Incoming>) -> Answer {
         let driver = self.driver.clone();
+        let reads = self.reads.clone();
         let receive_max = self.receive_max;
         Box::pin(async move {
             let answer = match receive::<RangeRequest>(request, receive_max).await {
-                Ok(request) => answer_range(&driver, request).await,
+                Ok(request) => match reads.range(&request) {
+                    Some(local) => local.map_err(status).and_then(|r| framed(&r)),
+                    None => answer_range(&driver, request).await,
+                },
                 Err(refused) => Err(refused),
             };
             Ok(match answer {

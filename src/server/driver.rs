@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
+use super::local_reads::LocalReads;
 use super::peer::PeerSender;
 use super::watch::FeedSlot;
 use crate::error::EtcdError;
@@ -237,10 +238,12 @@ pub struct Storage {
     pub cold: ColdFiles,
 }
 
-/// Where the driver's outputs go besides the disk: the peers and the watch task.
+/// Where the driver's outputs go besides the disk: the peers, the watch task and the
+/// serializable reads served on the client-port workers.
 pub struct Links {
     pub peers: PeerSender,
     pub watch: Arc<FeedSlot>,
+    pub reads: Arc<LocalReads>,
     /// The member list as this member last applied it, for members asking to join.
     pub members: Arc<super::peer::MemberBoard>,
 }
@@ -262,6 +265,7 @@ pub struct Driver {
     cold: ColdFiles,
     peers: PeerSender,
     watch: Arc<FeedSlot>,
+    reads: Arc<LocalReads>,
     members: Arc<super::peer::MemberBoard>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
@@ -286,6 +290,7 @@ impl Driver {
         let Links {
             peers,
             watch,
+            reads,
             members,
         } = links;
         Driver {
@@ -296,6 +301,7 @@ impl Driver {
             cold,
             peers,
             watch,
+            reads,
             members,
             clock_origin,
             replies: BTreeMap::new(),
@@ -311,9 +317,16 @@ impl Driver {
         Instant::from_nanos(self.clock_origin.elapsed().as_nanos() as u64)
     }
 
-    /// Runs until shutdown or until the node stops; returns which. Drains the node's outputs
-    /// after every batch, so the node is never left holding work.
-    pub fn run(mut self) -> Exit {
+    /// Runs until shutdown or until the node stops; returns which.
+    pub fn run(self) -> Exit {
+        let reads = self.reads.clone();
+        let exit = self.run_batches();
+        reads.close();
+        exit
+    }
+
+    /// Drains the node's outputs after every batch, so the node is never left holding work.
+    fn run_batches(mut self) -> Exit {
         self.dispatch_outputs();
         loop {
             let wait = self
@@ -493,6 +506,7 @@ impl Driver {
             }
         }
         self.peers.send_all(sends);
+        self.reads.refresh(&self.node);
         for (reply, answer) in answers {
             // The client may have gone away; its answer is simply dropped.
             let _ = reply.send(answer);

@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod http;
 mod keepalive;
 mod large_range;
+pub mod local_reads;
 pub mod maintenance;
 pub mod memory;
 pub mod peer;
@@ -153,6 +154,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     watch_config.fragment_bytes = cfg.node.max_request_bytes + WATCH_FRAGMENT_OVERHEAD_BYTES;
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
     let watches = watch::spawn(watch_config, feeds.clone(), clock_origin)?;
+    let reads = std::sync::Arc::new(local_reads::LocalReads::new(cfg.node.max_range_bytes));
     let driver = Driver::new(
         node,
         rx,
@@ -161,6 +163,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         Links {
             peers,
             watch: feeds,
+            reads: reads.clone(),
             members: board,
         },
         clock_origin,
@@ -184,6 +187,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             Services {
                 driver: handle.clone(),
                 watch: watches.clone(),
+                reads: reads.clone(),
             },
             cfg.node.max_request_bytes,
             shutdown_rx.clone(),
@@ -262,6 +266,7 @@ async fn join_cluster(
 struct Services {
     driver: DriverHandle,
     watch: watch::WatchHandle,
+    reads: std::sync::Arc<local_reads::LocalReads>,
 }
 
 async fn serve_clients(
@@ -277,7 +282,7 @@ async fn serve_clients(
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
     let receive_max = max_request_bytes + 512 * 1024;
-    let hot = direct::HotServices::new(services.driver.clone(), receive_max);
+    let hot = direct::HotServices::new(services.driver.clone(), services.reads, receive_max);
     let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone());
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);

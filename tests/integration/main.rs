@@ -25,6 +25,7 @@ mod lock_election_grpc;
 mod memory;
 mod proto_wire;
 mod purity;
+mod serializable_reads;
 mod watch_cluster;
 mod watch_grpc;
 mod watch_slow_reader;
