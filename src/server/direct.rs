@@ -33,17 +33,16 @@ use super::client_port::Answer;
 use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::status;
 use super::keepalive::KeepAlives;
-use super::large_range;
+use super::large_range::{self, Encoded};
 use super::local_reads::LocalReads;
 use crate::api::Rpc;
-use crate::mvcc::RangeLayout;
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, TxnRequest,
 };
 
 /// A gRPC message's prefix: the compressed flag and the message's length (big-endian).
-const PREFIX: usize = 5;
+pub(super) const PREFIX: usize = 5;
 
 /// The client port's KV and Lease services.
 #[derive(Clone)]
@@ -131,37 +130,41 @@ impl HotServices {
         Box::pin(async move {
             let answer = match receive::<RangeRequest>(request, receive_max).await {
                 Ok(request) => match reads.range(&request) {
-                    Some(local) => local.map_err(status).and_then(|r| framed(&r)),
+                    Some(local) => local
+                        .map_err(status)
+                        .and_then(|r| framed(&r))
+                        .map(one_message),
                     None => answer_range(&driver, request).await,
                 },
                 Err(refused) => Err(refused),
             };
-            Ok(match answer {
-                Ok(message) => one_message(message),
-                Err(status) => status.into_http(),
-            })
+            Ok(answer.unwrap_or_else(Status::into_http))
         })
     }
 }
 
-async fn answer_range(driver: &DriverHandle, request: RangeRequest) -> Result<Bytes, Status> {
+async fn answer_range(
+    driver: &DriverHandle,
+    request: RangeRequest,
+) -> Result<Response<BoxBody>, Status> {
     let (response, cold, reader) = driver.call_unfilled(request.into()).await.map_err(status)?;
     let response = typed::<RangeRequest>(response);
     if cold.is_empty() && !large_range::is_large(&response) {
-        return framed(&response);
+        return framed(&response).map(one_message);
     }
     if !cold.encodes_in_place() {
         let filled = read_cold_off_workers(move || {
             let mut response = response;
             cold.fill_range(&mut response, &reader).map(|()| response)
         });
-        return framed(&filled.await.map_err(status)?);
+        return framed(&filled.await.map_err(status)?).map(one_message);
     }
-    let encoded = read_cold_off_workers(move || {
-        let layout = RangeLayout::new(response, cold)?;
-        large_range::encode(&layout, &reader, PREFIX)
-    });
-    with_prefix(encoded.await.map_err(status)?)
+    let encoded = read_cold_off_workers(move || large_range::encode(response, cold, reader));
+    Ok(match encoded.await.map_err(status)? {
+        Encoded::Whole(message) => one_message(message),
+        Encoded::Parts(parts) => grpc_response(parts),
+        Encoded::Refused(refused) => refused.into_http(),
+    })
 }
 
 type Serve = fn(&HotServices, Request<Incoming>) -> Answer;
@@ -377,10 +380,17 @@ pub(super) fn framed<M: Message>(message: &M) -> Result<Bytes, Status> {
 
 /// A message encoded after [`PREFIX`] bytes left for its gRPC prefix, with the prefix written.
 fn with_prefix(mut framed: Vec<u8>) -> Result<Bytes, Status> {
-    let len = u32::try_from(framed.len() - PREFIX).map_err(|_| too_large())?;
-    framed[0] = 0;
-    framed[1..PREFIX].copy_from_slice(&len.to_be_bytes());
+    let prefix = grpc_prefix(framed.len() - PREFIX)?;
+    framed[..PREFIX].copy_from_slice(&prefix);
     Ok(Bytes::from(framed))
+}
+
+/// The gRPC prefix of an uncompressed message of `len` bytes.
+pub(super) fn grpc_prefix(len: usize) -> Result<[u8; PREFIX], Status> {
+    let len = u32::try_from(len).map_err(|_| too_large())?;
+    let mut prefix = [0; PREFIX];
+    prefix[1..].copy_from_slice(&len.to_be_bytes());
+    Ok(prefix)
 }
 
 fn too_large() -> Status {

@@ -58,26 +58,3 @@ fn resident_bytes() -> Option<u64> {
     let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
 }
-
-/// Asks the kernel to back the whole 2 MiB pages inside `buffer` with huge pages (where
-/// transparent huge pages are enabled for those who ask): a large buffer written once, as a
-/// large answer is, then faults once per 2 MiB instead of once per 4 KiB.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)] // one libc call on memory this function borrows
-pub fn advise_huge_pages(buffer: &mut [u8]) {
-    const HUGE_PAGE: usize = 2 << 20;
-    let start = buffer.as_ptr() as usize;
-    let first = start.next_multiple_of(HUGE_PAGE);
-    let end = (start + buffer.len()) / HUGE_PAGE * HUGE_PAGE;
-    if end > first {
-        // SAFETY: [first, end) lies inside `buffer`, which this function borrows mutably;
-        // MADV_HUGEPAGE changes how its pages are backed, never their contents. A refusal
-        // (no transparent huge pages) leaves the pages as they were.
-        unsafe {
-            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn advise_huge_pages(_buffer: &mut [u8]) {}
