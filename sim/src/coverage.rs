@@ -34,6 +34,7 @@ pub const EXPECTED: &[&str] = &[
     "range.revision-filter",
     "range.past-revision",
     "range.serializable",
+    "range.answered-locally",
     "put",
     "put.prev-kv",
     "put.lease",

@@ -21,6 +21,8 @@ pub struct Op {
     pub client: u64,
     /// The member the client sent it to.
     pub member: MemberId,
+    /// Which run of that member's process it was sent to (a restart begins another).
+    pub incarnation: u64,
     pub request: ClientRequest,
     pub invoked_at: SimNanos,
     pub outcome: Outcome,

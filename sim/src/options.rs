@@ -149,10 +149,13 @@ pub enum Bug {
     /// Core: the first feed after a member was unwatched is not marked as a gap, so watchers
     /// created on the hub's stale view miss the revisions applied meanwhile.
     FeedResumeWithoutGap,
+    /// Core: the view serializable reads of one key are answered from counts as current while
+    /// the raft term stays the same.
+    LocalReadsByTermOnly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 22] = [
+    pub const ALL: [Bug; 23] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -175,6 +178,7 @@ impl Bug {
         Bug::SpaceAlarmLatched,
         Bug::RangeBoundSkipsColdValues,
         Bug::FeedResumeWithoutGap,
+        Bug::LocalReadsByTermOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -201,6 +205,7 @@ impl Bug {
             Bug::SpaceAlarmLatched => "space-alarm-latched",
             Bug::RangeBoundSkipsColdValues => "range-bound-skips-cold-values",
             Bug::FeedResumeWithoutGap => "feed-resume-without-gap",
+            Bug::LocalReadsByTermOnly => "local-reads-by-term-only",
         }
     }
 

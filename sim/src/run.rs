@@ -4,7 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::checker::{leases, linearizability, locks, watch};
+use crate::checker::{leases, linearizability, locks, sessions, watch};
 use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
@@ -79,7 +79,8 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 
 /// The checks that need the whole history: linearizability of every client operation against
 /// the applied log (which also proves that no acknowledged write was lost), the lease
-/// guarantees on true time, the watch guarantees, and what locks and elections promise.
+/// guarantees on true time, the watch guarantees, and what locks and elections promise; and
+/// that no member's answers go back in time.
 fn check_history(world: &mut World) {
     let log = world.applied_log();
     let range_bytes_max = world.options.range_bytes_max;
@@ -94,6 +95,7 @@ fn check_history(world: &mut World) {
                 None => Ok(()),
             }
         })
+        .and_then(|()| sessions::check(&world.ops).map_err(|why| format!("sessions: {why}")))
         .and_then(|()| {
             leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))
         })

@@ -141,6 +141,11 @@ fn a_range_bound_that_forgets_superseded_values_is_caught() {
 }
 
 #[test]
+fn serializable_reads_answered_from_a_view_kept_across_applies_are_caught() {
+    assert_found(Bug::LocalReadsByTermOnly);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -116,6 +116,7 @@ impl History {
             id: self.ops.len() as u64 + 100,
             client,
             member: MEMBER,
+            incarnation: 1,
             request,
             invoked_at,
             outcome,

@@ -100,6 +100,9 @@ pub struct Bugs {
     /// Feeds turned off and on again do not mark the next one as a gap, so watchers the hub
     /// synced on its stale view skip what was applied while nobody watched.
     pub feed_resume_without_gap: bool,
+    /// The view serializable reads of one key are answered from away from the node counts as
+    /// current for as long as the raft term stays the same, whatever the node applied since.
+    pub local_reads_by_term_only: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
 }

@@ -27,6 +27,7 @@ mod config;
 mod disk;
 mod error;
 mod leases;
+mod local_reads;
 mod maintenance;
 mod ready;
 mod requests;
@@ -40,6 +41,7 @@ mod watch;
 pub use crate::api::{ClientRequest, ClientResponse, Rpc};
 pub use config::{Bugs, Config};
 pub use error::{DiskError, StartError, StopReason};
+pub use local_reads::{answers_locally, LocalReads, LocalView};
 pub use maintenance::{ETCD_VERSION, STORAGE_VERSION};
 pub use types::*;
 

@@ -34,7 +34,7 @@ use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::status;
 use super::keepalive::KeepAlives;
 use super::large_range::{self, Encoded};
-use super::local_reads::LocalReads;
+use super::local_reads::SharedLocalReads;
 use crate::api::Rpc;
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
@@ -49,13 +49,17 @@ pub(super) const PREFIX: usize = 5;
 pub struct HotServices {
     driver: DriverHandle,
     /// Serializable reads of one key, answered here instead of by the node.
-    reads: Arc<LocalReads>,
+    reads: Arc<SharedLocalReads>,
     /// The largest request message taken, as tonic's `max_decoding_message_size`.
     receive_max: usize,
 }
 
 impl HotServices {
-    pub fn new(driver: DriverHandle, reads: Arc<LocalReads>, receive_max: usize) -> HotServices {
+    pub fn new(
+        driver: DriverHandle,
+        reads: Arc<SharedLocalReads>,
+        receive_max: usize,
+    ) -> HotServices {
         HotServices {
             driver,
             reads,

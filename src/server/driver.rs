@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
-use super::local_reads::LocalReads;
+use super::local_reads::SharedLocalReads;
 use super::peer::PeerSender;
 use super::watch::FeedSlot;
 use crate::error::EtcdError;
@@ -243,7 +243,7 @@ pub struct Storage {
 pub struct Links {
     pub peers: PeerSender,
     pub watch: Arc<FeedSlot>,
-    pub reads: Arc<LocalReads>,
+    pub reads: Arc<SharedLocalReads>,
     /// The member list as this member last applied it, for members asking to join.
     pub members: Arc<super::peer::MemberBoard>,
 }
@@ -265,7 +265,7 @@ pub struct Driver {
     cold: ColdFiles,
     peers: PeerSender,
     watch: Arc<FeedSlot>,
-    reads: Arc<LocalReads>,
+    reads: Arc<SharedLocalReads>,
     members: Arc<super::peer::MemberBoard>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,

@@ -154,7 +154,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     watch_config.fragment_bytes = cfg.node.max_request_bytes + WATCH_FRAGMENT_OVERHEAD_BYTES;
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
     let watches = watch::spawn(watch_config, feeds.clone(), clock_origin)?;
-    let reads = std::sync::Arc::new(local_reads::LocalReads::new(cfg.node.max_range_bytes));
+    let reads = std::sync::Arc::new(local_reads::SharedLocalReads::default());
     let driver = Driver::new(
         node,
         rx,
@@ -266,7 +266,7 @@ async fn join_cluster(
 struct Services {
     driver: DriverHandle,
     watch: watch::WatchHandle,
-    reads: std::sync::Arc<local_reads::LocalReads>,
+    reads: std::sync::Arc<local_reads::SharedLocalReads>,
 }
 
 async fn serve_clients(

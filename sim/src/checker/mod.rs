@@ -4,4 +4,5 @@
 pub mod leases;
 pub mod linearizability;
 pub mod locks;
+pub mod sessions;
 pub mod watch;

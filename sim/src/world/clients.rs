@@ -34,10 +34,12 @@ impl World {
         request: &ClientRequest,
     ) -> usize {
         let op = self.ops.len();
+        let incarnation = self.members.get(&member).map_or(0, |m| m.incarnation);
         self.ops.push(Op {
             id: op as u64,
             client,
             member,
+            incarnation,
             request: request.clone(),
             invoked_at: self.now,
             outcome: Outcome::Unknown,
@@ -87,7 +89,31 @@ impl World {
             format!("client {client} op {op}: {}", RequestSummary(&request))
         });
         self.mix(op as u64 ^ (member << 32));
+        if let Some(answer) = self.answer_locally(member, &request) {
+            self.counters.coverage.hit("range.answered-locally");
+            return self.reply(member, rid, answer);
+        }
         self.input(member, Input::Client { id: rid, request });
+    }
+
+    /// A serializable read of one key, answered as the server's client-port workers answer it:
+    /// from the member's latest view, without a step of its node. A paused process answers
+    /// nothing, and a member without a view (none frozen yet, or dropped) leaves it to the node.
+    fn answer_locally(
+        &mut self,
+        member: MemberId,
+        request: &ClientRequest,
+    ) -> Option<Result<ClientResponse, EtcdError>> {
+        let ClientRequest::Range(range) = request else {
+            return None;
+        };
+        let m = self.members.get_mut(&member)?;
+        if !answers_locally(range) || m.paused {
+            return None;
+        }
+        m.reads_wanted = true;
+        let answer = m.local_reads.view()?.range(range, |_| false)?;
+        Some(answer.map(ClientResponse::from))
     }
 
     pub(super) fn reply(

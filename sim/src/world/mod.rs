@@ -17,8 +17,8 @@ use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
-    ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
-    PeerMessage, RequestId,
+    answers_locally, ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId,
+    LocalReads, MemberId, Node, Output, PeerMessage, RequestId,
 };
 use detcd::proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
@@ -146,6 +146,11 @@ struct Member {
     /// The applied index at which this incarnation's raft configuration was last checked
     /// against its member list.
     configuration_checked_at: Option<u64>,
+    /// The view serializable reads of one key are answered from (as the server's client-port
+    /// workers answer them), refreshed after each of the node's batches.
+    local_reads: LocalReads,
+    /// Such a read came since the last batch.
+    reads_wanted: bool,
     /// The watch hub of the running incarnation, fed by its node while a stream is open.
     hub: WatchHub,
     /// A stream is being opened on a hub that had none: the node is woken for a fresh feed
@@ -180,6 +185,8 @@ impl Member {
             requests: BTreeMap::new(),
             last_commit: 0,
             configuration_checked_at: None,
+            local_reads: LocalReads::default(),
+            reads_wanted: false,
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             stream_opening: false,
             promise: None,
@@ -394,6 +401,7 @@ impl World {
                     == Some(Bug::HardStateOnlyWithoutEntries),
                 space_alarm_latched: options.bug == Some(Bug::SpaceAlarmLatched),
                 feed_resume_without_gap: options.bug == Some(Bug::FeedResumeWithoutGap),
+                local_reads_by_term_only: options.bug == Some(Bug::LocalReadsByTermOnly),
                 key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;
@@ -663,6 +671,8 @@ impl World {
         });
         member.deferred.clear();
         member.paused = false;
+        member.local_reads.clear();
+        member.reads_wanted = false;
         self.pause_ended(id);
         let member = self.members.get_mut(&id).expect("member");
         member.cold = MemoryColdStore::default();
@@ -740,6 +750,8 @@ impl World {
             deferred,
             hub,
             stream_opening,
+            local_reads,
+            reads_wanted,
             ..
         } = member;
         let Some(node) = node.as_mut() else {
@@ -750,6 +762,8 @@ impl World {
         node.set_watched(hub.is_watched() || *stream_opening);
         node.handle_batch(local, deferred.drain(..).chain([input]));
         node.check_invariants();
+        // As the driver does after each batch, before its answers leave.
+        local_reads.refresh(node, std::mem::take(reads_wanted));
         self.observe_raft(id);
         self.drain(id);
         self.arm_timer(id);
