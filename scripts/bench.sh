@@ -17,7 +17,11 @@
 # BENCH_FLAGS (extra member flags, given to all systems alike, e.g. --snapshot-count=100000),
 # BENCH_PORT_BASE, ETCD34, ETCD35, DETCD, DETCD_BENCH, BENCH_SYSTEMS (the systems to run, in
 # order: "etcd34 etcd35 detcd" by default; "etcd" means etcd34; without detcd and an etcd, no
-# ratio table). BIG_KEYS sets how many keys the large-range loads read (0 skips them).
+# ratio table). BIG_KEYS sets how many keys the large-range loads read (0 skips them). ROUNDS
+# (3 by default) is how many times the KV and lease loads run, each round taking every system
+# in turn: the table gives each system's median and, per target, the spread of the rounds'
+# ratios (each round's detcd over that round's better etcd). The watch loads run once, first,
+# on fresh members (their memory per watcher needs them fresh); the large reads once, last.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +31,7 @@ ETCDCTL="${ETCDCTL:-$(command -v etcdctl || echo /usr/bin/etcdctl)}"
 DETCD="${DETCD:-$ROOT/target/release/detcd}"
 DETCD_BENCH="${DETCD_BENCH:-$ROOT/target/release/detcd-bench}"
 
+ROUNDS="${ROUNDS:-3}"
 PUT_TOTAL="${PUT_TOTAL:-100000}"
 PUT1_TOTAL="${PUT1_TOTAL:-3000}"
 RANGE_TOTAL="${RANGE_TOTAL:-100000}"
@@ -157,6 +162,9 @@ cpu_ticks() {
   echo "$total"
 }
 
+# keep KEY VALUE: adds one round's VALUE to the results under KEY (a list, in round order).
+keep() { R[$1]="${R[$1]:+${R[$1]} }$2"; }
+
 # run_load SYSTEM NAME ENDPOINTS ARGS...: one detcd-bench run; keeps its JSON line and the
 # members' CPU time per successful request, in microseconds.
 run_load() {
@@ -166,13 +174,15 @@ run_load() {
   before="$(cpu_ticks "$system")"
   line="$("$DETCD_BENCH" --json --endpoints="$endpoints" "$@")"
   after="$(cpu_ticks "$system")"
-  R[$system.$name.rps]="$(field "$line" rps)"
-  R[$system.$name.avg]="$(field "$line" avg_ms)"
-  R[$system.$name.p99]="$(field "$line" p99_ms)"
-  R[$system.$name.errors]="$(field "$line" errors)"
-  R[$system.$name.cpu]="$(awk -v t=$((after - before)) -v hz="$TICKS_PER_SECOND" \
-    -v n="$(field "$line" ok)" 'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0}')"
-  echo "  $system $name: $line; members' CPU ${R[$system.$name.cpu]} us/request"
+  keep "$system.$name.rps" "$(field "$line" rps)"
+  keep "$system.$name.avg" "$(field "$line" avg_ms)"
+  keep "$system.$name.p99" "$(field "$line" p99_ms)"
+  keep "$system.$name.errors" "$(field "$line" errors)"
+  local cpu
+  cpu="$(awk -v t=$((after - before)) -v hz="$TICKS_PER_SECOND" -v n="$(field "$line" ok)" \
+    'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0}')"
+  keep "$system.$name.cpu" "$cpu"
+  echo "  $system $name: $line; members' CPU $cpu us/request"
 }
 
 # The cluster's current revision, as the member at $1 answers it.
@@ -336,42 +346,64 @@ for system in "${SYSTEMS[@]}"; do
 done
 ((WATCH_PUTS > 0)) && each load_watch
 ((BIG_KEYS > 0)) && each load_fill
-for step in load_put load_put1 load_txn load_rangel load_ranges load_keepalive \
-  load_keepalive_all load_churn measure_rss; do
-  each "$step"
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round of $ROUNDS"
+  for step in load_put load_put1 load_txn load_rangel load_ranges load_keepalive \
+    load_keepalive_all load_churn; do
+    each "$step"
+  done
 done
+each measure_rss
 ((BIG_KEYS > 0)) && each load_big
 stop_cluster
 [[ " ${SYSTEMS[*]} " == *" detcd "* && " ${SYSTEMS[*]} " == *" etcd3"* ]] || exit 0
 
-# row LABEL METRIC_KEY UNIT BETTER TARGET: detcd's value as a ratio of each etcd's, and PASS
-# when its ratio to the better etcd of the two meets TARGET (BETTER is "hi" when a larger value
-# is better: throughput; "lo" for latency, CPU and memory). TARGET "-": for information.
+# row LABEL METRIC_KEY UNIT BETTER TARGET: each system's median over the rounds, detcd's as a
+# ratio of each etcd's, and PASS when its ratio to the better etcd's median meets TARGET (BETTER
+# is "hi" when a larger value is better: throughput; "lo" for latency, CPU and memory). The
+# rounds column is the spread of the rounds' own ratios: each round's detcd over that round's
+# better etcd. TARGET "-": for information.
 FAILS=0
 row() {
-  local label="$1" key="$2" unit="$3" better="$4" target="$5" e34 e35 d
-  e34="${R[etcd34.$key]:-}"
-  e35="${R[etcd35.$key]:-}"
-  d="${R[detcd.$key]:-}"
-  awk -v e34="$e34" -v e35="$e35" -v d="$d" -v better="$better" -v target="$target" \
-    -v label="$label ($unit)" 'function ratio(e) { return (e > 0 && d != "") ? sprintf("%.2f", d / e) : "-" }
+  local label="$1" key="$2" unit="$3" better="$4" target="$5"
+  awk -v l34="${R[etcd34.$key]:-}" -v l35="${R[etcd35.$key]:-}" -v ld="${R[detcd.$key]:-}" \
+    -v better="$better" -v target="$target" -v label="$label ($unit)" '
+    function median(list,   n, v, i, j, t) {
+      n = split(list, v, " ")
+      if (n == 0) return ""
+      for (i = 2; i <= n; i++)
+        for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    function better_of(a, b) {
+      if (a == "" || b == "") return a == "" ? b : a
+      return (better == "hi" ? b + 0 > a + 0 : b + 0 < a + 0) ? b : a
+    }
+    function ratio(e) { return (e > 0 && d != "") ? sprintf("%.2f", d / e) : "-" }
     BEGIN {
-      best = e34
-      if (e35 != "" && (best == "" || (better == "hi" ? e35 > best : e35 < best))) best = e35
+      e34 = median(l34); e35 = median(l35); d = median(ld)
+      best = better_of(e34, e35)
+      n = split(ld, vd, " "); split(l34, v34, " "); split(l35, v35, " ")
+      lo = ""; hi = ""
+      for (i = 1; i <= n; i++) {
+        b = better_of(v34[i], v35[i])
+        if (b > 0) { r = vd[i] / b; if (lo == "" || r < lo) lo = r; if (hi == "" || r > hi) hi = r }
+      }
+      spread = (n > 1 && lo != "") ? sprintf("%.2f-%.2f", lo, hi) : "-"
       verdict = "-"; shown = ""
       if (target != "-") {
         r = ratio(best); shown = (better == "hi" ? ">=" : "<=") target
         ok = r != "-" && (better == "hi" ? r + 0 >= target : r + 0 <= target)
         verdict = ok ? "PASS" : "FAIL"
       }
-      printf "%-48s %9s %9s %9s %6s %6s %7s  %s\n", label, e34 == "" ? "-" : e34,
-        e35 == "" ? "-" : e35, d, ratio(e34), ratio(e35), shown, verdict
+      printf "%-48s %9s %9s %9s %6s %6s %11s %7s  %s\n", label, e34 == "" ? "-" : e34,
+        e35 == "" ? "-" : e35, d, ratio(e34), ratio(e35), spread, shown, verdict
     }'
 }
 
 echo
-printf '%-48s %9s %9s %9s %6s %6s %7s  %s\n' metric "etcd 3.4" "etcd 3.5" detcd /3.4 /3.5 \
-  target result
+printf '%-48s %9s %9s %9s %6s %6s %11s %7s  %s\n' metric "etcd 3.4" "etcd 3.5" detcd /3.4 /3.5 \
+  rounds target result
 ROWS="$(
   row "put, $CLIENTS clients, throughput" put.rps "req/s" hi 2
   row "put, $CLIENTS clients, p99 latency" put.p99 ms lo 0.5
@@ -420,19 +452,22 @@ if ((WATCH_PUTS > 0)); then
     'BEGIN {if (u > 0) printf "%.2f", w / u; else print "n/a"}')"
   verdict="$(awk -v r="$watched" 'BEGIN {print (r != "n/a" && r + 0 <= 2) ? "PASS" : "FAIL"}')"
   [[ "$verdict" == PASS ]] || FAILS=$((FAILS + 1))
-  printf '%-48s %9s %9s %9s %6s %6s %7s  %s\n' "detcd put p99 watched / unwatched" "" "" "" \
-    "" "$watched" "<=2" "$verdict"
+  printf '%-48s %9s %9s %9s %6s %6s %11s %7s  %s\n' "detcd put p99 watched / unwatched" "" "" \
+    "" "" "$watched" "-" "<=2" "$verdict"
 fi
 errors=0
 for s in "${SYSTEMS[@]}"; do
   for w in fill put put1 txn rangel ranges keepalive keepalive_all churn put_small watch watchl \
     big history; do
-    e="${R[$s.$w.errors]:-0}"
-    errors=$((errors + ${e%.*}))
+    for e in ${R[$s.$w.errors]:-0}; do
+      errors=$((errors + ${e%.*}))
+    done
   done
 done
 echo
-echo "ratios = detcd / etcd; targets judge the ratio to the better etcd of the two; writes to the"
-echo "leader, reads to all members; CPU is the three members' user + system time per request;"
+echo "values are medians over $ROUNDS rounds (the watch loads and large reads: one run); ratios ="
+echo "detcd / etcd; targets judge the ratio to the better etcd of the two; rounds: the spread of"
+echo "each round's ratio to its better etcd; writes to the leader, reads to all members; CPU is the"
+echo "three members' user + system time per request;"
 echo "request errors: $errors"
 echo "targets missed: $FAILS"
