@@ -198,7 +198,8 @@ pub async fn run(
 /// endpoint, as in etcd's tool, so that a put does not queue behind watch events on a shared
 /// connection). On the readers' runtime a put's answer would wait in the run queue behind the
 /// decoding of watch responses, and the load generator's own backlog would count as the
-/// server's write latency.
+/// server's write latency. Started from the thread that runs `run` (the main thread, not a
+/// runtime worker), so that it keeps that thread's priority when the readers' is lowered.
 struct WriterThread {
     go: tokio::sync::oneshot::Sender<Instant>,
     done: tokio::sync::oneshot::Receiver<Result<Vec<Duration>, String>>,
