@@ -61,6 +61,7 @@ pub const EXPECTED: &[&str] = &[
     "lease.grant",
     "lease.revoke",
     "lease.keepalive",
+    "lease.keepalive-answered-locally",
     "lease.time-to-live",
     "lease.leases",
     "member.add",

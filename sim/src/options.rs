@@ -152,10 +152,13 @@ pub enum Bug {
     /// Core: the view serializable reads of one key are answered from counts as current while
     /// the raft term stays the same.
     LocalReadsByTermOnly,
+    /// Core: keepalives acknowledged away from the leader's step renew any lease it holds,
+    /// whether or not its committed records cover the promise.
+    LocalKeepAlivesIgnoreFloor,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 23] = [
+    pub const ALL: [Bug; 24] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -179,6 +182,7 @@ impl Bug {
         Bug::RangeBoundSkipsColdValues,
         Bug::FeedResumeWithoutGap,
         Bug::LocalReadsByTermOnly,
+        Bug::LocalKeepAlivesIgnoreFloor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -206,6 +210,7 @@ impl Bug {
             Bug::RangeBoundSkipsColdValues => "range-bound-skips-cold-values",
             Bug::FeedResumeWithoutGap => "feed-resume-without-gap",
             Bug::LocalReadsByTermOnly => "local-reads-by-term-only",
+            Bug::LocalKeepAlivesIgnoreFloor => "local-keepalives-ignore-floor",
         }
     }
 

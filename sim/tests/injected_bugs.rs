@@ -146,6 +146,11 @@ fn serializable_reads_answered_from_a_view_kept_across_applies_are_caught() {
 }
 
 #[test]
+fn keepalives_acknowledged_away_from_the_leader_beyond_its_records_are_caught() {
+    assert_found(Bug::LocalKeepAlivesIgnoreFloor);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

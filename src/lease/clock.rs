@@ -82,6 +82,23 @@ struct LeaderClocks<W> {
     in_flight: BTreeMap<u64, InFlightRecord>,
 }
 
+/// What acknowledging a keepalive away from the leader's step needs to know of a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewable {
+    pub generation: u64,
+    pub ttl: Duration,
+    /// The floor of this leader's committed records (it only rises).
+    pub floor: Instant,
+}
+
+impl Renewable {
+    /// Whether a keepalive received at `now` is renewed by the floor alone, as
+    /// [`LeaseClocks::keep_alive`] renews it from memory.
+    pub fn covers(&self, now: Instant) -> bool {
+        self.floor >= now + self.ttl
+    }
+}
+
 /// Timing settings, from the node's configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct ClockConfig {
@@ -299,6 +316,50 @@ impl<W> LeaseClocks<W> {
         (Renewal::Waiting, None)
     }
 
+    /// The leases a keepalive may be acknowledged for away from this leader's step
+    /// (`node::LocalKeepAlives`), with what the decision needs; `None` when not leading or
+    /// holding more than `max`. A lease is left out while a revocation is under way or no
+    /// record of this leader covers it yet.
+    pub fn renewable(&self, max: usize) -> Option<BTreeMap<LeaseId, Renewable>> {
+        let leader = self.leader.as_ref()?;
+        if leader.held.len() > max {
+            return None;
+        }
+        let renewable = leader.held.iter().filter_map(|(id, held)| {
+            let floor = held.floor.filter(|_| held.revoke_proposed_at.is_none())?;
+            let renewable = Renewable {
+                generation: held.generation,
+                ttl: held.ttl,
+                floor,
+            };
+            Some((*id, renewable))
+        });
+        Some(renewable.collect())
+    }
+
+    /// A keepalive for `life` was acknowledged at `at` away from this leader's step, as
+    /// [`Renewable::covers`] allowed: its expiry moves as [`LeaseClocks::keep_alive`] moves it.
+    /// Nothing changes for a lease gone since (or granted again), or no longer led here.
+    ///
+    /// Applied before the expiries of the batch that follows are looked at, such an
+    /// acknowledgement is never overtaken by an expiry: the floor that covered it is at most
+    /// a prepay (half the TTL at most) past the lease's expiry, so the expiry was more than
+    /// half a TTL after `at` when it was acknowledged, and only a batch that reads its time
+    /// after `at` can see it pass, which hands this renewal over first.
+    pub fn renewed_away(&mut self, (id, generation): Life, at: Instant) {
+        let Some(held) = self
+            .leader
+            .as_mut()
+            .and_then(|l| l.held.get_mut(&id))
+            .filter(|h| h.generation == generation)
+        else {
+            return;
+        };
+        if held.revoke_proposed_at.is_none() && held.expiry > at {
+            held.expiry = held.expiry.max(at + held.ttl);
+        }
+    }
+
     /// Whether the waiting list is full (a keepalive then gets `too many requests`).
     pub fn waiting_full(&self) -> bool {
         self.leader
@@ -434,5 +495,65 @@ pub fn remaining_ms(remaining: Duration) -> i64 {
         whole.saturating_add(1)
     } else {
         whole
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    /// A leader holding lease 7 (generation 1, granted at 0) whose keepalive at 1 s was
+    /// covered by a record: floor 16 s (TTL + a prepay of half the TTL), expiry 11 s.
+    fn leader_with_a_record() -> LeaseClocks<u32> {
+        let mut clocks = LeaseClocks::new(ClockConfig {
+            checkpoint_interval: Duration::from_secs(300),
+            prepay_max: Duration::from_secs(300),
+            waiting_max: 10,
+            revoke_retry: Duration::from_secs(2),
+        });
+        clocks.lead(at(0), false, |_| Some(TTL));
+        clocks.recorded((7, 1), TTL, TTL, at(0));
+        assert_eq!(clocks.renewable(10), Some(BTreeMap::new()), "no record yet");
+        assert_eq!(clocks.keep_alive(7, at(1_000), 0), (Renewal::Waiting, None));
+        let records = clocks.records_needed(at(1_000), 1);
+        assert_eq!(records, vec![((7, 1), Duration::from_secs(15))]);
+        assert_eq!(
+            clocks.own_record_applied(1, (7, 1), Duration::from_secs(15)),
+            vec![(0, true)]
+        );
+        clocks
+    }
+
+    #[test]
+    fn a_renewal_away_from_the_step_is_one_the_floor_covers_and_moves_the_expiry() {
+        let mut clocks = leader_with_a_record();
+        let renewable = clocks.renewable(10).expect("leading")[&7];
+        assert_eq!(renewable.floor, at(16_000));
+        assert!(renewable.covers(at(6_000)));
+        assert!(!renewable.covers(at(6_001)));
+        assert_eq!(clocks.remaining(7, at(6_000)), Some(Duration::from_secs(5)));
+        clocks.renewed_away((7, 1), at(6_000));
+        assert_eq!(clocks.remaining(7, at(6_000)), Some(TTL));
+        // A later grant of the id is another lease: its renewal does not touch this one.
+        clocks.renewed_away((7, 2), at(6_500));
+        assert_eq!(clocks.remaining(7, at(6_000)), Some(TTL));
+    }
+
+    #[test]
+    fn leases_being_revoked_and_members_not_leading_renew_nothing_away_from_the_step() {
+        let mut clocks = leader_with_a_record();
+        assert_eq!(clocks.renewable(0), None, "more leases than the bound");
+        assert_eq!(clocks.expired(at(11_000), 10), vec![(7, 1)]);
+        assert_eq!(clocks.renewable(10), Some(BTreeMap::new()));
+        clocks.renewed_away((7, 1), at(11_000));
+        assert_eq!(clocks.remaining(7, at(11_000)), Some(Duration::ZERO));
+        clocks.step_down();
+        assert_eq!(clocks.renewable(10), None);
     }
 }

@@ -103,6 +103,9 @@ pub struct Bugs {
     /// The view serializable reads of one key are answered from away from the node counts as
     /// current for as long as the raft term stays the same, whatever the node applied since.
     pub local_reads_by_term_only: bool,
+    /// Keepalives acknowledged away from the node's step renew any lease the leader holds,
+    /// whether or not its committed records cover the promise.
+    pub local_keepalives_ignore_floor: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
 }

@@ -13,7 +13,7 @@ use super::timers::Timer;
 use super::types::{LeaderRequest, LeaderResponse, MemberId, Output, PeerMessage, RequestId};
 use super::{Config, Node};
 use crate::error::EtcdError;
-use crate::lease::clock::{remaining_ms, ClockConfig, LeaseClocks, Life, Renewal};
+use crate::lease::clock::{remaining_ms, ClockConfig, LeaseClocks, Life, Renewable, Renewal};
 use crate::lease::{LeaseId, Leases, LEASE_QUOTA_BYTES, MAX_TTL_SECS};
 use crate::proto::detcdpb::{internal_request, LeaseCheckpoints, LeaseExpire, LeaseRemaining};
 use crate::proto::etcdserverpb::{
@@ -73,6 +73,9 @@ pub(super) struct LeaseDuty {
     next_confirm: u64,
     /// The leases the injected bug `follower_lease_expiry` had this member revoke.
     bug_expired: BTreeSet<LeaseId>,
+    /// Counts the applied entries that granted, recorded or removed a lease: a copy of the
+    /// lease table made at one count holds at the next only if it is the same.
+    epoch: u64,
 }
 
 impl LeaseDuty {
@@ -97,6 +100,7 @@ impl LeaseDuty {
             awaiting_apply: VecDeque::new(),
             next_confirm: first_forward,
             bug_expired: BTreeSet::new(),
+            epoch: 0,
         }
     }
 
@@ -408,6 +412,23 @@ impl Node {
         }
     }
 
+    /// Which lease table this member holds: the same number means no lease was granted,
+    /// recorded or removed since (while the same member runs the clocks: see `LeaseDuty`).
+    pub(super) fn lease_epoch(&self) -> u64 {
+        self.leases.epoch
+    }
+
+    /// The leases a keepalive may be acknowledged for away from the node's step
+    /// (`local_keepalives`), at most `max`; `None` unless this member runs the lease clocks.
+    pub(super) fn renewable_leases(&self, max: usize) -> Option<BTreeMap<LeaseId, Renewable>> {
+        self.leases.clocks.renewable(max)
+    }
+
+    /// A keepalive for `life` was acknowledged at `at` away from the node's step.
+    pub(super) fn renewed_away(&mut self, life: Life, at: Instant) {
+        self.leases.clocks.renewed_away(life, at);
+    }
+
     /// Lists leases soonest expiry first, as etcd does, by this member's estimates.
     pub(super) fn order_by_expiry(&self, leases: &mut LeaseLeasesResponse) {
         let clocks = &self.leases.clocks;
@@ -425,6 +446,9 @@ impl Node {
         appended_at: Instant,
         own: Option<u64>,
     ) {
+        if !effects.lease_records.is_empty() || !effects.leases_removed.is_empty() {
+            self.leases.epoch += 1;
+        }
         for record in &effects.lease_records {
             if !record.granted && self.bug(|b| b.follower_lease_expiry) {
                 // The injected bug keeps estimates from grants only.
@@ -458,6 +482,7 @@ impl Node {
     /// The state was replaced by a snapshot from the leader: the clocks start over from it.
     pub(super) fn state_replaced(&mut self) {
         let leading = self.leases.clocks.is_leading();
+        self.leases.epoch += 1;
         self.leases.restored(self.state.leases(), self.now);
         debug_assert!(!leading, "a leader never installs a snapshot");
     }

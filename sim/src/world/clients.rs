@@ -90,30 +90,43 @@ impl World {
         });
         self.mix(op as u64 ^ (member << 32));
         if let Some(answer) = self.answer_locally(member, &request) {
-            self.counters.coverage.hit("range.answered-locally");
             return self.reply(member, rid, answer);
         }
         self.input(member, Input::Client { id: rid, request });
     }
 
-    /// A serializable read of one key, answered as the server's client-port workers answer it:
-    /// from the member's latest view, without a step of its node. A paused process answers
-    /// nothing, and a member without a view (none frozen yet, or dropped) leaves it to the node.
+    /// A serializable read of one key, or a keepalive the leader's records cover, answered as
+    /// the server's client-port workers answer it: from the member's latest view, without a
+    /// step of its node. A paused process answers nothing, and a member without a view (none
+    /// taken yet, or dropped) leaves it to the node.
     fn answer_locally(
         &mut self,
         member: MemberId,
         request: &ClientRequest,
     ) -> Option<Result<ClientResponse, EtcdError>> {
-        let ClientRequest::Range(range) = request else {
-            return None;
-        };
+        let now = self.now;
         let m = self.members.get_mut(&member)?;
-        if !answers_locally(range) || m.paused {
+        if m.paused {
             return None;
         }
-        m.reads_wanted = true;
-        let answer = m.local_reads.view()?.range(range, |_| false)?;
-        Some(answer.map(ClientResponse::from))
+        let answer = match request {
+            ClientRequest::Range(range) if answers_locally(range) => {
+                m.reads_wanted = true;
+                let answer = m.local_reads.view()?.range(range, |_| false)?;
+                self.counters.coverage.hit("range.answered-locally");
+                answer.map(ClientResponse::from)
+            }
+            ClientRequest::LeaseKeepAlive(keepalive) => {
+                let local = m.clock.local(now);
+                let answer = m.local_keepalives.keep_alive(keepalive.id, local)?;
+                self.counters
+                    .coverage
+                    .hit("lease.keepalive-answered-locally");
+                Ok(ClientResponse::from(answer))
+            }
+            _ => return None,
+        };
+        Some(answer)
     }
 
     pub(super) fn reply(

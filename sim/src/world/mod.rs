@@ -18,7 +18,7 @@ use detcd::error::EtcdError;
 use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
     answers_locally, ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId,
-    LocalReads, MemberId, Node, Output, PeerMessage, RequestId,
+    LocalKeepAlives, LocalReads, MemberId, Node, Output, PeerMessage, RequestId,
 };
 use detcd::proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
@@ -151,6 +151,10 @@ struct Member {
     local_reads: LocalReads,
     /// Such a read came since the last batch.
     reads_wanted: bool,
+    /// The copy of the lease table keepalives the leader's records cover are acknowledged
+    /// from (as the server's client-port workers acknowledge them), and the renewals made
+    /// since the last batch.
+    local_keepalives: LocalKeepAlives,
     /// The watch hub of the running incarnation, fed by its node while a stream is open.
     hub: WatchHub,
     /// A stream is being opened on a hub that had none: the node is woken for a fresh feed
@@ -187,6 +191,7 @@ impl Member {
             configuration_checked_at: None,
             local_reads: LocalReads::default(),
             reads_wanted: false,
+            local_keepalives: LocalKeepAlives::default(),
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             stream_opening: false,
             promise: None,
@@ -402,6 +407,7 @@ impl World {
                 space_alarm_latched: options.bug == Some(Bug::SpaceAlarmLatched),
                 feed_resume_without_gap: options.bug == Some(Bug::FeedResumeWithoutGap),
                 local_reads_by_term_only: options.bug == Some(Bug::LocalReadsByTermOnly),
+                local_keepalives_ignore_floor: options.bug == Some(Bug::LocalKeepAlivesIgnoreFloor),
                 key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;
@@ -673,6 +679,7 @@ impl World {
         member.paused = false;
         member.local_reads.clear();
         member.reads_wanted = false;
+        member.local_keepalives.clear();
         self.pause_ended(id);
         let member = self.members.get_mut(&id).expect("member");
         member.cold = MemoryColdStore::default();
@@ -752,18 +759,22 @@ impl World {
             stream_opening,
             local_reads,
             reads_wanted,
+            local_keepalives,
             ..
         } = member;
         let Some(node) = node.as_mut() else {
             return;
         };
-        // As the server's driver does before each batch: no feeds (and no views of the key
-        // space) while nobody watches.
+        // As the server's driver does before each batch, once its time is read: the renewals
+        // acknowledged away from the node, and no feeds (and no views of the key space) while
+        // nobody watches.
+        local_keepalives.hand_over(node);
         node.set_watched(hub.is_watched() || *stream_opening);
         node.handle_batch(local, deferred.drain(..).chain([input]));
         node.check_invariants();
-        // As the driver does after each batch, before its answers leave.
+        // As the driver does after each batch, before its messages and answers leave.
         local_reads.refresh(node, std::mem::take(reads_wanted));
+        local_keepalives.refresh(node);
         self.observe_raft(id);
         self.drain(id);
         self.arm_timer(id);
