@@ -34,6 +34,7 @@ use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::status;
 use super::keepalive::KeepAlives;
 use super::large_range::{self, Encoded};
+use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use crate::api::Rpc;
 use crate::proto::etcdserverpb::{
@@ -50,6 +51,8 @@ pub struct HotServices {
     driver: DriverHandle,
     /// Serializable reads of one key, answered here instead of by the node.
     reads: Arc<SharedLocalReads>,
+    /// Keepalives the leader's records cover, acknowledged here instead of by the node.
+    keepalives: Arc<SharedLocalKeepAlives>,
     /// The largest request message taken, as tonic's `max_decoding_message_size`.
     receive_max: usize,
 }
@@ -58,11 +61,13 @@ impl HotServices {
     pub fn new(
         driver: DriverHandle,
         reads: Arc<SharedLocalReads>,
+        keepalives: Arc<SharedLocalKeepAlives>,
         receive_max: usize,
     ) -> HotServices {
         HotServices {
             driver,
             reads,
+            keepalives,
             receive_max,
         }
     }
@@ -97,6 +102,7 @@ impl HotServices {
         let answer = match check_encoding(request.headers()) {
             Ok(()) => grpc_response(KeepAlives::new(
                 self.driver.clone(),
+                self.keepalives.clone(),
                 request.into_body(),
                 Unframer::new(self.receive_max),
             )),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
+use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use super::peer::PeerSender;
 use super::watch::FeedSlot;
@@ -244,6 +245,7 @@ pub struct Links {
     pub peers: PeerSender,
     pub watch: Arc<FeedSlot>,
     pub reads: Arc<SharedLocalReads>,
+    pub keepalives: Arc<SharedLocalKeepAlives>,
     /// The member list as this member last applied it, for members asking to join.
     pub members: Arc<super::peer::MemberBoard>,
 }
@@ -266,6 +268,7 @@ pub struct Driver {
     peers: PeerSender,
     watch: Arc<FeedSlot>,
     reads: Arc<SharedLocalReads>,
+    keepalives: Arc<SharedLocalKeepAlives>,
     members: Arc<super::peer::MemberBoard>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
@@ -291,6 +294,7 @@ impl Driver {
             peers,
             watch,
             reads,
+            keepalives,
             members,
         } = links;
         Driver {
@@ -302,6 +306,7 @@ impl Driver {
             peers,
             watch,
             reads,
+            keepalives,
             members,
             clock_origin,
             replies: BTreeMap::new(),
@@ -319,9 +324,10 @@ impl Driver {
 
     /// Runs until shutdown or until the node stops; returns which.
     pub fn run(self) -> Exit {
-        let reads = self.reads.clone();
+        let (reads, keepalives) = (self.reads.clone(), self.keepalives.clone());
         let exit = self.run_batches();
         reads.close();
+        keepalives.close();
         exit
     }
 
@@ -348,8 +354,14 @@ impl Driver {
                 }
             }
             let now = self.now();
+            // After the time is read: see `local_keepalives`.
+            self.keepalives.hand_over(&mut self.node);
             self.node.set_watched(self.watch.is_watched());
             self.node.handle_batch(now, inputs);
+            // Before the batch's messages leave, not only its answers: a follower acknowledges
+            // what this leader's messages tell it is committed, and a keepalive sent here after
+            // that must not be acknowledged from a lease table older than the commit.
+            self.keepalives.refresh(&self.node);
             if let Some(exit) = self.dispatch_outputs() {
                 self.disk.shutdown();
                 return exit;

@@ -3,7 +3,9 @@
 //! per keepalive.
 //!
 //! Each request is answered with the lease's TTL (0 when the lease is gone), in order; as etcd
-//! does, any other error ends the stream with that error. Requests are read only while fewer
+//! does, any other error ends the stream with that error. A keepalive the leader's committed
+//! records cover is acknowledged here, from the node's latest view (`local_keepalives`); the
+//! others go to the node. Requests are read only while fewer
 //! than `KEEPALIVES_IN_FLIGHT_MAX` are at the node, and answers are made only as fast as the
 //! client takes them. A request that cannot be read (past the receive limit, undecodable, a
 //! reset body) ends the reading, as it ended tonic's: what was asked before it is answered.
@@ -11,6 +13,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -21,7 +24,8 @@ use tonic::Status;
 use super::direct::{framed, trailers, Unframer};
 use super::driver::{Answer, DriverHandle};
 use super::grpc::status;
-use crate::proto::etcdserverpb::LeaseKeepAliveRequest;
+use super::local_keepalives::SharedLocalKeepAlives;
+use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 
 /// Keepalives one stream may have at the node at once; past it the stream stops reading until
 /// an answer goes out, so a flood of keepalives meets backpressure instead of queueing.
@@ -29,21 +33,34 @@ const KEEPALIVES_IN_FLIGHT_MAX: usize = 64;
 
 pub struct KeepAlives {
     driver: DriverHandle,
+    local: Arc<SharedLocalKeepAlives>,
     requests: Incoming,
     messages: Unframer,
     /// The answers owed, in the order of the requests: only the first is polled, since the
     /// others could not be sent before it anyway.
-    in_flight: VecDeque<Answer<LeaseKeepAliveRequest>>,
+    in_flight: VecDeque<Owed>,
     /// False once the client closed its side or went away: what it asked is still answered.
     reading: bool,
     /// True once the status went out.
     ended: bool,
 }
 
+/// One answer the stream owes.
+enum Owed {
+    Here(LeaseKeepAliveResponse),
+    FromNode(Answer<LeaseKeepAliveRequest>),
+}
+
 impl KeepAlives {
-    pub fn new(driver: DriverHandle, requests: Incoming, messages: Unframer) -> KeepAlives {
+    pub fn new(
+        driver: DriverHandle,
+        local: Arc<SharedLocalKeepAlives>,
+        requests: Incoming,
+        messages: Unframer,
+    ) -> KeepAlives {
         KeepAlives {
             driver,
+            local,
             requests,
             messages,
             in_flight: VecDeque::new(),
@@ -58,7 +75,13 @@ impl KeepAlives {
             match self.messages.next_message() {
                 Ok(Some(message)) => {
                     match LeaseKeepAliveRequest::decode(message) {
-                        Ok(request) => self.in_flight.push_back(self.driver.submit(request)),
+                        Ok(request) => {
+                            let owed = match self.local.keep_alive(&request) {
+                                Some(response) => Owed::Here(response),
+                                None => Owed::FromNode(self.driver.submit(request)),
+                            };
+                            self.in_flight.push_back(owed);
+                        }
                         Err(_) => self.reading = false,
                     }
                     continue;
@@ -107,7 +130,10 @@ impl Body for KeepAlives {
                 this.end(Ok(()))
             };
         };
-        let answer = ready!(Pin::new(first).poll(cx));
+        let answer = match first {
+            Owed::Here(response) => Ok(std::mem::take(response)),
+            Owed::FromNode(answer) => ready!(Pin::new(answer).poll(cx)),
+        };
         this.in_flight.pop_front();
         let framed = match answer {
             Ok(response) => framed(&response),

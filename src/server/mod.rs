@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod http;
 mod keepalive;
 mod large_range;
+mod local_keepalives;
 pub mod local_reads;
 pub mod maintenance;
 pub mod memory;
@@ -155,6 +156,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
     let watches = watch::spawn(watch_config, feeds.clone(), clock_origin)?;
     let reads = std::sync::Arc::new(local_reads::SharedLocalReads::default());
+    let keepalives =
+        std::sync::Arc::new(local_keepalives::SharedLocalKeepAlives::new(clock_origin));
     let driver = Driver::new(
         node,
         rx,
@@ -164,6 +167,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             peers,
             watch: feeds,
             reads: reads.clone(),
+            keepalives: keepalives.clone(),
             members: board,
         },
         clock_origin,
@@ -188,6 +192,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 driver: handle.clone(),
                 watch: watches.clone(),
                 reads: reads.clone(),
+                keepalives: keepalives.clone(),
             },
             cfg.node.max_request_bytes,
             shutdown_rx.clone(),
@@ -267,6 +272,7 @@ struct Services {
     driver: DriverHandle,
     watch: watch::WatchHandle,
     reads: std::sync::Arc<local_reads::SharedLocalReads>,
+    keepalives: std::sync::Arc<local_keepalives::SharedLocalKeepAlives>,
 }
 
 async fn serve_clients(
@@ -282,7 +288,12 @@ async fn serve_clients(
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
     let receive_max = max_request_bytes + 512 * 1024;
-    let hot = direct::HotServices::new(services.driver.clone(), services.reads, receive_max);
+    let hot = direct::HotServices::new(
+        services.driver.clone(),
+        services.reads,
+        services.keepalives,
+        receive_max,
+    );
     let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone());
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);
