@@ -233,6 +233,9 @@ settle() {
     for pid in "${PIDS[@]}"; do after=$((after + $(pid_ticks "$pid"))); done
     (((after - before) * 20 < TICKS_PER_SECOND)) && return 0
   done
+  # Still busy after 10 s (etcd 3.5 after the 10,000 watchers, on a slow machine): go on; a
+  # failed status here would end the whole run under `set -e`.
+  return 0
 }
 
 pid_ticks() { cut -d')' -f2- "/proc/$1/stat" | awk '{print $12 + $13}'; }
