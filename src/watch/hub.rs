@@ -64,7 +64,7 @@ impl Stream {
         if !self.maybe_behind {
             return None;
         }
-        let behind = |w: &&Watcher| !w.synced;
+        let behind = |w: &&Watcher| !w.synced();
         let found = self
             .watchers
             .starting_at(self.catch_up_cursor)
@@ -242,6 +242,9 @@ pub struct WatchHub {
     /// When `tick` may next owe a progress notification (never earlier).
     progress_due: Option<Instant>,
     now: Instant,
+    /// The injected bug `duplicate_after_catch_up`: the revision each watcher already got
+    /// twice (empty without the bug).
+    repeated: BTreeMap<(StreamId, WatchId), i64>,
 }
 
 impl WatchHub {
@@ -261,6 +264,7 @@ impl WatchHub {
             ready: BTreeSet::new(),
             progress_due: None,
             now: Instant::ZERO,
+            repeated: BTreeMap::new(),
         }
     }
 
@@ -427,12 +431,12 @@ impl WatchHub {
             },
             total,
         );
-        if watcher.progress_notify {
+        if watcher.progress_notify() {
             let due = now + self.config.progress_interval;
             self.progress_due = Some(self.progress_due.map_or(due, |d| d.min(due)));
         }
-        watcher.synced = watcher.next_revision > self.revision;
-        state.maybe_behind |= !watcher.synced;
+        watcher.set_synced(watcher.next_revision > self.revision);
+        state.maybe_behind |= !watcher.synced();
         state.watchers.insert(watcher);
         self.catch_up(stream);
     }
@@ -544,7 +548,7 @@ impl WatchHub {
     fn unsync_everyone(&mut self) {
         for state in self.streams.values_mut() {
             for watcher in state.watchers.values_mut() {
-                watcher.synced = false;
+                watcher.set_synced(false);
             }
             state.maybe_behind = true;
         }
@@ -566,12 +570,12 @@ impl WatchHub {
         };
         for state in self.streams.values_mut() {
             for watcher in state.watchers.values_mut() {
-                if !watcher.synced || watcher.next_revision > last {
+                if !watcher.synced() || watcher.next_revision > last {
                     continue;
                 }
                 if watcher.next_revision < first {
                     // Revisions it is owed are missing here: the key space has them.
-                    watcher.synced = false;
+                    watcher.set_synced(false);
                     state.maybe_behind = true;
                     continue;
                 }
@@ -584,8 +588,9 @@ impl WatchHub {
                     through: last,
                 };
                 let memo = &mut self.picks_memo;
-                watcher.synced = serve(queue, watcher, unserved, &context, memo, total);
-                state.maybe_behind |= !watcher.synced;
+                let synced = serve(queue, watcher, unserved, &context, memo, total);
+                watcher.set_synced(synced);
+                state.maybe_behind |= !watcher.synced();
             }
         }
     }
@@ -620,7 +625,7 @@ impl WatchHub {
             .expect("checked by the caller");
         let watcher = state.watchers.get_mut(id).expect("found by next_behind");
         if watcher.next_revision > revision {
-            watcher.synced = true;
+            watcher.set_synced(true);
             return;
         }
         let Some(store) = &self.store else {
@@ -683,12 +688,11 @@ impl WatchHub {
         let delivered = state.queue.responses.len() > queued_before;
         if config.bugs.duplicate_after_catch_up && delivered {
             let last = watcher.next_revision - 1;
-            if watcher.repeated_revision != last {
-                watcher.repeated_revision = last;
+            if self.repeated.insert((stream, id), last) != Some(last) {
                 watcher.next_revision = last;
             }
         }
-        watcher.synced = watcher.next_revision > revision;
+        watcher.set_synced(watcher.next_revision > revision);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -711,10 +715,10 @@ impl WatchHub {
         let mut touched = Vec::new();
         for (stream, state) in self.streams.iter_mut() {
             let queue = &mut state.queue;
-            let progress_watchers = state.watchers.values_mut().filter(|w| w.progress_notify);
+            let progress_watchers = state.watchers.values_mut().filter(|w| w.progress_notify());
             for watcher in progress_watchers {
                 let idle = now.saturating_since(watcher.last_sent) >= interval;
-                if idle && watcher.synced && queue.has_room(&self.config, self.queued_bytes) {
+                if idle && watcher.synced() && queue.has_room(&self.config, self.queued_bytes) {
                     let notification = WatchResponse {
                         watch_id: watcher.id,
                         ..template.clone()

@@ -13,33 +13,54 @@ use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use crate::time::Instant;
 
-/// A member keeps one per watcher of every stream (10,000s of them), so it is kept small: key
-/// and range end share one allocation (64 bytes in all, against 112 with a `Bytes` each).
+/// A member keeps one per watcher of every stream (10,000s of them), and its stream's table
+/// holds them by value, so it is kept small: key and range end share one allocation (against
+/// a `Bytes` each), and the options and the sync state are bits of one byte.
 #[derive(Clone, Debug)]
 pub(super) struct Watcher {
     pub id: WatchId,
     /// The key, then the range end.
     range: Box<[u8]>,
     key_len: u32,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    pub progress_notify: bool,
-    pub fragment: bool,
+    flags: Flags,
     /// The first revision not yet delivered: everything before it that matches was queued.
     pub next_revision: i64,
-    /// Served as revisions are applied; otherwise it catches up from the key space.
-    pub synced: bool,
     /// When it last got a response (for progress notifications).
     pub last_sent: Instant,
-    /// The revision the injected bug `duplicate_after_catch_up` delivered twice already.
-    pub repeated_revision: i64,
 }
 
 const _: () = assert!(
-    std::mem::size_of::<Watcher>() <= 64,
+    std::mem::size_of::<Watcher>() <= 48,
     "a watcher stays small"
 );
+
+/// A watcher's options and whether it is synced, one bit each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Flags(u8);
+
+impl Flags {
+    const NO_PUT: u8 = 1;
+    const NO_DELETE: u8 = 1 << 1;
+    const PREV_KV: u8 = 1 << 2;
+    const PROGRESS_NOTIFY: u8 = 1 << 3;
+    const FRAGMENT: u8 = 1 << 4;
+    /// Served as revisions are applied; otherwise it catches up from the key space.
+    const SYNCED: u8 = 1 << 5;
+    /// The bits that decide which events a watcher picks from a batch, and how.
+    const SELECTION: u8 = Self::NO_PUT | Self::NO_DELETE | Self::PREV_KV;
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+}
 
 impl Watcher {
     /// A watcher for `req` (normalized as etcd does: an empty key means `"\0"`), starting at
@@ -47,20 +68,37 @@ impl Watcher {
     pub fn new(id: WatchId, req: &WatchCreateRequest, next_revision: i64, now: Instant) -> Watcher {
         let key: &[u8] = if req.key.is_empty() { b"\0" } else { &req.key };
         let filtered = |f: FilterType| req.filters.contains(&(f as i32));
+        let mut flags = Flags(0);
+        flags.set(Flags::NO_PUT, filtered(FilterType::Noput));
+        flags.set(Flags::NO_DELETE, filtered(FilterType::Nodelete));
+        flags.set(Flags::PREV_KV, req.prev_kv);
+        flags.set(Flags::PROGRESS_NOTIFY, req.progress_notify);
+        flags.set(Flags::FRAGMENT, req.fragment);
         Watcher {
             id,
             range: [key, &req.range_end[..]].concat().into_boxed_slice(),
             key_len: u32::try_from(key.len()).expect("a key is far below 4 GiB"),
-            no_put: filtered(FilterType::Noput),
-            no_delete: filtered(FilterType::Nodelete),
-            prev_kv: req.prev_kv,
-            progress_notify: req.progress_notify,
-            fragment: req.fragment,
+            flags,
             next_revision,
-            synced: false,
             last_sent: now,
-            repeated_revision: 0,
         }
+    }
+
+    fn prev_kv(&self) -> bool {
+        self.flags.has(Flags::PREV_KV)
+    }
+
+    pub fn progress_notify(&self) -> bool {
+        self.flags.has(Flags::PROGRESS_NOTIFY)
+    }
+
+    /// Served as revisions are applied; otherwise it catches up from the key space.
+    pub fn synced(&self) -> bool {
+        self.flags.has(Flags::SYNCED)
+    }
+
+    pub fn set_synced(&mut self, synced: bool) {
+        self.flags.set(Flags::SYNCED, synced);
     }
 
     /// etcd refuses a range whose end is not after its key (`from-key` aside).
@@ -78,8 +116,8 @@ impl Watcher {
 
     fn wants(&self, change: &KeyChange) -> bool {
         KeyRange::new(self.key(), self.range_end()).contains(change.key())
-            && !(change.deleted && self.no_delete)
-            && (change.deleted || !self.no_put)
+            && !(change.deleted && self.flags.has(Flags::NO_DELETE))
+            && (change.deleted || !self.flags.has(Flags::NO_PUT))
     }
 
     /// The changes of `batch` in `changes` this watcher wants (indexes into the batch, in
@@ -101,7 +139,7 @@ impl Watcher {
                 return (picks, i);
             }
             if self.wants(&all[i]) {
-                bytes += batch.event_len(i, self.prev_kv);
+                bytes += batch.event_len(i, self.prev_kv());
                 picks.push(u32::try_from(i).expect("a batch holds far fewer than 4G changes"));
             }
         }
@@ -111,8 +149,7 @@ impl Watcher {
     /// Whether `other` picks the same events from any changes as this watcher.
     fn selects_as(&self, other: &Watcher) -> bool {
         self.key_len == other.key_len
-            && (self.no_put, self.no_delete, self.prev_kv)
-                == (other.no_put, other.no_delete, other.prev_kv)
+            && self.flags.0 & Flags::SELECTION == other.flags.0 & Flags::SELECTION
             && self.range == other.range
     }
 
@@ -132,8 +169,11 @@ impl Watcher {
             watch_id: self.id,
             ..template.clone()
         };
-        let whole = HubResponse::with_events(head, batch, picks, self.prev_kv);
-        if !self.fragment || whole.event_count() < 2 || whole.encoded_len() < fragment_bytes {
+        let whole = HubResponse::with_events(head, batch, picks, self.prev_kv());
+        if !self.flags.has(Flags::FRAGMENT)
+            || whole.event_count() < 2
+            || whole.encoded_len() < fragment_bytes
+        {
             return emit(whole);
         }
         let (head, picks) = whole.into_parts();
@@ -144,14 +184,14 @@ impl Watcher {
         let head_len = fragment.encoded_len();
         let (mut current, mut size) = (Vec::new(), head_len);
         for i in picks {
-            let len = batch.field(i as usize, self.prev_kv).len();
+            let len = batch.field(i as usize, self.prev_kv()).len();
             if !current.is_empty() && size + len >= fragment_bytes {
                 let full = std::mem::take(&mut current);
                 emit(HubResponse::with_events(
                     fragment.clone(),
                     batch,
                     full,
-                    self.prev_kv,
+                    self.prev_kv(),
                 ));
                 size = head_len;
             }
@@ -162,7 +202,12 @@ impl Watcher {
             fragment: false,
             ..fragment
         };
-        emit(HubResponse::with_events(last, batch, current, self.prev_kv));
+        emit(HubResponse::with_events(
+            last,
+            batch,
+            current,
+            self.prev_kv(),
+        ));
     }
 }
 
