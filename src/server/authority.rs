@@ -303,7 +303,9 @@ fn header_frames(block: &Block, encoded: &[u8]) -> Vec<u8> {
 /// A client connection with the authority of its requests repaired (see the module).
 pub struct AuthorityRepair<S> {
     inner: S,
-    repairer: Repairer,
+    /// Dropped once it passes everything through (most connections, from their first
+    /// request): its HPACK tables and buffers are a few KiB per connection.
+    repairer: Option<Box<Repairer>>,
     ready: Vec<u8>,
     handed: usize,
 }
@@ -312,7 +314,7 @@ impl<S> AuthorityRepair<S> {
     pub fn new(inner: S) -> AuthorityRepair<S> {
         AuthorityRepair {
             inner,
-            repairer: Repairer::default(),
+            repairer: Some(Box::default()),
             ready: Vec::new(),
             handed: 0,
         }
@@ -337,19 +339,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRepair<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            if this.repairer.passing_through() {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
-            }
+            let repairer = match &mut this.repairer {
+                Some(repairer) if !repairer.passing_through() => repairer,
+                _ => {
+                    this.repairer = None;
+                    return Pin::new(&mut this.inner).poll_read(cx, buf);
+                }
+            };
             let mut chunk = [0u8; 8192];
             let mut read = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             if read.filled().is_empty() {
-                this.repairer.finish(&mut this.ready);
+                repairer.finish(&mut this.ready);
                 if this.ready.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
             } else {
-                this.repairer.feed(read.filled(), &mut this.ready)?;
+                repairer.feed(read.filled(), &mut this.ready)?;
             }
         }
     }
