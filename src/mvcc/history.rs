@@ -23,6 +23,11 @@ use super::cold::{ColdLog, ColdRef};
 use super::revision::Revision;
 use crate::proto::mvccpb::KeyValue;
 
+/// The CPU's cache line, the unit a prefetch loads.
+const CACHE_LINE_BYTES: usize = 64;
+/// Record blocks up to this size are prefetched whole: three records.
+const PREFETCH_WHOLE_BYTES_MAX: usize = 256;
+
 /// A put's value: in memory, or (once a later write superseded it) in a cold segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Value {
@@ -246,10 +251,33 @@ impl KeyHistory {
     }
 
     /// Starts loading the records, when they live in a heap block of their own, so that a
-    /// walk reading them a few keys later finds them in the cache.
+    /// walk reading them a few keys later finds them in the cache. Every line the walk may
+    /// read, not only the block's first: a record is 80 bytes, so the revisions the binary
+    /// search of [`KeyHistory::record_at`] probes and the record it finds (often the newest)
+    /// mostly lie on other lines. A short history (most keys with more than one record) is
+    /// fetched whole; of a longer one, its start, the search's first probe and the newest
+    /// record.
     pub fn prefetch(&self) {
-        if let Records::Many(records) = &self.records {
-            super::prefetch::prefetch(records.as_ptr());
+        use super::prefetch::prefetch;
+        let Records::Many(records) = &self.records else {
+            return;
+        };
+        let (Some(middle), Some(newest)) = (records.get(records.len() / 2), records.last()) else {
+            return;
+        };
+        let start = records.as_ptr().cast::<u8>();
+        let bytes = std::mem::size_of_val::<[Record]>(records);
+        if bytes <= PREFETCH_WHOLE_BYTES_MAX {
+            for offset in (0..bytes).step_by(CACHE_LINE_BYTES) {
+                prefetch(start.wrapping_add(offset));
+            }
+            prefetch(start.wrapping_add(bytes - 1));
+            return;
+        }
+        prefetch(start);
+        for record in [middle, newest] {
+            prefetch(record);
+            prefetch(&record.rev);
         }
     }
 
@@ -456,6 +484,13 @@ mod tests {
             Bytes::copy_from_slice(value.as_bytes()),
             0,
         );
+    }
+
+    /// What `prefetch` and the memory notes of this module count on (64-bit targets).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_record_is_80_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 80);
     }
 
     fn versions(h: &KeyHistory) -> Vec<(i64, i64, i64)> {

@@ -294,6 +294,9 @@ struct Walked {
 
 /// How many keys ahead of the walk their records and key bytes are fetched.
 const PREFETCH_AHEAD: usize = 8;
+/// Indexes of at most this many keys are walked without a scout: their records stay in the
+/// caches, and the scout's second walk would only cost.
+const SCOUTED_KEYS_MIN: usize = 1024;
 
 /// A second walk over the same keys, a few ahead of the first, that starts loading what the
 /// first will read: each key's records and bytes sit in heap blocks of their own, so a walk
@@ -403,9 +406,7 @@ impl KeySpace {
             cold: Vec::new(),
         };
         let mut keys = SharedKeys::default();
-        let mut scout = Scout::new((!single).then(|| self.keys_in(range)));
-        for (key, history) in self.keys_in(range) {
-            scout.step();
+        for (key, history) in self.keys_scouted(range) {
             let Some(record) = history.live_at(at) else {
                 continue;
             };
@@ -447,10 +448,22 @@ impl KeySpace {
         if single || keep_max <= PAIRS_GROWN_MAX {
             return 0;
         }
-        self.keys_in(range)
+        self.keys_scouted(range)
             .filter(|(_, history)| history.live_at(at).is_some())
             .take(keep_max)
             .count()
+    }
+
+    /// [`KeySpace::keys_in`] for a walk that reads each key's records: a [`Scout`] fetches
+    /// them a few keys ahead, unless the index is small enough to stay in the CPU's caches.
+    fn keys_scouted<'s>(
+        &'s self,
+        range: KeyRange<'_>,
+    ) -> impl Iterator<Item = (&'s Bytes, &'s KeyHistory)> + 's {
+        let single = matches!(range, KeyRange::Single(_));
+        let scouted = !single && self.keys.len() > SCOUTED_KEYS_MIN;
+        let mut scout = Scout::new(scouted.then(|| self.keys_in(range)));
+        self.keys_in(range).inspect(move |_| scout.step())
     }
 }
 
