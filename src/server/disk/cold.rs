@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +22,14 @@ use super::files::Context;
 use crate::mvcc::{ColdOp, ColdRead, ColdRef};
 
 const COLD_EXT: &str = "cold";
+
+/// A read of the past over many keys reads each of their cold values apart: without this, each
+/// such `pread` also checks whether the file's access time is due an update (a few percent of
+/// the read's time). Nobody needs a cache's access time.
+#[cfg(target_os = "linux")]
+const NO_ATIME: i32 = libc::O_NOATIME;
+#[cfg(not(target_os = "linux"))]
+const NO_ATIME: i32 = 0;
 
 /// The segment files of a running member, owned by the driver.
 #[derive(Debug)]
@@ -74,6 +82,7 @@ impl ColdFiles {
                             .write(true)
                             .create(true)
                             .truncate(true)
+                            .custom_flags(NO_ATIME)
                             .open(&path)
                             .context("cannot create cold segment", &path)?;
                         self.segments.entry(*segment).or_insert(Arc::new(file))
