@@ -36,8 +36,8 @@ impl KeySpaceView {
         cold: &dyn ColdRead,
     ) -> io::Result<Vec<KeyChange>> {
         let mut out = Vec::new();
-        let bounds = KeyRange::new(key, range_end).bounds();
-        for (key, history) in self.keys.range::<_, [u8]>(bounds) {
+        let store = self.frozen_store();
+        for (key, history) in store.keys_scouted(KeyRange::new(key, range_end)) {
             let records = history.records();
             let first = records.partition_point(|r| r.rev.main < from);
             let end = records.partition_point(|r| r.rev.main <= to);

@@ -143,7 +143,7 @@ impl KeySpace {
 
     /// The key-value pairs that exist at main revision `at` in `range`, in key order.
     pub(crate) fn live_kvs(&self, range: KeyRange<'_>, at: i64) -> Vec<KeyValue> {
-        self.keys_in(range)
+        self.keys_scouted(range)
             .filter_map(|(key, history)| history.live_at(at).and_then(|r| r.key_value(key)))
             .collect()
     }
@@ -178,7 +178,7 @@ impl KeySpace {
 
         if r.count_only {
             let count = self
-                .keys_in(range)
+                .keys_scouted(range)
                 .filter(|(_, h)| h.live_at(at).is_some())
                 .count();
             let response = RangeResponse {
@@ -456,7 +456,7 @@ impl KeySpace {
 
     /// [`KeySpace::keys_in`] for a walk that reads each key's records: a [`Scout`] fetches
     /// them a few keys ahead, unless the index is small enough to stay in the CPU's caches.
-    fn keys_scouted<'s>(
+    pub(crate) fn keys_scouted<'s>(
         &'s self,
         range: KeyRange<'_>,
     ) -> impl Iterator<Item = (&'s Bytes, &'s KeyHistory)> + 's {

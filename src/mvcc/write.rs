@@ -174,7 +174,7 @@ impl<'a> WriteTxn<'a> {
         let at = self.read_revision();
         let doomed: Vec<Bytes> = self
             .store
-            .keys_in(range)
+            .keys_scouted(range)
             .filter(|(_, h)| h.live_at(at).is_some())
             .map(|(k, _)| k.clone())
             .collect();
