@@ -275,11 +275,11 @@ impl World {
             let Some(response) = member.hub.pop(stream.id).map(as_received) else {
                 return;
             };
-            self.watch_logs[stream.log]
-                .responses
-                .push((self.now, response.clone()));
             self.mix(response.watch_id as u64 ^ (response.events.len() as u64) << 32);
             self.learn(client, &response);
+            self.watch_logs[stream.log]
+                .responses
+                .push((self.now, response));
         }
     }
 
