@@ -98,6 +98,9 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         );
     }
     let disk::Loaded { recovered, files } = loaded;
+    // Recovery read whole WAL segments (a fresh member's one preallocated segment is 64 MiB of
+    // zeros) and has freed them: back to the kernel now, not when the collector next looks.
+    crate::allocator::collect();
     let cold = disk::ColdFiles::open(&cfg.data_dir)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     let mut node_cfg = cfg.node.clone();
