@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tonic::body::BoxBody;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
@@ -39,6 +40,9 @@ type Routed = Arc<dyn Fn(Request<Incoming>) -> Answer + Send + Sync>;
 
 /// Pause after a failed accept (out of file descriptors, say), so that the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// A client that opens a connection but does not finish its TLS handshake is dropped after
+/// this long, so that it cannot hold the connection's memory forever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle HTTP/2 connection's keepalive ping may go unanswered: tonic's default.
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -114,9 +118,11 @@ impl Service<Request<Incoming>> for GrpcRoutes {
 }
 
 /// Accepts client connections until `shutdown` turns true, then lets each finish what it
-/// serves (as tonic's graceful shutdown does) and returns once all have closed.
+/// serves (as tonic's graceful shutdown does) and returns once all have closed. With `tls`,
+/// each connection is served once its TLS handshake is done.
 pub async fn serve<S>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     service: S,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
@@ -139,8 +145,8 @@ pub async fn serve<S>(
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
         };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
+        let (socket, from) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 eprintln!("detcd: accepting a client connection failed: {e}");
                 tokio::time::sleep(ACCEPT_RETRY).await;
@@ -151,14 +157,27 @@ pub async fn serve<S>(
         if let Err(e) = socket.set_nodelay(true) {
             eprintln!("detcd: cannot set TCP_NODELAY on a client connection: {e}");
         }
-        let io = AuthorityRepair::new(CoalescedWrites::new(socket));
         let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(serve_connection(
-            builder.clone(),
-            io,
-            service,
-            connections.clone(),
-        ));
+        let (builder, closing) = (builder.clone(), connections.clone());
+        let Some(tls) = &tls else {
+            let io = AuthorityRepair::new(CoalescedWrites::new(socket));
+            tokio::spawn(serve_connection(builder, io, service, closing));
+            continue;
+        };
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket));
+        tokio::spawn(async move {
+            // The client learns why from its TLS alert; the log says it as etcd's does.
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let io = AuthorityRepair::new(CoalescedWrites::new(stream));
+                    serve_connection(builder, io, service, closing).await;
+                }
+                Ok(Err(e)) => eprintln!("detcd: rejected connection from {from}: {e}"),
+                Err(_) => {
+                    eprintln!("detcd: rejected connection from {from}: TLS handshake timed out")
+                }
+            }
+        });
     }
     drop(connections);
     let _ = closing.send(());

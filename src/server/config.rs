@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::tls::ClientTls;
 use crate::node::{Config, MemberId};
 
 /// Every flag: name, default, help text. `--help` prints this table.
@@ -116,6 +117,18 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "true",
         "Reject reconfiguration requests that would cause quorum loss.",
     ),
+    ("cert-file", "", "Path to the client server TLS cert file."),
+    ("key-file", "", "Path to the client server TLS key file."),
+    (
+        "trusted-ca-file",
+        "",
+        "Path to the client server TLS trusted CA cert file.",
+    ),
+    (
+        "client-cert-auth",
+        "false",
+        "Enable client cert authentication.",
+    ),
     (
         "wal-segment-bytes",
         "67108864",
@@ -123,11 +136,26 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// A `--listen-client-urls` entry: where to listen, and whether with TLS (`https://`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientListener {
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
+impl std::fmt::Display for ClientListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub name: String,
     pub data_dir: PathBuf,
-    pub listen_client: Vec<SocketAddr>,
+    pub listen_client: Vec<ClientListener>,
+    pub client_tls: ClientTls,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer: Vec<SocketAddr>,
     /// Every member of the initial cluster: id -> (name, peer address).
@@ -161,7 +189,11 @@ pub enum Command {
 }
 
 /// Flags that take `true` or `false`, and mean `true` given alone.
-const BOOLEAN_FLAGS: &[&str] = &["auto-promote-learners", "strict-reconfig-check"];
+const BOOLEAN_FLAGS: &[&str] = &[
+    "auto-promote-learners",
+    "strict-reconfig-check",
+    "client-cert-auth",
+];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
 const EXPERIMENTAL_IN_ETCD_3_5: &[&str] = &["watch-progress-notify-interval"];
@@ -238,7 +270,8 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     };
     let name = get("name");
     let data_dir = get("data-dir").replace("${name}", &name);
-    let listen_client = addresses(&get("listen-client-urls"), "listen-client-urls")?;
+    let client_tls = client_tls(&mut get)?;
+    let listen_client = client_listeners(&get("listen-client-urls"), &client_tls)?;
     let advertise_client_urls: Vec<String> = get("advertise-client-urls")
         .split(',')
         .map(str::to_string)
@@ -320,6 +353,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         name,
         data_dir: PathBuf::from(data_dir),
         listen_client,
+        client_tls,
         advertise_client_urls,
         listen_peer,
         members,
@@ -377,12 +411,27 @@ fn number(value: &str, flag: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid value {value:?} for flag --{flag}: expected a whole number"))
 }
 
-/// `http://host:port` -> host:port. TLS (https) is not supported yet and says so.
+/// A peer URL, `http://host:port` -> host:port. TLS between members is not supported yet and
+/// says so.
 fn host_port(url: &str) -> Result<String, String> {
     let url = url.trim();
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("URL {url:?} must start with http:// (TLS is not supported yet)"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("URL {url:?} must start with http:// (TLS between members is not supported yet)")
+    })?;
+    port_required(url, rest)
+}
+
+/// A client URL: host:port, and whether its scheme is `https`.
+fn client_host_port(url: &str) -> Result<(String, bool), String> {
+    let url = url.trim();
+    match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => Ok((port_required(url, rest)?, false)),
+        (_, Some(rest)) => Ok((port_required(url, rest)?, true)),
+        _ => Err(format!("URL {url:?} must start with http:// or https://")),
+    }
+}
+
+fn port_required(url: &str, rest: &str) -> Result<String, String> {
     let rest = rest.trim_end_matches('/');
     if !rest.contains(':') {
         return Err(format!("URL {url:?} has no port"));
@@ -390,21 +439,59 @@ fn host_port(url: &str) -> Result<String, String> {
     Ok(rest.to_string())
 }
 
-fn addresses(urls: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
+fn resolve(hp: &str, flag: &str) -> Result<SocketAddr, String> {
+    hp.to_socket_addrs()
+        .map_err(|e| format!("--{flag}: cannot resolve {hp}: {e}"))?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| format!("--{flag}: {hp} has no IPv4 address"))
+}
+
+fn urls(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').filter(|u| !u.trim().is_empty())
+}
+
+fn addresses(value: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
+    let out = urls(value)
+        .map(|url| resolve(&host_port(url).map_err(|e| format!("--{flag}: {e}"))?, flag))
+        .collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        return Err(format!("--{flag} is empty"));
+    }
+    Ok(out)
+}
+
+/// `--listen-client-urls`; an `https://` one needs the TLS flags' key pair, as in etcd.
+fn client_listeners(value: &str, tls: &ClientTls) -> Result<Vec<ClientListener>, String> {
+    let flag = "listen-client-urls";
     let mut out = Vec::new();
-    for url in urls.split(',').filter(|u| !u.trim().is_empty()) {
-        let hp = host_port(url).map_err(|e| format!("--{flag}: {e}"))?;
-        let addr = hp
-            .to_socket_addrs()
-            .map_err(|e| format!("--{flag}: cannot resolve {hp}: {e}"))?
-            .find(|a| a.is_ipv4())
-            .ok_or_else(|| format!("--{flag}: {hp} has no IPv4 address"))?;
-        out.push(addr);
+    for url in urls(value) {
+        let (hp, https) = client_host_port(url).map_err(|e| format!("--{flag}: {e}"))?;
+        if https && !tls.has_key_pair() {
+            return Err(format!(
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url {} \
+                 with HTTPS scheme",
+                url.trim()
+            ));
+        }
+        out.push(ClientListener {
+            addr: resolve(&hp, flag)?,
+            https,
+        });
     }
     if out.is_empty() {
         return Err(format!("--{flag} is empty"));
     }
     Ok(out)
+}
+
+fn client_tls(get: &mut impl FnMut(&'static str) -> String) -> Result<ClientTls, String> {
+    let path = |value: String| (!value.is_empty()).then(|| PathBuf::from(value));
+    Ok(ClientTls {
+        cert_file: path(get("cert-file")),
+        key_file: path(get("key-file")),
+        trusted_ca_file: path(get("trusted-ca-file")),
+        client_cert_auth: boolean(&get("client-cert-auth"), "client-cert-auth")?,
+    })
 }
 
 /// `name=http://host:port,...` -> member id -> (name, host:port). Member ids are derived from the
@@ -475,10 +562,26 @@ mod tests {
         let c = run("").unwrap();
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.detcd"));
-        assert_eq!(c.listen_client[0].to_string(), "127.0.0.1:2379");
+        assert_eq!(c.listen_client[0].to_string(), "http://127.0.0.1:2379");
         assert_eq!(c.listen_peer[0].to_string(), "127.0.0.1:2380");
         assert_eq!(c.members.len(), 1);
         assert_eq!(c.node.peers, vec![c.node.id]);
+    }
+
+    #[test]
+    fn an_https_client_url_is_served_with_the_tls_flags() {
+        let c = run(
+            "--listen-client-urls https://127.0.0.1:2379,http://127.0.0.1:22379 \
+             --cert-file c.pem --key-file k.pem --client-cert-auth --trusted-ca-file ca.pem",
+        )
+        .unwrap();
+        assert_eq!(c.listen_client[0].to_string(), "https://127.0.0.1:2379");
+        assert!(c.listen_client[0].https && !c.listen_client[1].https);
+        assert_eq!(c.client_tls.cert_file, Some(PathBuf::from("c.pem")));
+        assert_eq!(c.client_tls.key_file, Some(PathBuf::from("k.pem")));
+        assert_eq!(c.client_tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(c.client_tls.client_cert_auth);
+        assert!(!run("").unwrap().client_tls.has_key_pair());
     }
 
     #[test]
@@ -511,7 +614,10 @@ mod tests {
             .contains("couldn't find local name"));
         assert!(run("--listen-client-urls https://127.0.0.1:1")
             .unwrap_err()
-            .contains("TLS"));
+            .contains("TLS key/cert (--cert-file, --key-file) must be provided"));
+        assert!(run("--listen-peer-urls https://127.0.0.1:1")
+            .unwrap_err()
+            .contains("TLS between members is not supported yet"));
         assert!(run("--initial-cluster-state maybe")
             .unwrap_err()
             .contains("'new' or 'existing'"));

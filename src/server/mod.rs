@@ -26,6 +26,7 @@ pub mod memory;
 pub mod peer;
 pub mod recipes;
 pub mod restore;
+pub mod tls;
 pub mod watch;
 mod watch_stream;
 
@@ -118,7 +119,13 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let node =
         Node::new(node_cfg, recovered, os_seed(), Instant::ZERO).map_err(|e| e.to_string())?;
 
-    let client_listeners = bind(&cfg.listen_client, "clients").await?;
+    let client_addrs: Vec<SocketAddr> = cfg.listen_client.iter().map(|l| l.addr).collect();
+    let client_listeners = bind(&client_addrs, "clients").await?;
+    let tls = if cfg.listen_client.iter().any(|l| l.https) {
+        Some(cfg.client_tls.acceptor()?)
+    } else {
+        None
+    };
     let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
 
     let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
@@ -188,9 +195,10 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    for listener in client_listeners {
+    for (listener, url) in client_listeners.into_iter().zip(&cfg.listen_client) {
         servers.push(tokio::spawn(serve_clients(
             listener,
+            url.https.then(|| tls.clone()).flatten(),
             Services {
                 driver: handle.clone(),
                 watch: watches.clone(),
@@ -280,6 +288,7 @@ struct Services {
 
 async fn serve_clients(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     services: Services,
     max_request_bytes: usize,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -326,7 +335,7 @@ async fn serve_clients(
         ))
         .layer(deadline::EtcdDeadlineLayer)
         .service(routes);
-    client_port::serve(listener, service, shutdown).await;
+    client_port::serve(listener, tls, service, shutdown).await;
 }
 
 async fn wait_for_signal() {

@@ -26,6 +26,7 @@ mod memory;
 mod proto_wire;
 mod purity;
 mod serializable_reads;
+mod tls;
 mod watch_cluster;
 mod watch_grpc;
 mod watch_slow_reader;

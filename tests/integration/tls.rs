@@ -1,0 +1,248 @@
+//! TLS on the client port (`--cert-file`, `--key-file`, `--client-cert-auth`,
+//! `--trusted-ca-file`), through etcdctl, beside real etcd given the same flags and the same
+//! certificates, made here at run time.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{cluster, error_line, etcd_available, etcdctl, stdout, Flavor, Member};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn authority(name: &str) -> (Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    (params.self_signed(&key).unwrap(), key)
+}
+
+/// Writes `name`.pem and `name`-key.pem: a certificate for `purpose` that `ca` signed.
+fn issue(
+    dir: &Path,
+    name: &str,
+    purpose: ExtendedKeyUsagePurpose,
+    ca: &(Certificate, KeyPair),
+) -> (PathBuf, PathBuf) {
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![purpose];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    let (cert_file, key_file) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
+fn pki(tag: &str) -> Pki {
+    let dir = common::temp_dir(tag);
+    let ca = authority("detcd test CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let (server_cert, server_key) = issue(&dir, "server", ExtendedKeyUsagePurpose::ServerAuth, &ca);
+    let (client_cert, client_key) = issue(&dir, "client", ExtendedKeyUsagePurpose::ClientAuth, &ca);
+    Pki {
+        ca: ca_file,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+fn https_endpoint(member: &Member) -> String {
+    format!("https://{}", member.spec.endpoint())
+}
+
+/// One member listening with TLS on its client port, and started.
+fn start_tls_member(flavor: Flavor, tag: &str, pki: &Pki, extra: &[String]) -> Vec<Member> {
+    let mut members = cluster(flavor, 1, tag, &[]);
+    let url = https_endpoint(&members[0]);
+    members[0].extra_args = vec![
+        format!("--listen-client-urls={url}"),
+        format!("--advertise-client-urls={url}"),
+        format!("--cert-file={}", pki.server_cert.display()),
+        format!("--key-file={}", pki.server_key.display()),
+    ];
+    members[0].extra_args.extend(extra.iter().cloned());
+    members[0].start();
+    members
+}
+
+fn path_flag(flag: &str, path: &Path) -> String {
+    format!("--{flag}={}", path.display())
+}
+
+/// etcdctl over TLS with the CA, and the client's certificate when `with_client_cert`.
+fn secure(member: &Member, pki: &Pki, with_client_cert: bool, args: &[&str]) -> String {
+    let mut all = vec![path_flag("cacert", &pki.ca)];
+    if with_client_cert {
+        all.push(path_flag("cert", &pki.client_cert));
+        all.push(path_flag("key", &pki.client_key));
+    }
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = etcdctl(&https_endpoint(member), &all, None);
+    if out.status.success() {
+        stdout(&out)
+    } else {
+        error_line(&out)
+    }
+}
+
+fn wait_until_served(member: &Member, pki: &Pki, with_client_cert: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while secure(member, pki, with_client_cert, &["put", "ready", "1"]) != "OK\n" {
+        assert!(
+            Instant::now() < deadline,
+            "{} never answered over TLS:\n{}",
+            member.spec.name,
+            member.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a short session over TLS prints: writes and reads with the CA, then a client that does
+/// not trust the member's CA, which never gets through.
+fn tls_session(flavor: Flavor, pki: &Pki) -> Vec<String> {
+    let members = start_tls_member(flavor, "tls", pki, &[]);
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(m, pki, false);
+        let mut seen = vec![
+            secure(m, pki, false, &["put", "foo", "bar"]),
+            secure(m, pki, false, &["get", "foo"]),
+            secure(m, pki, false, &["get", "", "--prefix", "--keys-only"]),
+            secure(m, pki, false, &["del", "foo"]),
+        ];
+        let untrusting = etcdctl(
+            &https_endpoint(m),
+            &["--dial-timeout=1s", "--command-timeout=3s", "get", "foo"],
+            None,
+        );
+        seen.push(error_line(&untrusting));
+        seen
+    })
+}
+
+#[test]
+fn etcdctl_over_tls_answers_as_etcd_does() {
+    let pki = pki("tls-pki");
+    let detcd = tls_session(Flavor::Detcd, &pki);
+    assert_eq!(detcd[0], "OK\n");
+    assert_eq!(detcd[1], "foo\nbar\n");
+    assert_eq!(detcd[4], "Error: context deadline exceeded");
+    if etcd_available() {
+        assert_eq!(detcd, tls_session(Flavor::Etcd, &pki));
+    }
+}
+
+#[test]
+fn client_cert_auth_lets_in_only_certificates_the_trusted_ca_signed() {
+    let pki = pki("tls-mutual-pki");
+    let extra = [
+        "--client-cert-auth".to_string(),
+        path_flag("trusted-ca-file", &pki.ca),
+    ];
+    let members = start_tls_member(Flavor::Detcd, "tls-mutual", &pki, &extra);
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(m, &pki, true);
+        assert_eq!(secure(m, &pki, true, &["put", "k", "v"]), "OK\n");
+        assert_eq!(
+            secure(m, &pki, true, &["get", "k", "--print-value-only"]),
+            "v\n"
+        );
+        let timeouts = ["--dial-timeout=1s", "--command-timeout=3s", "get", "k"];
+        assert_eq!(
+            secure(m, &pki, false, &timeouts),
+            "Error: context deadline exceeded",
+            "a client without a certificate"
+        );
+        // A certificate another CA signed, for the same name, is no better.
+        let stranger_dir = common::temp_dir("tls-stranger");
+        let stranger_ca = authority("another CA");
+        let (cert, key) = issue(
+            &stranger_dir,
+            "stranger",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &stranger_ca,
+        );
+        let stranger = Pki {
+            client_cert: cert,
+            client_key: key,
+            ca: pki.ca.clone(),
+            server_cert: pki.server_cert.clone(),
+            server_key: pki.server_key.clone(),
+        };
+        assert_eq!(
+            secure(m, &stranger, true, &timeouts),
+            "Error: context deadline exceeded",
+            "a client whose certificate another CA signed"
+        );
+        assert!(m.log_text().contains("rejected connection from"));
+    });
+}
+
+#[test]
+fn http_and_https_listeners_serve_the_same_member() {
+    let pki = pki("tls-both-pki");
+    let mut members = cluster(Flavor::Detcd, 1, "tls-both", &[]);
+    let plain_port = common::free_port();
+    let https = https_endpoint(&members[0]);
+    members[0].extra_args = vec![
+        format!("--listen-client-urls={https},http://127.0.0.1:{plain_port}"),
+        format!("--advertise-client-urls={https}"),
+        path_flag("cert-file", &pki.server_cert),
+        path_flag("key-file", &pki.server_key),
+    ];
+    members[0].start();
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(m, &pki, false);
+        let plain = format!("127.0.0.1:{plain_port}");
+        assert!(etcdctl(&plain, &["put", "both", "yes"], None)
+            .status
+            .success());
+        assert_eq!(
+            secure(m, &pki, false, &["get", "both", "--print-value-only"]),
+            "yes\n"
+        );
+    });
+}
+
+#[test]
+fn a_tls_flag_error_stops_the_member_with_its_reason() {
+    let dir = common::temp_dir("tls-bad");
+    let missing = dir.join("missing.pem");
+    let mut members = cluster(Flavor::Detcd, 1, "tls-bad", &[]);
+    let url = https_endpoint(&members[0]);
+    members[0].extra_args = vec![
+        format!("--listen-client-urls={url}"),
+        path_flag("cert-file", &missing),
+        path_flag("key-file", &missing),
+    ];
+    members[0].start();
+    let code = members[0].wait_exit(Duration::from_secs(10));
+    assert!(code.is_some_and(|c| c != 0), "exit code {code:?}");
+    let log = members[0].log_text();
+    assert!(log.contains("missing.pem"), "{log}");
+}
