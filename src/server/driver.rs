@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
 use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
+use super::metrics::ServerMetrics;
 use super::peer::PeerSender;
 use super::watch::FeedSlot;
 use crate::error::EtcdError;
@@ -248,6 +249,7 @@ pub struct Links {
     pub keepalives: Arc<SharedLocalKeepAlives>,
     /// The member list as this member last applied it, for members asking to join.
     pub members: Arc<super::peer::MemberBoard>,
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// Why the driver loop ended.
@@ -270,12 +272,15 @@ pub struct Driver {
     reads: Arc<SharedLocalReads>,
     keepalives: Arc<SharedLocalKeepAlives>,
     members: Arc<super::peer::MemberBoard>,
+    metrics: Arc<ServerMetrics>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
     next_request: u64,
     announced_ready: bool,
     ready_message: String,
     was_leader: bool,
+    /// The leader the node last knew, to count the changes.
+    last_leader: Option<MemberId>,
     snapshots_installed: u64,
 }
 
@@ -296,6 +301,7 @@ impl Driver {
             reads,
             keepalives,
             members,
+            metrics,
         } = links;
         Driver {
             node,
@@ -308,12 +314,14 @@ impl Driver {
             reads,
             keepalives,
             members,
+            metrics,
             clock_origin,
             replies: BTreeMap::new(),
             next_request: 0,
             announced_ready: false,
             ready_message,
             was_leader: false,
+            last_leader: None,
             snapshots_installed: 0,
         }
     }
@@ -379,7 +387,7 @@ impl Driver {
     }
 
     /// One log line per change of this member's leadership or snapshot installed, so operators
-    /// (and tests) can tell what happened.
+    /// (and tests) can tell what happened; and a count of the leaders seen, for `/metrics`.
     fn log_leadership(&mut self) {
         if self.node.snapshots_installed() > self.snapshots_installed {
             self.snapshots_installed = self.node.snapshots_installed();
@@ -388,6 +396,11 @@ impl Driver {
                 self.node.snapshot_index()
             );
         }
+        let leader_id = self.node.leader_id();
+        if leader_id.is_some() && leader_id != self.last_leader {
+            self.metrics.leader_changed();
+        }
+        self.last_leader = leader_id;
         let leader = self.node.is_leader();
         if leader != self.was_leader {
             self.was_leader = leader;

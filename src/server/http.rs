@@ -7,11 +7,13 @@
 //!   linearizable read, not a learner. `ok` when they pass (each check listed with
 //!   `?verbose`), 503 with every check's result when one fails; `?exclude=NAME` skips one.
 //!
-//! Every other gRPC request goes on to the gRPC services; any other HTTP request gets 404
-//! (the JSON gateway and `/metrics` are not served yet).
+//! `/metrics` answers in Prometheus' text format (`metrics.rs`). Every other gRPC request goes
+//! on to the gRPC services; any other HTTP request gets 404 (the JSON gateway is not served
+//! yet).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -21,17 +23,19 @@ use tonic::body::BoxBody;
 use tower::{Layer, Service};
 
 use super::driver::DriverHandle;
+use super::metrics::ServerMetrics;
 use crate::node::{ETCD_VERSION, STORAGE_VERSION};
 use crate::proto::etcdserverpb::{RangeRequest, StatusRequest};
 
 #[derive(Clone)]
 pub struct EtcdHttpLayer {
     driver: DriverHandle,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl EtcdHttpLayer {
-    pub fn new(driver: DriverHandle) -> EtcdHttpLayer {
-        EtcdHttpLayer { driver }
+    pub fn new(driver: DriverHandle, metrics: Arc<ServerMetrics>) -> EtcdHttpLayer {
+        EtcdHttpLayer { driver, metrics }
     }
 }
 
@@ -42,6 +46,7 @@ impl<S> Layer<S> for EtcdHttpLayer {
         EtcdHttp {
             inner,
             driver: self.driver.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -50,6 +55,7 @@ impl<S> Layer<S> for EtcdHttpLayer {
 pub struct EtcdHttp<S> {
     inner: S,
     driver: DriverHandle,
+    metrics: Arc<ServerMetrics>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -78,13 +84,14 @@ where
             return Either::Left(self.inner.call(request));
         };
         let driver = self.driver.clone();
+        let metrics = self.metrics.clone();
         let query = Query::parse(request.uri().query().unwrap_or(""));
         let get = request.method() == Method::GET;
         Either::Right(Box::pin(async move {
             if !get {
                 return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"));
             }
-            Ok(endpoint.answer(&driver, &query).await)
+            Ok(endpoint.answer(&driver, &metrics, &query).await)
         }))
     }
 }
@@ -109,6 +116,7 @@ const READYZ: &[&str] = &[
 enum Endpoint {
     Health,
     Version,
+    Metrics,
     /// A probe and the checks it runs (all of the probe's, or the one its sub-path names).
     Probe(&'static [&'static str]),
 }
@@ -125,14 +133,25 @@ impl Endpoint {
         match path {
             "/health" => Some(Endpoint::Health),
             "/version" => Some(Endpoint::Version),
+            "/metrics" => Some(Endpoint::Metrics),
             _ if path.starts_with("/livez") => probe(LIVEZ, &path["/livez".len()..]),
             _ if path.starts_with("/readyz") => probe(READYZ, &path["/readyz".len()..]),
             _ => None,
         }
     }
 
-    async fn answer(&self, driver: &DriverHandle, query: &Query) -> Response<BoxBody> {
+    async fn answer(
+        &self,
+        driver: &DriverHandle,
+        metrics: &ServerMetrics,
+        query: &Query,
+    ) -> Response<BoxBody> {
         match self {
+            Endpoint::Metrics => respond(
+                StatusCode::OK,
+                PROMETHEUS_TEXT,
+                metrics.render(driver).await,
+            ),
             Endpoint::Version => json(
                 StatusCode::OK,
                 format!(
@@ -288,6 +307,9 @@ fn json_string(s: &str) -> String {
 fn json(status: StatusCode, body: String) -> Response<BoxBody> {
     respond(status, "application/json", body)
 }
+
+/// Prometheus' text exposition format, as its client libraries label it.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn text(status: StatusCode, body: &str) -> Response<BoxBody> {
     respond(status, "text/plain; charset=utf-8", body.to_string())

@@ -23,6 +23,7 @@ mod local_keepalives;
 pub mod local_reads;
 pub mod maintenance;
 pub mod memory;
+pub mod metrics;
 pub mod peer;
 pub mod recipes;
 pub mod restore;
@@ -149,6 +150,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let peers = peer::PeerSender::new(identity, dial, on_removed);
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
+    let metrics = std::sync::Arc::new(metrics::ServerMetrics::new(me, disk.wal_sync_latencies()));
 
     let ready = format!(
         "detcd: member {me:x} ({}) of cluster {:x} ready to serve client requests on {}",
@@ -179,6 +181,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             reads: reads.clone(),
             keepalives: keepalives.clone(),
             members: board,
+            metrics: metrics.clone(),
         },
         clock_origin,
         ready,
@@ -204,6 +207,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 watch: watches.clone(),
                 reads: reads.clone(),
                 keepalives: keepalives.clone(),
+                metrics: metrics.clone(),
             },
             cfg.node.max_request_bytes,
             shutdown_rx.clone(),
@@ -284,6 +288,7 @@ struct Services {
     watch: watch::WatchHandle,
     reads: std::sync::Arc<local_reads::SharedLocalReads>,
     keepalives: std::sync::Arc<local_keepalives::SharedLocalKeepAlives>,
+    metrics: std::sync::Arc<metrics::ServerMetrics>,
 }
 
 async fn serve_clients(
@@ -306,7 +311,7 @@ async fn serve_clients(
         services.keepalives,
         receive_max,
     );
-    let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone());
+    let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone(), services.metrics);
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(

@@ -1,4 +1,4 @@
-//! etcd's HTTP endpoints on the client port (`/health`, `/livez`, `/readyz`, `/version`), and
+//! etcd's HTTP endpoints on the client port (`/health`, `/livez`, `/readyz`, `/version`, `/metrics`), and
 //! the NOSPACE alarm as etcd's clients see it: raised when a write finds the quota full, it
 //! refuses puts but not deletes, and clears by itself once compaction makes room (or by
 //! `etcdctl alarm disarm`).
@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{cluster, error_line, etcdctl, start_all, stdout, Flavor};
+use common::{cluster, error_line, etcd_available, etcdctl, start_all, stdout, Flavor};
 
 /// A plain HTTP/1.1 GET: the status code and the body.
 fn get(endpoint: &str, path: &str) -> (u16, String) {
@@ -152,4 +152,123 @@ fn nospace_is_raised_when_the_quota_is_full_and_cleared_once_there_is_room() {
     });
     assert!(etcdctl(&at, &["alarm", "disarm"], None).status.success());
     assert!(alarms().trim().is_empty());
+}
+
+/// One scraped page: each sample's name (labels included) and value, and the families that
+/// have both a HELP and a TYPE line.
+struct Scrape {
+    samples: Vec<(String, f64)>,
+    families: Vec<String>,
+}
+
+impl Scrape {
+    fn of(page: &str) -> Scrape {
+        let mut samples = Vec::new();
+        let (mut helped, mut typed) = (Vec::new(), Vec::new());
+        for line in page.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["#", "HELP", name, ..] => helped.push(name.to_string()),
+                ["#", "TYPE", name, _kind] => typed.push(name.to_string()),
+                [name, value] => samples.push((
+                    name.to_string(),
+                    value
+                        .parse()
+                        .unwrap_or_else(|_| panic!("not a number: {line}")),
+                )),
+                _ => panic!("not Prometheus' text format: {line:?}"),
+            }
+        }
+        assert_eq!(helped, typed, "every family has HELP and TYPE, in order");
+        for (name, _) in &samples {
+            let family = Scrape::family_of(name);
+            assert!(typed.contains(&family), "{name} has no TYPE line");
+        }
+        Scrape {
+            samples,
+            families: typed,
+        }
+    }
+
+    fn family_of(sample: &str) -> String {
+        let bare = sample.split('{').next().unwrap();
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| bare.strip_suffix(s))
+            .unwrap_or(bare)
+            .to_string()
+    }
+
+    fn value(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no sample {name}"))
+            .1
+    }
+}
+
+#[test]
+fn metrics_answer_in_prometheus_format_under_etcds_names() {
+    let mut members = cluster(Flavor::Detcd, 3, "metrics", &[]);
+    start_all(&mut members);
+    for i in 0..3 {
+        let put = etcdctl(
+            &members[0].spec.endpoint(),
+            &["put", &format!("m{i}"), "v"],
+            None,
+        );
+        assert!(put.status.success());
+    }
+    let scrapes: Vec<Scrape> = members
+        .iter()
+        .map(|m| {
+            let (status, page) = get(&m.spec.endpoint(), "/metrics");
+            assert_eq!(status, 200, "{page}");
+            Scrape::of(&page)
+        })
+        .collect();
+    let leaders = scrapes
+        .iter()
+        .filter(|s| s.value("etcd_server_is_leader") == 1.0)
+        .count();
+    assert_eq!(leaders, 1);
+    for s in &scrapes {
+        assert_eq!(s.value("etcd_server_has_leader"), 1.0);
+        assert!(s.value("etcd_server_leader_changes_seen_total") >= 1.0);
+        let committed = s.value("etcd_server_proposals_committed_total");
+        assert!(committed >= s.value("etcd_server_proposals_applied_total"));
+        assert!(s.value("etcd_server_proposals_applied_total") >= 1.0);
+        assert!(s.value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+        assert!(s.value("process_resident_memory_bytes") > 1e6);
+        // Buckets are cumulative and end at the count.
+        let fsyncs = "etcd_disk_wal_fsync_duration_seconds";
+        let buckets: Vec<f64> = s
+            .samples
+            .iter()
+            .filter(|(n, _)| n.starts_with(&format!("{fsyncs}_bucket")))
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(buckets.len(), 15);
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+        assert_eq!(buckets[14], s.value(&format!("{fsyncs}_count")));
+        assert!(buckets[14] >= 1.0, "the WAL synced");
+    }
+    if etcd_available() {
+        let mut etcd = cluster(Flavor::Etcd, 1, "metrics-etcd", &[]);
+        start_all(&mut etcd);
+        // HTTP/1.0, so that Go's server does not chunk the page.
+        let mut stream = TcpStream::connect(etcd[0].spec.endpoint()).expect("connect");
+        write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        let theirs: Vec<&str> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        for family in &scrapes[0].families {
+            assert!(theirs.contains(&family.as_str()), "etcd has no {family}");
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! sit on the critical path of every write (leader and followers alike).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -18,6 +18,7 @@ use super::cold::ColdReader;
 use super::segments::WalWriter;
 use super::{files, snapshots, DiskFiles};
 use crate::node::{DiskError, DiskOp, IoId, SnapshotFile};
+use crate::server::metrics::Histogram;
 
 /// Most operations one batch (one `fdatasync`) covers.
 pub const BATCH_OPS_MAX: usize = 1024;
@@ -47,7 +48,7 @@ type Completions = Arc<dyn Fn(IoId, Result<(), DiskError>) + Send + Sync>;
 pub struct DiskExecutor {
     queue: Option<SyncSender<Queued>>,
     thread: Option<JoinHandle<()>>,
-    wal_syncs: Arc<AtomicU64>,
+    wal_syncs: Arc<Histogram>,
     /// The files, locked by whichever thread executes: the disk thread for a queued batch, the
     /// submitter for appends it runs itself.
     executor: Arc<Mutex<Executor>>,
@@ -76,7 +77,7 @@ impl DiskExecutor {
         completions: impl Fn(IoId, Result<(), DiskError>) + Send + Sync + 'static,
     ) -> DiskExecutor {
         let completions: Completions = Arc::new(completions);
-        let wal_syncs = Arc::new(AtomicU64::new(0));
+        let wal_syncs = Arc::new(Histogram::default());
         let (queue, ops) = sync_channel(QUEUE_OPS_MAX);
         let executor = Arc::new(Mutex::new(Executor {
             snapshot_writer: SnapshotWriter::spawn(files.snap_dir.clone(), completions.clone()),
@@ -178,7 +179,12 @@ impl DiskExecutor {
 
     /// `fdatasync`s of WAL data so far; fewer than the synced appends when group commit works.
     pub fn wal_syncs(&self) -> u64 {
-        self.wal_syncs.load(Ordering::Relaxed)
+        self.wal_syncs.count()
+    }
+
+    /// How long the WAL's `fdatasync`s took, for `/metrics`.
+    pub fn wal_sync_latencies(&self) -> Arc<Histogram> {
+        self.wal_syncs.clone()
     }
 
     /// Finishes the queued operations and joins the thread.

@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{Seek, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -20,6 +19,7 @@ use super::files::{
     segment_name, sync_dir, Context,
 };
 use super::DiskFiles;
+use crate::server::metrics::Histogram;
 
 pub(super) struct WalWriter {
     wal_dir: PathBuf,
@@ -36,11 +36,11 @@ pub(super) struct WalWriter {
     dirty: bool,
     spare: Option<JoinHandle<Result<File, String>>>,
     /// `fdatasync`s of WAL data issued so far (for tests and metrics).
-    syncs: Arc<AtomicU64>,
+    syncs: Arc<Histogram>,
 }
 
 impl WalWriter {
-    pub(super) fn new(files: DiskFiles, syncs: Arc<AtomicU64>) -> WalWriter {
+    pub(super) fn new(files: DiskFiles, syncs: Arc<Histogram>) -> WalWriter {
         assert!(files.current_write_pos <= files.current_capacity);
         WalWriter {
             wal_dir: files.wal_dir,
@@ -85,8 +85,9 @@ impl WalWriter {
     /// because a rotation syncs the segment it leaves.
     pub(super) fn sync(&mut self) -> Result<(), String> {
         if self.dirty {
+            let started = std::time::Instant::now();
             self.file.sync_data().context("cannot sync", &self.path)?;
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.syncs.observe(started.elapsed());
             self.dirty = false;
         }
         Ok(())
