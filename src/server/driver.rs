@@ -476,14 +476,8 @@ impl Driver {
         let mut disk_ops = Vec::new();
         // Each peer's messages go out together, in one write when its socket takes them.
         let mut sends = Vec::new();
-        // Appends that only tell a follower the new commit index wait for the answers: nobody
-        // waits for them, and a client waits for its answer (one client's put ~4% sooner).
-        let mut commit_notices = Vec::new();
         while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Send { to, msg } if is_commit_notice(&msg) => {
-                    commit_notices.push((to, msg))
-                }
                 Output::Send { to, msg } => sends.push((to, msg)),
                 Output::SendSnapshot { to, snapshot } => {
                     self.peers.send_snapshot(to, *snapshot, self.cold.reader())
@@ -542,17 +536,7 @@ impl Driver {
             // The client may have gone away; its answer is simply dropped.
             let _ = reply.send(answer);
         }
-        if !commit_notices.is_empty() {
-            self.peers.send_all(commit_notices);
-        }
         self.disk.submit_all(disk_ops);
         stopped
     }
-}
-
-/// An append that carries no entries: the leader's news of a new commit index (or a probe).
-/// A follower's log is the same whether it comes before or after the batch's answers.
-fn is_commit_notice(msg: &PeerMessage) -> bool {
-    matches!(msg, PeerMessage::Raft(m)
-        if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppend && m.entries.is_empty())
 }
