@@ -25,6 +25,11 @@ fn main() {
     let mut files = Vec::new();
     collect_protos(root, &mut files);
     let fds = protox::compile(&files, [root]).expect("compiling the .proto files");
+    // The JSON gateway converts between JSON and protobuf through these descriptors.
+    let out_dir = std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR");
+    let descriptors = Path::new(&out_dir).join("descriptors.bin");
+    std::fs::write(&descriptors, prost::Message::encode_to_vec(&fds))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", descriptors.display()));
 
     let mut config = prost_build::Config::new();
     // Keys and values are shared between the key space, replies and snapshots: Bytes makes

@@ -101,6 +101,13 @@ macro_rules! client_api {
                     $(ClientResponse::$name(_) => stringify!($name),)*
                 }
             }
+
+            /// The response's protobuf encoding, whichever kind it is.
+            pub fn encode_to_vec(&self) -> Vec<u8> {
+                match self {
+                    $(ClientResponse::$name(r) => prost::Message::encode_to_vec(r),)*
+                }
+            }
         }
     };
 }

@@ -7,9 +7,9 @@
 //!   linearizable read, not a learner. `ok` when they pass (each check listed with
 //!   `?verbose`), 503 with every check's result when one fails; `?exclude=NAME` skips one.
 //!
-//! `/metrics` answers in Prometheus' text format (`metrics.rs`). Every other gRPC request goes
-//! on to the gRPC services; any other HTTP request gets 404 (the JSON gateway is not served
-//! yet).
+//! `/metrics` answers in Prometheus' text format (`metrics.rs`), `/v3/...` and `/v3beta/...`
+//! are the JSON gateway's (`gateway.rs`). Every other gRPC request goes on to the gRPC
+//! services; any other HTTP request gets 404.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,10 +19,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Body;
 use tonic::body::BoxBody;
 use tower::{Layer, Service};
 
 use super::driver::DriverHandle;
+use super::gateway::Gateway;
 use super::metrics::ServerMetrics;
 use crate::node::{ETCD_VERSION, STORAGE_VERSION};
 use crate::proto::etcdserverpb::{RangeRequest, StatusRequest};
@@ -31,11 +33,20 @@ use crate::proto::etcdserverpb::{RangeRequest, StatusRequest};
 pub struct EtcdHttpLayer {
     driver: DriverHandle,
     metrics: Arc<ServerMetrics>,
+    gateway: Arc<Gateway>,
 }
 
 impl EtcdHttpLayer {
-    pub fn new(driver: DriverHandle, metrics: Arc<ServerMetrics>) -> EtcdHttpLayer {
-        EtcdHttpLayer { driver, metrics }
+    pub fn new(
+        driver: DriverHandle,
+        metrics: Arc<ServerMetrics>,
+        gateway: Gateway,
+    ) -> EtcdHttpLayer {
+        EtcdHttpLayer {
+            driver,
+            metrics,
+            gateway: Arc::new(gateway),
+        }
     }
 }
 
@@ -47,6 +58,7 @@ impl<S> Layer<S> for EtcdHttpLayer {
             inner,
             driver: self.driver.clone(),
             metrics: self.metrics.clone(),
+            gateway: self.gateway.clone(),
         }
     }
 }
@@ -56,6 +68,7 @@ pub struct EtcdHttp<S> {
     inner: S,
     driver: DriverHandle,
     metrics: Arc<ServerMetrics>,
+    gateway: Arc<Gateway>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -65,6 +78,8 @@ where
     S: Service<Request<B>, Response = Response<BoxBody>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<BoxBody>;
     type Error = S::Error;
@@ -77,11 +92,15 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some(endpoint) = Endpoint::of(request.uri().path()) else {
-            if !is_grpc(&request) {
-                let not_found = text(StatusCode::NOT_FOUND, "404 page not found\n");
-                return Either::Right(Box::pin(std::future::ready(Ok(not_found))));
+            if is_grpc(&request) {
+                return Either::Left(self.inner.call(request));
             }
-            return Either::Left(self.inner.call(request));
+            if Gateway::owns(request.uri().path()) {
+                let gateway = self.gateway.clone();
+                return Either::Right(Box::pin(async move { Ok(gateway.answer(request).await) }));
+            }
+            let not_found = text(StatusCode::NOT_FOUND, "404 page not found\n");
+            return Either::Right(Box::pin(std::future::ready(Ok(not_found))));
         };
         let driver = self.driver.clone();
         let metrics = self.metrics.clone();

@@ -15,6 +15,7 @@ mod direct;
 pub use direct::Unframer;
 pub mod disk;
 pub mod driver;
+mod gateway;
 pub mod grpc;
 pub mod http;
 mod keepalive;
@@ -311,7 +312,6 @@ async fn serve_clients(
         services.keepalives,
         receive_max,
     );
-    let http_endpoints = http::EtcdHttpLayer::new(services.driver.clone(), services.metrics);
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
         .max_decoding_message_size(receive_max);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(
@@ -320,6 +320,16 @@ async fn serve_clients(
     .max_decoding_message_size(receive_max)
     .max_encoding_message_size(usize::MAX);
     let recipes = recipes::RecipeServices::new(services.driver.clone(), services.watch.clone());
+    let gateway = gateway::Gateway::new(
+        services.driver.clone(),
+        services.watch.clone(),
+        recipes.clone(),
+        maintenance::MaintenanceService::new(services.driver.clone()),
+        receive_max,
+    )
+    .expect("the gateway's descriptors are the build's own");
+    let http_endpoints =
+        http::EtcdHttpLayer::new(services.driver.clone(), services.metrics, gateway);
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
     let watch = watch_stream::WatchService::new(services.watch, services.driver, receive_max);

@@ -231,29 +231,50 @@ impl WatchHandle {
         Ok((stream, rx, closer))
     }
 
-    /// A stream for the member's own use (the lock and election recipes), with `creates` sent
-    /// on it.
+    /// A stream for the member's own use (the lock and election recipes, the JSON gateway),
+    /// with `creates` sent on it.
     pub async fn internal(
         &self,
         driver: &DriverHandle,
         creates: Vec<WatchCreateRequest>,
     ) -> Result<InternalWatch, Status> {
         let (stream, answers, closer) = self.open(driver, false).await?;
+        let requests = WatchRequests {
+            stream,
+            inputs: self.inputs.clone(),
+        };
         for create in creates {
-            let request = WatchRequest {
-                request_union: Some(RequestUnion::CreateRequest(create)),
-            };
-            self.inputs
-                .send(Input::Request { stream, request })
-                .await
-                .map_err(|_| status(crate::error::EtcdError::Stopped))?;
+            requests
+                .send(WatchRequest {
+                    request_union: Some(RequestUnion::CreateRequest(create)),
+                })
+                .await?;
         }
         Ok(InternalWatch {
             answers,
             messages: Unframer::new(usize::MAX),
             blocks: VecDeque::new(),
+            requests,
             _closer: closer,
         })
+    }
+}
+
+/// Sends requests on a stream of the member's own.
+#[derive(Clone)]
+pub struct WatchRequests {
+    stream: StreamId,
+    inputs: mpsc::Sender<Input>,
+}
+
+impl WatchRequests {
+    /// Hands `request` to the watch task, waiting while its input channel is full.
+    pub async fn send(&self, request: WatchRequest) -> Result<(), Status> {
+        let stream = self.stream;
+        self.inputs
+            .send(Input::Request { stream, request })
+            .await
+            .map_err(|_| status(crate::error::EtcdError::Stopped))
     }
 }
 
@@ -263,10 +284,16 @@ pub struct InternalWatch {
     /// The responses of the blocks received, not yet taken.
     messages: Unframer,
     blocks: VecDeque<Bytes>,
+    requests: WatchRequests,
     _closer: CloseOnDrop,
 }
 
 impl InternalWatch {
+    /// A sender of further requests on this stream.
+    pub fn requests(&self) -> WatchRequests {
+        self.requests.clone()
+    }
+
     /// The next response; once the stream ended, a canceled one.
     pub async fn next(&mut self) -> WatchResponse {
         loop {

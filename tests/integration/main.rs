@@ -16,6 +16,7 @@ mod etcdctl_cluster;
 mod etcdctl_lease;
 mod etcdctl_lock;
 mod etcdctl_watch;
+mod gateway;
 mod http_health;
 mod large_range;
 mod lease_cluster;
