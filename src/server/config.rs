@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::tls::ClientTls;
+use super::tls::TlsFiles;
 use crate::node::{Config, MemberId};
 
 /// Every flag: name, default, help text. `--help` prints this table.
@@ -130,6 +130,22 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Enable client cert authentication.",
     ),
     (
+        "peer-cert-file",
+        "",
+        "Path to the peer server TLS cert file.",
+    ),
+    ("peer-key-file", "", "Path to the peer server TLS key file."),
+    (
+        "peer-trusted-ca-file",
+        "",
+        "Path to the peer server TLS trusted CA file.",
+    ),
+    (
+        "peer-client-cert-auth",
+        "false",
+        "Enable peer client cert authentication.",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -155,7 +171,9 @@ pub struct ServerConfig {
     pub name: String,
     pub data_dir: PathBuf,
     pub listen_client: Vec<ClientListener>,
-    pub client_tls: ClientTls,
+    pub client_tls: TlsFiles,
+    /// TLS between members, when the peer URLs are `https://`.
+    pub peer_tls: Option<TlsFiles>,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer: Vec<SocketAddr>,
     /// Every member of the initial cluster: id -> (name, peer address).
@@ -193,6 +211,7 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "auto-promote-learners",
     "strict-reconfig-check",
     "client-cert-auth",
+    "peer-client-cert-auth",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -270,13 +289,15 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     };
     let name = get("name");
     let data_dir = get("data-dir").replace("${name}", &name);
-    let client_tls = client_tls(&mut get)?;
+    let client_tls = tls_files(&mut get, "")?;
+    let peer_tls = tls_files(&mut get, "peer-")?;
     let listen_client = client_listeners(&get("listen-client-urls"), &client_tls)?;
     let advertise_client_urls: Vec<String> = get("advertise-client-urls")
         .split(',')
         .map(str::to_string)
         .collect();
-    let listen_peer = addresses(&get("listen-peer-urls"), "listen-peer-urls")?;
+    let listen_peer_urls = get("listen-peer-urls");
+    let listen_peer = addresses(&listen_peer_urls, "listen-peer-urls")?;
     let advertise_peer = get("initial-advertise-peer-urls");
     let initial_cluster = get("initial-cluster")
         .replace("${name}", &name)
@@ -302,6 +323,19 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     }
 
     let members = parse_cluster(&initial_cluster, &token)?;
+    let peer_https = peer_scheme(&[
+        ("listen-peer-urls", &listen_peer_urls),
+        ("initial-advertise-peer-urls", &advertise_peer),
+        ("initial-cluster", &initial_cluster),
+    ])?;
+    let peer_scheme = if peer_https { "https" } else { "http" };
+    if peer_https && !peer_tls.has_key_pair() {
+        return Err(
+            "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for \
+                    https:// peer URLs"
+                .to_string(),
+        );
+    }
     let me = members
         .iter()
         .find(|(_, (n, _))| *n == name)
@@ -316,7 +350,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         .map(|(id, (name, addr))| crate::proto::etcdserverpb::Member {
             id: *id,
             name: name.clone(),
-            peer_ur_ls: vec![format!("http://{addr}")],
+            peer_ur_ls: vec![format!("{peer_scheme}://{addr}")],
             ..Default::default()
         })
         .collect();
@@ -354,6 +388,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         data_dir: PathBuf::from(data_dir),
         listen_client,
         client_tls,
+        peer_tls: peer_https.then_some(peer_tls),
         advertise_client_urls,
         listen_peer,
         members,
@@ -411,17 +446,30 @@ fn number(value: &str, flag: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid value {value:?} for flag --{flag}: expected a whole number"))
 }
 
-/// A peer URL, `http://host:port` -> host:port. TLS between members is not supported yet and
-/// says so.
+/// A peer URL, `http://host:port` or `https://host:port` -> host:port.
 fn host_port(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("URL {url:?} must start with http:// (TLS between members is not supported yet)")
-    })?;
-    port_required(url, rest)
+    client_host_port(url).map(|(hp, _)| hp)
 }
 
-/// A client URL: host:port, and whether its scheme is `https`.
+/// Whether the peer URLs of these flags are `https://`: they must all be, or none.
+fn peer_scheme(flags: &[(&str, &str)]) -> Result<bool, String> {
+    let mut seen = None;
+    for (flag, value) in flags {
+        for url in urls(value) {
+            let url = url.split_once('=').map_or(url, |(_, u)| u);
+            let (_, https) = client_host_port(url).map_err(|e| format!("--{flag}: {e}"))?;
+            if seen.is_some_and(|first| first != https) {
+                return Err(format!(
+                    "--{flag}: {url:?}: peer URLs must all be http:// or all https://"
+                ));
+            }
+            seen = Some(https);
+        }
+    }
+    Ok(seen == Some(true))
+}
+
+/// A URL: host:port, and whether its scheme is `https`.
 fn client_host_port(url: &str) -> Result<(String, bool), String> {
     let url = url.trim();
     match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
@@ -461,7 +509,7 @@ fn addresses(value: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// `--listen-client-urls`; an `https://` one needs the TLS flags' key pair, as in etcd.
-fn client_listeners(value: &str, tls: &ClientTls) -> Result<Vec<ClientListener>, String> {
+fn client_listeners(value: &str, tls: &TlsFiles) -> Result<Vec<ClientListener>, String> {
     let flag = "listen-client-urls";
     let mut out = Vec::new();
     for url in urls(value) {
@@ -484,13 +532,26 @@ fn client_listeners(value: &str, tls: &ClientTls) -> Result<Vec<ClientListener>,
     Ok(out)
 }
 
-fn client_tls(get: &mut impl FnMut(&'static str) -> String) -> Result<ClientTls, String> {
+/// The TLS flags whose names start with `prefix` (`""` for the client port, `"peer-"`).
+fn tls_files(
+    get: &mut impl FnMut(&'static str) -> String,
+    prefix: &'static str,
+) -> Result<TlsFiles, String> {
     let path = |value: String| (!value.is_empty()).then(|| PathBuf::from(value));
-    Ok(ClientTls {
-        cert_file: path(get("cert-file")),
-        key_file: path(get("key-file")),
-        trusted_ca_file: path(get("trusted-ca-file")),
-        client_cert_auth: boolean(&get("client-cert-auth"), "client-cert-auth")?,
+    let flag = |name: &str| -> &'static str {
+        FLAGS
+            .iter()
+            .find(|f| f.0.strip_prefix(prefix) == Some(name))
+            .expect("both ports have the four TLS flags")
+            .0
+    };
+    let auth = flag("client-cert-auth");
+    Ok(TlsFiles {
+        prefix,
+        cert_file: path(get(flag("cert-file"))),
+        key_file: path(get(flag("key-file"))),
+        trusted_ca_file: path(get(flag("trusted-ca-file"))),
+        client_cert_auth: boolean(&get(auth), auth)?,
     })
 }
 
@@ -585,6 +646,33 @@ mod tests {
     }
 
     #[test]
+    fn https_peer_urls_take_the_peer_tls_flags() {
+        let urls = "--listen-peer-urls https://127.0.0.1:2380 \
+                    --initial-advertise-peer-urls https://127.0.0.1:2380 \
+                    --initial-cluster default=https://127.0.0.1:2380";
+        let c = run(&format!(
+            "{urls} --peer-cert-file p.pem --peer-key-file pk.pem \
+             --peer-trusted-ca-file ca.pem --peer-client-cert-auth --cert-file c.pem"
+        ))
+        .unwrap();
+        let peer = c.peer_tls.expect("https peer URLs turn peer TLS on");
+        assert_eq!(peer.prefix, "peer-");
+        assert_eq!(peer.cert_file, Some(PathBuf::from("p.pem")));
+        assert_eq!(peer.key_file, Some(PathBuf::from("pk.pem")));
+        assert_eq!(peer.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(peer.client_cert_auth);
+        assert_eq!(c.client_tls.cert_file, Some(PathBuf::from("c.pem")));
+        assert_eq!(
+            c.node.initial_members[0].peer_ur_ls,
+            vec!["https://127.0.0.1:2380".to_string()]
+        );
+        assert!(run(urls)
+            .unwrap_err()
+            .contains("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided"));
+        assert!(run("--peer-cert-file p.pem").unwrap().peer_tls.is_none());
+    }
+
+    #[test]
     fn three_member_command_lines_agree_on_ids() {
         let cluster = "--initial-cluster a=http://127.0.0.1:12380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380";
         let a = run(&format!(
@@ -617,7 +705,7 @@ mod tests {
             .contains("TLS key/cert (--cert-file, --key-file) must be provided"));
         assert!(run("--listen-peer-urls https://127.0.0.1:1")
             .unwrap_err()
-            .contains("TLS between members is not supported yet"));
+            .contains("peer URLs must all be http:// or all https://"));
         assert!(run("--initial-cluster-state maybe")
             .unwrap_err()
             .contains("'new' or 'existing'"));

@@ -114,8 +114,13 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         .iter()
         .map(|(id, (_, addr))| (*id, addr.clone()))
         .collect();
+    let peer_tls = match &cfg.peer_tls {
+        Some(files) => Some((files.peer_acceptor()?, files.peer_connector()?)),
+        None => None,
+    };
+    let peer_connector = peer_tls.as_ref().map(|(_, connector)| connector.clone());
     if cfg.initial_cluster_state == "existing" && recovered.snapshot.is_none() {
-        dial = join_cluster(&cfg, &mut node_cfg).await?;
+        dial = join_cluster(&cfg, &mut node_cfg, peer_connector.as_ref()).await?;
     }
     let me = node_cfg.id;
     let node =
@@ -140,6 +145,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         let h = handle.clone();
         tokio::spawn(peer::serve(
             listener,
+            peer_tls.as_ref().map(|(acceptor, _)| acceptor.clone()),
             identity,
             board.clone(),
             move |from, msg| h.deliver_peer(from, msg),
@@ -148,7 +154,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let h = handle.clone();
     let on_removed: peer::OnRemoved =
         std::sync::Arc::new(move |from| h.deliver_peer(from, crate::node::PeerMessage::Removed));
-    let peers = peer::PeerSender::new(identity, dial, on_removed);
+    let peers = peer::PeerSender::new(identity, dial, on_removed, peer_connector);
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
     let metrics = std::sync::Arc::new(metrics::ServerMetrics::new(me, disk.wal_sync_latencies()));
@@ -246,6 +252,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
 async fn join_cluster(
     cfg: &ServerConfig,
     node: &mut crate::node::Config,
+    tls: Option<&tls::PeerConnector>,
 ) -> Result<std::collections::BTreeMap<u64, String>, String> {
     let mine = cfg
         .members
@@ -258,7 +265,7 @@ async fn join_cluster(
         .filter(|(id, _)| **id != cfg.node.id)
         .map(|(_, (_, addr))| addr.clone())
         .collect();
-    let table = peer::lookup(&others).await?;
+    let table = peer::lookup(&others, tls).await?;
     let me = table
         .members
         .iter()

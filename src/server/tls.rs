@@ -1,69 +1,146 @@
-//! TLS on the client port, from etcd's flags: `--cert-file` and `--key-file` (the member's
-//! certificate chain and private key, PEM), `--client-cert-auth` with `--trusted-ca-file`
-//! (every client must present a certificate that a CA of that file signed). A listen URL with
-//! the `https://` scheme is served with TLS, one with `http://` without, as etcd does.
+//! TLS from etcd's flags, on the client port and between members.
+//!
+//! Client port: `--cert-file` and `--key-file` (the member's certificate chain and private
+//! key, PEM), `--client-cert-auth` with `--trusted-ca-file` (every client must present a
+//! certificate that a CA of that file signed). A listen URL with the `https://` scheme is served
+//! with TLS, one with `http://` without, as etcd does.
+//!
+//! Peers: the same four flags with `--peer-` in front. With `https://` peer URLs a member
+//! accepts its peers' connections with TLS (and, with `--peer-client-cert-auth`, only from
+//! members whose certificate a CA of `--peer-trusted-ca-file` signed), and dials them with TLS,
+//! checking that their certificate was signed by such a CA for the host it dialled and showing
+//! its own certificate, as etcd's members do.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::crypto::ring::default_provider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// The client port's TLS flags, as given.
+/// One port's TLS flags, as given; `prefix` is how their names start (`""` or `"peer-"`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientTls {
+pub struct TlsFiles {
+    pub prefix: &'static str,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub trusted_ca_file: Option<PathBuf>,
     pub client_cert_auth: bool,
 }
 
-impl ClientTls {
+impl TlsFiles {
     /// Whether the flags name a certificate and key, which an `https://` URL needs.
     pub fn has_key_pair(&self) -> bool {
         self.cert_file.is_some() && self.key_file.is_some()
     }
 
-    /// The acceptor for `https://` listeners, its files read and checked now, so that a bad
-    /// file stops the member at start instead of failing every handshake.
+    /// The acceptor for `https://` client listeners, its files read and checked now, so that
+    /// a bad file stops the member at start instead of failing every handshake.
     pub fn acceptor(&self) -> Result<TlsAcceptor, String> {
-        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
-            return Err("TLS needs both --cert-file and --key-file".to_string());
+        let mut config = self.server_config()?;
+        // gRPC clients insist on HTTP/2 by ALPN; /health and /version also answer HTTP/1.1.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// The acceptor for the peer listener (no ALPN: the peer protocol is detcd's own).
+    pub fn peer_acceptor(&self) -> Result<TlsAcceptor, String> {
+        Ok(TlsAcceptor::from(Arc::new(self.server_config()?)))
+    }
+
+    /// The dialler's side of peer TLS: trusts the CAs of the trusted-CA file, and shows the
+    /// member's own certificate to peers that ask for one.
+    pub fn peer_connector(&self) -> Result<PeerConnector, String> {
+        let p = self.prefix;
+        let Some(ca_file) = &self.trusted_ca_file else {
+            return Err(format!(
+                "TLS between members needs --{p}trusted-ca-file to verify the other members"
+            ));
         };
-        let chain = certificates(cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(key_file)
-            .map_err(|e| format!("--key-file {}: {e}", key_file.display()))?;
+        let (chain, key) = self.key_pair()?;
+        let config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(self.roots(ca_file)?)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("--{p}cert-file/--{p}key-file: {e}"))?;
+        Ok(PeerConnector(TlsConnector::from(Arc::new(config))))
+    }
+
+    fn server_config(&self) -> Result<ServerConfig, String> {
+        let p = self.prefix;
+        let (chain, key) = self.key_pair()?;
         let provider = Arc::new(default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?;
         let builder = if self.client_cert_auth {
             let Some(ca_file) = &self.trusted_ca_file else {
-                return Err("--client-cert-auth needs --trusted-ca-file".to_string());
+                return Err(format!("--{p}client-cert-auth needs --{p}trusted-ca-file"));
             };
-            let mut roots = RootCertStore::empty();
-            for ca in certificates(ca_file)? {
-                roots
-                    .add(ca)
-                    .map_err(|e| format!("--trusted-ca-file {}: {e}", ca_file.display()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("--trusted-ca-file {}: {e}", ca_file.display()))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(self.roots(ca_file)?),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca_file.display()))?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
         };
-        let mut config = builder
+        builder
             .with_single_cert(chain, key)
-            .map_err(|e| format!("--cert-file/--key-file: {e}"))?;
-        // gRPC clients insist on HTTP/2 by ALPN; /health and /version also answer HTTP/1.1.
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(config)))
+            .map_err(|e| format!("--{p}cert-file/--{p}key-file: {e}"))
+    }
+
+    fn key_pair(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+        let p = self.prefix;
+        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
+            return Err(format!("TLS needs both --{p}cert-file and --{p}key-file"));
+        };
+        let key = PrivateKeyDer::from_pem_file(key_file)
+            .map_err(|e| format!("--{p}key-file {}: {e}", key_file.display()))?;
+        Ok((certificates(cert_file)?, key))
+    }
+
+    fn roots(&self, ca_file: &Path) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        for ca in certificates(ca_file)? {
+            roots.add(ca).map_err(|e| {
+                format!(
+                    "--{}trusted-ca-file {}: {e}",
+                    self.prefix,
+                    ca_file.display()
+                )
+            })?;
+        }
+        Ok(roots)
+    }
+}
+
+/// Dials peers with TLS.
+#[derive(Clone)]
+pub struct PeerConnector(TlsConnector);
+
+impl PeerConnector {
+    /// The TLS session over `stream`, connected to `addr` (`host:port`), whose certificate must
+    /// name `host`.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        stream: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
+        })?;
+        self.0.connect(name, stream).await
     }
 }
 

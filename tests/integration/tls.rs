@@ -1,6 +1,6 @@
 //! TLS on the client port (`--cert-file`, `--key-file`, `--client-cert-auth`,
 //! `--trusted-ca-file`), through etcdctl, beside real etcd given the same flags and the same
-//! certificates, made here at run time.
+//! certificates, made here at run time; and between members (the same flags with `--peer-`).
 
 use crate::common;
 
@@ -30,16 +30,16 @@ fn authority(name: &str) -> (Certificate, KeyPair) {
     (params.self_signed(&key).unwrap(), key)
 }
 
-/// Writes `name`.pem and `name`-key.pem: a certificate for `purpose` that `ca` signed.
+/// Writes `name`.pem and `name`-key.pem: a certificate for `purposes` that `ca` signed.
 fn issue(
     dir: &Path,
     name: &str,
-    purpose: ExtendedKeyUsagePurpose,
+    purposes: &[ExtendedKeyUsagePurpose],
     ca: &(Certificate, KeyPair),
 ) -> (PathBuf, PathBuf) {
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![purpose];
+    params.extended_key_usages = purposes.to_vec();
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
     let (cert_file, key_file) = (
@@ -56,8 +56,10 @@ fn pki(tag: &str) -> Pki {
     let ca = authority("detcd test CA");
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.0.pem()).unwrap();
-    let (server_cert, server_key) = issue(&dir, "server", ExtendedKeyUsagePurpose::ServerAuth, &ca);
-    let (client_cert, client_key) = issue(&dir, "client", ExtendedKeyUsagePurpose::ClientAuth, &ca);
+    let (server_cert, server_key) =
+        issue(&dir, "server", &[ExtendedKeyUsagePurpose::ServerAuth], &ca);
+    let (client_cert, client_key) =
+        issue(&dir, "client", &[ExtendedKeyUsagePurpose::ClientAuth], &ca);
     Pki {
         ca: ca_file,
         server_cert,
@@ -183,7 +185,7 @@ fn client_cert_auth_lets_in_only_certificates_the_trusted_ca_signed() {
         let (cert, key) = issue(
             &stranger_dir,
             "stranger",
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
             &stranger_ca,
         );
         let stranger = Pki {
@@ -245,4 +247,64 @@ fn a_tls_flag_error_stops_the_member_with_its_reason() {
     assert!(code.is_some_and(|c| c != 0), "exit code {code:?}");
     let log = members[0].log_text();
     assert!(log.contains("missing.pem"), "{log}");
+}
+
+/// Turns `member` into one that speaks TLS to its peers, with the certificate `cert` and its
+/// `key`, trusting `ca`, and admitting only peers whose certificate that CA signed.
+fn with_peer_tls(member: &mut Member, cert: &(PathBuf, PathBuf), ca: &Path) {
+    let url = format!("https://127.0.0.1:{}", member.spec.peer_port);
+    member.initial_cluster = member.initial_cluster.replace("=http://", "=https://");
+    member.extra_args = vec![
+        format!("--listen-peer-urls={url}"),
+        format!("--initial-advertise-peer-urls={url}"),
+        path_flag("peer-cert-file", &cert.0),
+        path_flag("peer-key-file", &cert.1),
+        path_flag("peer-trusted-ca-file", ca),
+        "--peer-client-cert-auth".to_string(),
+    ];
+}
+
+#[test]
+fn members_replicate_over_peer_tls_and_refuse_a_member_of_another_ca() {
+    let dir = common::temp_dir("peer-tls-pki");
+    let both = [
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let ca = authority("detcd peer CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let member_cert = issue(&dir, "member", &both, &ca);
+    let stranger_cert = issue(&dir, "stranger", &both, &authority("another CA"));
+
+    let mut members = cluster(Flavor::Detcd, 3, "peer-tls", &[]);
+    with_peer_tls(&mut members[0], &member_cert, &ca_file);
+    with_peer_tls(&mut members[1], &member_cert, &ca_file);
+    // The third trusts the cluster's CA, but its own certificate is another CA's.
+    with_peer_tls(&mut members[2], &stranger_cert, &ca_file);
+    for m in members.iter_mut() {
+        m.start();
+    }
+    common::with_logs_on_failure(&members, || {
+        common::wait_until_writable(&members[0], Duration::from_secs(30));
+        let put = members[0].etcdctl(&["put", "k", "over-tls"]);
+        assert!(put.status.success(), "{}", error_line(&put));
+        let read =
+            |m: &Member| stdout(&m.etcdctl(&["get", "k", "--consistency=s", "--print-value-only"]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read(&members[1]) != "over-tls\n" {
+            assert!(
+                Instant::now() < deadline,
+                "the second member never got the write"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let list = stdout(&members[0].etcdctl(&["member", "list"]));
+        assert_eq!(list.matches("https://127.0.0.1:").count(), 3, "{list}");
+
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(read(&members[2]), "", "the stranger must get nothing");
+        let refused = |m: &Member| m.log_text().contains("rejected connection");
+        assert!(refused(&members[0]) && refused(&members[1]));
+    });
 }

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::join::MemberBoard;
 use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
@@ -26,11 +27,17 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// Accepts peer connections on `listener` for as long as the returned future is polled, and hands
 /// every valid message to `deliver(from, msg)`. `deliver` is called from many tasks and must not
-/// block; it may drop the message when the node's queue is full (raft retransmits).
+/// block; it may drop the message when the node's queue is full (raft retransmits). With `tls`,
+/// each connection is read once its TLS handshake is done.
 ///
 /// Dropping the future closes the listener and every connection it accepted.
-pub async fn serve<F>(listener: TcpListener, me: PeerIdentity, board: Arc<MemberBoard>, deliver: F)
-where
+pub async fn serve<F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    me: PeerIdentity,
+    board: Arc<MemberBoard>,
+    deliver: F,
+) where
     F: Fn(MemberId, PeerMessage) + Send + Sync + 'static,
 {
     let deliver = Arc::new(deliver);
@@ -40,7 +47,8 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) if connections.len() < CONNECTIONS_MAX => {
-                    connections.spawn(handle_connection(stream, addr, me, Arc::clone(&board), Arc::clone(&deliver)));
+                    let connection = Connection { addr, me, board: Arc::clone(&board), deliver: Arc::clone(&deliver) };
+                    connections.spawn(connection.handle(stream, tls.clone()));
                 }
                 Ok((_, addr)) => eprintln!("detcd: peer {addr}: refused, {CONNECTIONS_MAX} connections open"),
                 Err(e) => {
@@ -53,21 +61,44 @@ where
     }
 }
 
-async fn handle_connection<F>(
-    stream: TcpStream,
+/// One accepted connection and what reading it needs.
+struct Connection<F> {
     addr: SocketAddr,
     me: PeerIdentity,
     board: Arc<MemberBoard>,
     deliver: Arc<F>,
-) where
-    F: Fn(MemberId, PeerMessage),
-{
-    let (read, write) = stream.into_split();
-    match receive(read, me, &board, &*deliver).await {
-        Ok(Ended::Closed) => {}
-        Ok(Ended::JoinQuestion) => board.answer(write).await,
-        Ok(Ended::Removed) => board.refuse_removed(write).await,
-        Err(e) => eprintln!("detcd: peer {addr}: closing connection: {e}"),
+}
+
+impl<F: Fn(MemberId, PeerMessage)> Connection<F> {
+    async fn handle(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        let Some(tls) = tls else {
+            let (read, write) = stream.into_split();
+            return self.serve(read, write).await;
+        };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let (read, write) = tokio::io::split(stream);
+                self.serve(read, write).await;
+            }
+            Ok(Err(e)) => eprintln!("detcd: peer {}: rejected connection: {e}", self.addr),
+            Err(_) => eprintln!(
+                "detcd: peer {}: rejected connection: TLS handshake timed out",
+                self.addr
+            ),
+        }
+    }
+
+    async fn serve<R, W>(self, read: R, write: W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        match receive(read, self.me, &self.board, &*self.deliver).await {
+            Ok(Ended::Closed) => {}
+            Ok(Ended::JoinQuestion) => self.board.answer(write).await,
+            Ok(Ended::Removed) => self.board.refuse_removed(write).await,
+            Err(e) => eprintln!("detcd: peer {}: closing connection: {e}", self.addr),
+        }
     }
 }
 

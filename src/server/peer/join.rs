@@ -12,13 +12,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::wire::{self, Handshake, Kind};
 use crate::node::MemberId;
 use crate::proto::detcdpb::MemberTable;
 use crate::proto::etcdserverpb::Member;
+use crate::server::tls::PeerConnector;
 
 /// How long one member may take to answer.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,7 +50,7 @@ impl MemberBoard {
 
     /// Tells a removed member that dialed in so, and closes the connection: it may never
     /// apply its own removal (a member that was down when it was removed never will).
-    pub(super) async fn refuse_removed(&self, mut stream: tokio::net::tcp::OwnedWriteHalf) {
+    pub(super) async fn refuse_removed(&self, mut stream: impl AsyncWrite + Unpin) {
         let _ = stream.write_all(&[wire::REMOVED_NOTICE]).await;
         let _ = stream.shutdown().await;
     }
@@ -62,7 +63,7 @@ impl MemberBoard {
     }
 
     /// Answers a join question on `stream`, whose handshake was read already.
-    pub(super) async fn answer(&self, mut stream: tokio::net::tcp::OwnedWriteHalf) {
+    pub(super) async fn answer(&self, mut stream: impl AsyncWrite + Unpin) {
         let bytes = self.encoded();
         if wire::write_message(&mut stream, &bytes, Kind::Raft)
             .await
@@ -86,11 +87,12 @@ pub fn peer_addresses(members: &[Member]) -> BTreeMap<MemberId, String> {
         .collect()
 }
 
-/// Asks each address in turn for the member list; the first answer wins.
-pub async fn lookup(addrs: &[String]) -> Result<MemberTable, String> {
+/// Asks each address in turn for the member list (with TLS if `tls` is given); the first
+/// answer wins.
+pub async fn lookup(addrs: &[String], tls: Option<&PeerConnector>) -> Result<MemberTable, String> {
     let mut errors = Vec::new();
     for addr in addrs {
-        match tokio::time::timeout(LOOKUP_TIMEOUT, ask(addr)).await {
+        match tokio::time::timeout(LOOKUP_TIMEOUT, ask(addr, tls)).await {
             Ok(Ok(table)) if !table.members.is_empty() => return Ok(table),
             Ok(Ok(_)) => errors.push(format!("{addr}: no members yet")),
             Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
@@ -103,12 +105,20 @@ pub async fn lookup(addrs: &[String]) -> Result<MemberTable, String> {
     ))
 }
 
-async fn ask(addr: &str) -> Result<MemberTable, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+async fn ask(addr: &str, tls: Option<&PeerConnector>) -> Result<MemberTable, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    match tls {
+        None => ask_over(stream).await,
+        Some(tls) => ask_over(tls.connect(addr, stream).await.map_err(|e| e.to_string())?).await,
+    }
+}
+
+async fn ask_over(mut stream: impl AsyncRead + AsyncWrite + Unpin) -> Result<MemberTable, String> {
     stream
         .write_all(&Handshake::join_question().encode())
         .await
         .map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let (_, bytes) = wire::read_message(&mut reader, MEMBER_LIST_BYTES_MAX)
         .await

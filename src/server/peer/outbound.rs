@@ -3,7 +3,8 @@
 //! takes it at once (the common case: a thread wake-up saved on every hop of every write);
 //! otherwise the message waits, bounded, for the peer's task, which also dials, redials and
 //! writes snapshots. `send` never waits on the network; whatever does not fit, or is in flight
-//! when a connection breaks, is dropped and counted.
+//! when a connection breaks, is dropped and counted. Over TLS, every message goes through the
+//! task, which owns the session.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use protobuf::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
@@ -21,6 +23,7 @@ use super::wire::{self, Handshake, Kind, MESSAGE_BYTES_MAX};
 use super::PeerIdentity;
 use crate::node::{MemberId, OutgoingSnapshot, PeerMessage};
 use crate::server::disk::ColdReader;
+use crate::server::tls::PeerConnector;
 
 /// Messages waiting for one peer. Raft sends a few messages per tick per peer; a queue this deep
 /// only fills while the peer is unreachable, and then older messages are as good as lost anyway.
@@ -166,15 +169,19 @@ pub struct PeerSender {
     unknown_dropped: AtomicU64,
     /// Where peer tasks run: the member list changes on the node's thread, outside tokio.
     runtime: tokio::runtime::Handle,
+    /// Dials with TLS, if the peers speak it.
+    tls: Option<PeerConnector>,
 }
 
 impl PeerSender {
     /// Spawns one task per peer on the current tokio runtime (panics outside one). `peers` maps
     /// member ids to `host:port`; an entry for `me` is ignored, since a member never dials itself.
+    /// With `tls`, every peer is dialled with TLS.
     pub fn new(
         me: PeerIdentity,
         peers: BTreeMap<MemberId, String>,
         on_removed: OnRemoved,
+        tls: Option<PeerConnector>,
     ) -> PeerSender {
         let mut sender = PeerSender {
             me,
@@ -183,6 +190,7 @@ impl PeerSender {
             leaving: BTreeMap::new(),
             unknown_dropped: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
+            tls,
         };
         sender.follow(peers);
         sender
@@ -213,7 +221,8 @@ impl PeerSender {
         }
         for (id, addr) in peers {
             if id != me.member_id && !self.peers.contains_key(&id) {
-                let peer = spawn_peer(me, id, addr.clone(), self.on_removed.clone());
+                let removed = self.on_removed.clone();
+                let peer = spawn_peer(me, id, addr.clone(), removed, self.tls.clone());
                 self.peers.insert(id, (addr, peer));
             }
         }
@@ -304,7 +313,13 @@ impl Drop for PeerSender {
     }
 }
 
-fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String, removed: OnRemoved) -> Peer {
+fn spawn_peer(
+    me: PeerIdentity,
+    to: MemberId,
+    addr: String,
+    removed: OnRemoved,
+    tls: Option<PeerConnector>,
+) -> Peer {
     let (snapshots, snapshots_rx) = mpsc::channel(SNAPSHOTS_WAITING_MAX);
     let counters = Arc::new(Counters::default());
     let outbox = Arc::new(Outbox::default());
@@ -320,6 +335,7 @@ fn spawn_peer(me: PeerIdentity, to: MemberId, addr: String, removed: OnRemoved) 
         counters: Arc::clone(&counters),
         outbox: Arc::clone(&outbox),
         removed,
+        tls,
     };
     let task = tokio::spawn(link.run(snapshots_rx)).abort_handle();
     Peer {
@@ -394,6 +410,7 @@ struct Link {
     counters: Arc<Counters>,
     outbox: Arc<Outbox>,
     removed: OnRemoved,
+    tls: Option<PeerConnector>,
 }
 
 /// Called with the peer that said the cluster removed this member.
@@ -446,17 +463,29 @@ impl Link {
         Ok(stream)
     }
 
-    /// Runs one connection: the handshake, then whatever waits, until something breaks. What
-    /// still waits then is dropped: it may start in the middle of a message.
+    /// Runs one connection: TLS's handshake if it speaks TLS, ours, then whatever waits, until
+    /// something breaks. What still waits then is dropped: it may start in the middle of a
+    /// message.
     async fn pump(&self, stream: TcpStream, snapshots: &mut Snapshots) -> Closed {
-        let stream = Arc::new(stream);
+        let mut conn = match &self.tls {
+            None => Conn::Plain(Arc::new(stream)),
+            Some(tls) => match with_deadline(0, tls.connect(&self.addr, stream)).await {
+                Ok(session) => {
+                    let (read, write) = tokio::io::split(session);
+                    Conn::Tls { read, write }
+                }
+                Err(e) => return Closed::Broken(e),
+            },
+        };
         // Written at once: the listener times out a connection that stays silent.
         let hello = self.handshake.encode();
-        if let Err(e) = with_deadline(0, write_all(&stream, &hello)).await {
+        if let Err(e) = with_deadline(0, conn.write_all(&hello)).await {
             return Closed::Broken(e);
         }
-        self.outbox.lock().stream = Some(Arc::clone(&stream));
-        let closed = self.serve(&stream, snapshots).await;
+        if let Conn::Plain(stream) = &conn {
+            self.outbox.lock().stream = Some(Arc::clone(stream));
+        }
+        let closed = self.serve(&mut conn, snapshots).await;
         let mut waiting = self.outbox.lock();
         waiting.stream = None;
         waiting.writing = false;
@@ -468,27 +497,28 @@ impl Link {
         closed
     }
 
-    async fn serve(&self, stream: &TcpStream, snapshots: &mut Snapshots) -> Closed {
+    async fn serve(&self, conn: &mut Conn, snapshots: &mut Snapshots) -> Closed {
         loop {
-            if let Err(e) = self.write_waiting(stream).await {
+            if let Err(e) = self.write_waiting(conn).await {
                 return Closed::Broken(e);
             }
-            tokio::select! {
-                () = self.outbox.wake.notified() => {}
-                snapshot = snapshots.recv() => {
-                    let Some((snapshot, cold)) = snapshot else { return Closed::SenderGone };
-                    if let Err(e) = self.write_snapshot(stream, snapshot, cold).await {
-                        return Closed::Broken(e);
-                    }
-                }
-                closed = watch_closed(stream) => return closed,
+            let snapshot = tokio::select! {
+                () = self.outbox.wake.notified() => continue,
+                snapshot = snapshots.recv() => snapshot,
+                closed = conn.closed() => return closed,
+            };
+            let Some((snapshot, cold)) = snapshot else {
+                return Closed::SenderGone;
+            };
+            if let Err(e) = self.write_snapshot(conn, snapshot, cold).await {
+                return Closed::Broken(e);
             }
         }
     }
 
     /// Writes what waits until nothing does. Messages lost to a broken connection are counted
     /// as dropped.
-    async fn write_waiting(&self, stream: &TcpStream) -> std::io::Result<()> {
+    async fn write_waiting(&self, conn: &mut Conn) -> std::io::Result<()> {
         loop {
             let (bytes, messages) = {
                 let mut waiting = self.outbox.lock();
@@ -500,7 +530,7 @@ impl Link {
                 let messages = std::mem::take(&mut waiting.messages);
                 (std::mem::take(&mut waiting.bytes), messages)
             };
-            if let Err(e) = with_deadline(bytes.len(), write_all(stream, &bytes)).await {
+            if let Err(e) = with_deadline(bytes.len(), conn.write_all(&bytes)).await {
                 Counters::add(&self.counters.dropped, messages);
                 return Err(e);
             }
@@ -512,7 +542,7 @@ impl Link {
     /// size) and writes it after what waits, with nothing overtaking it.
     async fn write_snapshot(
         &self,
-        stream: &TcpStream,
+        conn: &mut Conn,
         snapshot: OutgoingSnapshot,
         cold: ColdReader,
     ) -> std::io::Result<()> {
@@ -526,7 +556,7 @@ impl Link {
             return Ok(());
         };
         loop {
-            self.write_waiting(stream).await?;
+            self.write_waiting(conn).await?;
             let mut waiting = self.outbox.lock();
             if waiting.bytes.is_empty() {
                 waiting.writing = true;
@@ -535,8 +565,8 @@ impl Link {
         }
         for (header, piece) in wire::frames(&bytes, kind) {
             let written = async {
-                write_all(stream, &header).await?;
-                write_all(stream, piece).await
+                conn.write_all(&header).await?;
+                conn.write_all(piece).await
             };
             if let Err(e) = with_deadline(piece.len(), written).await {
                 Counters::add(&self.counters.dropped, 1);
@@ -545,6 +575,39 @@ impl Link {
         }
         Counters::add(&self.counters.sent, 1);
         Ok(())
+    }
+}
+
+/// One connection to a peer: a plain socket, which the driver's thread may also write to, or
+/// a TLS session, which only the peer's task uses.
+enum Conn {
+    Plain(Arc<TcpStream>),
+    Tls {
+        read: ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+        write: WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    },
+}
+
+impl Conn {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(stream) => write_all(stream, bytes).await,
+            Conn::Tls { write, .. } => {
+                write.write_all(bytes).await?;
+                write.flush().await
+            }
+        }
+    }
+
+    /// Resolves when the listener closes the connection, as [`watch_closed`] tells.
+    async fn closed(&mut self) -> Closed {
+        match self {
+            Conn::Plain(stream) => watch_closed(stream).await,
+            Conn::Tls { read, .. } => {
+                let mut byte = [0u8; 1];
+                closed_by(read.read(&mut byte).await, byte[0])
+            }
+        }
     }
 }
 
@@ -587,9 +650,14 @@ async fn watch_closed(stream: &TcpStream) -> Closed {
             other => break other,
         }
     };
+    closed_by(read, byte[0])
+}
+
+/// What a read of one `byte` from the listener means.
+fn closed_by(read: std::io::Result<usize>, byte: u8) -> Closed {
     Closed::Broken(match read {
         Ok(0) => std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed by peer"),
-        Ok(_) if byte[0] == wire::REMOVED_NOTICE => return Closed::Removed,
+        Ok(_) if byte == wire::REMOVED_NOTICE => return Closed::Removed,
         Ok(_) => std::io::Error::new(std::io::ErrorKind::InvalidData, "peer wrote to us"),
         Err(e) => e,
     })

@@ -18,6 +18,8 @@ use super::outbound::{Backoff, QUEUE_MESSAGES_MAX};
 use super::wire::{self, Handshake, WireError, HANDSHAKE_BYTES};
 use super::*;
 use crate::node::PeerMessage;
+use crate::server::tls::{PeerConnector, TlsFiles};
+use tokio_rustls::TlsAcceptor;
 
 const CLUSTER: u64 = 0xc1;
 const WAIT: Duration = Duration::from_secs(10);
@@ -53,12 +55,22 @@ struct Listening {
 }
 
 async fn listen_on(addr: SocketAddr, me: PeerIdentity) -> Listening {
+    listen_with(addr, me, None).await
+}
+
+async fn listen_with(addr: SocketAddr, me: PeerIdentity, tls: Option<TlsAcceptor>) -> Listening {
     let listener = TcpListener::bind(addr).await.expect("bind loopback");
     let addr = listener.local_addr().expect("bound address");
     let (tx, delivered) = mpsc::unbounded_channel();
-    let task = tokio::spawn(serve(listener, me, Default::default(), move |from, msg| {
-        let _ = tx.send((from, msg));
-    }));
+    let task = tokio::spawn(serve(
+        listener,
+        tls,
+        me,
+        Default::default(),
+        move |from, msg| {
+            let _ = tx.send((from, msg));
+        },
+    ));
     Listening {
         addr,
         delivered,
@@ -71,10 +83,20 @@ async fn listen(me: PeerIdentity) -> Listening {
 }
 
 fn sender_to(me: PeerIdentity, to: MemberId, addr: SocketAddr) -> PeerSender {
+    sender_with(me, to, addr, None)
+}
+
+fn sender_with(
+    me: PeerIdentity,
+    to: MemberId,
+    addr: SocketAddr,
+    tls: Option<PeerConnector>,
+) -> PeerSender {
     PeerSender::new(
         me,
         BTreeMap::from([(to, addr.to_string())]),
         Arc::new(|_| {}),
+        tls,
     )
 }
 
@@ -544,7 +566,7 @@ fn a_member_never_dials_itself() {
         (1, "127.0.0.1:1".to_string()),
         (2, "127.0.0.1:2".to_string()),
     ]);
-    let sender = PeerSender::new(identity(1), peers, Arc::new(|_| {}));
+    let sender = PeerSender::new(identity(1), peers, Arc::new(|_| {}), None);
     assert_eq!(sender.peer_stats(1), None);
     assert!(sender.peer_stats(2).is_some());
 }
@@ -574,4 +596,112 @@ fn backoff_doubles_from_50ms_to_100ms_and_resets() {
     assert_eq!(delays_ms, [50, 100, 100, 100]);
     backoff.reset();
     assert_eq!(backoff.next_delay(), Duration::from_millis(50));
+}
+
+/// A certificate authority of the tests.
+struct TestCa(rcgen::Certificate, rcgen::KeyPair);
+
+fn test_ca(name: &str) -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    TestCa(params.self_signed(&key).unwrap(), key)
+}
+
+/// Peer TLS flags, in a directory of their own, for a member whose certificate (for 127.0.0.1,
+/// serving and dialling) `signer` signed and which trusts `trusted`.
+fn peer_tls(tag: &str, signer: &TestCa, trusted: &TestCa) -> TlsFiles {
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+    let dir = std::env::temp_dir().join(format!("detcd-peer-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &signer.0, &signer.1).unwrap();
+    let files = TlsFiles {
+        prefix: "peer-",
+        cert_file: Some(dir.join("peer.pem")),
+        key_file: Some(dir.join("peer-key.pem")),
+        trusted_ca_file: Some(dir.join("ca.pem")),
+        client_cert_auth: true,
+    };
+    std::fs::write(files.cert_file.as_ref().unwrap(), cert.pem()).unwrap();
+    std::fs::write(files.key_file.as_ref().unwrap(), key.serialize_pem()).unwrap();
+    std::fs::write(files.trusted_ca_file.as_ref().unwrap(), trusted.0.pem()).unwrap();
+    files
+}
+
+/// Removes the directory of `peer_tls`'s files, once they have been read.
+fn remove_files(tls: &TlsFiles) {
+    let dir = tls
+        .cert_file
+        .as_ref()
+        .and_then(|f| f.parent())
+        .expect("a file in a directory");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn messages_and_a_chunked_snapshot_cross_tls_both_ways() {
+    // Both members' certificates from one CA, which each side must trust.
+    let ca = test_ca("cluster CA");
+    let tls = peer_tls("both-ways", &ca, &ca);
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut one = listen_with(any, identity(1), Some(tls.peer_acceptor().unwrap())).await;
+    let mut two = listen_with(any, identity(2), Some(tls.peer_acceptor().unwrap())).await;
+    let connector = tls.peer_connector().unwrap();
+    remove_files(&tls);
+    let one_to_two = sender_with(identity(1), 2, two.addr, Some(connector.clone()));
+    let two_to_one = sender_with(identity(2), 1, one.addr, Some(connector));
+    let big = snapshot_message(3 << 20);
+    one_to_two.send(2, PeerMessage::Raft(Box::new(big.clone())));
+    for index in 0..20 {
+        one_to_two.send(2, peer_message(1, 2, index));
+        two_to_one.send(1, peer_message(2, 1, index));
+    }
+    assert_eq!(
+        next_delivery(&mut two.delivered).await,
+        (1, PeerMessage::Raft(Box::new(big)))
+    );
+    for index in 0..20 {
+        assert_eq!(
+            next_delivery(&mut two.delivered).await,
+            (1, peer_message(1, 2, index))
+        );
+        assert_eq!(
+            next_delivery(&mut one.delivered).await,
+            (2, peer_message(2, 1, index))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tls_listener_refuses_plain_diallers_and_certificates_of_another_ca() {
+    let ca = test_ca("cluster CA");
+    let tls = peer_tls("refuses", &ca, &ca);
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut two = listen_with(any, identity(2), Some(tls.peer_acceptor().unwrap())).await;
+    let plain = sender_to(identity(1), 2, two.addr);
+    // Signed by another CA, though it trusts the listener's.
+    let foreign = peer_tls("foreign", &test_ca("another CA"), &ca);
+    let connector = foreign.peer_connector().unwrap();
+    remove_files(&foreign);
+    remove_files(&tls);
+    let foreign = sender_with(identity(3), 2, two.addr, Some(connector));
+    for index in 0..5 {
+        plain.send(2, peer_message(1, 2, index));
+        foreign.send(2, peer_message(3, 2, index));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nothing = timeout(Duration::from_millis(500), two.delivered.recv()).await;
+    assert!(nothing.is_err(), "delivered: {nothing:?}");
+    assert!(
+        plain.stats().connects >= 1,
+        "the plain dialler got as far as TCP"
+    );
 }
