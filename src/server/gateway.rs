@@ -213,6 +213,12 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if request.method() == http::Method::OPTIONS {
+            // A browser's preflight before a call from another origin, as etcd answers it.
+            let mut allowed = Response::new(full(Bytes::new()));
+            set_cors_headers(&mut allowed);
+            return allowed;
+        }
         let path = request.uri().path();
         let rest = PREFIXES.iter().find_map(|p| path.strip_prefix(p));
         let Some(index) = rest.and_then(|rest| self.routes.iter().position(|r| r.path == rest))
@@ -223,16 +229,21 @@ impl Gateway {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }
         let route = &self.routes[index];
-        // grpc-gateway reports JSON it cannot read as InvalidArgument for a unary call and as
-        // Unknown for a stream.
-        let unreadable = match route.serve {
-            Serve::Watch | Serve::KeepAlive | Serve::Observe | Serve::Snapshot => Code::Unknown,
-            _ => Code::InvalidArgument,
+        let streaming = matches!(
+            route.serve,
+            Serve::Watch | Serve::KeepAlive | Serve::Observe | Serve::Snapshot
+        );
+        let mut body = JsonBody {
+            body: request.into_body().map_err(Into::into).boxed_unsync(),
+            input: route.input.clone(),
+            streaming,
+            held: BytesMut::new(),
+            ended: false,
+            max: self.body_max,
         };
-        let mut body = JsonBody::new(request.into_body(), route.input.clone(), self.body_max);
         let first = match body.next().await {
             Ok(first) => first.unwrap_or_default(),
-            Err(e) => return error_response(&Status::new(unreadable, e)),
+            Err(refused) => return error_response(&refused),
         };
         match self.clone().serve(index, first, body).await {
             Ok(Reply::One(bytes)) => match self.to_json(index, &bytes) {
@@ -409,29 +420,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct JsonBody {
     body: UnsyncBoxBody<Bytes, BoxError>,
     input: MessageDescriptor,
+    /// Whether the call is a stream's.
+    streaming: bool,
     held: BytesMut,
     ended: bool,
     max: usize,
 }
 
 impl JsonBody {
-    fn new<B>(body: B, input: MessageDescriptor, max: usize) -> JsonBody
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        JsonBody {
-            body: body.map_err(Into::into).boxed_unsync(),
-            input,
-            held: BytesMut::new(),
-            ended: false,
-            max,
-        }
-    }
-
     /// The next request's protobuf encoding; `None` once the body has ended. grpc-gateway's
-    /// errors are Go's words; these are serde_json's.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+    /// words for JSON it cannot read are Go's; these are serde_json's.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, Status> {
         loop {
             let mut values =
                 serde_json::Deserializer::from_slice(&self.held).into_iter::<serde_json::Value>();
@@ -445,29 +444,45 @@ impl JsonBody {
                         value,
                         &options,
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| self.unreadable(e))?;
                     return Ok(Some(message.encode_to_vec()));
                 }
                 // A value cut short waits for the rest of the body.
-                Some(Err(e)) if !e.is_eof() || self.ended => return Err(e.to_string()),
+                Some(Err(e)) if !e.is_eof() || self.ended => return Err(self.unreadable(e)),
                 None if self.ended => return Ok(None),
                 _ => self.read_more().await?,
             }
         }
     }
 
-    async fn read_more(&mut self) -> Result<(), String> {
+    /// grpc-gateway reports JSON it cannot read as InvalidArgument for a unary call and as
+    /// Unknown for a stream.
+    fn unreadable(&self, e: impl std::fmt::Display) -> Status {
+        let code = if self.streaming {
+            Code::Unknown
+        } else {
+            Code::InvalidArgument
+        };
+        Status::new(code, e.to_string())
+    }
+
+    async fn read_more(&mut self) -> Result<(), Status> {
         match self.body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     self.held.extend_from_slice(&data);
                 }
                 if self.held.len() > self.max {
-                    return Err(format!("request body larger than {} bytes", self.max));
+                    // As gRPC's receive limit refuses the message grpc-gateway would pass on.
+                    return Err(Status::resource_exhausted(format!(
+                        "grpc: received message larger than max ({} vs. {})",
+                        self.held.len(),
+                        self.max
+                    )));
                 }
                 Ok(())
             }
-            Some(Err(e)) => Err(e.to_string()),
+            Some(Err(e)) => Err(self.unreadable(e)),
             None => {
                 self.ended = true;
                 Ok(())
@@ -483,7 +498,7 @@ impl JsonBody {
             match body.next().await {
                 Ok(Some(bytes)) => Some((R::decode(&bytes[..]).map_err(invalid), Some(body))),
                 Ok(None) => None,
-                Err(e) => Some((Err(Status::invalid_argument(e)), None)),
+                Err(e) => Some((Err(e), None)),
             }
         })
     }

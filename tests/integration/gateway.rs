@@ -225,13 +225,28 @@ fn bad_requests_get_grpc_gateways_statuses() {
     assert_eq!(post(&at, "/v3/nonexistent", "{}").0, 404);
     assert_eq!(post(&at, "/v3alpha/kv/range", "{}").0, 404);
     assert_eq!(post_as(&at, "GET", "/v3/kv/range", "").0, 405);
+    // A browser's preflight for a call from another origin is let through, as etcd does.
+    let mut preflight = send(&at, "OPTIONS", "/v3/kv/put", "");
+    let mut answer = String::new();
+    preflight.read_to_string(&mut answer).unwrap();
+    assert_eq!(&answer[9..12], "200", "{answer}");
+    let headers = answer.to_ascii_lowercase();
+    assert!(
+        headers.contains("access-control-allow-origin: *"),
+        "{answer}"
+    );
     let (status, body) = post(&at, "/v3/auth/status", "{}");
     assert_eq!((status, &json(&body)["code"]), (501, &Value::from(12)));
 
-    // A body past the request limit is refused, not read into memory.
+    // A body past gRPC's receive limit is refused as that limit refuses a message, not read
+    // into memory.
     let huge = format!(r#"{{"key":"Zm9v","value":"{}"}}"#, "A".repeat(3 << 20));
     let (status, body) = post(&at, "/v3/kv/put", &huge);
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        (status, &json(&body)["code"]),
+        (429, &Value::from(8)),
+        "{body}"
+    );
     // And the member still answers.
     assert_eq!(post(&at, "/v3/kv/range", r#"{"key":"Zm9v"}"#).0, 200);
 }
