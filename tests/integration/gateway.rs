@@ -4,47 +4,22 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::{cluster, etcd_available, start_all, Flavor};
 
-/// One HTTP/1.0 POST (no chunking either way): the status and the body, read to its end.
+/// One POST: the status and the body, read to its end.
 fn post(endpoint: &str, path: &str, body: &str) -> (u16, String) {
-    post_as(endpoint, "POST", path, body)
-}
-
-fn post_as(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = send(endpoint, method, path, body);
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().expect("a status code");
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
-
-fn send(endpoint: &str, method: &str, path: &str, body: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(endpoint).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    stream
+    common::http(endpoint, "POST", path, body)
 }
 
 /// The first `count` lines a streaming call answers, then the connection is dropped (which
 /// ends the stream on the server).
 fn stream_lines(endpoint: &str, path: &str, body: &str, count: usize) -> Vec<Value> {
-    let mut reader = BufReader::new(send(endpoint, "POST", path, body));
+    let mut reader = BufReader::new(common::http_send(endpoint, "POST", path, body));
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
         line.clear();
@@ -224,9 +199,9 @@ fn bad_requests_get_grpc_gateways_statuses() {
 
     assert_eq!(post(&at, "/v3/nonexistent", "{}").0, 404);
     assert_eq!(post(&at, "/v3alpha/kv/range", "{}").0, 404);
-    assert_eq!(post_as(&at, "GET", "/v3/kv/range", "").0, 405);
+    assert_eq!(common::http(&at, "GET", "/v3/kv/range", "").0, 405);
     // A browser's preflight for a call from another origin is let through, as etcd does.
-    let mut preflight = send(&at, "OPTIONS", "/v3/kv/put", "");
+    let mut preflight = common::http_send(&at, "OPTIONS", "/v3/kv/put", "");
     let mut answer = String::new();
     preflight.read_to_string(&mut answer).unwrap();
     assert_eq!(&answer[9..12], "200", "{answer}");
@@ -258,7 +233,7 @@ fn watch_lock_and_election_serve_over_json() {
     let at = members[0].spec.endpoint();
 
     // A watch stays open after the request body ends, and gets the events that follow.
-    let mut reader = BufReader::new(send(
+    let mut reader = BufReader::new(common::http_send(
         &at,
         "POST",
         "/v3/watch",

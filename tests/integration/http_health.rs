@@ -5,31 +5,13 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{cluster, error_line, etcd_available, etcdctl, start_all, stdout, Flavor};
 
-/// A plain HTTP/1.1 GET: the status code and the body.
+/// A plain GET: the status code and the body.
 fn get(endpoint: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(endpoint).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().expect("a status code");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    common::http(endpoint, "GET", path, "")
 }
 
 #[test]
@@ -257,11 +239,7 @@ fn metrics_answer_in_prometheus_format_under_etcds_names() {
     if etcd_available() {
         let mut etcd = cluster(Flavor::Etcd, 1, "metrics-etcd", &[]);
         start_all(&mut etcd);
-        // HTTP/1.0, so that Go's server does not chunk the page.
-        let mut stream = TcpStream::connect(etcd[0].spec.endpoint()).expect("connect");
-        write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut page = String::new();
-        stream.read_to_string(&mut page).unwrap();
+        let (_, page) = get(&etcd[0].spec.endpoint(), "/metrics");
         let theirs: Vec<&str> = page
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

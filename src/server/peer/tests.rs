@@ -100,6 +100,20 @@ fn sender_with(
     )
 }
 
+/// Members 1 and 2 send each other twenty messages, which arrive in order.
+async fn exchange_twenty(one: (&PeerSender, &mut Listening), two: (&PeerSender, &mut Listening)) {
+    for index in 0..20 {
+        one.0.send(2, peer_message(1, 2, index));
+        two.0.send(1, peer_message(2, 1, index));
+    }
+    for index in 0..20 {
+        let to_two = next_delivery(&mut two.1.delivered).await;
+        assert_eq!(to_two, (1, peer_message(1, 2, index)));
+        let to_one = next_delivery(&mut one.1.delivered).await;
+        assert_eq!(to_one, (2, peer_message(2, 1, index)));
+    }
+}
+
 async fn next_delivery(delivered: &mut Delivered) -> (MemberId, PeerMessage) {
     timeout(WAIT, delivered.recv())
         .await
@@ -139,20 +153,7 @@ async fn two_members_exchange_messages_in_both_directions() {
     let mut two = listen(identity(2)).await;
     let one_to_two = sender_to(identity(1), 2, two.addr);
     let two_to_one = sender_to(identity(2), 1, one.addr);
-    for index in 0..20 {
-        one_to_two.send(2, peer_message(1, 2, index));
-        two_to_one.send(1, peer_message(2, 1, index));
-    }
-    for index in 0..20 {
-        assert_eq!(
-            next_delivery(&mut two.delivered).await,
-            (1, peer_message(1, 2, index))
-        );
-        assert_eq!(
-            next_delivery(&mut one.delivered).await,
-            (2, peer_message(2, 1, index))
-        );
-    }
+    exchange_twenty((&one_to_two, &mut one), (&two_to_one, &mut two)).await;
     let stats = one_to_two.stats();
     assert_eq!((stats.sent, stats.dropped, stats.connects), (20, 0, 1));
     assert_eq!(one_to_two.peer_stats(2), Some(stats));
@@ -660,24 +661,11 @@ async fn messages_and_a_chunked_snapshot_cross_tls_both_ways() {
     let two_to_one = sender_with(identity(2), 1, one.addr, Some(connector));
     let big = snapshot_message(3 << 20);
     one_to_two.send(2, PeerMessage::Raft(Box::new(big.clone())));
-    for index in 0..20 {
-        one_to_two.send(2, peer_message(1, 2, index));
-        two_to_one.send(1, peer_message(2, 1, index));
-    }
     assert_eq!(
         next_delivery(&mut two.delivered).await,
         (1, PeerMessage::Raft(Box::new(big)))
     );
-    for index in 0..20 {
-        assert_eq!(
-            next_delivery(&mut two.delivered).await,
-            (1, peer_message(1, 2, index))
-        );
-        assert_eq!(
-            next_delivery(&mut one.delivered).await,
-            (2, peer_message(2, 1, index))
-        );
-    }
+    exchange_twenty((&one_to_two, &mut one), (&two_to_one, &mut two)).await;
 }
 
 #[tokio::test]

@@ -419,3 +419,33 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Sends one plain HTTP/1.0 request (so that neither side chunks a body) and returns the
+/// connection, to read the answer from.
+pub fn http_send(endpoint: &str, method: &str, path: &str, body: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(endpoint).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+}
+
+/// One plain HTTP/1.0 request: the answer's status and its body, read to its end.
+pub fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut answer = String::new();
+    http_send(endpoint, method, path, body)
+        .read_to_string(&mut answer)
+        .unwrap();
+    let status = answer[9..12].parse().expect("a status code");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
