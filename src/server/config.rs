@@ -146,6 +146,21 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Enable peer client cert authentication.",
     ),
     (
+        "auto-tls",
+        "false",
+        "Client TLS using generated certificates.",
+    ),
+    (
+        "peer-auto-tls",
+        "false",
+        "Peer TLS using generated certificates.",
+    ),
+    (
+        "self-signed-cert-validity",
+        "1",
+        "Years the certificates that --auto-tls and --peer-auto-tls make are valid for.",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -181,6 +196,8 @@ pub struct ServerConfig {
     pub initial_cluster_state: String,
     pub wal_segment_bytes: u64,
     pub watch_progress_notify_interval: Duration,
+    /// Years a certificate made for `--auto-tls` or `--peer-auto-tls` is valid for.
+    pub self_signed_cert_validity: u32,
     pub node: Config,
 }
 
@@ -212,6 +229,8 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "strict-reconfig-check",
     "client-cert-auth",
     "peer-client-cert-auth",
+    "auto-tls",
+    "peer-auto-tls",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -383,6 +402,14 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
             format!("invalid value {progress:?} for flag --watch-progress-notify-interval")
         })?
         .max(Duration::from_millis(100));
+    let validity = number(
+        &get("self-signed-cert-validity"),
+        "self-signed-cert-validity",
+    )?;
+    let self_signed_cert_validity = u32::try_from(validity)
+        .ok()
+        .filter(|years| *years > 0)
+        .ok_or("--self-signed-cert-validity must be a number of years, at least 1")?;
     Ok(ServerConfig {
         name,
         data_dir: PathBuf::from(data_dir),
@@ -395,6 +422,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         initial_cluster_state,
         wal_segment_bytes,
         watch_progress_notify_interval,
+        self_signed_cert_validity,
         node,
     })
 }
@@ -542,16 +570,17 @@ fn tls_files(
         FLAGS
             .iter()
             .find(|f| f.0.strip_prefix(prefix) == Some(name))
-            .expect("both ports have the four TLS flags")
+            .expect("both ports have the five TLS flags")
             .0
     };
-    let auth = flag("client-cert-auth");
+    let (auth, auto) = (flag("client-cert-auth"), flag("auto-tls"));
     Ok(TlsFiles {
         prefix,
         cert_file: path(get(flag("cert-file"))),
         key_file: path(get(flag("key-file"))),
         trusted_ca_file: path(get(flag("trusted-ca-file"))),
         client_cert_auth: boolean(&get(auth), auth)?,
+        auto_tls: boolean(&get(auto), auto)?,
     })
 }
 
@@ -670,6 +699,26 @@ mod tests {
             .unwrap_err()
             .contains("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided"));
         assert!(run("--peer-cert-file p.pem").unwrap().peer_tls.is_none());
+    }
+
+    #[test]
+    fn the_auto_tls_flags_stand_for_a_key_pair() {
+        let c = run("--listen-client-urls https://127.0.0.1:2379 --auto-tls").unwrap();
+        assert!(c.client_tls.auto_tls && c.client_tls.has_key_pair());
+        assert_eq!(c.self_signed_cert_validity, 1);
+        let urls = "--listen-peer-urls https://127.0.0.1:2380 \
+                    --initial-advertise-peer-urls https://127.0.0.1:2380 \
+                    --initial-cluster default=https://127.0.0.1:2380";
+        let c = run(&format!(
+            "{urls} --peer-auto-tls --self-signed-cert-validity 3"
+        ))
+        .unwrap();
+        assert!(c.peer_tls.expect("https peer URLs").auto_tls);
+        assert!(!c.client_tls.auto_tls, "each port has its own flag");
+        assert_eq!(c.self_signed_cert_validity, 3);
+        assert!(run("--self-signed-cert-validity 0")
+            .unwrap_err()
+            .contains("at least 1"));
     }
 
     #[test]

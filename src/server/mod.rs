@@ -6,6 +6,7 @@
 //! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
 pub mod authority;
+mod auto_tls;
 mod client_port;
 pub mod coalesce;
 pub mod codec;
@@ -115,7 +116,17 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         .map(|(id, (_, addr))| (*id, addr.clone()))
         .collect();
     let peer_tls = match &cfg.peer_tls {
-        Some(files) => Some((files.peer_acceptor()?, files.peer_connector()?)),
+        Some(files) => {
+            let files = files.clone().with_auto_tls(
+                &cfg.data_dir.join("fixtures").join("peer"),
+                &cfg.listen_peer
+                    .iter()
+                    .map(SocketAddr::ip)
+                    .collect::<Vec<_>>(),
+                cfg.self_signed_cert_validity,
+            )?;
+            Some((files.peer_acceptor()?, files.peer_connector()?))
+        }
         None => None,
     };
     let peer_connector = peer_tls.as_ref().map(|(_, connector)| connector.clone());
@@ -129,7 +140,12 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let client_addrs: Vec<SocketAddr> = cfg.listen_client.iter().map(|l| l.addr).collect();
     let client_listeners = bind(&client_addrs, "clients").await?;
     let tls = if cfg.listen_client.iter().any(|l| l.https) {
-        Some(cfg.client_tls.acceptor()?)
+        let files = cfg.client_tls.clone().with_auto_tls(
+            &cfg.data_dir.join("fixtures").join("client"),
+            &client_addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
+            cfg.self_signed_cert_validity,
+        )?;
+        Some(files.acceptor()?)
     } else {
         None
     };

@@ -10,17 +10,30 @@
 //! members whose certificate a CA of `--peer-trusted-ca-file` signed), and dials them with TLS,
 //! checking that their certificate was signed by such a CA for the host it dialled and showing
 //! its own certificate, as etcd's members do.
+//!
+//! `--auto-tls` and `--peer-auto-tls` stand for a key pair not given: the member makes its own
+//! self-signed one (`auto_tls.rs`). As with etcd, such a certificate authenticates no one: with
+//! `--peer-auto-tls` members do not check each other's certificates (the sessions are
+//! encrypted, not authenticated), and clients must skip the check too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// One port's TLS flags, as given; `prefix` is how their names start (`""` or `"peer-"`).
@@ -31,11 +44,19 @@ pub struct TlsFiles {
     pub key_file: Option<PathBuf>,
     pub trusted_ca_file: Option<PathBuf>,
     pub client_cert_auth: bool,
+    /// `--auto-tls` / `--peer-auto-tls`: without a key pair given, the member's own
+    /// self-signed one, and (between members) no check of the other side's certificate.
+    pub auto_tls: bool,
 }
 
 impl TlsFiles {
-    /// Whether the flags name a certificate and key, which an `https://` URL needs.
+    /// Whether the flags name a certificate and key, or let the member make its own, as an
+    /// `https://` URL needs.
     pub fn has_key_pair(&self) -> bool {
+        self.auto_tls || self.has_key_pair_given()
+    }
+
+    pub(super) fn has_key_pair_given(&self) -> bool {
         self.cert_file.is_some() && self.key_file.is_some()
     }
 
@@ -55,18 +76,27 @@ impl TlsFiles {
 
     /// The dialler's side of peer TLS: trusts the CAs of the trusted-CA file, and shows the
     /// member's own certificate to peers that ask for one.
+    /// With `--peer-auto-tls`, any certificate is accepted.
     pub fn peer_connector(&self) -> Result<PeerConnector, String> {
         let p = self.prefix;
-        let Some(ca_file) = &self.trusted_ca_file else {
-            return Err(format!(
-                "TLS between members needs --{p}trusted-ca-file to verify the other members"
-            ));
+        let provider = Arc::new(default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = match &self.trusted_ca_file {
+            _ if self.auto_tls => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
+            Some(ca_file) => builder.with_root_certificates(self.roots(ca_file)?),
+            None => {
+                return Err(format!(
+                    "TLS between members needs --{p}trusted-ca-file to verify the other \
+                     members (or --{p}auto-tls, which verifies none)"
+                ))
+            }
         };
         let (chain, key) = self.key_pair()?;
-        let config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(self.roots(ca_file)?)
+        let config = builder
             .with_client_auth_cert(chain, key)
             .map_err(|e| format!("--{p}cert-file/--{p}key-file: {e}"))?;
         Ok(PeerConnector(TlsConnector::from(Arc::new(config))))
@@ -141,6 +171,57 @@ impl PeerConnector {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host}: {e}"))
         })?;
         self.0.connect(name, stream).await
+    }
+}
+
+/// The dialler's check under `--peer-auto-tls`: any certificate, as etcd's members accept
+/// each other's self-signed ones. The handshake's signatures are still checked against the
+/// certificate shown, so the session is with whoever holds its key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

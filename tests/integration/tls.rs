@@ -1,6 +1,7 @@
 //! TLS on the client port (`--cert-file`, `--key-file`, `--client-cert-auth`,
 //! `--trusted-ca-file`), through etcdctl, beside real etcd given the same flags and the same
-//! certificates, made here at run time; and between members (the same flags with `--peer-`).
+//! certificates, made here at run time; and between members (the same flags with `--peer-`);
+//! and the certificates a member makes itself with `--auto-tls` and `--peer-auto-tls`.
 
 use crate::common;
 
@@ -306,5 +307,127 @@ fn members_replicate_over_peer_tls_and_refuse_a_member_of_another_ca() {
         assert_eq!(read(&members[2]), "", "the stranger must get nothing");
         let refused = |m: &Member| m.log_text().contains("rejected connection");
         assert!(refused(&members[0]) && refused(&members[1]));
+    });
+}
+
+/// `member` with `--auto-tls` and `--peer-auto-tls` on https URLs, and (as the flag alone does
+/// nothing then) `--peer-client-cert-auth`.
+fn with_auto_tls(member: &mut Member) {
+    let client = https_endpoint(member);
+    let peer = format!("https://127.0.0.1:{}", member.spec.peer_port);
+    member.initial_cluster = member.initial_cluster.replace("=http://", "=https://");
+    member.extra_args = vec![
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        "--auto-tls".to_string(),
+        "--peer-auto-tls".to_string(),
+        "--peer-client-cert-auth".to_string(),
+    ];
+}
+
+/// etcdctl over TLS without checking the member's certificate, as `--auto-tls` needs.
+fn unchecked(member: &Member, args: &[&str]) -> String {
+    let mut all = vec!["--insecure-transport=false", "--insecure-skip-tls-verify"];
+    all.extend_from_slice(args);
+    let out = etcdctl(&https_endpoint(member), &all, None);
+    if out.status.success() {
+        stdout(&out)
+    } else {
+        error_line(&out)
+    }
+}
+
+/// One member with `--auto-tls`: what clients that skip the check and one that checks get.
+fn auto_tls_session(flavor: Flavor) -> Vec<String> {
+    let mut members = cluster(flavor, 1, "auto-tls-one", &[]);
+    with_auto_tls(&mut members[0]);
+    members[0].start();
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while unchecked(m, &["put", "ready", "1"]) != "OK\n" {
+            assert!(Instant::now() < deadline, "never answered over TLS");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let checking = etcdctl(
+            &https_endpoint(m),
+            &[
+                "--insecure-transport=false",
+                "--command-timeout=3s",
+                "get",
+                "foo",
+            ],
+            None,
+        );
+        vec![
+            unchecked(m, &["put", "foo", "bar"]),
+            unchecked(m, &["get", "foo"]),
+            unchecked(m, &["del", "foo"]),
+            error_line(&checking),
+        ]
+    })
+}
+
+#[test]
+fn auto_tls_serves_clients_that_skip_the_check_as_etcd_does() {
+    let detcd = auto_tls_session(Flavor::Detcd);
+    assert_eq!(detcd[1], "foo\nbar\n");
+    assert_eq!(detcd[3], "Error: context deadline exceeded");
+    if etcd_available() {
+        assert_eq!(detcd, auto_tls_session(Flavor::Etcd));
+    }
+}
+
+#[test]
+fn auto_tls_members_make_their_own_certificates_and_keep_them() {
+    let mut members = cluster(Flavor::Detcd, 3, "auto-tls", &[]);
+    for m in members.iter_mut() {
+        with_auto_tls(m);
+        m.start();
+    }
+    let cert_of = |m: &Member, port: &str| {
+        std::fs::read(m.spec.data_dir.join("fixtures").join(port).join("cert.pem")).unwrap()
+    };
+    let read = |m: &Member| unchecked(m, &["get", "k", "--consistency=s", "--print-value-only"]);
+    let (client_cert, peer_cert) = common::with_logs_on_failure(&members, || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while unchecked(&members[0], &["put", "k", "v1"]) != "OK\n" {
+            assert!(Instant::now() < deadline, "never writable over peer TLS");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let list = unchecked(&members[0], &["member", "list"]);
+        assert_eq!(list.matches("https://127.0.0.1:").count(), 6, "{list}");
+        while read(&members[2]) != "v1\n" {
+            assert!(
+                Instant::now() < deadline,
+                "the third member never served the write"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let certs = (cert_of(&members[2], "client"), cert_of(&members[2], "peer"));
+        assert_ne!(certs.0, certs.1, "one certificate per port");
+        certs
+    });
+
+    members[2].kill();
+    assert_eq!(unchecked(&members[0], &["put", "k", "v2"]), "OK\n");
+    members[2].start();
+    common::with_logs_on_failure(&members, || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read(&members[2]) != "v2\n" {
+            assert!(
+                Instant::now() < deadline,
+                "the restarted member never caught up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            cert_of(&members[2], "client"),
+            client_cert,
+            "kept across restarts"
+        );
+        assert_eq!(cert_of(&members[2], "peer"), peer_cert);
     });
 }
