@@ -82,6 +82,7 @@ pub const EXPECTED: &[&str] = &[
     "error: etcdserver: range response is larger than --max-range-bytes",
     "alarm.nospace-raised",
     "alarm.nospace-cleared",
+    "auto-compaction",
     "fault.crash",
     "fault.torn-write",
     "fault.disk-error",

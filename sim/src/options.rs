@@ -2,6 +2,9 @@
 //! run of many seeds explores combinations nobody would think to write down.
 
 use std::fmt;
+use std::time::Duration;
+
+use detcd::node::AutoCompaction;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
@@ -89,6 +92,8 @@ pub struct Options {
     /// The members' `--max-range-bytes`: small in some runs, so that ranges are refused.
     pub range_bytes_max: u64,
     pub client_timeout_ns: u64,
+    /// The members' auto compaction, on a simulated history's scale of time.
+    pub auto_compaction: Option<AutoCompaction>,
     /// A deliberately injected bug, to prove the checkers catch it.
     pub bug: Option<Bug>,
 }
@@ -155,10 +160,12 @@ pub enum Bug {
     /// Core: keepalives acknowledged away from the leader's step renew any lease it holds,
     /// whether or not its committed records cover the promise.
     LocalKeepAlivesIgnoreFloor,
+    /// Core: auto compaction compacts one revision more than its retention allows.
+    AutoCompactionKeepsOneLess,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 24] = [
+    pub const ALL: [Bug; 25] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -183,6 +190,7 @@ impl Bug {
         Bug::FeedResumeWithoutGap,
         Bug::LocalReadsByTermOnly,
         Bug::LocalKeepAlivesIgnoreFloor,
+        Bug::AutoCompactionKeepsOneLess,
     ];
 
     pub fn name(self) -> &'static str {
@@ -211,6 +219,7 @@ impl Bug {
             Bug::FeedResumeWithoutGap => "feed-resume-without-gap",
             Bug::LocalReadsByTermOnly => "local-reads-by-term-only",
             Bug::LocalKeepAlivesIgnoreFloor => "local-keepalives-ignore-floor",
+            Bug::AutoCompactionKeepsOneLess => "auto-compaction-keeps-one-less",
         }
     }
 
@@ -270,6 +279,7 @@ impl Options {
             quota_bytes: DEFAULT_QUOTA_BYTES,
             range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
+            auto_compaction: None,
             bug: None,
         };
         options.lease_clients = [0, 1, 2, 3][rng.below(4) as usize];
@@ -287,6 +297,16 @@ impl Options {
         if rng.chance(0.2) {
             options.range_bytes_max = rng.between(16, 2 << 10);
         }
+        options.auto_compaction = match rng.below(5) {
+            0 => Some(AutoCompaction::Periodic(Duration::from_millis(
+                rng.between(100, 3_000),
+            ))),
+            1 => Some(AutoCompaction::Revision {
+                keep: rng.between(1, 30) as i64,
+                every: Duration::from_millis(rng.between(20, 1_000)),
+            }),
+            _ => None,
+        };
         options
     }
 }
@@ -329,6 +349,7 @@ impl Options {
         push(&|o| o.keys = (o.keys / 2).max(1));
         push(&|o| o.quota_bytes = DEFAULT_QUOTA_BYTES);
         push(&|o| o.range_bytes_max = DEFAULT_RANGE_BYTES_MAX);
+        push(&|o| o.auto_compaction = None);
         out
     }
 
@@ -339,7 +360,8 @@ impl Options {
              membership={},auto_promote={},corrupt={},ops={},keys={},\
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
-             quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={}",
+             quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={},\
+             autocompact={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -371,6 +393,7 @@ impl Options {
             self.mix.delete,
             self.mix.txn,
             self.mix.compact,
+            auto_compaction_text(self.auto_compaction),
         )
     }
 
@@ -414,9 +437,37 @@ impl Options {
                 "del" => self.mix.delete = int()?,
                 "txn" => self.mix.txn = int()?,
                 "compact" => self.mix.compact = int()?,
+                "autocompact" => self.auto_compaction = parse_auto_compaction(value)?,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
         Ok(())
+    }
+}
+
+/// `0` (off), `p:MS` (periodic, the retention in ms) or `r:KEEP:MS` (revision: revisions kept,
+/// and how often the leader looks).
+fn auto_compaction_text(compaction: Option<AutoCompaction>) -> String {
+    match compaction {
+        None => "0".to_string(),
+        Some(AutoCompaction::Periodic(retention)) => format!("p:{}", retention.as_millis()),
+        Some(AutoCompaction::Revision { keep, every }) => {
+            format!("r:{keep}:{}", every.as_millis())
+        }
+    }
+}
+
+fn parse_auto_compaction(text: &str) -> Result<Option<AutoCompaction>, String> {
+    let number = |s: &str| s.parse::<u64>().map_err(|e| format!("autocompact: {e}"));
+    match text.split(':').collect::<Vec<_>>()[..] {
+        ["0"] => Ok(None),
+        ["p", ms] => Ok(Some(AutoCompaction::Periodic(Duration::from_millis(
+            number(ms)?.max(1),
+        )))),
+        ["r", keep, ms] => Ok(Some(AutoCompaction::Revision {
+            keep: number(keep)?.max(1) as i64,
+            every: Duration::from_millis(number(ms)?.max(1)),
+        })),
+        _ => Err(format!("autocompact: {text:?} is not 0, p:MS or r:KEEP:MS")),
     }
 }

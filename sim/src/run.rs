@@ -4,7 +4,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::checker::{leases, linearizability, locks, sessions, watch};
+use crate::checker::{compaction, leases, linearizability, locks, sessions, watch};
 use crate::options::{Bug, Options};
 use crate::world::{Counters, Failure, World};
 
@@ -90,6 +90,10 @@ fn check_history(world: &mut World) {
             let coverage = &mut world.counters.coverage;
             coverage.hit_n("alarm.nospace-raised", stats.nospace_raised);
             coverage.hit_n("alarm.nospace-cleared", stats.nospace_cleared);
+            let auto = world.options.auto_compaction;
+            let judged = compaction::check(&log, &stats.revisions, &world.timing, auto)
+                .map_err(|why| format!("auto compaction: {why}"))?;
+            world.counters.coverage.hit_n("auto-compaction", judged);
             match stats.final_hash {
                 Some((index, hash)) => world.hashes_match_the_model(index, hash),
                 None => Ok(()),

@@ -208,3 +208,8 @@ fn the_failure_report_draws_the_history_and_marks_the_violating_operation() {
         .expect("a highlighted operation");
     assert!(red.contains(&format!("op {id} at member")), "{red}");
 }
+
+#[test]
+fn auto_compaction_past_its_retention_is_caught() {
+    assert_found(Bug::AutoCompactionKeepsOneLess);
+}

@@ -322,9 +322,12 @@ fn concurrent_history_of_every_request_kind_passes() {
     let stats = h.check().expect("a linearizable history passes");
     // The model's hash after the log's 8 entries, for the members' to be compared with.
     assert_eq!(stats.final_hash.map(|(index, _)| index), Some(8));
+    // The noop takes no revision, nor do the losing txn and the second delete.
+    assert_eq!(stats.revisions, [1, 2, 2, 3, 4, 4, 5, 5, 5]);
     assert_eq!(
         Stats {
             final_hash: None,
+            revisions: Vec::new(),
             ..stats
         },
         Stats {

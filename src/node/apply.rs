@@ -99,7 +99,7 @@ impl Node {
     /// Applies one request; returns what raft's configuration must do after it, if anything.
     pub(super) fn apply_request(&mut self, request: InternalRequest) -> Option<RaftChange> {
         let op = request.op?;
-        let compaction = matches!(op, Op::Compaction(_));
+        let compaction = matches!(op, Op::Compaction(_) | Op::AutoCompaction(_));
         if self.bug(|b| b.apply_twice) && self.applied_index % 5 == 0 {
             let again = self.state.apply(op.clone());
             self.lease_effects(&again.effects, self.now, None);

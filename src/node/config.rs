@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::compaction::AutoCompaction;
 use super::types::MemberId;
 use crate::proto::etcdserverpb::Member;
 
@@ -65,6 +66,8 @@ pub struct Config {
     pub lease_checkpoint_interval: Duration,
     /// Expired leases the leader revokes per second at most. etcd: 1,000.
     pub lease_revokes_per_sec: u64,
+    /// What the leader compacts on its own; etcd's default is nothing.
+    pub auto_compaction: Option<AutoCompaction>,
     /// Emit `Output::Proposed` and `Output::Applied`, which the simulator's checkers read.
     pub observe: bool,
     /// Deliberate bugs, for proving that the simulator catches them. All off unless a test
@@ -106,6 +109,8 @@ pub struct Bugs {
     /// Keepalives acknowledged away from the node's step renew any lease the leader holds,
     /// whether or not its committed records cover the promise.
     pub local_keepalives_ignore_floor: bool,
+    /// Auto compaction compacts one revision more than its retention allows.
+    pub auto_compaction_keeps_one_less: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
 }
@@ -144,6 +149,7 @@ impl Config {
             raft_message_bytes_max: 1024 * 1024,
             raft_inflight_messages_max: 256,
             lease_checkpoint_interval: Duration::from_secs(5),
+            auto_compaction: None,
             lease_revokes_per_sec: 1_000,
             observe: false,
             bugs: Bugs::default(),

@@ -23,6 +23,7 @@
 mod apply;
 mod clients;
 mod cluster;
+mod compaction;
 mod config;
 mod disk;
 mod error;
@@ -40,6 +41,7 @@ mod types;
 mod watch;
 
 pub use crate::api::{ClientRequest, ClientResponse, Rpc};
+pub use compaction::AutoCompaction;
 pub use config::{Bugs, Config};
 pub use error::{DiskError, StartError, StopReason};
 pub use local_keepalives::LocalKeepAlives;
@@ -94,6 +96,8 @@ pub struct Node {
     appended: AppendTimes,
     snapshots: SnapshotDuty,
     leases: LeaseDuty,
+    /// The auto compaction schedule, when configured.
+    compactor: Option<compaction::Compactor>,
     cluster: ClusterDuty,
     maintenance: MaintenanceDuty,
     space: SpaceDuty,
@@ -186,6 +190,7 @@ impl Node {
                 Timer::LeaseExpiry => self.expire_leases(),
                 Timer::LeaseCheckpoint => self.checkpoint_leases(),
                 Timer::RequestExpiry => self.expire_requests(),
+                Timer::AutoCompaction => self.auto_compact(),
             }
         }
     }

@@ -11,6 +11,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use super::apply::AppendTimes;
 use super::clients::Proposals;
+use super::compaction::Compactor;
 use super::disk::DiskState;
 use super::leases::LeaseDuty;
 use super::requests::{PendingRequests, ReadBatches};
@@ -47,6 +48,11 @@ impl Node {
         let next_raft_tick = now + cfg.heartbeat_interval;
         let mut timers = TimerTable::default();
         timers.set(Timer::RaftTick, next_raft_tick);
+        let compactor = cfg.auto_compaction.map(|mode| {
+            let compactor = Compactor::new(mode, now, state.kv().current_revision());
+            timers.set(Timer::AutoCompaction, now + compactor.interval());
+            compactor
+        });
         let mut node = Node {
             pending: PendingRequests::new(cfg.pending_requests_max),
             reads: ReadBatches::new(proposal_nonce),
@@ -55,6 +61,7 @@ impl Node {
             appended: AppendTimes::default(),
             snapshots: SnapshotDuty::default(),
             leases: LeaseDuty::new(&cfg, proposal_nonce.rotate_left(17)),
+            compactor,
             cluster: Default::default(),
             maintenance: Default::default(),
             space: Default::default(),

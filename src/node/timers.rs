@@ -23,10 +23,12 @@ pub enum Timer {
     LeaseCheckpoint,
     /// The earliest deadline of a pending client request.
     RequestExpiry,
+    /// Auto compaction looks at the revision (`--auto-compaction-*`).
+    AutoCompaction,
 }
 
 impl Timer {
-    const ALL: [Timer; 8] = [
+    const ALL: [Timer; 9] = [
         Timer::RaftTick,
         Timer::ReadIndexRetry,
         Timer::SnapshotTransfer,
@@ -35,6 +37,7 @@ impl Timer {
         Timer::LeaseExpiry,
         Timer::LeaseCheckpoint,
         Timer::RequestExpiry,
+        Timer::AutoCompaction,
     ];
 
     fn slot(self) -> usize {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::tls::TlsFiles;
-use crate::node::{Config, MemberId};
+use crate::node::{AutoCompaction, Config, MemberId};
 
 /// Every flag: name, default, help text. `--help` prints this table.
 const FLAGS: &[(&str, &str, &str)] = &[
@@ -101,6 +101,16 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "watch-progress-notify-interval",
         "10m",
         "Duration of periodic watch progress notifications (e.g. 10m, 30s, 500ms).",
+    ),
+    (
+        "auto-compaction-mode",
+        "periodic",
+        "How --auto-compaction-retention is read: 'periodic' (a duration, hours without a unit, e.g. '5m' or '1') or 'revision' (a number of revisions).",
+    ),
+    (
+        "auto-compaction-retention",
+        "0",
+        "The history the leader keeps when it compacts on its own; 0 turns auto compaction off.",
     ),
     (
         "auto-promote-learners",
@@ -395,6 +405,10 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     node.max_learners = number(&get("max-learners"), "max-learners")?
         .min(crate::members::LEARNERS_MAX as u64) as usize;
     node.strict_reconfig_check = boolean(&get("strict-reconfig-check"), "strict-reconfig-check")?;
+    node.auto_compaction = auto_compaction(
+        &get("auto-compaction-mode"),
+        &get("auto-compaction-retention"),
+    )?;
     let wal_segment_bytes = number(&get("wal-segment-bytes"), "wal-segment-bytes")?.max(64 * 1024);
     let progress = &get("watch-progress-notify-interval");
     let watch_progress_notify_interval = go_duration(progress)
@@ -534,6 +548,35 @@ fn addresses(value: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("--{flag} is empty"));
     }
     Ok(out)
+}
+
+/// `--auto-compaction-mode` and `--auto-compaction-retention`, as etcd reads them: a periodic
+/// retention is a duration or a number of hours, a revision retention a number of revisions;
+/// zero turns auto compaction off. etcd's revision mode looks every five minutes.
+fn auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, String> {
+    let invalid = || format!("invalid auto-compaction-retention {retention:?} for mode {mode:?}");
+    let compaction = match mode {
+        "periodic" => {
+            let period = match retention.parse::<u64>() {
+                Ok(hours) => Duration::from_secs(hours.saturating_mul(3600)),
+                Err(_) => go_duration(retention).ok_or_else(invalid)?,
+            };
+            (!period.is_zero()).then_some(AutoCompaction::Periodic(period))
+        }
+        "revision" => {
+            let keep = retention
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(invalid)?;
+            (keep > 0).then_some(AutoCompaction::Revision {
+                keep,
+                every: Duration::from_secs(300),
+            })
+        }
+        other => return Err(format!("unknown auto-compaction-mode {other:?}")),
+    };
+    Ok(compaction)
 }
 
 /// `--listen-client-urls`; an `https://` one needs the TLS flags' key pair, as in etcd.
@@ -699,6 +742,35 @@ mod tests {
             .unwrap_err()
             .contains("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided"));
         assert!(run("--peer-cert-file p.pem").unwrap().peer_tls.is_none());
+    }
+
+    #[test]
+    fn auto_compaction_flags_read_as_etcd_reads_them() {
+        let mode = |args: &str| run(args).map(|c| c.node.auto_compaction);
+        assert_eq!(mode(""), Ok(None));
+        assert_eq!(
+            mode("--auto-compaction-retention 1"),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(3600))))
+        );
+        assert_eq!(
+            mode("--auto-compaction-retention=90s"),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(90))))
+        );
+        assert_eq!(
+            mode("--auto-compaction-mode revision --auto-compaction-retention 1000"),
+            Ok(Some(AutoCompaction::Revision {
+                keep: 1000,
+                every: Duration::from_secs(300)
+            }))
+        );
+        assert_eq!(mode("--auto-compaction-mode revision"), Ok(None));
+        assert!(mode("--auto-compaction-mode revision --auto-compaction-retention 5m").is_err());
+        assert!(mode("--auto-compaction-retention soon").is_err());
+        assert!(
+            mode("--auto-compaction-mode hourly --auto-compaction-retention 1")
+                .unwrap_err()
+                .contains("unknown auto-compaction-mode")
+        );
     }
 
     #[test]

@@ -155,7 +155,9 @@ impl State {
             ),
             Op::DeleteRange(req) => Some(self.kv.delete_range(&req).map(Answer::from)),
             Op::Txn(req) => Some(self.txn(&req)),
-            Op::Compaction(req) => Some(self.kv.compact(&req).map(Answer::from)),
+            Op::Compaction(req) | Op::AutoCompaction(req) => {
+                Some(self.kv.compact(&req).map(Answer::from))
+            }
             Op::LeaseGrant(req) => Some(self.grant(&req, &mut effects).map(Answer::from)),
             Op::LeaseRevoke(req) => Some(self.revoke(&req, &mut effects).map(Answer::from)),
             Op::LeaseExpire(LeaseExpire { id, generation }) => {
@@ -397,6 +399,7 @@ fn is_write(op: &Op) -> bool {
             | Op::DeleteRange(_)
             | Op::Txn(_)
             | Op::Compaction(_)
+            | Op::AutoCompaction(_)
             | Op::LeaseGrant(_)
             | Op::LeaseRevoke(_)
     )

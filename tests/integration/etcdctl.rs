@@ -193,3 +193,52 @@ fn member_restarts_on_its_data_dir_after_sigterm() {
         "yes\n"
     );
 }
+
+/// With `--auto-compaction-retention=2s` (periodic), the history of the last two seconds is
+/// kept and older history goes without any client compacting: how long after three puts their
+/// first revision reads as compacted.
+fn periodic_auto_compaction(flavor: Flavor) -> Duration {
+    let mut members = cluster(
+        flavor,
+        1,
+        "auto-compact",
+        &["--auto-compaction-retention=2s"],
+    );
+    start_all(&mut members);
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        let revision = |out: &std::process::Output| -> i64 {
+            let json: Value = serde_json::from_str(&stdout(out)).expect("json");
+            json["header"]["revision"].as_i64().expect("a revision")
+        };
+        let first = revision(&m.etcdctl(&["put", "k", "v1", "-w", "json"]));
+        m.etcdctl(&["put", "k", "v2"]);
+        m.etcdctl(&["put", "k", "v3"]);
+        let written = std::time::Instant::now();
+        let old = first.to_string();
+        let read_old = || error_line(&m.etcdctl(&["get", "k", "--rev", &old]));
+        while read_old() != "Error: etcdserver: mvcc: required revision has been compacted" {
+            assert!(
+                written.elapsed() < Duration::from_secs(20),
+                "never compacted: {}",
+                read_old()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        written.elapsed()
+    })
+}
+
+#[test]
+fn periodic_auto_compaction_keeps_the_retention_and_drops_what_is_older_as_etcd() {
+    let ours = periodic_auto_compaction(Flavor::Detcd);
+    assert!(ours >= Duration::from_secs(2), "compacted after {ours:?}");
+    if etcd_available() {
+        let theirs = periodic_auto_compaction(Flavor::Etcd);
+        assert!(
+            theirs >= Duration::from_secs(2),
+            "etcd compacted after {theirs:?}"
+        );
+        eprintln!("compacted after {ours:?}; etcd after {theirs:?}");
+    }
+}

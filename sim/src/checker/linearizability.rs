@@ -51,7 +51,10 @@ pub fn check(
     initial: &State,
     range_bytes_max: u64,
 ) -> Result<Stats, Violation> {
-    let mut stats = Stats::default();
+    let mut stats = Stats {
+        revisions: vec![1],
+        ..Stats::default()
+    };
     let proposals = index_proposals(ops)?;
     let model = Model::bootstrap(initial.members().list(), range_bytes_max);
     let replay = replay_writes(ops, log, initial, model, &proposals, &mut stats)?;
@@ -187,6 +190,7 @@ fn replay_writes(
         }
         let kv = replay.model.kv();
         replay.timeline.push(kv.current(), kv.compact_main());
+        stats.revisions.push(kv.current());
         replay
             .lease_digests
             .push(lease_digest(replay.model.lease_ids()));

@@ -55,7 +55,9 @@ impl AlarmsModel {
         let (write, adds) = match op {
             Op::Put(_) | Op::LeaseGrant(_) => (true, true),
             Op::Txn(t) => (true, puts(t)),
-            Op::DeleteRange(_) | Op::Compaction(_) | Op::LeaseRevoke(_) => (true, false),
+            Op::DeleteRange(_) | Op::Compaction(_) | Op::AutoCompaction(_) | Op::LeaseRevoke(_) => {
+                (true, false)
+            }
             _ => (false, false),
         };
         let raised = |kind: AlarmType| self.raised.iter().any(|(_, t)| *t == kind as i32);

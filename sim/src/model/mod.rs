@@ -106,7 +106,9 @@ impl Model {
             Op::Put(p) => Some(self.kv.put(p, &exists).map(ClientResponse::from)),
             Op::DeleteRange(d) => Some(Ok(self.kv.delete(d).into())),
             Op::Txn(t) => Some(self.kv.txn(t, &exists).map(ClientResponse::from)),
-            Op::Compaction(c) => Some(self.kv.compact(c.revision).map(ClientResponse::from)),
+            Op::Compaction(c) | Op::AutoCompaction(c) => {
+                Some(self.kv.compact(c.revision).map(ClientResponse::from))
+            }
             Op::LeaseGrant(g) => Some(self.grant(g).map(ClientResponse::from)),
             Op::LeaseRevoke(r) => Some(self.revoke(r.id).map(ClientResponse::from)),
             Op::LeaseExpire(LeaseExpire { id, generation }) => {

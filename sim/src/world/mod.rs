@@ -394,6 +394,7 @@ impl World {
             config.auto_promote_learners = options.auto_promote;
             config.quota_bytes = options.quota_bytes;
             config.max_range_bytes = options.range_bytes_max;
+            config.auto_compaction = options.auto_compaction;
             config.bugs = detcd::node::Bugs {
                 ack_before_durable: options.bug == Some(Bug::AckBeforeDurable),
                 read_without_read_index: options.bug == Some(Bug::ReadWithoutReadIndex),
@@ -408,6 +409,8 @@ impl World {
                 feed_resume_without_gap: options.bug == Some(Bug::FeedResumeWithoutGap),
                 local_reads_by_term_only: options.bug == Some(Bug::LocalReadsByTermOnly),
                 local_keepalives_ignore_floor: options.bug == Some(Bug::LocalKeepAlivesIgnoreFloor),
+                auto_compaction_keeps_one_less: options.bug
+                    == Some(Bug::AutoCompactionKeepsOneLess),
                 key_space: key_space_bugs(options.bug),
             };
             let drift = options.clock_drift_ppm_max as i64;

@@ -32,6 +32,8 @@ pub struct Stats {
     /// The model's HashKV after the whole log, with the log's length: every member that applied
     /// exactly that much must hash its key space the same.
     pub final_hash: Option<(u64, u32)>,
+    /// The store's revision after each log index, the empty store's first.
+    pub revisions: Vec<i64>,
     /// Reads checked against the model (answers and revision errors alike).
     pub linearizable_reads: u64,
     pub serializable_reads: u64,

@@ -81,13 +81,14 @@ pub fn classify(request: &ClientRequest) -> Class {
     }
 }
 
-/// Entries the leader proposes on its own (lease expiry and checkpoints): no client op claims
-/// them.
+/// Entries the leader proposes on its own (lease expiry and checkpoints, auto compaction): no
+/// client op claims them.
 pub fn is_internal(op: &internal_request::Op) -> bool {
     use detcd::proto::detcdpb::member_change::Change;
     match op {
         internal_request::Op::LeaseExpire(_)
         | internal_request::Op::LeaseCheckpoints(_)
+        | internal_request::Op::AutoCompaction(_)
         | internal_request::Op::HashReport(_) => true,
         // A member publishing its own name and client URLs, a leader promoting a learner.
         internal_request::Op::MemberChange(c) => {
