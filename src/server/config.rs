@@ -113,6 +113,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "The history the leader keeps when it compacts on its own; 0 turns auto compaction off.",
     ),
     (
+        "initial-corrupt-check",
+        "false",
+        "Accepted for etcd's manifests: a member always checks every WAL record and snapshot it loads, and refuses to start on damage.",
+    ),
+    (
         "auto-promote-learners",
         "false",
         "Have the leader promote a learner by itself once it is in sync with the leader.",
@@ -126,6 +131,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "strict-reconfig-check",
         "true",
         "Reject reconfiguration requests that would cause quorum loss.",
+    ),
+    (
+        "listen-metrics-urls",
+        "",
+        "URLs to serve /metrics and /health on as well (http:// or https://, with the client TLS flags).",
     ),
     ("cert-file", "", "Path to the client server TLS cert file."),
     ("key-file", "", "Path to the client server TLS key file."),
@@ -196,6 +206,8 @@ pub struct ServerConfig {
     pub name: String,
     pub data_dir: PathBuf,
     pub listen_client: Vec<ClientListener>,
+    /// `--listen-metrics-urls`: `/metrics` and the health endpoints only.
+    pub listen_metrics: Vec<ClientListener>,
     pub client_tls: TlsFiles,
     /// TLS between members, when the peer URLs are `https://`.
     pub peer_tls: Option<TlsFiles>,
@@ -241,10 +253,12 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "peer-client-cert-auth",
     "auto-tls",
     "peer-auto-tls",
+    "initial-corrupt-check",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
-const EXPERIMENTAL_IN_ETCD_3_5: &[&str] = &["watch-progress-notify-interval"];
+const EXPERIMENTAL_IN_ETCD_3_5: &[&str] =
+    &["watch-progress-notify-interval", "initial-corrupt-check"];
 
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if args.first().map(String::as_str) == Some("snapshot") {
@@ -320,7 +334,17 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let data_dir = get("data-dir").replace("${name}", &name);
     let client_tls = tls_files(&mut get, "")?;
     let peer_tls = tls_files(&mut get, "peer-")?;
-    let listen_client = client_listeners(&get("listen-client-urls"), &client_tls)?;
+    let listen_client = client_listeners(
+        &get("listen-client-urls"),
+        "listen-client-urls",
+        &client_tls,
+    )?;
+    let metrics_urls = get("listen-metrics-urls");
+    let listen_metrics = if metrics_urls.trim().is_empty() {
+        Vec::new()
+    } else {
+        client_listeners(&metrics_urls, "listen-metrics-urls", &client_tls)?
+    };
     let advertise_client_urls: Vec<String> = get("advertise-client-urls")
         .split(',')
         .map(str::to_string)
@@ -405,6 +429,8 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     node.max_learners = number(&get("max-learners"), "max-learners")?
         .min(crate::members::LEARNERS_MAX as u64) as usize;
     node.strict_reconfig_check = boolean(&get("strict-reconfig-check"), "strict-reconfig-check")?;
+    // What etcd's initial check guards against is checked at every start (see its help).
+    boolean(&get("initial-corrupt-check"), "initial-corrupt-check")?;
     node.auto_compaction = auto_compaction(
         &get("auto-compaction-mode"),
         &get("auto-compaction-retention"),
@@ -428,6 +454,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         name,
         data_dir: PathBuf::from(data_dir),
         listen_client,
+        listen_metrics,
         client_tls,
         peer_tls: peer_https.then_some(peer_tls),
         advertise_client_urls,
@@ -579,9 +606,13 @@ fn auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>
     Ok(compaction)
 }
 
-/// `--listen-client-urls`; an `https://` one needs the TLS flags' key pair, as in etcd.
-fn client_listeners(value: &str, tls: &TlsFiles) -> Result<Vec<ClientListener>, String> {
-    let flag = "listen-client-urls";
+/// `--listen-client-urls` or `--listen-metrics-urls`; an `https://` one needs the TLS flags'
+/// key pair, as in etcd.
+fn client_listeners(
+    value: &str,
+    flag: &str,
+    tls: &TlsFiles,
+) -> Result<Vec<ClientListener>, String> {
     let mut out = Vec::new();
     for url in urls(value) {
         let (hp, https) = client_host_port(url).map_err(|e| format!("--{flag}: {e}"))?;
@@ -742,6 +773,19 @@ mod tests {
             .unwrap_err()
             .contains("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided"));
         assert!(run("--peer-cert-file p.pem").unwrap().peer_tls.is_none());
+    }
+
+    #[test]
+    fn kubeadms_metrics_and_corruption_check_flags_are_taken() {
+        let c = run("--listen-metrics-urls http://127.0.0.1:2381 \
+                     --experimental-initial-corrupt-check=true")
+        .unwrap();
+        assert_eq!(c.listen_metrics[0].to_string(), "http://127.0.0.1:2381");
+        assert!(run("").unwrap().listen_metrics.is_empty());
+        assert!(run("--listen-metrics-urls https://127.0.0.1:2381")
+            .unwrap_err()
+            .contains("must be provided"));
+        assert!(run("--initial-corrupt-check maybe").is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! `/metrics` answers in Prometheus' text format (`metrics.rs`), `/v3/...` and `/v3beta/...`
 //! are the JSON gateway's (`gateway.rs`). Every other gRPC request goes on to the gRPC
-//! services; any other HTTP request gets 404.
+//! services; any other HTTP request gets 404. On a `--listen-metrics-urls` listener the same
+//! endpoints answer, without the gateway, in front of [`NotFound`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +34,8 @@ use crate::proto::etcdserverpb::{RangeRequest, StatusRequest};
 pub struct EtcdHttpLayer {
     driver: DriverHandle,
     metrics: Arc<ServerMetrics>,
-    gateway: Arc<Gateway>,
+    /// None on a metrics listener.
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl EtcdHttpLayer {
@@ -45,8 +47,35 @@ impl EtcdHttpLayer {
         EtcdHttpLayer {
             driver,
             metrics,
-            gateway: Arc::new(gateway),
+            gateway: Some(Arc::new(gateway)),
         }
+    }
+
+    /// The endpoints alone, for a `--listen-metrics-urls` listener.
+    pub fn metrics_only(driver: DriverHandle, metrics: Arc<ServerMetrics>) -> EtcdHttpLayer {
+        EtcdHttpLayer {
+            driver,
+            metrics,
+            gateway: None,
+        }
+    }
+}
+
+/// What a metrics listener answers past its endpoints: 404, gRPC calls included.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotFound;
+
+impl<B> Service<Request<B>> for NotFound {
+    type Response = Response<BoxBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response<BoxBody>, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        std::future::ready(Ok(not_found()))
     }
 }
 
@@ -68,7 +97,7 @@ pub struct EtcdHttp<S> {
     inner: S,
     driver: DriverHandle,
     metrics: Arc<ServerMetrics>,
-    gateway: Arc<Gateway>,
+    gateway: Option<Arc<Gateway>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -95,12 +124,15 @@ where
             if is_grpc(&request) {
                 return Either::Left(self.inner.call(request));
             }
-            if Gateway::owns(request.uri().path()) {
-                let gateway = self.gateway.clone();
+            if let Some(gateway) = self
+                .gateway
+                .as_ref()
+                .filter(|_| Gateway::owns(request.uri().path()))
+            {
+                let gateway = gateway.clone();
                 return Either::Right(Box::pin(async move { Ok(gateway.answer(request).await) }));
             }
-            let not_found = text(StatusCode::NOT_FOUND, "404 page not found\n");
-            return Either::Right(Box::pin(std::future::ready(Ok(not_found))));
+            return Either::Right(Box::pin(std::future::ready(Ok(not_found()))));
         };
         let driver = self.driver.clone();
         let metrics = self.metrics.clone();
@@ -329,6 +361,10 @@ fn json(status: StatusCode, body: String) -> Response<BoxBody> {
 
 /// Prometheus' text exposition format, as its client libraries label it.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn not_found() -> Response<BoxBody> {
+    text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
 
 fn text(status: StatusCode, body: &str) -> Response<BoxBody> {
     respond(status, "text/plain; charset=utf-8", body.to_string())

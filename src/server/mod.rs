@@ -139,7 +139,14 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
 
     let client_addrs: Vec<SocketAddr> = cfg.listen_client.iter().map(|l| l.addr).collect();
     let client_listeners = bind(&client_addrs, "clients").await?;
-    let tls = if cfg.listen_client.iter().any(|l| l.https) {
+    let metrics_addrs: Vec<SocketAddr> = cfg.listen_metrics.iter().map(|l| l.addr).collect();
+    let metrics_listeners = bind(&metrics_addrs, "metrics").await?;
+    let tls = if cfg
+        .listen_client
+        .iter()
+        .chain(&cfg.listen_metrics)
+        .any(|l| l.https)
+    {
         let files = cfg.client_tls.clone().with_auto_tls(
             &cfg.data_dir.join("fixtures").join("client"),
             &client_addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
@@ -233,6 +240,18 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 metrics: metrics.clone(),
             },
             cfg.node.max_request_bytes,
+            shutdown_rx.clone(),
+        )));
+    }
+
+    for (listener, url) in metrics_listeners.into_iter().zip(&cfg.listen_metrics) {
+        let endpoints = http::EtcdHttpLayer::metrics_only(handle.clone(), metrics.clone());
+        servers.push(tokio::spawn(client_port::serve(
+            listener,
+            url.https.then(|| tls.clone()).flatten(),
+            tower::ServiceBuilder::new()
+                .layer(endpoints)
+                .service(http::NotFound),
             shutdown_rx.clone(),
         )));
     }

@@ -14,13 +14,17 @@ use rcgen::{
     KeyPair,
 };
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, as PEM files.
+/// A CA, a server certificate for 127.0.0.1, a client certificate and a member's peer
+/// certificate (for both uses) it signed, as PEM files.
+#[derive(Clone)]
 struct Pki {
     ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
+    peer_cert: PathBuf,
+    peer_key: PathBuf,
 }
 
 fn authority(name: &str) -> (Certificate, KeyPair) {
@@ -61,12 +65,19 @@ fn pki(tag: &str) -> Pki {
         issue(&dir, "server", &[ExtendedKeyUsagePurpose::ServerAuth], &ca);
     let (client_cert, client_key) =
         issue(&dir, "client", &[ExtendedKeyUsagePurpose::ClientAuth], &ca);
+    let both = [
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let (peer_cert, peer_key) = issue(&dir, "peer", &both, &ca);
     Pki {
         ca: ca_file,
         server_cert,
         server_key,
         client_cert,
         client_key,
+        peer_cert,
+        peer_key,
     }
 }
 
@@ -192,9 +203,7 @@ fn client_cert_auth_lets_in_only_certificates_the_trusted_ca_signed() {
         let stranger = Pki {
             client_cert: cert,
             client_key: key,
-            ca: pki.ca.clone(),
-            server_cert: pki.server_cert.clone(),
-            server_key: pki.server_key.clone(),
+            ..pki.clone()
         };
         assert_eq!(
             secure(m, &stranger, true, &timeouts),
@@ -430,4 +439,78 @@ fn auto_tls_members_make_their_own_certificates_and_keep_them() {
         );
         assert_eq!(cert_of(&members[2], "peer"), peer_cert);
     });
+}
+
+/// The flags kubeadm writes into its etcd static pod manifest, with this test's ports, files
+/// and data dir: TLS on both ports with client certificates required, a plain metrics
+/// listener that the kubelet's probes ask, the initial corruption check and 5 s progress
+/// notifications.
+fn kubeadm_flags(member: &Member, pki: &Pki, metrics: u16) -> Vec<String> {
+    let (client, peer_url) = (
+        https_endpoint(member),
+        format!("https://127.0.0.1:{}", member.spec.peer_port),
+    );
+    let name = &member.spec.name;
+    vec![
+        format!("--advertise-client-urls={client}"),
+        path_flag("cert-file", &pki.server_cert),
+        "--client-cert-auth=true".to_string(),
+        path_flag("data-dir", &member.spec.data_dir),
+        "--experimental-initial-corrupt-check=true".to_string(),
+        "--experimental-watch-progress-notify-interval=5s".to_string(),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster={name}={peer_url}"),
+        path_flag("key-file", &pki.server_key),
+        format!("--listen-client-urls={client}"),
+        format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--name={name}"),
+        path_flag("peer-cert-file", &pki.peer_cert),
+        "--peer-client-cert-auth=true".to_string(),
+        path_flag("peer-key-file", &pki.peer_key),
+        path_flag("peer-trusted-ca-file", &pki.ca),
+        "--snapshot-count=10000".to_string(),
+        path_flag("trusted-ca-file", &pki.ca),
+    ]
+}
+
+/// What a member started from kubeadm's flags answers: the kubelet's liveness and startup
+/// probes on the metrics port, `/metrics` there, 404 for anything else there, and etcdctl with
+/// a client certificate on the client port.
+fn kubeadm_session(flavor: Flavor, pki: &Pki) -> Vec<String> {
+    let mut members = cluster(flavor, 1, "kubeadm", &[]);
+    let metrics = common::free_port();
+    members[0].extra_args = kubeadm_flags(&members[0], pki, metrics);
+    members[0].start();
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(m, pki, true);
+        let endpoint = format!("127.0.0.1:{metrics}");
+        let get = |path: &str| common::http(&endpoint, "GET", path, "").0.to_string();
+        let (_, exposition) = common::http(&endpoint, "GET", "/metrics", "");
+        assert!(
+            exposition.contains("etcd_server_has_leader 1"),
+            "{exposition}"
+        );
+        vec![
+            get("/health?exclude=NOSPACE&serializable=true"),
+            get("/health?serializable=false"),
+            get("/etcdserverpb.KV/Range"),
+            secure(m, pki, true, &["put", "/registry/pods/default/p", "spec"]),
+            secure(m, pki, true, &["get", "/registry/", "--prefix"]),
+            secure(m, pki, false, &["--command-timeout=3s", "get", "x"]),
+        ]
+    })
+}
+
+#[test]
+fn a_member_starts_from_kubeadms_etcd_manifest_and_answers_its_probes_as_etcd() {
+    let pki = pki("kubeadm-pki");
+    let detcd = kubeadm_session(Flavor::Detcd, &pki);
+    assert_eq!(detcd[..3], ["200", "200", "404"]);
+    assert_eq!(detcd[3], "OK\n");
+    assert_eq!(detcd[4], "/registry/pods/default/p\nspec\n");
+    if etcd_available() {
+        assert_eq!(detcd, kubeadm_session(Flavor::Etcd, &pki));
+    }
 }
