@@ -7,7 +7,11 @@ static ALLOCATOR: detcd::allocator::MiMalloc = detcd::allocator::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse(&args) {
+    // Variables that are not Unicode name no flag of ours (and would make `vars` panic).
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    let cfg = match config::parse(&args, &env) {
         Ok(Command::Run(cfg)) => cfg,
         Ok(Command::Restore { file, cfg }) => {
             if let Err(e) = detcd::server::restore::restore(&file, &cfg) {

@@ -260,10 +260,33 @@ const BOOLEAN_FLAGS: &[&str] = &[
 const EXPERIMENTAL_IN_ETCD_3_5: &[&str] =
     &["watch-progress-notify-interval", "initial-corrupt-check"];
 
-pub fn parse(args: &[String]) -> Result<Command, String> {
+/// What etcd reads from its environment in place of a flag not given: `ETCD_` and the flag's
+/// name in capitals, `_` for `-` (`ETCD_DATA_DIR` for `--data-dir`).
+const ENV_PREFIX: &str = "ETCD_";
+
+/// The command line `args`, with `env` (the process's environment) standing in for flags not
+/// given.
+pub fn parse(args: &[String], env: &[(String, String)]) -> Result<Command, String> {
     if args.first().map(String::as_str) == Some("snapshot") {
         return parse_snapshot(&args[1..]);
     }
+    let mut values = match parse_flags(args)? {
+        Given::Flags(values) => values,
+        Given::Command(command) => return Ok(command),
+    };
+    take_environment(&mut values, env)?;
+    build(values).map(|c| Command::Run(Box::new(c)))
+}
+
+/// What a command line asks for before its flags are read.
+enum Given {
+    /// The flags given, by name.
+    Flags(BTreeMap<&'static str, String>),
+    /// `--help` or `--version`.
+    Command(Command),
+}
+
+fn parse_flags(args: &[String]) -> Result<Given, String> {
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -272,22 +295,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             return Err(format!("unexpected argument {arg:?}"));
         };
         if flag == "help" || flag == "h" {
-            return Ok(Command::Help);
+            return Ok(Given::Command(Command::Help));
         }
         if flag == "version" {
-            return Ok(Command::Version);
+            return Ok(Given::Command(Command::Version));
         }
         let name = flag.split_once('=').map_or(flag, |(n, _)| n);
-        // etcd 3.4 and 3.5 name some flags `--experimental-...` that 3.6 made plain.
-        let plain = EXPERIMENTAL_IN_ETCD_3_5
-            .iter()
-            .find(|f| name.strip_prefix("experimental-") == Some(**f))
-            .map_or(name, |f| *f);
-        let Some((known, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == plain) else {
+        let Some(known) = known_flag(name) else {
             return Err(format!("unknown flag --{name} (see --help)"));
         };
         // As with Go's flags, a boolean flag alone means true.
-        let boolean = BOOLEAN_FLAGS.contains(known);
+        let boolean = BOOLEAN_FLAGS.contains(&known);
         let value = match flag.split_once('=') {
             Some((_, v)) => v.to_string(),
             None if boolean => "true".to_string(),
@@ -298,7 +316,46 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         };
         values.insert(known, value);
     }
-    build(values).map(|c| Command::Run(Box::new(c)))
+    Ok(Given::Flags(values))
+}
+
+/// Environment variables stand for flags not given, as etcd takes them: one for a flag also
+/// given is an error, one that names no flag is ignored with a warning.
+fn take_environment(
+    values: &mut BTreeMap<&'static str, String>,
+    env: &[(String, String)],
+) -> Result<(), String> {
+    for (key, value) in env {
+        let Some(name) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some(flag) = known_flag(&name.to_ascii_lowercase().replace('_', "-")) else {
+            eprintln!("detcd: unrecognized environment variable {key}={value}");
+            continue;
+        };
+        if values.contains_key(flag) {
+            return Err(format!(
+                "conflicting environment variable {key:?} is shadowed by corresponding \
+                 command-line flag (either unset environment variable or disable flag)"
+            ));
+        }
+        eprintln!("detcd: recognized and used environment variable {key}={value}");
+        values.insert(flag, value.clone());
+    }
+    Ok(())
+}
+
+/// The flag `name` stands for, if detcd has it: etcd 3.4 and 3.5 name some flags
+/// `--experimental-...` that 3.6 made plain.
+fn known_flag(name: &str) -> Option<&'static str> {
+    let plain = EXPERIMENTAL_IN_ETCD_3_5
+        .iter()
+        .find(|f| name.strip_prefix("experimental-") == Some(**f))
+        .map_or(name, |f| *f);
+    FLAGS
+        .iter()
+        .find(|(n, _, _)| *n == plain)
+        .map(|(n, _, _)| *n)
 }
 
 fn parse_snapshot(args: &[String]) -> Result<Command, String> {
@@ -307,7 +364,7 @@ fn parse_snapshot(args: &[String]) -> Result<Command, String> {
                  [--initial-advertise-peer-urls ..]";
     match args {
         [verb, file, flags @ ..] if verb == "restore" && !file.starts_with('-') => {
-            match parse(flags)? {
+            match parse(flags, &[])? {
                 Command::Run(cfg) => Ok(Command::Restore {
                     file: PathBuf::from(file),
                     cfg,
@@ -715,7 +772,7 @@ mod tests {
     }
 
     fn run(s: &str) -> Result<ServerConfig, String> {
-        match parse(&args(s))? {
+        match parse(&args(s), &[])? {
             Command::Run(c) => Ok(*c),
             _ => Err("not a run".into()),
         }
@@ -773,6 +830,39 @@ mod tests {
             .unwrap_err()
             .contains("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided"));
         assert!(run("--peer-cert-file p.pem").unwrap().peer_tls.is_none());
+    }
+
+    #[test]
+    fn environment_variables_stand_for_flags_not_given() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let with = |line: &str, pairs: &[(&str, &str)]| match parse(&args(line), &env(pairs)) {
+            Ok(Command::Run(c)) => Ok(*c),
+            Ok(_) => Err("not a run".to_string()),
+            Err(e) => Err(e),
+        };
+        let c = with(
+            "--name a --initial-cluster a=http://127.0.0.1:2380",
+            &[
+                ("ETCD_SNAPSHOT_COUNT", "77"),
+                ("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "5s"),
+                ("ETCD_UNSUPPORTED_ARCH", "arm"),
+                ("ETCDCTL_API", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.node.snapshot_count, 77);
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(5));
+        assert!(with("--name a", &[("ETCD_NAME", "b")])
+            .unwrap_err()
+            .contains("conflicting environment variable \"ETCD_NAME\" is shadowed"));
+        assert!(with("", &[("ETCD_SNAPSHOT_COUNT", "many")])
+            .unwrap_err()
+            .contains("snapshot-count"));
     }
 
     #[test]

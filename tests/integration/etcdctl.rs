@@ -242,3 +242,41 @@ fn periodic_auto_compaction_keeps_the_retention_and_drops_what_is_older_as_etcd(
         eprintln!("compacted after {ours:?}; etcd after {theirs:?}");
     }
 }
+
+/// A member configured by etcd's environment variables alone: what it answers. One given a
+/// variable for a flag it was also given must refuse to start, with etcd's words.
+fn environment_session(flavor: Flavor) -> String {
+    let mut members = cluster(flavor, 1, "ctl-env", &["--snapshot-count=5"]);
+    members[0].start_from_environment();
+    common::wait_until_writable(&members[0], Duration::from_secs(20));
+    let m = &members[0];
+    m.etcdctl(&["put", "k", "from-env"]);
+    let read = stdout(&m.etcdctl(&["get", "k", "--print-value-only"]));
+    let conflicting = std::process::Command::new(if flavor == Flavor::Detcd {
+        env!("CARGO_BIN_EXE_detcd")
+    } else {
+        "etcd"
+    })
+    .args(["--name=x"])
+    .env("ETCD_NAME", "y")
+    .output()
+    .expect("runs");
+    let complaint = String::from_utf8_lossy(&conflicting.stderr);
+    let shadowed = "conflicting environment variable \"ETCD_NAME\" is shadowed by \
+                    corresponding command-line flag (either unset environment variable or \
+                    disable flag)";
+    assert!(
+        !conflicting.status.success() && complaint.contains(shadowed),
+        "{complaint}"
+    );
+    read
+}
+
+#[test]
+fn etcds_environment_variables_configure_a_member_as_etcd() {
+    let ours = environment_session(Flavor::Detcd);
+    assert_eq!(ours, "from-env\n");
+    if etcd_available() {
+        assert_eq!(ours, environment_session(Flavor::Etcd));
+    }
+}

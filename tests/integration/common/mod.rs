@@ -104,13 +104,32 @@ impl Member {
 
     /// Starts the process; its stderr is collected into `log`.
     pub fn start(&mut self) {
+        let mut command = Command::new(self.flavor.binary());
+        command.args(self.args());
+        self.spawn(command);
+    }
+
+    /// Starts the process with no flags, each of them given as etcd's environment variable
+    /// (`--data-dir=D` as `ETCD_DATA_DIR=D`).
+    pub fn start_from_environment(&mut self) {
+        let mut command = Command::new(self.flavor.binary());
+        for arg in self.args() {
+            let (flag, value) = arg[2..].split_once('=').expect("--flag=value");
+            command.env(
+                format!("ETCD_{}", flag.to_uppercase().replace('-', "_")),
+                value,
+            );
+        }
+        self.spawn(command);
+    }
+
+    fn spawn(&mut self, mut command: Command) {
         assert!(
             self.child.is_none(),
             "member {} already running",
             self.spec.name
         );
-        let mut child = Command::new(self.flavor.binary())
-            .args(self.args())
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
