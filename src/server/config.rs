@@ -181,6 +181,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Years the certificates that --auto-tls and --peer-auto-tls make are valid for.",
     ),
     (
+        "wal-dir",
+        "",
+        "Path to a dedicated WAL directory (default: <data-dir>/member/wal).",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -217,6 +222,8 @@ pub struct ServerConfig {
     pub members: BTreeMap<MemberId, (String, String)>,
     pub initial_cluster_state: String,
     pub wal_segment_bytes: u64,
+    /// `--wal-dir`: where the WAL segments go instead of `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     pub watch_progress_notify_interval: Duration,
     /// Years a certificate made for `--auto-tls` or `--peer-auto-tls` is valid for.
     pub self_signed_cert_validity: u32,
@@ -519,6 +526,9 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         members,
         initial_cluster_state,
         wal_segment_bytes,
+        wal_dir: Some(get("wal-dir"))
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from),
         watch_progress_notify_interval,
         self_signed_cert_validity,
         node,

@@ -50,7 +50,7 @@ pub fn restore(file: &Path, cfg: &ServerConfig) -> Result<(), String> {
         ..Snapshot::default()
     };
     snapshot.set_metadata(meta);
-    write_member_dir(&cfg.data_dir, &snapshot)?;
+    write_member_dir(cfg, &snapshot)?;
     println!(
         "restored snapshot {} into {} for member {:x} of cluster {:x}",
         file.display(),
@@ -63,9 +63,14 @@ pub fn restore(file: &Path, cfg: &ServerConfig) -> Result<(), String> {
 
 /// A fresh data directory holding `snapshot`, its WAL marker and a hard state committing it,
 /// written through the disk executor as a running member writes them.
-fn write_member_dir(data_dir: &Path, snapshot: &Snapshot) -> Result<(), String> {
-    let loaded =
-        disk::load(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+fn write_member_dir(cfg: &ServerConfig, snapshot: &Snapshot) -> Result<(), String> {
+    let data_dir = &cfg.data_dir;
+    let options = disk::DiskOptions {
+        segment_bytes: cfg.wal_segment_bytes,
+        wal_dir: cfg.wal_dir.clone(),
+    };
+    let loaded = disk::load_with(data_dir, options)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let mut wal = Vec::new();
     let mut offset = loaded.recovered.wal_end_offset;
     let hard_state = HardState {

@@ -280,3 +280,44 @@ fn etcds_environment_variables_configure_a_member_as_etcd() {
         assert_eq!(ours, environment_session(Flavor::Etcd));
     }
 }
+
+#[test]
+fn a_dedicated_wal_dir_holds_the_wal_across_a_crash_and_must_not_be_left_behind() {
+    let wal_dir = common::temp_dir("ctl-wal-dir").join("wal");
+    let flag = format!("--wal-dir={}", wal_dir.display());
+    let mut ours = cluster(Flavor::Detcd, 1, "ctl-wal-dir", &[&flag]);
+    start_all(&mut ours);
+    assert!(ours[0].etcdctl(&["put", "k", "kept"]).status.success());
+    ours[0].kill();
+    let segments = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension() == Some("wal".as_ref()))
+                })
+                .count()
+        })
+    };
+    let data_dir = common::data_dir_of(&ours[0]).to_path_buf();
+    assert!(segments(&wal_dir) > 0);
+    assert_eq!(segments(&data_dir.join("member/wal")), 0);
+
+    ours[0].start();
+    common::wait_until_writable(&ours[0], Duration::from_secs(20));
+    let read = stdout(&ours[0].etcdctl(&["get", "k", "--print-value-only"]));
+    assert_eq!(read, "kept\n", "{}", ours[0].log_text());
+    ours[0].kill();
+
+    // Started without the flag, the member must not begin again from an empty log.
+    ours[0].extra_args.clear();
+    ours[0].start();
+    assert_ne!(ours[0].wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        ours[0]
+            .log_text()
+            .contains("the WAL is elsewhere (--wal-dir) or lost"),
+        "{}",
+        ours[0].log_text()
+    );
+}

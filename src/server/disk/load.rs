@@ -60,7 +60,7 @@ pub(super) fn scan(
     options: DiskOptions,
     valid_len: ValidLen,
 ) -> Result<(DiskImage, DiskFiles, u64), DiskSetupError> {
-    let (wal_dir, snap_dir) = prepare_dirs(data_dir)?;
+    let (wal_dir, snap_dir) = prepare_dirs(data_dir, options.wal_dir.as_deref())?;
     let snapshots = read_snapshots(&snap_dir)?;
     let mut segments = list_numbered(&wal_dir, WAL_EXT).map_err(DiskSetupError::Io)?;
     if segments.is_empty() {
@@ -84,8 +84,12 @@ pub(super) fn scan(
     Ok((image, files, torn_tail_bytes))
 }
 
-/// Creates `member/wal` and `member/snap` if missing and removes half-written temporary files.
-fn prepare_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), DiskSetupError> {
+/// Creates `member/wal` (or `wal_dir`) and `member/snap` if missing and removes half-written
+/// temporary files.
+fn prepare_dirs(
+    data_dir: &Path,
+    wal_dir: Option<&Path>,
+) -> Result<(PathBuf, PathBuf), DiskSetupError> {
     let io = DiskSetupError::Io;
     let data_dir_existed = match fs::metadata(data_dir) {
         Ok(meta) if !meta.is_dir() => {
@@ -95,7 +99,10 @@ fn prepare_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), DiskSetupError> {
         Err(_) => false,
     };
     let member = data_dir.join("member");
-    let (wal_dir, snap_dir) = (member.join("wal"), member.join("snap"));
+    let default_wal_dir = member.join("wal");
+    let wal_dir = wal_dir.map_or_else(|| default_wal_dir.clone(), Path::to_path_buf);
+    let snap_dir = member.join("snap");
+    check_wal_dir_moved(&member, &wal_dir, &default_wal_dir)?;
     for dir in [&wal_dir, &snap_dir] {
         fs::create_dir_all(dir)
             .context("cannot create", dir)
@@ -104,6 +111,9 @@ fn prepare_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), DiskSetupError> {
     // A directory entry is durable only once its parent is synced; a WAL in a directory that
     // vanishes in a crash would forget votes already cast.
     sync_dir(&member).map_err(io)?;
+    if let Some(parent) = wal_dir.parent().filter(|p| *p != member) {
+        sync_dir(parent).map_err(io)?;
+    }
     sync_dir(data_dir).map_err(io)?;
     if !data_dir_existed {
         let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty());
@@ -112,6 +122,36 @@ fn prepare_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), DiskSetupError> {
     remove_tmp_files(&wal_dir).map_err(io)?;
     remove_tmp_files(&snap_dir).map_err(io)?;
     Ok((wal_dir, snap_dir))
+}
+
+/// A member's WAL must be where it was: a member started with `--wal-dir` and then without it
+/// (or the other way round) would otherwise start over from an empty log beside its snapshots,
+/// as a new member under the old one's name.
+fn check_wal_dir_moved(
+    member: &Path,
+    wal_dir: &Path,
+    default_wal_dir: &Path,
+) -> Result<(), DiskSetupError> {
+    let moved = |why: String| Err(DiskSetupError::Corrupt(why));
+    if member.exists() && !wal_dir.exists() {
+        return moved(format!(
+            "{} exists but its WAL directory {} does not: the WAL is elsewhere (--wal-dir) or lost",
+            member.display(),
+            wal_dir.display()
+        ));
+    }
+    let left_behind = wal_dir != default_wal_dir
+        && !list_numbered(default_wal_dir, WAL_EXT)
+            .unwrap_or_default()
+            .is_empty();
+    if left_behind {
+        return moved(format!(
+            "{} holds WAL segments but --wal-dir names {}",
+            default_wal_dir.display(),
+            wal_dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Every snapshot file's bytes, by ascending index. Recovery picks the one the WAL vouches for.

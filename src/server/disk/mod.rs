@@ -72,12 +72,16 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub struct DiskOptions {
     /// Size a segment is preallocated to. Smaller in tests, to exercise rotation.
     pub segment_bytes: u64,
+    /// `--wal-dir`: the WAL segments' directory, instead of `<data-dir>/member/wal` (a disk of
+    /// their own keeps the syncs of appends away from snapshots and cold segments).
+    pub wal_dir: Option<PathBuf>,
 }
 
 impl Default for DiskOptions {
     fn default() -> Self {
         DiskOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            wal_dir: None,
         }
     }
 }

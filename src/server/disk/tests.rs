@@ -43,7 +43,10 @@ impl Drop for TempDir {
 }
 
 fn small(segment_bytes: u64) -> DiskOptions {
-    DiskOptions { segment_bytes }
+    DiskOptions {
+        segment_bytes,
+        wal_dir: None,
+    }
 }
 
 /// Test framing: `[len: u32 LE][crc32c: u32 LE][payload]`, `len > 0`.
@@ -155,6 +158,38 @@ fn a_fresh_dir_gets_one_preallocated_segment_at_offset_zero() {
     assert_eq!(wal_files(&dir.0), ["0000000000000000.wal"]);
     assert_eq!(fs::metadata(&files.current_path).unwrap().len(), 4096);
     assert_eq!(files.wal_end_offset(), 0);
+}
+
+#[test]
+fn a_wal_dir_of_its_own_is_used_and_a_moved_wal_is_refused() {
+    let dir = TempDir::new("wal-dir");
+    let elsewhere = dir.0.join("elsewhere");
+    let with_wal_dir = || DiskOptions {
+        wal_dir: Some(elsewhere.clone()),
+        ..small(4096)
+    };
+    let data = dir.0.join("data");
+    scan_dir(&data, with_wal_dir()).unwrap();
+    assert!(elsewhere.join("0000000000000000.wal").exists());
+    assert!(!data.join("member/wal").exists());
+    let refused = |options| match scan_dir(&data, options) {
+        Err(DiskSetupError::Corrupt(why)) => why,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert!(refused(small(4096)).contains("the WAL is elsewhere (--wal-dir) or lost"));
+
+    // The other way round: a WAL left in the data dir while --wal-dir names another.
+    let plain = dir.0.join("plain");
+    scan_dir(&plain, small(4096)).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    let why = match scan_dir(&plain, with_wal_dir()) {
+        Err(DiskSetupError::Corrupt(why)) => why,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert!(
+        why.contains("holds WAL segments but --wal-dir names"),
+        "{why}"
+    );
 }
 
 #[test]
