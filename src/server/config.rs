@@ -181,6 +181,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Years the certificates that --auto-tls and --peer-auto-tls make are valid for.",
     ),
     (
+        "unsafe-no-fsync",
+        "false",
+        "Disables fsync of the WAL: unsafe, a machine crash loses acknowledged writes (for tests).",
+    ),
+    (
         "wal-dir",
         "",
         "Path to a dedicated WAL directory (default: <data-dir>/member/wal).",
@@ -224,6 +229,8 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     /// `--wal-dir`: where the WAL segments go instead of `<data-dir>/member/wal`.
     pub wal_dir: Option<PathBuf>,
+    /// `--unsafe-no-fsync`: the WAL is never synced.
+    pub unsafe_no_fsync: bool,
     pub watch_progress_notify_interval: Duration,
     /// Years a certificate made for `--auto-tls` or `--peer-auto-tls` is valid for.
     pub self_signed_cert_validity: u32,
@@ -261,6 +268,7 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "auto-tls",
     "peer-auto-tls",
     "initial-corrupt-check",
+    "unsafe-no-fsync",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -506,6 +514,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
             format!("invalid value {progress:?} for flag --watch-progress-notify-interval")
         })?
         .max(Duration::from_millis(100));
+    let unsafe_no_fsync = boolean(&get("unsafe-no-fsync"), "unsafe-no-fsync")?;
     let validity = number(
         &get("self-signed-cert-validity"),
         "self-signed-cert-validity",
@@ -530,6 +539,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
             .filter(|dir| !dir.is_empty())
             .map(PathBuf::from),
         watch_progress_notify_interval,
+        unsafe_no_fsync,
         self_signed_cert_validity,
         node,
     })

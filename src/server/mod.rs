@@ -93,6 +93,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let options = disk::DiskOptions {
         segment_bytes: cfg.wal_segment_bytes,
         wal_dir: cfg.wal_dir.clone(),
+        unsafe_no_fsync: cfg.unsafe_no_fsync,
     };
     let loaded = disk::load_with(&cfg.data_dir, options)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;

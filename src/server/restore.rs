@@ -68,6 +68,7 @@ fn write_member_dir(cfg: &ServerConfig, snapshot: &Snapshot) -> Result<(), Strin
     let options = disk::DiskOptions {
         segment_bytes: cfg.wal_segment_bytes,
         wal_dir: cfg.wal_dir.clone(),
+        unsafe_no_fsync: false,
     };
     let loaded = disk::load_with(data_dir, options)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;

@@ -250,3 +250,19 @@ fn metrics_answer_in_prometheus_format_under_etcds_names() {
         }
     }
 }
+
+#[test]
+fn unsafe_no_fsync_writes_the_wal_without_syncing_it() {
+    let mut members = cluster(Flavor::Detcd, 1, "no-fsync", &["--unsafe-no-fsync"]);
+    start_all(&mut members);
+    let endpoint = members[0].spec.endpoint();
+    for i in 0..20 {
+        let put = etcdctl(&endpoint, &["put", &format!("k{i}"), "v"], None);
+        assert!(put.status.success());
+    }
+    let read = etcdctl(&endpoint, &["get", "k19", "--print-value-only"], None);
+    assert_eq!(stdout(&read), "v\n");
+    let (_, page) = get(&endpoint, "/metrics");
+    let syncs = Scrape::of(&page).value("etcd_disk_wal_fsync_duration_seconds_count");
+    assert_eq!(syncs, 0.0, "no fdatasync of the WAL");
+}

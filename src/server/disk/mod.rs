@@ -75,6 +75,9 @@ pub struct DiskOptions {
     /// `--wal-dir`: the WAL segments' directory, instead of `<data-dir>/member/wal` (a disk of
     /// their own keeps the syncs of appends away from snapshots and cold segments).
     pub wal_dir: Option<PathBuf>,
+    /// `--unsafe-no-fsync`: the WAL's appends are never synced, so a crash of the machine
+    /// (not of the process) loses acknowledged writes. For tests that want speed, as etcd's.
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for DiskOptions {
@@ -82,6 +85,7 @@ impl Default for DiskOptions {
         DiskOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             wal_dir: None,
+            unsafe_no_fsync: false,
         }
     }
 }

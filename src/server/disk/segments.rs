@@ -34,6 +34,8 @@ pub(super) struct WalWriter {
     capacity: u64,
     /// Bytes were written since the last `fdatasync`.
     dirty: bool,
+    /// `--unsafe-no-fsync`: appends count as durable once written.
+    unsafe_no_fsync: bool,
     spare: Option<JoinHandle<Result<File, String>>>,
     /// `fdatasync`s of WAL data issued so far (for tests and metrics).
     syncs: Arc<Histogram>,
@@ -51,6 +53,7 @@ impl WalWriter {
             pos: files.current_write_pos,
             capacity: files.current_capacity,
             dirty: false,
+            unsafe_no_fsync: files.options.unsafe_no_fsync,
             spare: None,
             syncs,
         }
@@ -84,12 +87,12 @@ impl WalWriter {
     /// Makes every append so far durable. One `fdatasync` suffices even across a rotation,
     /// because a rotation syncs the segment it leaves.
     pub(super) fn sync(&mut self) -> Result<(), String> {
-        if self.dirty {
+        if self.dirty && !self.unsafe_no_fsync {
             let started = std::time::Instant::now();
             self.file.sync_data().context("cannot sync", &self.path)?;
             self.syncs.observe(started.elapsed());
-            self.dirty = false;
         }
+        self.dirty = false;
         Ok(())
     }
 

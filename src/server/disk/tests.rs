@@ -45,7 +45,7 @@ impl Drop for TempDir {
 fn small(segment_bytes: u64) -> DiskOptions {
     DiskOptions {
         segment_bytes,
-        wal_dir: None,
+        ..DiskOptions::default()
     }
 }
 
