@@ -43,8 +43,15 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// A client that opens a connection but does not finish its TLS handshake is dropped after
 /// this long, so that it cannot hold the connection's memory forever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an idle HTTP/2 connection's keepalive ping may go unanswered: tonic's default.
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The server's HTTP/2 pings of idle connections (etcd's `--grpc-keepalive-interval` and
+/// `--grpc-keepalive-timeout`): sent after `interval` without activity, the connection closed
+/// when one goes unanswered for `timeout`. A client that pings often is never refused (etcd
+/// refuses one more often than `--grpc-keepalive-min-time`; hyper has no such policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub interval: Option<Duration>,
+    pub timeout: Duration,
+}
 
 /// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
 /// its server (KV and Lease in `direct.rs`, Watch in `watch_stream.rs`); the rest are boxed and
@@ -124,6 +131,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S,
+    keepalive: KeepAlive,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
@@ -137,7 +145,8 @@ pub async fn serve<S>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(None)
-        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout)
         .adaptive_window(false);
     let (closing, connections) = tokio::sync::watch::channel(());
     loop {

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::client_port::KeepAlive;
 use super::tls::TlsFiles;
 use crate::node::{AutoCompaction, Config, MemberId};
 
@@ -186,6 +187,21 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Disables fsync of the WAL: unsafe, a machine crash loses acknowledged writes (for tests).",
     ),
     (
+        "grpc-keepalive-min-time",
+        "5s",
+        "Minimum interval a client should wait before pinging the server (taken; detcd refuses no pings).",
+    ),
+    (
+        "grpc-keepalive-interval",
+        "2h",
+        "Frequency of server-to-client pings of idle connections (0 for none).",
+    ),
+    (
+        "grpc-keepalive-timeout",
+        "20s",
+        "How long a ping may go unanswered before the connection is closed.",
+    ),
+    (
         "wal-dir",
         "",
         "Path to a dedicated WAL directory (default: <data-dir>/member/wal).",
@@ -231,6 +247,8 @@ pub struct ServerConfig {
     pub wal_dir: Option<PathBuf>,
     /// `--unsafe-no-fsync`: the WAL is never synced.
     pub unsafe_no_fsync: bool,
+    /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`.
+    pub grpc_keepalive: KeepAlive,
     pub watch_progress_notify_interval: Duration,
     /// Years a certificate made for `--auto-tls` or `--peer-auto-tls` is valid for.
     pub self_signed_cert_validity: u32,
@@ -515,6 +533,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         })?
         .max(Duration::from_millis(100));
     let unsafe_no_fsync = boolean(&get("unsafe-no-fsync"), "unsafe-no-fsync")?;
+    let grpc_keepalive = keepalive(&mut get)?;
     let validity = number(
         &get("self-signed-cert-validity"),
         "self-signed-cert-validity",
@@ -540,6 +559,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
             .map(PathBuf::from),
         watch_progress_notify_interval,
         unsafe_no_fsync,
+        grpc_keepalive,
         self_signed_cert_validity,
         node,
     })
@@ -550,8 +570,9 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
 fn go_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
     let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return None;
+    // Go takes a bare zero, and no other number without a unit.
+    if rest.is_empty() || rest == "0" {
+        return (rest == "0").then_some(Duration::ZERO);
     }
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
@@ -652,6 +673,20 @@ fn addresses(value: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("--{flag} is empty"));
     }
     Ok(out)
+}
+
+/// The `--grpc-keepalive-*` durations; `--grpc-keepalive-min-time` is checked and taken.
+fn keepalive(get: &mut impl FnMut(&'static str) -> String) -> Result<KeepAlive, String> {
+    let mut duration = |flag: &'static str| {
+        let value = get(flag);
+        go_duration(&value).ok_or_else(|| format!("invalid value {value:?} for flag --{flag}"))
+    };
+    duration("grpc-keepalive-min-time")?;
+    let interval = duration("grpc-keepalive-interval")?;
+    Ok(KeepAlive {
+        interval: (!interval.is_zero()).then_some(interval),
+        timeout: duration("grpc-keepalive-timeout")?,
+    })
 }
 
 /// `--auto-compaction-mode` and `--auto-compaction-retention`, as etcd reads them: a periodic
@@ -883,6 +918,26 @@ mod tests {
         assert!(with("", &[("ETCD_SNAPSHOT_COUNT", "many")])
             .unwrap_err()
             .contains("snapshot-count"));
+    }
+
+    #[test]
+    fn grpc_keepalive_flags_set_the_servers_pings() {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        assert_eq!(
+            run("").unwrap().grpc_keepalive,
+            KeepAlive {
+                interval: Some(hours(2)),
+                timeout: Duration::from_secs(20)
+            }
+        );
+        let c = run("--grpc-keepalive-interval=0 --grpc-keepalive-timeout 3s \
+                     --grpc-keepalive-min-time 1s")
+        .unwrap();
+        assert_eq!(c.grpc_keepalive.interval, None);
+        assert_eq!(c.grpc_keepalive.timeout, Duration::from_secs(3));
+        assert!(run("--grpc-keepalive-min-time often")
+            .unwrap_err()
+            .contains("--grpc-keepalive-min-time"));
     }
 
     #[test]

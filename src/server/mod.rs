@@ -242,6 +242,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 metrics: metrics.clone(),
             },
             cfg.node.max_request_bytes,
+            cfg.grpc_keepalive,
             shutdown_rx.clone(),
         )));
     }
@@ -254,6 +255,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             tower::ServiceBuilder::new()
                 .layer(endpoints)
                 .service(http::NotFound),
+            cfg.grpc_keepalive,
             shutdown_rx.clone(),
         )));
     }
@@ -341,6 +343,7 @@ async fn serve_clients(
     tls: Option<tokio_rustls::TlsAcceptor>,
     services: Services,
     max_request_bytes: usize,
+    keepalive: client_port::KeepAlive,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut health, health_service) = tonic_health::server::health_reporter();
@@ -394,7 +397,7 @@ async fn serve_clients(
         ))
         .layer(deadline::EtcdDeadlineLayer)
         .service(routes);
-    client_port::serve(listener, tls, service, shutdown).await;
+    client_port::serve(listener, tls, service, keepalive, shutdown).await;
 }
 
 async fn wait_for_signal() {
