@@ -1,5 +1,6 @@
 //! A member's simulated disk: the WAL bytes written and how many of them are durable, the
-//! snapshot files, and the queue of operations the disk thread works through one at a time.
+//! snapshot files, and the queue of operations the disk thread works through in batches, one sync
+//! each.
 //! A crash keeps the synced bytes and, when the write was torn, a random prefix of the rest.
 //! A bad disk may also damage what it holds while its member is down (see [`SimDisk::damage`]).
 
@@ -20,11 +21,13 @@ pub struct SimDisk {
     pub wal: Vec<u8>,
     pub synced_len: usize,
     pub snapshots: BTreeMap<u64, Vec<u8>>,
-    /// When the previous operation completes: completions are in order.
-    pub(crate) busy_until: SimNanos,
-    /// Operations issued and not yet complete; the front one is in progress.
-    pub(crate) queue: VecDeque<DiskOp>,
+    /// Operations issued and not yet complete, each with when its batch completes: the front
+    /// batch is being written, and everything issued meanwhile joins the one batch behind it.
+    queue: VecDeque<(SimNanos, DiskOp)>,
 }
+
+/// Most operations one batch covers, as the server's disk thread (`BATCH_OPS_MAX`).
+const BATCH_OPS_MAX: usize = 1024;
 
 impl SimDisk {
     /// Carries out `op`; a local snapshot reads its superseded values through `cold`.
@@ -55,10 +58,51 @@ impl SimDisk {
         Ok(())
     }
 
-    /// Starts the operation at the front of the queue: an append's bytes enter the page cache.
-    pub(crate) fn start_front(&mut self) {
-        if let Some(DiskOp::AppendWal { data, .. }) = self.queue.front() {
-            self.wal.extend_from_slice(data);
+    /// Queues `op` and returns when it completes. The disk thread group-commits as the
+    /// server's does: it writes everything queued behind its current batch as the next batch,
+    /// under one sync taking `latency`, so a member issuing many small writes is not held to one
+    /// sync each. Any other operation closes its batch: the server writes the appends queued
+    /// after it only once it is done, and here they enter the page cache when their batch starts.
+    pub(crate) fn issue(&mut self, now: SimNanos, latency: SimNanos, op: DiskOp) -> SimNanos {
+        let at = match (self.queue.front(), self.queue.back()) {
+            (Some(&(writing, _)), Some(&(last, ref last_op))) => {
+                let last_batch = self.queue.iter().rev().take_while(|(at, _)| *at == last);
+                let open = matches!(last_op, DiskOp::AppendWal { .. });
+                if last > writing && open && last_batch.count() < BATCH_OPS_MAX {
+                    last
+                } else {
+                    last + latency
+                }
+            }
+            _ => now + latency,
+        };
+        self.queue.push_back((at, op));
+        if self.queue.len() == 1 {
+            self.start_front_batch();
+        }
+        at
+    }
+
+    /// Retires the operation at the front, which just completed; when it was the last of its
+    /// batch, the batch behind it starts.
+    pub(crate) fn retire_front(&mut self) {
+        let Some((done, _)) = self.queue.pop_front() else {
+            return;
+        };
+        if self.queue.front().is_some_and(|(at, _)| *at != done) {
+            self.start_front_batch();
+        }
+    }
+
+    /// Starts the batch at the front of the queue: its appends' bytes enter the page cache.
+    fn start_front_batch(&mut self) {
+        let Some(&(batch, _)) = self.queue.front() else {
+            return;
+        };
+        for (_, op) in self.queue.iter().take_while(|(at, _)| *at == batch) {
+            if let DiskOp::AppendWal { data, .. } = op {
+                self.wal.extend_from_slice(data);
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Seeds that once failed, replayed on every run. Each names the bug it found.
 
-use detcd_sim::run::{draw_options, run_options, STANDARD_OPS};
+use detcd_sim::run::{draw_options, run_options, run_seed_with, STANDARD_OPS};
 
 /// Runs `seed` with its drawn options changed by `overrides` (`key=value,...`, as `--options`
 /// takes them): a seed found before the lease and watch workloads existed pins them to 0, which
@@ -307,4 +307,32 @@ fn seed_1202225_a_checkpoint_committed_by_the_next_leader() {
 #[test]
 fn seed_2025027_a_clock_jump_before_the_renewal_the_next_leader_measured() {
     assert_passes(2025027, "members=5,ops=1000");
+}
+
+/// Runs `seed` as a sweep of `--members 7 --ops 300` runs it (what the options draw depends on
+/// the operation count, so overriding `ops` afterwards is another world).
+fn assert_seven_member_sweep_passes(seed: u64) {
+    let (report, _) = run_seed_with(seed, 300, Some(7), false, None);
+    if let Some(f) = report.failure {
+        panic!("seed {seed} fails again: {}", f.what);
+    }
+}
+
+/// Seven members, revision-mode auto compaction looking every 83 ms: every compaction brings
+/// a hash report from each member, and the simulated disk synced each of the leader's small
+/// appends alone, so its own persistence (and its applying) fell behind the quorum's and missed
+/// the liveness phase's catch-up bound. The simulated disk now group-commits what is queued, as
+/// the server's disk thread does.
+#[test]
+fn seed_6479977_leader_disk_without_group_commit() {
+    assert_seven_member_sweep_passes(6479977);
+}
+
+/// A first model of group commit let an append issued after a snapshot save join the save's
+/// batch and reach the page cache before the snapshot file existed; a torn crash then kept the
+/// WAL's snapshot record without its file. The server writes what follows a save only after it,
+/// so in the simulated disk any operation but an append closes its batch.
+#[test]
+fn seed_6533123_append_overtaking_a_snapshot_save() {
+    assert_seven_member_sweep_passes(6533123);
 }

@@ -691,7 +691,6 @@ impl World {
             .then(|| member.disk.damage(&mut self.rng))
             .flatten();
         member.damaged |= damage.is_some();
-        member.disk.busy_until = self.now;
         let lost: Vec<usize> = std::mem::take(&mut member.requests).into_values().collect();
         for op in lost {
             self.ops[op].outcome = Outcome::Unknown;

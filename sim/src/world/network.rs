@@ -45,16 +45,10 @@ impl World {
             // by the queue, and takes longer (a whole key space).
             self.now + latency * self.rng.between(1, 10)
         } else {
-            let at = member.disk.busy_until.max(self.now) + latency;
-            member.disk.busy_until = at;
-            // The disk thread runs one operation at a time, in order: an append's bytes reach
-            // the page cache when it starts (now, if the disk is idle), and are durable only
-            // once its sync completes.
-            member.disk.queue.push_back(op.clone());
-            if member.disk.queue.len() == 1 {
-                member.disk.start_front();
-            }
-            at
+            // The disk thread runs batches in order: an append's bytes reach the page cache
+            // when its batch starts (now, if the disk is idle), and are durable only once the
+            // batch's sync completes.
+            member.disk.issue(self.now, latency, op.clone())
         };
         let incarnation = member.incarnation;
         let cold = matches!(op, DiskOp::SaveSnapshot { .. }).then(|| member.cold.clone());
@@ -110,8 +104,7 @@ impl World {
                 .expect("a snapshot's cold values were pinned when it was submitted"),
         }
         if !in_background(&op) {
-            member.disk.queue.pop_front();
-            member.disk.start_front();
+            member.disk.retire_front();
         }
         self.input(id, Input::DiskDone { io, result: Ok(()) });
     }
