@@ -12,6 +12,7 @@
 //! 365 days from its making, as etcd's is. Its key is ECDSA P-256 (etcd's is P-521, which
 //! ring cannot sign with; clients that skip the check do not care).
 
+use crate::server::log;
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -44,14 +45,16 @@ impl TlsFiles {
             return Ok(self);
         }
         if self.has_key_pair_given() {
-            eprintln!("detcd: ignoring --{p}auto-tls: --{p}cert-file and --{p}key-file are given");
+            log::warning!(
+                "detcd: ignoring --{p}auto-tls: --{p}cert-file and --{p}key-file are given"
+            );
             return Ok(TlsFiles {
                 auto_tls: false,
                 ..self
             });
         }
         if self.client_cert_auth {
-            eprintln!(
+            log::warning!(
                 "detcd: ignoring --{p}client-cert-auth: --{p}auto-tls certificates vouch for no one"
             );
         }
@@ -91,7 +94,7 @@ fn self_signed(
     // both again instead of pairing a certificate with a key that is not its own.
     write_new(&key_file, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&cert_file, cert.pem().as_bytes(), 0o644)?;
-    eprintln!(
+    log::info!(
         "detcd: made a self-signed certificate, valid for {validity_years} year(s): {}",
         cert_file.display()
     );

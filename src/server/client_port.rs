@@ -8,6 +8,7 @@
 //! fifty a put cost on the leader. [`GrpcRoutes`] takes their place; the HTTP/2 settings are
 //! tonic's defaults, so clients see the same server.
 
+use crate::server::log;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -157,14 +158,14 @@ pub async fn serve<S>(
         let (socket, from) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                eprintln!("detcd: accepting a client connection failed: {e}");
+                log::warning!("detcd: accepting a client connection failed: {e}");
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
         // Nagle's algorithm held every small response ~40 ms.
         if let Err(e) = socket.set_nodelay(true) {
-            eprintln!("detcd: cannot set TCP_NODELAY on a client connection: {e}");
+            log::warning!("detcd: cannot set TCP_NODELAY on a client connection: {e}");
         }
         let service = TowerToHyperService::new(service.clone());
         let (builder, closing) = (builder.clone(), connections.clone());
@@ -181,9 +182,9 @@ pub async fn serve<S>(
                     let io = AuthorityRepair::new(CoalescedWrites::new(stream));
                     serve_connection(builder, io, service, closing).await;
                 }
-                Ok(Err(e)) => eprintln!("detcd: rejected connection from {from}: {e}"),
+                Ok(Err(e)) => log::warning!("detcd: rejected connection from {from}: {e}"),
                 Err(_) => {
-                    eprintln!("detcd: rejected connection from {from}: TLS handshake timed out")
+                    log::warning!("detcd: rejected connection from {from}: TLS handshake timed out")
                 }
             }
         });

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::client_port::KeepAlive;
+use super::log::LogConfig;
 use super::tls::TlsFiles;
 use crate::node::{AutoCompaction, Config, MemberId};
 
@@ -202,6 +203,46 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "How long a ping may go unanswered before the connection is closed.",
     ),
     (
+        "logger",
+        "zap",
+        "The logger: zap (capnslog, etcd 3.4's deprecated one, logs as zap).",
+    ),
+    (
+        "log-level",
+        "info",
+        "The lowest level logged: debug, info, warn, error, dpanic, panic, fatal.",
+    ),
+    (
+        "log-outputs",
+        "default",
+        "Where the log goes, comma-separated: default (stderr), stderr, stdout, systemd/journal (stderr) or file paths.",
+    ),
+    (
+        "max-snapshots",
+        "5",
+        "Snapshot files kept at most (0: no limit); detcd keeps only the newest durable one.",
+    ),
+    (
+        "max-wals",
+        "5",
+        "WAL files kept at most (0: no limit); detcd keeps only those after the newest durable snapshot.",
+    ),
+    (
+        "enable-v2",
+        "false",
+        "The v2 API: detcd serves v3 only, so only false is taken.",
+    ),
+    (
+        "v2-deprecation",
+        "not-yet",
+        "etcd's v2 store phase-out (not-yet, write-only, write-only-drop-data, gone): detcd has no v2 store, any phase holds.",
+    ),
+    (
+        "metrics",
+        "basic",
+        "basic or extensive: detcd serves the same /metrics for both.",
+    ),
+    (
         "wal-dir",
         "",
         "Path to a dedicated WAL directory (default: <data-dir>/member/wal).",
@@ -252,6 +293,8 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Years a certificate made for `--auto-tls` or `--peer-auto-tls` is valid for.
     pub self_signed_cert_validity: u32,
+    /// `--logger`, `--log-level`, `--log-outputs`.
+    pub log: LogConfig,
     pub node: Config,
 }
 
@@ -287,6 +330,7 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "peer-auto-tls",
     "initial-corrupt-check",
     "unsafe-no-fsync",
+    "enable-v2",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -542,6 +586,8 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         .ok()
         .filter(|years| *years > 0)
         .ok_or("--self-signed-cert-validity must be a number of years, at least 1")?;
+    etcd_only_flags(&mut get)?;
+    let log = LogConfig::from_flags(&get("logger"), &get("log-level"), &get("log-outputs"))?;
     Ok(ServerConfig {
         name,
         data_dir: PathBuf::from(data_dir),
@@ -561,6 +607,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         unsafe_no_fsync,
         grpc_keepalive,
         self_signed_cert_validity,
+        log,
         node,
     })
 }
@@ -673,6 +720,30 @@ fn addresses(value: &str, flag: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("--{flag} is empty"));
     }
     Ok(out)
+}
+
+/// Flags of etcd's own storage and API versions, checked as etcd checks them: what they ask
+/// for, detcd is already (one snapshot file kept, no v2 store, one set of metrics), except a v2
+/// API, which it refuses to pretend to serve.
+fn etcd_only_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
+    number(&get("max-snapshots"), "max-snapshots")?;
+    number(&get("max-wals"), "max-wals")?;
+    if boolean(&get("enable-v2"), "enable-v2")? {
+        return Err("--enable-v2: detcd serves only the v3 API".into());
+    }
+    let phase = get("v2-deprecation");
+    if !["not-yet", "write-only", "write-only-drop-data", "gone"].contains(&phase.as_str()) {
+        return Err(format!(
+            "invalid value {phase:?} for flag --v2-deprecation: expected not-yet, write-only, \
+             write-only-drop-data or gone"
+        ));
+    }
+    match get("metrics").as_str() {
+        "basic" | "extensive" => Ok(()),
+        other => Err(format!(
+            "invalid value {other:?} for flag --metrics: expected basic or extensive"
+        )),
+    }
 }
 
 /// The `--grpc-keepalive-*` durations; `--grpc-keepalive-min-time` is checked and taken.
@@ -918,6 +989,24 @@ mod tests {
         assert!(with("", &[("ETCD_SNAPSHOT_COUNT", "many")])
             .unwrap_err()
             .contains("snapshot-count"));
+    }
+
+    #[test]
+    fn etcds_storage_and_v2_flags_are_checked_and_taken() {
+        run(
+            "--max-snapshots 0 --max-wals=3 --enable-v2=false --v2-deprecation=gone \
+             --metrics=extensive --logger=zap --log-level=debug --log-outputs=stderr",
+        )
+        .unwrap();
+        let refused = |flags: &str| run(flags).err().unwrap_or_default();
+        assert!(refused("--max-wals=-1").contains("--max-wals"));
+        assert_eq!(
+            refused("--enable-v2"),
+            "--enable-v2: detcd serves only the v3 API"
+        );
+        assert!(refused("--v2-deprecation=soon").contains("--v2-deprecation"));
+        assert!(refused("--metrics=all").contains("--metrics"));
+        assert_eq!(refused("--logger=glog"), "unknown logger option \"glog\"");
     }
 
     #[test]

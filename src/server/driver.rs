@@ -6,6 +6,7 @@
 //! are dropped, which raft tolerates); disk completions are never refused, since the node waits
 //! for them, and their number is bounded by the disk queue.
 
+use crate::server::log;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -192,7 +193,7 @@ pub async fn read_cold_off_workers<T: Send + 'static>(
         .await
         .expect("reading cold values does not panic")
         .map_err(|e| {
-            eprintln!("detcd: cannot read a superseded value from its cold segment: {e}");
+            log::error!("detcd: cannot read a superseded value from its cold segment: {e}");
             EtcdError::Corrupt
         })
 }
@@ -377,7 +378,7 @@ impl Driver {
             self.log_leadership();
             if !self.announced_ready && self.node.leader_id().is_some() {
                 self.announced_ready = true;
-                eprintln!("{}", self.ready_message);
+                log::info!("{}", self.ready_message);
             }
             if shutdown {
                 self.disk.shutdown();
@@ -391,7 +392,7 @@ impl Driver {
     fn log_leadership(&mut self) {
         if self.node.snapshots_installed() > self.snapshots_installed {
             self.snapshots_installed = self.node.snapshots_installed();
-            eprintln!(
+            log::info!(
                 "detcd: installed a snapshot at index {} from the leader",
                 self.node.snapshot_index()
             );
@@ -405,9 +406,9 @@ impl Driver {
         if leader != self.was_leader {
             self.was_leader = leader;
             if leader {
-                eprintln!("detcd: became leader at term {}", self.node.term());
+                log::info!("detcd: became leader at term {}", self.node.term());
             } else {
-                eprintln!("detcd: lost leadership at term {}", self.node.term());
+                log::info!("detcd: lost leadership at term {}", self.node.term());
             }
         }
     }
@@ -457,11 +458,11 @@ impl Driver {
                         let _ = tx.send(Event::Hashed { revision, hash });
                     }
                     Err(e) => {
-                        eprintln!("detcd: cannot hash the key space at revision {revision}: {e}")
+                        log::error!("detcd: cannot hash the key space at revision {revision}: {e}")
                     }
                 });
         if let Err(e) = spawned {
-            eprintln!("detcd: cannot start the hash thread: {e}");
+            log::error!("detcd: cannot start the hash thread: {e}");
         }
     }
 

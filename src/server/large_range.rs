@@ -8,6 +8,7 @@
 //! encoded on two cores at once while a third is sent), and nothing waits on a client that
 //! reads slowly: the next parts are encoded only as the connection takes the ones before.
 
+use crate::server::log;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -139,7 +140,7 @@ impl PartsBody {
     /// Ends the call with `err` after the parts sent so far: the client sees the status, not a
     /// message cut short.
     fn fail(&mut self, err: String) -> Frame<Bytes> {
-        eprintln!("detcd: cannot encode a large range answer: {err}");
+        log::error!("detcd: cannot encode a large range answer: {err}");
         self.encoding.clear();
         self.next_to_encode = self.shared.parts.len();
         self.trailers = false;

@@ -23,6 +23,7 @@ mod keepalive;
 mod large_range;
 mod local_keepalives;
 pub mod local_reads;
+pub mod log;
 pub mod maintenance;
 pub mod memory;
 pub mod metrics;
@@ -58,6 +59,7 @@ const REMOVED_EXIT_DELAY: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Starts a member and serves until SIGINT/SIGTERM (Ok) or a fatal error (Err, with the reason).
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    log::init(&cfg.log)?;
     memory::return_freed_memory()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -98,7 +100,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let loaded = disk::load_with(&cfg.data_dir, options)
         .map_err(|e| format!("cannot use data dir {}: {e}", cfg.data_dir.display()))?;
     if loaded.recovered.torn_tail_bytes > 0 {
-        eprintln!(
+        log::warning!(
             "detcd: dropped a torn WAL tail of {} bytes (an interrupted write)",
             loaded.recovered.torn_tail_bytes
         );
@@ -262,7 +264,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
 
     // A member that stopped (removed from the cluster, a failed disk) exits as etcd does.
     tokio::select! {
-        _ = wait_for_signal() => eprintln!("detcd: shutting down"),
+        _ = wait_for_signal() => log::info!("detcd: shutting down"),
         _ = driver_ended => {}
     }
     let _ = shutdown_tx.send(true);

@@ -321,3 +321,59 @@ fn a_dedicated_wal_dir_holds_the_wal_across_a_crash_and_must_not_be_left_behind(
         ours[0].log_text()
     );
 }
+
+/// `--logger`, `--log-level` and `--log-outputs` as etcd's command lines write them: the level
+/// drops the lines below it, the outputs name where the rest go, and a logger neither knows
+/// stops the member with etcd's words.
+#[test]
+fn log_flags_choose_the_lines_and_where_they_go_as_etcd() {
+    let mut flavors = vec![Flavor::Detcd];
+    if etcd_available() {
+        flavors.push(Flavor::Etcd);
+    }
+    for flavor in flavors {
+        let mut members = cluster(flavor, 1, "log-flags", &["--logger=foo"]);
+        members[0].start();
+        assert_ne!(members[0].wait_exit(Duration::from_secs(10)), Some(0));
+        let log = members[0].log_text();
+        assert!(
+            log.contains("unknown logger option \"foo\""),
+            "{flavor:?}: {log}"
+        );
+    }
+
+    let mut members = cluster(Flavor::Detcd, 1, "log-outputs", &[]);
+    let file = common::data_dir_of(&members[0])
+        .parent()
+        .expect("the member's temp dir")
+        .join("member.log");
+    let file_arg = format!("--log-outputs={}", file.display());
+    members[0].extra_args = vec![
+        "--logger=zap".into(),
+        "--log-level=warn".into(),
+        file_arg.clone(),
+    ];
+    start_all(&mut members);
+    assert_eq!(stdout(&members[0].etcdctl(&["put", "k", "v"])), "OK\n");
+    members[0].terminate();
+    let written = std::fs::read_to_string(&file).expect("the log file is made");
+    assert!(
+        !written.contains("ready to serve"),
+        "an info line at warn: {written}"
+    );
+
+    members[0].extra_args = vec!["--log-level=info".into(), file_arg];
+    start_all(&mut members);
+    members[0].terminate();
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        written.contains("ready to serve client requests"),
+        "{written}"
+    );
+    assert!(written.contains("shutting down"), "{written}");
+    assert!(
+        !members[0].log_text().contains("ready to serve"),
+        "the file only, not stderr: {}",
+        members[0].log_text()
+    );
+}

@@ -2,6 +2,7 @@
 //! hands every whole, valid message to the driver. A bad connection is closed and logged; it
 //! never stops the listener or reaches the node.
 
+use crate::server::log;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,9 +51,9 @@ pub async fn serve<F>(
                     let connection = Connection { addr, me, board: Arc::clone(&board), deliver: Arc::clone(&deliver) };
                     connections.spawn(connection.handle(stream, tls.clone()));
                 }
-                Ok((_, addr)) => eprintln!("detcd: peer {addr}: refused, {CONNECTIONS_MAX} connections open"),
+                Ok((_, addr)) => log::warning!("detcd: peer {addr}: refused, {CONNECTIONS_MAX} connections open"),
                 Err(e) => {
-                    eprintln!("detcd: peer listener: accept failed: {e}");
+                    log::warning!("detcd: peer listener: accept failed: {e}");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
@@ -80,8 +81,8 @@ impl<F: Fn(MemberId, PeerMessage)> Connection<F> {
                 let (read, write) = tokio::io::split(stream);
                 self.serve(read, write).await;
             }
-            Ok(Err(e)) => eprintln!("detcd: peer {}: rejected connection: {e}", self.addr),
-            Err(_) => eprintln!(
+            Ok(Err(e)) => log::warning!("detcd: peer {}: rejected connection: {e}", self.addr),
+            Err(_) => log::warning!(
                 "detcd: peer {}: rejected connection: TLS handshake timed out",
                 self.addr
             ),
@@ -97,7 +98,7 @@ impl<F: Fn(MemberId, PeerMessage)> Connection<F> {
             Ok(Ended::Closed) => {}
             Ok(Ended::JoinQuestion) => self.board.answer(write).await,
             Ok(Ended::Removed) => self.board.refuse_removed(write).await,
-            Err(e) => eprintln!("detcd: peer {}: closing connection: {e}", self.addr),
+            Err(e) => log::warning!("detcd: peer {}: closing connection: {e}", self.addr),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! when a connection breaks, is dropped and counted. Over TLS, every message goes through the
 //! task, which owns the session.
 
+use crate::server::log;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -361,7 +362,7 @@ fn sendable(
         Ok(bytes) => return Some((kind, bytes)),
         Err(e) => format!("dropping an unencodable message: {e}"),
     };
-    eprintln!("detcd: peer {to:x}: {why}");
+    log::warning!("detcd: peer {to:x}: {why}");
     Counters::add(&counters.dropped, 1);
     None
 }
@@ -451,7 +452,7 @@ impl Link {
     }
 
     fn log(&self, what: std::fmt::Arguments<'_>) {
-        eprintln!("detcd: peer {:x} at {}: {what}", self.to, self.addr);
+        log::warning!("detcd: peer {:x} at {}: {what}", self.to, self.addr);
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
