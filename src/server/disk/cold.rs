@@ -110,8 +110,11 @@ impl ColdFiles {
 }
 
 /// Values read together: at most this far apart in their segment (what lies between is read
-/// and kept with them)...
-const SPAN_GAP_MAX: u64 = 512;
+/// and dropped). A page: each `pread` costs a page-cache lookup and a system call, more than
+/// copying a page's worth of bytes nobody asked for (a history read of 100,000 keys whose
+/// values lie among as many unwanted ones: 4% faster than with 512 bytes, slower again with
+/// 16 KiB).
+const SPAN_GAP_MAX: u64 = 4096;
 /// ... and at most this many bytes in one read.
 const SPAN_BYTES_MAX: u64 = 1 << 20;
 
