@@ -86,6 +86,10 @@ pub struct Options {
     pub mix: Mix,
     /// Snapshot often, so snapshot install and log compaction run in short histories.
     pub snapshot_count: u64,
+    /// Superseded values move to the cold segments in batches of about this many bytes
+    /// (`Config::cold_batch_bytes`): at each write, or after a few writes, or (at the server's
+    /// size) rarely, so that reads of the past find values in memory, in segments, and both.
+    pub cold_batch_bytes: u64,
     /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
     /// it and NOSPACE is raised and cleared.
     pub quota_bytes: u64,
@@ -276,6 +280,7 @@ impl Options {
                 compact: rng.between(0, 1),
             },
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
+            cold_batch_bytes: 0,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
@@ -307,6 +312,7 @@ impl Options {
             }),
             _ => None,
         };
+        options.cold_batch_bytes = [0, 64, 1 << 10, 1 << 20][rng.below(4) as usize];
         options
     }
 }
@@ -361,7 +367,7 @@ impl Options {
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={},\
-             autocompact={}",
+             autocompact={},cold_batch={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -394,6 +400,7 @@ impl Options {
             self.mix.txn,
             self.mix.compact,
             auto_compaction_text(self.auto_compaction),
+            self.cold_batch_bytes,
         )
     }
 
@@ -438,6 +445,7 @@ impl Options {
                 "txn" => self.mix.txn = int()?,
                 "compact" => self.mix.compact = int()?,
                 "autocompact" => self.auto_compaction = parse_auto_compaction(value)?,
+                "cold_batch" => self.cold_batch_bytes = int()?,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

@@ -401,16 +401,21 @@ proptest! {
     }
 
     /// The same, with superseded values moved to cold segments (from the start, or from a
-    /// point in the middle, which moves the whole history at once): reads of the past, sorting
-    /// by value, HashKV and snapshots read them back; compaction releases whole segments.
+    /// point in the middle, which moves the whole history at once), at each write or in batches
+    /// that leave some of the past in memory: reads of the past, sorting by value, HashKV and
+    /// snapshots read them back; compaction releases whole segments.
     #[test]
-    fn key_space_with_cold_values_agrees_with_the_naive_model(ops in ops(), cold_from in 0usize..30) {
+    fn key_space_with_cold_values_agrees_with_the_naive_model(
+        ops in ops(),
+        cold_from in 0usize..30,
+        batch_bytes in prop_oneof![Just(0u64), 1u64..64],
+    ) {
         let mut ks = KeySpace::new();
         let mut cold = MemoryColdStore::default();
         let mut model = Model::default();
         for (i, op) in ops.iter().enumerate() {
             if i == cold_from {
-                ks.keep_superseded_values_cold();
+                ks.keep_superseded_values_cold(batch_bytes);
                 cold.absorb(&mut ks);
             }
             run_one_with(&mut ks, &mut cold, &mut model, op)?;

@@ -4,8 +4,9 @@
 //! revision, compares, `prev_kv`, `ignore_value`) only ever reads a key's newest record. The value
 //! of a put that a later write superseded is read only by reads of the past, HashKV and
 //! snapshots. Keeping those values in memory made a member's memory grow with its whole
-//! uncompacted history, where etcd keeps history in its backend file. So when a write commits,
-//! the value it superseded moves to a cold segment and its record keeps only where (`ColdRef`).
+//! uncompacted history, where etcd keeps history in its backend file. So once a write commits,
+//! the value it superseded waits for its batch (about `Config::cold_batch_bytes` of them), which
+//! moves to a cold segment in key order; each record then keeps only where (`ColdRef`).
 //!
 //! The core never touches the segments. The key space emits [`ColdOp`]s that the driver carries
 //! out in order (no sync: segments are a cache, dropped at every start and rebuilt from the
@@ -13,10 +14,12 @@
 //! values carries their locations, and the driver reads them through [`ColdRead`], pinning the
 //! segments as they were when the output left the node.
 //!
-//! Release is first-in, first-out: a value moves when its successor revision commits, and
-//! compaction at `c` drops exactly the records whose successor is at or before `c` (the newest
-//! record at or before `c` is kept, everything older goes). A segment is therefore released as
-//! soon as compaction passes the newest successor revision among its values.
+//! Release is first-in, first-out: a value moves with the batch of values superseded about
+//! when it was, and compaction at `c` drops exactly the records whose successor is at or before
+//! `c` (the newest record at or before `c` is kept, everything older goes). A segment is
+//! therefore released as soon as compaction passes the newest successor revision among its
+//! values, at most a batch later than if values moved one by one. A waiting value whose record
+//! compaction dropped is not moved at all.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -25,6 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::range::finish_order;
+use super::revision::Revision;
 use super::snapshot::KeySpaceView;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::{RangeResponse, TxnResponse};
@@ -153,8 +157,21 @@ impl ColdRead for MemoryColdStore {
     }
 }
 
+/// A superseded value still in memory, waiting to move with its batch: the key and the
+/// revision of the record that holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    pub key: Bytes,
+    pub rev: Revision,
+}
+
 /// The key space's side of the segments: where the next value goes, which segments hold
-/// values, and the operations the driver has not been handed yet.
+/// values, the values waiting to move, and the operations the driver has not been handed yet.
+///
+/// Superseded values move in batches of about `batch_bytes`, written in key order: a read of
+/// the past walks keys in order, so the values it needs from one batch lie side by side and
+/// are read together, where values written as they were superseded (in the order of random
+/// writes) would each cost the reader a read of its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ColdLog {
     /// Segments that may hold live values, oldest first, each with the newest successor
@@ -167,9 +184,47 @@ pub(crate) struct ColdLog {
     pending: Vec<u8>,
     pending_offset: u64,
     ops: Vec<ColdOp>,
+    /// Values superseded since the last batch started moving, still in memory.
+    waiting: Vec<Waiting>,
+    waiting_bytes: u64,
+    /// A batch starts moving once this many bytes wait (0: each write's values move at its
+    /// commit).
+    batch_bytes: u64,
+    /// The batch being moved, in key order: a few values at each write, so that no write pays
+    /// for a whole batch (a 1 MiB batch moved at once held a write for 6 ms).
+    moving: VecDeque<Waiting>,
 }
 
 impl ColdLog {
+    /// A log whose values move in batches of about `batch_bytes`.
+    pub fn with_batch_bytes(batch_bytes: u64) -> ColdLog {
+        ColdLog {
+            batch_bytes,
+            ..ColdLog::default()
+        }
+    }
+
+    /// Notes that the value of `key`'s record at `rev` (`len` bytes, in memory) was superseded.
+    pub fn wait(&mut self, key: Bytes, rev: Revision, len: usize) {
+        self.waiting.push(Waiting { key, rev });
+        self.waiting_bytes += len as u64;
+    }
+
+    /// The next value to move: from the batch being moved, which starts (sorted) from the
+    /// waiting values once a batch's worth waits. `None` while no batch is ready.
+    pub fn next_to_move(&mut self) -> Option<Waiting> {
+        if self.moving.is_empty() {
+            if self.waiting.is_empty() || self.waiting_bytes < self.batch_bytes {
+                return None;
+            }
+            self.waiting_bytes = 0;
+            let mut batch = std::mem::take(&mut self.waiting);
+            batch.sort_unstable_by(|a, b| (&a.key, a.rev).cmp(&(&b.key, b.rev)));
+            self.moving = batch.into();
+        }
+        self.moving.pop_front()
+    }
+
     /// Moves `value`, superseded at main revision `successor`, out of memory; returns where.
     pub fn push(&mut self, value: &[u8], successor: i64) -> ColdRef {
         let len = value.len() as u64;
@@ -218,8 +273,8 @@ impl ColdLog {
         }
     }
 
-    /// Releases every segment (the key space they served was replaced). Returns the log for the
-    /// replacement, continuing the segment numbering.
+    /// Releases every segment (the key space they served was replaced; its waiting values went
+    /// with it). Returns the log for the replacement, continuing the segment numbering.
     pub fn release_all(&mut self) -> ColdLog {
         self.flush();
         for (segment, _) in self.segments.drain(..) {
@@ -228,6 +283,7 @@ impl ColdLog {
         ColdLog {
             next_segment: self.next_segment,
             ops: std::mem::take(&mut self.ops),
+            batch_bytes: self.batch_bytes,
             ..ColdLog::default()
         }
     }

@@ -128,13 +128,15 @@ impl Record {
     }
 }
 
-fn move_cold(record: &mut Record, successor: i64, cold: &mut ColdLog) {
-    if let Change::Put { value, .. } = &mut record.change {
-        if let Value::Hot(bytes) = value {
-            if !bytes.is_empty() {
-                *value = Value::Cold(cold.push(bytes, successor));
-            }
-        }
+/// The length of `record`'s value, if it is one that can move out of memory: a put's non-empty
+/// value, still in memory.
+fn hot_value_len(record: &Record) -> Option<usize> {
+    match &record.change {
+        Change::Put {
+            value: Value::Hot(bytes),
+            ..
+        } if !bytes.is_empty() => Some(bytes.len()),
+        _ => None,
     }
 }
 
@@ -344,19 +346,42 @@ impl KeyHistory {
         self.latest().expect("just pushed")
     }
 
-    /// Moves the value the newest record superseded to `cold` (a write has just committed the
-    /// newest record; every older value moved when its own successor committed).
-    pub fn move_superseded_cold(&mut self, cold: &mut ColdLog) {
-        if let [.., previous, newest] = self.records.as_mut_slice() {
-            move_cold(previous, newest.rev.main, cold);
-        }
+    /// The record the newest one superseded, with its value's length, if that value is still
+    /// in memory (a write has just committed the newest record).
+    pub fn superseded_hot(&self) -> Option<(Revision, usize)> {
+        let [.., previous, _] = self.records() else {
+            return None;
+        };
+        hot_value_len(previous).map(|len| (previous.rev, len))
     }
 
-    /// Moves the value of record `index`, superseded by the record after it, to `cold`.
-    pub fn move_superseded_cold_at(&mut self, index: usize, cold: &mut ColdLog) {
-        let records = self.records.as_mut_slice();
-        let successor = records[index + 1].rev.main;
-        move_cold(&mut records[index], successor, cold);
+    /// Every superseded record whose value is still in memory: its revision, its successor's
+    /// main revision, and the value's length.
+    pub fn all_superseded_hot(&self) -> impl Iterator<Item = (Revision, i64, usize)> + '_ {
+        self.records().windows(2).filter_map(|pair| {
+            hot_value_len(&pair[0]).map(|len| (pair[0].rev, pair[1].rev.main, len))
+        })
+    }
+
+    /// Moves the value of the superseded record at `rev` to `cold`, if it is still in memory
+    /// (compaction may have dropped the record since it was superseded).
+    pub fn move_cold(&mut self, rev: Revision, cold: &mut ColdLog) {
+        let records = self.records();
+        let Ok(index) = records.binary_search_by(|r| r.rev.cmp(&rev)) else {
+            return;
+        };
+        let Some(successor) = records.get(index + 1).map(|r| r.rev.main) else {
+            return;
+        };
+        if hot_value_len(&records[index]).is_none() {
+            return;
+        }
+        let record = &mut self.records.as_mut_slice()[index];
+        if let Change::Put { value, .. } = &mut record.change {
+            if let Value::Hot(bytes) = value {
+                *value = Value::Cold(cold.push(bytes, successor));
+            }
+        }
     }
 
     /// Removes the newest record (undoing an aborted txn).
@@ -545,7 +570,8 @@ mod tests {
         assert!(Arc::ptr_eq(mine, theirs), "cloned without copying");
         let before = view.clone();
         let mut cold = ColdLog::default();
-        h.move_superseded_cold(&mut cold);
+        let (rev, _) = h.superseded_hot().expect("revision 2 is superseded");
+        h.move_cold(rev, &mut cold);
         assert!(h.records()[0].cold_value().is_some());
         put(&mut h, 4, 0, "c");
         assert_eq!(h.pop().map(|r| r.rev.main), Some(4));

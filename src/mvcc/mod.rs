@@ -244,11 +244,12 @@ impl KeySpace {
     }
 
     /// From now on, keeps the value of every superseded revision in cold segments instead of
-    /// memory (see `cold`), starting with those already superseded. The operations for the
-    /// driver accumulate until [`KeySpace::take_cold_ops`].
-    pub fn keep_superseded_values_cold(&mut self) {
+    /// memory (see `cold`), starting with those already superseded; they move in batches of
+    /// about `batch_bytes`. The operations for the driver accumulate until
+    /// [`KeySpace::take_cold_ops`].
+    pub fn keep_superseded_values_cold(&mut self, batch_bytes: u64) {
         if self.cold.is_none() {
-            self.cold = Some(ColdLog::default());
+            self.cold = Some(ColdLog::with_batch_bytes(batch_bytes));
             self.move_all_superseded_cold();
         }
     }
@@ -284,28 +285,40 @@ impl KeySpace {
         self.cold.as_ref().map_or(0, ColdLog::segment_count)
     }
 
-    /// Moves every superseded value out, oldest successor first, so that segments fill in the
-    /// order compaction will release them.
+    /// Moves every superseded value out, in batches taken oldest successor first, so that
+    /// segments fill in the order compaction will release them; the last batch waits.
     fn move_all_superseded_cold(&mut self) {
-        let Some(cold) = &mut self.cold else {
-            return;
-        };
-        let mut superseded: Vec<(Revision, Bytes, usize)> = self
+        let mut superseded: Vec<(i64, Bytes, Revision, usize)> = self
             .keys
             .iter()
             .flat_map(|(key, history)| {
-                let records = history.records();
-                records
-                    .windows(2)
-                    .enumerate()
-                    .filter(|(_, pair)| pair[0].cold_value().is_none())
-                    .map(move |(index, pair)| (pair[1].rev, key.clone(), index))
+                history
+                    .all_superseded_hot()
+                    .map(move |(rev, successor, len)| (successor, key.clone(), rev, len))
             })
             .collect();
         superseded.sort_unstable();
-        for (_, key, index) in superseded {
-            let history = self.keys.get_mut(&key).expect("collected above");
-            history.move_superseded_cold_at(index, cold);
+        for (_, key, rev, len) in superseded {
+            let Some(cold) = &mut self.cold else {
+                return;
+            };
+            cold.wait(key, rev, len);
+            self.move_cold(usize::MAX);
+        }
+    }
+
+    /// Moves up to `n` superseded values out of memory, in their batch's key order.
+    fn move_cold(&mut self, n: usize) {
+        let Some(cold) = &mut self.cold else {
+            return;
+        };
+        for _ in 0..n {
+            let Some(next) = cold.next_to_move() else {
+                return;
+            };
+            if let Some(history) = self.keys.get_mut(&next.key) {
+                history.move_cold(next.rev, cold);
+            }
         }
     }
 

@@ -1417,7 +1417,7 @@ fn a_range_is_bounded_by_the_keys_and_values_it_answers_with() {
 #[test]
 fn a_ranges_cold_values_count_against_its_bound() {
     let mut ks = KeySpace::new();
-    ks.keep_superseded_values_cold();
+    ks.keep_superseded_values_cold(0);
     put(&mut ks, "a", "0123456789");
     put(&mut ks, "a", "x");
     // At revision 2 "a" holds a value that is now in a cold segment: 1 + 10 bytes.
@@ -1434,13 +1434,63 @@ fn a_ranges_cold_values_count_against_its_bound() {
     assert!(ks.read_range(&range_req("a", ""), 2).is_ok());
 }
 
+/// The bytes the segment writes in `ops` carry, in order.
+fn written(ops: &[ColdOp]) -> String {
+    ops.iter()
+        .filter_map(|op| match op {
+            ColdOp::Write { data, .. } => Some(String::from_utf8_lossy(data).into_owned()),
+            ColdOp::Release { .. } => None,
+        })
+        .collect()
+}
+
+/// Superseded values wait in memory until a batch's worth did, then move in key order, a few
+/// at each write, so that a read of the past over neighbouring keys finds their values side by
+/// side; a waiting value whose record compaction dropped never moves.
+#[test]
+fn superseded_values_move_in_batches_in_key_order() {
+    let mut ks = KeySpace::new();
+    ks.keep_superseded_values_cold(50);
+    for key in ["d", "b", "e", "a", "c", "f"] {
+        put(&mut ks, key, &key.repeat(10));
+    }
+    // f's old value waits, then compaction drops its record.
+    put(&mut ks, "f", "new");
+    ks.compact(&CompactionRequest {
+        revision: ks.current_revision(),
+        physical: false,
+    })
+    .expect("compacts");
+    for key in ["d", "b", "e"] {
+        put(&mut ks, key, "new");
+    }
+    assert_eq!(written(&ks.take_cold_ops()), "", "40 bytes wait");
+    let past = RangeRequest {
+        revision: 8,
+        ..range_req("a", "z")
+    };
+    let (_, cold) = ks.read_range(&past, u64::MAX).expect("readable");
+    assert!(cold.is_empty(), "waiting values are read from memory");
+    // 50 bytes wait: the batch starts moving, two values for each one a write supersedes.
+    put(&mut ks, "a", "new");
+    assert_eq!(written(&ks.take_cold_ops()), "aaaaaaaaaabbbbbbbbbb");
+    put(&mut ks, "c", "new");
+    assert_eq!(written(&ks.take_cold_ops()), "ddddddddddeeeeeeeeee");
+    put(&mut ks, "c", "newer");
+    assert_eq!(
+        written(&ks.take_cold_ops()),
+        "",
+        "the compacted value of f never moves, and the next batch waits"
+    );
+}
+
 /// A read of the past encoded with its cold values read into place is byte for byte the
 /// response filled first and encoded after, under limits, counts and every sort but by value.
 #[test]
 fn cold_values_encoded_in_place_are_the_filled_response_encoded() {
     use prost::Message;
     let mut ks = KeySpace::new();
-    ks.keep_superseded_values_cold();
+    ks.keep_superseded_values_cold(0);
     for round in 0..6usize {
         for (i, key) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             let value = "v".repeat((round * 7 + i * 3) % 20);
@@ -1534,7 +1584,8 @@ fn encode_in_parts(layout: &RangeLayout, count: usize, cold: &dyn ColdRead) -> V
 #[test]
 fn a_large_answers_pairs_each_carry_their_own_key() {
     let mut ks = KeySpace::new();
-    ks.keep_superseded_values_cold();
+    // Values move in batches: some of the past is in memory, some in segments.
+    ks.keep_superseded_values_cold(256);
     // Keys of many lengths, over 100 KiB in all: the copies fill more than one block.
     let name = |i: usize| format!("k{i:04}{}", "x".repeat(i * 7 % 400));
     for i in 0..700 {

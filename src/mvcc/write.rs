@@ -186,8 +186,8 @@ impl<'a> WriteTxn<'a> {
 
     /// Makes the changes part of history. Returns the revision the whole write answers with:
     /// `begin + 1` if anything changed, otherwise `begin`. The values the changes superseded
-    /// move to cold segments now, not as each change is made, so that an aborted write has
-    /// nothing to bring back.
+    /// join the batch waiting to move to cold segments now, not as each change is made, so that
+    /// an aborted write has nothing to bring back.
     pub fn commit(mut self) -> i64 {
         self.committed = true;
         if !self.changed.is_empty() {
@@ -195,14 +195,16 @@ impl<'a> WriteTxn<'a> {
         }
         self.store.changes.append(&mut self.effects);
         if let Some(cold) = &mut self.store.cold {
+            let mut superseded = 0;
             for key in &self.changed {
-                let history = self
-                    .store
-                    .keys
-                    .get_mut(key)
-                    .expect("changed keys are indexed");
-                history.move_superseded_cold(cold);
+                let history = self.store.keys.get(key).expect("changed keys are indexed");
+                if let Some((rev, len)) = history.superseded_hot() {
+                    cold.wait(key.clone(), rev, len);
+                    superseded += 1;
+                }
             }
+            // Twice as many as join: a batch has moved before the next one is ready.
+            self.store.move_cold(2 * superseded);
         }
         self.store.current_revision
     }

@@ -40,6 +40,9 @@ pub struct Config {
     pub snapshot_count: u64,
     /// Log entries kept behind a snapshot for slow followers. etcd: 5,000.
     pub snapshot_catchup_entries: u64,
+    /// Superseded values move out of memory to the cold segments once about this many bytes
+    /// of them wait, in key order (`mvcc::cold`). detcd's own; the simulator draws small ones.
+    pub cold_batch_bytes: u64,
     /// Largest proposal accepted. etcd: `--max-request-bytes` 1.5 MiB.
     pub max_request_bytes: usize,
     /// etcd: `--max-txn-ops` 128.
@@ -140,6 +143,7 @@ impl Config {
             election_timeout,
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
+            cold_batch_bytes: 1 << 20,
             max_request_bytes: 3 * 1024 * 1024 / 2,
             max_txn_ops: 128,
             max_range_bytes: i32::MAX as u64,

@@ -106,7 +106,7 @@ fn restore_state(
             (State::bootstrap(members), 0)
         }
     };
-    state.keep_superseded_values_cold();
+    state.keep_superseded_values_cold(cfg.cold_batch_bytes);
     state.inject_bugs(cfg.bugs.key_space);
     Ok((state, index))
 }

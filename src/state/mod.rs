@@ -352,8 +352,8 @@ impl State {
         self.kv.inject_bugs(bugs);
     }
 
-    pub fn keep_superseded_values_cold(&mut self) {
-        self.kv.keep_superseded_values_cold();
+    pub fn keep_superseded_values_cold(&mut self, batch_bytes: u64) {
+        self.kv.keep_superseded_values_cold(batch_bytes);
     }
 
     pub fn take_cold_ops(&mut self) -> Vec<ColdOp> {
