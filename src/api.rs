@@ -13,6 +13,7 @@
 use std::io;
 
 use crate::mvcc::{ColdRead, ColdValues};
+use crate::proto::detcdpb::{ReadBarrierRequest, ReadBarrierResponse};
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
     DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, DowngradeRequest,
@@ -157,6 +158,9 @@ client_api! {
     MoveLeader(MoveLeaderRequest) -> MoveLeaderResponse,
     /// `etcdserverpb.Maintenance/Downgrade`.
     Downgrade(DowngradeRequest) -> DowngradeResponse,
+    /// The client port's barrier for linearizable reads it answers itself (`node::LocalReads`);
+    /// no client sends it.
+    ReadBarrier(ReadBarrierRequest) -> ReadBarrierResponse,
 }
 
 impl ClientResponse {

@@ -35,6 +35,8 @@ pub const EXPECTED: &[&str] = &[
     "range.past-revision",
     "range.serializable",
     "range.answered-locally",
+    "range.answered-after-barrier",
+    "range.shared-read-barrier",
     "put",
     "put.prev-kv",
     "put.lease",

@@ -161,6 +161,9 @@ pub enum Bug {
     /// Core: the view serializable reads of one key are answered from counts as current while
     /// the raft term stays the same.
     LocalReadsByTermOnly,
+    /// Core: a linearizable read of one key shares a read barrier its node took already, whose
+    /// read index may predate the read.
+    ReadRoundsJoinTaken,
     /// Core: keepalives acknowledged away from the leader's step renew any lease it holds,
     /// whether or not its committed records cover the promise.
     LocalKeepAlivesIgnoreFloor,
@@ -169,7 +172,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 25] = [
+    pub const ALL: [Bug; 26] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -193,6 +196,7 @@ impl Bug {
         Bug::RangeBoundSkipsColdValues,
         Bug::FeedResumeWithoutGap,
         Bug::LocalReadsByTermOnly,
+        Bug::ReadRoundsJoinTaken,
         Bug::LocalKeepAlivesIgnoreFloor,
         Bug::AutoCompactionKeepsOneLess,
     ];
@@ -222,6 +226,7 @@ impl Bug {
             Bug::RangeBoundSkipsColdValues => "range-bound-skips-cold-values",
             Bug::FeedResumeWithoutGap => "feed-resume-without-gap",
             Bug::LocalReadsByTermOnly => "local-reads-by-term-only",
+            Bug::ReadRoundsJoinTaken => "read-rounds-join-taken",
             Bug::LocalKeepAlivesIgnoreFloor => "local-keepalives-ignore-floor",
             Bug::AutoCompactionKeepsOneLess => "auto-compaction-keeps-one-less",
         }

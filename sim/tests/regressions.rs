@@ -113,14 +113,15 @@ const SHRUNK_BUG_CASES: &[(&str, u64, &str)] = &[
     (
         "apply-twice",
         0,
-        "members=1,clients=2,lease_clients=0,watch_clients=0,recipe_clients=0,membership=0,ops=6,keys=1,delay_min_us=1573,delay_max_us=1573,loss=0,dup=0,torn=0,diskerr=0,\
-         drift_ppm=0,faults_ms=300,snap=20,timeout_ms=4819,disk_us=2428",
+        "members=1,clients=1,lease_clients=1,lease_ttl_s=4,watch_clients=2,recipe_clients=2,membership=0,ops=3,keys=1,delay_min_us=1573,delay_max_us=1573,\
+         loss=0,dup=0,torn=0,diskerr=0,drift_ppm=0,faults_ms=0,snap=20,timeout_ms=4819,disk_us=2428,autocompact=0,cold_batch=1024",
     ),
     (
         "read-without-read-index",
         1,
-        "members=3,clients=1,lease_clients=0,watch_clients=0,recipe_clients=0,membership=0,ops=17,keys=1,delay_min_us=989,delay_max_us=21452,loss=0,dup=0,torn=0,diskerr=0,\
-         drift_ppm=1000,faults_ms=0,snap=20,timeout_ms=4897,disk_us=15101",
+        "members=3,clients=1,lease_clients=2,lease_ttl_s=2,watch_clients=2,recipe_clients=3,membership=1,ops=11,keys=1,delay_min_us=989,delay_max_us=21452,\
+         loss=0,dup=0,torn=0,diskerr=0.001,drift_ppm=0,faults_ms=3000,snap=20,timeout_ms=4897,disk_us=15101,get=10,ser=1,range=4,put=8,del=3,txn=4,compact=1,\
+         autocompact=0,cold_batch=0",
     ),
 ];
 

@@ -79,6 +79,10 @@ impl Node {
             | ClientRequest::HashKv(_)
             | ClientRequest::MoveLeader(_)
             | ClientRequest::Downgrade(_) => self.handle_maintenance(id, request),
+            ClientRequest::ReadBarrier(req) => {
+                self.read(id, false, ClientRequest::ReadBarrier(req));
+                Ok(())
+            }
             ClientRequest::Range(req) => mvcc::check_range(&req)
                 .map(|()| self.read(id, req.serializable, ClientRequest::Range(req))),
             ClientRequest::Txn(req) if !txn_has_writes(&req) => {
@@ -237,6 +241,9 @@ impl Node {
     }
 
     fn serve_read(&mut self, id: RequestId, request: &ClientRequest) {
+        if let ClientRequest::ReadBarrier(_) = request {
+            return self.pass_read_barrier(id);
+        }
         let mut result = self.state.read(request, self.cfg.max_range_bytes);
         if let Ok(Answer {
             response: ClientResponse::LeaseLeases(leases),

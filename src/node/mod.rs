@@ -45,7 +45,7 @@ pub use compaction::AutoCompaction;
 pub use config::{Bugs, Config};
 pub use error::{DiskError, StartError, StopReason};
 pub use local_keepalives::LocalKeepAlives;
-pub use local_reads::{answers_locally, LocalReads, LocalView};
+pub use local_reads::{answers_after_barrier, answers_locally, LocalReads, LocalView, ReadRounds};
 pub use maintenance::{ETCD_VERSION, STORAGE_VERSION};
 pub use types::*;
 
@@ -90,6 +90,9 @@ pub struct Node {
     stopped: Option<StopReason>,
     pending: PendingRequests,
     reads: ReadBatches,
+    /// Read barriers passed so far (`local_reads`): a view is frozen after a batch that passed
+    /// one, for the reads that waited for it.
+    read_barriers_passed: u64,
     proposals: Proposals,
     disk: DiskState,
     /// When entries reached the log, for the lease records they carry.

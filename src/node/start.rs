@@ -56,6 +56,7 @@ impl Node {
         let mut node = Node {
             pending: PendingRequests::new(cfg.pending_requests_max),
             reads: ReadBatches::new(proposal_nonce),
+            read_barriers_passed: 0,
             proposals: Proposals::new(proposal_nonce),
             disk: DiskState::recovered(&recovered, snapshot_index),
             appended: AppendTimes::default(),

@@ -92,6 +92,9 @@ impl World {
         if let Some(answer) = self.answer_locally(member, &request) {
             return self.reply(member, rid, answer);
         }
+        if self.wait_for_barrier(member, rid, &request) {
+            return;
+        }
         self.input(member, Input::Client { id: rid, request });
     }
 
@@ -135,6 +138,9 @@ impl World {
         rid: RequestId,
         result: Result<ClientResponse, EtcdError>,
     ) {
+        if self.barrier_answered(member, rid, &result) {
+            return;
+        }
         let Some(op) = self
             .members
             .get_mut(&member)

@@ -146,7 +146,9 @@ impl World {
             offset_ns: self.rng.below(10_000 * MS),
             drift_ppm: self.rng.below(2 * drift as u64 + 1) as i64 - drift,
         };
-        self.members.insert(id, Member::new(config, clock));
+        let join_taken = self.options.bug == Some(Bug::ReadRoundsJoinTaken);
+        self.members
+            .insert(id, Member::new(config, clock, join_taken));
         self.log(id, || format!("joins as member {id:x}"));
         self.start(id);
     }

@@ -18,7 +18,7 @@ use detcd::error::EtcdError;
 use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
     answers_locally, ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId,
-    LocalKeepAlives, LocalReads, MemberId, Node, Output, PeerMessage, RequestId,
+    LocalKeepAlives, LocalReads, MemberId, Node, Output, PeerMessage, ReadRounds, RequestId,
 };
 use detcd::proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
@@ -37,6 +37,7 @@ mod lease_clients;
 mod liveness;
 mod member_clients;
 mod network;
+mod read_barriers;
 mod recipe_clients;
 mod watch_clients;
 
@@ -151,6 +152,12 @@ struct Member {
     local_reads: LocalReads,
     /// Such a read came since the last batch.
     reads_wanted: bool,
+    /// The node's batches so far, and the read barrier linearizable reads of one key may share
+    /// while the node has not taken it (`read_barriers`).
+    batches: u64,
+    rounds: ReadRounds<RequestId>,
+    /// The reads waiting for each barrier asked and not answered yet.
+    barrier_reads: BTreeMap<RequestId, read_barriers::BarrierReads>,
     /// The copy of the lease table keepalives the leader's records cover are acknowledged
     /// from (as the server's client-port workers acknowledge them), and the renewals made
     /// since the last batch.
@@ -175,7 +182,7 @@ struct DurablePromise {
 
 impl Member {
     /// A member that has not started yet, with an empty disk.
-    fn new(config: Config, clock: Clock) -> Member {
+    fn new(config: Config, clock: Clock, join_taken_rounds: bool) -> Member {
         Member {
             node: None,
             disk: SimDisk::default(),
@@ -191,6 +198,9 @@ impl Member {
             configuration_checked_at: None,
             local_reads: LocalReads::default(),
             reads_wanted: false,
+            batches: 0,
+            rounds: ReadRounds::new(join_taken_rounds),
+            barrier_reads: BTreeMap::new(),
             local_keepalives: LocalKeepAlives::default(),
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             stream_opening: false,
@@ -268,6 +278,12 @@ enum Event {
         incarnation: u64,
         revision: i64,
         hash: u32,
+    },
+    /// A read barrier reaches the member's node.
+    ReadBarrier {
+        member: MemberId,
+        incarnation: u64,
+        barrier: RequestId,
     },
     ClientGiveUp {
         op: usize,
@@ -419,7 +435,10 @@ impl World {
                 offset_ns: rng.below(10_000 * MS),
                 drift_ppm: rng.below(2 * drift as u64 + 1) as i64 - drift,
             };
-            members.insert(id, Member::new(config, clock));
+            members.insert(
+                id,
+                Member::new(config, clock, options.bug == Some(Bug::ReadRoundsJoinTaken)),
+            );
         }
         let mut world = World {
             seed,
@@ -683,6 +702,8 @@ impl World {
         member.paused = false;
         member.local_reads.clear();
         member.reads_wanted = false;
+        member.barrier_reads.clear();
+        member.rounds.clear();
         member.local_keepalives.clear();
         self.pause_ended(id);
         let member = self.members.get_mut(&id).expect("member");
@@ -763,6 +784,7 @@ impl World {
             local_reads,
             reads_wanted,
             local_keepalives,
+            batches,
             ..
         } = member;
         let Some(node) = node.as_mut() else {
@@ -773,6 +795,7 @@ impl World {
         // nobody watches.
         local_keepalives.hand_over(node);
         node.set_watched(hub.is_watched() || *stream_opening);
+        *batches += 1;
         node.handle_batch(local, deferred.drain(..).chain([input]));
         node.check_invariants();
         // As the driver does after each batch, before its messages and answers leave.
@@ -974,6 +997,11 @@ impl World {
                 }
             }
             Event::ClientGiveUp { op } => self.client_give_up(op),
+            Event::ReadBarrier {
+                member,
+                incarnation,
+                barrier,
+            } => self.ask_read_barrier(member, incarnation, barrier),
             Event::Fault => self.fault(),
             Event::Heal { what } => self.heal(what),
         }

@@ -77,7 +77,8 @@ pub fn classify(request: &ClientRequest) -> Class {
         | ClientRequest::Hash(_)
         | ClientRequest::HashKv(_)
         | ClientRequest::MoveLeader(_)
-        | ClientRequest::Downgrade(_) => Class::Local,
+        | ClientRequest::Downgrade(_)
+        | ClientRequest::ReadBarrier(_) => Class::Local,
     }
 }
 
