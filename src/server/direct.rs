@@ -49,7 +49,8 @@ pub(super) const PREFIX: usize = 5;
 #[derive(Clone)]
 pub struct HotServices {
     driver: DriverHandle,
-    /// Serializable reads of one key, answered here instead of by the node.
+    /// Reads of one key, answered here instead of by the node (linearizable ones once a read
+    /// barrier passed).
     reads: Arc<SharedLocalReads>,
     /// Keepalives the leader's records cover, acknowledged here instead of by the node.
     keepalives: Arc<SharedLocalKeepAlives>,
@@ -139,13 +140,19 @@ impl HotServices {
         let receive_max = self.receive_max;
         Box::pin(async move {
             let answer = match receive::<RangeRequest>(request, receive_max).await {
-                Ok(request) => match reads.range(&request) {
-                    Some(local) => local
-                        .map_err(status)
-                        .and_then(|r| framed(&r))
-                        .map(one_message),
-                    None => answer_range(&driver, request).await,
-                },
+                Ok(request) => {
+                    let local = match reads.range(&request) {
+                        Some(local) => Some(local),
+                        None => reads.range_after_barrier(&driver, &request).await,
+                    };
+                    match local {
+                        Some(local) => local
+                            .map_err(status)
+                            .and_then(|r| framed(&r))
+                            .map(one_message),
+                        None => answer_range(&driver, request).await,
+                    }
+                }
                 Err(refused) => Err(refused),
             };
             Ok(answer.unwrap_or_else(Status::into_http))

@@ -366,6 +366,7 @@ impl Driver {
             // After the time is read: see `local_keepalives`.
             self.keepalives.hand_over(&mut self.node);
             self.node.set_watched(self.watch.is_watched());
+            self.reads.batch_starts();
             self.node.handle_batch(now, inputs);
             // Before the batch's messages leave, not only its answers: a follower acknowledges
             // what this leader's messages tell it is committed, and a keepalive sent here after
