@@ -90,9 +90,6 @@ pub struct Options {
     /// (`Config::cold_batch_bytes`): at each write, or after a few writes, or (at the server's
     /// size) rarely, so that reads of the past find values in memory, in segments, and both.
     pub cold_batch_bytes: u64,
-    /// raft's Pre-Vote (`--pre-vote`): off in some runs, so that elections raised by members
-    /// that come back from a partition run too.
-    pub pre_vote: bool,
     /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
     /// it and NOSPACE is raised and cleared.
     pub quota_bytes: u64,
@@ -289,7 +286,6 @@ impl Options {
             },
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
             cold_batch_bytes: 0,
-            pre_vote: true,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
@@ -322,7 +318,6 @@ impl Options {
             _ => None,
         };
         options.cold_batch_bytes = [0, 64, 1 << 10, 1 << 20][rng.below(4) as usize];
-        options.pre_vote = !rng.chance(0.25);
         options
     }
 }
@@ -377,7 +372,7 @@ impl Options {
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={},\
-             autocompact={},cold_batch={},pre_vote={}",
+             autocompact={},cold_batch={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -411,7 +406,6 @@ impl Options {
             self.mix.compact,
             auto_compaction_text(self.auto_compaction),
             self.cold_batch_bytes,
-            u8::from(self.pre_vote),
         )
     }
 
@@ -457,7 +451,6 @@ impl Options {
                 "compact" => self.mix.compact = int()?,
                 "autocompact" => self.auto_compaction = parse_auto_compaction(value)?,
                 "cold_batch" => self.cold_batch_bytes = int()?,
-                "pre_vote" => self.pre_vote = int()? != 0,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

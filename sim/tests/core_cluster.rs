@@ -327,33 +327,6 @@ fn a_large_store_is_snapshotted_only_after_as_much_wal() {
     assert!(cluster.node(1).snapshot_index() > first);
 }
 
-/// A follower cut off for ten election timeouts comes back: with Pre-Vote it never raised its
-/// term while alone, so the leader keeps leading in its term; without, its higher term
-/// deposes the leader and forces an election.
-#[test]
-fn a_member_back_from_a_partition_disrupts_the_leader_only_without_pre_vote() {
-    for pre_vote in [true, false] {
-        let mut cluster = Cluster::new(3, 5, |c| Config { pre_vote, ..c });
-        let leader = cluster.wait_for_leader(10 * SECOND).expect("leader");
-        let term = cluster.node(leader).term();
-        let follower = (1..=3).find(|&id| id != leader).expect("a follower");
-        cluster.isolate(follower, true);
-        cluster.run_for(10 * SECOND);
-        cluster.isolate(follower, false);
-        cluster.run_for(3 * SECOND);
-        let leader_now = cluster.wait_for_leader(10 * SECOND).expect("leader");
-        let term_now = cluster.node(leader_now).term();
-        if pre_vote {
-            assert_eq!((leader_now, term_now), (leader, term));
-        } else {
-            assert!(
-                term_now > term,
-                "term {term} -> {term_now} without pre-vote"
-            );
-        }
-    }
-}
-
 #[test]
 fn request_without_quorum_times_out_with_an_unavailable_error() {
     let mut cluster = Cluster::new(3, 13, |c| Config {

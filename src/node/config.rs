@@ -26,10 +26,6 @@ pub struct Config {
     /// Refuse membership changes that could cost the cluster its quorum (etcd's
     /// `--strict-reconfig-check`, on by default).
     pub strict_reconfig_check: bool,
-    /// raft's Pre-Vote: a member asks whether it could win before it raises its term, so one
-    /// that was cut off does not depose a healthy leader when it comes back (etcd's
-    /// `--pre-vote`, on by default since 3.5).
-    pub pre_vote: bool,
     /// The leader promotes a learner itself once it is in sync (etcd has only an open PR
     /// for this; off by default, as etcd's learners wait for `member promote`).
     pub auto_promote_learners: bool,
@@ -140,7 +136,6 @@ impl Config {
             name: String::new(),
             client_urls: Vec::new(),
             strict_reconfig_check: true,
-            pre_vote: true,
             auto_promote_learners: false,
             max_learners: 1,
             peers,

@@ -152,7 +152,7 @@ fn start_raft(
         max_size_per_msg: cfg.raft_message_bytes_max,
         max_inflight_msgs: cfg.raft_inflight_messages_max,
         check_quorum: true,
-        pre_vote: cfg.pre_vote,
+        pre_vote: true,
         read_only_option: raft::ReadOnlyOption::Safe,
         ..Default::default()
     };

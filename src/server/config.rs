@@ -135,11 +135,6 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Reject reconfiguration requests that would cause quorum loss.",
     ),
     (
-        "pre-vote",
-        "true",
-        "Enable the raft Pre-Vote algorithm, so that a member cut off from the others does not disrupt the cluster when it rejoins.",
-    ),
-    (
         "listen-metrics-urls",
         "",
         "URLs to serve /metrics and /health on as well (http:// or https://, with the client TLS flags).",
@@ -329,7 +324,6 @@ pub enum Command {
 const BOOLEAN_FLAGS: &[&str] = &[
     "auto-promote-learners",
     "strict-reconfig-check",
-    "pre-vote",
     "client-cert-auth",
     "peer-client-cert-auth",
     "auto-tls",
@@ -569,7 +563,6 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     node.max_learners = number(&get("max-learners"), "max-learners")?
         .min(crate::members::LEARNERS_MAX as u64) as usize;
     node.strict_reconfig_check = boolean(&get("strict-reconfig-check"), "strict-reconfig-check")?;
-    node.pre_vote = boolean(&get("pre-vote"), "pre-vote")?;
     // What etcd's initial check guards against is checked at every start (see its help).
     boolean(&get("initial-corrupt-check"), "initial-corrupt-check")?;
     node.auto_compaction = auto_compaction(
@@ -1014,14 +1007,6 @@ mod tests {
         assert!(refused("--v2-deprecation=soon").contains("--v2-deprecation"));
         assert!(refused("--metrics=all").contains("--metrics"));
         assert_eq!(refused("--logger=glog"), "unknown logger option \"glog\"");
-    }
-
-    #[test]
-    fn pre_vote_is_on_unless_turned_off() {
-        assert!(run("").unwrap().node.pre_vote);
-        assert!(run("--pre-vote").unwrap().node.pre_vote);
-        assert!(!run("--pre-vote=false").unwrap().node.pre_vote);
-        assert!(run("--pre-vote=maybe").is_err());
     }
 
     #[test]

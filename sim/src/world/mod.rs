@@ -405,7 +405,6 @@ impl World {
             config.snapshot_count = options.snapshot_count;
             config.snapshot_catchup_entries = options.snapshot_count / 2;
             config.cold_batch_bytes = options.cold_batch_bytes;
-            config.pre_vote = options.pre_vote;
             config.request_timeout = std::time::Duration::from_nanos(REQUEST_TIMEOUT_NS);
             config.lease_checkpoint_interval =
                 std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
