@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::access::AccessControl;
 use super::client_port::KeepAlive;
 use super::log::LogConfig;
 use super::tls::TlsFiles;
@@ -248,6 +249,16 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Path to a dedicated WAL directory (default: <data-dir>/member/wal).",
     ),
     (
+        "cors",
+        "",
+        "Comma-separated origins (URLs with a port) browsers may call the client port's HTTP endpoints from (empty or * means allow all).",
+    ),
+    (
+        "host-whitelist",
+        "",
+        "Comma-separated host names plain-HTTP client requests may name (empty or * means allow all).",
+    ),
+    (
         "wal-segment-bytes",
         "67108864",
         "Size of a preallocated WAL segment file.",
@@ -295,6 +306,8 @@ pub struct ServerConfig {
     pub self_signed_cert_validity: u32,
     /// `--logger`, `--log-level`, `--log-outputs`.
     pub log: LogConfig,
+    /// `--cors` and `--host-whitelist`.
+    pub access: AccessControl,
     pub node: Config,
 }
 
@@ -588,6 +601,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         .ok_or("--self-signed-cert-validity must be a number of years, at least 1")?;
     etcd_only_flags(&mut get)?;
     let log = LogConfig::from_flags(&get("logger"), &get("log-level"), &get("log-outputs"))?;
+    let access = AccessControl::from_flags(&get("cors"), &get("host-whitelist"))?;
     Ok(ServerConfig {
         name,
         data_dir: PathBuf::from(data_dir),
@@ -608,6 +622,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         grpc_keepalive,
         self_signed_cert_validity,
         log,
+        access,
         node,
     })
 }

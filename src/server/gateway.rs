@@ -213,12 +213,6 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if request.method() == http::Method::OPTIONS {
-            // A browser's preflight before a call from another origin, as etcd answers it.
-            let mut allowed = Response::new(full(Bytes::new()));
-            set_cors_headers(&mut allowed);
-            return allowed;
-        }
         let path = request.uri().path();
         let rest = PREFIXES.iter().find_map(|p| path.strip_prefix(p));
         let Some(index) = rest.and_then(|rest| self.routes.iter().position(|r| r.path == rest))
@@ -551,7 +545,6 @@ fn error_response(failed: &Status) -> Response<BoxBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    set_cors_headers(&mut response);
     response
 }
 
@@ -585,25 +578,6 @@ fn set_json_headers(response: &mut Response<BoxBody>) {
         "grpc-metadata-content-type",
         HeaderValue::from_static("application/grpc"),
     );
-    set_cors_headers(response);
-}
-
-/// etcd's gateway allows calls from any origin.
-fn set_cors_headers(response: &mut Response<BoxBody>) {
-    let headers = response.headers_mut();
-    for (name, value) in [
-        ("access-control-allow-origin", "*"),
-        (
-            "access-control-allow-methods",
-            "POST, GET, OPTIONS, PUT, DELETE",
-        ),
-        (
-            "access-control-allow-headers",
-            "accept, content-type, authorization",
-        ),
-    ] {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
 }
 
 fn plain(code: StatusCode, text: &'static str) -> Response<BoxBody> {

@@ -24,6 +24,7 @@ use hyper::body::Body;
 use tonic::body::BoxBody;
 use tower::{Layer, Service};
 
+use super::access::{self, AccessControl};
 use super::driver::DriverHandle;
 use super::gateway::Gateway;
 use super::metrics::ServerMetrics;
@@ -36,6 +37,10 @@ pub struct EtcdHttpLayer {
     metrics: Arc<ServerMetrics>,
     /// None on a metrics listener.
     gateway: Option<Arc<Gateway>>,
+    /// `--cors` and `--host-whitelist`; None on a metrics listener, which etcd does not guard.
+    access: Option<Arc<AccessControl>>,
+    /// Whether the listener is `https://` (no host check then).
+    secure: bool,
 }
 
 impl EtcdHttpLayer {
@@ -43,11 +48,15 @@ impl EtcdHttpLayer {
         driver: DriverHandle,
         metrics: Arc<ServerMetrics>,
         gateway: Gateway,
+        access: AccessControl,
+        secure: bool,
     ) -> EtcdHttpLayer {
         EtcdHttpLayer {
             driver,
             metrics,
             gateway: Some(Arc::new(gateway)),
+            access: Some(Arc::new(access)),
+            secure,
         }
     }
 
@@ -57,6 +66,8 @@ impl EtcdHttpLayer {
             driver,
             metrics,
             gateway: None,
+            access: None,
+            secure: false,
         }
     }
 }
@@ -88,6 +99,8 @@ impl<S> Layer<S> for EtcdHttpLayer {
             driver: self.driver.clone(),
             metrics: self.metrics.clone(),
             gateway: self.gateway.clone(),
+            access: self.access.clone(),
+            secure: self.secure,
         }
     }
 }
@@ -98,6 +111,8 @@ pub struct EtcdHttp<S> {
     driver: DriverHandle,
     metrics: Arc<ServerMetrics>,
     gateway: Option<Arc<Gateway>>,
+    access: Option<Arc<AccessControl>>,
+    secure: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -120,30 +135,61 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        if is_grpc(&request) && Endpoint::of(request.uri().path()).is_none() {
+            return Either::Left(self.inner.call(request));
+        }
+        let Some(access) = self.access.clone() else {
+            return Either::Right(self.answer(request));
+        };
+        if let Some(refused) = access.refusal(&request, self.secure) {
+            return Either::Right(Box::pin(std::future::ready(Ok(refused))));
+        }
+        let origin = access.allowed_origin(request.headers());
+        let answer = if request.method() == Method::OPTIONS {
+            Box::pin(std::future::ready(Ok(access::preflight_answer())))
+        } else {
+            self.answer(request)
+        };
+        let Some(origin) = origin else {
+            return Either::Right(answer);
+        };
+        Either::Right(Box::pin(async move {
+            let mut response = answer.await?;
+            access::add_cors_headers(&mut response, origin);
+            Ok(response)
+        }))
+    }
+}
+
+impl<S> EtcdHttp<S> {
+    /// A request that is not a gRPC call: an endpoint's, the gateway's, or 404.
+    fn answer<B, E>(&self, request: Request<B>) -> BoxFuture<Result<Response<BoxBody>, E>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        E: Send + 'static,
+    {
         let Some(endpoint) = Endpoint::of(request.uri().path()) else {
-            if is_grpc(&request) {
-                return Either::Left(self.inner.call(request));
-            }
             if let Some(gateway) = self
                 .gateway
                 .as_ref()
                 .filter(|_| Gateway::owns(request.uri().path()))
             {
                 let gateway = gateway.clone();
-                return Either::Right(Box::pin(async move { Ok(gateway.answer(request).await) }));
+                return Box::pin(async move { Ok(gateway.answer(request).await) });
             }
-            return Either::Right(Box::pin(std::future::ready(Ok(not_found()))));
+            return Box::pin(std::future::ready(Ok(not_found())));
         };
         let driver = self.driver.clone();
         let metrics = self.metrics.clone();
         let query = Query::parse(request.uri().query().unwrap_or(""));
         let get = request.method() == Method::GET;
-        Either::Right(Box::pin(async move {
+        Box::pin(async move {
             if !get {
                 return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n"));
             }
             Ok(endpoint.answer(&driver, &metrics, &query).await)
-        }))
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! (disk.rs); tokio tasks own the client port (grpc.rs) and the peer connections (peer.rs); the
 //! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
+mod access;
 pub mod authority;
 mod auto_tls;
 mod client_port;
@@ -243,8 +244,11 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 keepalives: keepalives.clone(),
                 metrics: metrics.clone(),
             },
-            cfg.node.max_request_bytes,
-            cfg.grpc_keepalive,
+            ClientPort {
+                max_request_bytes: cfg.node.max_request_bytes,
+                keepalive: cfg.grpc_keepalive,
+                access: cfg.access.clone(),
+            },
             shutdown_rx.clone(),
         )));
     }
@@ -340,12 +344,18 @@ struct Services {
     metrics: std::sync::Arc<metrics::ServerMetrics>,
 }
 
+/// How a client listener serves, from the flags.
+struct ClientPort {
+    max_request_bytes: usize,
+    keepalive: client_port::KeepAlive,
+    access: access::AccessControl,
+}
+
 async fn serve_clients(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     services: Services,
-    max_request_bytes: usize,
-    keepalive: client_port::KeepAlive,
+    port: ClientPort,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut health, health_service) = tonic_health::server::health_reporter();
@@ -354,7 +364,7 @@ async fn serve_clients(
         .await;
     // etcd lets a message through gRPC up to 512 KiB past the request limit, so that a request
     // slightly too large gets etcd's own error instead of a transport one.
-    let receive_max = max_request_bytes + 512 * 1024;
+    let receive_max = port.max_request_bytes + 512 * 1024;
     let hot = direct::HotServices::new(
         services.driver.clone(),
         services.reads,
@@ -377,8 +387,13 @@ async fn serve_clients(
         receive_max,
     )
     .expect("the gateway's descriptors are the build's own");
-    let http_endpoints =
-        http::EtcdHttpLayer::new(services.driver.clone(), services.metrics, gateway);
+    let http_endpoints = http::EtcdHttpLayer::new(
+        services.driver.clone(),
+        services.metrics,
+        gateway,
+        port.access,
+        tls.is_some(),
+    );
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
     let watch = watch_stream::WatchService::new(services.watch, services.driver, receive_max);
@@ -399,7 +414,7 @@ async fn serve_clients(
         ))
         .layer(deadline::EtcdDeadlineLayer)
         .service(routes);
-    client_port::serve(listener, tls, service, keepalive, shutdown).await;
+    client_port::serve(listener, tls, service, port.keepalive, shutdown).await;
 }
 
 async fn wait_for_signal() {

@@ -17,6 +17,7 @@ mod etcdctl_lease;
 mod etcdctl_lock;
 mod etcdctl_watch;
 mod gateway;
+mod http_access;
 mod http_health;
 mod large_range;
 mod lease_cluster;
