@@ -31,6 +31,9 @@ pub struct Config {
     pub auto_promote_learners: bool,
     /// Learners a `member add --learner` may bring the cluster to. etcd: `--max-learners` 1.
     pub max_learners: usize,
+    /// A member alone in its cluster's configuration campaigns as soon as it starts, instead
+    /// of after an election timeout (etcd's `--initial-election-tick-advance`, on by default).
+    pub initial_election_tick_advance: bool,
     /// One raft tick. etcd: `--heartbeat-interval` 100 ms.
     pub heartbeat_interval: Duration,
     /// etcd: `--election-timeout` 1000 ms; must be a multiple of the heartbeat interval.
@@ -138,6 +141,7 @@ impl Config {
             strict_reconfig_check: true,
             auto_promote_learners: false,
             max_learners: 1,
+            initial_election_tick_advance: true,
             peers,
             heartbeat_interval,
             election_timeout,

@@ -161,7 +161,8 @@ fn start_raft(
     let mut raw = RawNode::new(&raft_cfg, store, &logger)?;
     // A member alone in its cluster needs no election timeout to know it wins; etcd's initial
     // tick advance gets the same effect.
-    if raw.raft.prs().conf().voters().ids().len() == 1 && raw.raft.promotable() {
+    let alone = raw.raft.prs().conf().voters().ids().len() == 1;
+    if cfg.initial_election_tick_advance && alone && raw.raft.promotable() {
         raw.campaign()?;
     }
     election::override_jitter(&mut raw.raft, rng, election_ticks);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::access::AccessControl;
+use super::cipher_suites::CipherSuites;
 use super::client_port::KeepAlive;
 use super::log::LogConfig;
 use super::tls::TlsFiles;
@@ -179,6 +180,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Peer TLS using generated certificates.",
     ),
     (
+        "cipher-suites",
+        "",
+        "Comma-separated TLS 1.2 cipher suites between clients and the member and between members, by Go's names (empty: all of detcd's; TLS 1.3 always offers its own).",
+    ),
+    (
         "self-signed-cert-validity",
         "1",
         "Years the certificates that --auto-tls and --peer-auto-tls make are valid for.",
@@ -242,6 +248,76 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "metrics",
         "basic",
         "basic or extensive: detcd serves the same /metrics for both.",
+    ),
+    (
+        "socket-reuse-port",
+        "false",
+        "Enable SO_REUSEPORT on the client and peer listeners, so that several processes may listen on one port.",
+    ),
+    (
+        "socket-reuse-address",
+        "false",
+        "Enable SO_REUSEADDR on the listeners: detcd's listeners, as Go's, always set it (a restarted member binds its ports while old connections linger), so any value holds.",
+    ),
+    (
+        "pre-vote",
+        "true",
+        "Pre-Vote before each election: detcd always runs it (etcd 3.5's default; without it a member back from a partition deposes the leader), so only true is taken.",
+    ),
+    (
+        "initial-election-tick-advance",
+        "true",
+        "Whether a member alone in its cluster campaigns as soon as it starts rather than after an election timeout.",
+    ),
+    (
+        "warning-apply-duration",
+        "100ms",
+        "Log a warning when the node takes longer than this to step and apply one batch of requests.",
+    ),
+    (
+        "experimental-enable-lease-checkpoint",
+        "false",
+        "Taken for etcd's manifests: detcd always records each lease's remaining TTL through raft (--lease-checkpoint-interval), so a new leader never restarts a TTL; any value holds.",
+    ),
+    (
+        "experimental-enable-lease-checkpoint-persist",
+        "false",
+        "As --experimental-enable-lease-checkpoint: detcd's lease records always persist across restarts.",
+    ),
+    (
+        "enable-pprof",
+        "false",
+        "Go's runtime profiling endpoints: detcd has no Go runtime (profile it with perf), so only false is taken.",
+    ),
+    (
+        "backend-batch-interval",
+        "0",
+        "bbolt's commit interval: detcd has no bbolt (a write is durable once its WAL record is synced), so the duration is checked and unused.",
+    ),
+    (
+        "backend-batch-limit",
+        "0",
+        "bbolt's operations per commit: checked and unused (see --backend-batch-interval).",
+    ),
+    (
+        "backend-bbolt-freelist-type",
+        "map",
+        "bbolt's freelist, map or array: checked and unused (see --backend-batch-interval).",
+    ),
+    (
+        "compaction-batch-limit",
+        "1000",
+        "Keys etcd's compaction deletes from bbolt per transaction: checked and unused (detcd compacts its in-memory history and releases whole cold segments).",
+    ),
+    (
+        "bootstrap-defrag-threshold-megabytes",
+        "0",
+        "bbolt's defragmentation at start: checked and unused (detcd's files need no defragmentation).",
+    ),
+    (
+        "experimental-txn-mode-write-with-shared-buffer",
+        "true",
+        "A bbolt read-buffer choice of etcd's write transactions: checked and unused.",
     ),
     (
         "wal-dir",
@@ -308,6 +384,10 @@ pub struct ServerConfig {
     pub log: LogConfig,
     /// `--cors` and `--host-whitelist`.
     pub access: AccessControl,
+    /// `--socket-reuse-port`: SO_REUSEPORT on the client and peer listeners.
+    pub socket_reuse_port: bool,
+    /// `--warning-apply-duration`: a batch that takes longer is logged.
+    pub slow_apply_warning: Duration,
     pub node: Config,
 }
 
@@ -344,11 +424,24 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "initial-corrupt-check",
     "unsafe-no-fsync",
     "enable-v2",
+    "socket-reuse-port",
+    "socket-reuse-address",
+    "pre-vote",
+    "initial-election-tick-advance",
+    "experimental-enable-lease-checkpoint",
+    "experimental-enable-lease-checkpoint-persist",
+    "enable-pprof",
+    "experimental-txn-mode-write-with-shared-buffer",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
-const EXPERIMENTAL_IN_ETCD_3_5: &[&str] =
-    &["watch-progress-notify-interval", "initial-corrupt-check"];
+const EXPERIMENTAL_IN_ETCD_3_5: &[&str] = &[
+    "watch-progress-notify-interval",
+    "initial-corrupt-check",
+    "warning-apply-duration",
+    "compaction-batch-limit",
+    "bootstrap-defrag-threshold-megabytes",
+];
 
 /// What etcd reads from its environment in place of a flag not given: `ETCD_` and the flag's
 /// name in capitals, `_` for `-` (`ETCD_DATA_DIR` for `--data-dir`).
@@ -479,8 +572,9 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     };
     let name = get("name");
     let data_dir = get("data-dir").replace("${name}", &name);
-    let client_tls = tls_files(&mut get, "")?;
-    let peer_tls = tls_files(&mut get, "peer-")?;
+    let cipher_suites = CipherSuites::parse(&get("cipher-suites"), |w| eprintln!("{w}"))?;
+    let client_tls = tls_files(&mut get, "", &cipher_suites)?;
+    let peer_tls = tls_files(&mut get, "peer-", &cipher_suites)?;
     let listen_client = client_listeners(
         &get("listen-client-urls"),
         "listen-client-urls",
@@ -576,6 +670,10 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     node.max_learners = number(&get("max-learners"), "max-learners")?
         .min(crate::members::LEARNERS_MAX as u64) as usize;
     node.strict_reconfig_check = boolean(&get("strict-reconfig-check"), "strict-reconfig-check")?;
+    node.initial_election_tick_advance = boolean(
+        &get("initial-election-tick-advance"),
+        "initial-election-tick-advance",
+    )?;
     // What etcd's initial check guards against is checked at every start (see its help).
     boolean(&get("initial-corrupt-check"), "initial-corrupt-check")?;
     node.auto_compaction = auto_compaction(
@@ -600,6 +698,11 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         .filter(|years| *years > 0)
         .ok_or("--self-signed-cert-validity must be a number of years, at least 1")?;
     etcd_only_flags(&mut get)?;
+    storage_engine_flags(&mut get)?;
+    let socket_reuse_port = boolean(&get("socket-reuse-port"), "socket-reuse-port")?;
+    let slow_apply = get("warning-apply-duration");
+    let slow_apply_warning = go_duration(&slow_apply)
+        .ok_or_else(|| format!("invalid value {slow_apply:?} for flag --warning-apply-duration"))?;
     let log = LogConfig::from_flags(&get("logger"), &get("log-level"), &get("log-outputs"))?;
     let access = AccessControl::from_flags(&get("cors"), &get("host-whitelist"))?;
     Ok(ServerConfig {
@@ -623,6 +726,8 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         self_signed_cert_validity,
         log,
         access,
+        socket_reuse_port,
+        slow_apply_warning,
         node,
     })
 }
@@ -754,9 +859,52 @@ fn etcd_only_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), S
         ));
     }
     match get("metrics").as_str() {
-        "basic" | "extensive" => Ok(()),
+        "basic" | "extensive" => {}
+        other => {
+            return Err(format!(
+                "invalid value {other:?} for flag --metrics: expected basic or extensive"
+            ))
+        }
+    }
+    boolean(&get("socket-reuse-address"), "socket-reuse-address")?;
+    for checkpoints in [
+        "experimental-enable-lease-checkpoint",
+        "experimental-enable-lease-checkpoint-persist",
+    ] {
+        boolean(&get(checkpoints), checkpoints)?;
+    }
+    if !boolean(&get("pre-vote"), "pre-vote")? {
+        return Err(
+            "--pre-vote=false: detcd always runs Pre-Vote; without it a member back \
+                    from a partition with a higher term deposes the leader"
+                .into(),
+        );
+    }
+    if boolean(&get("enable-pprof"), "enable-pprof")? {
+        return Err("--enable-pprof: detcd has no Go runtime to profile (use perf)".into());
+    }
+    Ok(())
+}
+
+/// Flags that tune etcd's storage engine (bbolt), which detcd does not have: checked as etcd
+/// checks them, so a manifest that sets them starts a member, and otherwise unused.
+fn storage_engine_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
+    let interval = get("backend-batch-interval");
+    go_duration(&interval)
+        .ok_or_else(|| format!("invalid value {interval:?} for flag --backend-batch-interval"))?;
+    for count in [
+        "backend-batch-limit",
+        "compaction-batch-limit",
+        "bootstrap-defrag-threshold-megabytes",
+    ] {
+        number(&get(count), count)?;
+    }
+    let shared = "experimental-txn-mode-write-with-shared-buffer";
+    boolean(&get(shared), shared)?;
+    match get("backend-bbolt-freelist-type").as_str() {
+        "map" | "array" => Ok(()),
         other => Err(format!(
-            "invalid value {other:?} for flag --metrics: expected basic or extensive"
+            "invalid value {other:?} for flag --backend-bbolt-freelist-type: expected map or array"
         )),
     }
 }
@@ -836,6 +984,7 @@ fn client_listeners(
 fn tls_files(
     get: &mut impl FnMut(&'static str) -> String,
     prefix: &'static str,
+    cipher_suites: &CipherSuites,
 ) -> Result<TlsFiles, String> {
     let path = |value: String| (!value.is_empty()).then(|| PathBuf::from(value));
     let flag = |name: &str| -> &'static str {
@@ -853,6 +1002,7 @@ fn tls_files(
         trusted_ca_file: path(get(flag("trusted-ca-file"))),
         client_cert_auth: boolean(&get(auth), auth)?,
         auto_tls: boolean(&get(auto), auto)?,
+        cipher_suites: cipher_suites.clone(),
     })
 }
 
@@ -1022,6 +1172,37 @@ mod tests {
         assert!(refused("--v2-deprecation=soon").contains("--v2-deprecation"));
         assert!(refused("--metrics=all").contains("--metrics"));
         assert_eq!(refused("--logger=glog"), "unknown logger option \"glog\"");
+    }
+
+    #[test]
+    fn etcds_storage_engine_and_raft_flags_are_checked_and_taken() {
+        let c = run(
+            "--backend-batch-interval=10ms --backend-batch-limit 100 \
+             --backend-bbolt-freelist-type=array --experimental-compaction-batch-limit=500 \
+             --experimental-bootstrap-defrag-threshold-megabytes=10 \
+             --experimental-txn-mode-write-with-shared-buffer=false \
+             --experimental-enable-lease-checkpoint --experimental-enable-lease-checkpoint-persist \
+             --pre-vote=true --initial-election-tick-advance=false --socket-reuse-port \
+             --socket-reuse-address --enable-pprof=false --experimental-warning-apply-duration=50ms",
+        )
+        .unwrap();
+        assert!(!c.node.initial_election_tick_advance && c.socket_reuse_port);
+        assert_eq!(c.slow_apply_warning, Duration::from_millis(50));
+        let defaults = run("").unwrap();
+        assert!(defaults.node.initial_election_tick_advance && !defaults.socket_reuse_port);
+        assert_eq!(defaults.slow_apply_warning, Duration::from_millis(100));
+        let refused = |flags: &str| run(flags).err().unwrap_or_default();
+        assert!(refused("--pre-vote=false").contains("always runs Pre-Vote"));
+        assert!(refused("--enable-pprof").contains("no Go runtime"));
+        assert!(refused("--backend-bbolt-freelist-type=list").contains("map or array"));
+        assert!(refused("--backend-batch-interval=10").contains("--backend-batch-interval"));
+        assert!(refused("--warning-apply-duration=x").contains("--warning-apply-duration"));
+        assert_eq!(
+            refused("--cipher-suites=TLS_NULL"),
+            "unexpected TLS cipher suite \"TLS_NULL\""
+        );
+        let ciphers = run("--cipher-suites TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256").unwrap();
+        assert_ne!(ciphers.client_tls.cipher_suites, CipherSuites::default());
     }
 
     #[test]

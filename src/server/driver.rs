@@ -34,6 +34,41 @@ use crate::node::{
 use crate::state::StateView;
 use crate::time::Instant;
 
+/// The warning of batches the node took long to step (`--warning-apply-duration`), at most
+/// one line a second however many there are, so a struggling member does not also flood its
+/// log.
+#[derive(Default)]
+struct SlowBatches {
+    after: Duration,
+    /// When the last warning was logged, and the slow batches since.
+    last_warning: Option<Instant>,
+    unlogged: u64,
+}
+
+impl SlowBatches {
+    fn note(&mut self, started: Instant, ended: Instant, inputs: usize) {
+        let took = Duration::from_nanos(ended.as_nanos().saturating_sub(started.as_nanos()));
+        if self.after.is_zero() || took <= self.after {
+            return;
+        }
+        self.unlogged += 1;
+        let quiet = self
+            .last_warning
+            .is_some_and(|at| ended.as_nanos() < at.as_nanos() + 1_000_000_000);
+        if quiet {
+            return;
+        }
+        log::warning!(
+            "detcd: apply request took too long: took {took:?}, expected-duration {:?} \
+             ({inputs} inputs in the batch; {} slow batches since the last warning)",
+            self.after,
+            self.unlogged
+        );
+        self.last_warning = Some(ended);
+        self.unlogged = 0;
+    }
+}
+
 /// Inputs taken from the channel for one `handle_batch`.
 const BATCH_INPUTS_MAX: usize = 1024;
 
@@ -283,6 +318,7 @@ pub struct Driver {
     /// The leader the node last knew, to count the changes.
     last_leader: Option<MemberId>,
     snapshots_installed: u64,
+    slow_batches: SlowBatches,
 }
 
 impl Driver {
@@ -324,7 +360,15 @@ impl Driver {
             was_leader: false,
             last_leader: None,
             snapshots_installed: 0,
+            slow_batches: SlowBatches::default(),
         }
+    }
+
+    /// Logs a warning when a batch takes the node longer than `after` (etcd's
+    /// `--warning-apply-duration`).
+    pub fn warn_of_batches_slower_than(mut self, after: Duration) -> Driver {
+        self.slow_batches.after = after;
+        self
     }
 
     fn now(&self) -> Instant {
@@ -367,7 +411,9 @@ impl Driver {
             self.keepalives.hand_over(&mut self.node);
             self.node.set_watched(self.watch.is_watched());
             self.reads.batch_starts();
+            let inputs_count = inputs.len();
             self.node.handle_batch(now, inputs);
+            self.slow_batches.note(now, self.now(), inputs_count);
             // Before the batch's messages leave, not only its answers: a follower acknowledges
             // what this leader's messages tell it is committed, and a keepalive sent here after
             // that must not be acknowledged from a lease table older than the commit.

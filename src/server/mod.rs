@@ -8,6 +8,7 @@
 mod access;
 pub mod authority;
 mod auto_tls;
+mod cipher_suites;
 mod client_port;
 pub mod coalesce;
 pub mod codec;
@@ -71,16 +72,28 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
     runtime.block_on(serve(cfg))
 }
 
-async fn bind(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, String> {
-    let mut listeners = Vec::new();
-    for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
+/// Listens on each of `addrs`, with SO_REUSEADDR as Go's listeners have it, and SO_REUSEPORT
+/// with `--socket-reuse-port`.
+fn bind(addrs: &[SocketAddr], what: &str, reuse_port: bool) -> Result<Vec<TcpListener>, String> {
+    let listen = |addr: &SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(reuse_port)?;
+        socket.bind(*addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    addrs
+        .iter()
+        .map(|addr| listen(addr).map_err(|e| format!("cannot listen for {what} on {addr}: {e}")))
+        .collect()
 }
+
+/// Connections a listener queues before it accepts them (Go's listeners take the kernel's
+/// `somaxconn`, which a larger number here is capped at too).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Seeds the node's RNG: the only randomness the member uses, drawn once from the OS clock and
 /// process id (the node itself never sees where it came from).
@@ -143,9 +156,9 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         Node::new(node_cfg, recovered, os_seed(), Instant::ZERO).map_err(|e| e.to_string())?;
 
     let client_addrs: Vec<SocketAddr> = cfg.listen_client.iter().map(|l| l.addr).collect();
-    let client_listeners = bind(&client_addrs, "clients").await?;
+    let client_listeners = bind(&client_addrs, "clients", cfg.socket_reuse_port)?;
     let metrics_addrs: Vec<SocketAddr> = cfg.listen_metrics.iter().map(|l| l.addr).collect();
-    let metrics_listeners = bind(&metrics_addrs, "metrics").await?;
+    let metrics_listeners = bind(&metrics_addrs, "metrics", cfg.socket_reuse_port)?;
     let tls = if cfg
         .listen_client
         .iter()
@@ -161,7 +174,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     } else {
         None
     };
-    let peer_listeners = bind(&cfg.listen_peer, "peers").await?;
+    let peer_listeners = bind(&cfg.listen_peer, "peers", cfg.socket_reuse_port)?;
 
     let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
     let identity = peer::PeerIdentity {
@@ -220,7 +233,8 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         },
         clock_origin,
         ready,
-    );
+    )
+    .warn_of_batches_slower_than(cfg.slow_apply_warning);
     let (driver_done, driver_ended) = tokio::sync::oneshot::channel();
     let driver_thread = std::thread::Builder::new()
         .name("detcd-node".into())

@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
+
+use super::cipher_suites::CipherSuites;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
-use tokio_rustls::rustls::crypto::ring::default_provider;
 use tokio_rustls::rustls::crypto::{
     verify_tls12_signature, verify_tls13_signature, CryptoProvider,
 };
@@ -47,6 +48,8 @@ pub struct TlsFiles {
     /// `--auto-tls` / `--peer-auto-tls`: without a key pair given, the member's own
     /// self-signed one, and (between members) no check of the other side's certificate.
     pub auto_tls: bool,
+    /// `--cipher-suites`, for both ports.
+    pub cipher_suites: CipherSuites,
 }
 
 impl TlsFiles {
@@ -79,7 +82,7 @@ impl TlsFiles {
     /// With `--peer-auto-tls`, any certificate is accepted.
     pub fn peer_connector(&self) -> Result<PeerConnector, String> {
         let p = self.prefix;
-        let provider = Arc::new(default_provider());
+        let provider = self.cipher_suites.provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?;
@@ -105,7 +108,7 @@ impl TlsFiles {
     fn server_config(&self) -> Result<ServerConfig, String> {
         let p = self.prefix;
         let (chain, key) = self.key_pair()?;
-        let provider = Arc::new(default_provider());
+        let provider = self.cipher_suites.provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?;

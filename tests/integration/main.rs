@@ -16,6 +16,7 @@ mod etcdctl_cluster;
 mod etcdctl_lease;
 mod etcdctl_lock;
 mod etcdctl_watch;
+mod flags;
 mod gateway;
 mod http_access;
 mod http_health;

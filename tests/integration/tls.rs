@@ -521,3 +521,58 @@ fn a_member_starts_from_kubeadms_etcd_manifest_and_answers_its_probes_as_etcd() 
         assert_eq!(detcd, kubeadm_session(Flavor::Etcd, &pki));
     }
 }
+
+/// Whether an openssl client completes a handshake with `member`'s client port, offering
+/// only `protocol` and, for TLS 1.2, only `cipher` (OpenSSL's name).
+fn handshakes(member: &Member, protocol: &str, cipher: Option<&str>) -> bool {
+    let mut client = std::process::Command::new("openssl");
+    client.args(["s_client", "-connect", &member.spec.endpoint(), protocol]);
+    if let Some(cipher) = cipher {
+        client.args(["-cipher", cipher]);
+    }
+    client
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success()
+}
+
+/// What clients of each protocol and TLS 1.2 suite can do against a member started with
+/// `--cipher-suites` naming one ECDSA suite (the test CA's keys are ECDSA).
+fn cipher_suite_session(flavor: Flavor, pki: &Pki) -> Vec<bool> {
+    let suites = "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".to_string();
+    let members = start_tls_member(flavor, "ciphers", pki, &[suites]);
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(&members[0], pki, false);
+        vec![
+            handshakes(
+                &members[0],
+                "-tls1_2",
+                Some("ECDHE-ECDSA-AES128-GCM-SHA256"),
+            ),
+            handshakes(
+                &members[0],
+                "-tls1_2",
+                Some("ECDHE-ECDSA-AES256-GCM-SHA384"),
+            ),
+            handshakes(
+                &members[0],
+                "-tls1_2",
+                Some("ECDHE-ECDSA-CHACHA20-POLY1305"),
+            ),
+            handshakes(&members[0], "-tls1_3", None),
+        ]
+    })
+}
+
+#[test]
+fn cipher_suites_bound_tls_1_2_as_etcds_do() {
+    let pki = pki("ciphers-pki");
+    let detcd = cipher_suite_session(Flavor::Detcd, &pki);
+    assert_eq!(detcd, [true, false, false, true]);
+    if etcd_available() {
+        assert_eq!(detcd, cipher_suite_session(Flavor::Etcd, &pki));
+    }
+}
