@@ -66,7 +66,7 @@ impl TlsFiles {
             trusted_ca_file: None,
             client_cert_auth: false,
             auto_tls: true,
-            cipher_suites: self.cipher_suites,
+            ..self
         })
     }
 }

@@ -12,6 +12,7 @@ use super::cipher_suites::CipherSuites;
 use super::client_port::KeepAlive;
 use super::log::LogConfig;
 use super::tls::TlsFiles;
+use super::tls_identity::AllowedIdentity;
 use crate::node::{AutoCompaction, Config, MemberId};
 
 /// Every flag: name, default, help text. `--help` prints this table.
@@ -178,6 +179,31 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "peer-auto-tls",
         "false",
         "Peer TLS using generated certificates.",
+    ),
+    (
+        "client-crl-file",
+        "",
+        "Path to the client certificate revocation list (PEM or DER): certificates it names are refused.",
+    ),
+    (
+        "peer-crl-file",
+        "",
+        "Path to the peer certificate revocation list (PEM or DER): certificates it names are refused.",
+    ),
+    (
+        "client-cert-allowed-hostname",
+        "",
+        "Allowed TLS name for client certificate authentication: a client's certificate must be valid for it.",
+    ),
+    (
+        "peer-cert-allowed-cn",
+        "",
+        "Allowed CN for inter-peer authentication: a peer's certificate must carry it as its common name.",
+    ),
+    (
+        "peer-cert-allowed-hostname",
+        "",
+        "Allowed TLS name for inter-peer authentication: a peer's certificate must be valid for it.",
     ),
     (
         "cipher-suites",
@@ -995,6 +1021,15 @@ fn tls_files(
             .0
     };
     let (auth, auto) = (flag("client-cert-auth"), flag("auto-tls"));
+    // The flags etcd names `client-...` on the client port and `peer-...` between members.
+    let side = |name: &str| -> &'static str {
+        let side = if prefix.is_empty() { "client-" } else { prefix };
+        FLAGS
+            .iter()
+            .find(|f| f.0.strip_prefix(side) == Some(name))
+            .expect("both ports have the revocation and hostname flags")
+            .0
+    };
     Ok(TlsFiles {
         prefix,
         cert_file: path(get(flag("cert-file"))),
@@ -1003,6 +1038,15 @@ fn tls_files(
         client_cert_auth: boolean(&get(auth), auth)?,
         auto_tls: boolean(&get(auto), auto)?,
         cipher_suites: cipher_suites.clone(),
+        crl_file: path(get(side("crl-file"))),
+        allowed_identity: AllowedIdentity::from_flags(
+            &if prefix.is_empty() {
+                String::new()
+            } else {
+                get("peer-cert-allowed-cn")
+            },
+            &get(side("cert-allowed-hostname")),
+        )?,
     })
 }
 

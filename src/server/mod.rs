@@ -33,6 +33,7 @@ pub mod peer;
 pub mod recipes;
 pub mod restore;
 pub mod tls;
+mod tls_identity;
 pub mod watch;
 mod watch_stream;
 

@@ -22,10 +22,12 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use super::cipher_suites::CipherSuites;
+use super::tls_identity::{self, AllowedIdentity, ClientIdentity, ServerIdentity};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::{
     verify_tls12_signature, verify_tls13_signature, CryptoProvider,
 };
@@ -50,6 +52,11 @@ pub struct TlsFiles {
     pub auto_tls: bool,
     /// `--cipher-suites`, for both ports.
     pub cipher_suites: CipherSuites,
+    /// `--client-crl-file` / `--peer-crl-file`: certificates the listener refuses.
+    pub crl_file: Option<PathBuf>,
+    /// `--peer-cert-allowed-cn`, `--{client,peer}-cert-allowed-hostname`: the identity the
+    /// other side's certificate must show, on both sides of the handshake.
+    pub allowed_identity: AllowedIdentity,
 }
 
 impl TlsFiles {
@@ -90,7 +97,18 @@ impl TlsFiles {
             _ if self.auto_tls => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
-            Some(ca_file) => builder.with_root_certificates(self.roots(ca_file)?),
+            Some(ca_file) => {
+                let roots = Arc::new(self.roots(ca_file)?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca_file.display()))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ServerIdentity {
+                        inner: webpki,
+                        allowed: self.allowed_identity.clone(),
+                    }))
+            }
             None => {
                 return Err(format!(
                     "TLS between members needs --{p}trusted-ca-file to verify the other \
@@ -116,13 +134,23 @@ impl TlsFiles {
             let Some(ca_file) = &self.trusted_ca_file else {
                 return Err(format!("--{p}client-cert-auth needs --{p}trusted-ca-file"));
             };
-            let verifier = WebPkiClientVerifier::builder_with_provider(
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(
                 Arc::new(self.roots(ca_file)?),
                 provider,
-            )
-            .build()
-            .map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca_file.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            );
+            if let Some(crl_file) = &self.crl_file {
+                let side = if p.is_empty() { "client-" } else { p };
+                let lists = tls_identity::revocation_lists(crl_file)
+                    .map_err(|e| format!("--{side}crl-file {e}"))?;
+                verifier = verifier.with_crls(lists).allow_unknown_revocation_status();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca_file.display()))?;
+            builder.with_client_cert_verifier(Arc::new(ClientIdentity {
+                inner: verifier,
+                allowed: self.allowed_identity.clone(),
+            }))
         } else {
             builder.with_no_client_auth()
         };

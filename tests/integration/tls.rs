@@ -576,3 +576,143 @@ fn cipher_suites_bound_tls_1_2_as_etcds_do() {
         assert_eq!(detcd, cipher_suite_session(Flavor::Etcd, &pki));
     }
 }
+
+/// A client certificate with serial `serial`, which `ca` signed, and `ca`'s revocation list
+/// naming `revoked`.
+fn revocable_client(dir: &Path, serial: u64, ca: &(Certificate, KeyPair)) -> (PathBuf, PathBuf) {
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "client");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(rcgen::SerialNumber::from(serial));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    let files = (
+        dir.join(format!("client-{serial}.pem")),
+        dir.join(format!("client-{serial}-key.pem")),
+    );
+    std::fs::write(&files.0, cert.pem()).unwrap();
+    std::fs::write(&files.1, key.serialize_pem()).unwrap();
+    files
+}
+
+fn revocation_list(dir: &Path, revoked: u64, ca: &(Certificate, KeyPair)) -> PathBuf {
+    let at = rcgen::date_time_ymd(2024, 1, 1);
+    let list = rcgen::CertificateRevocationListParams {
+        this_update: at,
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(revoked),
+            revocation_time: at,
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca.0, &ca.1)
+    .unwrap();
+    let file = dir.join("revoked.crl");
+    std::fs::write(&file, list.pem().unwrap()).unwrap();
+    file
+}
+
+/// What two clients get from a member whose `--client-crl-file` revokes the first one's
+/// certificate: the revoked one is refused, the other served.
+fn revocation_session(flavor: Flavor) -> Vec<String> {
+    let dir = common::temp_dir("crl-pki");
+    let ca = authority("detcd CRL CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let (server_cert, server_key) =
+        issue(&dir, "server", &[ExtendedKeyUsagePurpose::ServerAuth], &ca);
+    let revoked = revocable_client(&dir, 7, &ca);
+    let good = revocable_client(&dir, 8, &ca);
+    let pki = Pki {
+        ca: ca_file.clone(),
+        server_cert,
+        server_key,
+        client_cert: good.0,
+        client_key: good.1,
+        peer_cert: PathBuf::new(),
+        peer_key: PathBuf::new(),
+    };
+    let extra = [
+        "--client-cert-auth".to_string(),
+        path_flag("trusted-ca-file", &ca_file),
+        path_flag("client-crl-file", &revocation_list(&dir, 7, &ca)),
+    ];
+    let members = start_tls_member(flavor, "crl", &pki, &extra);
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(m, &pki, true);
+        let revoked_pki = Pki {
+            client_cert: revoked.0.clone(),
+            client_key: revoked.1.clone(),
+            ..pki.clone()
+        };
+        let timeouts = ["--dial-timeout=1s", "--command-timeout=3s", "put", "k", "v"];
+        vec![
+            secure(m, &pki, true, &["put", "k", "v"]),
+            secure(m, &revoked_pki, true, &timeouts),
+        ]
+    })
+}
+
+#[test]
+fn a_revoked_client_certificate_is_refused_as_etcd_refuses_it() {
+    let detcd = revocation_session(Flavor::Detcd);
+    assert_eq!(detcd, ["OK\n", "Error: context deadline exceeded"]);
+    if etcd_available() {
+        assert_eq!(detcd, revocation_session(Flavor::Etcd));
+    }
+}
+
+/// Whether two members whose peer certificates carry the common name `member` form a cluster
+/// when each allows only peers named `allowed`.
+fn peers_with_allowed_cn_form_a_cluster(flavor: Flavor, allowed: &str) -> bool {
+    let dir = common::temp_dir("peer-cn-pki");
+    let both = [
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let ca = authority("detcd peer CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let member_cert = issue(&dir, "member", &both, &ca);
+    let mut members = cluster(flavor, 2, "peer-cn", &[]);
+    for m in members.iter_mut() {
+        with_peer_tls(m, &member_cert, &ca_file);
+        m.extra_args
+            .push(format!("--peer-cert-allowed-cn={allowed}"));
+        m.start();
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        let put = members[0].etcdctl(&["--command-timeout=1s", "put", "k", "v"]);
+        if put.status.success() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn peers_must_show_the_allowed_common_name_as_with_etcd() {
+    assert!(peers_with_allowed_cn_form_a_cluster(
+        Flavor::Detcd,
+        "member"
+    ));
+    assert!(!peers_with_allowed_cn_form_a_cluster(
+        Flavor::Detcd,
+        "someone-else"
+    ));
+    if etcd_available() {
+        assert!(peers_with_allowed_cn_form_a_cluster(Flavor::Etcd, "member"));
+        assert!(!peers_with_allowed_cn_form_a_cluster(
+            Flavor::Etcd,
+            "someone-else"
+        ));
+    }
+}

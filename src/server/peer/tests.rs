@@ -631,7 +631,7 @@ fn peer_tls(tag: &str, signer: &TestCa, trusted: &TestCa) -> TlsFiles {
         trusted_ca_file: Some(dir.join("ca.pem")),
         client_cert_auth: true,
         auto_tls: false,
-        cipher_suites: Default::default(),
+        ..Default::default()
     };
     std::fs::write(files.cert_file.as_ref().unwrap(), cert.pem()).unwrap();
     std::fs::write(files.key_file.as_ref().unwrap(), key.serialize_pem()).unwrap();
