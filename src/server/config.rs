@@ -206,6 +206,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Allowed TLS name for inter-peer authentication: a peer's certificate must be valid for it.",
     ),
     (
+        "experimental-peer-skip-client-san-verification",
+        "false",
+        "Skip the check that a peer's client certificate is valid for the address it connects from (its IP address, or a DNS name that leads there).",
+    ),
+    (
         "cipher-suites",
         "",
         "Comma-separated TLS 1.2 cipher suites between clients and the member and between members, by Go's names (empty: all of detcd's; TLS 1.3 always offers its own).",
@@ -458,6 +463,7 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "experimental-enable-lease-checkpoint-persist",
     "enable-pprof",
     "experimental-txn-mode-write-with-shared-buffer",
+    "experimental-peer-skip-client-san-verification",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -1047,6 +1053,10 @@ fn tls_files(
             },
             &get(side("cert-allowed-hostname")),
         )?,
+        skip_client_san_verification: !prefix.is_empty() && {
+            let skip = "experimental-peer-skip-client-san-verification";
+            boolean(&get(skip), skip)?
+        },
     })
 }
 

@@ -57,6 +57,9 @@ pub struct TlsFiles {
     /// `--peer-cert-allowed-cn`, `--{client,peer}-cert-allowed-hostname`: the identity the
     /// other side's certificate must show, on both sides of the handshake.
     pub allowed_identity: AllowedIdentity,
+    /// `--experimental-peer-skip-client-san-verification`: peers' certificates need not name
+    /// the address they connect from.
+    pub skip_client_san_verification: bool,
 }
 
 impl TlsFiles {
@@ -80,8 +83,11 @@ impl TlsFiles {
     }
 
     /// The acceptor for the peer listener (no ALPN: the peer protocol is detcd's own).
-    pub fn peer_acceptor(&self) -> Result<TlsAcceptor, String> {
-        Ok(TlsAcceptor::from(Arc::new(self.server_config()?)))
+    pub fn peer_acceptor(&self) -> Result<PeerAcceptor, String> {
+        Ok(PeerAcceptor {
+            tls: TlsAcceptor::from(Arc::new(self.server_config()?)),
+            check_address: !self.skip_client_san_verification,
+        })
     }
 
     /// The dialler's side of peer TLS: trusts the CAs of the trusted-CA file, and shows the
@@ -181,6 +187,33 @@ impl TlsFiles {
             })?;
         }
         Ok(roots)
+    }
+}
+
+/// Accepts peers' TLS connections: the handshake, then (unless skipped) etcd's check that the
+/// certificate a member showed is valid for the address it connected from.
+#[derive(Clone)]
+pub struct PeerAcceptor {
+    tls: TlsAcceptor,
+    check_address: bool,
+}
+
+impl PeerAcceptor {
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        from: std::net::IpAddr,
+    ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+        let stream = self.tls.accept(stream).await.map_err(|e| e.to_string())?;
+        let shown = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first);
+        if let (true, Some(end_entity)) = (self.check_address, shown) {
+            tls_identity::check_peer_address(end_entity, from).await?;
+        }
+        Ok(stream)
     }
 }
 

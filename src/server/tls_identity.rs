@@ -6,6 +6,7 @@
 //! the certificates they are shown against (a certificate the list names is refused, one it
 //! does not name passes, as with etcd).
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -71,6 +72,71 @@ impl AllowedIdentity {
             }
         }
     }
+}
+
+/// etcd's check of a member's client certificate against the address it connected from
+/// (unless `--experimental-peer-skip-client-san-verification`): a certificate with subject
+/// alternative names must be valid for that address, or name a host whose DNS records lead to
+/// it (the address's reverse name, wildcards allowed, or a name of the certificate that
+/// resolves to the address). A certificate without such names passes, as in etcd.
+pub async fn check_peer_address(
+    end_entity: &CertificateDer<'_>,
+    from: IpAddr,
+) -> Result<(), String> {
+    let (address_named, dns_names) = {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| format!("tls: unreadable certificate: {e:?}"))?;
+        let address = ServerName::IpAddress(from.into());
+        let names: Vec<String> = cert.valid_dns_names().map(str::to_string).collect();
+        (
+            cert.verify_is_valid_for_subject_name(&address).is_ok(),
+            names,
+        )
+    };
+    if address_named || (dns_names.is_empty() && !has_subject_alt_names(end_entity)) {
+        return Ok(());
+    }
+    if dns_names.is_empty() {
+        return Err(format!("tls: the certificate is not valid for {from}"));
+    }
+    if address_has_name(from, &dns_names).await {
+        return Ok(());
+    }
+    Err(format!(
+        "tls: \"{from}\" does not match any of DNSNames {dns_names:?}"
+    ))
+}
+
+/// Whether `address`'s reverse name is one of `names` (or under one of its wildcards), or one
+/// of `names` resolves to `address`.
+async fn address_has_name(address: IpAddr, names: &[String]) -> bool {
+    let reverse = tokio::task::spawn_blocking(move || reverse_name(address))
+        .await
+        .ok()
+        .flatten();
+    if let Some(reverse) = reverse {
+        let reverse = reverse.trim_end_matches('.');
+        let matches = |name: &String| match name.strip_prefix('*') {
+            Some(suffix) => reverse.ends_with(suffix),
+            None => name == reverse,
+        };
+        if names.iter().any(matches) {
+            return true;
+        }
+    }
+    for name in names.iter().filter(|n| !n.starts_with("*.")) {
+        if let Ok(mut resolved) = tokio::net::lookup_host((name.as_str(), 0)).await {
+            if resolved.any(|a| a.ip() == address) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The host name the system's resolver gives `address` (a PTR record or /etc/hosts), if any.
+fn reverse_name(address: IpAddr) -> Option<String> {
+    dns_lookup::lookup_addr(&address).ok()
 }
 
 /// The revocation lists in `file`, PEM (`X509 CRL` blocks) or one DER list.
@@ -191,11 +257,11 @@ impl ServerCertVerifier for ServerIdentity {
     }
 }
 
-/// The value of the subject's first common name (OID 2.5.4.3), read from the certificate's
-/// DER: Certificate { TBSCertificate { [0] version?, serial, signature, issuer, validity,
-/// subject, ... }, ... }.
-fn common_name(cert: &[u8]) -> Option<Vec<u8>> {
-    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+/// The fields of a certificate's TBSCertificate from its subject on (subject, public key,
+/// then the optional unique ids and `[3]` extensions), read from its DER:
+/// Certificate { TBSCertificate { [0] version?, serial, signature, issuer, validity, subject,
+/// ... }, ... }.
+fn fields_from_subject(cert: &[u8]) -> Option<Vec<(u8, &[u8])>> {
     let (_, certificate, _) = der_element(cert)?;
     let (_, mut tbs, _) = der_element(certificate)?;
     if tbs.first() == Some(&0xa0) {
@@ -204,7 +270,19 @@ fn common_name(cert: &[u8]) -> Option<Vec<u8>> {
     for _serial_signature_issuer_validity in 0..4 {
         tbs = der_element(tbs)?.2;
     }
-    let (_, mut subject, _) = der_element(tbs)?;
+    let mut fields = Vec::new();
+    while !tbs.is_empty() {
+        let (tag, contents, rest) = der_element(tbs)?;
+        fields.push((tag, contents));
+        tbs = rest;
+    }
+    Some(fields)
+}
+
+/// The value of the subject's first common name (OID 2.5.4.3).
+fn common_name(cert: &[u8]) -> Option<Vec<u8>> {
+    const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+    let mut subject = fields_from_subject(cert)?.first()?.1;
     while !subject.is_empty() {
         let (_, set, rest) = der_element(subject)?;
         subject = rest;
@@ -215,6 +293,29 @@ fn common_name(cert: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Whether the certificate has a subject alternative name extension (OID 2.5.29.17).
+fn has_subject_alt_names(cert: &[u8]) -> bool {
+    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+    let Some(fields) = fields_from_subject(cert) else {
+        return false;
+    };
+    let Some((_, explicit)) = fields.into_iter().find(|(tag, _)| *tag == 0xa3) else {
+        return false;
+    };
+    let Some((_, mut extensions, _)) = der_element(explicit) else {
+        return false;
+    };
+    while let Some((_, extension, rest)) = der_element(extensions) {
+        if der_element(extension)
+            .is_some_and(|(tag, oid, _)| tag == 0x06 && oid == SUBJECT_ALT_NAME)
+        {
+            return true;
+        }
+        extensions = rest;
+    }
+    false
 }
 
 /// One DER element at the start of `bytes`: its tag, its contents and what follows it.
@@ -277,6 +378,28 @@ mod tests {
         let by_cn = certificate("cn.example.com", &["san.example.com"]);
         let cn_host = AllowedIdentity::from_flags("", "cn.example.com").unwrap();
         assert!(cn_host.check(&by_cn).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_peer_certificate_must_be_valid_for_the_address_it_comes_from() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let for_loopback = certificate("m", &["127.0.0.1"]);
+        assert!(check_peer_address(&for_loopback, loopback).await.is_ok());
+        let elsewhere = certificate("m", &["10.9.8.7"]);
+        assert!(check_peer_address(&elsewhere, loopback).await.is_err());
+        // /etc/hosts names the loopback `localhost`, forwards and backwards.
+        let by_name = certificate("m", &["localhost"]);
+        assert!(check_peer_address(&by_name, loopback).await.is_ok());
+        let other_name = certificate("m", &["member.invalid"]);
+        let refused = check_peer_address(&other_name, loopback).await.unwrap_err();
+        assert!(
+            refused.contains("does not match any of DNSNames"),
+            "{refused}"
+        );
+        assert!(has_subject_alt_names(&other_name));
+        let no_names = certificate("m", &[]);
+        assert!(!has_subject_alt_names(&no_names));
+        assert!(check_peer_address(&no_names, loopback).await.is_ok());
     }
 
     #[test]

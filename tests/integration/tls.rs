@@ -716,3 +716,66 @@ fn peers_must_show_the_allowed_common_name_as_with_etcd() {
         ));
     }
 }
+
+/// Whether two members whose peer certificates name only 127.0.0.2, where they listen for
+/// peers, form a cluster: their connections to each other come from 127.0.0.1, which the
+/// certificates do not name, so etcd's check of a peer's address refuses them unless skipped.
+fn peers_from_an_unnamed_address_form_a_cluster(flavor: Flavor, skip_check: bool) -> bool {
+    let dir = common::temp_dir("peer-san-pki");
+    let ca = authority("detcd peer CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.2".to_string()]).unwrap();
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    let files = (dir.join("member.pem"), dir.join("member-key.pem"));
+    std::fs::write(&files.0, cert.pem()).unwrap();
+    std::fs::write(&files.1, key.serialize_pem()).unwrap();
+    let mut members = cluster(flavor, 2, "peer-san", &[]);
+    for m in members.iter_mut() {
+        with_peer_tls(m, &files, &ca_file);
+        m.initial_cluster = m.initial_cluster.replace("127.0.0.1", "127.0.0.2");
+        for arg in m.extra_args.iter_mut() {
+            *arg = arg.replace("127.0.0.1", "127.0.0.2");
+        }
+        m.extra_args.push(format!(
+            "--experimental-peer-skip-client-san-verification={skip_check}"
+        ));
+        m.start();
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        let put = members[0].etcdctl(&["--command-timeout=1s", "put", "k", "v"]);
+        if put.status.success() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_peer_certificate_must_name_the_address_the_peer_connects_from_as_with_etcd() {
+    assert!(!peers_from_an_unnamed_address_form_a_cluster(
+        Flavor::Detcd,
+        false
+    ));
+    assert!(peers_from_an_unnamed_address_form_a_cluster(
+        Flavor::Detcd,
+        true
+    ));
+    if etcd_available() {
+        assert!(!peers_from_an_unnamed_address_form_a_cluster(
+            Flavor::Etcd,
+            false
+        ));
+        assert!(peers_from_an_unnamed_address_form_a_cluster(
+            Flavor::Etcd,
+            true
+        ));
+    }
+}

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::server::tls::PeerAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 use super::join::MemberBoard;
 use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
@@ -34,7 +34,7 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Dropping the future closes the listener and every connection it accepted.
 pub async fn serve<F>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<PeerAcceptor>,
     me: PeerIdentity,
     board: Arc<MemberBoard>,
     deliver: F,
@@ -71,12 +71,12 @@ struct Connection<F> {
 }
 
 impl<F: Fn(MemberId, PeerMessage)> Connection<F> {
-    async fn handle(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+    async fn handle(self, stream: TcpStream, tls: Option<PeerAcceptor>) {
         let Some(tls) = tls else {
             let (read, write) = stream.into_split();
             return self.serve(read, write).await;
         };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream, self.addr.ip())).await {
             Ok(Ok(stream)) => {
                 let (read, write) = tokio::io::split(stream);
                 self.serve(read, write).await;

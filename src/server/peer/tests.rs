@@ -18,8 +18,8 @@ use super::outbound::{Backoff, QUEUE_MESSAGES_MAX};
 use super::wire::{self, Handshake, WireError, HANDSHAKE_BYTES};
 use super::*;
 use crate::node::PeerMessage;
+use crate::server::tls::PeerAcceptor;
 use crate::server::tls::{PeerConnector, TlsFiles};
-use tokio_rustls::TlsAcceptor;
 
 const CLUSTER: u64 = 0xc1;
 const WAIT: Duration = Duration::from_secs(10);
@@ -58,7 +58,7 @@ async fn listen_on(addr: SocketAddr, me: PeerIdentity) -> Listening {
     listen_with(addr, me, None).await
 }
 
-async fn listen_with(addr: SocketAddr, me: PeerIdentity, tls: Option<TlsAcceptor>) -> Listening {
+async fn listen_with(addr: SocketAddr, me: PeerIdentity, tls: Option<PeerAcceptor>) -> Listening {
     let listener = TcpListener::bind(addr).await.expect("bind loopback");
     let addr = listener.local_addr().expect("bound address");
     let (tx, delivered) = mpsc::unbounded_channel();
