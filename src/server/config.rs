@@ -11,6 +11,7 @@ use super::access::AccessControl;
 use super::cipher_suites::CipherSuites;
 use super::client_port::KeepAlive;
 use super::log::LogConfig;
+use super::log_rotation;
 use super::tls::TlsFiles;
 use super::tls_identity::AllowedIdentity;
 use crate::node::{AutoCompaction, Config, MemberId};
@@ -256,6 +257,16 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Where the log goes, comma-separated: default (stderr), stderr, stdout, systemd/journal (stderr) or file paths.",
     ),
     (
+        "enable-log-rotation",
+        "false",
+        "Rotate the one file among --log-outputs as --log-rotation-config-json says.",
+    ),
+    (
+        "log-rotation-config-json",
+        log_rotation::DEFAULT_CONFIG_JSON,
+        "How the log file rotates: maxsize (MB), maxage (days, 0: keep), maxbackups (0: all), localtime, compress (gzip).",
+    ),
+    (
         "max-snapshots",
         "5",
         "Snapshot files kept at most (0: no limit); detcd keeps only the newest durable one.",
@@ -464,6 +475,7 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "enable-pprof",
     "experimental-txn-mode-write-with-shared-buffer",
     "experimental-peer-skip-client-san-verification",
+    "enable-log-rotation",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -735,7 +747,11 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     let slow_apply = get("warning-apply-duration");
     let slow_apply_warning = go_duration(&slow_apply)
         .ok_or_else(|| format!("invalid value {slow_apply:?} for flag --warning-apply-duration"))?;
-    let log = LogConfig::from_flags(&get("logger"), &get("log-level"), &get("log-outputs"))?;
+    let log = LogConfig::from_flags(&get("logger"), &get("log-level"), &get("log-outputs"))?
+        .with_rotation(
+            boolean(&get("enable-log-rotation"), "enable-log-rotation")?,
+            &get("log-rotation-config-json"),
+        )?;
     let access = AccessControl::from_flags(&get("cors"), &get("host-whitelist"))?;
     Ok(ServerConfig {
         name,

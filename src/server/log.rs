@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+use super::log_rotation::{RotatingFile, RotationConfig};
+
 /// zap's levels, which etcd's `--log-level` names. detcd writes `debug` to `error`; a level
 /// above `error` silences it, as it silences etcd but for its crashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +49,8 @@ pub enum Output {
 pub struct LogConfig {
     pub level: Level,
     pub outputs: Vec<Output>,
+    /// `--enable-log-rotation`: how the one file output is rotated.
+    pub rotation: Option<RotationConfig>,
 }
 
 impl Default for LogConfig {
@@ -54,6 +58,7 @@ impl Default for LogConfig {
         LogConfig {
             level: Level::Info,
             outputs: vec![Output::Stderr],
+            rotation: None,
         }
     }
 }
@@ -90,7 +95,33 @@ impl LogConfig {
                 path => Ok(Output::File(PathBuf::from(path))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(LogConfig { level, outputs })
+        Ok(LogConfig {
+            level,
+            outputs,
+            rotation: None,
+        })
+    }
+
+    /// Adds `--enable-log-rotation` and `--log-rotation-config-json`: rotation needs exactly
+    /// one file among the outputs, as in etcd.
+    pub fn with_rotation(mut self, enabled: bool, config_json: &str) -> Result<LogConfig, String> {
+        if !enabled {
+            return Ok(self);
+        }
+        let files = self
+            .outputs
+            .iter()
+            .filter(|o| matches!(o, Output::File(_)))
+            .count();
+        if files != 1 {
+            return Err(
+                "--log-outputs requires a single file path when --log-rotate-config-json is \
+                 defined"
+                    .into(),
+            );
+        }
+        self.rotation = Some(RotationConfig::from_json(config_json)?);
+        Ok(self)
     }
 }
 
@@ -103,6 +134,7 @@ enum Sink {
     Stderr,
     Stdout,
     File(Mutex<File>),
+    Rotating(Mutex<RotatingFile>),
 }
 
 static LOG: OnceLock<Log> = OnceLock::new();
@@ -116,12 +148,16 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         .map(|output| match output {
             Output::Stderr => Ok(Sink::Stderr),
             Output::Stdout => Ok(Sink::Stdout),
-            Output::File(path) => OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map(|f| Sink::File(Mutex::new(f)))
-                .map_err(|e| format!("couldn't open sink {:?}: {e}", path.display().to_string())),
+            Output::File(path) => match &config.rotation {
+                Some(rotation) => RotatingFile::open(path, rotation.clone())
+                    .map(|f| Sink::Rotating(Mutex::new(f))),
+                None => OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(|f| Sink::File(Mutex::new(f))),
+            }
+            .map_err(|e| format!("couldn't open sink {:?}: {e}", path.display().to_string())),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let _ = LOG.set(Log {
@@ -149,6 +185,9 @@ pub fn write(level: Level, line: fmt::Arguments) {
             Sink::Stderr => std::io::stderr().write_all(text.as_bytes()),
             Sink::Stdout => std::io::stdout().write_all(text.as_bytes()),
             Sink::File(file) => file
+                .lock()
+                .map_or(Ok(()), |mut f| f.write_all(text.as_bytes())),
+            Sink::Rotating(file) => file
                 .lock()
                 .map_or(Ok(()), |mut f| f.write_all(text.as_bytes())),
         };
@@ -195,6 +234,28 @@ mod tests {
             LogConfig::from_flags("foo", "info", "default").unwrap_err(),
             "unknown logger option \"foo\""
         );
+        let one_file = LogConfig::from_flags("zap", "info", "stderr,/tmp/x.log").unwrap();
+        assert!(one_file
+            .clone()
+            .with_rotation(true, "{}")
+            .unwrap()
+            .rotation
+            .is_some());
+        assert!(one_file
+            .with_rotation(false, "{bad")
+            .unwrap()
+            .rotation
+            .is_none());
+        for outputs in ["stderr", "/tmp/a.log,/tmp/b.log"] {
+            let rotated = LogConfig::from_flags("zap", "info", outputs)
+                .unwrap()
+                .with_rotation(true, "{}");
+            assert_eq!(
+                rotated.unwrap_err(),
+                "--log-outputs requires a single file path when --log-rotate-config-json is \
+                 defined"
+            );
+        }
         assert!(LogConfig::from_flags("zap", "loud", "default")
             .unwrap_err()
             .contains("unknown level \"loud\""));
@@ -212,6 +273,7 @@ mod tests {
         let config = LogConfig {
             level: Level::Info,
             outputs: vec![Output::File(PathBuf::from("/nonexistent-dir/x.log"))],
+            rotation: None,
         };
         assert!(init(&config)
             .unwrap_err()

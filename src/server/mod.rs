@@ -26,6 +26,7 @@ mod large_range;
 mod local_keepalives;
 pub mod local_reads;
 pub mod log;
+mod log_rotation;
 pub mod maintenance;
 pub mod memory;
 pub mod metrics;

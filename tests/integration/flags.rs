@@ -71,3 +71,41 @@ fn without_socket_reuse_port_the_ports_are_the_members_alone() {
     assert!(!shares_port(members[0].spec.client_port));
     assert!(!shares_port(members[0].spec.peer_port));
 }
+
+#[test]
+fn a_full_log_file_is_rotated_and_compressed_as_etcds_is() {
+    let dir = common::temp_dir("log-rotation");
+    let log = dir.join("member.log");
+    // A megabyte of earlier lines: the member's first line rotates the file.
+    std::fs::write(&log, "an earlier line\n".repeat(65_536)).unwrap();
+    let flags = [
+        format!("--log-outputs={}", log.display()),
+        "--enable-log-rotation".to_string(),
+        r#"--log-rotation-config-json={"maxsize":1,"maxbackups":1,"compress":true}"#.to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut members = cluster(Flavor::Detcd, 1, "log-rotation", &flags);
+    start_all(&mut members);
+    let backups = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("member-") && name.ends_with(".log.gz"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backups().len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no compressed backup: {:?}",
+            backups()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let current = std::fs::read_to_string(&log).unwrap();
+    assert!(!current.contains("an earlier line"), "{current}");
+    assert!(
+        current.contains("ready to serve client requests"),
+        "{current}"
+    );
+}
