@@ -44,14 +44,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// A client that opens a connection but does not finish its TLS handshake is dropped after
 /// this long, so that it cannot hold the connection's memory forever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server's HTTP/2 pings of idle connections (etcd's `--grpc-keepalive-interval` and
-/// `--grpc-keepalive-timeout`): sent after `interval` without activity, the connection closed
-/// when one goes unanswered for `timeout`. A client that pings often is never refused (etcd
-/// refuses one more often than `--grpc-keepalive-min-time`; hyper has no such policy).
+/// A client connection's HTTP/2 settings from etcd's flags: the server's pings of idle
+/// connections (`--grpc-keepalive-interval` and `--grpc-keepalive-timeout`: sent after
+/// `keepalive_interval` without activity, the connection closed when one goes unanswered for
+/// `keepalive_timeout`; a client that pings often is never refused, where etcd refuses one more
+/// often than `--grpc-keepalive-min-time`: hyper has no such policy), and the streams a client
+/// may open at once (`--max-concurrent-streams`, no limit by default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeepAlive {
-    pub interval: Option<Duration>,
-    pub timeout: Duration,
+pub struct Http2Settings {
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// The gRPC services by name. The hot ones are held by type, so that a call goes straight to
@@ -132,7 +135,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S,
-    keepalive: KeepAlive,
+    http2: Http2Settings,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
@@ -145,9 +148,9 @@ pub async fn serve<S>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(None)
-        .keep_alive_interval(keepalive.interval)
-        .keep_alive_timeout(keepalive.timeout)
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .keep_alive_interval(http2.keepalive_interval)
+        .keep_alive_timeout(http2.keepalive_timeout)
         .adaptive_window(false);
     let (closing, connections) = tokio::sync::watch::channel(());
     loop {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::access::AccessControl;
 use super::cipher_suites::CipherSuites;
-use super::client_port::KeepAlive;
+use super::client_port::Http2Settings;
 use super::log::LogConfig;
 use super::log_rotation;
 use super::tls::TlsFiles;
@@ -227,6 +227,21 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "Disables fsync of the WAL: unsafe, a machine crash loses acknowledged writes (for tests).",
     ),
     (
+        "max-concurrent-streams",
+        "4294967295",
+        "Maximum concurrent streams that each client can open at a time (the default is no limit).",
+    ),
+    (
+        "debug",
+        "false",
+        "etcd 3.4's switch for debug-level logging (deprecated): the same as --log-level=debug.",
+    ),
+    (
+        "log-package-levels",
+        "",
+        "etcd 3.4's per-package levels of the capnslog logger (deprecated): checked and unused; --log-level sets the level.",
+    ),
+    (
         "grpc-keepalive-min-time",
         "5s",
         "Minimum interval a client should wait before pinging the server (taken; detcd refuses no pings).",
@@ -362,6 +377,81 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "A bbolt read-buffer choice of etcd's write transactions: checked and unused.",
     ),
     (
+        "auth-token",
+        "simple",
+        "The auth token etcd issues ('simple', or 'jwt,...' with its options): detcd has no auth yet (its Auth service answers Unimplemented), so the value is checked and unused.",
+    ),
+    (
+        "auth-token-ttl",
+        "300",
+        "Seconds a simple auth token lives: checked and unused (see --auth-token).",
+    ),
+    (
+        "bcrypt-cost",
+        "10",
+        "bcrypt's cost for auth passwords, 4 to 31: checked and unused (see --auth-token).",
+    ),
+    (
+        "discovery",
+        "",
+        "A discovery service URL to bootstrap from: detcd bootstraps from --initial-cluster only, so only the empty value is taken.",
+    ),
+    (
+        "discovery-srv",
+        "",
+        "A DNS SRV domain to bootstrap from: only the empty value is taken (see --discovery).",
+    ),
+    (
+        "discovery-srv-name",
+        "",
+        "The suffix of the SRV names queried: unused (see --discovery-srv).",
+    ),
+    (
+        "discovery-proxy",
+        "",
+        "An HTTP proxy for the discovery service: unused (see --discovery).",
+    ),
+    (
+        "discovery-fallback",
+        "proxy",
+        "What a failed discovery does ('exit' or 'proxy'): checked and unused (see --discovery).",
+    ),
+    (
+        "proxy",
+        "off",
+        "etcd's v2 proxy mode: detcd is always a member, so only 'off' is taken.",
+    ),
+    ("proxy-failure-wait", "5000", "v2 proxy tuning: checked and unused (see --proxy)."),
+    ("proxy-refresh-interval", "30000", "v2 proxy tuning: checked and unused (see --proxy)."),
+    ("proxy-dial-timeout", "1000", "v2 proxy tuning: checked and unused (see --proxy)."),
+    ("proxy-write-timeout", "5000", "v2 proxy tuning: checked and unused (see --proxy)."),
+    ("proxy-read-timeout", "0", "v2 proxy tuning: checked and unused (see --proxy)."),
+    (
+        "experimental-enable-v2v3",
+        "",
+        "A prefix to serve etcd's v2 API under from the v3 store: detcd serves v3 only, so only the empty value is taken.",
+    ),
+    (
+        "experimental-enable-distributed-tracing",
+        "false",
+        "OpenTelemetry tracing of requests: detcd has none, so only false is taken.",
+    ),
+    (
+        "experimental-distributed-tracing-address",
+        "localhost:4317",
+        "The tracing collector's address: unused (see --experimental-enable-distributed-tracing).",
+    ),
+    (
+        "experimental-distributed-tracing-service-name",
+        "etcd",
+        "The tracing service name: unused (see --experimental-enable-distributed-tracing).",
+    ),
+    (
+        "experimental-distributed-tracing-instance-id",
+        "",
+        "The tracing instance id: unused (see --experimental-enable-distributed-tracing).",
+    ),
+    (
         "wal-dir",
         "",
         "Path to a dedicated WAL directory (default: <data-dir>/member/wal).",
@@ -418,7 +508,7 @@ pub struct ServerConfig {
     /// `--unsafe-no-fsync`: the WAL is never synced.
     pub unsafe_no_fsync: bool,
     /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout`.
-    pub grpc_keepalive: KeepAlive,
+    pub http2: Http2Settings,
     pub watch_progress_notify_interval: Duration,
     /// Years a certificate made for `--auto-tls` or `--peer-auto-tls` is valid for.
     pub self_signed_cert_validity: u32,
@@ -476,6 +566,8 @@ const BOOLEAN_FLAGS: &[&str] = &[
     "experimental-txn-mode-write-with-shared-buffer",
     "experimental-peer-skip-client-san-verification",
     "enable-log-rotation",
+    "experimental-enable-distributed-tracing",
+    "debug",
 ];
 
 /// Flags etcd 3.4 and 3.5 take with an `experimental-` prefix; detcd takes both names.
@@ -485,6 +577,7 @@ const EXPERIMENTAL_IN_ETCD_3_5: &[&str] = &[
     "warning-apply-duration",
     "compaction-batch-limit",
     "bootstrap-defrag-threshold-megabytes",
+    "backend-bbolt-freelist-type",
 ];
 
 /// What etcd reads from its environment in place of a flag not given: `ETCD_` and the flag's
@@ -732,7 +825,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         })?
         .max(Duration::from_millis(100));
     let unsafe_no_fsync = boolean(&get("unsafe-no-fsync"), "unsafe-no-fsync")?;
-    let grpc_keepalive = keepalive(&mut get)?;
+    let http2 = http2_settings(&mut get)?;
     let validity = number(
         &get("self-signed-cert-validity"),
         "self-signed-cert-validity",
@@ -743,15 +836,21 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         .ok_or("--self-signed-cert-validity must be a number of years, at least 1")?;
     etcd_only_flags(&mut get)?;
     storage_engine_flags(&mut get)?;
+    features_detcd_lacks(&mut get)?;
     let socket_reuse_port = boolean(&get("socket-reuse-port"), "socket-reuse-port")?;
     let slow_apply = get("warning-apply-duration");
     let slow_apply_warning = go_duration(&slow_apply)
         .ok_or_else(|| format!("invalid value {slow_apply:?} for flag --warning-apply-duration"))?;
-    let log = LogConfig::from_flags(&get("logger"), &get("log-level"), &get("log-outputs"))?
-        .with_rotation(
-            boolean(&get("enable-log-rotation"), "enable-log-rotation")?,
-            &get("log-rotation-config-json"),
-        )?;
+    // etcd 3.4's --debug stands for the level it names.
+    let level = match boolean(&get("debug"), "debug")? {
+        true => "debug".to_string(),
+        false => get("log-level"),
+    };
+    get("log-package-levels");
+    let log = LogConfig::from_flags(&get("logger"), &level, &get("log-outputs"))?.with_rotation(
+        boolean(&get("enable-log-rotation"), "enable-log-rotation")?,
+        &get("log-rotation-config-json"),
+    )?;
     let access = AccessControl::from_flags(&get("cors"), &get("host-whitelist"))?;
     Ok(ServerConfig {
         name,
@@ -770,7 +869,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
             .map(PathBuf::from),
         watch_progress_notify_interval,
         unsafe_no_fsync,
-        grpc_keepalive,
+        http2,
         self_signed_cert_validity,
         log,
         access,
@@ -934,6 +1033,67 @@ fn etcd_only_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), S
     Ok(())
 }
 
+/// Flags of etcd features detcd does not have (auth tokens, discovery, the v2 proxy and
+/// emulation, tracing): their defaults are taken and checked, and a value that asks for the
+/// feature is refused with the reason, rather than ignored.
+fn features_detcd_lacks(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
+    let token = get("auth-token");
+    if token != "simple" && !token.starts_with("jwt") {
+        return Err(format!(
+            "invalid value {token:?} for flag --auth-token: expected 'simple' or 'jwt,...'"
+        ));
+    }
+    number(&get("auth-token-ttl"), "auth-token-ttl")?;
+    let cost = number(&get("bcrypt-cost"), "bcrypt-cost")?;
+    if !(4..=31).contains(&cost) {
+        return Err(format!(
+            "invalid bcrypt-cost {cost}: must be between 4 and 31"
+        ));
+    }
+    for discovery in ["discovery", "discovery-srv"] {
+        if !get(discovery).trim().is_empty() {
+            return Err(format!(
+                "--{discovery}: detcd bootstraps from --initial-cluster only (no discovery \
+                 service or DNS SRV records)"
+            ));
+        }
+    }
+    let (_, _) = (get("discovery-srv-name"), get("discovery-proxy"));
+    let fallback = get("discovery-fallback");
+    if fallback != "exit" && fallback != "proxy" {
+        return Err(format!(
+            "invalid value {fallback:?} for flag --discovery-fallback: expected exit or proxy"
+        ));
+    }
+    if get("proxy") != "off" {
+        return Err("--proxy: detcd is always a member, not etcd's v2 proxy".into());
+    }
+    for tuning in [
+        "proxy-failure-wait",
+        "proxy-refresh-interval",
+        "proxy-dial-timeout",
+        "proxy-write-timeout",
+        "proxy-read-timeout",
+    ] {
+        number(&get(tuning), tuning)?;
+    }
+    if !get("experimental-enable-v2v3").is_empty() {
+        return Err("--experimental-enable-v2v3: detcd serves only the v3 API".into());
+    }
+    let tracing = "experimental-enable-distributed-tracing";
+    if boolean(&get(tracing), tracing)? {
+        return Err(format!("--{tracing}: detcd has no request tracing"));
+    }
+    for unused in [
+        "experimental-distributed-tracing-address",
+        "experimental-distributed-tracing-service-name",
+        "experimental-distributed-tracing-instance-id",
+    ] {
+        get(unused);
+    }
+    Ok(())
+}
+
 /// Flags that tune etcd's storage engine (bbolt), which detcd does not have: checked as etcd
 /// checks them, so a manifest that sets them starts a member, and otherwise unused.
 fn storage_engine_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
@@ -957,17 +1117,20 @@ fn storage_engine_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<
     }
 }
 
-/// The `--grpc-keepalive-*` durations; `--grpc-keepalive-min-time` is checked and taken.
-fn keepalive(get: &mut impl FnMut(&'static str) -> String) -> Result<KeepAlive, String> {
+/// The `--grpc-keepalive-*` durations (`--grpc-keepalive-min-time` is checked and taken) and
+/// `--max-concurrent-streams` (etcd's default, 2^32-1, is no limit).
+fn http2_settings(get: &mut impl FnMut(&'static str) -> String) -> Result<Http2Settings, String> {
+    let streams = number(&get("max-concurrent-streams"), "max-concurrent-streams")?;
     let mut duration = |flag: &'static str| {
         let value = get(flag);
         go_duration(&value).ok_or_else(|| format!("invalid value {value:?} for flag --{flag}"))
     };
     duration("grpc-keepalive-min-time")?;
     let interval = duration("grpc-keepalive-interval")?;
-    Ok(KeepAlive {
-        interval: (!interval.is_zero()).then_some(interval),
-        timeout: duration("grpc-keepalive-timeout")?,
+    Ok(Http2Settings {
+        keepalive_interval: (!interval.is_zero()).then_some(interval),
+        keepalive_timeout: duration("grpc-keepalive-timeout")?,
+        max_concurrent_streams: u32::try_from(streams).ok().filter(|n| *n < u32::MAX),
     })
 }
 
@@ -1276,20 +1439,42 @@ mod tests {
     }
 
     #[test]
+    fn flags_of_features_detcd_lacks_take_their_defaults_and_refuse_the_rest() {
+        run(
+            "--auth-token=simple --auth-token-ttl=600 --bcrypt-cost=12 --discovery= \
+             --discovery-srv= --discovery-fallback=exit --proxy=off --proxy-dial-timeout=2000 \
+             --experimental-enable-v2v3= --experimental-enable-distributed-tracing=false \
+             --experimental-distributed-tracing-address=localhost:4317",
+        )
+        .unwrap();
+        let refused = |flags: &str| run(flags).err().unwrap_or_default();
+        assert!(refused("--discovery=https://discovery.etcd.io/x").contains("--initial-cluster"));
+        assert!(refused("--discovery-srv=example.com").contains("--initial-cluster"));
+        assert!(refused("--proxy=on").contains("v2 proxy"));
+        assert!(refused("--bcrypt-cost=3").contains("between 4 and 31"));
+        assert!(refused("--auth-token=paseto").contains("--auth-token"));
+        assert!(refused("--experimental-enable-v2v3=/v2").contains("v3 API"));
+        assert!(refused("--experimental-enable-distributed-tracing").contains("tracing"));
+    }
+
+    #[test]
     fn grpc_keepalive_flags_set_the_servers_pings() {
         let hours = |h: u64| Duration::from_secs(h * 3600);
         assert_eq!(
-            run("").unwrap().grpc_keepalive,
-            KeepAlive {
-                interval: Some(hours(2)),
-                timeout: Duration::from_secs(20)
+            run("").unwrap().http2,
+            Http2Settings {
+                keepalive_interval: Some(hours(2)),
+                keepalive_timeout: Duration::from_secs(20),
+                max_concurrent_streams: None,
             }
         );
         let c = run("--grpc-keepalive-interval=0 --grpc-keepalive-timeout 3s \
                      --grpc-keepalive-min-time 1s")
         .unwrap();
-        assert_eq!(c.grpc_keepalive.interval, None);
-        assert_eq!(c.grpc_keepalive.timeout, Duration::from_secs(3));
+        assert_eq!(c.http2.keepalive_interval, None);
+        assert_eq!(c.http2.keepalive_timeout, Duration::from_secs(3));
+        let streams = run("--max-concurrent-streams=100").unwrap().http2;
+        assert_eq!(streams.max_concurrent_streams, Some(100));
         assert!(run("--grpc-keepalive-min-time often")
             .unwrap_err()
             .contains("--grpc-keepalive-min-time"));

@@ -262,7 +262,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             },
             ClientPort {
                 max_request_bytes: cfg.node.max_request_bytes,
-                keepalive: cfg.grpc_keepalive,
+                http2: cfg.http2,
                 access: cfg.access.clone(),
             },
             shutdown_rx.clone(),
@@ -277,7 +277,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             tower::ServiceBuilder::new()
                 .layer(endpoints)
                 .service(http::NotFound),
-            cfg.grpc_keepalive,
+            cfg.http2,
             shutdown_rx.clone(),
         )));
     }
@@ -363,7 +363,7 @@ struct Services {
 /// How a client listener serves, from the flags.
 struct ClientPort {
     max_request_bytes: usize,
-    keepalive: client_port::KeepAlive,
+    http2: client_port::Http2Settings,
     access: access::AccessControl,
 }
 
@@ -430,7 +430,7 @@ async fn serve_clients(
         ))
         .layer(deadline::EtcdDeadlineLayer)
         .service(routes);
-    client_port::serve(listener, tls, service, port.keepalive, shutdown).await;
+    client_port::serve(listener, tls, service, port.http2, shutdown).await;
 }
 
 async fn wait_for_signal() {
