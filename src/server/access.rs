@@ -88,17 +88,7 @@ impl AccessControl {
         log::warning!(
             "detcd: rejecting HTTP request to prevent DNS rebinding attacks (host {host:?})"
         );
-        let mut refused = Response::new(tonic::body::boxed(rebinding_refusal(host)));
-        *refused.status_mut() = StatusCode::MISDIRECTED_REQUEST;
-        let headers = refused.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
+        let refused = super::http::text(StatusCode::MISDIRECTED_REQUEST, &rebinding_refusal(host));
         Some(refused)
     }
 

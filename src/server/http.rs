@@ -412,7 +412,7 @@ fn not_found() -> Response<BoxBody> {
     text(StatusCode::NOT_FOUND, "404 page not found\n")
 }
 
-fn text(status: StatusCode, body: &str) -> Response<BoxBody> {
+pub(super) fn text(status: StatusCode, body: &str) -> Response<BoxBody> {
     respond(status, "text/plain; charset=utf-8", body.to_string())
 }
 

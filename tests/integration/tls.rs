@@ -668,25 +668,17 @@ fn a_revoked_client_certificate_is_refused_as_etcd_refuses_it() {
     }
 }
 
-/// Whether two members whose peer certificates carry the common name `member` form a cluster
-/// when each allows only peers named `allowed`.
-fn peers_with_allowed_cn_form_a_cluster(flavor: Flavor, allowed: &str) -> bool {
-    let dir = common::temp_dir("peer-cn-pki");
-    let both = [
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+/// A directory for a test's certificates, and a CA whose certificate is written there.
+fn peer_authority(tag: &str) -> (PathBuf, (Certificate, KeyPair), PathBuf) {
+    let dir = common::temp_dir(tag);
     let ca = authority("detcd peer CA");
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.0.pem()).unwrap();
-    let member_cert = issue(&dir, "member", &both, &ca);
-    let mut members = cluster(flavor, 2, "peer-cn", &[]);
-    for m in members.iter_mut() {
-        with_peer_tls(m, &member_cert, &ca_file);
-        m.extra_args
-            .push(format!("--peer-cert-allowed-cn={allowed}"));
-        m.start();
-    }
+    (dir, ca, ca_file)
+}
+
+/// Whether the first of `members` takes a write within 8 s (the cluster formed).
+fn takes_a_write_within_8s(members: &[Member]) -> bool {
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
         let put = members[0].etcdctl(&["--command-timeout=1s", "put", "k", "v"]);
@@ -696,6 +688,25 @@ fn peers_with_allowed_cn_form_a_cluster(flavor: Flavor, allowed: &str) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// Whether two members whose peer certificates carry the common name `member` form a cluster
+/// when each allows only peers named `allowed`.
+fn peers_with_allowed_cn_form_a_cluster(flavor: Flavor, allowed: &str) -> bool {
+    let (dir, ca, ca_file) = peer_authority("peer-cn-pki");
+    let both = [
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let member_cert = issue(&dir, "member", &both, &ca);
+    let mut members = cluster(flavor, 2, "peer-cn", &[]);
+    for m in members.iter_mut() {
+        with_peer_tls(m, &member_cert, &ca_file);
+        m.extra_args
+            .push(format!("--peer-cert-allowed-cn={allowed}"));
+        m.start();
+    }
+    takes_a_write_within_8s(&members)
 }
 
 #[test]
@@ -721,10 +732,7 @@ fn peers_must_show_the_allowed_common_name_as_with_etcd() {
 /// peers, form a cluster: their connections to each other come from 127.0.0.1, which the
 /// certificates do not name, so etcd's check of a peer's address refuses them unless skipped.
 fn peers_from_an_unnamed_address_form_a_cluster(flavor: Flavor, skip_check: bool) -> bool {
-    let dir = common::temp_dir("peer-san-pki");
-    let ca = authority("detcd peer CA");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    let (dir, ca, ca_file) = peer_authority("peer-san-pki");
     let mut params = CertificateParams::new(vec!["127.0.0.2".to_string()]).unwrap();
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -747,15 +755,7 @@ fn peers_from_an_unnamed_address_form_a_cluster(flavor: Flavor, skip_check: bool
         ));
         m.start();
     }
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        let put = members[0].etcdctl(&["--command-timeout=1s", "put", "k", "v"]);
-        if put.status.success() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    takes_a_write_within_8s(&members)
 }
 
 #[test]
