@@ -19,11 +19,12 @@ run: build
 test: tools
 	$(call with_sweeps,$(CARGO) test --workspace && $(MAKE) compat COMPAT_DETCD=target/debug/detcd || exit 1)
 
-# etcdctl and etcd from Debian's packages, installed only when missing.
+# etcdctl and etcd from Debian's packages, and openssl (the TLS tests' client of each cipher
+# suite), installed only when missing.
 tools:
-	@if ! command -v etcdctl >/dev/null || ! command -v etcd >/dev/null; then \
-	  echo "installing etcd-client and etcd-server (etcdctl, etcd)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq etcd-client etcd-server >/dev/null; \
+	@if ! command -v etcdctl >/dev/null || ! command -v etcd >/dev/null || ! command -v openssl >/dev/null; then \
+	  echo "installing etcd-client, etcd-server and openssl"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq etcd-client etcd-server openssl >/dev/null; \
 	fi
 
 # python-etcd3 and npm's etcd3 drive one etcd 3.4 member and one detcd member through the same
