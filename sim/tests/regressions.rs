@@ -337,3 +337,14 @@ fn seed_6479977_leader_disk_without_group_commit() {
 fn seed_6533123_append_overtaking_a_snapshot_save() {
     assert_seven_member_sweep_passes(6533123);
 }
+
+/// A TimeToLive forwarded to the leader was answered about the lease (TTL 3, one second left),
+/// and the reply, held up on a clogged link, returned after the lease had expired and its id
+/// had been granted again with TTL 5. The lease checker judged the answer against the newest
+/// life only; it now takes any life that was granted before the answer returned and had not
+/// ended before the request was made (a checker that was too strict: the server answered
+/// correctly).
+#[test]
+fn seed_7258350_an_answer_about_a_lease_life_that_ended_while_it_travelled() {
+    assert_seven_member_sweep_passes(7258350);
+}

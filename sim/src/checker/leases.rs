@@ -52,6 +52,15 @@ struct LeaseLife {
 }
 
 impl LeaseLife {
+    /// When its expiry or revocation was first applied, if it ended.
+    fn ended_at(&self) -> Option<SimNanos> {
+        match (self.expired, self.revoked_at) {
+            (Some((expired_at, _, _)), Some(revoked_at)) => Some(expired_at.min(revoked_at)),
+            (Some((expired_at, _, _)), None) => Some(expired_at),
+            (None, revoked_at) => revoked_at,
+        }
+    }
+
     fn ended(&self) -> bool {
         self.expired.is_some() || self.revoked_at.is_some()
     }
@@ -173,6 +182,10 @@ fn lease_lives(log: &[AppliedEntry], timing: &Timing) -> Lives {
 }
 
 /// A keepalive or TimeToLive answered for a live lease must be about a lease that exists then.
+/// The leader may have answered about a life of the id that ended while the answer travelled
+/// (a forwarded reply held up by the network past the lease's expiry and a new grant of the
+/// same id): any life granted before the answer returned and not ended before the request
+/// was made can be the one answered about.
 fn check_answer(op: &Op, lives: &Lives, timing: &Timing) -> Result<(), String> {
     let Outcome::Ok {
         response,
@@ -191,8 +204,33 @@ fn check_answer(op: &Op, lives: &Lives, timing: &Timing) -> Result<(), String> {
         _ => return Ok(()),
     };
     let what = || format!("op {} ({:?}) answered {response:?}", op.id, op.request);
-    let life = life_at(lives, id, *returned_at)
+    let latest = life_at(lives, id, *returned_at)
         .ok_or_else(|| format!("{}: but no grant of the lease was applied before", what()))?;
+    let earlier_lives_still_alive = lives[&id].iter().rev().filter(|life| {
+        life.generation != latest.generation
+            && life.granted_at.is_some_and(|at| at <= *returned_at)
+            && life.ended_at().is_some_and(|end| end >= op.invoked_at)
+    });
+    let mut verdicts = std::iter::once(latest)
+        .chain(earlier_lives_still_alive)
+        .map(|life| answer_fits_life(op, life, ttl, granted, timing, &what));
+    let first = verdicts.next().expect("the latest life");
+    if first.is_ok() || verdicts.any(|v| v.is_ok()) {
+        return Ok(());
+    }
+    first
+}
+
+/// Whether an answer of `ttl` left of `granted` fits `life`: its TTL, and an expiry applied no
+/// earlier than the request (allowing for the clocks of the members that kept it).
+fn answer_fits_life(
+    op: &Op,
+    life: &LeaseLife,
+    ttl: i64,
+    granted: i64,
+    timing: &Timing,
+    what: &impl Fn() -> String,
+) -> Result<(), String> {
     if granted != life.ttl_s || ttl > granted {
         return Err(format!(
             "{}: but the lease was granted TTL {}",
