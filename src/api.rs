@@ -13,19 +13,42 @@
 use std::io;
 
 use crate::mvcc::{ColdRead, ColdValues};
-use crate::proto::detcdpb::{ReadBarrierRequest, ReadBarrierResponse};
-use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
-    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
-    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
-    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+use crate::proto::detcdpb::{
+    AuthorizeRequest, AuthorizeResponse, PasswordHashRequest, PasswordHashResponse,
+    ReadBarrierRequest, ReadBarrierResponse, TokenRequest,
 };
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AuthDisableRequest, AuthDisableResponse, AuthEnableRequest,
+    AuthEnableResponse, AuthRoleAddRequest, AuthRoleAddResponse, AuthRoleDeleteRequest,
+    AuthRoleDeleteResponse, AuthRoleGetRequest, AuthRoleGetResponse,
+    AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse, AuthRoleListRequest,
+    AuthRoleListResponse, AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse,
+    AuthStatusRequest, AuthStatusResponse, AuthUserAddRequest, AuthUserAddResponse,
+    AuthUserChangePasswordRequest, AuthUserChangePasswordResponse, AuthUserDeleteRequest,
+    AuthUserDeleteResponse, AuthUserGetRequest, AuthUserGetResponse, AuthUserGrantRoleRequest,
+    AuthUserGrantRoleResponse, AuthUserListRequest, AuthUserListResponse,
+    AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse, AuthenticateResponse, CompactionRequest,
+    CompactionResponse, DefragmentRequest, DefragmentResponse, DeleteRangeRequest,
+    DeleteRangeResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberAddRequest,
+    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, StatusRequest, StatusResponse, TxnRequest,
+    TxnResponse,
+};
+
+/// Who sent a request, as the client port learned it (used only while auth is on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// The `token` metadata (the gateway's `Authorization` header) a client authenticated for.
+    Token(String),
+    /// The common name of the client's verified certificate (`--client-cert-auth`), when it
+    /// sent no token.
+    CommonName(String),
+}
 
 /// A request type of the client API and the response type the node answers it with.
 pub trait Rpc: Into<ClientRequest> {
@@ -158,6 +181,45 @@ client_api! {
     MoveLeader(MoveLeaderRequest) -> MoveLeaderResponse,
     /// `etcdserverpb.Maintenance/Downgrade`.
     Downgrade(DowngradeRequest) -> DowngradeResponse,
+    /// `etcdserverpb.Auth/AuthEnable`.
+    AuthEnable(AuthEnableRequest) -> AuthEnableResponse,
+    /// `etcdserverpb.Auth/AuthDisable`.
+    AuthDisable(AuthDisableRequest) -> AuthDisableResponse,
+    /// `etcdserverpb.Auth/AuthStatus`.
+    AuthStatus(AuthStatusRequest) -> AuthStatusResponse,
+    /// `etcdserverpb.Auth/Authenticate`, once the driver checked the password
+    /// ([`PasswordHashRequest`]): a token for the user, through raft.
+    Authenticate(TokenRequest) -> AuthenticateResponse,
+    /// The stored password hash of a user, for the driver to check a password against.
+    PasswordHash(PasswordHashRequest) -> PasswordHashResponse,
+    /// Whether the caller may read the keys a watch names.
+    Authorize(AuthorizeRequest) -> AuthorizeResponse,
+    /// `etcdserverpb.Auth/UserAdd`.
+    UserAdd(AuthUserAddRequest) -> AuthUserAddResponse,
+    /// `etcdserverpb.Auth/UserGet`.
+    UserGet(AuthUserGetRequest) -> AuthUserGetResponse,
+    /// `etcdserverpb.Auth/UserList`.
+    UserList(AuthUserListRequest) -> AuthUserListResponse,
+    /// `etcdserverpb.Auth/UserDelete`.
+    UserDelete(AuthUserDeleteRequest) -> AuthUserDeleteResponse,
+    /// `etcdserverpb.Auth/UserChangePassword`.
+    UserChangePassword(AuthUserChangePasswordRequest) -> AuthUserChangePasswordResponse,
+    /// `etcdserverpb.Auth/UserGrantRole`.
+    UserGrantRole(AuthUserGrantRoleRequest) -> AuthUserGrantRoleResponse,
+    /// `etcdserverpb.Auth/UserRevokeRole`.
+    UserRevokeRole(AuthUserRevokeRoleRequest) -> AuthUserRevokeRoleResponse,
+    /// `etcdserverpb.Auth/RoleAdd`.
+    RoleAdd(AuthRoleAddRequest) -> AuthRoleAddResponse,
+    /// `etcdserverpb.Auth/RoleGet`.
+    RoleGet(AuthRoleGetRequest) -> AuthRoleGetResponse,
+    /// `etcdserverpb.Auth/RoleList`.
+    RoleList(AuthRoleListRequest) -> AuthRoleListResponse,
+    /// `etcdserverpb.Auth/RoleDelete`.
+    RoleDelete(AuthRoleDeleteRequest) -> AuthRoleDeleteResponse,
+    /// `etcdserverpb.Auth/RoleGrantPermission`.
+    RoleGrantPermission(AuthRoleGrantPermissionRequest) -> AuthRoleGrantPermissionResponse,
+    /// `etcdserverpb.Auth/RoleRevokePermission`.
+    RoleRevokePermission(AuthRoleRevokePermissionRequest) -> AuthRoleRevokePermissionResponse,
     /// The client port's barrier for linearizable reads it answers itself (`node::LocalReads`);
     /// no client sends it.
     ReadBarrier(ReadBarrierRequest) -> ReadBarrierResponse,

@@ -116,10 +116,54 @@ pub enum EtcdError {
     /// (etcd has no such bound short of gRPC's 2 GiB message limit).
     #[error("etcdserver: range response is larger than --max-range-bytes")]
     RangeTooLarge,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// The auth package's own errors, which etcd's maintenance service answers unconverted
+    /// (gRPC code Unknown) when it refuses a Defragment, Hash, HashKV or Snapshot.
+    #[error("auth: user name is empty")]
+    AdminUserEmpty,
+    #[error("auth: user name not found")]
+    AdminUserNotFound,
+    #[error("auth: permission denied")]
+    AdminPermissionDenied,
+    #[error("auth: invalid auth token")]
+    AdminInvalidAuthToken,
 }
 
 /// Every error, in the order of their stable numbers (`EtcdError::number`): append only.
-const ALL: [EtcdError; 43] = [
+const ALL: [EtcdError; 64] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -163,6 +207,27 @@ const ALL: [EtcdError; 43] = [
     EtcdError::NoInflightDowngrade,
     EtcdError::InvalidDowngradeTargetVersion,
     EtcdError::RangeTooLarge,
+    EtcdError::RootUserNotExist,
+    EtcdError::RootRoleNotExist,
+    EtcdError::UserAlreadyExist,
+    EtcdError::UserEmpty,
+    EtcdError::UserNotFound,
+    EtcdError::RoleAlreadyExist,
+    EtcdError::RoleNotFound,
+    EtcdError::RoleEmpty,
+    EtcdError::AuthFailed,
+    EtcdError::PermissionNotGiven,
+    EtcdError::PermissionDenied,
+    EtcdError::RoleNotGranted,
+    EtcdError::PermissionNotGranted,
+    EtcdError::AuthNotEnabled,
+    EtcdError::InvalidAuthToken,
+    EtcdError::InvalidAuthMgmt,
+    EtcdError::AuthOldRevision,
+    EtcdError::AdminUserEmpty,
+    EtcdError::AdminUserNotFound,
+    EtcdError::AdminPermissionDenied,
+    EtcdError::AdminInvalidAuthToken,
 ];
 
 impl EtcdError {
@@ -173,6 +238,18 @@ impl EtcdError {
             .position(|e| e == self)
             .expect("every error is in ALL");
         index as u32 + 1
+    }
+
+    /// This error as etcd's maintenance service answers it when refusing a request only the
+    /// root role may make: the auth package's own error, unconverted.
+    pub fn unconverted_for_admin(self) -> EtcdError {
+        match self {
+            EtcdError::UserEmpty => EtcdError::AdminUserEmpty,
+            EtcdError::UserNotFound => EtcdError::AdminUserNotFound,
+            EtcdError::PermissionDenied => EtcdError::AdminPermissionDenied,
+            EtcdError::InvalidAuthToken => EtcdError::AdminInvalidAuthToken,
+            other => other,
+        }
     }
 
     /// The error a [`EtcdError::number`] names, if any.
@@ -196,7 +273,13 @@ impl EtcdError {
             | RequestTooLarge
             | MemberBadUrls
             | WrongDowngradeVersionFormat
-            | InvalidDowngradeTargetVersion => Code::InvalidArgument,
+            | InvalidDowngradeTargetVersion
+            | UserEmpty
+            | RoleEmpty
+            | AuthFailed
+            | PermissionNotGiven
+            | InvalidAuthMgmt
+            | AuthOldRevision => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests | RangeTooLarge => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
@@ -212,7 +295,16 @@ impl EtcdError {
             | NotSupportedForLearner
             | BadLeaderTransferee
             | ClusterVersionUnavailable
-            | NoInflightDowngrade => Code::FailedPrecondition,
+            | NoInflightDowngrade
+            | RootUserNotExist
+            | RootRoleNotExist
+            | UserAlreadyExist
+            | UserNotFound
+            | RoleAlreadyExist
+            | RoleNotFound
+            | RoleNotGranted
+            | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
             NoLeader
             | LeaderChanged
             | Stopped
@@ -224,6 +316,11 @@ impl EtcdError {
             | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             Canceled => Code::Canceled,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
+            AdminUserEmpty | AdminUserNotFound | AdminPermissionDenied | AdminInvalidAuthToken => {
+                Code::Unknown
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod alarm;
 #[cfg(feature = "mimalloc")]
 pub mod allocator;
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod lease;
 pub mod members;

@@ -148,7 +148,14 @@ impl Cluster {
     pub fn submit(&mut self, to: MemberId, request: ClientRequest) -> RequestId {
         self.next_request += 1;
         let id = RequestId(self.next_request);
-        self.input(to, Input::Client { id, request });
+        self.input(
+            to,
+            Input::Client {
+                id,
+                request,
+                credentials: None,
+            },
+        );
         id
     }
 

@@ -9,6 +9,8 @@ use raft::eraftpb::{Entry, EntryType};
 
 use super::types::Output;
 use super::Node;
+use crate::api::ClientResponse;
+use crate::auth::AuthInfo;
 use crate::members::RaftChange;
 use crate::proto::detcdpb::{internal_request::Op, InternalRequest};
 use crate::time::Instant;
@@ -98,13 +100,28 @@ impl Node {
 
     /// Applies one request; returns what raft's configuration must do after it, if anything.
     pub(super) fn apply_request(&mut self, request: InternalRequest) -> Option<RaftChange> {
+        let caller = AuthInfo {
+            user: request.auth_user,
+            revision: request.auth_revision,
+        };
         let op = request.op?;
         let compaction = matches!(op, Op::Compaction(_) | Op::AutoCompaction(_));
+        let auth_change = match &op {
+            Op::Auth(change) => Some(change.clone()),
+            _ => None,
+        };
         if self.bug(|b| b.apply_twice) && self.applied_index % 5 == 0 {
-            let again = self.state.apply(op.clone());
+            let again = self.state.apply_as(op.clone(), &caller);
             self.lease_effects(&again.effects, self.now, None);
         }
-        let mut applied = self.state.apply(op);
+        let mut applied = self.state.apply_as(op, &caller);
+        if let (Some(change), Some(Ok(answer))) = (auth_change, &mut applied.result) {
+            if let Some(token) = self.auth_applied(&change, self.applied_index) {
+                if let ClientResponse::Authenticate(r) = &mut answer.response {
+                    r.token = token;
+                }
+            }
+        }
         let mine = request.origin == self.cfg.id;
         let appended_at = self.appended.take(self.applied_index).unwrap_or(self.now);
         self.lease_effects(

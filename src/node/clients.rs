@@ -8,6 +8,7 @@ use prost::Message as _;
 
 use super::types::{Output, RequestId};
 use super::{ClientRequest, ClientResponse, Node};
+use crate::api::Credentials;
 use crate::error::EtcdError;
 use crate::mvcc;
 use crate::proto::detcdpb::{internal_request, InternalRequest};
@@ -57,7 +58,12 @@ impl Proposals {
 }
 
 impl Node {
-    pub(super) fn handle_client(&mut self, id: RequestId, request: ClientRequest) {
+    pub(super) fn handle_client(
+        &mut self,
+        id: RequestId,
+        request: ClientRequest,
+        credentials: Option<Credentials>,
+    ) {
         if let Err(err) = self.pending.admit(id, self.now + self.cfg.request_timeout) {
             self.reply(id, Err(err));
             return;
@@ -66,6 +72,11 @@ impl Node {
             self.finish(id, Err(EtcdError::NotSupportedForLearner));
             return;
         }
+        self.handle_as(id, request, credentials);
+    }
+
+    /// Hands an admitted request, its sender identified and checked, to its service.
+    pub(super) fn dispatch_client(&mut self, id: RequestId, request: ClientRequest) {
         let result = match request {
             ClientRequest::MemberAdd(_)
             | ClientRequest::MemberRemove(_)
@@ -79,6 +90,25 @@ impl Node {
             | ClientRequest::HashKv(_)
             | ClientRequest::MoveLeader(_)
             | ClientRequest::Downgrade(_) => self.handle_maintenance(id, request),
+            ClientRequest::AuthEnable(_)
+            | ClientRequest::AuthDisable(_)
+            | ClientRequest::AuthStatus(_)
+            | ClientRequest::UserAdd(_)
+            | ClientRequest::UserGet(_)
+            | ClientRequest::UserList(_)
+            | ClientRequest::UserDelete(_)
+            | ClientRequest::UserChangePassword(_)
+            | ClientRequest::UserGrantRole(_)
+            | ClientRequest::UserRevokeRole(_)
+            | ClientRequest::RoleAdd(_)
+            | ClientRequest::RoleGet(_)
+            | ClientRequest::RoleList(_)
+            | ClientRequest::RoleDelete(_)
+            | ClientRequest::RoleGrantPermission(_)
+            | ClientRequest::RoleRevokePermission(_)
+            | ClientRequest::Authenticate(_)
+            | ClientRequest::PasswordHash(_)
+            | ClientRequest::Authorize(_) => self.handle_auth(id, request),
             ClientRequest::ReadBarrier(req) => {
                 self.read(id, false, ClientRequest::ReadBarrier(req));
                 Ok(())
@@ -145,7 +175,15 @@ impl Node {
             return;
         }
         let proposal = self.proposals.next_id();
-        let data = encode_proposal(self.cfg.id, proposal, op);
+        let caller = self.auth.caller();
+        let data = InternalRequest {
+            origin: self.cfg.id,
+            request_id: proposal,
+            op: Some(op),
+            auth_user: caller.user.clone(),
+            auth_revision: caller.revision,
+        }
+        .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
             self.finish(id, Err(EtcdError::RequestTooLarge));
             return;
@@ -318,6 +356,7 @@ pub(super) fn encode_proposal(origin: u64, proposal: u64, op: internal_request::
         origin,
         request_id: proposal,
         op: Some(op),
+        ..InternalRequest::default()
     }
     .encode_to_vec()
 }
@@ -340,7 +379,7 @@ fn txn_cost(req: &TxnRequest) -> u64 {
     branch(&req.success).max(branch(&req.failure))
 }
 
-fn txn_has_writes(req: &TxnRequest) -> bool {
+pub(super) fn txn_has_writes(req: &TxnRequest) -> bool {
     req.success
         .iter()
         .chain(&req.failure)

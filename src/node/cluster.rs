@@ -244,6 +244,7 @@ impl Node {
             origin: self.cfg.id,
             request_id: proposal,
             op: Some(Op::MemberChange(change)),
+            ..InternalRequest::default()
         }
         .encode_to_vec()
     }

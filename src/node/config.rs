@@ -70,6 +70,8 @@ pub struct Config {
     /// bounds how much a restart or a long partition can extend a lease (`lease::clock`).
     /// etcd's `--experimental-lease-checkpoint-interval` is 5 minutes and off by default.
     pub lease_checkpoint_interval: Duration,
+    /// How long a simple auth token lives after its last use (`--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
     /// Expired leases the leader revokes per second at most. etcd: 1,000.
     pub lease_revokes_per_sec: u64,
     /// What the leader compacts on its own; etcd's default is nothing.
@@ -157,6 +159,7 @@ impl Config {
             raft_message_bytes_max: 1024 * 1024,
             raft_inflight_messages_max: 256,
             lease_checkpoint_interval: Duration::from_secs(5),
+            auth_token_ttl: Duration::from_secs(300),
             auto_compaction: None,
             lease_revokes_per_sec: 1_000,
             observe: false,

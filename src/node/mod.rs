@@ -21,6 +21,7 @@
 //! - every client request is answered exactly once: with its result, an error, or a timeout.
 
 mod apply;
+mod auth;
 mod clients;
 mod cluster;
 mod compaction;
@@ -60,6 +61,7 @@ use crate::raftlog::{election, LogStore};
 use crate::state::State;
 use crate::time::Instant;
 use apply::AppendTimes;
+use auth::AuthDuty;
 use clients::Proposals;
 use cluster::ClusterDuty;
 use disk::DiskState;
@@ -104,6 +106,7 @@ pub struct Node {
     cluster: ClusterDuty,
     maintenance: MaintenanceDuty,
     space: SpaceDuty,
+    auth: AuthDuty,
     watch_feed: FeedBuilder,
 }
 
@@ -135,7 +138,11 @@ impl Node {
             match input {
                 Input::Tick => {}
                 Input::Peer { from, msg } => self.handle_peer(from, msg),
-                Input::Client { id, request } => self.handle_client(id, request),
+                Input::Client {
+                    id,
+                    request,
+                    credentials,
+                } => self.handle_client(id, request, credentials),
                 Input::DiskDone { io, result } => self.handle_disk_done(io, result),
                 Input::Hashed { revision, hash } => self.report_hash(revision, hash),
             }
@@ -154,6 +161,7 @@ impl Node {
             self.publish_attributes();
             self.auto_promote();
             self.serve_requests_awaiting_apply();
+            self.serve_parked_requests();
             self.propose_lease_records();
             self.keep_space_alarm();
             self.expire_requests();

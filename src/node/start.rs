@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use super::apply::AppendTimes;
+use super::auth::AuthDuty;
 use super::clients::Proposals;
 use super::compaction::Compactor;
 use super::disk::DiskState;
@@ -66,6 +67,7 @@ impl Node {
             cluster: Default::default(),
             maintenance: Default::default(),
             space: Default::default(),
+            auth: AuthDuty::new(cfg.auth_token_ttl),
             watch_feed: FeedBuilder::default(),
             cfg,
             raw,

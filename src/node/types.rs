@@ -7,7 +7,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use super::error::{DiskError, StopReason};
-use crate::api::{ClientRequest, ClientResponse};
+use crate::api::{ClientRequest, ClientResponse, Credentials};
 use crate::error::EtcdError;
 use crate::mvcc::{ColdOp, ColdRead, ColdValues, NoColdValues};
 use crate::proto::etcdserverpb::{
@@ -39,6 +39,8 @@ pub enum Input {
     Client {
         id: RequestId,
         request: ClientRequest,
+        /// Who sent it; `None` when the client sent no credentials.
+        credentials: Option<Credentials>,
     },
     /// A disk operation finished. Completions arrive in the order the operations were emitted.
     DiskDone {

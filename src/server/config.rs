@@ -379,17 +379,17 @@ const FLAGS: &[(&str, &str, &str)] = &[
     (
         "auth-token",
         "simple",
-        "The auth token etcd issues ('simple', or 'jwt,...' with its options): detcd has no auth yet (its Auth service answers Unimplemented), so the value is checked and unused.",
+        "The auth token issued ('simple', or 'jwt,...' with its options): detcd issues simple tokens either way (clients treat a token as opaque), and warns when asked for JWT.",
     ),
     (
         "auth-token-ttl",
         "300",
-        "Seconds a simple auth token lives: checked and unused (see --auth-token).",
+        "Seconds a simple auth token lives after its last use.",
     ),
     (
         "bcrypt-cost",
         "10",
-        "bcrypt's cost for auth passwords, 4 to 31: checked and unused (see --auth-token).",
+        "bcrypt's cost for the auth passwords a member hashes, 4 to 31.",
     ),
     (
         "discovery",
@@ -520,6 +520,8 @@ pub struct ServerConfig {
     pub socket_reuse_port: bool,
     /// `--warning-apply-duration`: a batch that takes longer is logged.
     pub slow_apply_warning: Duration,
+    /// `--bcrypt-cost`: of the password hashes this member makes.
+    pub bcrypt_cost: u32,
     pub node: Config,
 }
 
@@ -837,6 +839,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     etcd_only_flags(&mut get)?;
     storage_engine_flags(&mut get)?;
     features_detcd_lacks(&mut get)?;
+    let bcrypt_cost = auth_flags(&mut get, &mut node)?;
     let socket_reuse_port = boolean(&get("socket-reuse-port"), "socket-reuse-port")?;
     let slow_apply = get("warning-apply-duration");
     let slow_apply_warning = go_duration(&slow_apply)
@@ -875,6 +878,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         access,
         socket_reuse_port,
         slow_apply_warning,
+        bcrypt_cost,
         node,
     })
 }
@@ -1033,23 +1037,34 @@ fn etcd_only_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), S
     Ok(())
 }
 
-/// Flags of etcd features detcd does not have (auth tokens, discovery, the v2 proxy and
-/// emulation, tracing): their defaults are taken and checked, and a value that asks for the
-/// feature is refused with the reason, rather than ignored.
-fn features_detcd_lacks(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
+/// `--auth-token`, `--auth-token-ttl` (into the node's config) and `--bcrypt-cost`.
+fn auth_flags(
+    get: &mut impl FnMut(&'static str) -> String,
+    node: &mut Config,
+) -> Result<u32, String> {
     let token = get("auth-token");
-    if token != "simple" && !token.starts_with("jwt") {
+    if token.starts_with("jwt") {
+        super::log::warning!("detcd: --auth-token={token}: detcd issues simple tokens, not JWTs");
+    } else if token != "simple" {
         return Err(format!(
             "invalid value {token:?} for flag --auth-token: expected 'simple' or 'jwt,...'"
         ));
     }
-    number(&get("auth-token-ttl"), "auth-token-ttl")?;
+    let ttl = number(&get("auth-token-ttl"), "auth-token-ttl")?;
+    node.auth_token_ttl = Duration::from_secs(ttl.max(1));
     let cost = number(&get("bcrypt-cost"), "bcrypt-cost")?;
     if !(4..=31).contains(&cost) {
         return Err(format!(
             "invalid bcrypt-cost {cost}: must be between 4 and 31"
         ));
     }
+    Ok(cost as u32)
+}
+
+/// Flags of etcd features detcd does not have (auth tokens, discovery, the v2 proxy and
+/// emulation, tracing): their defaults are taken and checked, and a value that asks for the
+/// feature is refused with the reason, rather than ignored.
+fn features_detcd_lacks(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
     for discovery in ["discovery", "discovery-srv"] {
         if !get(discovery).trim().is_empty() {
             return Err(format!(

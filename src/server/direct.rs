@@ -31,12 +31,12 @@ use tonic::Status;
 
 use super::client_port::Answer;
 use super::driver::{read_cold_off_workers, typed, DriverHandle};
-use super::grpc::status;
+use super::grpc::{credentials, status};
 use super::keepalive::KeepAlives;
 use super::large_range::{self, Encoded};
 use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
-use crate::api::Rpc;
+use crate::api::{Credentials, Rpc};
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, TxnRequest,
@@ -120,8 +120,9 @@ impl HotServices {
         let driver = self.driver.clone();
         let receive_max = self.receive_max;
         Box::pin(async move {
+            let credentials = credentials(request.headers());
             let answer = match receive::<R>(request, receive_max).await {
-                Ok(request) => driver.call(request).await.map_err(status),
+                Ok(request) => driver.call_as(request, credentials).await.map_err(status),
                 Err(refused) => Err(refused),
             };
             Ok(match answer {
@@ -139,6 +140,7 @@ impl HotServices {
         let reads = self.reads.clone();
         let receive_max = self.receive_max;
         Box::pin(async move {
+            let credentials = credentials(request.headers());
             let answer = match receive::<RangeRequest>(request, receive_max).await {
                 Ok(request) => {
                     let local = match reads.range(&request) {
@@ -150,7 +152,7 @@ impl HotServices {
                             .map_err(status)
                             .and_then(|r| framed(&r))
                             .map(one_message),
-                        None => answer_range(&driver, request).await,
+                        None => answer_range(&driver, request, credentials).await,
                     }
                 }
                 Err(refused) => Err(refused),
@@ -163,8 +165,12 @@ impl HotServices {
 async fn answer_range(
     driver: &DriverHandle,
     request: RangeRequest,
+    credentials: Option<Credentials>,
 ) -> Result<Response<BoxBody>, Status> {
-    let (response, cold, reader) = driver.call_unfilled(request.into()).await.map_err(status)?;
+    let (response, cold, reader) = driver
+        .call_unfilled(request.into(), credentials)
+        .await
+        .map_err(status)?;
     let response = typed::<RangeRequest>(response);
     if cold.is_empty() && !large_range::is_large(&response) {
         return framed(&response).map(one_message);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -25,6 +25,7 @@ use super::local_reads::SharedLocalReads;
 use super::metrics::ServerMetrics;
 use super::peer::PeerSender;
 use super::watch::FeedSlot;
+use crate::api::Credentials;
 use crate::error::EtcdError;
 use crate::mvcc::ColdValues;
 use crate::node::{
@@ -85,6 +86,7 @@ type ReplySender = oneshot::Sender<Reply>;
 pub enum Event {
     Client {
         request: ClientRequest,
+        credentials: Option<Credentials>,
         reply: ReplySender,
     },
     Peer {
@@ -114,6 +116,8 @@ pub struct DriverHandle {
     tx: mpsc::Sender<Event>,
     queued: Arc<AtomicUsize>,
     queued_max: usize,
+    /// Whether auth was on after the node's latest batch.
+    auth_enabled: Arc<AtomicBool>,
 }
 
 impl DriverHandle {
@@ -124,18 +128,44 @@ impl DriverHandle {
                 tx,
                 queued: Arc::new(AtomicUsize::new(0)),
                 queued_max,
+                auth_enabled: Arc::new(AtomicBool::new(false)),
             },
             rx,
         )
     }
 
+    /// Whether auth was on after the node's latest batch: what a watch stream needs to know
+    /// to have its creates checked.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_enabled.load(Ordering::Acquire)
+    }
+
     /// Sends a client request to the node and waits for its answer, typed as the request's.
     pub async fn call<R: Rpc>(&self, request: R) -> Result<R::Response, EtcdError> {
-        self.call_any(request.into()).await.map(typed::<R>)
+        self.call_as(request, None).await
+    }
+
+    /// [`DriverHandle::call`] for a client that sent `credentials`.
+    pub async fn call_as<R: Rpc>(
+        &self,
+        request: R,
+        credentials: Option<Credentials>,
+    ) -> Result<R::Response, EtcdError> {
+        self.call_any_as(request.into(), credentials)
+            .await
+            .map(typed::<R>)
     }
 
     pub async fn call_any(&self, request: ClientRequest) -> Result<ClientResponse, EtcdError> {
-        let (mut response, cold, reader) = self.call_unfilled(request).await?;
+        self.call_any_as(request, None).await
+    }
+
+    pub async fn call_any_as(
+        &self,
+        request: ClientRequest,
+        credentials: Option<Credentials>,
+    ) -> Result<ClientResponse, EtcdError> {
+        let (mut response, cold, reader) = self.call_unfilled(request, credentials).await?;
         if !cold.is_empty() {
             response =
                 read_cold_off_workers(move || response.fill_cold(cold, &reader).map(|()| response))
@@ -149,12 +179,13 @@ impl DriverHandle {
     pub async fn call_unfilled(
         &self,
         request: ClientRequest,
+        credentials: Option<Credentials>,
     ) -> Result<(ClientResponse, ColdValues, ColdReader), EtcdError> {
         let Ok(Reply {
             result,
             cold,
             reader,
-        }) = self.send(request)?.await
+        }) = self.send(request, credentials)?.await
         else {
             return Err(EtcdError::Stopped);
         };
@@ -165,14 +196,23 @@ impl DriverHandle {
     /// answer is a plain future, for streams that keep many in flight without boxing each.
     pub fn submit<R: Rpc>(&self, request: R) -> Answer<R> {
         Answer {
-            reply: self.send(request.into()).map_err(Some),
+            reply: self.send(request.into(), None).map_err(Some),
             kind: PhantomData,
         }
     }
 
-    fn send(&self, request: ClientRequest) -> Result<oneshot::Receiver<Reply>, EtcdError> {
+    fn send(
+        &self,
+        request: ClientRequest,
+        credentials: Option<Credentials>,
+    ) -> Result<oneshot::Receiver<Reply>, EtcdError> {
         let (reply, answer) = oneshot::channel();
-        if !self.offer(Event::Client { request, reply }) {
+        let event = Event::Client {
+            request,
+            credentials,
+            reply,
+        };
+        if !self.offer(event) {
             return Err(EtcdError::TooManyRequests);
         }
         Ok(answer)
@@ -463,12 +503,20 @@ impl Driver {
     /// Turns a channel event into a node input; true when it asks for shutdown.
     fn take(&mut self, event: Event, inputs: &mut Vec<Input>) -> bool {
         match event {
-            Event::Client { request, reply } => {
+            Event::Client {
+                request,
+                credentials,
+                reply,
+            } => {
                 self.handle.taken();
                 self.next_request += 1;
                 let id = RequestId(self.next_request);
                 self.replies.insert(id, reply);
-                inputs.push(Input::Client { id, request });
+                inputs.push(Input::Client {
+                    id,
+                    request,
+                    credentials,
+                });
             }
             Event::Peer { from, msg } => {
                 self.handle.taken();
@@ -580,6 +628,10 @@ impl Driver {
         }
         self.peers.send_all(sends);
         self.reads.refresh(&self.node);
+        let auth_enabled = self.node.state().auth().is_enabled();
+        self.handle
+            .auth_enabled
+            .store(auth_enabled, Ordering::Release);
         for (reply, answer) in answers {
             // The client may have gone away; its answer is simply dropped.
             let _ = reply.send(answer);

@@ -32,20 +32,26 @@ use tokio::sync::mpsc;
 use tonic::body::BoxBody;
 use tonic::{Code, Status};
 
+use super::auth::AuthService;
 use super::driver::DriverHandle;
-use super::grpc::status;
+use super::grpc::{credentials, status};
 use super::maintenance::MaintenanceService;
 use super::recipes::RecipeServices;
-use super::watch::WatchHandle;
-use crate::api::ClientRequest;
+use super::watch::{WatchCaller, WatchHandle};
+use crate::api::{ClientRequest, Credentials};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
-    AlarmRequest, CompactionRequest, DefragmentRequest, DeleteRangeRequest, DowngradeRequest,
-    HashKvRequest, HashRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
-    LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberAddRequest, MemberListRequest,
-    MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest, MoveLeaderRequest, PutRequest,
-    RangeRequest, SnapshotRequest, StatusRequest, TxnRequest, WatchRequest,
+    AlarmRequest, AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+    AuthRoleGetRequest, AuthRoleGrantPermissionRequest, AuthRoleListRequest,
+    AuthRoleRevokePermissionRequest, AuthStatusRequest, AuthUserAddRequest,
+    AuthUserChangePasswordRequest, AuthUserDeleteRequest, AuthUserGetRequest,
+    AuthUserGrantRoleRequest, AuthUserListRequest, AuthUserRevokeRoleRequest, AuthenticateRequest,
+    CompactionRequest, DefragmentRequest, DeleteRangeRequest, DowngradeRequest, HashKvRequest,
+    HashRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+    MemberRemoveRequest, MemberUpdateRequest, MoveLeaderRequest, PutRequest, RangeRequest,
+    SnapshotRequest, StatusRequest, TxnRequest, WatchRequest,
 };
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3lockpb::lock_server::Lock;
@@ -74,8 +80,9 @@ enum Serve {
     Observe,
     Resign,
     Snapshot,
-    /// A service detcd does not serve yet (Auth): gRPC's answer, Unimplemented.
-    Unimplemented,
+    /// By the Auth service, which hashes a new password first.
+    Auth(fn(&[u8]) -> Result<ClientRequest, prost::DecodeError>),
+    Authenticate,
 }
 
 fn node<R: Message + Default + Into<ClientRequest>>(
@@ -115,23 +122,23 @@ const ROUTES: &[(&str, &str, Serve)] = &[
     ("maintenance/snapshot", "etcdserverpb.Maintenance/Snapshot", Serve::Snapshot),
     ("maintenance/transfer-leadership", "etcdserverpb.Maintenance/MoveLeader", Serve::Node(node::<MoveLeaderRequest>)),
     ("maintenance/downgrade", "etcdserverpb.Maintenance/Downgrade", Serve::Node(node::<DowngradeRequest>)),
-    ("auth/enable", "etcdserverpb.Auth/AuthEnable", Serve::Unimplemented),
-    ("auth/disable", "etcdserverpb.Auth/AuthDisable", Serve::Unimplemented),
-    ("auth/status", "etcdserverpb.Auth/AuthStatus", Serve::Unimplemented),
-    ("auth/authenticate", "etcdserverpb.Auth/Authenticate", Serve::Unimplemented),
-    ("auth/user/add", "etcdserverpb.Auth/UserAdd", Serve::Unimplemented),
-    ("auth/user/get", "etcdserverpb.Auth/UserGet", Serve::Unimplemented),
-    ("auth/user/list", "etcdserverpb.Auth/UserList", Serve::Unimplemented),
-    ("auth/user/delete", "etcdserverpb.Auth/UserDelete", Serve::Unimplemented),
-    ("auth/user/changepw", "etcdserverpb.Auth/UserChangePassword", Serve::Unimplemented),
-    ("auth/user/grant", "etcdserverpb.Auth/UserGrantRole", Serve::Unimplemented),
-    ("auth/user/revoke", "etcdserverpb.Auth/UserRevokeRole", Serve::Unimplemented),
-    ("auth/role/add", "etcdserverpb.Auth/RoleAdd", Serve::Unimplemented),
-    ("auth/role/get", "etcdserverpb.Auth/RoleGet", Serve::Unimplemented),
-    ("auth/role/list", "etcdserverpb.Auth/RoleList", Serve::Unimplemented),
-    ("auth/role/delete", "etcdserverpb.Auth/RoleDelete", Serve::Unimplemented),
-    ("auth/role/grant", "etcdserverpb.Auth/RoleGrantPermission", Serve::Unimplemented),
-    ("auth/role/revoke", "etcdserverpb.Auth/RoleRevokePermission", Serve::Unimplemented),
+    ("auth/enable", "etcdserverpb.Auth/AuthEnable", Serve::Auth(node::<AuthEnableRequest>)),
+    ("auth/disable", "etcdserverpb.Auth/AuthDisable", Serve::Auth(node::<AuthDisableRequest>)),
+    ("auth/status", "etcdserverpb.Auth/AuthStatus", Serve::Auth(node::<AuthStatusRequest>)),
+    ("auth/authenticate", "etcdserverpb.Auth/Authenticate", Serve::Authenticate),
+    ("auth/user/add", "etcdserverpb.Auth/UserAdd", Serve::Auth(node::<AuthUserAddRequest>)),
+    ("auth/user/get", "etcdserverpb.Auth/UserGet", Serve::Auth(node::<AuthUserGetRequest>)),
+    ("auth/user/list", "etcdserverpb.Auth/UserList", Serve::Auth(node::<AuthUserListRequest>)),
+    ("auth/user/delete", "etcdserverpb.Auth/UserDelete", Serve::Auth(node::<AuthUserDeleteRequest>)),
+    ("auth/user/changepw", "etcdserverpb.Auth/UserChangePassword", Serve::Auth(node::<AuthUserChangePasswordRequest>)),
+    ("auth/user/grant", "etcdserverpb.Auth/UserGrantRole", Serve::Auth(node::<AuthUserGrantRoleRequest>)),
+    ("auth/user/revoke", "etcdserverpb.Auth/UserRevokeRole", Serve::Auth(node::<AuthUserRevokeRoleRequest>)),
+    ("auth/role/add", "etcdserverpb.Auth/RoleAdd", Serve::Auth(node::<AuthRoleAddRequest>)),
+    ("auth/role/get", "etcdserverpb.Auth/RoleGet", Serve::Auth(node::<AuthRoleGetRequest>)),
+    ("auth/role/list", "etcdserverpb.Auth/RoleList", Serve::Auth(node::<AuthRoleListRequest>)),
+    ("auth/role/delete", "etcdserverpb.Auth/RoleDelete", Serve::Auth(node::<AuthRoleDeleteRequest>)),
+    ("auth/role/grant", "etcdserverpb.Auth/RoleGrantPermission", Serve::Auth(node::<AuthRoleGrantPermissionRequest>)),
+    ("auth/role/revoke", "etcdserverpb.Auth/RoleRevokePermission", Serve::Auth(node::<AuthRoleRevokePermissionRequest>)),
     ("lock/lock", "v3lockpb.Lock/Lock", Serve::Lock),
     ("lock/unlock", "v3lockpb.Lock/Unlock", Serve::Unlock),
     ("election/campaign", "v3electionpb.Election/Campaign", Serve::Campaign),
@@ -162,6 +169,7 @@ pub struct Gateway {
     watch: WatchHandle,
     recipes: RecipeServices,
     maintenance: MaintenanceService,
+    auth: AuthService,
     /// The most request bytes read, as gRPC's receive limit.
     body_max: usize,
 }
@@ -172,6 +180,7 @@ impl Gateway {
         watch: WatchHandle,
         recipes: RecipeServices,
         maintenance: MaintenanceService,
+        auth: AuthService,
         body_max: usize,
     ) -> Result<Gateway, String> {
         let pool = DescriptorPool::decode(DESCRIPTORS)
@@ -198,6 +207,7 @@ impl Gateway {
             watch,
             recipes,
             maintenance,
+            auth,
             body_max,
         })
     }
@@ -223,6 +233,7 @@ impl Gateway {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }
         let route = &self.routes[index];
+        let credentials = credentials(request.headers());
         let streaming = matches!(
             route.serve,
             Serve::Watch | Serve::KeepAlive | Serve::Observe | Serve::Snapshot
@@ -239,7 +250,7 @@ impl Gateway {
             Ok(first) => first.unwrap_or_default(),
             Err(refused) => return error_response(&refused),
         };
-        match self.clone().serve(index, first, body).await {
+        match self.clone().serve(index, first, body, credentials).await {
             Ok(Reply::One(bytes)) => match self.to_json(index, &bytes) {
                 Ok(json) => json_response(json.into_bytes()),
                 Err(e) => error_response(&e),
@@ -256,34 +267,54 @@ impl Gateway {
         index: usize,
         first: Vec<u8>,
         rest: JsonBody,
+        credentials: Option<Credentials>,
     ) -> Result<Reply, Status> {
         let first = &first[..];
         match self.routes[index].serve {
             Serve::Node(decode) => {
                 let request = decode(first).map_err(invalid)?;
-                let response = self.driver.call_any(request).await.map_err(status)?;
+                let response = self.driver.call_any_as(request, credentials).await;
+                let response = response.map_err(status)?;
                 Ok(Reply::One(response.encode_to_vec()))
             }
             Serve::KeepAlive => Ok(Reply::Stream(self.keep_alives(first, rest)?)),
-            Serve::Watch => self.watch_stream(first, rest).await.map(Reply::Stream),
-            Serve::Lock => one(Lock::lock(&self.recipes, decoded(first)?).await),
-            Serve::Unlock => one(Lock::unlock(&self.recipes, decoded(first)?).await),
-            Serve::Campaign => one(Election::campaign(&self.recipes, decoded(first)?).await),
-            Serve::Proclaim => one(Election::proclaim(&self.recipes, decoded(first)?).await),
-            Serve::Leader => one(Election::leader(&self.recipes, decoded(first)?).await),
-            Serve::Resign => one(Election::resign(&self.recipes, decoded(first)?).await),
+            Serve::Watch => {
+                let watch = self.watch_stream(first, rest, credentials);
+                watch.await.map(Reply::Stream)
+            }
+            Serve::Lock => one(Lock::lock(&self.recipes, decoded(first, &credentials)?).await),
+            Serve::Unlock => one(Lock::unlock(&self.recipes, decoded(first, &credentials)?).await),
+            Serve::Campaign => {
+                one(Election::campaign(&self.recipes, decoded(first, &credentials)?).await)
+            }
+            Serve::Proclaim => {
+                one(Election::proclaim(&self.recipes, decoded(first, &credentials)?).await)
+            }
+            Serve::Leader => {
+                one(Election::leader(&self.recipes, decoded(first, &credentials)?).await)
+            }
+            Serve::Resign => {
+                one(Election::resign(&self.recipes, decoded(first, &credentials)?).await)
+            }
             Serve::Observe => {
-                let leaders = Election::observe(&self.recipes, decoded(first)?).await?;
+                let leaders =
+                    Election::observe(&self.recipes, decoded(first, &credentials)?).await?;
                 Ok(encoded_stream(leaders.into_inner()))
             }
             Serve::Snapshot => {
-                let request = decoded::<SnapshotRequest>(first)?;
+                let request = decoded::<SnapshotRequest>(first, &credentials)?;
                 let chunks = Maintenance::snapshot(&self.maintenance, request).await?;
                 Ok(encoded_stream(chunks.into_inner()))
             }
-            Serve::Unimplemented => Err(Status::unimplemented(
-                "detcd does not serve the Auth service yet",
-            )),
+            Serve::Auth(decode) => {
+                let request = self.auth.hashed(decode(first).map_err(invalid)?).await?;
+                let response = self.driver.call_any_as(request, credentials).await;
+                Ok(Reply::One(response.map_err(status)?.encode_to_vec()))
+            }
+            Serve::Authenticate => {
+                let request = AuthenticateRequest::decode(first).map_err(invalid)?;
+                Ok(Reply::One(self.auth.login(&request).await?.encode_to_vec()))
+            }
         }
     }
 
@@ -315,6 +346,7 @@ impl Gateway {
         self: Arc<Self>,
         first: &[u8],
         rest: JsonBody,
+        credentials: Option<Credentials>,
     ) -> Result<BoxStream<'static, Result<Vec<u8>, Status>>, Status> {
         let me = self.driver.call(StatusRequest {}).await;
         if me.is_ok_and(|s| s.is_learner) {
@@ -323,11 +355,12 @@ impl Gateway {
         let first = WatchRequest::decode(first).map_err(invalid)?;
         let watch = self.watch.internal(&self.driver, Vec::new()).await?;
         let requests = watch.requests();
-        requests.send(first).await?;
+        let caller = WatchCaller::new(self.driver.clone(), credentials);
+        requests.send_as(first, &caller).await?;
         tokio::spawn(async move {
             let mut rest = std::pin::pin!(rest.decoded::<WatchRequest>());
             while let Some(Ok(request)) = rest.next().await {
-                if requests.send(request).await.is_err() {
+                if requests.send_as(request, &caller).await.is_err() {
                     return;
                 }
             }
@@ -387,8 +420,18 @@ impl Gateway {
 }
 
 /// The request's decoding, for a service generated by tonic.
-fn decoded<R: Message + Default>(bytes: &[u8]) -> Result<tonic::Request<R>, Status> {
-    R::decode(bytes).map(tonic::Request::new).map_err(invalid)
+/// The request a tonic-generated service takes, with the caller's token in its metadata.
+fn decoded<R: Message + Default>(
+    bytes: &[u8],
+    credentials: &Option<Credentials>,
+) -> Result<tonic::Request<R>, Status> {
+    let mut request = R::decode(bytes).map(tonic::Request::new).map_err(invalid)?;
+    if let Some(Credentials::Token(token)) = credentials {
+        if let Ok(value) = token.parse() {
+            request.metadata_mut().insert("token", value);
+        }
+    }
+    Ok(request)
 }
 
 fn one<M: Message>(answer: Result<tonic::Response<M>, Status>) -> Result<Reply, Status> {

@@ -5,11 +5,28 @@
 use tonic::{Request, Response, Status};
 
 use super::driver::DriverHandle;
-use crate::api::Rpc;
+use crate::api::{Credentials, Rpc};
 use crate::error::EtcdError;
 
 pub fn status(err: EtcdError) -> Status {
     Status::new(tonic::Code::from_i32(err.code() as i32), err.to_string())
+}
+
+/// Who a call is from, as its metadata says: the `token` etcd's clients send once they
+/// authenticated, or the `Authorization` header of the JSON gateway's clients.
+pub fn credentials(headers: &http::HeaderMap) -> Option<Credentials> {
+    let token = headers
+        .get("token")
+        .or_else(|| headers.get("authorization"))?;
+    Some(Credentials::Token(token.to_str().ok()?.to_string()))
+}
+
+/// [`credentials`] of a tonic-generated service's call.
+pub fn metadata_credentials(metadata: &tonic::metadata::MetadataMap) -> Option<Credentials> {
+    let token = metadata
+        .get("token")
+        .or_else(|| metadata.get("authorization"))?;
+    Some(Credentials::Token(token.to_str().ok()?.to_string()))
 }
 
 /// One unary call: the request to the node, its typed answer or etcd's error back.
@@ -17,8 +34,9 @@ pub(super) async fn unary<R: Rpc>(
     driver: &DriverHandle,
     request: Request<R>,
 ) -> Result<Response<R::Response>, Status> {
+    let credentials = metadata_credentials(request.metadata());
     driver
-        .call(request.into_inner())
+        .call_as(request.into_inner(), credentials)
         .await
         .map(Response::new)
         .map_err(status)

@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::driver::DriverHandle;
-use super::grpc::{status, unary};
+use super::grpc::{metadata_credentials, status, unary};
 use crate::error::EtcdError;
+use crate::proto::detcdpb::AuthorizeRequest;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
@@ -175,8 +176,18 @@ impl Maintenance for MaintenanceService {
     /// that waits whenever the client is slow to read.
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        // A backup holds every key: only the root role may take one while auth is on.
+        let admin = AuthorizeRequest {
+            admin: true,
+            ..AuthorizeRequest::default()
+        };
+        let credentials = metadata_credentials(request.metadata());
+        self.driver
+            .call_as(admin, credentials)
+            .await
+            .map_err(status)?;
         let (view, cold) = self
             .driver
             .state_view()

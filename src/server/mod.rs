@@ -6,6 +6,7 @@
 //! watch thread runs the watch hub (watch.rs); the trimmer hands freed memory back (memory.rs).
 
 mod access;
+mod auth;
 pub mod authority;
 mod auto_tls;
 mod cipher_suites;
@@ -43,6 +44,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::node::{Node, StopReason};
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
@@ -262,6 +264,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             },
             ClientPort {
                 max_request_bytes: cfg.node.max_request_bytes,
+                bcrypt_cost: cfg.bcrypt_cost,
                 http2: cfg.http2,
                 access: cfg.access.clone(),
             },
@@ -363,6 +366,7 @@ struct Services {
 /// How a client listener serves, from the flags.
 struct ClientPort {
     max_request_bytes: usize,
+    bcrypt_cost: u32,
     http2: client_port::Http2Settings,
     access: access::AccessControl,
 }
@@ -395,11 +399,13 @@ async fn serve_clients(
     .max_decoding_message_size(receive_max)
     .max_encoding_message_size(usize::MAX);
     let recipes = recipes::RecipeServices::new(services.driver.clone(), services.watch.clone());
+    let auth = auth::AuthService::new(services.driver.clone(), port.bcrypt_cost);
     let gateway = gateway::Gateway::new(
         services.driver.clone(),
         services.watch.clone(),
         recipes.clone(),
         maintenance::MaintenanceService::new(services.driver.clone()),
+        auth.clone(),
         receive_max,
     )
     .expect("the gateway's descriptors are the build's own");
@@ -422,7 +428,8 @@ async fn serve_clients(
     .with(lock)
     .with(election)
     .with(cluster)
-    .with(maintenance);
+    .with(maintenance)
+    .with(AuthServer::new(auth).max_decoding_message_size(receive_max));
     let service = tower::ServiceBuilder::new()
         .layer(http_endpoints)
         .layer(tower::util::MapResponseLayer::new(

@@ -11,8 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::driver::DriverHandle;
+use super::grpc::metadata_credentials;
 use super::watch::{InternalWatch, WatchHandle};
-use crate::api::ClientRequest;
+use crate::api::{ClientRequest, Credentials};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::WatchResponse;
 use crate::proto::v3electionpb::election_server::Election;
@@ -41,8 +42,12 @@ impl RecipeServices {
     }
 
     /// Runs a recipe to its final answer.
-    async fn unary<R: Recipe>(&self, recipe: R) -> Result<Response<R::Answer>, Status> {
-        self.run(recipe, None)
+    async fn unary<R: Recipe>(
+        &self,
+        recipe: R,
+        credentials: Option<Credentials>,
+    ) -> Result<Response<R::Answer>, Status> {
+        self.run(recipe, None, credentials)
             .await
             .map(Response::new)
             .map_err(status)
@@ -54,17 +59,22 @@ impl RecipeServices {
         &self,
         mut recipe: R,
         emitted: Option<&mpsc::Sender<Result<R::Answer, Status>>>,
+        credentials: Option<Credentials>,
     ) -> Result<R::Answer, RecipeError> {
         let mut on_drop = Abandon {
             driver: self.driver.clone(),
             cleanup: None,
+            credentials: credentials.clone(),
         };
         let mut stream: Option<InternalWatch> = None;
         let mut step = recipe.start();
         loop {
             on_drop.cleanup = recipe.abandon();
             step = match step {
-                Step::Call(request) => recipe.on_reply(self.driver.call_any(request).await),
+                Step::Call(request) => {
+                    let reply = self.driver.call_any_as(request, credentials.clone()).await;
+                    recipe.on_reply(reply)
+                }
                 Step::Watch(creates) => {
                     drop(stream.take());
                     match self.watch.internal(&self.driver, creates).await {
@@ -127,6 +137,7 @@ fn status(error: RecipeError) -> Status {
 struct Abandon {
     driver: DriverHandle,
     cleanup: Option<ClientRequest>,
+    credentials: Option<Credentials>,
 }
 
 impl Drop for Abandon {
@@ -134,9 +145,9 @@ impl Drop for Abandon {
         let Some(cleanup) = self.cleanup.take() else {
             return;
         };
-        let driver = self.driver.clone();
+        let (driver, credentials) = (self.driver.clone(), self.credentials.take());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { driver.call_any(cleanup).await });
+            runtime.spawn(async move { driver.call_any_as(cleanup, credentials).await });
         }
     }
 }
@@ -144,15 +155,20 @@ impl Drop for Abandon {
 #[tonic::async_trait]
 impl Lock for RecipeServices {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let credentials = metadata_credentials(request.metadata());
         let lock = recipes::Lock::new(request.into_inner(), RecipeBugs::default());
-        self.unary(lock).await
+        self.unary(lock, credentials).await
     }
 
     async fn unlock(
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        self.unary(recipes::Unlock::new(request.into_inner())).await
+        self.unary(
+            recipes::Unlock::new(request.get_ref().clone()),
+            metadata_credentials(request.metadata()),
+        )
+        .await
     }
 }
 
@@ -164,24 +180,31 @@ impl Election for RecipeServices {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        self.unary(recipes::Campaign::new(request.into_inner()))
-            .await
+        self.unary(
+            recipes::Campaign::new(request.get_ref().clone()),
+            metadata_credentials(request.metadata()),
+        )
+        .await
     }
 
     async fn proclaim(
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        self.unary(recipes::Proclaim::new(request.into_inner()))
-            .await
+        self.unary(
+            recipes::Proclaim::new(request.get_ref().clone()),
+            metadata_credentials(request.metadata()),
+        )
+        .await
     }
 
     async fn leader(
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let credentials = metadata_credentials(request.metadata());
         let leader = recipes::Leader::new(request.into_inner(), RecipeBugs::default());
-        self.unary(leader).await
+        self.unary(leader, credentials).await
     }
 
     type ObserveStream = ObserveStream;
@@ -190,13 +213,14 @@ impl Election for RecipeServices {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
+        let credentials = metadata_credentials(request.metadata());
         let observe = recipes::Observe::new(request.into_inner());
         let (tx, rx) = mpsc::channel(OBSERVED_BUFFERED_MAX);
         let services = self.clone();
         tokio::spawn(async move {
             // Observe only ends with an error (a stream that ends because its client went away
             // has nobody to tell).
-            if let Err(error) = services.run(observe, Some(&tx)).await {
+            if let Err(error) = services.run(observe, Some(&tx), credentials).await {
                 let _ = tx.send(Err(status(error))).await;
             }
         });
@@ -207,6 +231,10 @@ impl Election for RecipeServices {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        self.unary(recipes::Resign::new(request.into_inner())).await
+        self.unary(
+            recipes::Resign::new(request.get_ref().clone()),
+            metadata_credentials(request.metadata()),
+        )
+        .await
     }
 }

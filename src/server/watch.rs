@@ -27,6 +27,9 @@ use super::direct::Unframer;
 use super::disk::{lower_thread_priority, ColdReader};
 use super::driver::DriverHandle;
 use super::grpc::status;
+use crate::api::Credentials;
+use crate::error::EtcdError;
+use crate::proto::detcdpb::AuthorizeRequest;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::time::Instant;
@@ -152,6 +155,11 @@ pub(super) enum Input {
         stream: StreamId,
         request: WatchRequest,
     },
+    /// A create the member's auth check refused, for this reason.
+    Refuse {
+        stream: StreamId,
+        reason: String,
+    },
     Close {
         stream: StreamId,
     },
@@ -271,10 +279,61 @@ impl WatchRequests {
     /// Hands `request` to the watch task, waiting while its input channel is full.
     pub async fn send(&self, request: WatchRequest) -> Result<(), Status> {
         let stream = self.stream;
+        self.send_input(Input::Request { stream, request }).await
+    }
+
+    /// [`WatchRequests::send`] for a client's request, checked as `caller`'s.
+    pub async fn send_as(&self, request: WatchRequest, caller: &WatchCaller) -> Result<(), Status> {
+        self.send_input(caller.checked(self.stream, request).await)
+            .await
+    }
+
+    async fn send_input(&self, input: Input) -> Result<(), Status> {
         self.inputs
-            .send(Input::Request { stream, request })
+            .send(input)
             .await
             .map_err(|_| status(crate::error::EtcdError::Stopped))
+    }
+}
+
+/// Who opened a stream: while auth is on, each watcher it creates must be theirs to read.
+pub struct WatchCaller {
+    driver: DriverHandle,
+    credentials: Option<Credentials>,
+}
+
+impl WatchCaller {
+    pub fn new(driver: DriverHandle, credentials: Option<Credentials>) -> WatchCaller {
+        WatchCaller {
+            driver,
+            credentials,
+        }
+    }
+
+    /// The request for the watch task: a create the sender may not read becomes its refusal
+    /// (etcd's text: the gRPC error's, as grpc-go prints it).
+    pub(super) async fn checked(&self, stream: StreamId, request: WatchRequest) -> Input {
+        let Some(RequestUnion::CreateRequest(create)) = &request.request_union else {
+            return Input::Request { stream, request };
+        };
+        if !self.driver.auth_enabled() {
+            return Input::Request { stream, request };
+        }
+        let check = AuthorizeRequest {
+            key: create.key.clone(),
+            range_end: create.range_end.clone(),
+            admin: false,
+        };
+        match self.driver.call_as(check, self.credentials.clone()).await {
+            Ok(_) => Input::Request { stream, request },
+            Err(_) => Input::Refuse {
+                stream,
+                reason: format!(
+                    "rpc error: code = PermissionDenied desc = {}",
+                    EtcdError::PermissionDenied
+                ),
+            },
+        }
     }
 }
 
@@ -394,6 +453,7 @@ impl WatchTask {
                 self.hub.open(stream, require_leader);
             }
             Input::Request { stream, request } => self.hub.request(now, stream, request),
+            Input::Refuse { stream, reason } => self.hub.refuse_create(stream, &reason),
             Input::Close { stream } => self.forget(stream),
         }
     }

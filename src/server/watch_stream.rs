@@ -23,8 +23,8 @@ use tonic::Status;
 use super::client_port::Answer;
 use super::direct::{check_encoding, grpc_response, trailers, Unframer};
 use super::driver::DriverHandle;
-use super::grpc::status;
-use super::watch::{self, CloseOnDrop, Input, WatchHandle};
+use super::grpc::{credentials, status};
+use super::watch::{self, CloseOnDrop, Input, WatchCaller, WatchHandle};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{StatusRequest, WatchRequest};
 use crate::watch::StreamId;
@@ -77,11 +77,13 @@ impl WatchService {
         let messages = Unframer::new(self.receive_max);
         // A client that half-closes its side keeps its watchers, as etcd's do: the stream ends
         // when the client cancels the call, which drops the responses (and `closer`).
+        let sender = WatchCaller::new(self.driver.clone(), credentials(request.headers()));
         tokio::spawn(forward_requests(
             request.into_body(),
             messages,
             self.handle.inputs.clone(),
             stream,
+            sender,
         ));
         Ok(grpc_response(WatchResponses {
             answers,
@@ -99,6 +101,7 @@ async fn forward_requests(
     mut messages: Unframer,
     inputs: mpsc::Sender<Input>,
     stream: StreamId,
+    sender: WatchCaller,
 ) {
     loop {
         match messages.next_message() {
@@ -109,7 +112,7 @@ async fn forward_requests(
                     return;
                 };
                 if inputs
-                    .send(Input::Request { stream, request })
+                    .send(sender.checked(stream, request).await)
                     .await
                     .is_err()
                 {

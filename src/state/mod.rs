@@ -22,12 +22,14 @@ use bytes::Bytes;
 
 use crate::alarm::Alarms;
 use crate::api::{ClientRequest, ClientResponse};
+use crate::auth::{Auth, AuthInfo};
 use crate::error::EtcdError;
 use crate::lease::{LeaseId, Leases};
 use crate::members::{Members, RaftChange};
 use crate::mvcc::{ColdOp, ColdValues, KeyChange, KeySpace};
 use crate::proto::detcdpb::{
-    internal_request::Op, member_change::Change, LeaseCheckpoints, LeaseExpire, MemberChange,
+    auth_change::Change as AuthOp, internal_request::Op, member_change::Change, LeaseCheckpoints,
+    LeaseExpire, MemberChange,
 };
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::{
@@ -92,6 +94,7 @@ pub struct State {
     leases: Leases,
     members: Members,
     alarms: Alarms,
+    auth: Auth,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -130,6 +133,10 @@ impl State {
         &self.alarms
     }
 
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     pub fn kv(&self) -> &KeySpace {
         &self.kv
     }
@@ -138,10 +145,17 @@ impl State {
         &self.leases
     }
 
-    /// Applies one committed entry's operation.
+    /// Applies one committed entry's operation, asked for by nobody identified: the leader's
+    /// own entries, and any entry while auth is off.
     pub fn apply(&mut self, op: Op) -> Applied {
+        self.apply_as(op, &AuthInfo::default())
+    }
+
+    /// Applies one committed entry's operation, asked for by `caller` (see `auth`).
+    pub fn apply_as(&mut self, op: Op, caller: &AuthInfo) -> Applied {
         let mut effects = Effects::default();
-        if let Some(refused) = self.refused_by_alarm(&op) {
+        let refused = self.refused_by_auth(&op, caller).err();
+        if let Some(refused) = refused.or_else(|| self.refused_by_alarm(&op)) {
             return Applied {
                 result: Some(Err(refused)),
                 effects,
@@ -181,6 +195,11 @@ impl State {
                 self.alarms.report_hash(&report);
                 None
             }
+            Op::Auth(change) => Some(self.auth.apply(&change).map(|()| {
+                let mut answer = crate::auth::api::answer_of(&change);
+                *answer.header_mut() = header(self.kv.current_revision());
+                Answer::from(answer)
+            })),
         };
         self.absorb_key_changes(&mut effects);
         Applied { result, effects }
@@ -219,6 +238,11 @@ impl State {
                     .map(|(id, _)| LeaseStatus { id })
                     .collect(),
             })),
+            auth if crate::auth::api::is_read(auth) => {
+                let mut answer = self.auth.read(auth)?;
+                *answer.header_mut() = header(self.kv.current_revision());
+                Ok(Answer::from(answer))
+            }
             other => unreachable!("{} is not a read", other.name()),
         }
     }
@@ -283,6 +307,36 @@ impl State {
                 });
             }
         }
+    }
+
+    /// etcd's checks of a client's write while auth is on (`auth::requests`); a lease's keys
+    /// must all be writable by whoever revokes it or attaches a key to it.
+    fn refused_by_auth(&self, op: &Op, caller: &AuthInfo) -> Result<(), EtcdError> {
+        let auth = &self.auth;
+        if !auth.is_enabled() {
+            return Ok(());
+        }
+        match op {
+            Op::Put(r) => {
+                auth.check_put(caller, r)?;
+                self.check_lease_keys(r.lease, caller)
+            }
+            Op::DeleteRange(r) => auth.check_delete(caller, r),
+            Op::Txn(t) => {
+                auth.check_txn(caller, t)?;
+                txn_leases(t).try_for_each(|lease| self.check_lease_keys(lease, caller))
+            }
+            Op::LeaseRevoke(r) => self.check_lease_keys(r.id, caller),
+            Op::Auth(change) if !matches!(change.change, Some(AuthOp::Authenticate(_))) => {
+                auth.check_admin(caller)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_lease_keys(&self, lease: LeaseId, caller: &AuthInfo) -> Result<(), EtcdError> {
+        let mut keys = self.leases.get(lease).into_iter().flat_map(|l| l.keys());
+        keys.try_for_each(|key| self.auth.check_write(caller, key))
     }
 
     /// The error a client's write gets while an alarm stands (see `alarm`).
@@ -381,13 +435,15 @@ impl State {
         self.leases = other.leases;
         self.members = other.members;
         self.alarms = other.alarms;
+        self.auth = other.auth;
     }
 
     /// Verifies every state machine's invariants; `Err` names the first broken one.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.kv.check_invariants()?;
         self.leases.check_against(&self.kv)?;
-        self.members.check_invariants()
+        self.members.check_invariants()?;
+        self.auth.check_invariants()
     }
 }
 
@@ -403,6 +459,18 @@ fn is_write(op: &Op) -> bool {
             | Op::LeaseGrant(_)
             | Op::LeaseRevoke(_)
     )
+}
+
+/// The leases a txn's puts attach keys to, in either branch at any depth.
+fn txn_leases(txn: &TxnRequest) -> Box<dyn Iterator<Item = LeaseId> + '_> {
+    Box::new(txn.success.iter().chain(&txn.failure).flat_map(|op| {
+        let leases: Box<dyn Iterator<Item = LeaseId>> = match &op.request {
+            Some(Request::RequestPut(p)) if p.lease != 0 => Box::new(std::iter::once(p.lease)),
+            Some(Request::RequestTxn(inner)) => txn_leases(inner),
+            _ => Box::new(std::iter::empty()),
+        };
+        leases
+    }))
 }
 
 /// Whether an operation adds data: what NOSPACE refuses (puts, txns with puts, grants).

@@ -14,19 +14,24 @@ use thiserror::Error;
 
 use super::State;
 use crate::alarm::Alarms;
+use crate::auth::Auth;
 use crate::lease::Leases;
 use crate::members::Members;
 use crate::mvcc::{ColdRead, KeySpace, KeySpaceView, NoColdValues, SnapshotDecodeError};
 use crate::proto::detcdpb::StateSnapshot;
 
 /// The format this code writes and reads. Version 1 was the key space alone; version 2 added
-/// the leases; version 3 the members and alarms.
-const FORMAT_VERSION: u32 = 3;
+/// the leases; version 3 the members and alarms; version 4 the auth store (so a build that
+/// does not know it refuses such a snapshot instead of dropping the users). Version 3 is read
+/// as a store without auth.
+const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION_WITHOUT_AUTH: u32 = 3;
 const VERSION_FIELD: u32 = 1;
 const KV_FIELD: u32 = 2;
 const LEASES_FIELD: u32 = 3;
 const MEMBERS_FIELD: u32 = 4;
 const ALARMS_FIELD: u32 = 5;
+const AUTH_FIELD: u32 = 6;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum StateSnapshotError {
@@ -42,6 +47,8 @@ pub enum StateSnapshotError {
     Members(String),
     #[error("state snapshot's alarms are impossible: {0}")]
     Alarms(String),
+    #[error("state snapshot's auth store is impossible: {0}")]
+    Auth(String),
 }
 
 /// The state as it was at one moment, for encoding elsewhere while the state moves on.
@@ -51,6 +58,7 @@ pub struct StateView {
     leases: Leases,
     members: Members,
     alarms: Alarms,
+    auth: Auth,
 }
 
 fn delimited_header(tag: u32, len: usize, out: &mut Vec<u8>) {
@@ -70,12 +78,13 @@ impl StateView {
         out
     }
 
-    /// The sections after the key space: leases, members, alarms.
+    /// The sections after the key space: leases, members, alarms, auth.
     fn trailing_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         prost::encoding::message::encode(LEASES_FIELD, &self.leases.to_snapshot(), &mut out);
         prost::encoding::message::encode(MEMBERS_FIELD, &self.members.to_snapshot(), &mut out);
         prost::encoding::message::encode(ALARMS_FIELD, &self.alarms.to_snapshot(), &mut out);
+        prost::encoding::message::encode(AUTH_FIELD, &self.auth.to_snapshot(), &mut out);
         out
     }
 
@@ -115,6 +124,7 @@ impl State {
             leases: self.leases.clone(),
             members: self.members.clone(),
             alarms: self.alarms.clone(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -129,7 +139,8 @@ impl State {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<State, StateSnapshotError> {
         let snapshot = StateSnapshot::decode(bytes)
             .map_err(|e| StateSnapshotError::Malformed(e.to_string()))?;
-        if snapshot.format_version != FORMAT_VERSION {
+        let known = [FORMAT_VERSION, FORMAT_VERSION_WITHOUT_AUTH];
+        if !known.contains(&snapshot.format_version) {
             return Err(StateSnapshotError::UnsupportedVersion(
                 snapshot.format_version,
             ));
@@ -141,11 +152,13 @@ impl State {
             .map_err(StateSnapshotError::Members)?;
         let alarms = Alarms::from_snapshot(snapshot.alarms.unwrap_or_default())
             .map_err(StateSnapshotError::Alarms)?;
+        let auth = Auth::from_snapshot(snapshot.auth).map_err(StateSnapshotError::Auth)?;
         Ok(State {
             kv,
             leases,
             members,
             alarms,
+            auth,
         })
     }
 }

@@ -381,6 +381,25 @@ impl WatchHub {
         self.update_ready(stream);
     }
 
+    /// Answers a create the member's auth check refused (`reason`), as etcd does: created and
+    /// canceled at once, with no watcher id.
+    pub fn refuse_create(&mut self, stream: StreamId, reason: &str) {
+        let header = self.header(self.revision);
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let refused = WatchResponse {
+            header,
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..WatchResponse::default()
+        };
+        state.queue.push(refused, &mut self.queued_bytes);
+        self.update_ready(stream);
+    }
+
     fn create(&mut self, stream: StreamId, req: WatchCreateRequest) {
         let next_revision = self.start_revision(req.start_revision);
         let now = self.now;

@@ -12,6 +12,7 @@ mod corruption_and_backup;
 mod crash;
 mod deadline;
 mod etcdctl;
+mod etcdctl_auth;
 mod etcdctl_cluster;
 mod etcdctl_lease;
 mod etcdctl_lock;

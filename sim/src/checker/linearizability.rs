@@ -29,6 +29,7 @@ pub use requests::Answer;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use detcd::auth::AuthInfo;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
 use detcd::proto::detcdpb::internal_request;
@@ -91,6 +92,16 @@ fn index_proposals(ops: &[Op]) -> Result<BTreeMap<(MemberId, u64), usize>, Viola
 
 /// The client request an entry carries. Leader no-ops have no data; configuration changes do
 /// not decode as a request with an operation; the node skips both, and so do we.
+/// Who the entry's request is from, as the proposing member identified them.
+fn caller_of(entry: &AppliedEntry) -> AuthInfo {
+    entry
+        .request()
+        .map_or_else(AuthInfo::default, |r| AuthInfo {
+            user: r.auth_user.clone(),
+            revision: r.auth_revision,
+        })
+}
+
 fn decode(entry: &AppliedEntry) -> Option<(MemberId, u64, &internal_request::Op)> {
     let request = entry.request()?;
     Some((request.origin, request.request_id, request.op.as_ref()?))
@@ -159,7 +170,7 @@ fn replay_writes(
                 if requests::is_internal(op)
                     || requests::raised_by_member(op, proposals.contains_key(&(origin, id))) =>
             {
-                let _ = requests::apply(&mut state, op);
+                let _ = requests::apply(&mut state, op, &caller_of(entry));
                 replay.model.apply(op);
                 if let internal_request::Op::Alarm(alarm) = op {
                     match AlarmAction::try_from(alarm.action) {
@@ -178,7 +189,8 @@ fn replay_writes(
                     },
                 )?;
                 claim(&ops[slot], op, &mut replay.position[slot], index)?;
-                let expected = apply_judged(&mut state, &mut replay.model, op, index)?;
+                let caller = caller_of(entry);
+                let expected = apply_judged(&mut state, &mut replay.model, op, &caller, index)?;
                 check_write_answer(&ops[slot], index, expected, stats)?;
             }
             None => {}
@@ -205,9 +217,10 @@ fn apply_judged(
     state: &mut State,
     model: &mut Model,
     op: &internal_request::Op,
+    caller: &AuthInfo,
     index: u64,
 ) -> Result<Answer, Violation> {
-    let core = requests::apply(state, op).expect("a client's op answers");
+    let core = requests::apply(state, op, caller).expect("a client's op answers");
     match model.apply(op) {
         Applied::NotModeled => Ok(core),
         Applied::Answered(Some(expected)) => {
@@ -354,6 +367,7 @@ fn check_write_answer(
         Class::Write(WriteKind::Compact) => stats.compactions += 1,
         Class::Write(WriteKind::LeaseGrant | WriteKind::LeaseRevoke) => stats.lease_writes += 1,
         Class::Write(WriteKind::Membership | WriteKind::Alarm) => stats.member_changes += 1,
+        Class::Write(WriteKind::Auth) => stats.auth_changes += 1,
         Class::Read { .. } | Class::LeaseClock | Class::Local => {
             unreachable!("the entry carries this op's request, a write")
         }

@@ -127,6 +127,7 @@ impl Model {
             }
             .into())),
             Op::HashReport(_) => return Applied::NotModeled,
+            Op::Auth(_) => return Applied::NotModeled,
         };
         Applied::Answered(answer.map(Box::new))
     }

@@ -95,7 +95,14 @@ impl World {
         if self.wait_for_barrier(member, rid, &request) {
             return;
         }
-        self.input(member, Input::Client { id: rid, request });
+        self.input(
+            member,
+            Input::Client {
+                id: rid,
+                request,
+                credentials: None,
+            },
+        );
     }
 
     /// A serializable read of one key, or a keepalive the leader's records cover, answered as

@@ -153,6 +153,7 @@ impl World {
                 Input::Client {
                     id: rid,
                     request: request.clone(),
+                    credentials: None,
                 },
             );
             let give_up = self.now + 2_000 * MS;

@@ -54,7 +54,14 @@ impl World {
         self.log(member, || {
             format!("operator op {op}: {}", RequestSummary(&request))
         });
-        self.input(member, Input::Client { id: rid, request });
+        self.input(
+            member,
+            Input::Client {
+                id: rid,
+                request,
+                credentials: None,
+            },
+        );
     }
 
     pub(super) fn schedule_membership_turn(&mut self) {

@@ -74,6 +74,7 @@ impl World {
             Input::Client {
                 id: barrier,
                 request,
+                credentials: None,
             },
         );
     }
@@ -111,7 +112,14 @@ impl World {
                 }
                 None => {
                     let request = ClientRequest::Range(range);
-                    self.input(member, Input::Client { id: rid, request });
+                    self.input(
+                        member,
+                        Input::Client {
+                            id: rid,
+                            request,
+                            credentials: None,
+                        },
+                    );
                 }
             }
         }

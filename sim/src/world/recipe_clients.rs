@@ -395,7 +395,14 @@ impl World {
             format!("recipe run {id} op {op}: {}", RequestSummary(&request))
         });
         self.mix(op as u64 ^ (member << 32) ^ 0x7ec1);
-        self.input(member, Input::Client { id: rid, request });
+        self.input(
+            member,
+            Input::Client {
+                id: rid,
+                request,
+                credentials: None,
+            },
+        );
     }
 
     /// The answer to a run's request (from `reply`).
@@ -485,7 +492,14 @@ impl World {
         if let (Some(request), true) = (cleanup, m.node.is_some() && m.incarnation == incarnation) {
             let op = self.record_op(client, member, &request);
             let rid = self.track(member, op);
-            self.input(member, Input::Client { id: rid, request });
+            self.input(
+                member,
+                Input::Client {
+                    id: rid,
+                    request,
+                    credentials: None,
+                },
+            );
         }
     }
 

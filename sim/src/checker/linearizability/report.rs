@@ -26,6 +26,7 @@ pub struct Stats {
     pub lease_writes: u64,
     /// Membership changes and alarms, checked like the other writes.
     pub member_changes: u64,
+    pub auth_changes: u64,
     /// Alarm changes the members made on their own: NOSPACE raised and cleared.
     pub nospace_raised: u64,
     pub nospace_cleared: u64,

@@ -7,6 +7,7 @@
 //! the node changes, the property test of the checker (sequential histories must pass) notices
 //! the drift.
 
+use detcd::auth::AuthInfo;
 use detcd::error::EtcdError;
 use detcd::lease::MAX_TTL_SECS;
 use detcd::node::ClientRequest;
@@ -32,6 +33,7 @@ pub enum WriteKind {
     LeaseRevoke,
     Membership,
     Alarm,
+    Auth,
 }
 
 /// How the node treats a request: a write goes through the log; a read never does.
@@ -71,6 +73,23 @@ pub fn classify(request: &ClientRequest) -> Class {
         | ClientRequest::MemberUpdate(_)
         | ClientRequest::MemberPromote(_) => Class::Write(WriteKind::Membership),
         ClientRequest::Alarm(_) => Class::Write(WriteKind::Alarm),
+        ClientRequest::AuthEnable(_)
+        | ClientRequest::AuthDisable(_)
+        | ClientRequest::Authenticate(_)
+        | ClientRequest::UserAdd(_)
+        | ClientRequest::UserDelete(_)
+        | ClientRequest::UserChangePassword(_)
+        | ClientRequest::UserGrantRole(_)
+        | ClientRequest::UserRevokeRole(_)
+        | ClientRequest::RoleAdd(_)
+        | ClientRequest::RoleDelete(_)
+        | ClientRequest::RoleGrantPermission(_)
+        | ClientRequest::RoleRevokePermission(_) => Class::Write(WriteKind::Auth),
+        ClientRequest::AuthStatus(_)
+        | ClientRequest::UserGet(_)
+        | ClientRequest::UserList(_)
+        | ClientRequest::RoleGet(_)
+        | ClientRequest::RoleList(_) => Class::Read { linearizable: true },
         ClientRequest::MemberList(_)
         | ClientRequest::Status(_)
         | ClientRequest::Defragment(_)
@@ -78,7 +97,9 @@ pub fn classify(request: &ClientRequest) -> Class {
         | ClientRequest::HashKv(_)
         | ClientRequest::MoveLeader(_)
         | ClientRequest::Downgrade(_)
-        | ClientRequest::ReadBarrier(_) => Class::Local,
+        | ClientRequest::ReadBarrier(_)
+        | ClientRequest::PasswordHash(_)
+        | ClientRequest::Authorize(_) => Class::Local,
     }
 }
 
@@ -137,8 +158,8 @@ fn txn_has_puts(t: &TxnRequest) -> bool {
 
 /// Executes an applied entry's request exactly as the node's apply loop does; `None` for the
 /// leader's own entries, which answer nobody.
-pub fn apply(state: &mut State, op: &internal_request::Op) -> Option<Answer> {
-    let result = state.apply(op.clone()).result?;
+pub fn apply(state: &mut State, op: &internal_request::Op, caller: &AuthInfo) -> Option<Answer> {
+    let result = state.apply_as(op.clone(), caller).result?;
     Some(result.map(|answer| answer.response))
 }
 
