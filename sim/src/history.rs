@@ -29,6 +29,8 @@ pub struct Op {
     /// The log entry this request became, as the member reported when proposing it: `(origin,
     /// proposal id)`. None if it was never proposed (a read, or refused before proposing).
     pub proposal: Option<(MemberId, u64)>,
+    /// The user whose token the request carried (the auth workload's clients).
+    pub acting_as: Option<String>,
 }
 
 // Most outcomes are answers: boxing them would cost an allocation per op to save the
@@ -110,6 +112,15 @@ impl AppliedEntry {
     /// The operation the entry's request carries.
     pub fn op(&self) -> Option<&internal_request::Op> {
         self.request()?.op.as_ref()
+    }
+
+    /// Who the entry's request is from, as the proposing member identified them.
+    pub fn caller(&self) -> detcd::auth::AuthInfo {
+        self.request()
+            .map_or_else(Default::default, |r| detcd::auth::AuthInfo {
+                user: r.auth_user.clone(),
+                revision: r.auth_revision,
+            })
     }
 }
 

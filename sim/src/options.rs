@@ -96,6 +96,9 @@ pub struct Options {
     /// The members' `--max-range-bytes`: small in some runs, so that ranges are refused.
     pub range_bytes_max: u64,
     pub client_timeout_ns: u64,
+    /// The auth workload: an administrator of users, roles and permissions, and KV clients
+    /// acting as users (`world::auth_clients`).
+    pub auth: bool,
     /// The members' auto compaction, on a simulated history's scale of time.
     pub auto_compaction: Option<AutoCompaction>,
     /// A deliberately injected bug, to prove the checkers catch it.
@@ -169,10 +172,13 @@ pub enum Bug {
     LocalKeepAlivesIgnoreFloor,
     /// Core: auto compaction compacts one revision more than its retention allows.
     AutoCompactionKeepsOneLess,
+    /// Auth: a range is permitted when its first key is, so a user writes or reads past its
+    /// permissions.
+    AuthRangeAsFirstKey,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 26] = [
+    pub const ALL: [Bug; 27] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -199,6 +205,7 @@ impl Bug {
         Bug::ReadRoundsJoinTaken,
         Bug::LocalKeepAlivesIgnoreFloor,
         Bug::AutoCompactionKeepsOneLess,
+        Bug::AuthRangeAsFirstKey,
     ];
 
     pub fn name(self) -> &'static str {
@@ -229,6 +236,7 @@ impl Bug {
             Bug::ReadRoundsJoinTaken => "read-rounds-join-taken",
             Bug::LocalKeepAlivesIgnoreFloor => "local-keepalives-ignore-floor",
             Bug::AutoCompactionKeepsOneLess => "auto-compaction-keeps-one-less",
+            Bug::AuthRangeAsFirstKey => "auth-range-as-first-key",
         }
     }
 
@@ -290,6 +298,7 @@ impl Options {
             range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
             auto_compaction: None,
+            auth: false,
             bug: None,
         };
         options.lease_clients = [0, 1, 2, 3][rng.below(4) as usize];
@@ -318,6 +327,7 @@ impl Options {
             _ => None,
         };
         options.cold_batch_bytes = [0, 64, 1 << 10, 1 << 20][rng.below(4) as usize];
+        options.auth = rng.chance(0.3);
         options
     }
 }
@@ -348,6 +358,7 @@ impl Options {
         push(&|o| o.watch_clients /= 2);
         push(&|o| o.recipe_clients /= 2);
         push(&|o| o.membership = false);
+        push(&|o| o.auth = false);
         push(&|o| o.disk_corruption = false);
         push(&|o| o.members = if o.members > 3 { 3 } else { o.members });
         push(&|o| o.fault_interval_ns = 0);
@@ -372,7 +383,7 @@ impl Options {
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={},\
-             autocompact={},cold_batch={}",
+             autocompact={},cold_batch={},auth={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -406,6 +417,7 @@ impl Options {
             self.mix.compact,
             auto_compaction_text(self.auto_compaction),
             self.cold_batch_bytes,
+            u8::from(self.auth),
         )
     }
 
@@ -451,6 +463,7 @@ impl Options {
                 "compact" => self.mix.compact = int()?,
                 "autocompact" => self.auto_compaction = parse_auto_compaction(value)?,
                 "cold_batch" => self.cold_batch_bytes = int()?,
+                "auth" => self.auth = int()? != 0,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

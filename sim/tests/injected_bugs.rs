@@ -222,3 +222,8 @@ fn the_failure_report_draws_the_history_and_marks_the_violating_operation() {
 fn auto_compaction_past_its_retention_is_caught() {
     assert_found(Bug::AutoCompactionKeepsOneLess);
 }
+
+#[test]
+fn a_permission_check_that_judges_a_range_by_its_first_key_is_caught() {
+    assert_found(Bug::AuthRangeAsFirstKey);
+}

@@ -94,6 +94,7 @@ impl History {
             origin: MEMBER,
             request_id: self.next_proposal,
             op: Some(op),
+            ..InternalRequest::default()
         };
         self.append(Bytes::from(request.encode_to_vec()));
         (MEMBER, self.next_proposal)
@@ -121,6 +122,7 @@ impl History {
             invoked_at,
             outcome,
             proposal,
+            acting_as: None,
         });
         self.ops.len() - 1
     }
@@ -537,6 +539,7 @@ fn phantom_entry_is_caught() {
         origin: MEMBER,
         request_id: 999,
         op: Some(internal_op(&put("a", "x"))),
+        ..InternalRequest::default()
     };
     h.append(Bytes::from(stranger.encode_to_vec()));
     assert!(matches!(

@@ -9,7 +9,7 @@
 //! may do; the node's `auth` module the tokens).
 //!
 //! Invariants: each user's roles are sorted and unique; each role's permissions are sorted by
-//! key, one per (key, range end); the revision grows with every change that alters the store
+//! key and range end, one per (key, range end); the revision grows with every change that alters the store
 //! (etcd's `authRevision`, which a request's check is tied to); auth is only ever on while the
 //! `root` user exists and holds the `root` role.
 
@@ -49,6 +49,16 @@ pub struct Auth {
     revision: u64,
     users: BTreeMap<String, User>,
     roles: BTreeMap<String, Role>,
+    /// Deliberately injected bugs (simulator tests only; all off otherwise).
+    bugs: AuthBugs,
+}
+
+/// Bugs the simulator's tests inject into the auth store, wrong alike on every member. Not
+/// part of the store's state: never encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthBugs {
+    /// A range is permitted when its first key is.
+    pub range_as_first_key: bool,
 }
 
 impl Default for Auth {
@@ -59,11 +69,24 @@ impl Default for Auth {
             revision: 1,
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
+            bugs: AuthBugs::default(),
         }
     }
 }
 
 impl Auth {
+    /// Turns the injected bugs on (simulator tests only).
+    pub fn inject_bugs(&mut self, bugs: AuthBugs) {
+        self.bugs = bugs;
+    }
+
+    /// Becomes `other` (a snapshot's store), keeping this store's injected bugs.
+    pub fn replace_with(&mut self, other: Auth) {
+        let bugs = self.bugs;
+        *self = other;
+        self.bugs = bugs;
+    }
+
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
@@ -74,6 +97,16 @@ impl Auth {
 
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.get(name)
+    }
+
+    /// Every user, in name order.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// Every role, in name order.
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.roles.values()
     }
 
     /// Applies a committed change, answering as etcd's auth store does.
@@ -246,7 +279,9 @@ impl Auth {
         match role.key_permission.iter_mut().find(same) {
             Some(existing) => existing.perm_type = perm.perm_type,
             None => {
-                let at = role.key_permission.partition_point(|p| p.key <= perm.key);
+                let at = role
+                    .key_permission
+                    .partition_point(|p| (&p.key, &p.range_end) <= (&perm.key, &perm.range_end));
                 role.key_permission.insert(at, perm.clone());
             }
         }
@@ -326,6 +361,7 @@ impl Auth {
             revision: table.revision,
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
+            bugs: AuthBugs::default(),
         };
         for user in table.users {
             auth.users.insert(named(&user.name, "user")?, user);

@@ -81,7 +81,11 @@ impl Auth {
             .map(|p| interval(&p.key, &p.range_end))
             .collect();
         granted.sort();
-        let (begin, end) = interval(range.key, range.range_end);
+        let range_end = match self.bugs.range_as_first_key {
+            true => &Bytes::new(),
+            false => range.range_end,
+        };
+        let (begin, end) = interval(range.key, range_end);
         let inverted = end.as_ref().is_some_and(|e| *e <= begin);
         if inverted || !covered(&granted, begin, &end) {
             return Err(EtcdError::PermissionDenied);

@@ -97,6 +97,9 @@ struct Parked {
 pub(super) struct AuthDuty {
     tokens: Tokens,
     parked: Vec<Parked>,
+    /// The auth revision each linearizable read was let through at, while auth is on: a read
+    /// served after the store changed is refused instead (etcd checks again after the read).
+    reads_checked_at: BTreeMap<RequestId, u64>,
     /// Who the request being handled is from: what its proposal carries.
     caller: AuthInfo,
 }
@@ -110,6 +113,7 @@ impl AuthDuty {
                 by_expiry: BTreeSet::new(),
             },
             parked: Vec::new(),
+            reads_checked_at: BTreeMap::new(),
             caller: AuthInfo::default(),
         }
     }
@@ -133,6 +137,15 @@ fn refusal(request: &ClientRequest, err: EtcdError) -> EtcdError {
         }
         ClientRequest::Authorize(r) if r.admin => err.unconverted_for_admin(),
         _ => err,
+    }
+}
+
+/// A read whose permission the member checks before serving it.
+fn is_checked_read(request: &ClientRequest) -> bool {
+    match request {
+        ClientRequest::Range(_) => true,
+        ClientRequest::Txn(t) => !super::clients::txn_has_writes(t),
+        other => is_read(other),
     }
 }
 
@@ -170,9 +183,30 @@ impl Node {
         if let Err(err) = self.admit_as(&request, &caller) {
             return self.finish(id, Err(refusal(&request, err)));
         }
+        if self.state.auth().is_enabled() && caller.revision != 0 && is_checked_read(&request) {
+            self.remember_read_check(id, caller.revision);
+        }
         self.auth.caller = caller;
         self.dispatch_client(id, request);
         self.auth.caller = AuthInfo::default();
+    }
+
+    fn remember_read_check(&mut self, id: RequestId, revision: u64) {
+        let checked = &mut self.auth.reads_checked_at;
+        if checked.len() >= self.cfg.pending_requests_max {
+            let pending = &self.pending;
+            checked.retain(|id, _| pending.contains(*id));
+        }
+        checked.insert(id, revision);
+    }
+
+    /// Whether a read let through at one auth revision may be served now: not once the store
+    /// changed since.
+    pub(super) fn read_still_permitted(&mut self, id: RequestId) -> Result<(), EtcdError> {
+        match self.auth.reads_checked_at.remove(&id) {
+            Some(at) if at != self.state.auth().revision() => Err(EtcdError::AuthOldRevision),
+            _ => Ok(()),
+        }
     }
 
     /// Handles the requests whose token's entry is applied now, or that timed out waiting.

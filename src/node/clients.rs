@@ -282,6 +282,9 @@ impl Node {
         if let ClientRequest::ReadBarrier(_) = request {
             return self.pass_read_barrier(id);
         }
+        if let Err(err) = self.read_still_permitted(id) {
+            return self.finish(id, Err(err));
+        }
         let mut result = self.state.read(request, self.cfg.max_range_bytes);
         if let Ok(Answer {
             response: ClientResponse::LeaseLeases(leases),

@@ -121,6 +121,8 @@ pub struct Bugs {
     pub auto_compaction_keeps_one_less: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
+    /// Bugs in the auth store, wrong the same way on every member.
+    pub auth: crate::auth::AuthBugs,
 }
 
 impl Config {

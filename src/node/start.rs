@@ -110,7 +110,7 @@ fn restore_state(
         }
     };
     state.keep_superseded_values_cold(cfg.cold_batch_bytes);
-    state.inject_bugs(cfg.bugs.key_space);
+    state.inject_bugs(cfg.bugs.key_space, cfg.bugs.auth);
     Ok((state, index))
 }
 

@@ -104,7 +104,7 @@ impl AuthService {
         &self,
         request: Request<R>,
     ) -> Result<Response<R::Response>, Status> {
-        let credentials = metadata_credentials(request.metadata());
+        let credentials = metadata_credentials(&request);
         let request = self.hashed(request.into_inner().into()).await?;
         let response = self.driver.call_any_as(request, credentials).await;
         response

@@ -30,6 +30,7 @@ use tower::Service;
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
 use super::direct::HotServices;
+use super::tls_identity::PeerCommonName;
 use super::watch_stream::WatchService;
 use crate::proto::etcdserverpb::kv_server::SERVICE_NAME as KV_SERVICE;
 use crate::proto::etcdserverpb::lease_server::SERVICE_NAME as LEASE_SERVICE;
@@ -170,10 +171,11 @@ pub async fn serve<S>(
         if let Err(e) = socket.set_nodelay(true) {
             log::warning!("detcd: cannot set TCP_NODELAY on a client connection: {e}");
         }
-        let service = TowerToHyperService::new(service.clone());
+        let service = service.clone();
         let (builder, closing) = (builder.clone(), connections.clone());
         let Some(tls) = &tls else {
             let io = AuthorityRepair::new(CoalescedWrites::new(socket));
+            let service = TowerToHyperService::new(service);
             tokio::spawn(serve_connection(builder, io, service, closing));
             continue;
         };
@@ -182,7 +184,18 @@ pub async fn serve<S>(
             // The client learns why from its TLS alert; the log says it as etcd's does.
             match handshake.await {
                 Ok(Ok(stream)) => {
+                    let name = PeerCommonName::of(stream.get_ref().1.peer_certificates());
                     let io = AuthorityRepair::new(CoalescedWrites::new(stream));
+                    let named = tower::ServiceExt::map_request(
+                        service,
+                        move |mut request: Request<Incoming>| {
+                            if let Some(name) = &name {
+                                request.extensions_mut().insert(name.clone());
+                            }
+                            request
+                        },
+                    );
+                    let service = TowerToHyperService::new(named);
                     serve_connection(builder, io, service, closing).await;
                 }
                 Ok(Err(e)) => log::warning!("detcd: rejected connection from {from}: {e}"),

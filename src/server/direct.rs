@@ -120,7 +120,7 @@ impl HotServices {
         let driver = self.driver.clone();
         let receive_max = self.receive_max;
         Box::pin(async move {
-            let credentials = credentials(request.headers());
+            let credentials = credentials(&request);
             let answer = match receive::<R>(request, receive_max).await {
                 Ok(request) => driver.call_as(request, credentials).await.map_err(status),
                 Err(refused) => Err(refused),
@@ -140,7 +140,7 @@ impl HotServices {
         let reads = self.reads.clone();
         let receive_max = self.receive_max;
         Box::pin(async move {
-            let credentials = credentials(request.headers());
+            let credentials = credentials(&request);
             let answer = match receive::<RangeRequest>(request, receive_max).await {
                 Ok(request) => {
                     let local = match reads.range(&request) {

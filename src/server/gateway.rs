@@ -233,7 +233,7 @@ impl Gateway {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }
         let route = &self.routes[index];
-        let credentials = credentials(request.headers());
+        let credentials = credentials(&request);
         let streaming = matches!(
             route.serve,
             Serve::Watch | Serve::KeepAlive | Serve::Observe | Serve::Snapshot

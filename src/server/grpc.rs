@@ -5,6 +5,7 @@
 use tonic::{Request, Response, Status};
 
 use super::driver::DriverHandle;
+use super::tls_identity::PeerCommonName;
 use crate::api::{Credentials, Rpc};
 use crate::error::EtcdError;
 
@@ -12,21 +13,35 @@ pub fn status(err: EtcdError) -> Status {
     Status::new(tonic::Code::from_i32(err.code() as i32), err.to_string())
 }
 
-/// Who a call is from, as its metadata says: the `token` etcd's clients send once they
-/// authenticated, or the `Authorization` header of the JSON gateway's clients.
-pub fn credentials(headers: &http::HeaderMap) -> Option<Credentials> {
-    let token = headers
+/// Who a call is from: the `token` etcd's clients send once they authenticated (or the
+/// `Authorization` header of the JSON gateway's clients); without one, the common name of the
+/// client's verified certificate, as etcd takes it with `--client-cert-auth`.
+pub fn credentials<B>(request: &http::Request<B>) -> Option<Credentials> {
+    let headers = request.headers();
+    match headers
         .get("token")
-        .or_else(|| headers.get("authorization"))?;
-    Some(Credentials::Token(token.to_str().ok()?.to_string()))
+        .or_else(|| headers.get("authorization"))
+    {
+        Some(token) => Some(Credentials::Token(token.to_str().ok()?.to_string())),
+        None => common_name(request.extensions()),
+    }
 }
 
 /// [`credentials`] of a tonic-generated service's call.
-pub fn metadata_credentials(metadata: &tonic::metadata::MetadataMap) -> Option<Credentials> {
-    let token = metadata
+pub fn metadata_credentials<T>(request: &Request<T>) -> Option<Credentials> {
+    let metadata = request.metadata();
+    match metadata
         .get("token")
-        .or_else(|| metadata.get("authorization"))?;
-    Some(Credentials::Token(token.to_str().ok()?.to_string()))
+        .or_else(|| metadata.get("authorization"))
+    {
+        Some(token) => Some(Credentials::Token(token.to_str().ok()?.to_string())),
+        None => common_name(request.extensions()),
+    }
+}
+
+fn common_name(extensions: &http::Extensions) -> Option<Credentials> {
+    let name = extensions.get::<PeerCommonName>()?;
+    Some(Credentials::CommonName(name.0.clone()))
 }
 
 /// One unary call: the request to the node, its typed answer or etcd's error back.
@@ -34,7 +49,7 @@ pub(super) async fn unary<R: Rpc>(
     driver: &DriverHandle,
     request: Request<R>,
 ) -> Result<Response<R::Response>, Status> {
-    let credentials = metadata_credentials(request.metadata());
+    let credentials = metadata_credentials(&request);
     driver
         .call_as(request.into_inner(), credentials)
         .await

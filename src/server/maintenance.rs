@@ -183,7 +183,7 @@ impl Maintenance for MaintenanceService {
             admin: true,
             ..AuthorizeRequest::default()
         };
-        let credentials = metadata_credentials(request.metadata());
+        let credentials = metadata_credentials(&request);
         self.driver
             .call_as(admin, credentials)
             .await

@@ -155,7 +155,7 @@ impl Drop for Abandon {
 #[tonic::async_trait]
 impl Lock for RecipeServices {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let credentials = metadata_credentials(request.metadata());
+        let credentials = metadata_credentials(&request);
         let lock = recipes::Lock::new(request.into_inner(), RecipeBugs::default());
         self.unary(lock, credentials).await
     }
@@ -166,7 +166,7 @@ impl Lock for RecipeServices {
     ) -> Result<Response<UnlockResponse>, Status> {
         self.unary(
             recipes::Unlock::new(request.get_ref().clone()),
-            metadata_credentials(request.metadata()),
+            metadata_credentials(&request),
         )
         .await
     }
@@ -182,7 +182,7 @@ impl Election for RecipeServices {
     ) -> Result<Response<CampaignResponse>, Status> {
         self.unary(
             recipes::Campaign::new(request.get_ref().clone()),
-            metadata_credentials(request.metadata()),
+            metadata_credentials(&request),
         )
         .await
     }
@@ -193,7 +193,7 @@ impl Election for RecipeServices {
     ) -> Result<Response<ProclaimResponse>, Status> {
         self.unary(
             recipes::Proclaim::new(request.get_ref().clone()),
-            metadata_credentials(request.metadata()),
+            metadata_credentials(&request),
         )
         .await
     }
@@ -202,7 +202,7 @@ impl Election for RecipeServices {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let credentials = metadata_credentials(request.metadata());
+        let credentials = metadata_credentials(&request);
         let leader = recipes::Leader::new(request.into_inner(), RecipeBugs::default());
         self.unary(leader, credentials).await
     }
@@ -213,7 +213,7 @@ impl Election for RecipeServices {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
-        let credentials = metadata_credentials(request.metadata());
+        let credentials = metadata_credentials(&request);
         let observe = recipes::Observe::new(request.into_inner());
         let (tx, rx) = mpsc::channel(OBSERVED_BUFFERED_MAX);
         let services = self.clone();
@@ -233,7 +233,7 @@ impl Election for RecipeServices {
     ) -> Result<Response<ResignResponse>, Status> {
         self.unary(
             recipes::Resign::new(request.get_ref().clone()),
-            metadata_credentials(request.metadata()),
+            metadata_credentials(&request),
         )
         .await
     }

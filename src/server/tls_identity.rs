@@ -267,6 +267,21 @@ fn fields_from_subject(cert: &[u8]) -> Option<Vec<(u8, &[u8])>> {
     Some(fields)
 }
 
+/// The common name of a verified client certificate: with `--client-cert-auth`, the auth user
+/// of a request that carries no token, as etcd takes it.
+#[derive(Clone, Debug)]
+pub struct PeerCommonName(pub String);
+
+impl PeerCommonName {
+    /// The name the first certificate of a TLS connection's verified chain gives, if any.
+    pub fn of(
+        certificates: Option<&[tokio_rustls::rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Option<Self> {
+        let name = common_name(certificates?.first()?)?;
+        Some(PeerCommonName(String::from_utf8(name).ok()?))
+    }
+}
+
 /// The value of the subject's first common name (OID 2.5.4.3).
 fn common_name(cert: &[u8]) -> Option<Vec<u8>> {
     const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];

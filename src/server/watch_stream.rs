@@ -77,7 +77,7 @@ impl WatchService {
         let messages = Unframer::new(self.receive_max);
         // A client that half-closes its side keeps its watchers, as etcd's do: the stream ends
         // when the client cancels the call, which drops the responses (and `closer`).
-        let sender = WatchCaller::new(self.driver.clone(), credentials(request.headers()));
+        let sender = WatchCaller::new(self.driver.clone(), credentials(&request));
         tokio::spawn(forward_requests(
             request.into_body(),
             messages,

@@ -402,8 +402,9 @@ impl State {
 
     /// From now on, superseded values live in cold segments (see `mvcc::cold`).
     /// Turns the key space's injected bugs on (simulator tests only).
-    pub fn inject_bugs(&mut self, bugs: crate::mvcc::KeySpaceBugs) {
+    pub fn inject_bugs(&mut self, bugs: crate::mvcc::KeySpaceBugs, auth: crate::auth::AuthBugs) {
         self.kv.inject_bugs(bugs);
+        self.auth.inject_bugs(auth);
     }
 
     pub fn keep_superseded_values_cold(&mut self, batch_bytes: u64) {
@@ -435,7 +436,7 @@ impl State {
         self.leases = other.leases;
         self.members = other.members;
         self.alarms = other.alarms;
-        self.auth = other.auth;
+        self.auth.replace_with(other.auth);
     }
 
     /// Verifies every state machine's invariants; `Err` names the first broken one.

@@ -84,6 +84,7 @@ fn script() -> Vec<Vec<&'static str>> {
         vec!["get", "/a/", "/c/", ALICE],
         vec!["get", "--prefix", "/a/", ALICE],
         vec!["put", "/z", "1", ALICE],
+        vec!["watch", "/z", ALICE],
         vec!["get", "/z", ALICE],
         vec!["put", "/p/q", "1", ALICE],
         vec!["get", "--prefix", "/p/", ALICE],

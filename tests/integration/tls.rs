@@ -214,6 +214,54 @@ fn client_cert_auth_lets_in_only_certificates_the_trusted_ca_signed() {
     });
 }
 
+/// With `--client-cert-auth`, a request without a token acts as the user its certificate
+/// names (CN "client"); a token still wins.
+fn common_name_session(flavor: Flavor, pki: &Pki) -> Vec<String> {
+    let extra = [
+        "--client-cert-auth".to_string(),
+        path_flag("trusted-ca-file", &pki.ca),
+    ];
+    let members = start_tls_member(flavor, "tls-cn", pki, &extra);
+    let m = &members[0];
+    common::with_logs_on_failure(&members, || {
+        wait_until_served(m, pki, true);
+        let steps: &[&[&str]] = &[
+            &["put", "a", "1"],
+            &["user", "add", "root:rootpw"],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", "client:clientpw"],
+            &["role", "add", "reader"],
+            &["role", "grant-permission", "reader", "read", "a"],
+            &["user", "grant-role", "client", "reader"],
+            &["auth", "enable"],
+            &["get", "a", "--print-value-only"],
+            &["put", "a", "2"],
+            &["get", "b"],
+            &["user", "list"],
+            &["put", "a", "3", "--user=root:rootpw"],
+            &["get", "a", "--print-value-only", "--user=root:rootpw"],
+        ];
+        steps
+            .iter()
+            .map(|args| secure(m, pki, true, args))
+            .collect()
+    })
+}
+
+#[test]
+fn a_client_certificates_common_name_is_the_auth_user_as_in_etcd() {
+    let pki = pki("tls-cn-pki");
+    let detcd = common_name_session(Flavor::Detcd, &pki);
+    assert_eq!(detcd[8], "1\n", "read as the certificate's user: {detcd:?}");
+    assert_eq!(
+        detcd[9], "Error: etcdserver: permission denied",
+        "{detcd:?}"
+    );
+    if etcd_available() {
+        assert_eq!(detcd, common_name_session(Flavor::Etcd, &pki));
+    }
+}
+
 #[test]
 fn http_and_https_listeners_serve_the_same_member() {
     let pki = pki("tls-both-pki");

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use detcd::auth::AuthInfo;
 use detcd::error::EtcdError;
 use detcd::node::{ClientRequest, ClientResponse, MemberId};
+use detcd::proto::authpb::Permission;
 use detcd::proto::detcdpb::internal_request;
 use detcd::proto::etcdserverpb::{alarm_request::AlarmAction, RangeRequest};
 use detcd::proto::mvccpb::KeyValue;
@@ -39,6 +40,7 @@ use detcd::state::State;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
+use crate::model::AuthModel;
 use crate::model::{Applied, Model};
 use requests::{Class, WriteKind};
 use timeline::Timeline;
@@ -67,6 +69,8 @@ pub fn check(
         .partition(|(_, slot)| matches!(ops[*slot].request, ClientRequest::LeaseLeases(_)));
     check_lease_reads(ops, &replay, lease_reads)?;
     check_member_lists(ops, &replay)?;
+    check_auth_reads(ops, &replay)?;
+    check_read_permissions(ops, &replay)?;
     evaluate_reads(ops, &replay, reads)?;
     let hash = replay.model.kv().hash_kv(0).ok();
     stats.final_hash = hash.map(|(hash, _)| (log.len() as u64, hash));
@@ -92,16 +96,6 @@ fn index_proposals(ops: &[Op]) -> Result<BTreeMap<(MemberId, u64), usize>, Viola
 
 /// The client request an entry carries. Leader no-ops have no data; configuration changes do
 /// not decode as a request with an operation; the node skips both, and so do we.
-/// Who the entry's request is from, as the proposing member identified them.
-fn caller_of(entry: &AppliedEntry) -> AuthInfo {
-    entry
-        .request()
-        .map_or_else(AuthInfo::default, |r| AuthInfo {
-            user: r.auth_user.clone(),
-            revision: r.auth_revision,
-        })
-}
-
 fn decode(entry: &AppliedEntry) -> Option<(MemberId, u64, &internal_request::Op)> {
     let request = entry.request()?;
     Some((request.origin, request.request_id, request.op.as_ref()?))
@@ -120,6 +114,8 @@ struct Replay {
     model: Model,
     /// Every member list the cluster had, encoded.
     member_lists: BTreeSet<Vec<u8>>,
+    /// Every auth store the cluster had, in log order.
+    auth_stores: Vec<AuthModel>,
 }
 
 /// A member list as bytes, to compare lists without a total order on members.
@@ -154,8 +150,9 @@ fn replay_writes(
         position: vec![None; ops.len()],
         timeline: Timeline::new(),
         lease_digests: vec![lease_digest(std::iter::empty())],
-        model,
         member_lists: BTreeSet::from([encode_members(&initial.members().list())]),
+        auth_stores: vec![model.auth().clone()],
+        model,
     };
     for (i, entry) in log.iter().enumerate() {
         let index = i as u64 + 1;
@@ -170,8 +167,8 @@ fn replay_writes(
                 if requests::is_internal(op)
                     || requests::raised_by_member(op, proposals.contains_key(&(origin, id))) =>
             {
-                let _ = requests::apply(&mut state, op, &caller_of(entry));
-                replay.model.apply(op);
+                let _ = requests::apply(&mut state, op, &entry.caller());
+                replay.model.apply_as(op, &entry.caller());
                 if let internal_request::Op::Alarm(alarm) = op {
                     match AlarmAction::try_from(alarm.action) {
                         Ok(AlarmAction::Activate) => stats.nospace_raised += 1,
@@ -189,7 +186,7 @@ fn replay_writes(
                     },
                 )?;
                 claim(&ops[slot], op, &mut replay.position[slot], index)?;
-                let caller = caller_of(entry);
+                let caller = entry.caller();
                 let expected = apply_judged(&mut state, &mut replay.model, op, &caller, index)?;
                 check_write_answer(&ops[slot], index, expected, stats)?;
             }
@@ -199,6 +196,9 @@ fn replay_writes(
         if entry_changes_members(entry) {
             let list = replay.model.members().list();
             replay.member_lists.insert(encode_members(&list));
+        }
+        if replay.auth_stores.last() != Some(replay.model.auth()) {
+            replay.auth_stores.push(replay.model.auth().clone());
         }
         let kv = replay.model.kv();
         replay.timeline.push(kv.current(), kv.compact_main());
@@ -221,19 +221,80 @@ fn apply_judged(
     index: u64,
 ) -> Result<Answer, Violation> {
     let core = requests::apply(state, op, caller).expect("a client's op answers");
-    match model.apply(op) {
+    match model.apply_as(op, caller) {
         Applied::NotModeled => Ok(core),
-        Applied::Answered(Some(expected)) => {
+        Applied::Answered(Some(mut expected)) => {
             if requests::normalized_answer(&core) != *expected {
                 return Err(Violation::CoreDisagreesWithModel {
                     index,
                     what: format!("the core answers {core:?}, the model {expected:?}"),
                 });
             }
+            // The member that made a token names it after its entry.
+            if let Ok(ClientResponse::Authenticate(r)) = expected.as_mut() {
+                r.token = format!("{}.{index}", r.token);
+            }
             Ok(*expected)
         }
         Applied::Answered(None) => unreachable!("the model answers every client's op"),
     }
+}
+
+/// The core's auth store holds what the model's does: the switch, the revision, each user's
+/// password hash and roles, each role's permissions.
+fn check_final_auth(state: &State, model: &Model, index: u64) -> Result<(), Violation> {
+    let (core, expected) = (state.auth(), model.auth());
+    let users: Vec<(String, String, Vec<String>)> = core
+        .users()
+        .map(|u| {
+            let name = String::from_utf8_lossy(&u.name).into_owned();
+            (
+                name,
+                String::from_utf8_lossy(&u.password).into_owned(),
+                u.roles.clone(),
+            )
+        })
+        .collect();
+    let model_users: Vec<(String, String, Vec<String>)> = expected
+        .users
+        .iter()
+        .map(|(name, u)| {
+            (
+                name.clone(),
+                u.password.clone(),
+                u.roles.iter().cloned().collect(),
+            )
+        })
+        .collect();
+    let mut roles: Vec<(String, Vec<Permission>)> = core
+        .roles()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(&r.name).into_owned(),
+                r.key_permission.clone(),
+            )
+        })
+        .collect();
+    for (_, perms) in &mut roles {
+        perms.sort_by(|a, b| (&a.key, &a.range_end).cmp(&(&b.key, &b.range_end)));
+    }
+    let model_roles: Vec<(String, Vec<Permission>)> = expected
+        .roles
+        .keys()
+        .map(|name| (name.clone(), expected.permissions(name).unwrap_or_default()))
+        .collect();
+    let core_switch = (core.is_enabled(), core.revision());
+    let model_switch = (expected.enabled, expected.revision);
+    if (core_switch, &users, &roles) != (model_switch, &model_users, &model_roles) {
+        return Err(Violation::CoreDisagreesWithModel {
+            index,
+            what: format!(
+                "the core's auth store is {core_switch:?} {users:?} {roles:?}, the model's \
+                 {model_switch:?} {model_users:?} {model_roles:?}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn entry_changes_members(entry: &AppliedEntry) -> bool {
@@ -260,6 +321,80 @@ fn check_member_lists(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
                     read: OpRef::of(op),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// A member answers the Auth service's reads from its own applied store (after a read index):
+/// every answer a client got must be one some auth store of the log gives.
+fn check_auth_reads(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
+    for op in ops {
+        let observed = match &op.outcome {
+            outcome if outcome.is_indeterminate() => continue,
+            Outcome::Ok { response, .. } => Ok(requests::normalized(response)),
+            Outcome::Err { error, .. } => Err(error.clone()),
+            Outcome::Unknown => continue,
+        };
+        let headerless = observed.map(|mut r| {
+            *r.header_mut() = None;
+            r
+        });
+        let answers = replay.auth_stores.iter().map(|s| s.read(&op.request));
+        let mut answers = answers.peekable();
+        if answers.peek().is_some_and(Option::is_none) {
+            continue;
+        }
+        let refused = headerless
+            .as_ref()
+            .is_err_and(|e| requests::refused_before_proposing(&op.request, e));
+        if !refused && !answers.any(|a| a.as_ref() == Some(&headerless)) {
+            return Err(Violation::CoreDisagreesWithModel {
+                index: 0,
+                what: format!(
+                    "op {} ({}) got {headerless:?}, which no auth store of the log answers",
+                    op.id,
+                    op.request.name()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A user's read is served or refused by the member's own auth store: some auth store of the
+/// log must let it through (or refuse it) as the member did.
+fn check_read_permissions(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
+    for op in ops {
+        let Some(user) = &op.acting_as else {
+            continue;
+        };
+        let served = match &op.outcome {
+            Outcome::Ok { .. } => true,
+            Outcome::Err {
+                error: EtcdError::PermissionDenied,
+                ..
+            } => false,
+            _ => continue,
+        };
+        let decisions = replay
+            .auth_stores
+            .iter()
+            .map(|s| s.lets_read(user, &op.request));
+        let mut decisions = decisions.peekable();
+        if decisions.peek().is_some_and(Option::is_none) {
+            continue;
+        }
+        if !decisions.any(|d| d == Some(served)) {
+            return Err(Violation::CoreDisagreesWithModel {
+                index: 0,
+                what: format!(
+                    "op {} ({} as {user}) was {}, which no auth store of the log does",
+                    op.id,
+                    op.request.name(),
+                    if served { "served" } else { "refused" }
+                ),
+            });
         }
     }
     Ok(())
@@ -300,6 +435,7 @@ fn check_final_state(state: &State, model: &Model, index: u64) -> Result<(), Vio
             what: format!("the core has alarms {core_alarms:?}, the model {model_alarms:?}"),
         });
     }
+    check_final_auth(state, model, index)?;
     let core_leases: Vec<i64> = state.leases().iter().map(|(id, _)| id).collect();
     let model_leases: Vec<i64> = model.lease_ids().collect();
     if core_leases != model_leases {

@@ -88,7 +88,7 @@ fn replay(log: &[AppliedEntry]) -> Contentions {
             _ => Cause::Other,
         };
         let seen = model.kv().change_count();
-        model.apply(op);
+        model.apply_as(op, &entry.caller());
         for change in model.kv().events_from(seen) {
             out.record(change, cause);
         }

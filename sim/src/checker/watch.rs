@@ -40,7 +40,7 @@ fn replay(log: &[AppliedEntry]) -> Revisions {
     let mut model = Model::default();
     for entry in log {
         if let Some(op) = entry.op() {
-            model.apply(op);
+            model.apply_as(op, &entry.caller());
         }
     }
     Revisions {

@@ -7,16 +7,19 @@
 //! - `members`: the member list and the rules of its changes;
 //! - `api_checks`: what a member refuses before a request reaches the store;
 //! - `alarms`: the alarm table and what each alarm refuses;
+//! - `auth`: users, roles, permissions, and what each user may do;
 //! - here: the lease table.
 
 pub mod alarms;
 pub mod api_checks;
+pub mod auth;
 pub mod kv;
 pub mod members;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use detcd::auth::AuthInfo;
 use detcd::error::EtcdError;
 use detcd::lease::MAX_TTL_SECS;
 use detcd::node::{ClientRequest, ClientResponse};
@@ -26,6 +29,7 @@ use detcd::proto::etcdserverpb::{
 };
 
 pub use alarms::AlarmsModel;
+pub use auth::AuthModel;
 pub use kv::{KvModel, Moment};
 use members::MembersModel;
 
@@ -53,6 +57,7 @@ pub struct Model {
     leases: BTreeMap<i64, u64>,
     grants: u64,
     alarms: AlarmsModel,
+    auth: AuthModel,
     /// The members' `--max-range-bytes`.
     range_bytes_max: u64,
 }
@@ -65,6 +70,7 @@ impl Default for Model {
             leases: BTreeMap::new(),
             grants: 0,
             alarms: AlarmsModel::default(),
+            auth: AuthModel::default(),
             range_bytes_max: u64::MAX,
         }
     }
@@ -95,9 +101,27 @@ impl Model {
         self.leases.keys().copied()
     }
 
-    /// Executes a committed entry's operation as etcd's apply does.
+    pub fn auth(&self) -> &AuthModel {
+        &self.auth
+    }
+
+    /// Executes a committed entry's operation as etcd's apply does, for nobody identified.
     pub fn apply(&mut self, op: &Op) -> Applied {
-        if let Some(refused) = self.alarms.refuses(op) {
+        self.apply_as(op, &AuthInfo::default())
+    }
+
+    /// Executes a committed entry's operation as etcd's apply does, for `caller`.
+    pub fn apply_as(&mut self, op: &Op, caller: &AuthInfo) -> Applied {
+        let kv = &self.kv;
+        let lease_keys = |lease: i64| -> Vec<Bytes> {
+            kv.keys()
+                .values()
+                .filter(|v| lease != 0 && v.lease == lease)
+                .map(|v| v.key.clone())
+                .collect()
+        };
+        let refused = self.auth.refuses(op, caller, &lease_keys);
+        if let Some(refused) = refused.or_else(|| self.alarms.refuses(op)) {
             return Applied::Answered(Some(Box::new(Err(refused))));
         }
         let leases = &self.leases;
@@ -127,7 +151,10 @@ impl Model {
             }
             .into())),
             Op::HashReport(_) => return Applied::NotModeled,
-            Op::Auth(_) => return Applied::NotModeled,
+            Op::Auth(change) => Some(self.auth.apply(change).map(|mut answer| {
+                *answer.header_mut() = kv::header(self.kv.current());
+                answer
+            })),
         };
         Applied::Answered(answer.map(Box::new))
     }

@@ -44,6 +44,7 @@ impl World {
             invoked_at: self.now,
             outcome: Outcome::Unknown,
             proposal: None,
+            acting_as: None,
         });
         op
     }
@@ -89,18 +90,24 @@ impl World {
             format!("client {client} op {op}: {}", RequestSummary(&request))
         });
         self.mix(op as u64 ^ (member << 32));
-        if let Some(answer) = self.answer_locally(member, &request) {
-            return self.reply(member, rid, answer);
-        }
-        if self.wait_for_barrier(member, rid, &request) {
-            return;
+        // A request with credentials goes to the node: while auth is on, the client port's own
+        // answers stop (no view), and the node checks the sender.
+        let credentials = self.client_credentials(client);
+        self.ops[op].acting_as = credentials.as_ref().map(|_| self.client_user(client));
+        if credentials.is_none() {
+            if let Some(answer) = self.answer_locally(member, &request) {
+                return self.reply(member, rid, answer);
+            }
+            if self.wait_for_barrier(member, rid, &request) {
+                return;
+            }
         }
         self.input(
             member,
             Input::Client {
                 id: rid,
                 request,
-                credentials: None,
+                credentials,
             },
         );
     }
@@ -209,6 +216,13 @@ impl World {
         if client == member_clients::OPERATOR && self.busy_clients.get(&client) == Some(&op) {
             self.busy_clients.remove(&client);
             return self.schedule_membership_turn();
+        }
+        if client == auth_clients::ADMIN && self.busy_clients.get(&client) == Some(&op) {
+            self.busy_clients.remove(&client);
+            return self.admin_done(op);
+        }
+        if self.options.auth {
+            self.user_op_done(op);
         }
         if self.busy_clients.get(&client) == Some(&op) {
             self.busy_clients.remove(&client);

@@ -153,7 +153,7 @@ impl World {
                 Input::Client {
                     id: rid,
                     request: request.clone(),
-                    credentials: None,
+                    credentials: self.probe_credentials(),
                 },
             );
             let give_up = self.now + 2_000 * MS;

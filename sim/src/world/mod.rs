@@ -29,6 +29,7 @@ use detcd::wal;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+mod auth_clients;
 mod checks;
 mod clients;
 mod faults;
@@ -273,6 +274,8 @@ enum Event {
         run: u64,
     },
     MembershipTurn,
+    /// The auth workload's administrator sends its next request.
+    AuthTurn,
     Hashed {
         member: MemberId,
         incarnation: u64,
@@ -392,6 +395,11 @@ pub struct World {
     refused: BTreeSet<MemberId>,
     /// Peer URLs given to members the operator added so far.
     next_joiner: u64,
+    /// The latest token the auth workload's administrator got for each user.
+    auth_tokens: BTreeMap<String, String>,
+    auth_logins: u64,
+    /// Steps of the administrator's setup answered so far.
+    auth_setup_done: usize,
 }
 
 impl World {
@@ -429,6 +437,9 @@ impl World {
                 auto_compaction_keeps_one_less: options.bug
                     == Some(Bug::AutoCompactionKeepsOneLess),
                 key_space: key_space_bugs(options.bug),
+                auth: detcd::auth::AuthBugs {
+                    range_as_first_key: options.bug == Some(Bug::AuthRangeAsFirstKey),
+                },
             };
             let drift = options.clock_drift_ppm_max as i64;
             let clock = Clock {
@@ -480,6 +491,9 @@ impl World {
             refused: BTreeSet::new(),
             fault_marks: Vec::new(),
             next_joiner: 0,
+            auth_tokens: BTreeMap::new(),
+            auth_logins: 0,
+            auth_setup_done: 0,
         };
         if world.options.disk_corruption {
             let bad = (peers.len() - 1) / 2;
@@ -515,6 +529,9 @@ impl World {
         }
         if world.options.membership {
             world.schedule_membership_turn();
+        }
+        if world.options.auth {
+            world.schedule_auth_turn();
         }
         world.timing.drift_ppm_max = world.options.clock_drift_ppm_max;
         world.timing.checkpoint_interval_ns = LEASE_CHECKPOINT_INTERVAL_NS;
@@ -579,7 +596,7 @@ impl World {
         let mut state = detcd::state::State::bootstrap(members);
         // The checker replays the log on the core's own code, bugs and all: only the reference
         // model can tell.
-        state.inject_bugs(first.bugs.key_space);
+        state.inject_bugs(first.bugs.key_space, first.bugs.auth);
         state
     }
 
@@ -984,6 +1001,7 @@ impl World {
             Event::RecipeAdvance { run } => self.recipe_advance(run),
             Event::RecipeGiveUp { run } => self.recipe_give_up(run),
             Event::MembershipTurn => self.membership_turn(),
+            Event::AuthTurn => self.auth_turn(),
             Event::Hashed {
                 member,
                 incarnation,

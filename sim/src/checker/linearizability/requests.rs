@@ -85,11 +85,12 @@ pub fn classify(request: &ClientRequest) -> Class {
         | ClientRequest::RoleDelete(_)
         | ClientRequest::RoleGrantPermission(_)
         | ClientRequest::RoleRevokePermission(_) => Class::Write(WriteKind::Auth),
+        // Judged against the auth stores the log went through (`check_auth_reads`).
         ClientRequest::AuthStatus(_)
         | ClientRequest::UserGet(_)
         | ClientRequest::UserList(_)
         | ClientRequest::RoleGet(_)
-        | ClientRequest::RoleList(_) => Class::Read { linearizable: true },
+        | ClientRequest::RoleList(_) => Class::Local,
         ClientRequest::MemberList(_)
         | ClientRequest::Status(_)
         | ClientRequest::Defragment(_)
@@ -178,6 +179,10 @@ pub fn same_request(op: &internal_request::Op, request: &ClientRequest) -> bool 
         (internal_request::Op::LeaseRevoke(a), ClientRequest::LeaseRevoke(b)) => a == b,
         (internal_request::Op::Alarm(a), ClientRequest::Alarm(b)) => a == b,
         (internal_request::Op::MemberChange(a), request) => same_member_change(a, request),
+        // The member drops a plain password before proposing (the driver hashed it).
+        (internal_request::Op::Auth(a), request) => {
+            detcd::auth::api::change_of(request.clone()).is_some_and(|b| *a == b)
+        }
         _ => false,
     }
 }
@@ -233,6 +238,17 @@ pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> b
     if *error == TooManyRequests || *error == EtcdError::NotSupportedForLearner {
         return true;
     }
+    // While auth is on: a token the member does not hold, and a read the member's auth store
+    // does not let through (the auth reads need the root role).
+    if *error == EtcdError::InvalidAuthToken
+        || (auth_read(request)
+            && matches!(
+                error,
+                EtcdError::UserEmpty | EtcdError::PermissionDenied | EtcdError::AuthOldRevision
+            ))
+    {
+        return true;
+    }
     let same = |checked: Result<(), EtcdError>| checked.as_ref().err() == Some(error);
     match request {
         ClientRequest::Range(r) => same(api_checks::check_range(r)),
@@ -258,6 +274,15 @@ pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> b
         | ClientRequest::MemberPromote(_) => membership_refusal(request, error),
         ClientRequest::Alarm(_) => *error == RequestTooLarge,
         _ => false,
+    }
+}
+
+/// A read a member checks against its auth store before serving it.
+fn auth_read(request: &ClientRequest) -> bool {
+    match request {
+        ClientRequest::Range(_) => true,
+        ClientRequest::Txn(t) => !txn_has_writes(t),
+        _ => detcd::auth::api::is_read(request),
     }
 }
 
