@@ -22,7 +22,6 @@ use detcd::proto::etcdserverpb::{
 };
 
 use crate::checker::linearizability::RequestSummary;
-use member_clients::pick;
 
 use super::*;
 
@@ -43,13 +42,7 @@ impl World {
         if !self.faults_on || self.busy_clients.contains_key(&ADMIN) {
             return;
         }
-        let running: Vec<MemberId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.node.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        let Some(member) = pick(&mut self.rng, &running) else {
+        let Some(member) = self.pick_running() else {
             return self.schedule_auth_turn();
         };
         let request = self.admin_request(member);

@@ -38,13 +38,7 @@ impl World {
             ClientRequest::MoveLeader(_) => self.current_leader(),
             _ => None,
         };
-        let running: Vec<MemberId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.node.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        let Some(member) = target.or_else(|| pick(&mut self.rng, &running)) else {
+        let Some(member) = target.or_else(|| self.pick_running()) else {
             return self.schedule_membership_turn();
         };
         let op = self.invoke(OPERATOR, member, &request);
@@ -62,6 +56,17 @@ impl World {
                 credentials: None,
             },
         );
+    }
+
+    /// A member whose process runs, at random.
+    pub(super) fn pick_running(&mut self) -> Option<MemberId> {
+        let running: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.node.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        pick(&mut self.rng, &running)
     }
 
     pub(super) fn schedule_membership_turn(&mut self) {
