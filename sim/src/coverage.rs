@@ -65,6 +65,7 @@ pub const EXPECTED: &[&str] = &[
     "auth.user-empty",
     "auth.old-revision",
     "auth.invalid-token",
+    "auth.user-reads-an-entry",
     "lease.grant",
     "lease.revoke",
     "lease.keepalive",

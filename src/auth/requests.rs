@@ -102,4 +102,27 @@ impl Auth {
         }
         self.permits_admin(&info.user)
     }
+
+    /// A user's own entry: its own to read without the root role, as etcd lets it be.
+    pub fn check_user_get(&self, info: &AuthInfo, name: &str) -> Result<(), EtcdError> {
+        self.check_admin(info)
+            .or_else(|refused| match info.revision != 0 && info.user == name {
+                true => Ok(()),
+                false => Err(refused),
+            })
+    }
+
+    /// A role: readable without the root role by the users who hold it, as in etcd.
+    pub fn check_role_get(&self, info: &AuthInfo, role: &str) -> Result<(), EtcdError> {
+        self.check_admin(info).or_else(|refused| {
+            let holds = info.revision != 0
+                && self
+                    .user(&info.user)
+                    .is_some_and(|u| u.roles.iter().any(|r| r == role));
+            match holds {
+                true => Ok(()),
+                false => Err(refused),
+            }
+        })
+    }
 }

@@ -213,3 +213,27 @@ fn ranges_are_permitted_only_when_the_permissions_cover_them_without_a_gap() {
         )
         .is_ok());
 }
+
+#[test]
+fn a_user_reads_its_own_entry_and_its_roles_without_root() {
+    let mut auth = enabled_store();
+    apply(&mut auth, role_add("r2")).unwrap();
+    let as_user = |user: &str| AuthInfo {
+        user: user.into(),
+        revision: auth.revision(),
+    };
+    let alice = as_user("alice");
+    assert_eq!(auth.check_user_get(&alice, "alice"), Ok(()));
+    assert_eq!(
+        auth.check_user_get(&alice, ROOT),
+        Err(EtcdError::PermissionDenied)
+    );
+    assert_eq!(auth.check_role_get(&alice, "r1"), Ok(()));
+    assert_eq!(
+        auth.check_role_get(&alice, "r2"),
+        Err(EtcdError::PermissionDenied)
+    );
+    assert_eq!(auth.check_role_get(&as_user(ROOT), "r2"), Ok(()));
+    let nobody = AuthInfo::default();
+    assert_eq!(auth.check_user_get(&nobody, ""), Err(EtcdError::UserEmpty));
+}

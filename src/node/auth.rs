@@ -251,8 +251,9 @@ impl Node {
         }
     }
 
-    /// The checks made before a request goes further: reads, and the root role's requests
-    /// that do not go through raft. Writes are checked when applied.
+    /// The checks made before a request goes further: reads, the root role's requests that
+    /// do not go through raft, and membership changes (applied as conf changes, which carry no
+    /// caller). Writes are checked when applied.
     fn admit_as(&self, request: &ClientRequest, caller: &AuthInfo) -> Result<(), EtcdError> {
         let auth = self.state.auth();
         if !auth.is_enabled() {
@@ -272,13 +273,18 @@ impl Node {
                 };
                 auth.check_range(caller, &range)
             }
-            ClientRequest::UserGet(_)
-            | ClientRequest::UserList(_)
-            | ClientRequest::RoleGet(_)
+            ClientRequest::UserGet(r) => auth.check_user_get(caller, &r.name),
+            ClientRequest::RoleGet(r) => auth.check_role_get(caller, &r.role),
+            ClientRequest::UserList(_)
             | ClientRequest::RoleList(_)
             | ClientRequest::Defragment(_)
             | ClientRequest::Hash(_)
             | ClientRequest::HashKv(_) => auth.check_admin(caller),
+            // Changes to the membership are root's too; listing it is anyone's.
+            ClientRequest::MemberAdd(_)
+            | ClientRequest::MemberRemove(_)
+            | ClientRequest::MemberUpdate(_)
+            | ClientRequest::MemberPromote(_) => auth.check_admin(caller),
             _ => Ok(()),
         }
     }

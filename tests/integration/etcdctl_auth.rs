@@ -76,6 +76,12 @@ fn script() -> Vec<Vec<&'static str>> {
         vec!["user", "get", "alice", ROOT],
         vec!["user", "get", "alice", "--detail", ROOT],
         vec!["user", "list", ALICE],
+        // A user's own entry and the roles it holds are its to read.
+        vec!["user", "get", "alice", ALICE],
+        vec!["user", "get", "bob", ALICE],
+        vec!["role", "get", "rw", ALICE],
+        vec!["role", "get", "reader", ALICE],
+        vec!["role", "get", "nobody", ALICE],
         // Keys inside and outside a user's permissions.
         vec!["put", "/a/x", "1", ALICE],
         vec!["put", "/a/x", "2", "--prev-kv", ALICE],
@@ -109,6 +115,15 @@ fn script() -> Vec<Vec<&'static str>> {
         vec!["endpoint", "hashkv", ALICE, "-w", "json"],
         vec!["compaction", "2", ALICE],
         vec!["member", "list", ALICE, "-w", "json"],
+        vec!["member", "remove", "1234", ALICE],
+        vec![
+            "member",
+            "update",
+            "1234",
+            "--peer-urls=http://127.0.0.1:1",
+            ALICE,
+        ],
+        vec!["member", "promote", "1234", ALICE],
         // Changes to users and roles.
         vec!["user", "passwd", "alice", "--interactive=false", ROOT],
         vec!["user", "revoke-role", "alice", "reader", ROOT],

@@ -308,6 +308,10 @@ impl AuthModel {
         let checked = match request {
             ClientRequest::Range(r) => self.check(&caller, false, &r.key, &r.range_end),
             ClientRequest::Txn(t) => self.check_txn(&caller, t),
+            // Their own entry and the roles they hold are users' to read; the rest root's.
+            ClientRequest::UserGet(r) if r.name == user => Ok(()),
+            ClientRequest::RoleGet(r) if self.holds(user, &r.role) => Ok(()),
+            ClientRequest::UserGet(_) | ClientRequest::RoleGet(_) => self.check_admin(&caller),
             _ => return None,
         };
         Some(!self.enabled || checked.is_ok())
@@ -405,6 +409,10 @@ impl AuthModel {
             _ => Ok(()),
         };
         checked.err()
+    }
+
+    fn holds(&self, user: &str, role: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.roles.contains(role))
     }
 
     fn check_admin(&self, caller: &AuthInfo) -> Result<(), EtcdError> {

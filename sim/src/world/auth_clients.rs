@@ -31,6 +31,8 @@ const ROOT: &str = "root";
 /// The users the KV clients act as (client `c` as `USERS[c % 3]`), and the roles.
 const USERS: [&str; 3] = ["u0", "u1", "u2"];
 const ROLES: [&str; 3] = ["r0", "r1", "r2"];
+/// The administrator's setup steps (`World::setup_step`).
+const SETUP_STEPS: usize = 19;
 
 fn hash_of(user: &str) -> String {
     format!("bcrypt-of-{user}-password")
@@ -64,8 +66,14 @@ impl World {
         );
     }
 
+    /// The setup runs as a script does, a step right after the other, so that most of a
+    /// history runs with users acting under their permissions; then the changes come slower.
     pub(super) fn schedule_auth_turn(&mut self) {
-        let at = self.now + self.rng.between(MS, 100 * MS);
+        let pause = match self.auth_setup_done < SETUP_STEPS {
+            true => self.rng.between(MS / 10, MS),
+            false => self.rng.between(MS, 100 * MS),
+        };
+        let at = self.now + pause;
         self.schedule(at, Event::AuthTurn);
     }
 
@@ -74,9 +82,10 @@ impl World {
         self.auth_tokens.get(user).cloned().map(Credentials::Token)
     }
 
-    /// What the liveness probes send: in runs with auth, root's certificate name (auth may be
-    /// on, and root's token lost with a restart; root itself always exists while it is on).
-    pub(super) fn probe_credentials(&self) -> Option<Credentials> {
+    /// What the liveness probes and the operator send: in runs with auth, root's certificate
+    /// name (auth may be on, and root's token lost with a restart; root itself always exists
+    /// while it is on).
+    pub(super) fn root_credentials(&self) -> Option<Credentials> {
         self.options
             .auth
             .then(|| Credentials::CommonName(ROOT.to_string()))
@@ -194,7 +203,7 @@ impl World {
             14 => ClientRequest::AuthEnable(AuthEnableRequest {}),
             15 => self.login(member, ROOT),
             16..=18 => self.login(member, &user(step)),
-            _ => return None,
+            SETUP_STEPS.. => return None,
         })
     }
 
@@ -249,10 +258,33 @@ impl World {
         self.schedule_auth_turn();
     }
 
+    /// A user's look at an auth entry: its own or another user's, or a role it may hold.
+    pub(super) fn user_auth_read(&mut self, client: u64) -> ClientRequest {
+        let user = match self.rng.chance(0.5) {
+            true => self.client_user(client),
+            false => USERS[self.rng.below(USERS.len() as u64) as usize].to_string(),
+        };
+        let role = ROLES[self.rng.below(ROLES.len() as u64) as usize].to_string();
+        match self.rng.chance(0.5) {
+            true => ClientRequest::UserGet(AuthUserGetRequest { name: user }),
+            false => ClientRequest::RoleGet(AuthRoleGetRequest { role }),
+        }
+    }
+
     /// After a KV client's op in a run with auth: what its answer says of the user's token.
     pub(super) fn user_op_done(&mut self, op: usize) {
-        let Outcome::Err { error, .. } = &self.ops[op].outcome else {
-            return;
+        let error = match &self.ops[op].outcome {
+            Outcome::Ok { .. } => {
+                if matches!(
+                    self.ops[op].request,
+                    ClientRequest::UserGet(_) | ClientRequest::RoleGet(_)
+                ) {
+                    self.counters.coverage.hit("auth.user-reads-an-entry");
+                }
+                return;
+            }
+            Outcome::Err { error, .. } => error,
+            _ => return,
         };
         self.counters.coverage.hit(auth_probe(error));
         if matches!(error, EtcdError::InvalidAuthToken) {

@@ -68,6 +68,8 @@ impl World {
         self.issued += 1;
         let request = if self.is_lease_client(client) {
             self.lease_request(client)
+        } else if self.options.auth && self.rng.chance(0.05) {
+            self.user_auth_read(client)
         } else {
             self.request(client)
         };

@@ -153,7 +153,7 @@ impl World {
                 Input::Client {
                     id: rid,
                     request: request.clone(),
-                    credentials: self.probe_credentials(),
+                    credentials: self.root_credentials(),
                 },
             );
             let give_up = self.now + 2_000 * MS;

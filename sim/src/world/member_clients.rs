@@ -53,7 +53,7 @@ impl World {
             Input::Client {
                 id: rid,
                 request,
-                credentials: None,
+                credentials: self.root_credentials(),
             },
         );
     }

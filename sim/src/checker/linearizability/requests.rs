@@ -239,7 +239,7 @@ pub fn refused_before_proposing(request: &ClientRequest, error: &EtcdError) -> b
         return true;
     }
     // While auth is on: a token the member does not hold, and a read the member's auth store
-    // does not let through (the auth reads need the root role).
+    // does not let through (most auth reads need the root role).
     if *error == EtcdError::InvalidAuthToken
         || (auth_read(request)
             && matches!(
