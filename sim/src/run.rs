@@ -82,42 +82,38 @@ pub fn run_options(seed: u64, options: Options, trace: bool) -> (Report, World) 
 /// guarantees on true time, the watch guarantees, and what locks and elections promise; and
 /// that no member's answers go back in time.
 fn check_history(world: &mut World) {
-    let log = world.applied_log();
-    let range_bytes_max = world.options.range_bytes_max;
-    let verdict = linearizability::check(&world.ops, &log, &world.initial_state(), range_bytes_max)
-        .map_err(|violation| format!("linearizability: {violation}"))
-        .and_then(|stats| {
-            let coverage = &mut world.counters.coverage;
-            coverage.hit_n("alarm.nospace-raised", stats.nospace_raised);
-            coverage.hit_n("alarm.nospace-cleared", stats.nospace_cleared);
-            let auto = world.options.auto_compaction;
-            let judged = compaction::check(&log, &stats.revisions, &world.timing, auto)
-                .map_err(|why| format!("auto compaction: {why}"))?;
-            world.counters.coverage.hit_n("auto-compaction", judged);
-            match stats.final_hash {
-                Some((index, hash)) => world.hashes_match_the_model(index, hash),
-                None => Ok(()),
-            }
-        })
-        .and_then(|()| sessions::check(&world.ops).map_err(|why| format!("sessions: {why}")))
-        .and_then(|()| {
-            leases::check(&world.ops, &log, &world.timing).map_err(|why| format!("leases: {why}"))
-        })
-        .and_then(|()| watch::check(&world.watch_logs, &log).map_err(|why| format!("watch: {why}")))
-        .and_then(|()| {
-            locks::check(&world.recipe_logs, &log).map_err(|why| format!("locks: {why}"))
-        })
-        .map(|judged| {
-            world.counters.locks_held = judged.locks;
-            world.counters.campaigns_won = judged.wins;
-            world.counters.leaders_reported = judged.leaders;
-        });
-    if let Err(what) = verdict {
+    if let Err(what) = judge_history(world) {
         world.failure = Some(Failure {
             at: world.now,
             what,
         });
     }
+}
+
+fn judge_history(world: &mut World) -> Result<(), String> {
+    let log = world.applied_log();
+    let range_bytes_max = world.options.range_bytes_max;
+    let stats = linearizability::check(&world.ops, &log, &world.initial_state(), range_bytes_max)
+        .map_err(|violation| format!("linearizability: {violation}"))?;
+    let coverage = &mut world.counters.coverage;
+    coverage.hit_n("alarm.nospace-raised", stats.nospace_raised);
+    coverage.hit_n("alarm.nospace-cleared", stats.nospace_cleared);
+    let auto = world.options.auto_compaction;
+    let judged = compaction::check(&log, &stats.revisions, &world.timing, auto)
+        .map_err(|why| format!("auto compaction: {why}"))?;
+    world.counters.coverage.hit_n("auto-compaction", judged);
+    if let Some((index, hash)) = stats.final_hash {
+        world.hashes_match_the_model(index, hash)?;
+    }
+    sessions::check(&world.ops).map_err(|why| format!("sessions: {why}"))?;
+    leases::check(&world.ops, &log, &stats.failed_entries, &world.timing)
+        .map_err(|why| format!("leases: {why}"))?;
+    watch::check(&world.watch_logs, &log).map_err(|why| format!("watch: {why}"))?;
+    let judged = locks::check(&world.recipe_logs, &log).map_err(|why| format!("locks: {why}"))?;
+    world.counters.locks_held = judged.locks;
+    world.counters.campaigns_won = judged.wins;
+    world.counters.leaders_reported = judged.leaders;
+    Ok(())
 }
 
 /// Records in the run's coverage what its clients asked and got and which faults it injected.

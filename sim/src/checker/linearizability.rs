@@ -168,7 +168,12 @@ fn replay_writes(
                     || requests::raised_by_member(op, proposals.contains_key(&(origin, id))) =>
             {
                 let _ = requests::apply(&mut state, op, &entry.caller());
-                replay.model.apply_as(op, &entry.caller());
+                if let Applied::Answered(Some(answer)) = replay.model.apply_as(op, &entry.caller())
+                {
+                    if answer.is_err() {
+                        stats.failed_entries.insert(index);
+                    }
+                }
                 if let internal_request::Op::Alarm(alarm) = op {
                     match AlarmAction::try_from(alarm.action) {
                         Ok(AlarmAction::Activate) => stats.nospace_raised += 1,
@@ -188,6 +193,9 @@ fn replay_writes(
                 claim(&ops[slot], op, &mut replay.position[slot], index)?;
                 let caller = entry.caller();
                 let expected = apply_judged(&mut state, &mut replay.model, op, &caller, index)?;
+                if expected.is_err() {
+                    stats.failed_entries.insert(index);
+                }
                 check_write_answer(&ops[slot], index, expected, stats)?;
             }
             None => {}
@@ -363,12 +371,16 @@ fn check_auth_reads(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
 }
 
 /// A user's read is served or refused by the member's own auth store: some auth store of the
-/// log must let it through (or refuse it) as the member did.
+/// log must let it through (or refuse it) as the member did. (A txn that writes is judged
+/// where it was applied, with the store of its entry.)
 fn check_read_permissions(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
     for op in ops {
         let Some(user) = &op.acting_as else {
             continue;
         };
+        if matches!(&op.request, ClientRequest::Txn(t) if requests::txn_has_writes(t)) {
+            continue;
+        }
         let served = match &op.outcome {
             Outcome::Ok { .. } => true,
             Outcome::Err {

@@ -2,6 +2,7 @@
 //! first violation found, naming every op involved (id, client, member, times) and what was
 //! expected against what was observed, so a failing seed reads without a debugger.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use bytes::Bytes;
@@ -35,6 +36,9 @@ pub struct Stats {
     pub final_hash: Option<(u64, u32)>,
     /// The store's revision after each log index, the empty store's first.
     pub revisions: Vec<i64>,
+    /// The log indexes whose request the model answered with an error: writes that changed
+    /// nothing (refused by auth or an alarm, or failed), for the checkers that read the log.
+    pub failed_entries: BTreeSet<u64>,
     /// Reads checked against the model (answers and revision errors alike).
     pub linearizable_reads: u64,
     pub serializable_reads: u64,

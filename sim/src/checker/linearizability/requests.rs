@@ -131,7 +131,7 @@ fn branches(t: &TxnRequest) -> impl Iterator<Item = &RequestOp> {
     t.success.iter().chain(&t.failure)
 }
 
-fn txn_has_writes(t: &TxnRequest) -> bool {
+pub fn txn_has_writes(t: &TxnRequest) -> bool {
     branches(t).any(|op| match &op.request {
         Some(Request::RequestRange(_)) | None => false,
         Some(Request::RequestTxn(inner)) => txn_has_writes(inner),
