@@ -9,8 +9,7 @@
 //! linearizable read within `LIVENESS_BOUND_NS`, after which every member must apply all that
 //! is committed within `CATCH_UP_BOUND_NS`).
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -38,6 +37,7 @@ mod lease_clients;
 mod liveness;
 mod member_clients;
 mod network;
+mod queue;
 mod read_barriers;
 mod recipe_clients;
 mod watch_clients;
@@ -47,6 +47,7 @@ use crate::history::{AppliedEntry, Op, Outcome, RecipeLog, SimNanos, Timing, Wat
 use crate::options::{Bug, Draw, Options};
 use detcd::watch::{WatchBugs, WatchConfig, WatchHub};
 use lease_clients::LeaseClient;
+use queue::EventQueue;
 use recipe_clients::{RecipeClient, RecipeRun};
 use watch_clients::WatchClient;
 
@@ -211,35 +212,6 @@ impl Member {
     }
 }
 
-/// An event in the queue. Boxed: the heap moves its entries as it sifts, and raft messages
-/// are large.
-struct Scheduled {
-    at: SimNanos,
-    seq: u64,
-    event: Box<Event>,
-}
-
-/// Reversed, so that the max-heap pops the earliest event (then the first scheduled).
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Scheduled) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Scheduled) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Scheduled) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Scheduled {}
-
 enum Event {
     Deliver {
         from: MemberId,
@@ -340,8 +312,7 @@ pub struct World {
     pub now: SimNanos,
     members: BTreeMap<MemberId, Member>,
     /// What happens next, earliest first (ties in the order scheduled).
-    events: BinaryHeap<Scheduled>,
-    seq: u64,
+    events: EventQueue<Event>,
     cut: BTreeSet<(MemberId, MemberId)>,
     /// Clogged links and the extra delay every message on them suffers.
     clogged: BTreeMap<(MemberId, MemberId), u64>,
@@ -457,8 +428,7 @@ impl World {
             rng,
             now: 0,
             members,
-            events: BinaryHeap::new(),
-            seq: 0,
+            events: EventQueue::new(),
             cut: BTreeSet::new(),
             clogged: BTreeMap::new(),
             ops: Vec::new(),
@@ -549,12 +519,7 @@ impl World {
     // -----------------------------------------------------------------------------------------
 
     fn schedule(&mut self, at: SimNanos, event: Event) {
-        self.seq += 1;
-        self.events.push(Scheduled {
-            at,
-            seq: self.seq,
-            event: Box::new(event),
-        });
+        self.events.push(at, event);
     }
 
     fn mark(&mut self, member: MemberId, what: FaultKind) {
@@ -949,10 +914,9 @@ impl World {
     // -----------------------------------------------------------------------------------------
 
     fn step(&mut self) -> bool {
-        let Some(Scheduled { at, event, .. }) = self.events.pop() else {
+        let Some((at, event)) = self.events.pop() else {
             return false;
         };
-        let event = *event;
         self.now = self.now.max(at);
         self.counters.events += 1;
         match event {
