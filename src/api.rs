@@ -48,6 +48,9 @@ pub enum Credentials {
     /// The common name of the client's verified certificate (`--client-cert-auth`), when it
     /// sent no token.
     CommonName(String),
+    /// A JWT the client port verified (`--auth-token jwt,...`): the user it names and the
+    /// auth store's revision it was issued at, which the store may have passed since.
+    Signed { user: String, revision: u64 },
 }
 
 /// A request type of the client API and the response type the node answers it with.

@@ -160,10 +160,13 @@ pub enum EtcdError {
     AdminPermissionDenied,
     #[error("auth: invalid auth token")]
     AdminInvalidAuthToken,
+    /// Authenticate on a member whose JWT configuration holds only the public key.
+    #[error("auth: token signing attempted with verify-only key")]
+    VerifyOnlyKey,
 }
 
 /// Every error, in the order of their stable numbers (`EtcdError::number`): append only.
-const ALL: [EtcdError; 64] = [
+const ALL: [EtcdError; 65] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -228,6 +231,7 @@ const ALL: [EtcdError; 64] = [
     EtcdError::AdminUserNotFound,
     EtcdError::AdminPermissionDenied,
     EtcdError::AdminInvalidAuthToken,
+    EtcdError::VerifyOnlyKey,
 ];
 
 impl EtcdError {
@@ -318,9 +322,11 @@ impl EtcdError {
             Canceled => Code::Canceled,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
-            AdminUserEmpty | AdminUserNotFound | AdminPermissionDenied | AdminInvalidAuthToken => {
-                Code::Unknown
-            }
+            AdminUserEmpty
+            | AdminUserNotFound
+            | AdminPermissionDenied
+            | AdminInvalidAuthToken
+            | VerifyOnlyKey => Code::Unknown,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Auth at the member: who a request is from, what it may do before it goes further, and the
 //! Auth service's own requests.
 //!
-//! While auth is on, a request's `token` names a user through this member's simple tokens;
+//! While auth is on, a request's `token` names a user through this member's simple tokens (or
+//! is a JWT the client port verified, `Credentials::Signed`);
 //! a token `<random>.<index>` names the entry that made it, so a request that reaches a member
 //! before that member applied the entry waits for it rather than being refused. Reads and the
 //! root role's requests are checked here, against the store as this member has it; writes
@@ -239,6 +240,13 @@ impl Node {
                 user: user.clone(),
                 revision,
             })),
+            Some(Credentials::Signed { user, revision: at }) => Ok(Identity::Known(AuthInfo {
+                user: user.clone(),
+                revision: match self.bug(|b| b.signed_identity_at_store_revision) {
+                    true => revision,
+                    false => *at,
+                },
+            })),
             Some(Credentials::Token(token)) => {
                 if let Some(user) = self.auth.tokens.use_token(token, self.now) {
                     return Ok(Identity::Known(AuthInfo { user, revision }));
@@ -337,6 +345,8 @@ impl Node {
     /// tokens a change ends dropped. Returns the token as the client gets it.
     pub(super) fn auth_applied(&mut self, change: &AuthChange, index: u64) -> Option<String> {
         match change.change.as_ref()? {
+            // A login for a JWT (the client port signs it): nothing to keep here.
+            Change::Authenticate(r) if r.token.is_empty() => {}
             Change::Authenticate(r) => {
                 let token = format!("{}.{index}", r.token);
                 let (user, now) = (r.name.clone(), self.now);

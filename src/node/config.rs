@@ -119,6 +119,9 @@ pub struct Bugs {
     pub local_keepalives_ignore_floor: bool,
     /// Auto compaction compacts one revision more than its retention allows.
     pub auto_compaction_keeps_one_less: bool,
+    /// A JWT's identity is taken at the store's current auth revision instead of the token's,
+    /// so a token issued before a permission was revoked still acts with it.
+    pub signed_identity_at_store_revision: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
     /// Bugs in the auth store, wrong the same way on every member.

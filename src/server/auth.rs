@@ -142,12 +142,19 @@ impl AuthService {
         if !matches.unwrap_or(false) {
             return Err(EtcdError::AuthFailed);
         }
+        let jwt = self.driver.jwt();
         let token = TokenRequest {
-            name,
-            token: random_token(),
+            name: name.clone(),
+            token: jwt.map_or_else(random_token, |_| String::new()),
             checked_revision: stored.auth_revision,
         };
-        self.driver.call(token).await
+        let mut response = self.driver.call(token).await?;
+        if let Some(jwt) = jwt {
+            // The entry was applied at the revision the password was checked at (else
+            // AuthOldRevision): the token carries that one.
+            response.token = jwt.sign(&name, stored.auth_revision)?;
+        }
+        Ok(response)
     }
 }
 

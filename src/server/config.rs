@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::access::AccessControl;
 use super::cipher_suites::CipherSuites;
 use super::client_port::Http2Settings;
+use super::jwt::JwtTokens;
 use super::log::LogConfig;
 use super::log_rotation;
 use super::tls::TlsFiles;
@@ -522,6 +524,8 @@ pub struct ServerConfig {
     pub slow_apply_warning: Duration,
     /// `--bcrypt-cost`: of the password hashes this member makes.
     pub bcrypt_cost: u32,
+    /// `--auth-token jwt,...`: the keys of JWT tokens; `None` for simple tokens.
+    pub jwt: Option<Arc<JwtTokens>>,
     pub node: Config,
 }
 
@@ -839,7 +843,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
     etcd_only_flags(&mut get)?;
     storage_engine_flags(&mut get)?;
     features_detcd_lacks(&mut get)?;
-    let bcrypt_cost = auth_flags(&mut get, &mut node)?;
+    let AuthFlags { bcrypt_cost, jwt } = auth_flags(&mut get, &mut node)?;
     let socket_reuse_port = boolean(&get("socket-reuse-port"), "socket-reuse-port")?;
     let slow_apply = get("warning-apply-duration");
     let slow_apply_warning = go_duration(&slow_apply)
@@ -879,6 +883,7 @@ fn build(mut v: BTreeMap<&str, String>) -> Result<ServerConfig, String> {
         socket_reuse_port,
         slow_apply_warning,
         bcrypt_cost,
+        jwt,
         node,
     })
 }
@@ -1037,19 +1042,31 @@ fn etcd_only_flags(get: &mut impl FnMut(&'static str) -> String) -> Result<(), S
     Ok(())
 }
 
-/// `--auth-token`, `--auth-token-ttl` (into the node's config) and `--bcrypt-cost`.
+/// What the auth flags ask of the client port.
+struct AuthFlags {
+    bcrypt_cost: u32,
+    jwt: Option<Arc<JwtTokens>>,
+}
+
+/// `--auth-token` (simple tokens, or JWTs with their keys), `--auth-token-ttl` (into the
+/// node's config) and `--bcrypt-cost`.
 fn auth_flags(
     get: &mut impl FnMut(&'static str) -> String,
     node: &mut Config,
-) -> Result<u32, String> {
+) -> Result<AuthFlags, String> {
     let token = get("auth-token");
-    if token.starts_with("jwt") {
-        super::log::warning!("detcd: --auth-token={token}: detcd issues simple tokens, not JWTs");
-    } else if token != "simple" {
-        return Err(format!(
-            "invalid value {token:?} for flag --auth-token: expected 'simple' or 'jwt,...'"
-        ));
-    }
+    let jwt = match token.split_once(',').unwrap_or((&token, "")) {
+        ("simple", "") => None,
+        ("jwt", options) => Some(Arc::new(
+            JwtTokens::from_options(options, go_duration)
+                .map_err(|why| format!("--auth-token: invalid auth options: {why}"))?,
+        )),
+        _ => {
+            return Err(format!(
+                "invalid value {token:?} for flag --auth-token: expected 'simple' or 'jwt,...'"
+            ))
+        }
+    };
     let ttl = number(&get("auth-token-ttl"), "auth-token-ttl")?;
     node.auth_token_ttl = Duration::from_secs(ttl.max(1));
     let cost = number(&get("bcrypt-cost"), "bcrypt-cost")?;
@@ -1058,10 +1075,13 @@ fn auth_flags(
             "invalid bcrypt-cost {cost}: must be between 4 and 31"
         ));
     }
-    Ok(cost as u32)
+    Ok(AuthFlags {
+        bcrypt_cost: cost as u32,
+        jwt,
+    })
 }
 
-/// Flags of etcd features detcd does not have (auth tokens, discovery, the v2 proxy and
+/// Flags of etcd features detcd does not have (discovery, the v2 proxy and
 /// emulation, tracing): their defaults are taken and checked, and a value that asks for the
 /// feature is refused with the reason, rather than ignored.
 fn features_detcd_lacks(get: &mut impl FnMut(&'static str) -> String) -> Result<(), String> {
@@ -1468,6 +1488,7 @@ mod tests {
         assert!(refused("--proxy=on").contains("v2 proxy"));
         assert!(refused("--bcrypt-cost=3").contains("between 4 and 31"));
         assert!(refused("--auth-token=paseto").contains("--auth-token"));
+        assert!(refused("--auth-token=jwt,sign-method=RS256").contains("invalid auth options"));
         assert!(refused("--experimental-enable-v2v3=/v2").contains("v3 API"));
         assert!(refused("--experimental-enable-distributed-tracing").contains("tracing"));
     }

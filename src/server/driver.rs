@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
+use super::jwt::JwtTokens;
 use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use super::metrics::ServerMetrics;
@@ -118,6 +119,8 @@ pub struct DriverHandle {
     queued_max: usize,
     /// Whether auth was on after the node's latest batch.
     auth_enabled: Arc<AtomicBool>,
+    /// `--auth-token jwt,...`: tokens are JWTs, checked here before their request goes on.
+    jwt: Option<Arc<JwtTokens>>,
 }
 
 impl DriverHandle {
@@ -129,9 +132,20 @@ impl DriverHandle {
                 queued: Arc::new(AtomicUsize::new(0)),
                 queued_max,
                 auth_enabled: Arc::new(AtomicBool::new(false)),
+                jwt: None,
             },
             rx,
         )
+    }
+
+    /// Tokens are JWTs made and checked with these keys.
+    pub fn with_jwt(mut self, jwt: Option<Arc<JwtTokens>>) -> DriverHandle {
+        self.jwt = jwt;
+        self
+    }
+
+    pub fn jwt(&self) -> Option<&JwtTokens> {
+        self.jwt.as_deref()
     }
 
     /// Whether auth was on after the node's latest batch: what a watch stream needs to know
@@ -206,6 +220,7 @@ impl DriverHandle {
         request: ClientRequest,
         credentials: Option<Credentials>,
     ) -> Result<oneshot::Receiver<Reply>, EtcdError> {
+        let credentials = self.verified(credentials)?;
         let (reply, answer) = oneshot::channel();
         let event = Event::Client {
             request,
@@ -216,6 +231,18 @@ impl DriverHandle {
             return Err(EtcdError::TooManyRequests);
         }
         Ok(answer)
+    }
+
+    /// With JWTs, a token as the identity it carries, or refused as etcd refuses a token it
+    /// cannot verify (while auth is off, tokens are not looked at, simple or not).
+    fn verified(&self, credentials: Option<Credentials>) -> Result<Option<Credentials>, EtcdError> {
+        match (&self.jwt, credentials) {
+            (Some(jwt), Some(Credentials::Token(token))) if self.auth_enabled() => {
+                let (user, revision) = jwt.verify(&token)?;
+                Ok(Some(Credentials::Signed { user, revision }))
+            }
+            (_, credentials) => Ok(credentials),
+        }
     }
 
     /// Hands a peer's message to the node, or drops it when the node is overloaded.

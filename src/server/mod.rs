@@ -22,6 +22,7 @@ pub mod driver;
 mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod jwt;
 mod keepalive;
 mod large_range;
 mod local_keepalives;
@@ -181,6 +182,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let peer_listeners = bind(&cfg.listen_peer, "peers", cfg.socket_reuse_port)?;
 
     let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
+    let handle = handle.with_jwt(cfg.jwt.clone());
     let identity = peer::PeerIdentity {
         cluster_id: node.cluster_id(),
         member_id: me,

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod auth_jwt;
 mod availability;
 mod bad_input;
 mod cluster_process;
