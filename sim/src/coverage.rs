@@ -71,6 +71,7 @@ pub const EXPECTED: &[&str] = &[
     "txn.read-only",
     "compact",
     "auth.token-issued",
+    "auth.jwt-login",
     "auth.permission-denied",
     "auth.user-empty",
     "auth.old-revision",

@@ -31,6 +31,9 @@ pub struct Op {
     pub proposal: Option<(MemberId, u64)>,
     /// The user whose token the request carried (the auth workload's clients).
     pub acting_as: Option<String>,
+    /// The auth revision a JWT login tied that identity to, when the token was a JWT (the
+    /// client port passes the node the identity it carries: `Credentials::Signed`).
+    pub signed_at: Option<u64>,
 }
 
 // Most outcomes are answers: boxing them would cost an allocation per op to save the

@@ -175,10 +175,13 @@ pub enum Bug {
     /// Auth: a range is permitted when its first key is, so a user writes or reads past its
     /// permissions.
     AuthRangeAsFirstKey,
+    /// Core: a JWT's identity is taken at the store's auth revision, not the token's, so a
+    /// token older than a revoked permission still acts with it.
+    JwtIdentityAtStoreRevision,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 27] = [
+    pub const ALL: [Bug; 28] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -206,6 +209,7 @@ impl Bug {
         Bug::LocalKeepAlivesIgnoreFloor,
         Bug::AutoCompactionKeepsOneLess,
         Bug::AuthRangeAsFirstKey,
+        Bug::JwtIdentityAtStoreRevision,
     ];
 
     pub fn name(self) -> &'static str {
@@ -237,6 +241,7 @@ impl Bug {
             Bug::LocalKeepAlivesIgnoreFloor => "local-keepalives-ignore-floor",
             Bug::AutoCompactionKeepsOneLess => "auto-compaction-keeps-one-less",
             Bug::AuthRangeAsFirstKey => "auth-range-as-first-key",
+            Bug::JwtIdentityAtStoreRevision => "jwt-identity-at-store-revision",
         }
     }
 

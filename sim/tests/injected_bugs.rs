@@ -227,3 +227,8 @@ fn auto_compaction_past_its_retention_is_caught() {
 fn a_permission_check_that_judges_a_range_by_its_first_key_is_caught() {
     assert_found(Bug::AuthRangeAsFirstKey);
 }
+
+#[test]
+fn a_jwt_taken_at_the_stores_revision_rather_than_its_own_is_caught() {
+    assert_found(Bug::JwtIdentityAtStoreRevision);
+}

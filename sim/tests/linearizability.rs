@@ -123,6 +123,7 @@ impl History {
             outcome,
             proposal,
             acting_as: None,
+            signed_at: None,
         });
         self.ops.len() - 1
     }

@@ -192,6 +192,7 @@ fn replay_writes(
                 )?;
                 claim(&ops[slot], op, &mut replay.position[slot], index)?;
                 let caller = entry.caller();
+                check_identity(&ops[slot], &caller, index)?;
                 let expected = apply_judged(&mut state, &mut replay.model, op, &caller, index)?;
                 if expected.is_err() {
                     stats.failed_entries.insert(index);
@@ -238,9 +239,12 @@ fn apply_judged(
                     what: format!("the core answers {core:?}, the model {expected:?}"),
                 });
             }
-            // The member that made a token names it after its entry.
+            // The member that made a simple token names it after its entry (a JWT login's
+            // answer carries none: the server signs one).
             if let Ok(ClientResponse::Authenticate(r)) = expected.as_mut() {
-                r.token = format!("{}.{index}", r.token);
+                if !r.token.is_empty() {
+                    r.token = format!("{}.{index}", r.token);
+                }
             }
             Ok(*expected)
         }
@@ -353,9 +357,19 @@ fn check_auth_reads(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
         if answers.peek().is_some_and(Option::is_none) {
             continue;
         }
-        let refused = headerless
+        // A JWT outlives its user (a simple token goes with it): the member refuses the
+        // holder's reads for want of the user, as etcd's admin check does.
+        let caller_gone = headerless
             .as_ref()
-            .is_err_and(|e| requests::refused_before_proposing(&op.request, e));
+            .is_err_and(|e| *e == EtcdError::UserNotFound)
+            && op
+                .acting_as
+                .as_ref()
+                .is_some_and(|u| replay.auth_stores.iter().any(|s| !s.has_user(u)));
+        let refused = caller_gone
+            || headerless
+                .as_ref()
+                .is_err_and(|e| requests::refused_before_proposing(&op.request, e));
         if !refused && !answers.any(|a| a.as_ref() == Some(&headerless)) {
             return Err(Violation::CoreDisagreesWithModel {
                 index: 0,
@@ -480,6 +494,25 @@ fn claim(
         });
     }
     *position = Some(index);
+    Ok(())
+}
+
+/// An entry identified (auth on at admission, revision not 0) acts as the user the op's
+/// credentials name, and a JWT's identity at the token's own revision, however far the store
+/// has moved since (the store then refuses it as old).
+fn check_identity(op: &Op, caller: &detcd::auth::AuthInfo, index: u64) -> Result<(), Violation> {
+    let Some(user) = &op.acting_as else {
+        return Ok(());
+    };
+    let identified = caller.revision != 0;
+    let signed_right = op.signed_at.is_none_or(|at| at == caller.revision);
+    if identified && (caller.user != *user || !signed_right) {
+        return Err(Violation::WrongIdentity {
+            op: OpRef::of(op),
+            index,
+            entry: format!("{:?} at auth revision {}", caller.user, caller.revision),
+        });
+    }
     Ok(())
 }
 

@@ -411,6 +411,10 @@ impl AuthModel {
         checked.err()
     }
 
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     fn holds(&self, user: &str, role: &str) -> bool {
         self.users.get(user).is_some_and(|u| u.roles.contains(role))
     }

@@ -8,7 +8,10 @@
 //!
 //! A login is what the server's Auth service does after it checked the password: a token
 //! request tied to the auth revision of the member asked, which the simulated client reads
-//! from that member as the driver's `PasswordHash` call would.
+//! from that member as the driver's `PasswordHash` call would. Half the logins are for a JWT
+//! (`--auth-token jwt,...`): the request carries no token, and the user then acts with the
+//! identity the server's JWT would carry, tied to the revision checked at, which the store
+//! may pass while the user still uses it (the crypto is the server's; the node's part is this).
 
 use detcd::api::Credentials;
 use detcd::proto::authpb::{permission::Type, Permission};
@@ -79,7 +82,7 @@ impl World {
 
     /// The token the world holds for `user`, if any.
     pub(super) fn credentials_of(&self, user: &str) -> Option<Credentials> {
-        self.auth_tokens.get(user).cloned().map(Credentials::Token)
+        self.auth_tokens.get(user).cloned()
     }
 
     /// What the liveness probes and the operator send: in runs with auth, root's certificate
@@ -228,9 +231,13 @@ impl World {
     fn login(&mut self, member: MemberId, user: &str) -> ClientRequest {
         self.auth_logins += 1;
         let checked_revision = self.node(member).map_or(0, |n| n.state().auth().revision());
+        let token = match self.rng.chance(0.5) {
+            true => String::new(),
+            false => format!("sim{}", self.auth_logins),
+        };
         ClientRequest::Authenticate(TokenRequest {
             name: user.to_string(),
-            token: format!("sim{}", self.auth_logins),
+            token,
             checked_revision,
         })
     }
@@ -249,8 +256,20 @@ impl World {
             },
         ) = (&self.ops[op].request, &self.ops[op].outcome)
         {
-            self.counters.coverage.hit("auth.token-issued");
-            self.auth_tokens.insert(login.name.clone(), token.clone());
+            let credentials = match login.token.is_empty() {
+                true => {
+                    self.counters.coverage.hit("auth.jwt-login");
+                    Credentials::Signed {
+                        user: login.name.clone(),
+                        revision: login.checked_revision,
+                    }
+                }
+                false => {
+                    self.counters.coverage.hit("auth.token-issued");
+                    Credentials::Token(token.clone())
+                }
+            };
+            self.auth_tokens.insert(login.name.clone(), credentials);
         }
         if let Outcome::Err { error, .. } = &self.ops[op].outcome {
             self.counters.coverage.hit(auth_probe(error));

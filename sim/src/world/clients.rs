@@ -45,6 +45,7 @@ impl World {
             outcome: Outcome::Unknown,
             proposal: None,
             acting_as: None,
+            signed_at: None,
         });
         op
     }
@@ -96,6 +97,9 @@ impl World {
         // answers stop (no view), and the node checks the sender.
         let credentials = self.client_credentials(client);
         self.ops[op].acting_as = credentials.as_ref().map(|_| self.client_user(client));
+        if let Some(detcd::api::Credentials::Signed { revision, .. }) = &credentials {
+            self.ops[op].signed_at = Some(*revision);
+        }
         if credentials.is_none() {
             if let Some(answer) = self.answer_locally(member, &request) {
                 return self.reply(member, rid, answer);

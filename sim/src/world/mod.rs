@@ -366,8 +366,9 @@ pub struct World {
     refused: BTreeSet<MemberId>,
     /// Peer URLs given to members the operator added so far.
     next_joiner: u64,
-    /// The latest token the auth workload's administrator got for each user.
-    auth_tokens: BTreeMap<String, String>,
+    /// What each user last logged in with: the simple token the administrator got, or the
+    /// identity of a JWT (as the client port would pass it on once it verified the token).
+    auth_tokens: BTreeMap<String, detcd::api::Credentials>,
     auth_logins: u64,
     /// Steps of the administrator's setup answered so far.
     auth_setup_done: usize,
@@ -407,6 +408,8 @@ impl World {
                 local_keepalives_ignore_floor: options.bug == Some(Bug::LocalKeepAlivesIgnoreFloor),
                 auto_compaction_keeps_one_less: options.bug
                     == Some(Bug::AutoCompactionKeepsOneLess),
+                signed_identity_at_store_revision: options.bug
+                    == Some(Bug::JwtIdentityAtStoreRevision),
                 key_space: key_space_bugs(options.bug),
                 auth: detcd::auth::AuthBugs {
                     range_as_first_key: options.bug == Some(Bug::AuthRangeAsFirstKey),

@@ -134,6 +134,13 @@ pub enum Violation {
     },
     /// The entry for an op's proposal carries a different request than the client sent.
     EntryMismatch { op: Box<OpRef>, index: u64 },
+    /// The entry for an op's proposal acts as someone other than its credentials name: another
+    /// user, or a JWT's user at another auth revision than the token's.
+    WrongIdentity {
+        op: Box<OpRef>,
+        index: u64,
+        entry: String,
+    },
     /// A write acknowledged as successful never took effect.
     LostWrite { op: Box<OpRef> },
     /// A write's answer differs from what applying the log in order gives.
@@ -223,6 +230,11 @@ impl fmt::Display for Violation {
             EntryMismatch { op, index } => write!(
                 f,
                 "the entry at log index {index} carries {op}'s proposal but another request"
+            ),
+            WrongIdentity { op, index, entry } => write!(
+                f,
+                "the entry at log index {index} acts for {op} as {entry}, which its \
+                 credentials do not name"
             ),
             LostWrite { op } => write!(
                 f,
