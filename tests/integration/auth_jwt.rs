@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use crate::common;
 
-use common::{cluster, etcd_available, http_send, start_all, temp_dir, Flavor, Member};
+use common::{
+    cluster, etcd_available, gateway_call as call, gateway_login as login, start_all, temp_dir,
+    Flavor, Member,
+};
 use serde_json::Value;
 
 const ROOT: &str = "--user=root:rootpw";
@@ -36,55 +39,6 @@ fn rsa_keys(tag: &str) -> (String, String) {
 fn jwt_flag(private: Option<&str>, public: &str, ttl: &str) -> String {
     let private = private.map_or(String::new(), |p| format!("priv-key={p},"));
     format!("--auth-token=jwt,pub-key={public},{private}sign-method=RS256,ttl={ttl}")
-}
-
-/// One gateway call with the token in the `Authorization` header, as etcd's gateway takes it:
-/// its JSON answer with what names a particular member taken out.
-fn call(member: &Member, path: &str, body: &str, token: &str) -> Value {
-    use std::io::{Read, Write};
-    let endpoint = member.spec.endpoint();
-    let mut stream = std::net::TcpStream::connect(&endpoint).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {endpoint}\r\nAuthorization: {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let mut value: Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {body:?}: {e}"));
-    if let Some(header) = value.get_mut("header").and_then(Value::as_object_mut) {
-        header.retain(|key, _| key == "revision");
-    }
-    value
-}
-
-/// A token for `user`, through the gateway's Authenticate (no token needed for it).
-fn login(member: &Member, user: &str, password: &str) -> String {
-    let body = format!(r#"{{"name":"{user}","password":"{password}"}}"#);
-    let mut answer = String::new();
-    std::io::Read::read_to_string(
-        &mut http_send(
-            &member.spec.endpoint(),
-            "POST",
-            "/v3/auth/authenticate",
-            &body,
-        ),
-        &mut answer,
-    )
-    .unwrap();
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body:?}: {e}"));
-    value["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token in {value}"))
-        .to_string()
 }
 
 /// A token's claims, not verified.

@@ -6,6 +6,7 @@
 mod common;
 
 mod auth_jwt;
+mod auth_recipes;
 mod availability;
 mod bad_input;
 mod cluster_process;
