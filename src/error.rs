@@ -163,10 +163,13 @@ pub enum EtcdError {
     /// Authenticate on a member whose JWT configuration holds only the public key.
     #[error("auth: token signing attempted with verify-only key")]
     VerifyOnlyKey,
+    /// Authenticate for a user added with `no_password` (it authenticates by certificate).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
 }
 
 /// Every error, in the order of their stable numbers (`EtcdError::number`): append only.
-const ALL: [EtcdError; 65] = [
+const ALL: [EtcdError; 66] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -232,6 +235,7 @@ const ALL: [EtcdError; 65] = [
     EtcdError::AdminPermissionDenied,
     EtcdError::AdminInvalidAuthToken,
     EtcdError::VerifyOnlyKey,
+    EtcdError::NoPasswordUser,
 ];
 
 impl EtcdError {
@@ -326,7 +330,8 @@ impl EtcdError {
             | AdminUserNotFound
             | AdminPermissionDenied
             | AdminInvalidAuthToken
-            | VerifyOnlyKey => Code::Unknown,
+            | VerifyOnlyKey
+            | NoPasswordUser => Code::Unknown,
         }
     }
 }

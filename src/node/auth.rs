@@ -332,7 +332,7 @@ impl Node {
         }
         let user = auth.user(&r.name).ok_or(EtcdError::AuthFailed)?;
         if user.options.is_some_and(|o| o.no_password) {
-            return Err(EtcdError::AuthFailed);
+            return Err(EtcdError::NoPasswordUser);
         }
         Ok(Answer::from(PasswordHashResponse {
             header: None,

@@ -24,6 +24,7 @@ fn script() -> Vec<Vec<&'static str>> {
         vec!["user", "add", ":nameless"],
         vec!["role", "add", "reader"],
         vec!["role", "add", "reader"],
+        vec!["user", "add", "carol", "--no-password"],
         vec!["user", "get", "nobody"],
         vec!["role", "get", "nobody"],
         vec!["user", "list"],
@@ -33,6 +34,8 @@ fn script() -> Vec<Vec<&'static str>> {
         vec!["auth", "enable"],
         vec!["user", "list"],
         vec!["user", "list", "--user=root:wrong"],
+        // A user without a password authenticates by certificate only.
+        vec!["get", "/a/x", "--user=carol:any"],
         vec!["user", "list", ROOT],
         vec!["role", "get", "root", ROOT],
         vec!["user", "get", "root", ROOT, "-w", "json"],
