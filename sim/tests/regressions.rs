@@ -380,3 +380,35 @@ fn seed_937270_a_write_txn_refused_for_its_leases_keys() {
          range=1,put=7,del=3,txn=3,compact=1,autocompact=p:522,cold_batch=1024,auth=1",
     );
 }
+
+/// Auth on: a recipe's lease revoke was refused when applied (user name is empty), but the
+/// world counted the lease as ended and closed the lease phase early, so the lease checker
+/// found it neither revoked nor expired. The phase now also waits for the leases to leave
+/// the state of a member that applied everything.
+#[test]
+fn seed_40283986_a_refused_revoke_does_not_end_the_lease_phase() {
+    assert_passes(
+        40283986,
+        "members=1,clients=4,lease_clients=0,lease_ttl_s=6,watch_clients=0,recipe_clients=2,\
+         membership=0,auto_promote=1,corrupt=0,ops=100,keys=4,delay_min_us=413,\
+         delay_max_us=15055,loss=0.05,dup=0,torn=0.5,diskerr=0,drift_ppm=1000,faults_ms=3000,\
+         snap=5,quota=2147483648,range_max=2147483647,timeout_ms=2033,disk_us=9561,get=4,ser=0,\
+         range=0,put=5,del=4,txn=0,compact=0,autocompact=0,cold_batch=1024,auth=1",
+    );
+}
+
+/// The lease phase ended the instant its leader restarted, and the convergence check hashed
+/// that member's key space before its first batch wrote the cold values it points at
+/// ("corrupt cluster"). Every running member now takes a batch first, as the server's does
+/// before it answers anything.
+#[test]
+fn seed_16027767_a_member_restarted_at_the_end_hashes_after_a_batch() {
+    assert_passes(
+        16027767,
+        "members=1,clients=1,lease_clients=3,lease_ttl_s=2,watch_clients=3,recipe_clients=0,\
+         membership=0,auto_promote=0,corrupt=0,ops=100,keys=3,delay_min_us=1289,\
+         delay_max_us=21929,loss=0,dup=0.05,torn=0,diskerr=0,drift_ppm=50000,faults_ms=1000,\
+         snap=5,quota=2147483648,range_max=2147483647,timeout_ms=1881,disk_us=19715,get=0,ser=4,\
+         range=0,put=1,del=0,txn=5,compact=0,autocompact=0,cold_batch=64,auth=0",
+    );
+}

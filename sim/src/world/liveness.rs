@@ -243,11 +243,31 @@ impl World {
                     .iter()
                     .any(|(e, g)| e == id && g.is_none_or(|g| g == *generation))
             });
-            let late_ones_ended = world.lease_grants_applied[grants_before..]
+            let late = &world.lease_grants_applied[grants_before..];
+            let late_ones_ended = late
                 .iter()
                 .all(|(id, mark)| world.leases_ended[*mark..].iter().any(|(e, _)| e == id));
-            started_ones_ended && late_ones_ended
+            // An ending entry may have been refused (a revoke auth did not let through): the
+            // leases must also be gone from the state.
+            started_ones_ended && late_ones_ended && !world.still_holds(&alive, late)
         });
+    }
+
+    /// Whether the member that applied the most still holds one of `started` (id, generation)
+    /// or of the leases `late` grants made; taken as so while no running member has applied
+    /// all that was applied (none runs, or a restarted one is catching up).
+    fn still_holds(&self, started: &[(i64, u64)], late: &[(i64, usize)]) -> bool {
+        let tip = self.applied.keys().next_back().copied().unwrap_or(0);
+        let current = self
+            .most_applied_node()
+            .filter(|n| n.applied_index() >= tip);
+        current.is_none_or(|n| {
+            let leases = n.state().leases();
+            let started = started.iter().any(|(id, generation)| {
+                leases.get(*id).is_some_and(|l| l.generation == *generation)
+            });
+            started || late.iter().any(|(id, _)| leases.get(*id).is_some())
+        })
     }
 
     /// The leases (id, generation) in the state of the member that applied the most.
