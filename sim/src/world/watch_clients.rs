@@ -270,14 +270,15 @@ impl World {
     /// The client reads every response its stream has for it.
     pub(super) fn read_stream(&mut self, client: u64) {
         while self.stream_alive(client) {
-            let stream = self.watch_clients[&client].stream.clone().expect("alive");
-            let member = self.members.get_mut(&stream.member).expect("member");
-            let Some(response) = member.hub.pop(stream.id).map(as_received) else {
+            let stream = self.watch_clients[&client].stream.as_ref().expect("alive");
+            let (member, id, log) = (stream.member, stream.id, stream.log);
+            let member = self.members.get_mut(&member).expect("member");
+            let Some(response) = member.hub.pop(id).map(as_received) else {
                 return;
             };
             self.mix(response.watch_id as u64 ^ (response.events.len() as u64) << 32);
             self.learn(client, &response);
-            self.watch_logs[stream.log]
+            self.watch_logs[log]
                 .responses
                 .push((self.now, response));
         }
