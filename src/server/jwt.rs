@@ -139,7 +139,6 @@ fn keys(
 ) -> Result<(Option<EncodingKey>, DecodingKey), String> {
     let private = options.private_key.as_deref();
     let public = options.public_key.as_deref();
-    let bad = |what: &str, e: jsonwebtoken::errors::Error| format!("auth: {what}: {e}");
     match algorithm {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             let secret = private.ok_or("auth: missing key")?;
@@ -153,34 +152,42 @@ fn keys(
         | Algorithm::RS512
         | Algorithm::PS256
         | Algorithm::PS384
-        | Algorithm::PS512 => {
-            let signing = private
-                .map(|pem| EncodingKey::from_rsa_pem(pem).map_err(|e| bad("RSA private key", e)))
-                .transpose()?;
-            let verifying = match (public, private) {
-                (Some(pem), _) => {
-                    DecodingKey::from_rsa_pem(pem).map_err(|e| bad("RSA public key", e))?
-                }
-                (None, Some(pem)) => DecodingKey::from_rsa_der(&rsa_public_of(pem)?),
-                (None, None) => return Err("auth: missing key".into()),
-            };
-            Ok((signing, verifying))
-        }
-        Algorithm::ES256 | Algorithm::ES384 => {
-            let signing = private
-                .map(|pem| EncodingKey::from_ec_pem(pem).map_err(|e| bad("EC private key", e)))
-                .transpose()?;
-            let verifying = match (public, private) {
-                (Some(pem), _) => {
-                    DecodingKey::from_ec_pem(pem).map_err(|e| bad("EC public key", e))?
-                }
-                (None, Some(pem)) => DecodingKey::from_ec_der(&ec_public_of(algorithm, pem)?),
-                (None, None) => return Err("auth: missing key".into()),
-            };
-            Ok((signing, verifying))
-        }
+        | Algorithm::PS512 => key_pair(
+            ("RSA", private, public),
+            EncodingKey::from_rsa_pem,
+            DecodingKey::from_rsa_pem,
+            |pem| Ok(DecodingKey::from_rsa_der(&rsa_public_of(pem)?)),
+        ),
+        Algorithm::ES256 | Algorithm::ES384 => key_pair(
+            ("EC", private, public),
+            EncodingKey::from_ec_pem,
+            DecodingKey::from_ec_pem,
+            |pem| Ok(DecodingKey::from_ec_der(&ec_public_of(algorithm, pem)?)),
+        ),
         other => Err(format!("unsupported signing method: {other:?}")),
     }
+}
+
+type PemKey<K> = fn(&[u8]) -> jsonwebtoken::errors::Result<K>;
+
+/// An asymmetric method's keys from their PEM files (`kind` names them in errors): the
+/// verifying key is the public one if given, else derived from the private one.
+fn key_pair(
+    (kind, private, public): (&str, Option<&[u8]>, Option<&[u8]>),
+    signing: PemKey<EncodingKey>,
+    verifying: PemKey<DecodingKey>,
+    derive: impl Fn(&[u8]) -> Result<DecodingKey, String>,
+) -> Result<(Option<EncodingKey>, DecodingKey), String> {
+    let bad = |what: &str, e: jsonwebtoken::errors::Error| format!("auth: {kind} {what}: {e}");
+    let signing = private
+        .map(|pem| signing(pem).map_err(|e| bad("private key", e)))
+        .transpose()?;
+    let verifying = match (public, private) {
+        (Some(pem), _) => verifying(pem).map_err(|e| bad("public key", e))?,
+        (None, Some(pem)) => derive(pem)?,
+        (None, None) => return Err("auth: missing key".into()),
+    };
+    Ok((signing, verifying))
 }
 
 /// The DER of the RSA public key (PKCS#1) that belongs to a private key in PEM (PKCS#1 or #8).

@@ -133,24 +133,7 @@ fn jwt_tokens_answer_as_etcd_does() {
     start_all(&mut ours);
     start_all(&mut theirs);
     let (expected, got) = (steps(&theirs[0]), steps(&ours[0]));
-    if std::env::var_os("AUTH_TEST_DUMP").is_some() {
-        for ((step, e), (_, g)) in expected.iter().zip(&got) {
-            println!("{step}\n  etcd:  {e}\n  detcd: {g}");
-        }
-    }
-    let mismatches: Vec<String> = expected
-        .iter()
-        .zip(&got)
-        .filter(|(e, g)| e != g)
-        .map(|((step, e), (_, g))| format!("{step}\n  etcd:  {e}\n  detcd: {g}"))
-        .collect();
-    assert!(
-        mismatches.is_empty(),
-        "{} of {} steps differ:\n{}",
-        mismatches.len(),
-        expected.len(),
-        mismatches.join("\n")
-    );
+    common::assert_same_steps(&expected, &got);
 }
 
 #[test]

@@ -278,9 +278,7 @@ impl World {
             };
             self.mix(response.watch_id as u64 ^ (response.events.len() as u64) << 32);
             self.learn(client, &response);
-            self.watch_logs[log]
-                .responses
-                .push((self.now, response));
+            self.watch_logs[log].responses.push((self.now, response));
         }
     }
 

@@ -521,3 +521,31 @@ pub fn gateway_login(member: &Member, user: &str, password: &str) -> String {
         .unwrap_or_else(|| panic!("no token in {value}"))
         .to_string()
 }
+
+/// The answers of etcd (`expected`) and detcd (`got`) to the same named steps: equal step by
+/// step, or a failure listing every step that differs. `AUTH_TEST_DUMP=1` prints them all.
+pub fn assert_same_steps(
+    expected: &[(String, serde_json::Value)],
+    got: &[(String, serde_json::Value)],
+) {
+    let shown = |step: &str, e: &serde_json::Value, g: &serde_json::Value| {
+        format!("{step}\n  etcd:  {e}\n  detcd: {g}")
+    };
+    let pairs = expected.iter().zip(got);
+    if std::env::var_os("AUTH_TEST_DUMP").is_some() {
+        for ((step, e), (_, g)) in pairs.clone() {
+            println!("{}", shown(step, e, g));
+        }
+    }
+    let mismatches: Vec<String> = pairs
+        .filter(|(e, g)| e != g)
+        .map(|((step, e), (_, g))| shown(step, e, g))
+        .collect();
+    assert!(
+        mismatches.is_empty() && expected.len() == got.len(),
+        "{} of {} steps differ:\n{}",
+        mismatches.len(),
+        expected.len(),
+        mismatches.join("\n")
+    );
+}
