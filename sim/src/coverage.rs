@@ -3,9 +3,7 @@
 //! with `--require-coverage` fails when one that every sweep should reach never was: a checker
 //! cannot fail on code the workload never runs.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::collections::BTreeMap;
 
 use detcd::node::{ClientRequest, ClientResponse};
 use detcd::proto::etcdserverpb::request_op::Request;
@@ -15,18 +13,10 @@ use detcd::proto::etcdserverpb::{
 
 use crate::history::{Op, Outcome};
 
-/// Probe hits by name. A hash map, with a fixed hasher so that nothing varies from run to
-/// run: every history hits a few hundred probes, and a tree's string comparisons took 2% of
-/// the simulator's instructions. Reports sort the names.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Probe hits by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Coverage {
-    hits: HashMap<String, u64, BuildHasherDefault<DefaultHasher>>,
-}
-
-impl fmt::Debug for Coverage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.sorted()).finish()
-    }
+    hits: BTreeMap<String, u64>,
 }
 
 /// What every CI sweep (tens of thousands of seeds) must reach.
@@ -159,13 +149,10 @@ impl Coverage {
 
     /// One probe per line, with its count.
     pub fn report(&self) -> String {
-        self.sorted()
+        self.hits
+            .iter()
             .map(|(probe, n)| format!("  {n:>9}  {probe}\n"))
             .collect()
-    }
-
-    fn sorted(&self) -> impl Iterator<Item = (&String, &u64)> {
-        self.hits.iter().collect::<BTreeMap<_, _>>().into_iter()
     }
 
     /// Records what each client operation asked and what it got.
