@@ -111,7 +111,7 @@ impl LocalKeepAlives {
 
     /// Before each batch, once its time is read: hands the node what was acknowledged here.
     pub fn hand_over(&mut self, node: &mut Node) {
-        for (id, (generation, at)) in std::mem::take(&mut self.renewals) {
+        while let Some((id, (generation, at))) = self.renewals.pop_first() {
             node.renewed_away((id, generation), at);
         }
     }

@@ -425,6 +425,9 @@ impl World {
                 Member::new(config, clock, options.bug == Some(Bug::ReadRoundsJoinTaken)),
             );
         }
+        // The workload's operations and the probes and retries beyond them, without the
+        // history's copies as it grows.
+        let ops = Vec::with_capacity(options.ops as usize * 2);
         let mut world = World {
             seed,
             options,
@@ -434,7 +437,7 @@ impl World {
             events: EventQueue::new(),
             cut: BTreeSet::new(),
             clogged: BTreeMap::new(),
-            ops: Vec::new(),
+            ops,
             issued: 0,
             next_request: 0,
             busy_clients: BTreeMap::new(),
