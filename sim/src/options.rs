@@ -178,10 +178,13 @@ pub enum Bug {
     /// Core: a JWT's identity is taken at the store's auth revision, not the token's, so a
     /// token older than a revoked permission still acts with it.
     JwtIdentityAtStoreRevision,
+    /// Core: a linearizable read's sender is checked when the read arrives, by a store that
+    /// may not hold yet a change acknowledged before it.
+    ReaderCheckedOnArrival,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 28] = [
+    pub const ALL: [Bug; 29] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -210,6 +213,7 @@ impl Bug {
         Bug::AutoCompactionKeepsOneLess,
         Bug::AuthRangeAsFirstKey,
         Bug::JwtIdentityAtStoreRevision,
+        Bug::ReaderCheckedOnArrival,
     ];
 
     pub fn name(self) -> &'static str {
@@ -242,6 +246,7 @@ impl Bug {
             Bug::AutoCompactionKeepsOneLess => "auto-compaction-keeps-one-less",
             Bug::AuthRangeAsFirstKey => "auth-range-as-first-key",
             Bug::JwtIdentityAtStoreRevision => "jwt-identity-at-store-revision",
+            Bug::ReaderCheckedOnArrival => "reader-checked-on-arrival",
         }
     }
 

@@ -232,3 +232,8 @@ fn a_permission_check_that_judges_a_range_by_its_first_key_is_caught() {
 fn a_jwt_taken_at_the_stores_revision_rather_than_its_own_is_caught() {
     assert_found(Bug::JwtIdentityAtStoreRevision);
 }
+
+#[test]
+fn a_linearizable_read_checked_against_a_stale_auth_store_is_caught() {
+    assert_found(Bug::ReaderCheckedOnArrival);
+}

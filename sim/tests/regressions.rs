@@ -412,3 +412,21 @@ fn seed_16027767_a_member_restarted_at_the_end_hashes_after_a_batch() {
          range=0,put=1,del=0,txn=5,compact=0,autocompact=0,cold_batch=64,auth=0",
     );
 }
+
+/// A linearizable read by a user reached a member that had not applied the AuthEnable
+/// acknowledged before it: the member judged the sender by its store then (auth off, so
+/// anyone), and served the read after its read index had brought in AuthEnable, to a user
+/// without the permission. It was found when the checker began to judge permissions by the
+/// stores of each read's real-time window rather than by any store of the log. Members now
+/// check a linearizable read's sender when the read is served, as etcd does.
+#[test]
+fn seed_40316008_a_linearizable_read_is_checked_by_the_store_it_is_served_from() {
+    assert_passes(
+        40316008,
+        "members=5,clients=4,lease_clients=2,lease_ttl_s=3,watch_clients=3,recipe_clients=0,\
+         membership=0,auto_promote=1,corrupt=0,ops=100,keys=2,delay_min_us=1811,\
+         delay_max_us=8126,loss=0.01,dup=0.01,torn=1,diskerr=0,drift_ppm=1000,faults_ms=1000,\
+         snap=5,quota=2147483648,range_max=2147483647,timeout_ms=1080,disk_us=16163,get=5,ser=4,\
+         range=3,put=4,del=3,txn=3,compact=1,autocompact=0,cold_batch=0,auth=1",
+    );
+}

@@ -98,9 +98,9 @@ struct Parked {
 pub(super) struct AuthDuty {
     tokens: Tokens,
     parked: Vec<Parked>,
-    /// The auth revision each linearizable read was let through at, while auth is on: a read
-    /// served after the store changed is refused instead (etcd checks again after the read).
-    reads_checked_at: BTreeMap<RequestId, u64>,
+    /// The credentials of the linearizable reads waiting for their read index: their senders
+    /// are identified and checked when the reads are served.
+    readers: BTreeMap<RequestId, Option<Credentials>>,
     /// Who the request being handled is from: what its proposal carries.
     caller: AuthInfo,
 }
@@ -114,7 +114,7 @@ impl AuthDuty {
                 by_expiry: BTreeSet::new(),
             },
             parked: Vec::new(),
-            reads_checked_at: BTreeMap::new(),
+            readers: BTreeMap::new(),
             caller: AuthInfo::default(),
         }
     }
@@ -141,11 +141,13 @@ fn refusal(request: &ClientRequest, err: EtcdError) -> EtcdError {
     }
 }
 
-/// A read whose permission the member checks before serving it.
-fn is_checked_read(request: &ClientRequest) -> bool {
+/// A read served after a read index, whose sender is checked when it is served.
+fn is_linearizable_read(request: &ClientRequest) -> bool {
     match request {
-        ClientRequest::Range(_) => true,
-        ClientRequest::Txn(t) => !super::clients::txn_has_writes(t),
+        ClientRequest::Range(r) => !r.serializable,
+        ClientRequest::Txn(t) => {
+            !super::clients::txn_has_writes(t) && !super::clients::txn_is_serializable(t)
+        }
         other => is_read(other),
     }
 }
@@ -181,33 +183,47 @@ impl Node {
             Ok(Identity::NotYet(_)) => return self.finish(id, Err(EtcdError::TooManyRequests)),
             Err(err) => return self.finish(id, Err(refusal(&request, err))),
         };
-        if let Err(err) = self.admit_as(&request, &caller) {
+        if is_linearizable_read(&request) && !self.bug(|b| b.reader_checked_on_arrival) {
+            // As etcd does, a linearizable read's sender is checked against the store the read
+            // is served from, after its read index: this member's store may not hold yet a
+            // change (auth enabled, a permission revoked or granted) acknowledged before the
+            // read was sent.
+            self.remember_reader(id, credentials);
+        } else if let Err(err) = self.admit_as(&request, &caller) {
             return self.finish(id, Err(refusal(&request, err)));
-        }
-        if self.state.auth().is_enabled() && caller.revision != 0 && is_checked_read(&request) {
-            self.remember_read_check(id, caller.revision);
         }
         self.auth.caller = caller;
         self.dispatch_client(id, request);
         self.auth.caller = AuthInfo::default();
     }
 
-    fn remember_read_check(&mut self, id: RequestId, revision: u64) {
-        let checked = &mut self.auth.reads_checked_at;
-        if checked.len() >= self.cfg.pending_requests_max {
+    fn remember_reader(&mut self, id: RequestId, credentials: Option<Credentials>) {
+        let readers = &mut self.auth.readers;
+        if readers.len() >= self.cfg.pending_requests_max {
             let pending = &self.pending;
-            checked.retain(|id, _| pending.contains(*id));
+            readers.retain(|id, _| pending.contains(*id));
         }
-        checked.insert(id, revision);
+        readers.insert(id, credentials);
     }
 
-    /// Whether a read let through at one auth revision may be served now: not once the store
-    /// changed since.
-    pub(super) fn read_still_permitted(&mut self, id: RequestId) -> Result<(), EtcdError> {
-        match self.auth.reads_checked_at.remove(&id) {
-            Some(at) if at != self.state.auth().revision() => Err(EtcdError::AuthOldRevision),
-            _ => Ok(()),
-        }
+    /// Whether the sender of the linearizable read `id` may have `request` served now, by the
+    /// store it is served from (a JWT older than the store gets etcd's "revision of auth store
+    /// is old"). Other reads were checked when they arrived.
+    pub(super) fn admit_reader(
+        &mut self,
+        id: RequestId,
+        request: &ClientRequest,
+    ) -> Result<(), EtcdError> {
+        let Some(credentials) = self.auth.readers.remove(&id) else {
+            return Ok(());
+        };
+        let caller = match self.identify(credentials.as_ref())? {
+            Identity::Known(caller) => caller,
+            // Its token's entry was applied before the request got this far.
+            Identity::NotYet(_) => return Err(EtcdError::InvalidAuthToken),
+        };
+        self.admit_as(request, &caller)
+            .map_err(|err| refusal(request, err))
     }
 
     /// Handles the requests whose token's entry is applied now, or that timed out waiting.

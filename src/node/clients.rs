@@ -282,7 +282,7 @@ impl Node {
         if let ClientRequest::ReadBarrier(_) = request {
             return self.pass_read_barrier(id);
         }
-        if let Err(err) = self.read_still_permitted(id) {
+        if let Err(err) = self.admit_reader(id, request) {
             return self.finish(id, Err(err));
         }
         let mut result = self.state.read(request, self.cfg.max_range_bytes);
@@ -394,7 +394,7 @@ pub(super) fn txn_has_writes(req: &TxnRequest) -> bool {
 }
 
 /// A read-only txn is served locally only when every range in it asked for serializable reads.
-fn txn_is_serializable(req: &TxnRequest) -> bool {
+pub(super) fn txn_is_serializable(req: &TxnRequest) -> bool {
     req.success
         .iter()
         .chain(&req.failure)

@@ -122,6 +122,9 @@ pub struct Bugs {
     /// A JWT's identity is taken at the store's current auth revision instead of the token's,
     /// so a token issued before a permission was revoked still acts with it.
     pub signed_identity_at_store_revision: bool,
+    /// A linearizable read's sender is checked when the read arrives, by a store that may not
+    /// hold yet a change acknowledged before it (etcd checks once the read index is applied).
+    pub reader_checked_on_arrival: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
     /// Bugs in the auth store, wrong the same way on every member.

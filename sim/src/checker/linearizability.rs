@@ -19,6 +19,7 @@
 //! answered with a revision error carries no header and is placed where the model gives that
 //! error (see `timeline`).
 
+mod auth_reads;
 mod report;
 mod requests;
 mod timeline;
@@ -40,8 +41,8 @@ use detcd::state::State;
 use prost::Message as _;
 
 use crate::history::{AppliedEntry, Op, Outcome, SimNanos};
-use crate::model::AuthModel;
 use crate::model::{Applied, Model};
+use auth_reads::{check_auth_reads, check_read_permissions, AuthStores, Windows};
 use requests::{Class, WriteKind};
 use timeline::Timeline;
 
@@ -69,8 +70,9 @@ pub fn check(
         .partition(|(_, slot)| matches!(ops[*slot].request, ClientRequest::LeaseLeases(_)));
     check_lease_reads(ops, &replay, lease_reads)?;
     check_member_lists(ops, &replay)?;
-    check_auth_reads(ops, &replay)?;
-    check_read_permissions(ops, &replay)?;
+    let windows = Windows::new(ops, &replay, log.len() as u64);
+    check_auth_reads(ops, &replay, &windows)?;
+    check_read_permissions(ops, &replay, &windows)?;
     evaluate_reads(ops, &replay, reads)?;
     let hash = replay.model.kv().hash_kv(0).ok();
     stats.final_hash = hash.map(|(hash, _)| (log.len() as u64, hash));
@@ -115,7 +117,7 @@ struct Replay {
     /// Every member list the cluster had, encoded.
     member_lists: BTreeSet<Vec<u8>>,
     /// Every auth store the cluster had, in log order.
-    auth_stores: Vec<AuthModel>,
+    auth_stores: AuthStores,
 }
 
 /// A member list as bytes, to compare lists without a total order on members.
@@ -151,7 +153,7 @@ fn replay_writes(
         timeline: Timeline::new(),
         lease_digests: vec![lease_digest(std::iter::empty())],
         member_lists: BTreeSet::from([encode_members(&initial.members().list())]),
-        auth_stores: vec![model.auth().clone()],
+        auth_stores: AuthStores::new(model.auth().clone()),
         model,
     };
     for (i, entry) in log.iter().enumerate() {
@@ -206,9 +208,7 @@ fn replay_writes(
             let list = replay.model.members().list();
             replay.member_lists.insert(encode_members(&list));
         }
-        if replay.auth_stores.last() != Some(replay.model.auth()) {
-            replay.auth_stores.push(replay.model.auth().clone());
-        }
+        replay.auth_stores.after(index, replay.model.auth());
         let kv = replay.model.kv();
         replay.timeline.push(kv.current(), kv.compact_main());
         stats.revisions.push(kv.current());
@@ -333,94 +333,6 @@ fn check_member_lists(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
                     read: OpRef::of(op),
                 });
             }
-        }
-    }
-    Ok(())
-}
-
-/// A member answers the Auth service's reads from its own applied store (after a read index):
-/// every answer a client got must be one some auth store of the log gives.
-fn check_auth_reads(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
-    for op in ops {
-        let observed = match &op.outcome {
-            outcome if outcome.is_indeterminate() => continue,
-            Outcome::Ok { response, .. } => Ok(requests::normalized(response)),
-            Outcome::Err { error, .. } => Err(error.clone()),
-            Outcome::Unknown => continue,
-        };
-        let headerless = observed.map(|mut r| {
-            *r.header_mut() = None;
-            r
-        });
-        let answers = replay.auth_stores.iter().map(|s| s.read(&op.request));
-        let mut answers = answers.peekable();
-        if answers.peek().is_some_and(Option::is_none) {
-            continue;
-        }
-        // A JWT outlives its user (a simple token goes with it): the member refuses the
-        // holder's reads for want of the user, as etcd's admin check does.
-        let caller_gone = headerless
-            .as_ref()
-            .is_err_and(|e| *e == EtcdError::UserNotFound)
-            && op
-                .acting_as
-                .as_ref()
-                .is_some_and(|u| replay.auth_stores.iter().any(|s| !s.has_user(u)));
-        let refused = caller_gone
-            || headerless
-                .as_ref()
-                .is_err_and(|e| requests::refused_before_proposing(&op.request, e));
-        if !refused && !answers.any(|a| a.as_ref() == Some(&headerless)) {
-            return Err(Violation::CoreDisagreesWithModel {
-                index: 0,
-                what: format!(
-                    "op {} ({}) got {headerless:?}, which no auth store of the log answers",
-                    op.id,
-                    op.request.name()
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// A user's read is served or refused by the member's own auth store: some auth store of the
-/// log must let it through (or refuse it) as the member did. (A txn that writes is judged
-/// where it was applied, with the store of its entry.)
-fn check_read_permissions(ops: &[Op], replay: &Replay) -> Result<(), Violation> {
-    for op in ops {
-        let Some(user) = &op.acting_as else {
-            continue;
-        };
-        if matches!(&op.request, ClientRequest::Txn(t) if requests::txn_has_writes(t)) {
-            continue;
-        }
-        let served = match &op.outcome {
-            Outcome::Ok { .. } => true,
-            Outcome::Err {
-                error: EtcdError::PermissionDenied,
-                ..
-            } => false,
-            _ => continue,
-        };
-        let decisions = replay
-            .auth_stores
-            .iter()
-            .map(|s| s.lets_read(user, &op.request));
-        let mut decisions = decisions.peekable();
-        if decisions.peek().is_some_and(Option::is_none) {
-            continue;
-        }
-        if !decisions.any(|d| d == Some(served)) {
-            return Err(Violation::CoreDisagreesWithModel {
-                index: 0,
-                what: format!(
-                    "op {} ({} as {user}) was {}, which no auth store of the log does",
-                    op.id,
-                    op.request.name(),
-                    if served { "served" } else { "refused" }
-                ),
-            });
         }
     }
     Ok(())

@@ -410,6 +410,7 @@ impl World {
                     == Some(Bug::AutoCompactionKeepsOneLess),
                 signed_identity_at_store_revision: options.bug
                     == Some(Bug::JwtIdentityAtStoreRevision),
+                reader_checked_on_arrival: options.bug == Some(Bug::ReaderCheckedOnArrival),
                 key_space: key_space_bugs(options.bug),
                 auth: detcd::auth::AuthBugs {
                     range_as_first_key: options.bug == Some(Bug::AuthRangeAsFirstKey),
