@@ -98,9 +98,9 @@ struct Parked {
 pub(super) struct AuthDuty {
     tokens: Tokens,
     parked: Vec<Parked>,
-    /// The credentials of the linearizable reads waiting for their read index: their senders
-    /// are identified and checked when the reads are served.
-    readers: BTreeMap<RequestId, Option<Credentials>>,
+    /// The credentials of the linearizable reads waiting for their read index (those sent
+    /// with any): their senders are identified and checked when the reads are served.
+    readers: BTreeMap<RequestId, Credentials>,
     /// Who the request being handled is from: what its proposal carries.
     caller: AuthInfo,
 }
@@ -183,12 +183,14 @@ impl Node {
             Ok(Identity::NotYet(_)) => return self.finish(id, Err(EtcdError::TooManyRequests)),
             Err(err) => return self.finish(id, Err(refusal(&request, err))),
         };
-        if is_linearizable_read(&request) && !self.bug(|b| b.reader_checked_on_arrival) {
+        if self.checks_when_served(&request) {
             // As etcd does, a linearizable read's sender is checked against the store the read
             // is served from, after its read index: this member's store may not hold yet a
             // change (auth enabled, a permission revoked or granted) acknowledged before the
             // read was sent.
-            self.remember_reader(id, credentials);
+            if let Some(credentials) = credentials {
+                self.remember_reader(id, credentials);
+            }
         } else if let Err(err) = self.admit_as(&request, &caller) {
             return self.finish(id, Err(refusal(&request, err)));
         }
@@ -197,7 +199,11 @@ impl Node {
         self.auth.caller = AuthInfo::default();
     }
 
-    fn remember_reader(&mut self, id: RequestId, credentials: Option<Credentials>) {
+    fn checks_when_served(&self, request: &ClientRequest) -> bool {
+        is_linearizable_read(request) && !self.bug(|b| b.reader_checked_on_arrival)
+    }
+
+    fn remember_reader(&mut self, id: RequestId, credentials: Credentials) {
         let readers = &mut self.auth.readers;
         if readers.len() >= self.cfg.pending_requests_max {
             let pending = &self.pending;
@@ -214,9 +220,10 @@ impl Node {
         id: RequestId,
         request: &ClientRequest,
     ) -> Result<(), EtcdError> {
-        let Some(credentials) = self.auth.readers.remove(&id) else {
+        if !self.checks_when_served(request) {
             return Ok(());
-        };
+        }
+        let credentials = self.auth.readers.remove(&id);
         let caller = match self.identify(credentials.as_ref())? {
             Identity::Known(caller) => caller,
             // Its token's entry was applied before the request got this far.
