@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Where test ports come from: below the kernel's ephemeral range (32768 and up on Linux), so
@@ -80,6 +81,9 @@ pub struct Member {
     pub extra_args: Vec<String>,
     child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`; joined once the process has exited, so the log
+    /// holds the last lines (a member refusing to start writes its reason just before exiting).
+    log_reader: Option<JoinHandle<()>>,
 }
 
 impl Member {
@@ -136,12 +140,19 @@ impl Member {
             .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.flavor));
         let stderr = child.stderr.take().expect("piped stderr");
         let log = self.log.clone();
-        std::thread::spawn(move || {
+        self.log_reader = Some(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 log.lock().unwrap().push(line);
             }
-        });
+        }));
         self.child = Some(child);
+    }
+
+    /// After the process has exited: waits until its last stderr lines are in `log`.
+    fn finish_log(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -149,6 +160,7 @@ impl Member {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.finish_log();
         }
     }
 
@@ -161,12 +173,15 @@ impl Member {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
+                self.finish_log();
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
-        child.wait().ok().and_then(|s| s.code())
+        let code = child.wait().ok().and_then(|s| s.code());
+        self.finish_log();
+        code
     }
 
     /// Waits for the process to exit by itself (e.g. refusing to start); returns its code.
@@ -176,6 +191,7 @@ impl Member {
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
+                self.finish_log();
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -247,6 +263,7 @@ pub fn cluster(flavor: Flavor, size: usize, tag: &str, extra_args: &[&str]) -> V
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            log_reader: None,
         })
         .collect()
 }
