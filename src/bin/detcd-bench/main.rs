@@ -40,6 +40,7 @@ usage: detcd-bench [flags] put
        detcd-bench [flags] txn-put [--txn-ops N]
        detcd-bench [flags] lease-keepalive
        detcd-bench [flags] lease-churn
+       detcd-bench [flags] lease-grant
        detcd-bench [flags] watch-latency [--streams N] [--watchers-per-stream N] [--put-rate N]
        detcd-bench [flags] watch [--streams N] [--watchers-per-stream N] [--put-rate N]
 
@@ -47,6 +48,8 @@ lease-keepalive: as etcd's `benchmark lease-keepalive`, each client grants a lea
 before the clock starts, then renews it with one KeepAliveOnce per request (a new keepalive
 stream each time, as clientv3's KeepAliveOnce opens one). lease-churn: each request is a cycle
 of grant (TTL 60 s), put of a key with the lease, and revoke (which deletes the key).
+lease-grant: each request grants a lease of TTL 1 hour, which stays: the load before a
+workload that must not slow down with many leases held.
 
 watch-latency and watch: --streams watch streams (spread over the connections), each with
 --watchers-per-stream watchers, are created first; then --total puts are issued by --clients
@@ -96,6 +99,7 @@ enum Workload {
     },
     LeaseKeepAlive,
     LeaseChurn,
+    LeaseGrant,
     Watch(WatchMode),
 }
 
@@ -113,6 +117,7 @@ impl Workload {
             Workload::TxnPut { .. } => "txn-put",
             Workload::LeaseKeepAlive => "lease-keepalive",
             Workload::LeaseChurn => "lease-churn",
+            Workload::LeaseGrant => "lease-grant",
             Workload::Watch(WatchMode::Latency) => "watch-latency",
             Workload::Watch(WatchMode::Throughput) => "watch",
         }
@@ -273,6 +278,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         Some("txn-put") if positional.len() == 1 => Workload::TxnPut { ops: txn_ops },
         Some("lease-keepalive") if positional.len() == 1 => Workload::LeaseKeepAlive,
         Some("lease-churn") if positional.len() == 1 => Workload::LeaseChurn,
+        Some("lease-grant") if positional.len() == 1 => Workload::LeaseGrant,
         Some("watch-latency") if positional.len() == 1 => Workload::Watch(WatchMode::Latency),
         Some("watch") if positional.len() == 1 => Workload::Watch(WatchMode::Throughput),
         Some(other) => return Err(format!("unexpected arguments starting at '{other}'")),
@@ -383,6 +389,7 @@ impl Plan {
             }),
             Workload::LeaseKeepAlive => Request::KeepAlive,
             Workload::LeaseChurn => Request::Churn(self.put(self.put_key_number(n))),
+            Workload::LeaseGrant => Request::Grant,
             Workload::Watch(_) => unreachable!("the watch workloads issue their own requests"),
         }
     }
@@ -409,6 +416,8 @@ enum Request {
     KeepAlive,
     /// Grant a lease, put this key with it, revoke it.
     Churn(PutRequest),
+    /// Grant a lease that stays.
+    Grant,
 }
 
 /// One client's connections to the services it calls.
@@ -427,6 +436,7 @@ impl Services {
             Request::Txn(r) => self.kv.txn(r).await.map(drop),
             Request::KeepAlive => self.keep_alive_once().await,
             Request::Churn(put) => self.churn(put).await,
+            Request::Grant => self.grant(3_600).await.map(drop),
         }
     }
 
@@ -788,6 +798,8 @@ mod tests {
         assert_eq!(o.workload.name(), "lease-keepalive");
         let o = parse(&args("lease-churn")).expect("valid flags");
         assert_eq!(o.workload.name(), "lease-churn");
+        let o = parse(&args("lease-grant --total 50000")).expect("valid flags");
+        assert_eq!(o.workload.name(), "lease-grant");
         assert!(parse(&args("lease-churn extra")).is_err());
     }
 }
