@@ -28,8 +28,12 @@
 //!   checkpoints (every `checkpoint_interval`) keep a member that applies old entries late (a
 //!   restart, a partition healed) from extending a lease by more than that interval.
 
+mod held;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use held::{Held, HeldLeases};
 
 use super::LeaseId;
 use crate::time::Instant;
@@ -45,25 +49,6 @@ pub enum Renewal {
     Waiting,
 }
 
-/// The leader's view of one lease.
-#[derive(Clone, Debug)]
-struct Held {
-    /// Which grant of the id this is (`Lease::generation`); the entries the leader proposes
-    /// name it.
-    generation: u64,
-    ttl: Duration,
-    /// TTL after the last acknowledged renewal (or the estimate it started from).
-    expiry: Instant,
-    /// Up to when acknowledgements are covered by this leader's committed records.
-    floor: Option<Instant>,
-    /// The latest end any record this leader proposed for the lease names.
-    proposed_floor: Option<Instant>,
-    /// When this leader last proposed a record for the lease (or became ready).
-    recorded_at: Instant,
-    /// When a revocation for expiry was proposed, if one was.
-    revoke_proposed_at: Option<Instant>,
-}
-
 /// One keepalive waiting for a record, and the expiry it would make.
 struct Waiter<W> {
     need: Instant,
@@ -76,7 +61,7 @@ struct InFlightRecord {
 }
 
 struct LeaderClocks<W> {
-    held: BTreeMap<LeaseId, Held>,
+    held: HeldLeases,
     waiting: BTreeMap<LeaseId, Vec<Waiter<W>>>,
     waiting_count: usize,
     in_flight: BTreeMap<u64, InFlightRecord>,
@@ -159,7 +144,7 @@ impl<W> LeaseClocks<W> {
         self.estimates.insert(id, (generation, from + remaining));
         if let Some(leader) = &mut self.leader {
             // A grant applied while leading: the lease starts with its full TTL.
-            let held = leader.held.entry(id).or_insert_with(|| Held {
+            leader.held.insert_if_absent(id, || Held {
                 generation,
                 ttl,
                 expiry: from + remaining,
@@ -168,7 +153,11 @@ impl<W> LeaseClocks<W> {
                 recorded_at: from,
                 revoke_proposed_at: None,
             });
-            debug_assert_eq!(held.generation, generation, "one lease per id at a time");
+            debug_assert_eq!(
+                leader.held.get(id).map(|h| h.generation),
+                Some(generation),
+                "one lease per id at a time"
+            );
         }
     }
 
@@ -187,17 +176,18 @@ impl<W> LeaseClocks<W> {
         let Some(record) = leader.in_flight.get(&proposal) else {
             return Vec::new();
         };
-        let Some(held) = leader
-            .held
-            .get_mut(&id)
-            .filter(|h| h.generation == generation)
-        else {
+        if leader.held.get(id).map(|h| h.generation) != Some(generation) {
             return Vec::new();
-        };
+        }
         let end = record.proposed_at + remaining;
-        let floor = held.floor.map_or(end, |f| f.max(end));
-        held.floor = Some(floor);
-        let doomed = held.revoke_proposed_at.is_some();
+        let (floor, doomed) = leader
+            .held
+            .update(id, |held| {
+                let floor = held.floor.map_or(end, |f| f.max(end));
+                held.floor = Some(floor);
+                (floor, held.revoke_proposed_at.is_some())
+            })
+            .expect("held");
         let Some(waiters) = leader.waiting.remove(&id) else {
             return Vec::new();
         };
@@ -207,15 +197,14 @@ impl<W> LeaseClocks<W> {
         if !kept.is_empty() {
             leader.waiting.insert(id, kept);
         }
-        covered
-            .into_iter()
-            .map(|w| {
-                if !doomed {
-                    held.expiry = held.expiry.max(w.need);
-                }
-                (w.token, !doomed)
-            })
-            .collect()
+        if !doomed {
+            if let Some(need) = covered.iter().map(|w| w.need).max() {
+                leader
+                    .held
+                    .update(id, |held| held.expiry = held.expiry.max(need));
+            }
+        }
+        covered.into_iter().map(|w| (w.token, !doomed)).collect()
     }
 
     /// Every lease whose own record `proposal` named has been handled; forget the proposal.
@@ -232,7 +221,7 @@ impl<W> LeaseClocks<W> {
         let Some(leader) = &mut self.leader else {
             return Vec::new();
         };
-        leader.held.remove(&id);
+        leader.held.remove(id);
         let waiters = leader.waiting.remove(&id).unwrap_or_default();
         leader.waiting_count -= waiters.len();
         waiters.into_iter().map(|w| w.token).collect()
@@ -248,7 +237,7 @@ impl<W> LeaseClocks<W> {
         reset_bug: bool,
         ttl: impl Fn(LeaseId) -> Option<Duration>,
     ) {
-        let held = self
+        let leases = self
             .estimates
             .iter()
             .filter_map(|(id, (generation, estimate))| {
@@ -263,10 +252,9 @@ impl<W> LeaseClocks<W> {
                     revoke_proposed_at: None,
                 };
                 Some((*id, held))
-            })
-            .collect();
+            });
         self.leader = Some(LeaderClocks {
-            held,
+            held: HeldLeases::new(self.config.revoke_retry, leases),
             waiting: BTreeMap::new(),
             waiting_count: 0,
             in_flight: BTreeMap::new(),
@@ -293,7 +281,7 @@ impl<W> LeaseClocks<W> {
         let Some(leader) = &mut self.leader else {
             return (Renewal::NotFound, Some(token));
         };
-        let Some(held) = leader.held.get_mut(&id) else {
+        let Some(held) = leader.held.get(id) else {
             return (Renewal::NotFound, Some(token));
         };
         if held.expiry <= now || held.revoke_proposed_at.is_some() {
@@ -301,7 +289,9 @@ impl<W> LeaseClocks<W> {
         }
         let need = now + held.ttl;
         if held.floor.is_some_and(|floor| floor >= need) {
-            held.expiry = held.expiry.max(need);
+            leader
+                .held
+                .update(id, |held| held.expiry = held.expiry.max(need));
             return (Renewal::Renewed, Some(token));
         }
         if leader.waiting_count >= self.config.waiting_max {
@@ -347,17 +337,17 @@ impl<W> LeaseClocks<W> {
     /// half a TTL after `at` when it was acknowledged, and only a batch that reads its time
     /// after `at` can see it pass, which hands this renewal over first.
     pub fn renewed_away(&mut self, (id, generation): Life, at: Instant) {
-        let Some(held) = self
-            .leader
-            .as_mut()
-            .and_then(|l| l.held.get_mut(&id))
-            .filter(|h| h.generation == generation)
-        else {
+        let Some(leader) = &mut self.leader else {
             return;
         };
-        if held.revoke_proposed_at.is_none() && held.expiry > at {
-            held.expiry = held.expiry.max(at + held.ttl);
-        }
+        leader.held.update(id, |held| {
+            if held.generation == generation
+                && held.revoke_proposed_at.is_none()
+                && held.expiry > at
+            {
+                held.expiry = held.expiry.max(at + held.ttl);
+            }
+        });
     }
 
     /// Whether the waiting list is full (a keepalive then gets `too many requests`).
@@ -377,15 +367,15 @@ impl<W> LeaseClocks<W> {
         };
         let mut out = Vec::new();
         for (id, waiters) in &leader.waiting {
-            let Some(held) = leader.held.get_mut(id) else {
-                continue;
-            };
             let need = waiters.iter().map(|w| w.need).max().expect("non-empty");
-            if held.proposed_floor.is_some_and(|f| f >= need) {
-                continue;
-            }
-            let prepay = (held.ttl / 2).min(prepay_max);
-            out.push(((*id, held.generation), record(held, now, need + prepay)));
+            let needed = leader.held.update(*id, |held| {
+                if held.proposed_floor.is_some_and(|f| f >= need) {
+                    return None;
+                }
+                let prepay = (held.ttl / 2).min(prepay_max);
+                Some(((*id, held.generation), record(held, now, need + prepay)))
+            });
+            out.extend(needed.flatten());
         }
         if !out.is_empty() {
             leader
@@ -407,16 +397,24 @@ impl<W> LeaseClocks<W> {
         let Some(leader) = &mut self.leader else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (id, held) in leader.held.iter_mut() {
-            if out.len() >= max {
-                break;
-            }
-            if held.expiry <= now || now.saturating_since(held.recorded_at) < interval {
-                continue;
-            }
-            out.push(((*id, held.generation), record(held, now, held.expiry)));
-        }
+        // A scan of every lease, but once per a quarter of the checkpoint interval.
+        let due: Vec<LeaseId> = leader
+            .held
+            .iter()
+            .filter(|(_, held)| {
+                held.expiry > now && now.saturating_since(held.recorded_at) >= interval
+            })
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect();
+        let out: Vec<_> = due
+            .into_iter()
+            .filter_map(|id| {
+                leader.held.update(id, |held| {
+                    ((id, held.generation), record(held, now, held.expiry))
+                })
+            })
+            .collect();
         if !out.is_empty() {
             leader
                 .in_flight
@@ -425,46 +423,32 @@ impl<W> LeaseClocks<W> {
         out
     }
 
-    /// Leases that expired on this leader's clock and have no revocation under way, at most
-    /// `max`; each is marked as being revoked.
+    /// Leases that expired on this leader's clock with no revocation proposed within the retry
+    /// interval, at most `max`, the earliest due first; each is marked as being revoked.
     pub fn expired(&mut self, now: Instant, max: usize) -> Vec<Life> {
-        let retry = self.config.revoke_retry;
         let Some(leader) = &mut self.leader else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for (id, held) in leader.held.iter_mut() {
-            if out.len() >= max {
-                break;
-            }
-            let retry_due = held
-                .revoke_proposed_at
-                .is_none_or(|at| now.saturating_since(at) >= retry);
-            if held.expiry <= now && retry_due {
-                held.revoke_proposed_at = Some(now);
-                out.push((*id, held.generation));
-            }
-        }
-        out
+        let due = leader.held.due_at(now, max);
+        due.into_iter()
+            .filter_map(|id| {
+                leader.held.update(id, |held| {
+                    held.revoke_proposed_at = Some(now);
+                    (id, held.generation)
+                })
+            })
+            .collect()
     }
 
     /// When the leader must next look for expired leases.
     pub fn next_expiry(&self) -> Option<Instant> {
-        let leader = self.leader.as_ref()?;
-        leader
-            .held
-            .values()
-            .map(|held| match held.revoke_proposed_at {
-                Some(at) => held.expiry.max(at + self.config.revoke_retry),
-                None => held.expiry,
-            })
-            .min()
+        self.leader.as_ref()?.held.next_due()
     }
 
     /// What the leader would answer for TimeToLive: the time left, or `None` when this member
     /// does not lead or does not hold the lease.
     pub fn remaining(&self, id: LeaseId, now: Instant) -> Option<Duration> {
-        let held = self.leader.as_ref()?.held.get(&id)?;
+        let held = self.leader.as_ref()?.held.get(id)?;
         Some(held.expiry.saturating_since(now))
     }
 
