@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use held::{Held, HeldLeases};
+use imbl::OrdMap;
 
 use super::LeaseId;
 use crate::time::Instant;
@@ -307,24 +308,11 @@ impl<W> LeaseClocks<W> {
     }
 
     /// The leases a keepalive may be acknowledged for away from this leader's step
-    /// (`node::LocalKeepAlives`), with what the decision needs; `None` when not leading or
-    /// holding more than `max`. A lease is left out while a revocation is under way or no
-    /// record of this leader covers it yet.
-    pub fn renewable(&self, max: usize) -> Option<BTreeMap<LeaseId, Renewable>> {
-        let leader = self.leader.as_ref()?;
-        if leader.held.len() > max {
-            return None;
-        }
-        let renewable = leader.held.iter().filter_map(|(id, held)| {
-            let floor = held.floor.filter(|_| held.revoke_proposed_at.is_none())?;
-            let renewable = Renewable {
-                generation: held.generation,
-                ttl: held.ttl,
-                floor,
-            };
-            Some((*id, renewable))
-        });
-        Some(renewable.collect())
+    /// (`node::LocalKeepAlives`), with what the decision needs; `None` when not leading. A
+    /// lease is left out while a revocation is under way or no record of this leader covers
+    /// it yet. A copy in constant time, whatever the number of leases.
+    pub fn renewable(&self) -> Option<OrdMap<LeaseId, Renewable>> {
+        Some(self.leader.as_ref()?.held.renewable().clone())
     }
 
     /// A keepalive for `life` was acknowledged at `at` away from this leader's step, as
@@ -503,7 +491,7 @@ mod tests {
         });
         clocks.lead(at(0), false, |_| Some(TTL));
         clocks.recorded((7, 1), TTL, TTL, at(0));
-        assert_eq!(clocks.renewable(10), Some(BTreeMap::new()), "no record yet");
+        assert_eq!(clocks.renewable(), Some(OrdMap::new()), "no record yet");
         assert_eq!(clocks.keep_alive(7, at(1_000), 0), (Renewal::Waiting, None));
         let records = clocks.records_needed(at(1_000), 1);
         assert_eq!(records, vec![((7, 1), Duration::from_secs(15))]);
@@ -517,7 +505,7 @@ mod tests {
     #[test]
     fn a_renewal_away_from_the_step_is_one_the_floor_covers_and_moves_the_expiry() {
         let mut clocks = leader_with_a_record();
-        let renewable = clocks.renewable(10).expect("leading")[&7];
+        let renewable = clocks.renewable().expect("leading")[&7];
         assert_eq!(renewable.floor, at(16_000));
         assert!(renewable.covers(at(6_000)));
         assert!(!renewable.covers(at(6_001)));
@@ -532,12 +520,11 @@ mod tests {
     #[test]
     fn leases_being_revoked_and_members_not_leading_renew_nothing_away_from_the_step() {
         let mut clocks = leader_with_a_record();
-        assert_eq!(clocks.renewable(0), None, "more leases than the bound");
         assert_eq!(clocks.expired(at(11_000), 10), vec![(7, 1)]);
-        assert_eq!(clocks.renewable(10), Some(BTreeMap::new()));
+        assert_eq!(clocks.renewable(), Some(OrdMap::new()));
         clocks.renewed_away((7, 1), at(11_000));
         assert_eq!(clocks.remaining(7, at(11_000)), Some(Duration::ZERO));
         clocks.step_down();
-        assert_eq!(clocks.renewable(10), None);
+        assert_eq!(clocks.renewable(), None);
     }
 }

@@ -419,9 +419,9 @@ impl Node {
     }
 
     /// The leases a keepalive may be acknowledged for away from the node's step
-    /// (`local_keepalives`), at most `max`; `None` unless this member runs the lease clocks.
-    pub(super) fn renewable_leases(&self, max: usize) -> Option<BTreeMap<LeaseId, Renewable>> {
-        self.leases.clocks.renewable(max)
+    /// (`local_keepalives`); `None` unless this member runs the lease clocks.
+    pub(super) fn renewable_leases(&self) -> Option<imbl::OrdMap<LeaseId, Renewable>> {
+        self.leases.clocks.renewable()
     }
 
     /// A keepalive for `life` was acknowledged at `at` away from the node's step.

@@ -20,21 +20,20 @@
 //! acknowledged is then in its table. The copy of the lease table is taken again after each
 //! batch that granted, recorded or removed a lease (or changed the term), not after others:
 //! floors only rise, so a copy older than the node's table is cautious, never wrong, and a
-//! write load pays nothing for it. The answers' header is the last batch's. At most
-//! `LOCAL_LEASES_MAX` leases are copied, and the renewals waiting for the node are kept one per
+//! write load pays nothing for it. The copy is of a persistent map the lease clocks keep
+//! (`lease::clock`), so taking it costs the same for ten leases or a hundred thousand. The
+//! answers' header is the last batch's. The renewals waiting for the node are kept one per
 //! lease, the latest.
 
 use std::collections::BTreeMap;
+
+use imbl::OrdMap;
 
 use super::Node;
 use crate::lease::clock::Renewable;
 use crate::lease::LeaseId;
 use crate::proto::etcdserverpb::{LeaseKeepAliveResponse, ResponseHeader};
 use crate::time::Instant;
-
-/// Leases a copy of the table holds at most: past it, keepalives go through the node (each copy
-/// of every lease each time it is taken).
-const LOCAL_LEASES_MAX: usize = 2_000;
 
 #[derive(Default)]
 pub struct LocalKeepAlives {
@@ -49,8 +48,7 @@ pub struct LocalKeepAlives {
 /// The leases a keepalive may be acknowledged for, as the leader held them at one point.
 struct LeaseTable {
     mark: TableMark,
-    /// Per lease, with the TTL its answers name.
-    leases: BTreeMap<LeaseId, (Renewable, i64)>,
+    leases: OrdMap<LeaseId, Renewable>,
     /// The injected bug `local_keepalives_ignore_floor`.
     ignore_floor: bool,
 }
@@ -93,7 +91,7 @@ impl LocalKeepAlives {
     pub fn keep_alive(&mut self, id: LeaseId, now: Instant) -> Option<LeaseKeepAliveResponse> {
         let header = self.header?;
         let table = self.leases.as_ref()?;
-        let &(renewable, ttl) = table.leases.get(&id)?;
+        let &renewable = table.leases.get(&id)?;
         if !renewable.covers(now) && !table.ignore_floor {
             return None;
         }
@@ -105,7 +103,7 @@ impl LocalKeepAlives {
         Some(LeaseKeepAliveResponse {
             header: Some(header),
             id,
-            ttl,
+            ttl: renewable.ttl.as_secs() as i64,
         })
     }
 
@@ -124,16 +122,11 @@ impl LocalKeepAlives {
     }
 }
 
-/// A copy of the node's lease table, unless it holds too many leases.
+/// A copy of the node's lease table.
 fn table(node: &Node, mark: TableMark) -> Option<LeaseTable> {
-    let renewable = node.renewable_leases(LOCAL_LEASES_MAX)?;
-    let leases = renewable
-        .into_iter()
-        .filter_map(|(id, r)| Some((id, (r, node.state().leases().get(id)?.ttl_secs))))
-        .collect();
     Some(LeaseTable {
         mark,
-        leases,
+        leases: node.renewable_leases()?,
         ignore_floor: node.bug(|b| b.local_keepalives_ignore_floor),
     })
 }

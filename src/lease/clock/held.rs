@@ -1,12 +1,17 @@
-//! The leases a leader holds, by id and by when each is next due: the leader asks after every
+//! The leases a leader holds, by id, by when each is next due, and as the table of those a
+//! keepalive may be acknowledged for away from the node's step. The leader asks after every
 //! batch when it must next look for expired leases, and a scan of every lease for that cost a
-//! Kubernetes-sized lease table (tens of thousands) on every batch. Every change to a lease's
-//! timing goes through [`HeldLeases::update`], which keeps the due index true.
+//! table of tens of thousands of leases on every batch; the keepalive table is copied after
+//! every batch that changed a lease, which a persistent map makes a constant-time copy. Every
+//! change to a lease goes through [`HeldLeases::update`], which keeps both true.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use imbl::OrdMap;
+
 use super::super::LeaseId;
+use super::Renewable;
 use crate::time::Instant;
 
 /// The leader's view of one lease.
@@ -37,11 +42,23 @@ impl Held {
             None => self.expiry,
         }
     }
+
+    /// What a keepalive acknowledged away from the step needs, if one may be: not while a
+    /// revocation is under way or before a record of this leader covers the lease.
+    fn renewable(&self) -> Option<Renewable> {
+        let floor = self.floor.filter(|_| self.revoke_proposed_at.is_none())?;
+        Some(Renewable {
+            generation: self.generation,
+            ttl: self.ttl,
+            floor,
+        })
+    }
 }
 
 pub(super) struct HeldLeases {
     by_id: BTreeMap<LeaseId, Held>,
     by_due: BTreeSet<(Instant, LeaseId)>,
+    renewable: OrdMap<LeaseId, Renewable>,
     revoke_retry: Duration,
 }
 
@@ -50,16 +67,13 @@ impl HeldLeases {
         let mut held = HeldLeases {
             by_id: BTreeMap::new(),
             by_due: BTreeSet::new(),
+            renewable: OrdMap::new(),
             revoke_retry,
         };
         for (id, lease) in leases {
             held.insert(id, lease);
         }
         held
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
     }
 
     pub fn get(&self, id: LeaseId) -> Option<&Held> {
@@ -78,29 +92,43 @@ impl HeldLeases {
     }
 
     fn insert(&mut self, id: LeaseId, lease: Held) {
+        debug_assert!(!self.by_id.contains_key(&id));
         self.by_due.insert((lease.due(self.revoke_retry), id));
-        if let Some(replaced) = self.by_id.insert(id, lease) {
-            self.by_due.remove(&(replaced.due(self.revoke_retry), id));
+        if let Some(renewable) = lease.renewable() {
+            self.renewable.insert(id, renewable);
         }
+        self.by_id.insert(id, lease);
     }
 
     pub fn remove(&mut self, id: LeaseId) {
         if let Some(lease) = self.by_id.remove(&id) {
             self.by_due.remove(&(lease.due(self.revoke_retry), id));
+            self.renewable.remove(&id);
         }
     }
 
     /// Changes the lease `id` through `change`, if it is held; `None` if not.
     pub fn update<R>(&mut self, id: LeaseId, change: impl FnOnce(&mut Held) -> R) -> Option<R> {
         let lease = self.by_id.get_mut(&id)?;
-        let due_before = lease.due(self.revoke_retry);
+        let (due_before, renewable_before) = (lease.due(self.revoke_retry), lease.renewable());
         let result = change(lease);
-        let due_after = lease.due(self.revoke_retry);
+        let (due_after, renewable_after) = (lease.due(self.revoke_retry), lease.renewable());
         if due_after != due_before {
             self.by_due.remove(&(due_before, id));
             self.by_due.insert((due_after, id));
         }
+        if renewable_after != renewable_before {
+            match renewable_after {
+                Some(renewable) => self.renewable.insert(id, renewable),
+                None => self.renewable.remove(&id),
+            };
+        }
         Some(result)
+    }
+
+    /// The leases a keepalive may be acknowledged for away from the node's step.
+    pub fn renewable(&self) -> &OrdMap<LeaseId, Renewable> {
+        &self.renewable
     }
 
     /// The earliest time any held lease is due.
@@ -141,11 +169,16 @@ mod tests {
         }
     }
 
-    /// The due index against a scan of every lease, after every kind of change.
+    /// The indexes against a scan of every lease, after every kind of change.
     fn assert_indexed(held: &HeldLeases) {
         let scanned = held.iter().map(|(_, l)| l.due(held.revoke_retry)).min();
         assert_eq!(held.next_due(), scanned);
-        assert_eq!(held.by_due.len(), held.len());
+        assert_eq!(held.by_due.len(), held.by_id.len());
+        let renewable: OrdMap<LeaseId, Renewable> = held
+            .iter()
+            .filter_map(|(id, l)| Some((*id, l.renewable()?)))
+            .collect();
+        assert_eq!(held.renewable(), &renewable);
     }
 
     #[test]
@@ -155,10 +188,13 @@ mod tests {
         assert_indexed(&held);
         assert_eq!(held.next_due(), Some(at(3_000)));
         held.update(2, |l| l.expiry = at(9_000));
+        held.update(1, |l| l.floor = Some(at(15_000)));
         assert_indexed(&held);
+        assert_eq!(held.renewable().len(), 1, "only a lease with a floor");
         assert_eq!(held.due_at(at(5_000), 10), vec![1]);
         held.update(1, |l| l.revoke_proposed_at = Some(at(5_000)));
         assert_indexed(&held);
+        assert!(held.renewable().is_empty(), "not while being revoked");
         assert_eq!(
             held.next_due(),
             Some(at(7_000)),
@@ -182,6 +218,7 @@ mod tests {
         Remove(LeaseId),
         Renew(LeaseId, u64),
         Revoke(LeaseId, u64),
+        Floor(LeaseId, u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -191,13 +228,15 @@ mod tests {
             (id.clone(), ms.clone()).prop_map(|(id, ms)| Op::Hold(id, ms)),
             id.clone().prop_map(Op::Remove),
             (id.clone(), ms.clone()).prop_map(|(id, ms)| Op::Renew(id, ms)),
-            (id, ms).prop_map(|(id, ms)| Op::Revoke(id, ms)),
+            (id.clone(), ms.clone()).prop_map(|(id, ms)| Op::Revoke(id, ms)),
+            (id, ms).prop_map(|(id, ms)| Op::Floor(id, ms)),
         ]
     }
 
     proptest! {
-        /// After any changes, the index answers as a scan of every lease does: the next due
-        /// time, and the leases due at any time, earliest first (ties by id).
+        /// After any changes, the indexes answer as a scan of every lease does: the next due
+        /// time, the leases due at any time, earliest first (ties by id), and the leases a
+        /// keepalive may be acknowledged for away from the step.
         #[test]
         fn the_due_index_answers_as_a_scan(ops in proptest::collection::vec(op(), 0..40), now in 0..12_000u64) {
             let retry = Duration::from_secs(2);
@@ -221,6 +260,10 @@ mod tests {
                         held.update(id, |l| l.revoke_proposed_at = Some(at(ms)));
                         model.entry(id).and_modify(|l| l.revoke_proposed_at = Some(at(ms)));
                     }
+                    Op::Floor(id, ms) => {
+                        held.update(id, |l| l.floor = Some(at(ms)));
+                        model.entry(id).and_modify(|l| l.floor = Some(at(ms)));
+                    }
                 }
             }
             let mut due: Vec<(Instant, LeaseId)> =
@@ -230,6 +273,9 @@ mod tests {
             let due_now: Vec<LeaseId> =
                 due.iter().filter(|(d, _)| *d <= at(now)).map(|(_, id)| *id).take(3).collect();
             prop_assert_eq!(held.due_at(at(now), 3), due_now);
+            let renewable: OrdMap<LeaseId, Renewable> =
+                model.iter().filter_map(|(id, l)| Some((*id, l.renewable()?))).collect();
+            prop_assert_eq!(held.renewable(), &renewable);
         }
     }
 }
