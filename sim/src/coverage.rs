@@ -110,6 +110,7 @@ pub const EXPECTED: &[&str] = &[
     "recovery.torn-tail-truncated",
     "recovery.from-snapshot",
     "recovery.snapshot-installed",
+    "compaction.half-released",
     "recovery.watch-feed-resumed",
     "watch.catch-up-from-recent-feeds",
     "watch.catch-up-from-key-space",

@@ -90,6 +90,10 @@ pub struct Options {
     /// (`Config::cold_batch_bytes`): at each write, or after a few writes, or (at the server's
     /// size) rarely, so that reads of the past find values in memory, in segments, and both.
     pub cold_batch_bytes: u64,
+    /// Keys each applied entry releases of a compaction (`Config::compaction_slice_keys`):
+    /// mostly a few, so that histories run with compactions half released (the workload's key
+    /// space is small), sometimes the server's.
+    pub compaction_slice_keys: usize,
     /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
     /// it and NOSPACE is raised and cleared.
     pub quota_bytes: u64,
@@ -181,10 +185,13 @@ pub enum Bug {
     /// Core: a linearizable read's sender is checked when the read arrives, by a store that
     /// may not hold yet a change acknowledged before it.
     ReaderCheckedOnArrival,
+    /// Key space: a slice of a compaction's release skips the key after it, which keeps its
+    /// dropped records in memory (no answer changes: only the state's invariants see it).
+    ReleaseSkipsAKey,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 29] = [
+    pub const ALL: [Bug; 30] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -214,6 +221,7 @@ impl Bug {
         Bug::AuthRangeAsFirstKey,
         Bug::JwtIdentityAtStoreRevision,
         Bug::ReaderCheckedOnArrival,
+        Bug::ReleaseSkipsAKey,
     ];
 
     pub fn name(self) -> &'static str {
@@ -247,6 +255,7 @@ impl Bug {
             Bug::AuthRangeAsFirstKey => "auth-range-as-first-key",
             Bug::JwtIdentityAtStoreRevision => "jwt-identity-at-store-revision",
             Bug::ReaderCheckedOnArrival => "reader-checked-on-arrival",
+            Bug::ReleaseSkipsAKey => "release-skips-a-key",
         }
     }
 
@@ -304,6 +313,7 @@ impl Options {
             },
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
             cold_batch_bytes: 0,
+            compaction_slice_keys: detcd::mvcc::RELEASE_SLICE_KEYS,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
@@ -338,6 +348,8 @@ impl Options {
         };
         options.cold_batch_bytes = [0, 64, 1 << 10, 1 << 20][rng.below(4) as usize];
         options.auth = rng.chance(0.3);
+        options.compaction_slice_keys =
+            [1, 2, 5, detcd::mvcc::RELEASE_SLICE_KEYS][rng.below(4) as usize];
         options
     }
 }
@@ -393,7 +405,7 @@ impl Options {
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={},\
-             autocompact={},cold_batch={},auth={}",
+             autocompact={},cold_batch={},auth={},compact_slice={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -428,6 +440,7 @@ impl Options {
             auto_compaction_text(self.auto_compaction),
             self.cold_batch_bytes,
             u8::from(self.auth),
+            self.compaction_slice_keys,
         )
     }
 
@@ -474,6 +487,7 @@ impl Options {
                 "autocompact" => self.auto_compaction = parse_auto_compaction(value)?,
                 "cold_batch" => self.cold_batch_bytes = int()?,
                 "auth" => self.auth = int()? != 0,
+                "compact_slice" => self.compaction_slice_keys = int()?.max(1) as usize,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

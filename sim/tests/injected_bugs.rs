@@ -136,6 +136,11 @@ fn a_nospace_alarm_that_never_clears_is_caught() {
 }
 
 #[test]
+fn a_compaction_release_that_skips_a_key_is_caught() {
+    assert_found(Bug::ReleaseSkipsAKey);
+}
+
+#[test]
 fn a_range_bound_that_forgets_superseded_values_is_caught() {
     assert_found(Bug::RangeBoundSkipsColdValues);
 }

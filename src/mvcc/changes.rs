@@ -38,7 +38,7 @@ impl KeySpaceView {
         let mut out = Vec::new();
         let store = self.frozen_store();
         for (key, history) in store.keys_scouted(KeyRange::new(key, range_end)) {
-            let records = history.records();
+            let records = history.retained(self.compact_main);
             let first = records.partition_point(|r| r.rev.main < from);
             let end = records.partition_point(|r| r.rev.main <= to);
             for i in first..end {

@@ -73,7 +73,8 @@ fn hash_kv(
     let mut upto: Vec<(&Bytes, &KeyHistory, &Record)> = keys
         .iter()
         .flat_map(|(key, history)| {
-            let records = history.records();
+            // What compaction keeps, whether or not its memory was released yet.
+            let records = history.retained(compact_main);
             let through = records.partition_point(|r| r.rev.main <= at);
             records[..through].iter().map(move |r| (key, history, r))
         })

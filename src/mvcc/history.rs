@@ -397,6 +397,13 @@ impl KeyHistory {
         self.records.drain_oldest(drop)
     }
 
+    /// The records compaction at `at` keeps, whether or not they were dropped yet: what every
+    /// read at or after `at`, a hash and a snapshot see of the key (empty when compaction
+    /// drops the key).
+    pub fn retained(&self, at: i64) -> &[Record] {
+        &self.records()[self.compactable(at)..]
+    }
+
     /// How many of the oldest records [`KeyHistory::compact`] at `at` would drop.
     pub fn compactable(&self, at: i64) -> usize {
         let records = self.records();

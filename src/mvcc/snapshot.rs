@@ -116,11 +116,10 @@ impl fmt::Debug for KeySpaceView {
 
 fn key_history_to_proto(
     key: &Bytes,
-    history: &KeyHistory,
+    records: &[Record],
     cold: &dyn ColdRead,
 ) -> io::Result<MvccKeyHistory> {
-    let records = history
-        .records()
+    let records = records
         .iter()
         .map(|record| {
             let value = match &record.change {
@@ -157,13 +156,13 @@ fn delimited_len(tag: u32, len: usize) -> usize {
 
 /// The encoded length of one key's history, without reading cold values: their lengths are
 /// known.
-fn key_history_encoded_len(key: &Bytes, history: &KeyHistory) -> usize {
+fn key_history_encoded_len(key: &Bytes, records: &[Record]) -> usize {
     let mut inner = if key.is_empty() {
         0
     } else {
         delimited_len(HISTORY_KEY_FIELD, key.len())
     };
-    for record in history.records() {
+    for record in records {
         let mut len = record_to_proto(record, Bytes::new()).encoded_len();
         if let Change::Put { value, .. } = &record.change {
             if value.len() > 0 {
@@ -188,6 +187,8 @@ impl KeySpaceView {
             keys: self.keys.clone(),
             current_revision: self.current_revision,
             compact_main: self.compact_main,
+            releasing: None,
+            release_slice_keys: super::RELEASE_SLICE_KEYS,
             footprint: Footprint::default(),
             cold: None,
             changes: Vec::new(),
@@ -205,12 +206,21 @@ impl KeySpaceView {
         }
     }
 
+    /// Each key with the records a snapshot holds of it: what compaction keeps, whether or not
+    /// its memory was released yet, so that members that released different amounts write
+    /// the same bytes.
+    fn retained(&self) -> impl Iterator<Item = (&Bytes, &[Record])> {
+        self.keys
+            .iter()
+            .map(|(key, history)| (key, history.retained(self.compact_main)))
+            .filter(|(_, records)| !records.is_empty())
+    }
+
     /// Exactly how many bytes [`KeySpaceView::encode_to`] writes.
     pub fn encoded_len(&self) -> usize {
         let keys: usize = self
-            .keys
-            .iter()
-            .map(|(key, history)| key_history_encoded_len(key, history))
+            .retained()
+            .map(|(key, records)| key_history_encoded_len(key, records))
             .sum();
         self.header().encoded_len() + keys
     }
@@ -225,11 +235,11 @@ impl KeySpaceView {
             .encode(&mut buf)
             .expect("a Vec grows as needed");
         out.write_all(&buf)?;
-        for (key, history) in &self.keys {
+        for (key, records) in self.retained() {
             buf.clear();
             prost::encoding::message::encode(
                 KEYS_FIELD,
-                &key_history_to_proto(key, history, cold)?,
+                &key_history_to_proto(key, records, cold)?,
                 &mut buf,
             );
             out.write_all(&buf)?;
@@ -319,6 +329,8 @@ impl KeySpace {
             keys,
             current_revision,
             compact_main,
+            releasing: None,
+            release_slice_keys: super::RELEASE_SLICE_KEYS,
             cold: None,
             changes: Vec::new(),
             bugs: KeySpaceBugs::default(),

@@ -46,6 +46,10 @@ pub struct Config {
     /// Superseded values move out of memory to the cold segments once about this many bytes
     /// of them wait, in key order (`mvcc::cold`). detcd's own; the simulator draws small ones.
     pub cold_batch_bytes: u64,
+    /// Keys each applied entry releases of a compaction's dropped records at most
+    /// (`mvcc::RELEASE_SLICE_KEYS`). detcd's own; the simulator draws small ones. All members
+    /// must agree, or their memory (not their answers) differs.
+    pub compaction_slice_keys: usize,
     /// Largest proposal accepted. etcd: `--max-request-bytes` 1.5 MiB.
     pub max_request_bytes: usize,
     /// etcd: `--max-txn-ops` 128.
@@ -158,6 +162,7 @@ impl Config {
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
             cold_batch_bytes: 1 << 20,
+            compaction_slice_keys: crate::mvcc::RELEASE_SLICE_KEYS,
             max_request_bytes: 3 * 1024 * 1024 / 2,
             max_txn_ops: 128,
             max_range_bytes: i32::MAX as u64,

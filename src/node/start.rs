@@ -110,6 +110,7 @@ fn restore_state(
         }
     };
     state.keep_superseded_values_cold(cfg.cold_batch_bytes);
+    state.release_compactions_in_slices_of(cfg.compaction_slice_keys);
     state.inject_bugs(cfg.bugs.key_space, cfg.bugs.auth);
     Ok((state, index))
 }

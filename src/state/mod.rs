@@ -153,6 +153,9 @@ impl State {
 
     /// Applies one committed entry's operation, asked for by `caller` (see `auth`).
     pub fn apply_as(&mut self, op: Op, caller: &AuthInfo) -> Applied {
+        // Every entry releases a slice of a compaction's dropped records, so every member
+        // holds the same records at the same index.
+        self.kv.release_compacted_slice();
         let mut effects = Effects::default();
         let refused = self.refused_by_auth(&op, caller).err();
         if let Some(refused) = refused.or_else(|| self.refused_by_alarm(&op)) {
@@ -405,6 +408,11 @@ impl State {
     pub fn inject_bugs(&mut self, bugs: crate::mvcc::KeySpaceBugs, auth: crate::auth::AuthBugs) {
         self.kv.inject_bugs(bugs);
         self.auth.inject_bugs(auth);
+    }
+
+    /// How many keys each applied entry releases of a compaction at most.
+    pub fn release_compactions_in_slices_of(&mut self, keys: usize) {
+        self.kv.release_compactions_in_slices_of(keys);
     }
 
     pub fn keep_superseded_values_cold(&mut self, batch_bytes: u64) {

@@ -157,6 +157,12 @@ impl World {
             let Some(node) = m.node.as_ref() else {
                 continue;
             };
+            if let Err(why) = node.state().check_invariants() {
+                problem = Some(format!("member {id}'s state breaks its invariants: {why}"));
+            }
+            if node.key_space().is_releasing_compaction() {
+                self.counters.coverage.hit("compaction.half-released");
+            }
             let hash = match node.key_space().hash_kv(0, &m.cold) {
                 Ok((h, _)) => (h, node.state().leases().digest()),
                 Err(e) => {

@@ -385,6 +385,7 @@ impl World {
             config.snapshot_count = options.snapshot_count;
             config.snapshot_catchup_entries = options.snapshot_count / 2;
             config.cold_batch_bytes = options.cold_batch_bytes;
+            config.compaction_slice_keys = options.compaction_slice_keys;
             config.request_timeout = std::time::Duration::from_nanos(REQUEST_TIMEOUT_NS);
             config.lease_checkpoint_interval =
                 std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
@@ -1104,5 +1105,6 @@ fn key_space_bugs(bug: Option<Bug>) -> detcd::mvcc::KeySpaceBugs {
         range_without_lookahead: bug == Some(Bug::RangeWithoutLookahead),
         range_compare_first_key_only: bug == Some(Bug::RangeCompareFirstKeyOnly),
         range_bound_skips_cold_values: bug == Some(Bug::RangeBoundSkipsColdValues),
+        release_skips_a_key: bug == Some(Bug::ReleaseSkipsAKey),
     }
 }

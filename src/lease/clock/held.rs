@@ -238,7 +238,10 @@ mod tests {
         /// time, the leases due at any time, earliest first (ties by id), and the leases a
         /// keepalive may be acknowledged for away from the step.
         #[test]
-        fn the_due_index_answers_as_a_scan(ops in proptest::collection::vec(op(), 0..40), now in 0..12_000u64) {
+        fn the_due_index_answers_as_a_scan(
+            ops in proptest::collection::vec(op(), 0..40),
+            now in 0..12_000u64,
+        ) {
             let retry = Duration::from_secs(2);
             let mut held = HeldLeases::new(retry, []);
             let mut model: BTreeMap<LeaseId, Held> = BTreeMap::new();
