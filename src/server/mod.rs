@@ -38,6 +38,7 @@ pub mod restore;
 pub mod tls;
 mod tls_identity;
 pub mod watch;
+mod watch_answers;
 mod watch_stream;
 
 use std::net::SocketAddr;

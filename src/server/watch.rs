@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use prost::Message;
-use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 use tonic::Status;
 
@@ -27,6 +27,7 @@ use super::direct::Unframer;
 use super::disk::{lower_thread_priority, ColdReader};
 use super::driver::DriverHandle;
 use super::grpc::status;
+use super::watch_answers;
 use crate::api::Credentials;
 use crate::error::EtcdError;
 use crate::proto::detcdpb::AuthorizeRequest;
@@ -56,9 +57,8 @@ const BATCH_BLOCK_BYTES: usize = 16 << 10;
 const GRPC_PREFIX: usize = 5;
 
 /// A batch of a stream's responses: blocks of whole gRPC messages (each with its 5-byte prefix),
-/// written to the stream as they are; or the status that ends the stream. The status is boxed:
-/// a stream's channel allocates room for 32 answers whatever its bound, 5 KiB per stream with
-/// the status inline.
+/// written to the stream as they are; or the status that ends the stream (boxed: the channel's
+/// room for each answer is as large as the largest).
 pub(super) type Answer = Result<Vec<Bytes>, Box<Status>>;
 
 /// Where the node thread leaves feeds for the watch task.
@@ -149,7 +149,7 @@ pub(super) enum Input {
     Open {
         stream: StreamId,
         require_leader: bool,
-        answers: mpsc::Sender<Answer>,
+        answers: watch_answers::Sender<Answer>,
     },
     Request {
         stream: StreamId,
@@ -218,7 +218,7 @@ impl WatchHandle {
         &self,
         driver: &DriverHandle,
         require_leader: bool,
-    ) -> Result<(StreamId, mpsc::Receiver<Answer>, CloseOnDrop), Status> {
+    ) -> Result<(StreamId, watch_answers::Receiver<Answer>, CloseOnDrop), Status> {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         self.feeds.stream_opened(driver).await;
         let closer = CloseOnDrop {
@@ -226,7 +226,7 @@ impl WatchHandle {
             inputs: self.inputs.clone(),
             feeds: self.feeds.clone(),
         };
-        let (answers, rx) = mpsc::channel(BATCHES_BUFFERED_MAX);
+        let (answers, rx) = watch_answers::channel(BATCHES_BUFFERED_MAX);
         let open = Input::Open {
             stream,
             require_leader,
@@ -324,7 +324,9 @@ impl WatchCaller {
             range_end: create.range_end.clone(),
             admin: false,
         };
-        match self.driver.call_as(check, self.credentials.clone()).await {
+        // Boxed: every stream's request task holds this future's room while it waits, and
+        // the driver's call is most of it, though only streams under auth ever make one.
+        match Box::pin(self.driver.call_as(check, self.credentials.clone())).await {
             Ok(_) => Input::Request { stream, request },
             Err(_) => Input::Refuse {
                 stream,
@@ -339,7 +341,7 @@ impl WatchCaller {
 
 /// A watch stream of the member's own; closed when dropped.
 pub struct InternalWatch {
-    answers: mpsc::Receiver<Answer>,
+    answers: watch_answers::Receiver<Answer>,
     /// The responses of the blocks received, not yet taken.
     messages: Unframer,
     blocks: VecDeque<Bytes>,
@@ -379,15 +381,15 @@ impl InternalWatch {
     }
 }
 
-type Waiting =
-    Pin<Box<dyn std::future::Future<Output = (StreamId, Option<OwnedPermit<Answer>>)> + Send>>;
+/// A stream whose channel was full, once it has room (true) or its reader is gone (false).
+type Waiting = Pin<Box<dyn std::future::Future<Output = (StreamId, bool)> + Send>>;
 
 struct WatchTask {
     hub: WatchHub,
     feeds: Arc<FeedSlot>,
     inputs: mpsc::Receiver<Input>,
-    answers: BTreeMap<StreamId, mpsc::Sender<Answer>>,
-    /// Streams whose channel was full: a permit for each, once its client reads.
+    answers: BTreeMap<StreamId, watch_answers::Sender<Answer>>,
+    /// Streams whose channel was full, each until its client reads.
     waiting: FuturesUnordered<Waiting>,
     waiting_streams: BTreeSet<StreamId>,
     clock_origin: std::time::Instant,
@@ -410,15 +412,10 @@ impl WatchTask {
                     Some(input) => self.handle(input),
                     None => return,
                 },
-                Some((stream, permit)) = self.waiting.next(), if !self.waiting.is_empty() => {
+                Some((stream, has_room)) = self.waiting.next(), if !self.waiting.is_empty() => {
                     self.waiting_streams.remove(&stream);
-                    match permit {
-                        Some(permit) => {
-                            if let Some(batch) = self.batch(stream) {
-                                permit.send(Ok(batch));
-                            }
-                        }
-                        None => self.forget(stream),
+                    if !has_room {
+                        self.forget(stream);
                     }
                 }
                 () = sleep_until(progress) => {
@@ -470,7 +467,7 @@ impl WatchTask {
             if let Some(end) = self.hub.ended(stream) {
                 let error = status(end.error());
                 if let Some(answers) = self.answers.get(&stream) {
-                    let _ = answers.try_send(Err(Box::new(error)));
+                    answers.try_send(Err(Box::new(error)));
                 }
                 self.forget(stream);
                 continue;
@@ -488,20 +485,19 @@ impl WatchTask {
             return;
         };
         loop {
-            match answers.try_reserve() {
-                Ok(permit) => match self.batch(stream) {
-                    Some(batch) => permit.send(Ok(batch)),
+            match answers.has_room() {
+                Ok(true) => match self.batch(stream) {
+                    // The watch task is the only one that sends: the room is still there.
+                    Some(batch) => _ = answers.try_send(Ok(batch)),
                     None => return,
                 },
-                Err(TrySendError::Full(())) => {
+                Ok(false) => {
                     self.waiting_streams.insert(stream);
-                    let answers = answers.clone();
-                    self.waiting.push(Box::pin(async move {
-                        (stream, answers.reserve_owned().await.ok())
-                    }));
+                    self.waiting
+                        .push(Box::pin(async move { (stream, answers.room().await) }));
                     return;
                 }
-                Err(TrySendError::Closed(())) => {
+                Err(watch_answers::Closed) => {
                     self.forget(stream);
                     return;
                 }

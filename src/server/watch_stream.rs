@@ -25,6 +25,7 @@ use super::direct::{check_encoding, grpc_response, trailers, Unframer};
 use super::driver::DriverHandle;
 use super::grpc::{credentials, status};
 use super::watch::{self, CloseOnDrop, Input, WatchCaller, WatchHandle};
+use super::watch_answers;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{StatusRequest, WatchRequest};
 use crate::watch::StreamId;
@@ -137,7 +138,7 @@ async fn forward_requests(
 
 /// The stream's responses, block by block as the watch task sent them; then its status.
 struct WatchResponses {
-    answers: mpsc::Receiver<watch::Answer>,
+    answers: watch_answers::Receiver<watch::Answer>,
     blocks: VecDeque<Bytes>,
     ended: bool,
     /// Closes the stream's watchers in the hub when hyper drops the body.
