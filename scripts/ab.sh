@@ -5,7 +5,9 @@
 # between rounds, so a slow spell of this shared machine falls on both): 100,000 linearizable
 # and 100,000 serializable reads of one 256-byte key at all three members, then 50,000 puts
 # of 256-byte values to the leader, 100 clients over 10 connections (detcd-bench). Prints each
-# run's requests/s and the three members' CPU (user + system) per request.
+# run's requests/s and the three members' CPU (user + system) per request. LOADS picks the loads
+# and their order (default "rangel ranges put"; put1 is one client's 3,000 puts to the leader,
+# whose average latency is 1/(requests/s)). OLD may be an etcd binary: the flags are etcd's.
 # Needs target/release/detcd-bench (`cargo build --release --bins`) and etcdctl.
 set -euo pipefail
 OLD="$1" NEW="$2" ROUNDS="${3:-3}"
@@ -73,19 +75,25 @@ for name in old new; do
   done
   LEADER[$name]="$(leader "$name")"
 done
+load() { # NAME LOAD
+  case "$2" in
+  rangel | ranges)
+    run "$1" "$2" --endpoints="${ENDPOINTS[$1]}" --conns=10 --clients=100 \
+      range bench-range-key --consistency="${2#range}" --total=100000 ;;
+  put)
+    run "$1" put --endpoints="${LEADER[$1]}" --conns=10 --clients=100 \
+      put --key-size=8 --val-size=256 --key-space-size=100000 --total=50000 ;;
+  put1)
+    run "$1" put1 --endpoints="${LEADER[$1]}" --conns=1 --clients=1 \
+      put --key-size=8 --val-size=256 --key-space-size=100000 --total=3000 ;;
+  *) echo "unknown load $2" >&2; exit 2 ;;
+  esac
+}
+
 for round in $(seq "$ROUNDS"); do
   order="old new"
   [ $((round % 2)) -eq 0 ] && order="new old"
-  for name in $order; do
-    run "$name" rangel --endpoints="${ENDPOINTS[$name]}" --conns=10 --clients=100 \
-      range bench-range-key --consistency=l --total=100000
-  done
-  for name in $order; do
-    run "$name" ranges --endpoints="${ENDPOINTS[$name]}" --conns=10 --clients=100 \
-      range bench-range-key --consistency=s --total=100000
-  done
-  for name in $order; do
-    run "$name" put --endpoints="${LEADER[$name]}" --conns=10 --clients=100 \
-      put --key-size=8 --val-size=256 --key-space-size=100000 --total=50000
+  for l in ${LOADS:-rangel ranges put}; do
+    for name in $order; do load "$name" "$l"; done
   done
 done
