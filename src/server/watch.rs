@@ -313,20 +313,38 @@ impl WatchCaller {
     /// The request for the watch task: a create the sender may not read becomes its refusal
     /// (etcd's text: the gRPC error's, as grpc-go prints it).
     pub(super) async fn checked(&self, stream: StreamId, request: WatchRequest) -> Input {
+        match self.unchecked(stream, request) {
+            Ok(input) => input,
+            Err(request) => self.authorized(stream, request).await,
+        }
+    }
+
+    /// The request as it goes to the watch task when it needs no auth check (auth is off, or
+    /// it creates no watcher); otherwise the request back, for [`WatchCaller::authorized`].
+    pub(super) fn unchecked(
+        &self,
+        stream: StreamId,
+        request: WatchRequest,
+    ) -> Result<Input, WatchRequest> {
+        let creates = matches!(request.request_union, Some(RequestUnion::CreateRequest(_)));
+        if creates && self.driver.auth_enabled() {
+            return Err(request);
+        }
+        Ok(Input::Request { stream, request })
+    }
+
+    /// The request for the watch task once the caller's permission to read what it watches
+    /// was checked.
+    pub(super) async fn authorized(&self, stream: StreamId, request: WatchRequest) -> Input {
         let Some(RequestUnion::CreateRequest(create)) = &request.request_union else {
             return Input::Request { stream, request };
         };
-        if !self.driver.auth_enabled() {
-            return Input::Request { stream, request };
-        }
         let check = AuthorizeRequest {
             key: create.key.clone(),
             range_end: create.range_end.clone(),
             admin: false,
         };
-        // Boxed: every stream's request task holds this future's room while it waits, and
-        // the driver's call is most of it, though only streams under auth ever make one.
-        match Box::pin(self.driver.call_as(check, self.credentials.clone())).await {
+        match self.driver.call_as(check, self.credentials.clone()).await {
             Ok(_) => Input::Request { stream, request },
             Err(_) => Input::Refuse {
                 stream,

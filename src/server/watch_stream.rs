@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tonic::body::BoxBody;
 use tonic::Status;
 
@@ -112,12 +112,20 @@ async fn forward_requests(
                 let Ok(request) = WatchRequest::decode(&message[..]) else {
                     return;
                 };
-                if inputs
-                    .send(sender.checked(stream, request).await)
-                    .await
-                    .is_err()
-                {
-                    return;
+                // Every stream's task keeps room for the largest future it awaits; the common
+                // case awaits none, and the rare ones are boxed.
+                let input = match sender.unchecked(stream, request) {
+                    Ok(input) => input,
+                    Err(request) => Box::pin(sender.authorized(stream, request)).await,
+                };
+                match inputs.try_send(input) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full(input)) => {
+                        if Box::pin(inputs.send(input)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(TrySendError::Closed(_)) => return,
                 }
                 continue;
             }
