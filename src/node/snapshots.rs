@@ -108,13 +108,16 @@ impl Node {
         self.raw.raft.send_append(to);
     }
 
-    /// raft sends the snapshot the node built: the driver encodes its view as it sends.
+    /// raft sends the snapshot the node built: the driver encodes its view as it sends. A
+    /// snapshot raft made while leading and then held until a write was durable (it stepped
+    /// down in the same batch, so its messages waited for the new term's write) may find the
+    /// view freed meanwhile: it is dropped, as the network may drop it, and raft told so if a
+    /// follower still waits for it.
     pub(super) fn send_snapshot(&mut self, m: Message) {
-        let view = self
-            .snapshots
-            .outgoing_view
-            .clone()
-            .expect("raft sends only the snapshot the node built, which has its view");
+        let Some(view) = self.snapshots.outgoing_view.clone() else {
+            self.snapshot_dropped(m.to);
+            return;
+        };
         debug_assert_eq!(
             Some(m.get_snapshot().get_metadata().index),
             self.raw.store().outgoing_snapshot_index()
@@ -134,6 +137,19 @@ impl Node {
             to: m.to,
             snapshot: Box::new(OutgoingSnapshot { msg: m, view }),
         });
+    }
+
+    fn snapshot_dropped(&mut self, to: MemberId) {
+        let awaited = self.is_leader()
+            && self
+                .raw
+                .raft
+                .prs()
+                .get(to)
+                .is_some_and(|pr| pr.state == raft::ProgressState::Snapshot);
+        if awaited {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Failure);
+        }
     }
 
     /// Reports to raft the snapshots that were lost (still awaited past their deadline), and
