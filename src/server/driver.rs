@@ -12,7 +12,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -20,11 +19,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
+use super::inbox::{self, Inbox, NodeSender, Received};
 use super::jwt::JwtTokens;
 use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use super::metrics::ServerMetrics;
-use super::peer::PeerSender;
+use super::peer::{AdoptedPeer, PeerSender};
 use super::watch::FeedSlot;
 use crate::api::Credentials;
 use crate::error::EtcdError;
@@ -109,12 +109,14 @@ pub enum Event {
         reply: oneshot::Sender<(StateView, ColdReader)>,
     },
     Shutdown,
+    /// A peer's connection for the node's thread to read (the inbox adopts it).
+    PeerConnection(Box<AdoptedPeer>),
 }
 
 /// The producers' end of the driver's channel. Cheap to clone.
 #[derive(Clone)]
 pub struct DriverHandle {
-    tx: mpsc::Sender<Event>,
+    tx: NodeSender,
     queued: Arc<AtomicUsize>,
     queued_max: usize,
     /// Whether auth was on after the node's latest batch.
@@ -124,18 +126,16 @@ pub struct DriverHandle {
 }
 
 impl DriverHandle {
-    pub fn new(queued_max: usize) -> (DriverHandle, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel();
-        (
-            DriverHandle {
-                tx,
-                queued: Arc::new(AtomicUsize::new(0)),
-                queued_max,
-                auth_enabled: Arc::new(AtomicBool::new(false)),
-                jwt: None,
-            },
-            rx,
-        )
+    pub fn new(queued_max: usize) -> std::io::Result<(DriverHandle, Inbox)> {
+        let (tx, inbox) = inbox::channel()?;
+        let handle = DriverHandle {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            queued_max,
+            auth_enabled: Arc::new(AtomicBool::new(false)),
+            jwt: None,
+        };
+        Ok((handle, inbox))
     }
 
     /// Tokens are JWTs made and checked with these keys.
@@ -250,12 +250,17 @@ impl DriverHandle {
         self.offer(Event::Peer { from, msg });
     }
 
+    /// Hands a peer's connection to the node's thread, which reads it from now on.
+    pub fn adopt_peer(&self, peer: AdoptedPeer) {
+        self.tx.send(Event::PeerConnection(Box::new(peer)));
+    }
+
     pub fn disk_done(&self, io: IoId, result: Result<(), DiskError>) {
-        let _ = self.tx.send(Event::DiskDone { io, result });
+        self.tx.send(Event::DiskDone { io, result });
     }
 
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Event::Shutdown);
+        self.tx.send(Event::Shutdown);
     }
 
     /// The state as the node has applied it, frozen (O(1)), with the cold segments its view
@@ -278,7 +283,7 @@ impl DriverHandle {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        self.tx.send(event).is_ok()
+        self.tx.send(event)
     }
 
     fn taken(&self) {
@@ -366,7 +371,7 @@ pub enum Exit {
 
 pub struct Driver {
     node: Node,
-    rx: mpsc::Receiver<Event>,
+    inbox: Inbox,
     handle: DriverHandle,
     disk: DiskExecutor,
     cold: ColdFiles,
@@ -391,7 +396,7 @@ pub struct Driver {
 impl Driver {
     pub fn new(
         node: Node,
-        rx: mpsc::Receiver<Event>,
+        inbox: Inbox,
         handle: DriverHandle,
         storage: Storage,
         links: Links,
@@ -409,7 +414,7 @@ impl Driver {
         } = links;
         Driver {
             node,
-            rx,
+            inbox,
             handle,
             disk,
             cold,
@@ -460,18 +465,18 @@ impl Driver {
                 .poll_timeout()
                 .map(|t| Duration::from_nanos(t.as_nanos().saturating_sub(self.now().as_nanos())))
                 .unwrap_or(Duration::from_secs(1));
-            let mut inputs = Vec::new();
+            let (mut events, mut inputs) = (Vec::new(), Vec::new());
             let mut shutdown = false;
-            match self.rx.recv_timeout(wait) {
-                Ok(event) => shutdown |= self.take(event, &mut inputs),
-                Err(mpsc::RecvTimeoutError::Timeout) => inputs.push(Input::Tick),
-                Err(mpsc::RecvTimeoutError::Disconnected) => shutdown = true,
+            match self
+                .inbox
+                .receive(wait, BATCH_INPUTS_MAX, &mut events, &mut inputs)
+            {
+                Received::Some => {}
+                Received::TimedOut => inputs.push(Input::Tick),
+                Received::Disconnected => shutdown = true,
             }
-            while inputs.len() < BATCH_INPUTS_MAX {
-                match self.rx.try_recv() {
-                    Ok(event) => shutdown |= self.take(event, &mut inputs),
-                    Err(_) => break,
-                }
+            for event in events {
+                shutdown |= self.take(event, &mut inputs);
             }
             let now = self.now();
             // After the time is read: see `local_keepalives`.
@@ -563,6 +568,7 @@ impl Driver {
                 let _ = reply.send((self.node.state().view(), self.cold.reader()));
             }
             Event::Shutdown => return true,
+            Event::PeerConnection(_) => unreachable!("the inbox adopts connections"),
         }
         false
     }
@@ -577,7 +583,7 @@ impl Driver {
                 .name("detcd-hash".into())
                 .spawn(move || match view.hash_kv(revision, &cold) {
                     Ok((hash, _)) => {
-                        let _ = tx.send(Event::Hashed { revision, hash });
+                        tx.send(Event::Hashed { revision, hash });
                     }
                     Err(e) => {
                         log::error!("detcd: cannot hash the key space at revision {revision}: {e}")

@@ -22,6 +22,7 @@ pub mod driver;
 mod gateway;
 pub mod grpc;
 pub mod http;
+mod inbox;
 pub mod jwt;
 mod keepalive;
 mod large_range;
@@ -182,18 +183,24 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     };
     let peer_listeners = bind(&cfg.listen_peer, "peers", cfg.socket_reuse_port)?;
 
-    let (handle, rx) = DriverHandle::new(DRIVER_QUEUE_MAX);
+    let (handle, inbox) = DriverHandle::new(DRIVER_QUEUE_MAX)
+        .map_err(|e| format!("cannot set up the node's thread: {e}"))?;
     let handle = handle.with_jwt(cfg.jwt.clone());
     let identity = peer::PeerIdentity {
         cluster_id: node.cluster_id(),
         member_id: me,
     };
     let board = std::sync::Arc::new(peer::MemberBoard::default());
+    let h = handle.clone();
+    let hand_over: peer::HandOver = std::sync::Arc::new(move |peer| h.adopt_peer(peer));
     for listener in peer_listeners {
         let h = handle.clone();
         tokio::spawn(peer::serve(
             listener,
-            peer_tls.as_ref().map(|(acceptor, _)| acceptor.clone()),
+            (
+                peer_tls.as_ref().map(|(acceptor, _)| acceptor.clone()),
+                Some(hand_over.clone()),
+            ),
             identity,
             board.clone(),
             move |from, msg| h.deliver_peer(from, msg),
@@ -227,7 +234,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
         std::sync::Arc::new(local_keepalives::SharedLocalKeepAlives::new(clock_origin));
     let driver = Driver::new(
         node,
-        rx,
+        inbox,
         handle.clone(),
         Storage { disk, cold },
         Links {

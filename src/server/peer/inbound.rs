@@ -1,6 +1,8 @@
 //! The listening side: accepts peer connections, checks each one's handshake and frames, and
-//! hands every whole, valid message to the driver. A bad connection is closed and logged; it
-//! never stops the listener or reaches the node.
+//! hands every whole, valid message to the driver, or, given a [`HandOver`], each plain-TCP
+//! connection whose handshake checked out (the node's thread reads those itself:
+//! `node_inbound`). A bad connection is closed and logged; it never stops the listener or
+//! reaches the node.
 
 use crate::server::log;
 use std::net::SocketAddr;
@@ -13,7 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::join::MemberBoard;
-use super::wire::{self, WireError, MESSAGE_BYTES_MAX};
+use super::node_inbound::AdoptedPeer;
+use super::wire::{self, Handshake, WireError, MESSAGE_BYTES_MAX};
 use super::PeerIdentity;
 use crate::node::{MemberId, PeerMessage};
 
@@ -26,15 +29,19 @@ const CONNECTIONS_MAX: usize = 1024;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
+/// Takes a plain-TCP connection whose handshake checked out, to read it elsewhere.
+pub type HandOver = Arc<dyn Fn(AdoptedPeer) + Send + Sync>;
+
 /// Accepts peer connections on `listener` for as long as the returned future is polled, and hands
 /// every valid message to `deliver(from, msg)`. `deliver` is called from many tasks and must not
 /// block; it may drop the message when the node's queue is full (raft retransmits). With `tls`,
-/// each connection is read once its TLS handshake is done.
+/// each connection is read once its TLS handshake is done; without, and with `hand_over`, each
+/// connection goes to `hand_over` once its handshake checked out.
 ///
-/// Dropping the future closes the listener and every connection it accepted.
+/// Dropping the future closes the listener and every connection it is still reading.
 pub async fn serve<F>(
     listener: TcpListener,
-    tls: Option<PeerAcceptor>,
+    (tls, hand_over): (Option<PeerAcceptor>, Option<HandOver>),
     me: PeerIdentity,
     board: Arc<MemberBoard>,
     deliver: F,
@@ -49,7 +56,7 @@ pub async fn serve<F>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) if connections.len() < CONNECTIONS_MAX => {
                     let connection = Connection { addr, me, board: Arc::clone(&board), deliver: Arc::clone(&deliver) };
-                    connections.spawn(connection.handle(stream, tls.clone()));
+                    connections.spawn(connection.handle(stream, tls.clone(), hand_over.clone()));
                 }
                 Ok((_, addr)) => log::warning!("detcd: peer {addr}: refused, {CONNECTIONS_MAX} connections open"),
                 Err(e) => {
@@ -71,8 +78,16 @@ struct Connection<F> {
 }
 
 impl<F: Fn(MemberId, PeerMessage)> Connection<F> {
-    async fn handle(self, stream: TcpStream, tls: Option<PeerAcceptor>) {
+    async fn handle(
+        self,
+        stream: TcpStream,
+        tls: Option<PeerAcceptor>,
+        hand_over: Option<HandOver>,
+    ) {
         let Some(tls) = tls else {
+            if let Some(hand_over) = hand_over {
+                return self.hand_over(stream, &*hand_over).await;
+            }
             let (read, write) = stream.into_split();
             return self.serve(read, write).await;
         };
@@ -103,6 +118,61 @@ impl<F: Fn(MemberId, PeerMessage)> Connection<F> {
     }
 }
 
+impl<F> Connection<F> {
+    /// Reads the handshake, answers what is not a member's connection, and hands a member's
+    /// over with the bytes that came behind its handshake.
+    async fn hand_over(self, stream: TcpStream, hand_over: &(dyn Fn(AdoptedPeer) + Send + Sync)) {
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+        let handshake = match open(&mut reader, self.me, &self.board).await {
+            Ok(Opened::Member(handshake)) => handshake,
+            Ok(Opened::JoinQuestion) => return self.board.answer(reader.into_inner()).await,
+            Ok(Opened::Removed) => return self.board.refuse_removed(reader.into_inner()).await,
+            Err(e) => {
+                return log::warning!("detcd: peer {}: closing connection: {e}", self.addr);
+            }
+        };
+        let early = reader.buffer().to_vec();
+        match reader.into_inner().into_std() {
+            Ok(stream) => hand_over(AdoptedPeer {
+                stream,
+                addr: self.addr,
+                handshake,
+                early,
+            }),
+            Err(e) => log::warning!("detcd: peer {}: closing connection: {e}", self.addr),
+        }
+    }
+}
+
+/// What a connection's handshake says it is.
+enum Opened {
+    /// A member's, to read messages from.
+    Member(Handshake),
+    /// A joining member's question for the member list (see `join`).
+    JoinQuestion,
+    /// A member's that the cluster removed.
+    Removed,
+}
+
+/// Reads and checks a connection's handshake.
+async fn open<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    me: PeerIdentity,
+    board: &MemberBoard,
+) -> Result<Opened, WireError> {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_handshake(reader))
+        .await
+        .map_err(|_| WireError::HandshakeTimeout)??;
+    if handshake.is_join_question() {
+        return Ok(Opened::JoinQuestion);
+    }
+    handshake.check(me)?;
+    if board.is_removed(handshake.from) {
+        return Ok(Opened::Removed);
+    }
+    Ok(Opened::Member(handshake))
+}
+
 /// How a connection ended well.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Ended {
@@ -127,16 +197,11 @@ where
     F: Fn(MemberId, PeerMessage),
 {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_handshake(&mut reader))
-        .await
-        .map_err(|_| WireError::HandshakeTimeout)??;
-    if handshake.is_join_question() {
-        return Ok(Ended::JoinQuestion);
-    }
-    handshake.check(me)?;
-    if board.is_removed(handshake.from) {
-        return Ok(Ended::Removed);
-    }
+    let handshake = match open(&mut reader, me, board).await? {
+        Opened::Member(handshake) => handshake,
+        Opened::JoinQuestion => return Ok(Ended::JoinQuestion),
+        Opened::Removed => return Ok(Ended::Removed),
+    };
     while let Some((kind, bytes)) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
         let msg = wire::decode_message(kind, &bytes, &handshake)?;
         deliver(handshake.from, msg);

@@ -45,14 +45,16 @@
 mod forward;
 mod inbound;
 mod join;
+mod node_inbound;
 mod outbound;
 mod wire;
 
 #[cfg(test)]
 mod tests;
 
-pub use inbound::serve;
+pub use inbound::{serve, HandOver};
 pub use join::{lookup, peer_addresses, MemberBoard};
+pub use node_inbound::{AdoptedPeer, NodeInbound};
 pub use outbound::{OnRemoved, PeerSender, PeerStats};
 pub use wire::{CHUNK_BYTES_MAX, FRAME_PAYLOAD_BYTES_MAX, MESSAGE_BYTES_MAX};
 

@@ -17,7 +17,9 @@ use tokio::time::timeout;
 use super::outbound::{Backoff, QUEUE_MESSAGES_MAX};
 use super::wire::{self, Handshake, WireError, HANDSHAKE_BYTES};
 use super::*;
-use crate::node::PeerMessage;
+use crate::node::{Input, PeerMessage};
+use crate::server::driver::Event;
+use crate::server::inbox;
 use crate::server::tls::PeerAcceptor;
 use crate::server::tls::{PeerConnector, TlsFiles};
 
@@ -64,7 +66,7 @@ async fn listen_with(addr: SocketAddr, me: PeerIdentity, tls: Option<PeerAccepto
     let (tx, delivered) = mpsc::unbounded_channel();
     let task = tokio::spawn(serve(
         listener,
-        tls,
+        (tls, None),
         me,
         Default::default(),
         move |from, msg| {
@@ -80,6 +82,43 @@ async fn listen_with(addr: SocketAddr, me: PeerIdentity, tls: Option<PeerAccepto
 
 async fn listen(me: PeerIdentity) -> Listening {
     listen_on("127.0.0.1:0".parse().expect("literal address"), me).await
+}
+
+/// A listening member whose connections its node's thread reads, as the server's plain ones
+/// are: a thread waits on the inbox and passes each peer message on to the test's channel.
+async fn listen_by_node(me: PeerIdentity) -> Listening {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    let (tx, delivered) = mpsc::unbounded_channel();
+    let (sender, mut inbox) = inbox::channel().expect("an epoll instance");
+    std::thread::spawn(move || {
+        while !tx.is_closed() {
+            let (mut events, mut inputs) = (Vec::new(), Vec::new());
+            inbox.receive(Duration::from_millis(20), 64, &mut events, &mut inputs);
+            for input in inputs {
+                if let Input::Peer { from, msg } = input {
+                    let _ = tx.send((from, msg));
+                }
+            }
+        }
+    });
+    let hand_over: HandOver = Arc::new(move |peer| {
+        sender.send(Event::PeerConnection(Box::new(peer)));
+    });
+    let task = tokio::spawn(serve(
+        listener,
+        (None, Some(hand_over)),
+        me,
+        Default::default(),
+        |from, msg| panic!("the listener's task delivered {msg:?} from {from}"),
+    ));
+    Listening {
+        addr,
+        delivered,
+        task,
+    }
 }
 
 fn sender_to(me: PeerIdentity, to: MemberId, addr: SocketAddr) -> PeerSender {
@@ -206,7 +245,15 @@ fn snapshot_message(data_bytes: usize) -> RaftMessage {
 
 #[tokio::test]
 async fn five_mib_snapshot_arrives_intact_through_chunks() {
-    let mut two = listen(identity(2)).await;
+    five_mib_snapshot_arrives_intact(listen(identity(2)).await).await;
+}
+
+#[tokio::test]
+async fn five_mib_snapshot_arrives_intact_when_the_node_reads() {
+    five_mib_snapshot_arrives_intact(listen_by_node(identity(2)).await).await;
+}
+
+async fn five_mib_snapshot_arrives_intact(mut two: Listening) {
     let sender = sender_to(identity(1), 2, two.addr);
     let big = snapshot_message(5 << 20);
     sender.send(2, PeerMessage::Raft(Box::new(big.clone())));
@@ -298,6 +345,50 @@ async fn reassembly_past_the_bound_is_refused() {
     assert!(
         matches!(outcome, Err(WireError::MessageTooLarge(_))),
         "{outcome:?}"
+    );
+}
+
+/// The raft messages a reader for the node's thread takes from `bytes` arriving in pieces of
+/// `piece` bytes, and how the stream's end was judged.
+fn read_in_pieces(bytes: &[u8], piece: u64, max: usize) -> Result<Vec<RaftMessage>, WireError> {
+    let mut reader = wire::MessageReader::new(max);
+    let mut source = bytes;
+    let mut taken = Vec::new();
+    loop {
+        while let Some((kind, message)) = reader.next()? {
+            assert_eq!(kind, wire::Kind::Raft);
+            taken.push(RaftMessage::parse_from_bytes(&message).expect("a raft message"));
+        }
+        if reader.read_from(&mut std::io::Read::take(&mut source, piece))? == 0 {
+            reader.ended()?;
+            return Ok(taken);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_node_s_reader_takes_whole_messages_however_their_bytes_arrive() {
+    let big = snapshot_message(5 << 20);
+    let sent = [raft_message(1, 2, 1), big, raft_message(1, 2, 3)];
+    let mut bytes = Vec::new();
+    for msg in &sent {
+        bytes.extend(frames_of(msg).await);
+    }
+    for piece in [3, 4096, 1 << 20] {
+        let taken = read_in_pieces(&bytes, piece, MESSAGE_BYTES_MAX).expect("whole messages");
+        assert!(taken == sent, "pieces of {piece} bytes");
+    }
+    let cut = read_in_pieces(&bytes[..bytes.len() - 5], 4096, MESSAGE_BYTES_MAX);
+    assert!(matches!(cut, Err(WireError::TruncatedMessage)), "{cut:?}");
+    let inside_chunks = read_in_pieces(&bytes[..3 << 20], 4096, MESSAGE_BYTES_MAX);
+    assert!(
+        matches!(inside_chunks, Err(WireError::TruncatedMessage)),
+        "{inside_chunks:?}"
+    );
+    let bounded = read_in_pieces(&bytes, 4096, 2 << 20);
+    assert!(
+        matches!(bounded, Err(WireError::MessageTooLarge(_))),
+        "{bounded:?}"
     );
 }
 
@@ -420,12 +511,20 @@ async fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test]
 async fn a_read_index_request_relayed_for_another_member_is_delivered() {
+    relayed_read_index_is_delivered(listen(identity(2)).await).await;
+}
+
+#[tokio::test]
+async fn a_read_index_request_relayed_for_another_member_is_delivered_when_the_node_reads() {
+    relayed_read_index_is_delivered(listen_by_node(identity(2)).await).await;
+}
+
+async fn relayed_read_index_is_delivered(mut member_2: Listening) {
     // Member 3's request reached member 1 after 1 lost the lead; 1 relays it to 2.
     let mut relayed = raft_message(3, 2, 0);
     relayed.set_msg_type(MessageType::MsgReadIndex);
     let mut appended = raft_message(1, 2, 7);
     appended.set_msg_type(MessageType::MsgAppend);
-    let mut member_2 = listen(identity(2)).await;
     let sender = sender_to(identity(1), 2, member_2.addr);
     sender.send(2, PeerMessage::Raft(Box::new(relayed.clone())));
     sender.send(2, PeerMessage::Raft(Box::new(appended.clone())));
@@ -453,7 +552,15 @@ async fn each_kind_of_garbage_is_refused_for_its_own_reason() {
 
 #[tokio::test]
 async fn garbage_is_rejected_and_the_listener_keeps_serving() {
-    let mut two = listen(identity(2)).await;
+    garbage_is_rejected(listen(identity(2)).await).await;
+}
+
+#[tokio::test]
+async fn garbage_is_rejected_and_the_listener_keeps_serving_when_the_node_reads() {
+    garbage_is_rejected(listen_by_node(identity(2)).await).await;
+}
+
+async fn garbage_is_rejected(mut two: Listening) {
     for (case, bytes) in garbage_cases().await {
         assert_connection_closed(two.addr, &bytes, case).await;
         assert!(
@@ -471,7 +578,15 @@ async fn garbage_is_rejected_and_the_listener_keeps_serving() {
 
 #[tokio::test]
 async fn messages_before_a_bad_frame_stay_delivered() {
-    let mut two = listen(identity(2)).await;
+    messages_before_a_bad_frame_are_delivered(listen(identity(2)).await).await;
+}
+
+#[tokio::test]
+async fn messages_before_a_bad_frame_stay_delivered_when_the_node_reads() {
+    messages_before_a_bad_frame_are_delivered(listen_by_node(identity(2)).await).await;
+}
+
+async fn messages_before_a_bad_frame_are_delivered(mut two: Listening) {
     let mut bytes = Handshake {
         cluster_id: CLUSTER,
         from: 1,

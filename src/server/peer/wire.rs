@@ -259,37 +259,163 @@ async fn read_frame<R: AsyncBufRead + Unpin>(
 ) -> Result<(Kind, bool), WireError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     reader.read_exact(&mut header).await?;
-    let length = u32::from_be_bytes(header[0..4].try_into().expect("4-byte slice"));
-    let flags = header[4];
-    let crc = u32::from_be_bytes(header[5..9].try_into().expect("4-byte slice"));
-    if length as usize > FRAME_PAYLOAD_BYTES_MAX {
-        return Err(WireError::FrameTooLarge(length));
-    }
-    if flags & !(FLAG_MORE | FLAG_FORWARD) != 0 {
-        return Err(WireError::BadFlags(flags));
-    }
-    if message.len() + length as usize > message_bytes_max {
-        return Err(WireError::MessageTooLarge(message_bytes_max));
-    }
+    let header = FrameHeader::parse(&header, message.len(), message_bytes_max)?;
     let start = message.len();
     // Reading through `take` grows the buffer as bytes arrive, so a lying length costs the liar
     // bytes on the wire before it costs us memory.
     let read = (&mut *reader)
-        .take(u64::from(length))
+        .take(u64::from(header.length))
         .read_to_end(message)
         .await?;
-    if read != length as usize {
+    if read != header.length as usize {
         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
     }
-    if frame_crc(flags, &message[start..]) != crc {
-        return Err(WireError::BadCrc);
+    header.check(&message[start..])
+}
+
+/// A frame's header, its length and flags checked against the bounds before any of its
+/// payload is trusted.
+struct FrameHeader {
+    length: u32,
+    flags: u8,
+    crc: u32,
+}
+
+impl FrameHeader {
+    /// `message_len`: the bytes of its message that earlier frames carried.
+    fn parse(
+        header: &[u8; FRAME_HEADER_BYTES],
+        message_len: usize,
+        message_bytes_max: usize,
+    ) -> Result<FrameHeader, WireError> {
+        let length = u32::from_be_bytes(header[0..4].try_into().expect("4-byte slice"));
+        let flags = header[4];
+        let crc = u32::from_be_bytes(header[5..9].try_into().expect("4-byte slice"));
+        if length as usize > FRAME_PAYLOAD_BYTES_MAX {
+            return Err(WireError::FrameTooLarge(length));
+        }
+        if flags & !(FLAG_MORE | FLAG_FORWARD) != 0 {
+            return Err(WireError::BadFlags(flags));
+        }
+        if message_len + length as usize > message_bytes_max {
+            return Err(WireError::MessageTooLarge(message_bytes_max));
+        }
+        Ok(FrameHeader { length, flags, crc })
     }
-    let kind = if flags & FLAG_FORWARD != 0 {
-        Kind::Forward
-    } else {
-        Kind::Raft
-    };
-    Ok((kind, flags & FLAG_MORE != 0))
+
+    /// Checks the payload against the CRC; returns the frame's kind and MORE flag.
+    fn check(&self, payload: &[u8]) -> Result<(Kind, bool), WireError> {
+        if frame_crc(self.flags, payload) != self.crc {
+            return Err(WireError::BadCrc);
+        }
+        let kind = if self.flags & FLAG_FORWARD != 0 {
+            Kind::Forward
+        } else {
+            Kind::Raft
+        };
+        Ok((kind, self.flags & FLAG_MORE != 0))
+    }
+}
+
+/// Whole messages out of a connection's bytes as they arrive, for a reader that is not a
+/// task: the node's thread reads its peers' sockets itself (`node_inbound`). The same checks
+/// as [`read_message`]; a frame's payload is buffered only as its bytes arrive.
+pub(super) struct MessageReader {
+    /// Bytes read: those in `start..end` not yet taken.
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// A chunked message's payloads so far, and its kind.
+    chunked: Vec<u8>,
+    kind: Option<Kind>,
+    message_bytes_max: usize,
+}
+
+/// A reader's buffer to begin with, and what it shrinks back to once a large frame was taken.
+const READER_BUFFER_BYTES: usize = 64 << 10;
+
+impl MessageReader {
+    pub fn new(message_bytes_max: usize) -> MessageReader {
+        MessageReader {
+            buffer: vec![0; READER_BUFFER_BYTES],
+            start: 0,
+            end: 0,
+            chunked: Vec::new(),
+            kind: None,
+            message_bytes_max,
+        }
+    }
+
+    /// Bytes that arrived before the reader took over the stream.
+    pub fn with_bytes(mut self, bytes: &[u8]) -> MessageReader {
+        if bytes.len() > self.buffer.len() {
+            self.buffer.resize(bytes.len(), 0);
+        }
+        self.buffer[..bytes.len()].copy_from_slice(bytes);
+        self.end = bytes.len();
+        self
+    }
+
+    /// Appends what one `read` gives; returns how many bytes (0 at the end of the stream). The
+    /// buffer grows only when a frame's bytes fill it, so a lying length costs the liar bytes
+    /// on the wire before it costs memory.
+    pub fn read_from(&mut self, read: &mut impl std::io::Read) -> std::io::Result<usize> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            if self.buffer.len() > READER_BUFFER_BYTES {
+                self.buffer = vec![0; READER_BUFFER_BYTES];
+            }
+        } else if self.end == self.buffer.len() && self.start > 0 {
+            self.buffer.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.buffer.len() {
+            self.buffer.resize(self.buffer.len() * 2, 0);
+        }
+        let read = read.read(&mut self.buffer[self.end..])?;
+        self.end += read;
+        Ok(read)
+    }
+
+    /// The next whole message, if its bytes have all arrived.
+    pub fn next(&mut self) -> Result<Option<(Kind, Vec<u8>)>, WireError> {
+        loop {
+            let rest = &self.buffer[self.start..self.end];
+            let Some(header) = rest.first_chunk::<FRAME_HEADER_BYTES>() else {
+                return Ok(None);
+            };
+            let header = FrameHeader::parse(header, self.chunked.len(), self.message_bytes_max)?;
+            let end = FRAME_HEADER_BYTES + header.length as usize;
+            let Some(payload) = rest.get(FRAME_HEADER_BYTES..end) else {
+                return Ok(None);
+            };
+            let (kind, more) = header.check(payload)?;
+            if self.kind.is_some_and(|k| k != kind) {
+                return Err(WireError::MixedKinds);
+            }
+            self.start += end;
+            if more {
+                self.chunked.extend_from_slice(payload);
+                self.kind = Some(kind);
+                continue;
+            }
+            let message = if self.kind.take().is_some() {
+                self.chunked.extend_from_slice(payload);
+                std::mem::take(&mut self.chunked)
+            } else {
+                payload.to_vec()
+            };
+            return Ok(Some((kind, message)));
+        }
+    }
+
+    /// At the end of the stream: whether it ended between messages.
+    pub fn ended(&self) -> Result<(), WireError> {
+        if self.kind.is_some() || self.start < self.end {
+            return Err(WireError::TruncatedMessage);
+        }
+        Ok(())
+    }
 }
 
 /// Messages raft relays: a member that receives one but does not lead sends it on to the
