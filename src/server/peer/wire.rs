@@ -362,7 +362,8 @@ impl MessageReader {
     pub fn read_from(&mut self, read: &mut impl std::io::Read) -> std::io::Result<usize> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
-            if self.buffer.len() > READER_BUFFER_BYTES {
+            // Between messages, not between the chunks of one, which would each grow it again.
+            if self.buffer.len() > READER_BUFFER_BYTES && self.kind.is_none() {
                 self.buffer = vec![0; READER_BUFFER_BYTES];
             }
         } else if self.end == self.buffer.len() && self.start > 0 {
