@@ -659,16 +659,19 @@ impl Driver {
                 Output::Proposed { .. } | Output::Applied { .. } => {}
             }
         }
-        self.peers.send_all(sends);
         self.reads.refresh(&self.node);
         let auth_enabled = self.node.state().auth().is_enabled();
         self.handle
             .auth_enabled
             .store(auth_enabled, Ordering::Release);
+        // Answers before messages: what is answered is applied, so nothing a peer is told
+        // here bears on it, and a leader's commit notices would hold up the answers to the
+        // very writes they announce.
         for (reply, answer) in answers {
             // The client may have gone away; its answer is simply dropped.
             let _ = reply.send(answer);
         }
+        self.peers.send_all(sends);
         self.disk.submit_all(disk_ops);
         stopped
     }
