@@ -111,6 +111,7 @@ pub const EXPECTED: &[&str] = &[
     "recovery.from-snapshot",
     "recovery.snapshot-installed",
     "compaction.half-released",
+    "compaction.released-on-time",
     "recovery.watch-feed-resumed",
     "watch.catch-up-from-recent-feeds",
     "watch.catch-up-from-key-space",

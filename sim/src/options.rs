@@ -94,6 +94,10 @@ pub struct Options {
     /// mostly a few, so that histories run with compactions half released (the workload's key
     /// space is small), sometimes the server's.
     pub compaction_slice_keys: usize,
+    /// How often members release more of a compaction by themselves, in milliseconds
+    /// (`Config::compaction_release_interval`; 0: never, only entries release): off in half
+    /// the runs, so that histories still end with compactions half released.
+    pub compaction_release_ms: u64,
     /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
     /// it and NOSPACE is raised and cleared.
     pub quota_bytes: u64,
@@ -314,6 +318,7 @@ impl Options {
             snapshot_count: [5, 20, 100, 10_000][rng.below(4) as usize],
             cold_batch_bytes: 0,
             compaction_slice_keys: detcd::mvcc::RELEASE_SLICE_KEYS,
+            compaction_release_ms: 100,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             range_bytes_max: DEFAULT_RANGE_BYTES_MAX,
             client_timeout_ns: rng.between(500 * MS, 5_000 * MS),
@@ -350,6 +355,7 @@ impl Options {
         options.auth = rng.chance(0.3);
         options.compaction_slice_keys =
             [1, 2, 5, detcd::mvcc::RELEASE_SLICE_KEYS][rng.below(4) as usize];
+        options.compaction_release_ms = [0, 0, 10, 100, 1_000, 1_000][rng.below(6) as usize];
         options
     }
 }
@@ -405,7 +411,7 @@ impl Options {
              delay_min_us={},\
              delay_max_us={},loss={},dup={},torn={},diskerr={},drift_ppm={},faults_ms={},snap={},\
              quota={},range_max={},timeout_ms={},disk_us={},get={},ser={},range={},put={},del={},txn={},compact={},\
-             autocompact={},cold_batch={},auth={},compact_slice={}",
+             autocompact={},cold_batch={},auth={},compact_slice={},compact_release_ms={}",
             self.members,
             self.clients,
             self.lease_clients,
@@ -441,6 +447,7 @@ impl Options {
             self.cold_batch_bytes,
             u8::from(self.auth),
             self.compaction_slice_keys,
+            self.compaction_release_ms,
         )
     }
 
@@ -488,6 +495,7 @@ impl Options {
                 "cold_batch" => self.cold_batch_bytes = int()?,
                 "auth" => self.auth = int()? != 0,
                 "compact_slice" => self.compaction_slice_keys = int()?.max(1) as usize,
+                "compact_release_ms" => self.compaction_release_ms = int()?,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

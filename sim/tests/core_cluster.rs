@@ -453,3 +453,48 @@ fn writes_past_the_quota_get_nospace_until_space_is_freed() {
     assert!(matches!(cluster.call(1, compact), Some(Ok(_))));
     put_revision(cluster.call(1, req::put("again", "fits")));
 }
+
+/// Members that apply nothing after a compaction still release what it dropped, on their
+/// release timer; without the timer they keep it until entries come.
+#[test]
+fn an_idle_cluster_releases_a_compactions_records_on_its_own() {
+    use detcd::node::ClientRequest;
+    use detcd::proto::etcdserverpb::CompactionRequest;
+    for interval in [None, Some(Duration::from_millis(100))] {
+        let mut cluster = Cluster::new(3, 23, |c| Config {
+            compaction_slice_keys: 2,
+            compaction_release_interval: interval,
+            ..c
+        });
+        let leader = cluster.wait_for_leader(10 * SECOND).expect("leader");
+        let mut revision = 0;
+        for round in 0..3 {
+            for k in 0..40 {
+                let put = req::put(&format!("k{k:02}"), &format!("v{round}"));
+                revision = put_revision(cluster.call(leader, put));
+            }
+        }
+        let compact = ClientRequest::Compact(CompactionRequest {
+            revision,
+            physical: false,
+        });
+        assert!(matches!(cluster.call(leader, compact), Some(Ok(_))));
+        let before = hashes(&cluster);
+        // 40 keys, 8 a release interval: done in half a second.
+        cluster.run_for(2 * SECOND);
+        for (id, member) in &cluster.members {
+            let node = member.node.as_ref().expect("running");
+            let releasing = node.key_space().is_releasing_compaction();
+            assert_eq!(
+                releasing,
+                interval.is_none(),
+                "member {id}, interval {interval:?}"
+            );
+            assert_eq!(
+                node.compaction_slices_released_on_time() > 0,
+                interval.is_some()
+            );
+        }
+        assert_eq!(hashes(&cluster), before, "no hash depends on the release");
+    }
+}

@@ -106,9 +106,10 @@ pub struct KeySpace {
     /// released yet (empty: none was; the empty key is never indexed). Compaction takes effect
     /// at once (reads before it are refused; hashes and snapshots leave out what it drops,
     /// through `KeyHistory::retained`), and the memory goes a slice of keys per applied entry
-    /// ([`KeySpace::release_compacted_slice`]): a walk of every key at once held the node's
-    /// thread for 0.5 s at 300,000 keys. Per entry, not per batch, so that every member holds
-    /// the same records at the same index.
+    /// ([`KeySpace::release_compacted_slice`]), and a few slices per interval of each member's
+    /// release timer, so that an idle member releases them too: a walk of every key at once
+    /// held the node's thread for 0.5 s at 300,000 keys. Members may hold different records at
+    /// the same index; no answer, hash or snapshot shows which.
     releasing: Option<Bytes>,
     /// Keys a slice walks at most; the same on every member (not state, as `bugs`).
     release_slice_keys: usize,

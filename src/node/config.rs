@@ -50,6 +50,10 @@ pub struct Config {
     /// (`mvcc::RELEASE_SLICE_KEYS`). detcd's own; the simulator draws small ones. All members
     /// must agree, or their memory (not their answers) differs.
     pub compaction_slice_keys: usize,
+    /// How often a member releases more of a compaction's dropped records by itself, besides
+    /// the slice each applied entry releases, so that an idle member does not keep them until
+    /// writes come; `None`: only entries release them. detcd's own; the simulator draws it.
+    pub compaction_release_interval: Option<Duration>,
     /// Largest proposal accepted. etcd: `--max-request-bytes` 1.5 MiB.
     pub max_request_bytes: usize,
     /// etcd: `--max-txn-ops` 128.
@@ -163,6 +167,7 @@ impl Config {
             snapshot_catchup_entries: 5_000,
             cold_batch_bytes: 1 << 20,
             compaction_slice_keys: crate::mvcc::RELEASE_SLICE_KEYS,
+            compaction_release_interval: Some(Duration::from_millis(100)),
             max_request_bytes: 3 * 1024 * 1024 / 2,
             max_txn_ops: 128,
             max_range_bytes: i32::MAX as u64,

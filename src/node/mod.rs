@@ -9,7 +9,8 @@
 //! inputs; each duty lives in its own file: `start` (recovery), `timers`, `ready` (raft's ready
 //! loop), `disk` (durability gating), `apply`, `clients` (requests, proposals, reads, replies),
 //! `snapshots`, `leases` (lease clocks, the leader's lease duties, forwarding to the leader),
-//! `space` (the NOSPACE alarm kept in step with the quota).
+//! `space` (the NOSPACE alarm kept in step with the quota), `compaction_release` (a
+//! compaction's dropped records released on a timer too, for idle members).
 //!
 //! Invariants (checked by [`Node::check_invariants`] after every input in tests and the simulator):
 //! - nothing here reads a clock, draws unseeded randomness, or performs I/O;
@@ -25,6 +26,7 @@ mod auth;
 mod clients;
 mod cluster;
 mod compaction;
+mod compaction_release;
 mod config;
 mod disk;
 mod error;
@@ -83,6 +85,9 @@ pub struct Node {
     snapshot_index: u64,
     /// Snapshots received from a leader and installed, for operators and tests.
     snapshots_installed: u64,
+    /// Slices of compactions released on the release timer (`compaction_release`), for the
+    /// simulator's coverage.
+    compaction_slices_released_on_time: u64,
     now: Instant,
     /// When raft's next tick falls: ticks come every heartbeat interval, whether or not the
     /// node was woken for them (see [`Node::catch_up_raft_ticks`]).
@@ -202,6 +207,7 @@ impl Node {
                 Timer::LeaseCheckpoint => self.checkpoint_leases(),
                 Timer::RequestExpiry => self.expire_requests(),
                 Timer::AutoCompaction => self.auto_compact(),
+                Timer::CompactionRelease => self.release_compaction_on_time(),
             }
         }
     }
@@ -223,6 +229,7 @@ impl Node {
         if self.leases.has_forwards() {
             self.timers.set_earlier(Timer::ForwardRetry, heartbeat);
         }
+        self.arm_compaction_release();
     }
 
     // ---------------------------------------------------------------------------------------

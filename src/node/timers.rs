@@ -25,10 +25,12 @@ pub enum Timer {
     RequestExpiry,
     /// Auto compaction looks at the revision (`--auto-compaction-*`).
     AutoCompaction,
+    /// More of a compaction's dropped records go (`Config::compaction_release_interval`).
+    CompactionRelease,
 }
 
 impl Timer {
-    const ALL: [Timer; 9] = [
+    const ALL: [Timer; 10] = [
         Timer::RaftTick,
         Timer::ReadIndexRetry,
         Timer::SnapshotTransfer,
@@ -38,6 +40,7 @@ impl Timer {
         Timer::LeaseCheckpoint,
         Timer::RequestExpiry,
         Timer::AutoCompaction,
+        Timer::CompactionRelease,
     ];
 
     fn slot(self) -> usize {

@@ -153,8 +153,8 @@ impl State {
 
     /// Applies one committed entry's operation, asked for by `caller` (see `auth`).
     pub fn apply_as(&mut self, op: Op, caller: &AuthInfo) -> Applied {
-        // Every entry releases a slice of a compaction's dropped records, so every member
-        // holds the same records at the same index.
+        // Every entry releases a slice of a compaction's dropped records, so that a member
+        // that writes keeps up with them (an idle one releases them on its release timer).
         self.kv.release_compacted_slice();
         let mut effects = Effects::default();
         let refused = self.refused_by_auth(&op, caller).err();
@@ -403,7 +403,6 @@ impl State {
         self.kv.snapshot_bytes_estimate() + self.leases.len() as u64 * 16
     }
 
-    /// From now on, superseded values live in cold segments (see `mvcc::cold`).
     /// Turns the key space's injected bugs on (simulator tests only).
     pub fn inject_bugs(&mut self, bugs: crate::mvcc::KeySpaceBugs, auth: crate::auth::AuthBugs) {
         self.kv.inject_bugs(bugs);
@@ -415,6 +414,18 @@ impl State {
         self.kv.release_compactions_in_slices_of(keys);
     }
 
+    /// Releases up to `slices` slices of a compaction's dropped records outside any entry;
+    /// returns how many it released. No answer, hash or snapshot depends on it.
+    pub fn release_compacted_slices(&mut self, slices: usize) -> usize {
+        let mut released = 0;
+        while released < slices && self.kv.is_releasing_compaction() {
+            self.kv.release_compacted_slice();
+            released += 1;
+        }
+        released
+    }
+
+    /// From now on, superseded values live in cold segments (see `mvcc::cold`).
     pub fn keep_superseded_values_cold(&mut self, batch_bytes: u64) {
         self.kv.keep_superseded_values_cold(batch_bytes);
     }

@@ -386,6 +386,8 @@ impl World {
             config.snapshot_catchup_entries = options.snapshot_count / 2;
             config.cold_batch_bytes = options.cold_batch_bytes;
             config.compaction_slice_keys = options.compaction_slice_keys;
+            config.compaction_release_interval = (options.compaction_release_ms > 0)
+                .then(|| std::time::Duration::from_millis(options.compaction_release_ms));
             config.request_timeout = std::time::Duration::from_nanos(REQUEST_TIMEOUT_NS);
             config.lease_checkpoint_interval =
                 std::time::Duration::from_nanos(LEASE_CHECKPOINT_INTERVAL_NS);
