@@ -90,7 +90,7 @@ pub struct Options {
     /// (`Config::cold_batch_bytes`): at each write, or after a few writes, or (at the server's
     /// size) rarely, so that reads of the past find values in memory, in segments, and both.
     pub cold_batch_bytes: u64,
-    /// Keys each applied entry releases of a compaction (`Config::compaction_slice_keys`):
+    /// Keys a slice of a compaction's release walks (`Config::compaction_slice_keys`):
     /// mostly a few, so that histories run with compactions half released (the workload's key
     /// space is small), sometimes the server's.
     pub compaction_slice_keys: usize,

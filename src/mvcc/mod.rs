@@ -105,11 +105,10 @@ pub struct KeySpace {
     /// While a compaction's dropped records are still partly in memory: the first key not
     /// released yet (empty: none was; the empty key is never indexed). Compaction takes effect
     /// at once (reads before it are refused; hashes and snapshots leave out what it drops,
-    /// through `KeyHistory::retained`), and the memory goes a slice of keys per applied entry
-    /// ([`KeySpace::release_compacted_slice`]), and a few slices per interval of each member's
-    /// release timer, so that an idle member releases them too: a walk of every key at once
-    /// held the node's thread for 0.5 s at 300,000 keys. Members may hold different records at
-    /// the same index; no answer, hash or snapshot shows which.
+    /// through `KeyHistory::retained`), and the memory goes a slice of keys at a time
+    /// ([`KeySpace::release_compacted_slice`], called by the node: `node/compaction_release.rs`):
+    /// a walk of every key at once held the node's thread for 0.5 s at 300,000 keys. Members
+    /// may hold different records at the same index; no answer, hash or snapshot shows which.
     releasing: Option<Bytes>,
     /// Keys a slice walks at most; the same on every member (not state, as `bugs`).
     release_slice_keys: usize,
@@ -189,9 +188,8 @@ impl PartialEq for KeySpace {
 
 impl Eq for KeySpace {}
 
-/// Keys a compaction releases per applied entry by default: about a quarter of a millisecond of
-/// the node's thread here, so a batch of a hundred entries pays at most 25 ms for it, and
-/// 100,000 keys are released within 400 entries.
+/// Keys a slice of a compaction's release walks by default: about a quarter of a millisecond of
+/// the node's thread here.
 pub const RELEASE_SLICE_KEYS: usize = 256;
 
 impl Default for KeySpace {
@@ -239,8 +237,8 @@ impl KeySpace {
         self.releasing.is_some()
     }
 
-    /// How many keys each applied entry releases of a compaction at most (the simulator makes
-    /// it small, so that histories see compactions half released).
+    /// How many keys a slice of a compaction's release walks at most (the simulator makes it
+    /// small, so that histories see compactions half released).
     pub fn release_compactions_in_slices_of(&mut self, keys: usize) {
         self.release_slice_keys = keys.max(1);
     }

@@ -56,6 +56,7 @@ impl AppendTimes {
 
 impl Node {
     pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
+        let applied_before = self.applied_index;
         for entry in entries {
             if entry.index <= self.applied_index {
                 continue;
@@ -94,6 +95,9 @@ impl Node {
             if let Ok(request) = InternalRequest::decode(entry.data.as_ref()) {
                 self.apply_request(request);
             }
+        }
+        if self.applied_index > applied_before && self.stopped.is_none() {
+            self.release_compaction_with_entries();
         }
         self.report_applied();
     }

@@ -1,7 +1,9 @@
-//! A compaction's dropped records leave memory a slice of keys per applied entry
-//! (`State::apply_as`), which an idle member never applies: on its release timer, every
-//! `Config::compaction_release_interval`, a member releases a few slices more by itself. No
-//! answer, hash or snapshot depends on how much a member released.
+//! A compaction's dropped records leave memory a slice of keys at a time, never in one walk of
+//! every key on the node's thread: a slice each time the member applies entries (one per ready,
+//! however many entries it carries, so that a batch of a hundred writes right after a
+//! compaction does not also walk a hundred slices), and, so that an idle member lets go of
+//! them too, a few slices every `Config::compaction_release_interval` on a timer. No answer,
+//! hash or snapshot depends on how much a member released.
 
 use super::timers::Timer;
 use super::Node;
@@ -12,6 +14,11 @@ use super::Node;
 const SLICES_PER_INTERVAL: usize = 4;
 
 impl Node {
+    /// Entries were applied: one more slice goes.
+    pub(super) fn release_compaction_with_entries(&mut self) {
+        self.state.release_compacted_slices(1);
+    }
+
     /// The release timer: a few more slices go.
     pub(super) fn release_compaction_on_time(&mut self) {
         let released = self.state.release_compacted_slices(SLICES_PER_INTERVAL);

@@ -46,13 +46,14 @@ pub struct Config {
     /// Superseded values move out of memory to the cold segments once about this many bytes
     /// of them wait, in key order (`mvcc::cold`). detcd's own; the simulator draws small ones.
     pub cold_batch_bytes: u64,
-    /// Keys each applied entry releases of a compaction's dropped records at most
-    /// (`mvcc::RELEASE_SLICE_KEYS`). detcd's own; the simulator draws small ones. All members
-    /// must agree, or their memory (not their answers) differs.
+    /// Keys a slice of a compaction's dropped records holds at most (`mvcc::RELEASE_SLICE_KEYS`):
+    /// a member releases one each time it applies entries, and a few per release interval.
+    /// detcd's own; the simulator draws small ones.
     pub compaction_slice_keys: usize,
     /// How often a member releases more of a compaction's dropped records by itself, besides
-    /// the slice each applied entry releases, so that an idle member does not keep them until
-    /// writes come; `None`: only entries release them. detcd's own; the simulator draws it.
+    /// the slice it releases each time it applies entries, so that an idle member does not keep
+    /// them until writes come; `None`: only applying releases them. detcd's own; the simulator
+    /// draws it.
     pub compaction_release_interval: Option<Duration>,
     /// Largest proposal accepted. etcd: `--max-request-bytes` 1.5 MiB.
     pub max_request_bytes: usize,

@@ -153,9 +153,6 @@ impl State {
 
     /// Applies one committed entry's operation, asked for by `caller` (see `auth`).
     pub fn apply_as(&mut self, op: Op, caller: &AuthInfo) -> Applied {
-        // Every entry releases a slice of a compaction's dropped records, so that a member
-        // that writes keeps up with them (an idle one releases them on its release timer).
-        self.kv.release_compacted_slice();
         let mut effects = Effects::default();
         let refused = self.refused_by_auth(&op, caller).err();
         if let Some(refused) = refused.or_else(|| self.refused_by_alarm(&op)) {
@@ -409,7 +406,7 @@ impl State {
         self.auth.inject_bugs(auth);
     }
 
-    /// How many keys each applied entry releases of a compaction at most.
+    /// How many keys a slice of a compaction's release walks at most.
     pub fn release_compactions_in_slices_of(&mut self, keys: usize) {
         self.kv.release_compactions_in_slices_of(keys);
     }
