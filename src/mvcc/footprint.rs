@@ -2,10 +2,8 @@
 //! (`approximate_size_bytes`) and of the estimate of how large a snapshot of it would be, which
 //! decides when a snapshot is worth writing (see `Node::maybe_snapshot`).
 
-use bytes::Bytes;
-use imbl::OrdMap;
-
-use super::history::{Change, KeyHistory, Record};
+use super::history::{Change, Record};
+use super::Index;
 
 /// Bytes of bookkeeping we charge per stored record, on top of its value: the record, its share
 /// of the index node holding it and of its history's vector. A rough constant on purpose:
@@ -37,10 +35,10 @@ fn value_len(record: &Record) -> u64 {
 
 impl Footprint {
     /// The footprint of a key index, counted key by key (for decoding and invariant checks).
-    pub fn count(keys: &OrdMap<Bytes, KeyHistory>) -> Footprint {
+    pub fn count(keys: &Index) -> Footprint {
         let mut footprint = Footprint::default();
         for (key, history) in keys {
-            footprint.add_key(key);
+            footprint.add_key(key.bytes());
             for record in history.records() {
                 footprint.add_record(record);
             }

@@ -15,12 +15,10 @@ use prost::Message;
 
 use bytes::Bytes;
 
-use imbl::OrdMap;
-
 use super::cold::ColdRead;
 use super::history::{KeyHistory, Record};
 use super::revision::Revision;
-use super::{KeySpace, KeySpaceView};
+use super::{Index, KeySpace, KeySpaceView};
 use crate::error::EtcdError;
 
 impl KeySpace {
@@ -48,7 +46,7 @@ impl KeySpaceView {
 }
 
 fn hash_kv(
-    keys: &OrdMap<Bytes, KeyHistory>,
+    keys: &Index,
     current_revision: i64,
     compact_main: i64,
     revision: i64,
@@ -76,7 +74,9 @@ fn hash_kv(
             // What compaction keeps, whether or not its memory was released yet.
             let records = history.retained(compact_main);
             let through = records.partition_point(|r| r.rev.main <= at);
-            records[..through].iter().map(move |r| (key, history, r))
+            records[..through]
+                .iter()
+                .map(move |r| (key.bytes(), history, r))
         })
         .collect();
     upto.sort_unstable_by_key(|(_, _, record)| record.rev);

@@ -27,6 +27,7 @@ mod footprint;
 mod go_sort;
 mod hash;
 mod history;
+mod index_key;
 mod prefetch;
 mod range;
 mod range_encoding;
@@ -65,6 +66,7 @@ pub use snapshot::{KeySpaceView, SnapshotDecodeError};
 use cold::ColdLog;
 use footprint::Footprint;
 use history::KeyHistory;
+use index_key::{IndexKey, KeyProbe};
 use write::WriteTxn;
 
 /// Answers whether a lease exists, for puts that attach one. The lease module implements this;
@@ -89,6 +91,9 @@ impl<F: Fn(i64) -> bool> LeaseCheck for F {
     }
 }
 
+/// Every key with at least one retained record, with its history, in key order.
+type Index = OrdMap<IndexKey, KeyHistory>;
+
 /// The in-memory revisioned key space. See the module documentation for its invariants.
 #[derive(Clone, Debug)]
 pub struct KeySpace {
@@ -98,7 +103,7 @@ pub struct KeySpace {
     /// There is no index by revision: it would cost about a quarter of the memory of a record,
     /// and only HashKV and compaction (both rare, both whole-store walks in etcd too) need
     /// revision order.
-    keys: OrdMap<Bytes, KeyHistory>,
+    keys: Index,
     current_revision: i64,
     /// etcd's `compactMainRev`: -1 until the first compaction.
     compact_main: i64,
@@ -220,7 +225,7 @@ impl KeySpace {
     /// An empty store at revision 1, as a fresh etcd member starts.
     pub fn new() -> KeySpace {
         KeySpace {
-            keys: OrdMap::new(),
+            keys: Index::new(),
             current_revision: 1,
             compact_main: -1,
             releasing: None,
@@ -256,7 +261,7 @@ impl KeySpace {
     /// The lease `key` is attached to now; 0 if none or the key does not exist.
     pub fn live_lease(&self, key: &[u8]) -> i64 {
         self.keys
-            .get(key)
+            .get(&KeyProbe::new(key))
             .and_then(KeyHistory::live)
             .map_or(0, |record| record.lease())
     }
@@ -265,7 +270,7 @@ impl KeySpace {
     pub fn live_leases(&self) -> impl Iterator<Item = (&Bytes, i64)> {
         self.keys.iter().filter_map(|(key, history)| {
             let lease = history.live()?.lease();
-            (lease != 0).then_some((key, lease))
+            (lease != 0).then_some((key.bytes(), lease))
         })
     }
 
@@ -329,7 +334,7 @@ impl KeySpace {
             .flat_map(|(key, history)| {
                 history
                     .all_superseded_hot()
-                    .map(move |(rev, successor, len)| (successor, key.clone(), rev, len))
+                    .map(move |(rev, successor, len)| (successor, key.bytes().clone(), rev, len))
             })
             .collect();
         superseded.sort_unstable();
@@ -351,7 +356,7 @@ impl KeySpace {
             let Some(next) = cold.next_to_move() else {
                 return;
             };
-            if let Some(history) = self.keys.get_mut(&next.key) {
+            if let Some(history) = self.keys.get_mut(&KeyProbe::new(&next.key)) {
                 history.move_cold(next.rev, cold);
             }
         }
@@ -491,9 +496,9 @@ impl KeySpace {
             return;
         };
         let revision = self.compact_main;
-        let from = (Bound::Included(&first[..]), Bound::Unbounded);
-        let mut walked = self.keys.range::<_, [u8]>(from);
-        let touched: Vec<Bytes> = walked
+        let from = (Bound::Included(KeyProbe::new(first)), Bound::Unbounded);
+        let mut walked = self.keys.range(from);
+        let touched: Vec<IndexKey> = walked
             .by_ref()
             .take(self.release_slice_keys)
             .filter(|(_, history)| history.compactable(revision) > 0)
@@ -503,7 +508,7 @@ impl KeySpace {
         if self.bugs.release_skips_a_key {
             next = walked.next();
         }
-        let next = next.map(|(key, _)| key.clone());
+        let next = next.map(|(key, _)| key.bytes().clone());
         match next {
             Some(next) => self.releasing = Some(next),
             None => self.releasing = None,
@@ -517,7 +522,7 @@ impl KeySpace {
             }
             if emptied {
                 self.keys.remove(&key);
-                self.footprint.remove_key(&key);
+                self.footprint.remove_key(key.bytes());
             }
         }
     }
@@ -530,8 +535,8 @@ impl KeySpace {
         push: impl FnOnce(&Bytes, &mut KeyHistory) -> T,
     ) -> (Bytes, T) {
         // One walk of the index for a key that exists: a put is mostly index walks otherwise.
-        if let Some((existing, history)) = self.keys.get_key_value_mut(key) {
-            let key = existing.clone();
+        if let Some((existing, history)) = self.keys.get_key_value_mut(&KeyProbe::new(key)) {
+            let key = existing.bytes().clone();
             let pushed = push(&key, history);
             let record = history.latest().expect("push appends a record");
             self.footprint.add_record(record);
@@ -540,8 +545,9 @@ impl KeySpace {
         // Copy so the store never pins a caller's (possibly much larger) request buffer.
         let key = Bytes::copy_from_slice(key);
         self.footprint.add_key(&key);
-        self.keys.insert(key.clone(), KeyHistory::default());
-        let history = self.keys.get_mut(&key).expect("inserted above");
+        self.keys
+            .insert(IndexKey::new(key.clone()), KeyHistory::default());
+        let history = (self.keys.get_mut(&KeyProbe::new(&key))).expect("inserted above");
         let pushed = push(&key, history);
         let record = history.latest().expect("push appends a record");
         self.footprint.add_record(record);
@@ -553,13 +559,13 @@ impl KeySpace {
     fn pop_record(&mut self, key: &Bytes) {
         let history = self
             .keys
-            .get_mut(key)
+            .get_mut(&KeyProbe::new(key))
             .expect("undo of a key that was written");
         let record = history.pop().expect("undo of a record that was written");
         let emptied = history.is_empty();
         self.footprint.remove_record(&record);
         if emptied {
-            self.keys.remove(key);
+            self.keys.remove(&KeyProbe::new(key));
             self.footprint.remove_key(key);
         }
     }
@@ -573,6 +579,7 @@ impl KeySpace {
             return Err("compact revision out of range".into());
         }
         for (key, history) in &self.keys {
+            let key = key.bytes();
             if key.is_empty() {
                 return Err("empty key indexed".into());
             }

@@ -16,6 +16,8 @@
 //! `count_only` skips 2-5 and answers just the count.
 
 use std::cmp::Ordering;
+
+use super::KeyProbe;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -137,8 +139,7 @@ impl KeySpace {
         range: KeyRange<'_>,
     ) -> impl Iterator<Item = (&'s Bytes, &'s KeyHistory)> + 's {
         let bounds = range.bounds();
-        // Bytes: Borrow<[u8]>, so the map can be ranged by byte-slice bounds without allocating.
-        self.keys.range::<_, [u8]>(bounds)
+        (self.keys.range(KeyProbe::bounds(bounds))).map(|(key, history)| (key.bytes(), history))
     }
 
     /// The key-value pairs that exist at main revision `at` in `range`, in key order.
@@ -150,8 +151,8 @@ impl KeySpace {
 
     /// One key's value at main revision `at`.
     pub(crate) fn live_kv(&self, key: &[u8], at: i64) -> Option<KeyValue> {
-        let (key, history) = self.keys.get_key_value(key)?;
-        history.live_at(at).and_then(|r| r.key_value(key))
+        let (key, history) = self.keys.get_key_value(&KeyProbe::new(key))?;
+        history.live_at(at).and_then(|r| r.key_value(key.bytes()))
     }
 
     /// etcd's range at a reader whose current revision is `current` (the store's revision for a

@@ -12,7 +12,6 @@ use std::fmt;
 use std::io::{self, Write};
 
 use bytes::Bytes;
-use imbl::OrdMap;
 use prost::encoding::{encoded_len_varint, key_len};
 use prost::Message;
 use thiserror::Error;
@@ -21,8 +20,8 @@ use super::cold::{ColdRead, NoColdValues};
 use super::footprint::Footprint;
 use super::history::{Change, KeyHistory, Record, Value};
 use super::revision::Revision;
-use super::KeySpace;
 use super::KeySpaceBugs;
+use super::{Index, IndexKey, KeySpace};
 use crate::proto::detcdpb::{MvccKeyHistory, MvccRecord, MvccSnapshot};
 
 /// The only format this code writes and reads.
@@ -100,7 +99,7 @@ fn record_from_proto(r: MvccRecord) -> Result<Record, SnapshotDecodeError> {
 /// store, which copies an index node only when it next changes it.
 #[derive(Clone)]
 pub struct KeySpaceView {
-    pub(super) keys: OrdMap<Bytes, KeyHistory>,
+    pub(super) keys: Index,
     pub(super) current_revision: i64,
     pub(super) compact_main: i64,
 }
@@ -212,7 +211,7 @@ impl KeySpaceView {
     fn retained(&self) -> impl Iterator<Item = (&Bytes, &[Record])> {
         self.keys
             .iter()
-            .map(|(key, history)| (key, history.retained(self.compact_main)))
+            .map(|(key, history)| (key.bytes(), history.retained(self.compact_main)))
             .filter(|(_, records)| !records.is_empty())
     }
 
@@ -297,7 +296,7 @@ impl KeySpace {
             return Err(invalid("compact revision outside [-1, current revision]"));
         }
 
-        let mut keys = OrdMap::new();
+        let mut keys = Index::new();
         let mut previous_key: Option<Bytes> = None;
         for entry in snapshot.keys {
             let key = entry.key;
@@ -321,7 +320,7 @@ impl KeySpace {
                     return Err(invalid("record after the current revision"));
                 }
             }
-            keys.insert(key.clone(), history);
+            keys.insert(IndexKey::new(key.clone()), history);
             previous_key = Some(key);
         }
         let store = KeySpace {

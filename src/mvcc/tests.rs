@@ -1124,7 +1124,7 @@ fn compaction_keeps_current_values_and_drops_deleted_keys() {
         keys(&ks.range(&range_req("\0", "\0")).unwrap()),
         vec!["k", "later"]
     );
-    assert!(!ks.keys.contains_key(&b"gone"[..]));
+    assert!(!ks.keys.contains_key(&KeyProbe::new(b"gone")));
 }
 
 #[test]
@@ -1157,14 +1157,14 @@ fn a_tombstone_at_the_compact_revision_is_kept_until_the_next_compaction() {
         physical: false,
     })
     .unwrap();
-    assert_eq!(ks.keys[&b"k"[..]].records().len(), 1);
+    assert_eq!(ks.keys[&KeyProbe::new(b"k")].records().len(), 1);
     put(&mut ks, "x", "");
     ks.compact(&CompactionRequest {
         revision: 4,
         physical: false,
     })
     .unwrap();
-    assert!(!ks.keys.contains_key(&b"k"[..]));
+    assert!(!ks.keys.contains_key(&KeyProbe::new(b"k")));
     ks.check_invariants().unwrap();
 }
 

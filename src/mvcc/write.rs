@@ -15,7 +15,7 @@ use super::cold::ColdRange;
 use super::header;
 use super::range::KeyRange;
 use super::revision::Revision;
-use super::{KeyChange, KeyHistory, KeySpace};
+use super::{KeyChange, KeyHistory, KeyProbe, KeySpace};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -159,7 +159,7 @@ impl<'a> WriteTxn<'a> {
             let exists = self
                 .store
                 .keys
-                .get(key)
+                .get(&KeyProbe::new(key))
                 .is_some_and(|h| h.live_at(at).is_some());
             if exists {
                 self.delete(key);
@@ -197,7 +197,8 @@ impl<'a> WriteTxn<'a> {
         if let Some(cold) = &mut self.store.cold {
             let mut superseded = 0;
             for key in &self.changed {
-                let history = self.store.keys.get(key).expect("changed keys are indexed");
+                let history =
+                    (self.store.keys.get(&KeyProbe::new(key))).expect("changed keys are indexed");
                 if let Some((rev, len)) = history.superseded_hot() {
                     cold.wait(key.clone(), rev, len);
                     superseded += 1;
