@@ -115,7 +115,7 @@ pub struct KeySpace {
     /// a walk of every key at once held the node's thread for 0.5 s at 300,000 keys. Members
     /// may hold different records at the same index; no answer, hash or snapshot shows which.
     releasing: Option<Bytes>,
-    /// Keys a slice walks at most; the same on every member (not state, as `bugs`).
+    /// Keys a slice walks at most: the member's configuration, not replicated state (as `bugs`).
     release_slice_keys: usize,
     footprint: Footprint,
     /// Where superseded values go, once [`KeySpace::keep_superseded_values_cold`] was called;

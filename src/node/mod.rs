@@ -10,7 +10,8 @@
 //! loop), `disk` (durability gating), `apply`, `clients` (requests, proposals, reads, replies),
 //! `snapshots`, `leases` (lease clocks, the leader's lease duties, forwarding to the leader),
 //! `space` (the NOSPACE alarm kept in step with the quota), `compaction_release` (a
-//! compaction's dropped records released on a timer too, for idle members).
+//! compaction's dropped records released a slice per ready that applied entries, and on a
+//! timer of their own, so that an idle member releases them too).
 //!
 //! Invariants (checked by [`Node::check_invariants`] after every input in tests and the simulator):
 //! - nothing here reads a clock, draws unseeded randomness, or performs I/O;
