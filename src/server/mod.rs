@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod http;
 mod inbox;
 pub mod jwt;
+mod jwt_es512;
 mod keepalive;
 mod large_range;
 mod local_keepalives;

@@ -1,7 +1,8 @@
 //! JWT auth tokens (`--auth-token jwt,...`) against real etcd: one detcd and one etcd member
-//! with the same RSA keys, driven through etcdctl and the JSON gateway (a token is used as a
-//! long-lived client uses it, which etcdctl, logging in for every command, never does). Their
-//! answers must match step by step; then what only detcd is asked here: a token outlives a
+//! with the same keys (RSA; P-256 and P-521 in the SEC1 form openssl writes, for ES256 and
+//! ES512), driven through etcdctl and the JSON gateway (a token is used as a long-lived client
+//! uses it, which etcdctl, logging in for every command, never does). Their answers must match
+//! step by step; then what only detcd is asked here: a token outlives a
 //! restart, and a member given only the public key verifies tokens but issues none.
 //! `AUTH_TEST_DUMP=1` prints both answers of every step.
 
@@ -19,8 +20,10 @@ use serde_json::Value;
 const ROOT: &str = "--user=root:rootpw";
 const ALICE: &str = "--user=alice:alicepw";
 
-/// A fresh RSA key pair (openssl, which `make tools` installs): (private, public) PEM files.
-fn rsa_keys(tag: &str) -> (String, String) {
+/// A fresh key pair for `method` (openssl, which `make tools` installs): (private, public) PEM
+/// files. An RSA key for RS256; for ES256 and ES512 a P-256 or P-521 key in SEC1, as `openssl
+/// ecparam` writes it.
+fn key_pair(tag: &str, method: &str) -> (String, String) {
     let dir = temp_dir(tag);
     let private = dir.join("jwt.key").display().to_string();
     let public = dir.join("jwt.pub").display().to_string();
@@ -31,14 +34,26 @@ fn rsa_keys(tag: &str) -> (String, String) {
             .expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
     };
-    run(&["genrsa", "-out", &private, "2048"]);
-    run(&["rsa", "-in", &private, "-pubout", "-out", &public]);
+    let curve = match method {
+        "ES256" => Some("prime256v1"),
+        "ES512" => Some("secp521r1"),
+        _ => None,
+    };
+    if let Some(curve) = curve {
+        run(&[
+            "ecparam", "-name", curve, "-genkey", "-noout", "-out", &private,
+        ]);
+        run(&["ec", "-in", &private, "-pubout", "-out", &public]);
+    } else {
+        run(&["genrsa", "-out", &private, "2048"]);
+        run(&["rsa", "-in", &private, "-pubout", "-out", &public]);
+    }
     (private, public)
 }
 
-fn jwt_flag(private: Option<&str>, public: &str, ttl: &str) -> String {
+fn jwt_flag(private: Option<&str>, public: &str, method: &str, ttl: &str) -> String {
     let private = private.map_or(String::new(), |p| format!("priv-key={p},"));
-    format!("--auth-token=jwt,pub-key={public},{private}sign-method=RS256,ttl={ttl}")
+    format!("--auth-token=jwt,pub-key={public},{private}sign-method={method},ttl={ttl}")
 }
 
 /// A token's claims, not verified.
@@ -120,16 +135,18 @@ fn steps(member: &Member) -> Vec<(String, Value)> {
     seen
 }
 
-#[test]
-fn jwt_tokens_answer_as_etcd_does() {
+/// One detcd and one etcd member signing with the same `method` and keys, through the same
+/// steps.
+fn tokens_answer_as_etcd_does(method: &str) {
     assert!(
         etcd_available(),
         "real etcd is needed for the comparison (make test installs etcd-server)"
     );
-    let (private, public) = rsa_keys("jwt-keys");
-    let flag = jwt_flag(Some(&private), &public, "2s");
-    let mut ours = cluster(Flavor::Detcd, 1, "jwt-detcd", &[&flag]);
-    let mut theirs = cluster(Flavor::Etcd, 1, "jwt-etcd", &[&flag]);
+    let tag = method.to_lowercase();
+    let (private, public) = key_pair(&format!("jwt-keys-{tag}"), method);
+    let flag = jwt_flag(Some(&private), &public, method, "2s");
+    let mut ours = cluster(Flavor::Detcd, 1, &format!("jwt-detcd-{tag}"), &[&flag]);
+    let mut theirs = cluster(Flavor::Etcd, 1, &format!("jwt-etcd-{tag}"), &[&flag]);
     start_all(&mut ours);
     start_all(&mut theirs);
     let (expected, got) = (steps(&theirs[0]), steps(&ours[0]));
@@ -137,9 +154,24 @@ fn jwt_tokens_answer_as_etcd_does() {
 }
 
 #[test]
+fn rs256_tokens_answer_as_etcd_does() {
+    tokens_answer_as_etcd_does("RS256");
+}
+
+#[test]
+fn es256_tokens_answer_as_etcd_does() {
+    tokens_answer_as_etcd_does("ES256");
+}
+
+#[test]
+fn es512_tokens_answer_as_etcd_does() {
+    tokens_answer_as_etcd_does("ES512");
+}
+
+#[test]
 fn a_token_outlives_a_restart_and_a_public_key_only_verifies() {
-    let (private, public) = rsa_keys("jwt-restart-keys");
-    let signing = jwt_flag(Some(&private), &public, "10m");
+    let (private, public) = key_pair("jwt-restart-keys", "RS256");
+    let signing = jwt_flag(Some(&private), &public, "RS256", "10m");
     let mut ours = cluster(Flavor::Detcd, 1, "jwt-restart", &[&signing]);
     start_all(&mut ours);
     let member = &mut ours[0];
@@ -152,7 +184,7 @@ fn a_token_outlives_a_restart_and_a_public_key_only_verifies() {
     }
     let token = login(member, "root", "rootpw");
     member.terminate();
-    member.extra_args = vec![jwt_flag(None, &public, "10m")];
+    member.extra_args = vec![jwt_flag(None, &public, "RS256", "10m")];
     member.start();
     // Restarted with the public key only: the token from before the restart still reads.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
