@@ -234,20 +234,12 @@ fn keys(
             public_of: rsa_public_of,
             verifying_of: DecodingKey::from_rsa_der,
         },
-        Algorithm::ES256 => KeyFamily {
-            kind: "EC",
-            signing: EncodingKey::from_ec_pem,
-            verifying: DecodingKey::from_ec_pem,
-            public_of: |der| ec_public_of(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, der),
-            verifying_of: DecodingKey::from_ec_der,
-        },
-        Algorithm::ES384 => KeyFamily {
-            kind: "EC",
-            signing: EncodingKey::from_ec_pem,
-            verifying: DecodingKey::from_ec_pem,
-            public_of: |der| ec_public_of(&ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING, der),
-            verifying_of: DecodingKey::from_ec_der,
-        },
+        Algorithm::ES256 => KeyFamily::ec(|der| {
+            ec_public_of(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+        }),
+        Algorithm::ES384 => KeyFamily::ec(|der| {
+            ec_public_of(&ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING, der)
+        }),
         Algorithm::EdDSA => KeyFamily {
             kind: "Ed25519",
             signing: EncodingKey::from_ed_pem,
@@ -274,6 +266,16 @@ struct KeyFamily {
 }
 
 impl KeyFamily {
+    fn ec(public_of: fn(&[u8]) -> Result<Vec<u8>, String>) -> KeyFamily {
+        KeyFamily {
+            kind: "EC",
+            signing: EncodingKey::from_ec_pem,
+            verifying: DecodingKey::from_ec_pem,
+            public_of,
+            verifying_of: DecodingKey::from_ec_der,
+        }
+    }
+
     fn keys(
         &self,
         private: Option<&[u8]>,
@@ -410,19 +412,21 @@ mod tests {
 
     #[test]
     fn a_private_key_alone_signs_and_verifies_and_a_public_key_alone_only_verifies() {
-        let pair = rcgen::KeyPair::generate().unwrap();
-        let private = file("ec.key", pair.serialize_pem().as_bytes());
-        let public = file("ec.pub", pair.public_key_pem().as_bytes());
-        let signer =
-            JwtTokens::from_options(&format!("priv-key={private},sign-method=ES256"), seconds)
-                .unwrap();
-        let verifier =
-            JwtTokens::from_options(&format!("pub-key={public},sign-method=ES256"), seconds)
-                .unwrap();
-        let token = signer.sign("root", 3).unwrap();
-        assert_eq!(signer.verify(&token), Ok(("root".to_string(), 3)));
-        assert_eq!(verifier.verify(&token), Ok(("root".to_string(), 3)));
-        assert_eq!(verifier.sign("root", 3), Err(EtcdError::VerifyOnlyKey));
+        let ec = rcgen::KeyPair::generate().unwrap();
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        for (pair, method) in [(ec, "ES256"), (ed, "EdDSA")] {
+            let private = file(&format!("{method}.key"), pair.serialize_pem().as_bytes());
+            let public = file(&format!("{method}.pub"), pair.public_key_pem().as_bytes());
+            let tokens = |key: String| {
+                JwtTokens::from_options(&format!("{key},sign-method={method}"), seconds).unwrap()
+            };
+            let signer = tokens(format!("priv-key={private}"));
+            let verifier = tokens(format!("pub-key={public}"));
+            let token = signer.sign("root", 3).unwrap();
+            assert_eq!(signer.verify(&token), Ok(("root".to_string(), 3)));
+            assert_eq!(verifier.verify(&token), Ok(("root".to_string(), 3)));
+            assert_eq!(verifier.sign("root", 3), Err(EtcdError::VerifyOnlyKey));
+        }
     }
 
     /// A fresh P-521 key pair as PEM: (private in SEC1, the same in PKCS#8, public).
@@ -476,22 +480,6 @@ mod tests {
         let token = short.sign("alice", 9).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(short.verify(&token), Err(EtcdError::InvalidAuthToken));
-    }
-
-    #[test]
-    fn eddsa_tokens_sign_and_verify() {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let private = file("ed.key", pair.serialize_pem().as_bytes());
-        let public = file("ed.pub", pair.public_key_pem().as_bytes());
-        let signer =
-            JwtTokens::from_options(&format!("priv-key={private},sign-method=EdDSA"), seconds)
-                .unwrap();
-        let verifier =
-            JwtTokens::from_options(&format!("pub-key={public},sign-method=EdDSA"), seconds)
-                .unwrap();
-        let token = signer.sign("bob", 4).unwrap();
-        assert_eq!(verifier.verify(&token), Ok(("bob".to_string(), 4)));
-        assert_eq!(verifier.sign("bob", 4), Err(EtcdError::VerifyOnlyKey));
     }
 
     #[test]
