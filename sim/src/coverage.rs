@@ -110,6 +110,7 @@ pub const EXPECTED: &[&str] = &[
     "recovery.torn-tail-truncated",
     "recovery.from-snapshot",
     "recovery.snapshot-installed",
+    "recovery.snapshot-installed-decoded",
     "compaction.half-released",
     "compaction.released-on-time",
     "recovery.watch-feed-resumed",

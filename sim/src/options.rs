@@ -189,13 +189,16 @@ pub enum Bug {
     /// Core: a linearizable read's sender is checked when the read arrives, by a store that
     /// may not hold yet a change acknowledged before it.
     ReaderCheckedOnArrival,
+    /// Core: a snapshot decoded before it was stepped keeps its state though raft refused the
+    /// snapshot, and the next install takes that state whatever snapshot raft installs.
+    StaleDecodedSnapshot,
     /// Key space: a slice of a compaction's release skips the key after it, which keeps its
     /// dropped records in memory (no answer changes: only the state's invariants see it).
     ReleaseSkipsAKey,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 30] = [
+    pub const ALL: [Bug; 31] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -225,6 +228,7 @@ impl Bug {
         Bug::AuthRangeAsFirstKey,
         Bug::JwtIdentityAtStoreRevision,
         Bug::ReaderCheckedOnArrival,
+        Bug::StaleDecodedSnapshot,
         Bug::ReleaseSkipsAKey,
     ];
 
@@ -259,6 +263,7 @@ impl Bug {
             Bug::AuthRangeAsFirstKey => "auth-range-as-first-key",
             Bug::JwtIdentityAtStoreRevision => "jwt-identity-at-store-revision",
             Bug::ReaderCheckedOnArrival => "reader-checked-on-arrival",
+            Bug::StaleDecodedSnapshot => "stale-decoded-snapshot",
             Bug::ReleaseSkipsAKey => "release-skips-a-key",
         }
     }

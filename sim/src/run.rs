@@ -131,6 +131,10 @@ fn probe_run(world: &mut World) {
         (c.dropped, "fault.message-dropped"),
         (c.duplicated, "fault.message-duplicated"),
         (c.snapshots_installed, "recovery.snapshot-installed"),
+        (
+            c.snapshots_installed_decoded,
+            "recovery.snapshot-installed-decoded",
+        ),
     ];
     for (n, probe) in faults {
         c.coverage.hit_n(probe, n);

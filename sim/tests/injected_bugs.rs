@@ -161,6 +161,11 @@ fn keepalives_acknowledged_away_from_the_leader_beyond_its_records_are_caught() 
 }
 
 #[test]
+fn a_decoded_snapshot_kept_after_raft_refused_it_is_caught() {
+    assert_found(Bug::StaleDecodedSnapshot);
+}
+
+#[test]
 fn the_same_seed_replays_the_same_history() {
     for seed in [0, 7, 123] {
         let (a, _) = run_seed(seed, STANDARD_OPS, false, None);

@@ -134,6 +134,9 @@ pub struct Bugs {
     /// A linearizable read's sender is checked when the read arrives, by a store that may not
     /// hold yet a change acknowledged before it (etcd checks once the read index is applied).
     pub reader_checked_on_arrival: bool,
+    /// A snapshot decoded before it was stepped keeps its state though raft refused the
+    /// snapshot, and the next install takes that state whatever snapshot raft installs.
+    pub stale_decoded_snapshot: bool,
     /// Bugs in the key space itself, wrong the same way on every member.
     pub key_space: crate::mvcc::KeySpaceBugs,
     /// Bugs in the auth store, wrong the same way on every member.

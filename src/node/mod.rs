@@ -8,7 +8,8 @@
 //! applies each committed entry and reports its effects. This file orchestrates one batch of
 //! inputs; each duty lives in its own file: `start` (recovery), `timers`, `ready` (raft's ready
 //! loop), `disk` (durability gating), `apply`, `clients` (requests, proposals, reads, replies),
-//! `snapshots`, `leases` (lease clocks, the leader's lease duties, forwarding to the leader),
+//! `snapshots` (`decoded_snapshot`: a snapshot whose state a driver decoded before the node
+//! stepped it), `leases` (lease clocks, the leader's lease duties, forwarding to the leader),
 //! `space` (the NOSPACE alarm kept in step with the quota), `compaction_release` (a
 //! compaction's dropped records released a slice per ready that applied entries, and on a
 //! timer of their own, so that an idle member releases them too).
@@ -29,6 +30,7 @@ mod cluster;
 mod compaction;
 mod compaction_release;
 mod config;
+mod decoded_snapshot;
 mod disk;
 mod error;
 mod leases;
@@ -47,6 +49,7 @@ mod watch;
 pub use crate::api::{ClientRequest, ClientResponse, Rpc};
 pub use compaction::AutoCompaction;
 pub use config::{Bugs, Config};
+pub use decoded_snapshot::DecodedSnapshot;
 pub use error::{DiskError, StartError, StopReason};
 pub use local_keepalives::LocalKeepAlives;
 pub use local_reads::{answers_after_barrier, answers_locally, LocalReads, LocalView, ReadRounds};
@@ -86,6 +89,9 @@ pub struct Node {
     snapshot_index: u64,
     /// Snapshots received from a leader and installed, for operators and tests.
     snapshots_installed: u64,
+    /// Of those, the ones whose state was decoded before the node stepped them, for the
+    /// simulator's coverage.
+    snapshots_installed_decoded: u64,
     /// Slices of compactions released on the release timer (`compaction_release`), for the
     /// simulator's coverage.
     compaction_slices_released_on_time: u64,
@@ -144,6 +150,9 @@ impl Node {
             match input {
                 Input::Tick => {}
                 Input::Peer { from, msg } => self.handle_peer(from, msg),
+                Input::DecodedSnapshot { from, snapshot } => {
+                    self.step_decoded_snapshot(from, *snapshot)
+                }
                 Input::Client {
                     id,
                     request,
@@ -290,6 +299,10 @@ impl Node {
         self.snapshots_installed
     }
 
+    pub fn snapshots_installed_decoded(&self) -> u64 {
+        self.snapshots_installed_decoded
+    }
+
     pub fn first_log_index(&self) -> u64 {
         self.raw.store().first_index()
     }
@@ -425,26 +438,30 @@ impl Node {
     fn handle_peer(&mut self, from: MemberId, msg: PeerMessage) {
         match msg {
             PeerMessage::Raft(m) => {
-                // raft-rs trusts `from`; a message claiming another sender or addressed to
-                // someone else is dropped rather than stepped, as is one from a removed member.
-                if m.from != from
-                    || m.to != self.cfg.id
-                    || raft::raw_node::is_local_msg(m.get_msg_type())
-                {
-                    return;
-                }
-                if self.is_removed_member(from) {
-                    self.tell_removed(from);
-                    return;
-                }
-                if self.raw.step(*m).is_ok() {
-                    self.override_jitter();
-                }
+                self.step_raft(from, *m);
             }
             PeerMessage::Forward { id, request } => self.serve_for_member(from, id, request),
             PeerMessage::ForwardReply { id, result } => self.forward_answered(id, result),
             PeerMessage::Removed => self.removed_by(from),
         }
+    }
+
+    /// Steps a peer's raft message; false if it was dropped or raft refused it.
+    fn step_raft(&mut self, from: MemberId, m: raft::eraftpb::Message) -> bool {
+        // raft-rs trusts `from`; a message claiming another sender or addressed to someone
+        // else is dropped rather than stepped, as is one from a removed member.
+        if m.from != from || m.to != self.cfg.id || raft::raw_node::is_local_msg(m.get_msg_type()) {
+            return false;
+        }
+        if self.is_removed_member(from) {
+            self.tell_removed(from);
+            return false;
+        }
+        if self.raw.step(m).is_err() {
+            return false;
+        }
+        self.override_jitter();
+        true
     }
 
     /// Whether a deliberately injected bug is on (simulator tests only; every bug is off unless

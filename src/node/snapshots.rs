@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use raft::eraftpb::{Message, Snapshot, SnapshotMetadata};
 
+use super::decoded_snapshot::Decoded;
 use super::disk::IoPurpose;
 use super::timers::Timer;
 use super::types::{DiskOp, MemberId, OutgoingSnapshot, Output, SnapshotFile};
 use super::{Node, StopReason};
 use crate::mvcc::ColdOp;
-use crate::state::{State, StateView};
+use crate::state::StateView;
 
 /// How fast a snapshot is assumed to travel at worst, for giving up on one that was lost:
 /// a snapshot is given two election timeouts plus its size at this rate.
@@ -30,6 +31,8 @@ pub(super) struct SnapshotDuty {
     /// resends the same snapshot, and the view reads the segments as they were when it was
     /// taken. Emitted once the view is dropped or replaced.
     held_cold_releases: Vec<ColdOp>,
+    /// The state of the snapshot raft holds, decoded before it was stepped.
+    pub(super) decoded: Option<Decoded>,
 }
 
 impl Node {
@@ -212,7 +215,7 @@ impl Node {
     /// stop because the snapshot is unreadable.
     pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) -> bool {
         let index = snapshot.get_metadata().index;
-        match State::decode_snapshot(&snapshot.data) {
+        match self.snapshot_state(snapshot.get_metadata(), &snapshot.data) {
             Ok(state) => {
                 self.state.replace_with(state);
                 self.applied_index = index;

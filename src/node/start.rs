@@ -76,6 +76,7 @@ impl Node {
             applied_index: snapshot_index,
             snapshot_index,
             snapshots_installed: 0,
+            snapshots_installed_decoded: 0,
             compaction_slices_released_on_time: 0,
             now,
             next_raft_tick,

@@ -29,12 +29,18 @@ pub struct RequestId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IoId(pub u64);
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Input {
     /// Nothing but the passage of time: the driver's timer from `poll_timeout` fired.
     Tick,
     /// A message from another member.
     Peer { from: MemberId, msg: PeerMessage },
+    /// A snapshot message from another member, its data decoded away from the node's thread
+    /// (see `decoded_snapshot`). Boxed: it is rare and large.
+    DecodedSnapshot {
+        from: MemberId,
+        snapshot: Box<super::DecodedSnapshot>,
+    },
     /// A client request accepted by this member.
     Client {
         id: RequestId,

@@ -25,13 +25,14 @@ use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use super::metrics::ServerMetrics;
 use super::peer::{AdoptedPeer, PeerSender};
+use super::snapshot_decoder::SnapshotDecoder;
 use super::watch::FeedSlot;
 use crate::api::Credentials;
 use crate::error::EtcdError;
 use crate::mvcc::ColdValues;
 use crate::node::{
-    ClientRequest, ClientResponse, DiskError, DiskOp, Input, IoId, MemberId, Node, Output,
-    PeerMessage, RequestId, Rpc, StopReason,
+    ClientRequest, ClientResponse, DecodedSnapshot, DiskError, DiskOp, Input, IoId, MemberId, Node,
+    Output, PeerMessage, RequestId, Rpc, StopReason,
 };
 use crate::state::StateView;
 use crate::time::Instant;
@@ -99,6 +100,11 @@ pub enum Event {
         result: Result<(), DiskError>,
     },
     Wake,
+    /// A leader's snapshot, decoded off the node's thread (`snapshot_decoder`).
+    DecodedSnapshot {
+        from: MemberId,
+        snapshot: Box<DecodedSnapshot>,
+    },
     /// The hash an `Output::HashAt` asked for, computed off the node's thread.
     Hashed {
         revision: i64,
@@ -390,6 +396,9 @@ pub struct Driver {
     /// The leader the node last knew, to count the changes.
     last_leader: Option<MemberId>,
     snapshots_installed: u64,
+    /// Of those, the ones `snapshot_decoder` decoded.
+    snapshots_decoded: u64,
+    snapshot_decoder: SnapshotDecoder,
     slow_batches: SlowBatches,
 }
 
@@ -404,6 +413,7 @@ impl Driver {
         ready_message: String,
     ) -> Driver {
         let Storage { disk, cold } = storage;
+        let snapshot_decoder = SnapshotDecoder::new(handle.tx.clone());
         let Links {
             peers,
             watch,
@@ -432,6 +442,8 @@ impl Driver {
             was_leader: false,
             last_leader: None,
             snapshots_installed: 0,
+            snapshots_decoded: 0,
+            snapshot_decoder,
             slow_batches: SlowBatches::default(),
         }
     }
@@ -478,6 +490,7 @@ impl Driver {
             for event in events {
                 shutdown |= self.take(event, &mut inputs);
             }
+            self.snapshot_decoder.divert(&mut inputs);
             let now = self.now();
             // After the time is read: see `local_keepalives`.
             self.keepalives.hand_over(&mut self.node);
@@ -511,9 +524,12 @@ impl Driver {
     fn log_leadership(&mut self) {
         if self.node.snapshots_installed() > self.snapshots_installed {
             self.snapshots_installed = self.node.snapshots_installed();
+            let decoded = self.node.snapshots_installed_decoded() > self.snapshots_decoded;
+            self.snapshots_decoded = self.node.snapshots_installed_decoded();
             log::info!(
-                "detcd: installed a snapshot at index {} from the leader",
-                self.node.snapshot_index()
+                "detcd: installed a snapshot at index {} from the leader (decoded {} the node's thread)",
+                self.node.snapshot_index(),
+                if decoded { "off" } else { "on" }
             );
         }
         let leader_id = self.node.leader_id();
@@ -553,6 +569,10 @@ impl Driver {
             Event::Peer { from, msg } => {
                 self.handle.taken();
                 inputs.push(Input::Peer { from, msg });
+            }
+            Event::DecodedSnapshot { from, snapshot } => {
+                self.snapshot_decoder.taken();
+                inputs.push(Input::DecodedSnapshot { from, snapshot });
             }
             Event::DiskDone { io, result } => inputs.push(Input::DiskDone { io, result }),
             Event::Wake => {

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod peer;
 pub mod recipes;
 pub mod restore;
+mod snapshot_decoder;
 pub mod tls;
 mod tls_identity;
 pub mod watch;

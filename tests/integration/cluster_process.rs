@@ -94,4 +94,8 @@ fn three_members_replicate_survive_leader_loss_and_catch_up() {
         log.contains("installed a snapshot"),
         "caught up through a snapshot:\n{log}"
     );
+    assert!(
+        log.contains("(decoded off the node's thread)"),
+        "the snapshot's data was decoded before the node stepped it:\n{log}"
+    );
 }

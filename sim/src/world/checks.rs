@@ -113,11 +113,12 @@ impl World {
             ));
         }
         self.members.get_mut(&id).expect("member").last_commit = commit;
-        let installed = self.members[&id]
-            .node
-            .as_ref()
-            .map_or(0, |n| n.snapshots_installed());
-        self.counters.snapshots_installed = self.counters.snapshots_installed.max(installed);
+        let installed = self.members[&id].node.as_ref().map_or((0, 0), |n| {
+            (n.snapshots_installed(), n.snapshots_installed_decoded())
+        });
+        let c = &mut self.counters;
+        c.snapshots_installed = c.snapshots_installed.max(installed.0);
+        c.snapshots_installed_decoded = c.snapshots_installed_decoded.max(installed.1);
     }
 
     /// Log matching among running members: where two members both hold an entry at or below

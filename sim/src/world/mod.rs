@@ -16,8 +16,9 @@ use bytes::Bytes;
 use detcd::error::EtcdError;
 use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
-    answers_locally, ClientRequest, ClientResponse, Config, DiskError, DiskOp, Input, IoId,
-    LocalKeepAlives, LocalReads, MemberId, Node, Output, PeerMessage, ReadRounds, RequestId,
+    answers_locally, ClientRequest, ClientResponse, Config, DecodedSnapshot, DiskError, DiskOp,
+    Input, IoId, LocalKeepAlives, LocalReads, MemberId, Node, Output, PeerMessage, ReadRounds,
+    RequestId,
 };
 use detcd::proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
@@ -80,6 +81,8 @@ pub struct Counters {
     pub clock_jumps: u64,
     pub clogs: u64,
     pub snapshots_installed: u64,
+    /// Of those, installs of a snapshot decoded before its member stepped it.
+    pub snapshots_installed_decoded: u64,
     pub ops_ok: u64,
     pub ops_failed: u64,
     pub ops_unknown: u64,
@@ -414,6 +417,7 @@ impl World {
                 signed_identity_at_store_revision: options.bug
                     == Some(Bug::JwtIdentityAtStoreRevision),
                 reader_checked_on_arrival: options.bug == Some(Bug::ReaderCheckedOnArrival),
+                stale_decoded_snapshot: options.bug == Some(Bug::StaleDecodedSnapshot),
                 key_space: key_space_bugs(options.bug),
                 auth: detcd::auth::AuthBugs {
                     range_as_first_key: options.bug == Some(Bug::AuthRangeAsFirstKey),
@@ -923,6 +927,19 @@ impl World {
     // The run
     // -----------------------------------------------------------------------------------------
 
+    /// A peer's message as the node gets it: a snapshot, half the time, decoded first, as the
+    /// server's driver decodes it off the node's thread (`node::DecodedSnapshot`).
+    fn peer_input(&mut self, from: MemberId, msg: PeerMessage) -> Input {
+        if !DecodedSnapshot::carries_snapshot(&msg) || self.rng.below(2) == 0 {
+            return Input::Peer { from, msg };
+        }
+        let PeerMessage::Raft(msg) = msg else {
+            unreachable!("a snapshot is a raft message");
+        };
+        let snapshot = Box::new(DecodedSnapshot::decode(msg));
+        Input::DecodedSnapshot { from, snapshot }
+    }
+
     fn step(&mut self) -> bool {
         let Some((at, event)) = self.events.pop() else {
             return false;
@@ -935,7 +952,8 @@ impl World {
                     // A paused process's socket buffers the message until it resumes: `input`
                     // defers it.
                     self.mix(from ^ (to << 8));
-                    self.input(to, Input::Peer { from, msg });
+                    let input = self.peer_input(from, msg);
+                    self.input(to, input);
                 }
             }
             Event::DiskDone {
