@@ -346,12 +346,13 @@ impl KeyHistory {
         self.latest().expect("just pushed")
     }
 
-    /// The record the newest one superseded, with its value's length, if that value is still
-    /// in memory (a write has just committed the newest record).
-    pub fn superseded_hot(&self) -> Option<(Revision, usize)> {
-        let [.., previous, _] = self.records() else {
-            return None;
-        };
+    /// The record the one at `rev` superseded, with its value's length, if that value is still
+    /// in memory (a write has just committed the record at `rev`; it may have written this key
+    /// more than once).
+    pub fn superseded_hot(&self, rev: Revision) -> Option<(Revision, usize)> {
+        let records = self.records();
+        let index = records.binary_search_by(|r| r.rev.cmp(&rev)).ok()?;
+        let previous = &records[index.checked_sub(1)?];
         hot_value_len(previous).map(|len| (previous.rev, len))
     }
 
@@ -577,7 +578,8 @@ mod tests {
         assert!(Arc::ptr_eq(mine, theirs), "cloned without copying");
         let before = view.clone();
         let mut cold = ColdLog::default();
-        let (rev, _) = h.superseded_hot().expect("revision 2 is superseded");
+        let newest = Revision { main: 3, sub: 0 };
+        let (rev, _) = h.superseded_hot(newest).expect("revision 2 is superseded");
         h.move_cold(rev, &mut cold);
         assert!(h.records()[0].cold_value().is_some());
         put(&mut h, 4, 0, "c");

@@ -1701,3 +1701,19 @@ fn a_large_answers_pairs_each_carry_their_own_key() {
         }
     }
 }
+
+/// A write that changes a key twice in one revision (a txn's delete, then its nested txn's
+/// put) supersedes two of its records: both values move out of memory, not only the newer.
+#[test]
+fn a_key_written_twice_in_one_revision_moves_both_superseded_values() {
+    let mut ks = KeySpace::new();
+    ks.keep_superseded_values_cold(0);
+    put(&mut ks, "a", "first");
+    let mut w = WriteTxn::begin(&mut ks);
+    w.put_request(&put_req("a", "second")).expect("put");
+    w.delete_keys(&[b("a")]);
+    w.put_request(&put_req("a", "third")).expect("put");
+    w.commit();
+    ks.check_invariants().expect("no superseded value left in memory");
+    assert_eq!(written(&ks.take_cold_ops()), "firstsecond");
+}

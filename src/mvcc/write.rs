@@ -196,10 +196,14 @@ impl<'a> WriteTxn<'a> {
         self.store.changes.append(&mut self.effects);
         if let Some(cold) = &mut self.store.cold {
             let mut superseded = 0;
-            for key in &self.changed {
+            for (sub, key) in self.changed.iter().enumerate() {
                 let history =
                     (self.store.keys.get(&KeyProbe::new(key))).expect("changed keys are indexed");
-                if let Some((rev, len)) = history.superseded_hot() {
+                let change = Revision {
+                    main: self.begin + 1,
+                    sub: sub as i64,
+                };
+                if let Some((rev, len)) = history.superseded_hot(change) {
                     cold.wait(key.clone(), rev, len);
                     superseded += 1;
                 }
