@@ -111,6 +111,7 @@ pub const EXPECTED: &[&str] = &[
     "recovery.from-snapshot",
     "recovery.snapshot-installed",
     "recovery.snapshot-installed-decoded",
+    "recovery.snapshot-values-cooling",
     "compaction.half-released",
     "compaction.released-on-time",
     "recovery.watch-feed-resumed",

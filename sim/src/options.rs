@@ -95,7 +95,7 @@ pub struct Options {
     /// space is small), sometimes the server's.
     pub compaction_slice_keys: usize,
     /// How often members release more of a compaction by themselves, in milliseconds
-    /// (`Config::compaction_release_interval`; 0: never, only entries release): off in half
+    /// (`Config::memory_release_interval`; 0: never, only entries release): off in half
     /// the runs, so that histories still end with compactions half released.
     pub compaction_release_ms: u64,
     /// The members' quota (`--quota-backend-bytes`): small in some runs, so that writes fill
@@ -195,10 +195,13 @@ pub enum Bug {
     /// Key space: a slice of a compaction's release skips the key after it, which keeps its
     /// dropped records in memory (no answer changes: only the state's invariants see it).
     ReleaseSkipsAKey,
+    /// Key space: a slice of the move of a snapshot's superseded values to cold segments skips
+    /// the key after it, which keeps its values in memory (only the state's invariants see it).
+    CoolingSkipsAKey,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 31] = [
+    pub const ALL: [Bug; 32] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -230,6 +233,7 @@ impl Bug {
         Bug::ReaderCheckedOnArrival,
         Bug::StaleDecodedSnapshot,
         Bug::ReleaseSkipsAKey,
+        Bug::CoolingSkipsAKey,
     ];
 
     pub fn name(self) -> &'static str {
@@ -265,6 +269,7 @@ impl Bug {
             Bug::ReaderCheckedOnArrival => "reader-checked-on-arrival",
             Bug::StaleDecodedSnapshot => "stale-decoded-snapshot",
             Bug::ReleaseSkipsAKey => "release-skips-a-key",
+            Bug::CoolingSkipsAKey => "cooling-skips-a-key",
         }
     }
 

@@ -463,7 +463,7 @@ fn an_idle_cluster_releases_a_compactions_records_on_its_own() {
     for interval in [None, Some(Duration::from_millis(100))] {
         let mut cluster = Cluster::new(3, 23, |c| Config {
             compaction_slice_keys: 2,
-            compaction_release_interval: interval,
+            memory_release_interval: interval,
             ..c
         });
         let leader = cluster.wait_for_leader(10 * SECOND).expect("leader");
@@ -491,7 +491,7 @@ fn an_idle_cluster_releases_a_compactions_records_on_its_own() {
                 "member {id}, interval {interval:?}"
             );
             assert_eq!(
-                node.compaction_slices_released_on_time() > 0,
+                node.memory_slices_released_on_time() > 0,
                 interval.is_some()
             );
         }

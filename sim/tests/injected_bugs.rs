@@ -161,6 +161,11 @@ fn keepalives_acknowledged_away_from_the_leader_beyond_its_records_are_caught() 
 }
 
 #[test]
+fn a_move_of_a_snapshots_values_to_cold_segments_that_skips_a_key_is_caught() {
+    assert_found(Bug::CoolingSkipsAKey);
+}
+
+#[test]
 fn a_decoded_snapshot_kept_after_raft_refused_it_is_caught() {
     assert_found(Bug::StaleDecodedSnapshot);
 }

@@ -225,6 +225,12 @@ impl ColdLog {
         self.moving.pop_front()
     }
 
+    /// Superseded values noted and not moved yet (some may have moved another way since, or
+    /// gone with compaction).
+    pub fn values_to_move(&self) -> usize {
+        self.waiting.len() + self.moving.len()
+    }
+
     /// Moves `value`, superseded at main revision `successor`, out of memory; returns where.
     pub fn push(&mut self, value: &[u8], successor: i64) -> ColdRef {
         let len = value.len() as u64;

@@ -385,6 +385,21 @@ impl KeyHistory {
         }
     }
 
+    /// Moves every superseded value still in memory to `cold`.
+    pub fn move_all_cold(&mut self, cold: &mut ColdLog) {
+        let records = self.records.as_mut_slice();
+        for index in 1..records.len() {
+            let successor = records[index].rev.main;
+            if let Change::Put { value, .. } = &mut records[index - 1].change {
+                if let Value::Hot(bytes) = value {
+                    if !bytes.is_empty() {
+                        *value = Value::Cold(cold.push(bytes, successor));
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes the newest record (undoing an aborted txn).
     pub fn pop(&mut self) -> Option<Record> {
         self.records.pop()

@@ -18,6 +18,8 @@
 //!   revision; `compact_main <= current_revision`; each key's history obeys the compaction rule
 //!   in `history`, except that the keys a compaction has not released yet (from
 //!   `releasing.next` on) may still hold the records it drops.
+//! - with cold values, a superseded value is in memory only while it waits for its batch, or
+//!   in a key the move of a snapshot's superseded values has not reached yet (`cooling` on).
 //! - `footprint` counts exactly the keys, records and bytes the index holds (see `footprint`).
 
 mod changes;
@@ -111,10 +113,16 @@ pub struct KeySpace {
     /// released yet (empty: none was; the empty key is never indexed). Compaction takes effect
     /// at once (reads before it are refused; hashes and snapshots leave out what it drops,
     /// through `KeyHistory::retained`), and the memory goes a slice of keys at a time
-    /// ([`KeySpace::release_compacted_slice`], called by the node: `node/compaction_release.rs`):
+    /// ([`KeySpace::release_compacted_slice`], called by the node: `node/memory_release.rs`):
     /// a walk of every key at once held the node's thread for 0.5 s at 300,000 keys. Members
     /// may hold different records at the same index; no answer, hash or snapshot shows which.
     releasing: Option<Bytes>,
+    /// While superseded values of a key space installed from a snapshot are partly in memory:
+    /// the first key whose values may not have moved to cold segments yet (empty: none did).
+    /// Such a key space holds every value in memory, and moving its superseded ones at once
+    /// held the node's thread for 0.3 s at 100,000 keys; so they move a slice of keys at a
+    /// time, as a compaction's records are released, in key order.
+    cooling: Option<Bytes>,
     /// Keys a slice walks at most: the member's configuration, not replicated state (as `bugs`).
     release_slice_keys: usize,
     footprint: Footprint,
@@ -143,6 +151,9 @@ pub struct KeySpaceBugs {
     /// A slice of a compaction's release goes on past the key after it, which keeps its
     /// dropped records in memory.
     pub release_skips_a_key: bool,
+    /// A slice of the move of a snapshot's superseded values to cold segments goes on past
+    /// the key after it, which keeps its values in memory.
+    pub cooling_skips_a_key: bool,
 }
 
 /// One key changed by a committed write: the etcd watch event it is, and what leases learn
@@ -186,6 +197,7 @@ impl PartialEq for KeySpace {
             && self.current_revision == other.current_revision
             && self.compact_main == other.compact_main
             && self.releasing == other.releasing
+            && self.cooling == other.cooling
             && self.footprint == other.footprint
             && self.cold == other.cold
     }
@@ -229,6 +241,7 @@ impl KeySpace {
             current_revision: 1,
             compact_main: -1,
             releasing: None,
+            cooling: None,
             release_slice_keys: RELEASE_SLICE_KEYS,
             footprint: Footprint::default(),
             cold: None,
@@ -240,6 +253,27 @@ impl KeySpace {
     /// Whether a compaction's dropped records are still partly in memory.
     pub fn is_releasing_compaction(&self) -> bool {
         self.releasing.is_some()
+    }
+
+    /// Whether superseded values of a key space installed from a snapshot are still partly
+    /// in memory.
+    pub fn is_cooling(&self) -> bool {
+        self.cooling.is_some()
+    }
+
+    /// Whether [`KeySpace::release_memory_slice`] has anything to do.
+    pub fn is_releasing_memory(&self) -> bool {
+        self.releasing.is_some() || self.cooling.is_some()
+    }
+
+    /// Lets go of the next slice of memory no reader needs: a compaction's dropped records
+    /// first, then superseded values a snapshot brought, which move to cold segments.
+    pub fn release_memory_slice(&mut self) {
+        if self.releasing.is_some() {
+            self.release_compacted_slice();
+        } else {
+            self.cool_slice();
+        }
     }
 
     /// How many keys a slice of a compaction's release walks at most (the simulator makes it
@@ -294,11 +328,12 @@ impl KeySpace {
     }
 
     /// Becomes `other` (a snapshot from the leader). With cold values, the old segments are
-    /// released and `other`'s superseded values move to new ones.
+    /// released and `other`'s superseded values move to new ones a slice of keys at a time
+    /// (see `cooling`).
     pub fn replace_with(&mut self, mut other: KeySpace) {
         if let Some(cold) = &mut self.cold {
             other.cold = Some(cold.release_all());
-            other.move_all_superseded_cold();
+            other.cooling = Some(Bytes::new());
         }
         other.bugs = self.bugs;
         other.release_slice_keys = self.release_slice_keys;
@@ -527,6 +562,55 @@ impl KeySpace {
         }
     }
 
+    /// With cold values, a superseded value in memory waits for its batch, or is in a key
+    /// the move of a snapshot's values has not reached yet.
+    fn check_superseded_values_cold(&self) -> Result<(), String> {
+        let Some(cold) = &self.cold else {
+            return Ok(());
+        };
+        let not_reached = |key: &IndexKey| self.cooling.as_ref().is_some_and(|f| key.bytes() >= f);
+        let in_memory: Vec<(&Bytes, Revision)> = (self.keys.iter())
+            .take_while(|(key, _)| !not_reached(key))
+            .flat_map(|(key, history)| {
+                (history.all_superseded_hot()).map(|(rev, _, _)| (key.bytes(), rev))
+            })
+            .collect();
+        if in_memory.len() > cold.values_to_move() {
+            return Err(format!(
+                "superseded values in memory {in_memory:?}, {} waiting to move",
+                cold.values_to_move()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves the superseded values of the next `release_slice_keys` keys of a key space
+    /// installed from a snapshot to cold segments; nothing when all have moved. As in
+    /// [`KeySpace::release_compacted_slice`], keys are found by reading first.
+    fn cool_slice(&mut self) {
+        let (Some(first), Some(cold)) = (&self.cooling, &mut self.cold) else {
+            self.cooling = None;
+            return;
+        };
+        let from = (Bound::Included(KeyProbe::new(first)), Bound::Unbounded);
+        let mut walked = self.keys.range(from);
+        let touched: Vec<IndexKey> = walked
+            .by_ref()
+            .take(self.release_slice_keys)
+            .filter(|(_, history)| history.all_superseded_hot().next().is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut next = walked.next();
+        if self.bugs.cooling_skips_a_key {
+            next = walked.next();
+        }
+        self.cooling = next.map(|(key, _)| key.bytes().clone());
+        for key in touched {
+            let history = self.keys.get_mut(&key).expect("found above");
+            history.move_all_cold(cold);
+        }
+    }
+
     /// Appends a record to `key`'s history with `push`, indexing a new key if needed. Returns the
     /// key as stored (shared, so callers can hold it without copying).
     fn append_record<T>(
@@ -607,6 +691,7 @@ impl KeySpace {
             }
         }
         self.check_revisions()?;
+        self.check_superseded_values_cold()?;
         if self.footprint != Footprint::count(&self.keys) {
             return Err("footprint accounting drifted".into());
         }

@@ -1702,6 +1702,55 @@ fn a_large_answers_pairs_each_carry_their_own_key() {
     }
 }
 
+/// A key space installed from a snapshot holds every value in memory; its superseded values
+/// move to cold segments a slice of keys at a time, in key order, and every read of the past
+/// answers the same before, between and after the slices.
+#[test]
+fn a_snapshots_superseded_values_move_cold_a_slice_at_a_time() {
+    let mut leader = KeySpace::new();
+    for round in 0..3 {
+        for key in ["a", "b", "c", "d", "e"] {
+            put(&mut leader, key, &format!("{key}{round}"));
+        }
+    }
+    let mut member = KeySpace::new();
+    member.keep_superseded_values_cold(0);
+    member.release_compactions_in_slices_of(2);
+    put(&mut member, "z", "old");
+    member.replace_with(KeySpace::decode_snapshot(&leader.encode_snapshot()).unwrap());
+    let mut store = MemoryColdStore::default();
+    let read_all_past = |ks: &KeySpace, store: &MemoryColdStore| {
+        (2..=ks.current_revision())
+            .map(|revision| {
+                let past = RangeRequest {
+                    revision,
+                    ..range_req("a", "z")
+                };
+                let (mut answer, cold) = ks.read_range(&past, u64::MAX).expect("readable");
+                cold.fill_range(&mut answer, store).expect("fills");
+                answer.kvs
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = read_all_past(&leader, &store);
+    let mut moved = Vec::new();
+    while member.is_releasing_memory() {
+        assert_eq!(read_all_past(&member, &store), expected);
+        member.release_memory_slice();
+        member
+            .check_invariants()
+            .expect("invariants between slices");
+        let ops = member.take_cold_ops();
+        moved.push(written(&ops));
+        for op in ops {
+            store.apply(&op);
+        }
+    }
+    assert_eq!(moved, ["a0a1b0b1", "c0c1d0d1", "e0e1"]);
+    assert!(!member.is_cooling());
+    assert_eq!(read_all_past(&member, &store), expected);
+}
+
 /// A write that changes a key twice in one revision (a txn's delete, then its nested txn's
 /// put) supersedes two of its records: both values move out of memory, not only the newer.
 #[test]
@@ -1714,6 +1763,7 @@ fn a_key_written_twice_in_one_revision_moves_both_superseded_values() {
     w.delete_keys(&[b("a")]);
     w.put_request(&put_req("a", "third")).expect("put");
     w.commit();
-    ks.check_invariants().expect("no superseded value left in memory");
+    ks.check_invariants()
+        .expect("no superseded value left in memory");
     assert_eq!(written(&ks.take_cold_ops()), "firstsecond");
 }

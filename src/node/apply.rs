@@ -97,7 +97,7 @@ impl Node {
             }
         }
         if self.applied_index > applied_before && self.stopped.is_none() {
-            self.release_compaction_with_entries();
+            self.release_memory_with_entries();
         }
         self.report_applied();
     }

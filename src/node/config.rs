@@ -50,11 +50,12 @@ pub struct Config {
     /// a member releases one each time it applies entries, and a few per release interval.
     /// detcd's own; the simulator draws small ones.
     pub compaction_slice_keys: usize,
-    /// How often a member releases more of a compaction's dropped records by itself, besides
-    /// the slice it releases each time it applies entries, so that an idle member does not keep
-    /// them until writes come; `None`: only applying releases them. detcd's own; the simulator
+    /// How often a member releases more of a compaction's dropped records (or moves more of a
+    /// snapshot's superseded values to cold segments) by itself, besides the slice it releases
+    /// each time it applies entries, so that an idle member does not keep them until writes
+    /// come; `None`: only applying releases them. detcd's own; the simulator
     /// draws it.
-    pub compaction_release_interval: Option<Duration>,
+    pub memory_release_interval: Option<Duration>,
     /// Largest proposal accepted. etcd: `--max-request-bytes` 1.5 MiB.
     pub max_request_bytes: usize,
     /// etcd: `--max-txn-ops` 128.
@@ -171,7 +172,7 @@ impl Config {
             snapshot_catchup_entries: 5_000,
             cold_batch_bytes: 1 << 20,
             compaction_slice_keys: crate::mvcc::RELEASE_SLICE_KEYS,
-            compaction_release_interval: Some(Duration::from_millis(100)),
+            memory_release_interval: Some(Duration::from_millis(100)),
             max_request_bytes: 3 * 1024 * 1024 / 2,
             max_txn_ops: 128,
             max_range_bytes: i32::MAX as u64,

@@ -10,9 +10,9 @@
 //! loop), `disk` (durability gating), `apply`, `clients` (requests, proposals, reads, replies),
 //! `snapshots` (`decoded_snapshot`: a snapshot whose state a driver decoded before the node
 //! stepped it), `leases` (lease clocks, the leader's lease duties, forwarding to the leader),
-//! `space` (the NOSPACE alarm kept in step with the quota), `compaction_release` (a
-//! compaction's dropped records released a slice per ready that applied entries, and on a
-//! timer of their own, so that an idle member releases them too).
+//! `space` (the NOSPACE alarm kept in step with the quota), `memory_release` (a compaction's
+//! dropped records, and a snapshot's superseded values, let go a slice per ready that applied
+//! entries, and on a timer of their own, so that an idle member lets go of them too).
 //!
 //! Invariants (checked by [`Node::check_invariants`] after every input in tests and the simulator):
 //! - nothing here reads a clock, draws unseeded randomness, or performs I/O;
@@ -28,7 +28,6 @@ mod auth;
 mod clients;
 mod cluster;
 mod compaction;
-mod compaction_release;
 mod config;
 mod decoded_snapshot;
 mod disk;
@@ -37,6 +36,7 @@ mod leases;
 mod local_keepalives;
 mod local_reads;
 mod maintenance;
+mod memory_release;
 mod ready;
 mod requests;
 mod snapshots;
@@ -92,9 +92,9 @@ pub struct Node {
     /// Of those, the ones whose state was decoded before the node stepped them, for the
     /// simulator's coverage.
     snapshots_installed_decoded: u64,
-    /// Slices of compactions released on the release timer (`compaction_release`), for the
+    /// Slices of memory released on the release timer (`memory_release`), for the
     /// simulator's coverage.
-    compaction_slices_released_on_time: u64,
+    memory_slices_released_on_time: u64,
     now: Instant,
     /// When raft's next tick falls: ticks come every heartbeat interval, whether or not the
     /// node was woken for them (see [`Node::catch_up_raft_ticks`]).
@@ -217,7 +217,7 @@ impl Node {
                 Timer::LeaseCheckpoint => self.checkpoint_leases(),
                 Timer::RequestExpiry => self.expire_requests(),
                 Timer::AutoCompaction => self.auto_compact(),
-                Timer::CompactionRelease => self.release_compaction_on_time(),
+                Timer::MemoryRelease => self.release_memory_on_time(),
             }
         }
     }
@@ -239,7 +239,7 @@ impl Node {
         if self.leases.has_forwards() {
             self.timers.set_earlier(Timer::ForwardRetry, heartbeat);
         }
-        self.arm_compaction_release();
+        self.arm_memory_release();
     }
 
     // ---------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ impl Node {
             snapshot_index,
             snapshots_installed: 0,
             snapshots_installed_decoded: 0,
-            compaction_slices_released_on_time: 0,
+            memory_slices_released_on_time: 0,
             now,
             next_raft_tick,
             timers,

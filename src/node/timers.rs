@@ -25,8 +25,8 @@ pub enum Timer {
     RequestExpiry,
     /// Auto compaction looks at the revision (`--auto-compaction-*`).
     AutoCompaction,
-    /// More of a compaction's dropped records go (`Config::compaction_release_interval`).
-    CompactionRelease,
+    /// More of the memory no reader needs goes (`Config::memory_release_interval`).
+    MemoryRelease,
 }
 
 impl Timer {
@@ -40,7 +40,7 @@ impl Timer {
         Timer::LeaseCheckpoint,
         Timer::RequestExpiry,
         Timer::AutoCompaction,
-        Timer::CompactionRelease,
+        Timer::MemoryRelease,
     ];
 
     fn slot(self) -> usize {

@@ -411,12 +411,13 @@ impl State {
         self.kv.release_compactions_in_slices_of(keys);
     }
 
-    /// Releases up to `slices` slices of a compaction's dropped records outside any entry;
-    /// returns how many it released. No answer, hash or snapshot depends on it.
-    pub fn release_compacted_slices(&mut self, slices: usize) -> usize {
+    /// Releases up to `slices` slices of the memory the key space holds for no reader (see
+    /// [`KeySpace::release_memory_slice`]); returns how many it released. No answer, hash or
+    /// snapshot depends on it.
+    pub fn release_memory_slices(&mut self, slices: usize) -> usize {
         let mut released = 0;
-        while released < slices && self.kv.is_releasing_compaction() {
-            self.kv.release_compacted_slice();
+        while released < slices && self.kv.is_releasing_memory() {
+            self.kv.release_memory_slice();
             released += 1;
         }
         released

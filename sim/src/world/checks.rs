@@ -164,7 +164,12 @@ impl World {
             if node.key_space().is_releasing_compaction() {
                 self.counters.coverage.hit("compaction.half-released");
             }
-            if node.compaction_slices_released_on_time() > 0 {
+            if node.key_space().is_cooling() {
+                self.counters
+                    .coverage
+                    .hit("recovery.snapshot-values-cooling");
+            }
+            if node.memory_slices_released_on_time() > 0 {
                 self.counters.coverage.hit("compaction.released-on-time");
             }
             let hash = match node.key_space().hash_kv(0, &m.cold) {

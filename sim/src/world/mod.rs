@@ -389,7 +389,7 @@ impl World {
             config.snapshot_catchup_entries = options.snapshot_count / 2;
             config.cold_batch_bytes = options.cold_batch_bytes;
             config.compaction_slice_keys = options.compaction_slice_keys;
-            config.compaction_release_interval = (options.compaction_release_ms > 0)
+            config.memory_release_interval = (options.compaction_release_ms > 0)
                 .then(|| std::time::Duration::from_millis(options.compaction_release_ms));
             config.request_timeout = std::time::Duration::from_nanos(REQUEST_TIMEOUT_NS);
             config.lease_checkpoint_interval =
@@ -1126,5 +1126,6 @@ fn key_space_bugs(bug: Option<Bug>) -> detcd::mvcc::KeySpaceBugs {
         range_compare_first_key_only: bug == Some(Bug::RangeCompareFirstKeyOnly),
         range_bound_skips_cold_values: bug == Some(Bug::RangeBoundSkipsColdValues),
         release_skips_a_key: bug == Some(Bug::ReleaseSkipsAKey),
+        cooling_skips_a_key: bug == Some(Bug::CoolingSkipsAKey),
     }
 }
