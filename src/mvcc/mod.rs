@@ -569,15 +569,17 @@ impl KeySpace {
             return Ok(());
         };
         let not_reached = |key: &IndexKey| self.cooling.as_ref().is_some_and(|f| key.bytes() >= f);
-        let in_memory: Vec<(&Bytes, Revision)> = (self.keys.iter())
-            .take_while(|(key, _)| !not_reached(key))
-            .flat_map(|(key, history)| {
-                (history.all_superseded_hot()).map(|(rev, _, _)| (key.bytes(), rev))
-            })
-            .collect();
-        if in_memory.len() > cold.values_to_move() {
+        let in_memory = || {
+            (self.keys.iter())
+                .take_while(|(key, _)| !not_reached(key))
+                .flat_map(|(key, history)| {
+                    (history.all_superseded_hot()).map(|(rev, _, _)| (key.bytes(), rev))
+                })
+        };
+        if in_memory().count() > cold.values_to_move() {
             return Err(format!(
-                "superseded values in memory {in_memory:?}, {} waiting to move",
+                "superseded values in memory {:?}, {} waiting to move",
+                in_memory().collect::<Vec<_>>(),
                 cold.values_to_move()
             ));
         }
