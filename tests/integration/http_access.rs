@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use common::{cluster, etcd_available, start_all, Flavor};
 
@@ -49,13 +49,12 @@ fn send(endpoint: &str, (method, path, host, origin): (&str, &str, &str, &str)) 
     } else {
         ""
     };
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    common::send_whole(&mut stream, &request);
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");

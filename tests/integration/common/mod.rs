@@ -459,19 +459,25 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// Sends one plain HTTP/1.0 request (so that neither side chunks a body) and returns the
 /// connection, to read the answer from.
 pub fn http_send(endpoint: &str, method: &str, path: &str, body: &str) -> std::net::TcpStream {
-    use std::io::Write;
     let mut stream = std::net::TcpStream::connect(endpoint).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    send_whole(&mut stream, &request);
     stream
+}
+
+/// Sends a request in one write, as HTTP clients do: `write!` on a socket sends each piece of
+/// its format in a segment of its own, and a server that closes the connection with a late
+/// piece unread resets it, which can discard the answer before it is read.
+pub fn send_whole(stream: &mut std::net::TcpStream, request: &str) {
+    use std::io::Write;
+    stream.write_all(request.as_bytes()).unwrap();
 }
 
 /// One plain HTTP/1.0 request: the answer's status and its body, read to its end.
@@ -489,19 +495,18 @@ pub fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, Strin
 /// One gateway call with the token in the `Authorization` header, as etcd's gateway takes it:
 /// its JSON answer with what names a particular member taken out.
 pub fn gateway_call(member: &Member, path: &str, body: &str, token: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let endpoint = member.spec.endpoint();
     let mut stream = std::net::TcpStream::connect(&endpoint).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    write!(
-        stream,
+    let request = format!(
         "POST {path} HTTP/1.0\r\nHost: {endpoint}\r\nAuthorization: {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    send_whole(&mut stream, &request);
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
