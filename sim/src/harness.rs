@@ -224,7 +224,8 @@ impl Cluster {
                 | Output::Applied { .. }
                 | Output::Watch(_)
                 | Output::Members(_)
-                | Output::HashAt { .. } => {}
+                | Output::HashAt { .. }
+                | Output::Free(_) => {}
             }
         }
     }

@@ -327,17 +327,18 @@ impl KeySpace {
         }
     }
 
-    /// Becomes `other` (a snapshot from the leader). With cold values, the old segments are
-    /// released and `other`'s superseded values move to new ones a slice of keys at a time
-    /// (see `cooling`).
-    pub fn replace_with(&mut self, mut other: KeySpace) {
+    /// Becomes `other` (a snapshot from the leader) and returns the key space replaced, for
+    /// the caller to free where the time it takes does not hold anything up. With cold values,
+    /// the old segments are released and `other`'s superseded values move to new ones a slice
+    /// of keys at a time (see `cooling`).
+    pub fn replace_with(&mut self, mut other: KeySpace) -> KeySpace {
         if let Some(cold) = &mut self.cold {
             other.cold = Some(cold.release_all());
             other.cooling = Some(Bytes::new());
         }
         other.bugs = self.bugs;
         other.release_slice_keys = self.release_slice_keys;
-        *self = other;
+        std::mem::replace(self, other)
     }
 
     /// The segment writes and releases since the last call, for the driver to carry out in

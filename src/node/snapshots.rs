@@ -217,7 +217,8 @@ impl Node {
         let index = snapshot.get_metadata().index;
         match self.snapshot_state(snapshot.get_metadata(), &snapshot.data) {
             Ok(state) => {
-                self.state.replace_with(state);
+                let replaced = self.state.replace_with(state);
+                self.outputs.push_back(Output::Free(Box::new(replaced)));
                 self.applied_index = index;
                 self.snapshot_index = index;
                 self.snapshots_installed += 1;

@@ -14,7 +14,7 @@ use crate::proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     Member, MemberPromoteRequest, MemberPromoteResponse,
 };
-use crate::state::StateView;
+use crate::state::{ReplacedState, StateView};
 use crate::wal;
 use crate::watch::WatchFeed;
 
@@ -110,6 +110,9 @@ pub enum Output {
     /// the key space as of the last one, and whether there is a leader. At most one per batch,
     /// only when something of it changed; the first batch always has one.
     Watch(WatchFeed),
+    /// The state a snapshot's install replaced, for the driver to drop where the node's thread
+    /// does not wait for it.
+    Free(Box<ReplacedState>),
 }
 
 impl Output {

@@ -34,7 +34,7 @@ use crate::node::{
     ClientRequest, ClientResponse, DecodedSnapshot, DiskError, DiskOp, Input, IoId, MemberId, Node,
     Output, PeerMessage, RequestId, Rpc, StopReason,
 };
-use crate::state::StateView;
+use crate::state::{ReplacedState, StateView};
 use crate::time::Instant;
 
 /// The warning of batches the node took long to step (`--warning-apply-duration`), at most
@@ -670,6 +670,7 @@ impl Driver {
                 }
                 Output::Watch(feed) => self.watch.offer(feed, self.cold.reader()),
                 Output::HashAt { revision, view } => self.hash_off_thread(revision, view),
+                Output::Free(replaced) => free_off_thread(replaced),
                 Output::Members(members) => {
                     self.peers.follow(super::peer::peer_addresses(&members));
                     let removed = self.node.state().members().removed().collect();
@@ -694,5 +695,16 @@ impl Driver {
         self.peers.send_all(sends);
         self.disk.submit_all(disk_ops);
         stopped
+    }
+}
+
+/// Drops a state a snapshot replaced on a thread of its own: at 100,000 keys that takes longer
+/// than the batch that installed the snapshot. Installs are rare, so a thread each.
+fn free_off_thread(replaced: Box<ReplacedState>) {
+    let spawned = std::thread::Builder::new()
+        .name("detcd-free".into())
+        .spawn(move || drop(replaced));
+    if let Err(e) = spawned {
+        log::warning!("detcd: cannot start a thread to free a replaced state: {e}");
     }
 }

@@ -872,7 +872,7 @@ impl World {
                     }
                 }
                 Output::Applied { index, term, data } => self.applied(id, index, term, data),
-                Output::Members(_) => {}
+                Output::Members(_) | Output::Free(_) => {}
                 Output::HashAt { revision, view } => {
                     // Computed at once; delivered back like any input, a little later.
                     let (hash, _) = view
