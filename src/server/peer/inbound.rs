@@ -203,7 +203,7 @@ where
         Opened::Removed => return Ok(Ended::Removed),
     };
     while let Some((kind, bytes)) = wire::read_message(&mut reader, MESSAGE_BYTES_MAX).await? {
-        let msg = wire::decode_message(kind, &bytes, &handshake)?;
+        let msg = wire::decode_message(kind, bytes, &handshake)?;
         deliver(handshake.from, msg);
     }
     Ok(Ended::Closed)

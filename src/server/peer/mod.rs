@@ -30,8 +30,9 @@
 //! first frame without MORE, and is one `raft::eraftpb::Message` encoded with protobuf. Messages
 //! that fit in 4 MiB travel in one frame; larger ones (a snapshot carries the whole key space) in
 //! chunks of CHUNK_BYTES_MAX (1 MiB), so no single read ever needs more than 4 MiB of trust. The
-//! receiver reassembles at most MESSAGE_BYTES_MAX (512 MiB); the sender drops bigger messages
-//! itself rather than have every attempt break the connection. The CRC covers the flags so that
+//! receiver reassembles at most MESSAGE_BYTES_MAX (512 MiB), in a buffer sized from the first
+//! chunk when that chunk shows a snapshot's length; the sender drops bigger messages itself
+//! rather than have every attempt break the connection. The CRC covers the flags so that
 //! a flipped MORE bit cannot silently glue two messages together or split one.
 //!
 //! The listener closes a connection, without any other effect on the member, on: bad magic or

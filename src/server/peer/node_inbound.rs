@@ -167,7 +167,7 @@ impl Connection {
                 let Some((kind, bytes)) = self.reader.next()? else {
                     break;
                 };
-                let msg = wire::decode_message(kind, &bytes, &self.handshake)?;
+                let msg = wire::decode_message(kind, bytes, &self.handshake)?;
                 inputs.push(Input::Peer {
                     from: self.handshake.from,
                     msg,

@@ -348,6 +348,29 @@ async fn reassembly_past_the_bound_is_refused() {
     );
 }
 
+/// A chunked snapshot is reassembled, by either reader, in a buffer sized from its first
+/// chunk rather than one that doubled on the way (8 MiB for these 5).
+#[tokio::test]
+async fn a_chunked_snapshot_is_reassembled_in_a_buffer_of_its_size() {
+    let message = snapshot_message(5 << 20);
+    let length = message.compute_size() as usize;
+    let bytes = frames_of(&message).await;
+    let (_, by_task) = wire::read_message(&mut BufReader::new(&bytes[..]), MESSAGE_BYTES_MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut reader = wire::MessageReader::new(MESSAGE_BYTES_MAX).with_bytes(&bytes);
+    let (_, by_node) = reader.next().unwrap().unwrap();
+    for reassembled in [by_task, by_node] {
+        assert_eq!(reassembled.len(), length);
+        assert!(
+            reassembled.capacity() <= length + 256,
+            "{} bytes held for {length}",
+            reassembled.capacity()
+        );
+    }
+}
+
 /// The raft messages a reader for the node's thread takes from `bytes` arriving in pieces of
 /// `piece` bytes, and how the stream's end was judged.
 fn read_in_pieces(bytes: &[u8], piece: u64, max: usize) -> Result<Vec<RaftMessage>, WireError> {
