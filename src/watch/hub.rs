@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::events::{ChangeBatch, HubResponse};
+use super::ranges::WatchedRange;
 use super::reads::{CatchUpReads, Sources, Step};
 use super::recent::RecentChanges;
 use super::table::WatcherTable;
-use super::watcher::{PicksMemo, Watcher};
+use super::watcher::{watched_range, PicksMemo, Watcher};
 use super::{StreamId, WatchConfig, WatchFeed, WatchId};
 use crate::error::EtcdError;
 use crate::mvcc::{ColdRead, KeyChange, KeySpaceView};
@@ -161,12 +162,12 @@ struct Unserved<'a> {
     through: i64,
 }
 
-/// Queues the events `watcher` wants from its `unserved` revisions (in order), in responses of
-/// whole revisions, while the stream has room. The watcher's next revision moves past what was
-/// queued; false if room ran out first.
+/// Queues the events `watcher` (of `range`) wants from its `unserved` revisions (in order), in
+/// responses of whole revisions, while the stream has room. The watcher's next revision moves
+/// past what was queued; false if room ran out first.
 fn serve(
     queue: &mut Queue,
-    watcher: &mut Watcher,
+    (watcher, range): (&mut Watcher, WatchedRange),
     mut unserved: Unserved,
     context: &Context,
     memo: &mut PicksMemo,
@@ -175,7 +176,8 @@ fn serve(
     let (config, batch) = (context.config, unserved.batch);
     loop {
         let changes = unserved.changes.clone();
-        let (picks, next) = memo.take(watcher, batch, changes, config.response_bytes_target);
+        let bytes_max = config.response_bytes_target;
+        let (picks, next) = memo.take(watcher, range, batch, changes, bytes_max);
         let upto = batch.changes()[next..unserved.changes.end]
             .first()
             .map_or(unserved.through, |next| next.revision.main - 1);
@@ -427,12 +429,12 @@ impl WatchHub {
             }
             state.next_id
         };
-        let mut watcher = Watcher::new(id, &req, next_revision, now);
+        let range = watched_range(&req);
         if state.watchers.contains(id) {
             state.queue.push(refused(DUPLICATE_ID), total);
             return;
         }
-        if watcher.range_is_empty() {
+        if range.is_empty() {
             state.queue.push(refused(EMPTY_RANGE), total);
             return;
         }
@@ -452,13 +454,17 @@ impl WatchHub {
             },
             total,
         );
-        if watcher.progress_notify() {
+        if req.progress_notify {
             let due = now + self.config.progress_interval;
             self.progress_due = Some(self.progress_due.map_or(due, |d| d.min(due)));
         }
-        watcher.set_synced(watcher.next_revision > self.revision);
-        state.maybe_behind |= !watcher.synced();
-        state.watchers.insert(watcher);
+        let synced = next_revision > self.revision;
+        state.maybe_behind |= !synced;
+        state.watchers.insert(range, |range| {
+            let mut watcher = Watcher::new(id, range, &req, next_revision, now);
+            watcher.set_synced(synced);
+            watcher
+        });
         self.catch_up(stream);
     }
 
@@ -590,7 +596,7 @@ impl WatchHub {
             now: self.now,
         };
         for state in self.streams.values_mut() {
-            for watcher in state.watchers.values_mut() {
+            for (watcher, range) in state.watchers.ranged_mut() {
                 if !watcher.synced() || watcher.next_revision > last {
                     continue;
                 }
@@ -609,7 +615,7 @@ impl WatchHub {
                     through: last,
                 };
                 let memo = &mut self.picks_memo;
-                let synced = serve(queue, watcher, unserved, &context, memo, total);
+                let synced = serve(queue, (watcher, range), unserved, &context, memo, total);
                 watcher.set_synced(synced);
                 state.maybe_behind |= !watcher.synced();
             }
@@ -644,7 +650,7 @@ impl WatchHub {
             .streams
             .get_mut(&stream)
             .expect("checked by the caller");
-        let watcher = state.watchers.get_mut(id).expect("found by next_behind");
+        let (watcher, range) = state.watchers.get_mut(id).expect("found by next_behind");
         if watcher.next_revision > revision {
             watcher.set_synced(true);
             return;
@@ -672,7 +678,6 @@ impl WatchHub {
             from += 1;
         }
         let to = revision.min(from + config.catch_up_revisions_max - 1);
-        let range = (watcher.key(), watcher.range_end());
         let sources = Sources {
             view: &store.view,
             cold: store.cold.as_ref(),
@@ -683,7 +688,9 @@ impl WatchHub {
             batch,
             slice,
             through,
-        }) = self.reads.changes(&sources, range, from, to, read_max)
+        }) = self
+            .reads
+            .changes(&sources, (range.key, range.end), from, to, read_max)
         else {
             // The segments no longer hold a value the view names: this member's store is
             // unreadable; the watcher ends rather than skip events.
@@ -705,7 +712,14 @@ impl WatchHub {
             through,
         };
         let memo = &mut self.picks_memo;
-        serve(&mut state.queue, watcher, unserved, &context, memo, total);
+        serve(
+            &mut state.queue,
+            (watcher, range),
+            unserved,
+            &context,
+            memo,
+            total,
+        );
         let delivered = state.queue.responses.len() > queued_before;
         if config.bugs.duplicate_after_catch_up && delivered {
             let last = watcher.next_revision - 1;

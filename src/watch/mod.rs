@@ -29,6 +29,7 @@
 
 mod events;
 mod hub;
+mod ranges;
 mod reads;
 mod recent;
 mod table;

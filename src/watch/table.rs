@@ -6,8 +6,10 @@
 //! watchers themselves (the id is in each), finds one by binary search and appends new ids at
 //! its end; removing one moves the watchers after it, at most `watchers_per_stream_max`. It
 //! grows by a quarter rather than doubling: a full table of 100,000 watchers leaves at most a
-//! fifth of its room unused, not half.
+//! fifth of its room unused, not half. The watchers' ranges are held beside them, once each
+//! ([`StreamRanges`]).
 
+use super::ranges::{RangeId, StreamRanges, WatchedRange};
 use super::watcher::Watcher;
 use super::WatchId;
 
@@ -15,6 +17,7 @@ use super::WatchId;
 pub(super) struct WatcherTable {
     /// Sorted by id, no id twice.
     watchers: Vec<Watcher>,
+    ranges: StreamRanges,
 }
 
 impl WatcherTable {
@@ -30,8 +33,9 @@ impl WatcherTable {
         self.position(id).is_ok()
     }
 
-    /// Adds `watcher`, whose id the table must not hold yet.
-    pub fn insert(&mut self, watcher: Watcher) {
+    /// Adds the watcher `make` builds for a slot holding `range`; its id must be new here.
+    pub fn insert(&mut self, range: WatchedRange, make: impl FnOnce(RangeId) -> Watcher) {
+        let watcher = make(self.ranges.acquire(range));
         let at = self
             .position(watcher.id)
             .expect_err("the caller refuses a duplicate id");
@@ -45,6 +49,7 @@ impl WatcherTable {
     pub fn remove(&mut self, id: WatchId) -> Option<Watcher> {
         let at = self.position(id).ok()?;
         let removed = self.watchers.remove(at);
+        self.ranges.release(removed.range);
         // Room left by many cancels goes back; doubling from here stays amortized.
         if self.watchers.capacity() > 4 * self.watchers.len().max(4) {
             self.watchers.shrink_to(2 * self.watchers.len());
@@ -53,12 +58,15 @@ impl WatcherTable {
     }
 
     pub fn clear(&mut self) {
-        self.watchers = Vec::new();
+        *self = WatcherTable::default();
     }
 
-    pub fn get_mut(&mut self, id: WatchId) -> Option<&mut Watcher> {
+    /// Watcher `id` and its range.
+    pub fn get_mut(&mut self, id: WatchId) -> Option<(&mut Watcher, WatchedRange<'_>)> {
         let at = self.position(id).ok()?;
-        Some(&mut self.watchers[at])
+        let watcher = &mut self.watchers[at];
+        let range = self.ranges.get(watcher.range);
+        Some((watcher, range))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Watcher> {
@@ -67,6 +75,15 @@ impl WatcherTable {
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Watcher> {
         self.watchers.iter_mut()
+    }
+
+    /// Every watcher with its range, in id order.
+    pub fn ranged_mut(&mut self) -> impl Iterator<Item = (&mut Watcher, WatchedRange<'_>)> {
+        let ranges = &self.ranges;
+        self.watchers.iter_mut().map(|w| {
+            let range = ranges.get(w.range);
+            (w, range)
+        })
     }
 
     /// The watchers with ids from `first` on, in id order.
@@ -83,12 +100,19 @@ mod tests {
     use crate::time::Instant;
     use std::collections::BTreeMap;
 
-    fn watcher(id: WatchId) -> Watcher {
-        let req = WatchCreateRequest {
-            key: bytes::Bytes::from_static(b"k"),
-            ..Default::default()
+    /// Watcher `id` of a key that a third of the ids share, so that consecutive inserts
+    /// sometimes share a range and sometimes do not.
+    fn insert(table: &mut WatcherTable, id: WatchId) -> Vec<u8> {
+        let key = format!("k{}", id % 3).into_bytes();
+        let req = WatchCreateRequest::default();
+        let range = WatchedRange {
+            key: &key,
+            end: b"",
         };
-        Watcher::new(id, &req, 1, Instant::from_nanos(0))
+        table.insert(range, |r| {
+            Watcher::new(id, r, &req, 1, Instant::from_nanos(0))
+        });
+        key
     }
 
     #[test]
@@ -102,18 +126,24 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             let id = (state >> 33) as i64 % 300;
             if step % 3 == 0 {
-                assert_eq!(table.remove(id).map(|w| w.id), model.remove(&id));
+                assert_eq!(
+                    table.remove(id).map(|w| w.id),
+                    model.remove(&id).map(|_| id)
+                );
             } else if !table.contains(id) {
-                table.insert(watcher(id));
-                model.insert(id, id);
+                model.insert(id, insert(&mut table, id));
             }
             assert_eq!(table.len(), model.len());
             let cursor = id / 2;
             let ours: Vec<_> = table.starting_at(cursor).map(|w| w.id).collect();
             let theirs: Vec<_> = model.range(cursor..).map(|(id, _)| *id).collect();
             assert_eq!(ours, theirs);
-            if let Some(w) = table.get_mut(id) {
+            if let Some((w, range)) = table.get_mut(id) {
                 assert_eq!(w.id, id);
+                assert_eq!(range.key, &model[&id][..]);
+            }
+            for (w, range) in table.ranged_mut() {
+                assert_eq!(range.key, &model[&w.id][..]);
             }
         }
         assert!(table.watchers.capacity() <= 4 * table.len().max(4));

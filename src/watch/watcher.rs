@@ -7,6 +7,7 @@ use std::sync::Arc;
 use prost::Message as _;
 
 use super::events::{ChangeBatch, HubResponse};
+use super::ranges::{RangeId, WatchedRange};
 use super::WatchId;
 use crate::mvcc::{KeyChange, KeyRange};
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
@@ -14,14 +15,12 @@ use crate::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use crate::time::Instant;
 
 /// A member keeps one per watcher of every stream (10,000s of them), and its stream's table
-/// holds them by value, so it is kept small: key and range end share one allocation (against
-/// a `Bytes` each), and the options and the sync state are bits of one byte.
-#[derive(Clone, Debug)]
+/// holds them by value, so it is kept small: its range is a slot of the stream's ranges, and
+/// the options and the sync state are bits of one byte.
+#[derive(Debug)]
 pub(super) struct Watcher {
     pub id: WatchId,
-    /// The key, then the range end.
-    range: Box<[u8]>,
-    key_len: u32,
+    pub range: RangeId,
     flags: Flags,
     /// The first revision not yet delivered: everything before it that matches was queued.
     pub next_revision: i64,
@@ -30,7 +29,7 @@ pub(super) struct Watcher {
 }
 
 const _: () = assert!(
-    std::mem::size_of::<Watcher>() <= 48,
+    std::mem::size_of::<Watcher>() <= 32,
     "a watcher stays small"
 );
 
@@ -63,10 +62,14 @@ impl Flags {
 }
 
 impl Watcher {
-    /// A watcher for `req` (normalized as etcd does: an empty key means `"\0"`), starting at
-    /// `next_revision`.
-    pub fn new(id: WatchId, req: &WatchCreateRequest, next_revision: i64, now: Instant) -> Watcher {
-        let key: &[u8] = if req.key.is_empty() { b"\0" } else { &req.key };
+    /// A watcher for `req` of `range` (its [`watched_range`]), starting at `next_revision`.
+    pub fn new(
+        id: WatchId,
+        range: RangeId,
+        req: &WatchCreateRequest,
+        next_revision: i64,
+        now: Instant,
+    ) -> Watcher {
         let filtered = |f: FilterType| req.filters.contains(&(f as i32));
         let mut flags = Flags(0);
         flags.set(Flags::NO_PUT, filtered(FilterType::Noput));
@@ -76,8 +79,7 @@ impl Watcher {
         flags.set(Flags::FRAGMENT, req.fragment);
         Watcher {
             id,
-            range: [key, &req.range_end[..]].concat().into_boxed_slice(),
-            key_len: u32::try_from(key.len()).expect("a key is far below 4 GiB"),
+            range,
             flags,
             next_revision,
             last_sent: now,
@@ -101,36 +103,25 @@ impl Watcher {
         self.flags.set(Flags::SYNCED, synced);
     }
 
-    /// etcd refuses a range whose end is not after its key (`from-key` aside).
-    pub fn range_is_empty(&self) -> bool {
-        matches!(KeyRange::new(self.key(), self.range_end()), KeyRange::Between(k, e) if e <= k)
-    }
-
-    pub fn key(&self) -> &[u8] {
-        &self.range[..self.key_len as usize]
-    }
-
-    pub fn range_end(&self) -> &[u8] {
-        &self.range[self.key_len as usize..]
-    }
-
-    fn wants(&self, change: &KeyChange) -> bool {
-        KeyRange::new(self.key(), self.range_end()).contains(change.key())
+    fn wants(&self, range: KeyRange, change: &KeyChange) -> bool {
+        range.contains(change.key())
             && !(change.deleted && self.flags.has(Flags::NO_DELETE))
             && (change.deleted || !self.flags.has(Flags::NO_PUT))
     }
 
-    /// The changes of `batch` in `changes` this watcher wants (indexes into the batch, in
-    /// revision order), whole revisions only, stopping after the revision at which their
-    /// events pass `bytes_max`; and the index of the first change not considered. A single
-    /// revision larger than `bytes_max` still comes whole.
+    /// The changes of `batch` in `changes` this watcher of `range` wants (indexes into the
+    /// batch, in revision order), whole revisions only, stopping after the revision at which
+    /// their events pass `bytes_max`; and the index of the first change not considered. A
+    /// single revision larger than `bytes_max` still comes whole.
     pub fn take_events(
         &self,
+        range: WatchedRange,
         batch: &ChangeBatch,
         changes: Range<usize>,
         bytes_max: usize,
     ) -> (Vec<u32>, usize) {
         let all = batch.changes();
+        let range = range.key_range();
         let mut picks = Vec::new();
         let mut bytes = 0;
         for i in changes.clone() {
@@ -138,7 +129,7 @@ impl Watcher {
             if boundary && bytes > bytes_max {
                 return (picks, i);
             }
-            if self.wants(&all[i]) {
+            if self.wants(range, &all[i]) {
                 bytes += batch.event_len(i, self.prev_kv());
                 picks.push(u32::try_from(i).expect("a batch holds far fewer than 4G changes"));
             }
@@ -146,11 +137,9 @@ impl Watcher {
         (picks, changes.end)
     }
 
-    /// Whether `other` picks the same events from any changes as this watcher.
-    fn selects_as(&self, other: &Watcher) -> bool {
-        self.key_len == other.key_len
-            && self.flags.0 & Flags::SELECTION == other.flags.0 & Flags::SELECTION
-            && self.range == other.range
+    /// The bits of its options that decide which events it picks from changes.
+    fn selection(&self) -> u8 {
+        self.flags.0 & Flags::SELECTION
     }
 
     /// Emits the responses carrying the events of `picks`: one, or, for a watcher that asked
@@ -211,6 +200,14 @@ impl Watcher {
     }
 }
 
+/// The range a watch request asks for, normalized as etcd does: an empty key means `"\0"`.
+pub(super) fn watched_range(req: &WatchCreateRequest) -> WatchedRange<'_> {
+    WatchedRange {
+        key: if req.key.is_empty() { b"\0" } else { &req.key },
+        end: &req.range_end,
+    }
+}
+
 /// The last [`Watcher::take_events`] answer, for the next watcher that would get the same one:
 /// the watchers of a stream usually watch the same keys, and are served one after the other
 /// from the same changes. Checking a watcher's range once replaces checking each change's key
@@ -225,17 +222,27 @@ struct Memo {
     batch: Arc<ChangeBatch>,
     changes: Range<usize>,
     bytes_max: usize,
-    /// A watcher that made the answer (its id and progress do not matter).
-    selector: Watcher,
+    /// What made the answer: the watcher's selection bits and range (key, then end).
+    selection: u8,
+    range: Box<[u8]>,
+    key_len: usize,
     picks: Vec<u32>,
     next: usize,
 }
 
+impl Memo {
+    fn made_by(&self, watcher: &Watcher, range: WatchedRange) -> bool {
+        let (key, end) = self.range.split_at(self.key_len);
+        self.selection == watcher.selection() && key == range.key && end == range.end
+    }
+}
+
 impl PicksMemo {
-    /// `watcher.take_events(batch, changes, bytes_max)`, remembered.
+    /// `watcher.take_events(range, batch, changes, bytes_max)`, remembered.
     pub fn take(
         &mut self,
         watcher: &Watcher,
+        range: WatchedRange,
         batch: &Arc<ChangeBatch>,
         changes: Range<usize>,
         bytes_max: usize,
@@ -244,17 +251,19 @@ impl PicksMemo {
             let same = Arc::ptr_eq(&memo.batch, batch)
                 && memo.changes == changes
                 && memo.bytes_max == bytes_max
-                && memo.selector.selects_as(watcher);
+                && memo.made_by(watcher, range);
             if same {
                 return (memo.picks.clone(), memo.next);
             }
         }
-        let (picks, next) = watcher.take_events(batch, changes.clone(), bytes_max);
+        let (picks, next) = watcher.take_events(range, batch, changes.clone(), bytes_max);
         self.last = Some(Memo {
             batch: batch.clone(),
             changes,
             bytes_max,
-            selector: watcher.clone(),
+            selection: watcher.selection(),
+            range: [range.key, range.end].concat().into_boxed_slice(),
+            key_len: range.key.len(),
             picks: picks.clone(),
             next,
         });
