@@ -53,6 +53,11 @@ const BATCHES_BUFFERED_MAX: usize = 2;
 const BATCH_BYTES_TARGET: usize = 64 << 10;
 /// The blocks a batch's responses are encoded into: one is cut once it holds this much.
 const BATCH_BLOCK_BYTES: usize = 16 << 10;
+/// A batch's last block holding at most this much goes out as a copy of its own size, and the
+/// block stays for the next batch: a stream's block lives as long as its client takes to read
+/// it, and a block per stream for one small response each (an event, a progress notification)
+/// held 16 KiB per stream of the watch task's memory.
+const BATCH_TAIL_COPIED_BYTES_MAX: usize = 4 << 10;
 /// A gRPC message's prefix: the compressed flag and the message's length.
 const GRPC_PREFIX: usize = 5;
 
@@ -192,6 +197,7 @@ pub fn spawn(
         waiting: FuturesUnordered::new(),
         waiting_streams: BTreeSet::new(),
         clock_origin,
+        block: BytesMut::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -411,6 +417,8 @@ struct WatchTask {
     waiting: FuturesUnordered<Waiting>,
     waiting_streams: BTreeSet<StreamId>,
     clock_origin: std::time::Instant,
+    /// Where the next batch is encoded (see `BATCH_TAIL_COPIED_BYTES_MAX`).
+    block: BytesMut,
 }
 
 impl WatchTask {
@@ -528,9 +536,10 @@ impl WatchTask {
     /// The stream's next responses, encoded with their gRPC prefixes, up to the batch target;
     /// None if it has none. They are encoded into blocks of about `BATCH_BLOCK_BYTES`, which go
     /// to the stream as they are: an allocation per block rather than per response, and no
-    /// copy between here and the socket.
+    /// copy between here and the socket (but for a small last block's).
     fn batch(&mut self, stream: StreamId) -> Option<Vec<Bytes>> {
-        let mut block = BytesMut::with_capacity(BATCH_BLOCK_BYTES);
+        let mut block = std::mem::take(&mut self.block);
+        block.reserve(BATCH_BLOCK_BYTES);
         let mut batch = Vec::new();
         let mut bytes = 0;
         while bytes < BATCH_BYTES_TARGET {
@@ -549,8 +558,14 @@ impl WatchTask {
                 block = BytesMut::with_capacity(BATCH_BLOCK_BYTES);
             }
         }
-        if !block.is_empty() {
+        if block.len() > BATCH_TAIL_COPIED_BYTES_MAX {
             batch.push(block.freeze());
+        } else {
+            if !block.is_empty() {
+                batch.push(Bytes::copy_from_slice(&block));
+            }
+            block.clear();
+            self.block = block;
         }
         (!batch.is_empty()).then_some(batch)
     }
