@@ -80,10 +80,11 @@ impl Stream {
     }
 }
 
-/// Room an empty queue keeps for responses; what a burst grew beyond it is given back. Four
-/// is the least a vector of these grows to: a stream that gets one response at a time never
-/// reallocates, and an idle one holds 640 bytes, not the 2.5 KiB of sixteen.
-const QUEUE_CAPACITY_KEPT: usize = 4;
+/// Room an empty queue keeps for responses; what a burst grew beyond it is given back. One: a
+/// stream that gets one response at a time never reallocates, and an idle one holds 160
+/// bytes (a queued response is that large), not the 640 of four, the least a vector of them
+/// grows to. Most of a member's streams are idle at any time, often with a watcher each.
+const QUEUE_CAPACITY_KEPT: usize = 1;
 
 /// A stream's responses waiting for its client, each with its [`footprint`], and their total.
 #[derive(Default)]

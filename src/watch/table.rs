@@ -41,7 +41,9 @@ impl WatcherTable {
             .expect_err("the caller refuses a duplicate id");
         let len = self.watchers.len();
         if len == self.watchers.capacity() {
-            self.watchers.reserve_exact((len / 4).max(4));
+            // A stream's first watcher is often its only one: room for it alone.
+            let more = if len == 0 { 1 } else { (len / 4).max(4) };
+            self.watchers.reserve_exact(more);
         }
         self.watchers.insert(at, watcher);
     }
