@@ -146,73 +146,48 @@ pub(crate) struct KeyHistory {
     records: Records,
 }
 
-/// A list of records that holds a single one inline. Most keys have one retained record (written
-/// once, or compacted), and a `Vec` would cost each of them a heap block of four records.
+/// A key's records in a block of their own, exactly as long as the history (a key's history
+/// rarely grows much before compaction trims it, and the usual doubling would leave a quarter
+/// of all record memory unused); no block while there are none.
 ///
-/// Longer lists live in a shared block: a view of the key space (a snapshot being written, a
-/// watch feed) shares the index's leaves, and the next write to a shared leaf copies it with
-/// every history in it. A shared block makes that copy a reference count per key instead of a
-/// block allocated and filled per key (about 17 MB for 100,000 keys of two records, copied
-/// again at each snapshot taken under random writes).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Records {
-    One(Record),
-    Many(Arc<[Record]>),
-}
-
-impl Default for Records {
-    fn default() -> Records {
-        Records::Many(Arc::new([]))
-    }
-}
+/// The index's leaves hold only the pointer: a record is 80 bytes, and a leaf holding the
+/// first record inline held 120 bytes per key instead of 56, at the two-thirds fill a B-tree's
+/// splits leave, 180 bytes of leaf per key whatever its history. The block costs a key of one
+/// record about what its inline record did (96 bytes beside 84 of leaf), and saves about 95
+/// bytes per key of two records or more.
+///
+/// The block is shared: a view of the key space (a snapshot being written, a watch feed)
+/// shares the index's leaves, and the next write to a shared leaf copies it with every
+/// history in it; a shared block makes that copy a reference count per key instead of a block
+/// allocated and filled per key (about 17 MB for 100,000 keys of two records, copied again at
+/// each snapshot taken under random writes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Records(Option<Arc<[Record]>>);
 
 impl Records {
-    fn from_vec(mut records: Vec<Record>) -> Records {
-        if records.len() == 1 {
-            Records::One(records.pop().expect("one record"))
-        } else {
-            Records::Many(records.into())
-        }
+    fn from_vec(records: Vec<Record>) -> Records {
+        Records((!records.is_empty()).then(|| records.into()))
     }
 
     fn as_slice(&self) -> &[Record] {
-        match self {
-            Records::One(record) => std::slice::from_ref(record),
-            Records::Many(records) => records,
-        }
+        self.0.as_deref().unwrap_or_default()
     }
 
     /// The records to change in place; a block shared with a view is copied first.
     fn as_mut_slice(&mut self) -> &mut [Record] {
-        match self {
-            Records::One(record) => std::slice::from_mut(record),
-            Records::Many(records) => Arc::make_mut(records),
+        match &mut self.0 {
+            Some(records) => Arc::make_mut(records),
+            None => &mut [],
         }
     }
 
-    /// Exact size: a key's history rarely grows much before compaction trims it, and the usual
-    /// doubling would leave a quarter of all record memory unused.
     fn push(&mut self, record: Record) {
-        let grown: Arc<[Record]> = match std::mem::take(self) {
-            Records::One(first) => Arc::new([first, record]),
-            Records::Many(records) if records.is_empty() => {
-                *self = Records::One(record);
-                return;
-            }
-            Records::Many(records) => records
-                .iter()
-                .cloned()
-                .chain(std::iter::once(record))
-                .collect(),
-        };
-        *self = Records::Many(grown);
+        let records = self.as_slice().iter().cloned();
+        self.0 = Some(records.chain(std::iter::once(record)).collect());
     }
 
     fn pop(&mut self) -> Option<Record> {
-        let mut records: Vec<Record> = match std::mem::take(self) {
-            Records::One(record) => return Some(record),
-            Records::Many(records) => records.to_vec(),
-        };
+        let mut records = self.as_slice().to_vec();
         let popped = records.pop();
         *self = Records::from_vec(records);
         popped
@@ -223,10 +198,7 @@ impl Records {
         if n == 0 {
             return Vec::new();
         }
-        let mut all: Vec<Record> = match std::mem::take(self) {
-            Records::One(record) => vec![record],
-            Records::Many(records) => records.to_vec(),
-        };
+        let mut all = self.as_slice().to_vec();
         let kept = all.split_off(n);
         *self = Records::from_vec(kept);
         all
@@ -252,18 +224,15 @@ impl KeyHistory {
         self.records().last()
     }
 
-    /// Starts loading the records, when they live in a heap block of their own, so that a
-    /// walk reading them a few keys later finds them in the cache. Every line the walk may
-    /// read, not only the block's first: a record is 80 bytes, so the revisions the binary
-    /// search of [`KeyHistory::record_at`] probes and the record it finds (often the newest)
-    /// mostly lie on other lines. A short history (most keys with more than one record) is
-    /// fetched whole; of a longer one, its start, the search's first probe and the newest
-    /// record.
+    /// Starts loading the records' block, so that a walk reading them a few keys later finds
+    /// them in the cache. Every line the walk may read, not only the block's first: a record
+    /// is 80 bytes, so the revisions the binary search of [`KeyHistory::record_at`] probes and
+    /// the record it finds (often the newest) mostly lie on other lines. A short history (most
+    /// keys) is fetched whole; of a longer one, its start, the search's first probe and the
+    /// newest record.
     pub fn prefetch(&self) {
         use super::prefetch::prefetch;
-        let Records::Many(records) = &self.records else {
-            return;
-        };
+        let records = self.records();
         let (Some(middle), Some(newest)) = (records.get(records.len() / 2), records.last()) else {
             return;
         };
@@ -541,6 +510,13 @@ mod tests {
         assert_eq!(std::mem::size_of::<Record>(), 80);
     }
 
+    /// What an index entry holds of a history: the block's pointer and length.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_history_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<KeyHistory>(), 16);
+    }
+
     fn versions(h: &KeyHistory) -> Vec<(i64, i64, i64)> {
         h.records()
             .iter()
@@ -556,20 +532,20 @@ mod tests {
     }
 
     #[test]
-    fn one_record_lives_inline_and_the_list_grows_and_shrinks_around_it() {
+    fn the_block_grows_and_shrinks_with_the_history_and_goes_when_empty() {
         let mut h = KeyHistory::default();
-        assert!(h.is_empty() && matches!(h.records, Records::Many(ref v) if v.is_empty()));
+        assert!(h.is_empty() && h.records.0.is_none());
         put(&mut h, 2, 0, "a");
-        assert!(matches!(h.records, Records::One(_)));
+        assert_eq!(h.records.0.as_ref().map(|r| r.len()), Some(1));
         put(&mut h, 3, 0, "b");
         put(&mut h, 4, 0, "c");
         assert_eq!(versions(&h), vec![(2, 2, 1), (3, 2, 2), (4, 2, 3)]);
         assert_eq!(h.pop().map(|r| r.rev.main), Some(4));
         assert_eq!(h.compact(3).len(), 1, "drops revision 2");
-        assert!(matches!(h.records, Records::One(_)));
+        assert_eq!(h.records.0.as_ref().map(|r| r.len()), Some(1));
         assert_eq!(versions(&h), vec![(3, 2, 2)]);
         assert_eq!(h.pop().map(|r| r.rev.main), Some(3));
-        assert!(h.is_empty() && h.pop().is_none());
+        assert!(h.is_empty() && h.records.0.is_none() && h.pop().is_none());
         put(&mut h, 6, 0, "d");
         h.push_tombstone(Revision::new(7, 0));
         assert_eq!(
@@ -587,8 +563,8 @@ mod tests {
         put(&mut h, 2, 0, "a");
         put(&mut h, 3, 0, "b");
         let view = h.clone();
-        let (Records::Many(mine), Records::Many(theirs)) = (&h.records, &view.records) else {
-            panic!("two records live in a block")
+        let (Some(mine), Some(theirs)) = (&h.records.0, &view.records.0) else {
+            panic!("records live in a block")
         };
         assert!(Arc::ptr_eq(mine, theirs), "cloned without copying");
         let before = view.clone();
