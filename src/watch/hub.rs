@@ -319,6 +319,14 @@ impl WatchHub {
             state.queue.clear(&mut self.queued_bytes);
         }
         self.ready.remove(&stream);
+        if self.streams.is_empty() {
+            // The node sends no feeds while no stream is open (`is_watched`), so the latest
+            // feeds and reads would stay as they are for as long as nobody watches, holding up
+            // to their byte bounds of values the key space has let go of since; the next
+            // stream's first feed is a gap, which its watchers catch up over from the view.
+            self.recent.clear();
+            self.reads.clear();
+        }
     }
 
     /// Why the stream ended, if it did: the driver ends it with this error, then closes it.

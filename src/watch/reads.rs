@@ -54,6 +54,12 @@ pub(super) struct Step {
 }
 
 impl CatchUpReads {
+    /// Forgets every read (the counts stay).
+    pub fn clear(&mut self) {
+        self.reads.clear();
+        self.bytes = 0;
+    }
+
     /// The changes of `key..range_end` from revision `from` on, through `to` at most: a slice of
     /// a read already made that covers `from`, or a new read of `from..=to`.
     pub fn changes(

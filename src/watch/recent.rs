@@ -59,7 +59,8 @@ impl RecentChanges {
         }
     }
 
-    fn clear(&mut self) {
+    /// Forgets every feed.
+    pub fn clear(&mut self) {
         self.feeds.clear();
         self.bytes = 0;
     }

@@ -93,6 +93,19 @@ impl Fixture {
         self.hub.feed(Instant::ZERO, feed, Box::new(NoColdValues));
     }
 
+    /// Feeds the hub a view of the state with no changes, as the node's first feed after it
+    /// fed none.
+    fn apply_after_gap(&mut self) {
+        let feed = WatchFeed {
+            revisions: Vec::new(),
+            view: self.state.kv().view(),
+            raft_term: 3,
+            has_leader: self.has_leader,
+            gap: true,
+        };
+        self.hub.feed(Instant::ZERO, feed, Box::new(NoColdValues));
+    }
+
     fn send(&mut self, stream: u64, request: WatchRequest) {
         self.hub.request(Instant::ZERO, stream, request);
     }
@@ -191,6 +204,39 @@ fn a_start_revision_in_the_past_replays_history_with_previous_values() {
         })
         .collect();
     assert_eq!(prev, vec![Some("1".into()), Some("2".into()), None]);
+}
+
+#[test]
+fn with_no_stream_open_the_hub_keeps_no_feeds_and_the_next_stream_catches_up() {
+    let mut f = Fixture::standard();
+    f.apply(vec![put("k", "1"), put("k", "2")]);
+    f.hub.open(1, false);
+    f.send(1, create(watch("k", "", 2)));
+    assert_eq!(
+        events(&f.drain(1)),
+        vec![(2, "k".into(), PUT), (3, "k".into(), PUT)]
+    );
+    let k = || crate::mvcc::KeyRange::new(b"k", b"");
+    assert!(f.hub.recent.changes(k(), 2, 3).is_some());
+    f.hub.close(1);
+    assert!(
+        f.hub.recent.changes(k(), 3, 3).is_none(),
+        "the latest feeds are let go"
+    );
+
+    // Unwatched, the node sends no feeds: the key space moves on without the hub, whose
+    // next feed is a gap.
+    f.state.apply(put("k", "3"));
+    f.hub.open(2, false);
+    f.send(2, create(watch("k", "", 2)));
+    f.apply_after_gap();
+    let responses = f.drain(2);
+    let expected = vec![
+        (2, "k".into(), PUT),
+        (3, "k".into(), PUT),
+        (4, "k".into(), PUT),
+    ];
+    assert_eq!(events(&responses), expected);
 }
 
 #[test]
