@@ -105,6 +105,8 @@ pub const EXPECTED: &[&str] = &[
     "fault.misdirected-write",
     "fault.damaged-snapshot",
     "fault.late-watch-feed",
+    "fault.late-watch-close",
+    "fault.watch-close-after-open",
     "recovery.corruption-refused",
     "recovery.snapshot-set-aside",
     "recovery.torn-tail-truncated",

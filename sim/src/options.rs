@@ -166,9 +166,9 @@ pub enum Bug {
     /// Key space: a range's size against `--max-range-bytes` leaves out its cold values (those
     /// of reads of the past).
     RangeBoundSkipsColdValues,
-    /// Core: the first feed after a member was unwatched is not marked as a gap, so watchers
-    /// created on the hub's stale view miss the revisions applied meanwhile.
-    FeedResumeWithoutGap,
+    /// Core: the node ignores the driver's request for a fresh watch view, so watchers on a
+    /// hub that let go of its view stay behind until some write comes along.
+    WatchViewNotRefreshed,
     /// Core: the view serializable reads of one key are answered from counts as current while
     /// the raft term stays the same.
     LocalReadsByTermOnly,
@@ -223,7 +223,7 @@ impl Bug {
         Bug::DamageTakenForTornTail,
         Bug::SpaceAlarmLatched,
         Bug::RangeBoundSkipsColdValues,
-        Bug::FeedResumeWithoutGap,
+        Bug::WatchViewNotRefreshed,
         Bug::LocalReadsByTermOnly,
         Bug::ReadRoundsJoinTaken,
         Bug::LocalKeepAlivesIgnoreFloor,
@@ -259,7 +259,7 @@ impl Bug {
             Bug::DamageTakenForTornTail => "damage-taken-for-torn-tail",
             Bug::SpaceAlarmLatched => "space-alarm-latched",
             Bug::RangeBoundSkipsColdValues => "range-bound-skips-cold-values",
-            Bug::FeedResumeWithoutGap => "feed-resume-without-gap",
+            Bug::WatchViewNotRefreshed => "watch-view-not-refreshed",
             Bug::LocalReadsByTermOnly => "local-reads-by-term-only",
             Bug::ReadRoundsJoinTaken => "read-rounds-join-taken",
             Bug::LocalKeepAlivesIgnoreFloor => "local-keepalives-ignore-floor",

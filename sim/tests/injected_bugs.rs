@@ -111,8 +111,8 @@ fn a_key_space_wrong_alike_on_every_member_is_caught() {
 }
 
 #[test]
-fn watchers_back_on_an_unwatched_member_that_skip_what_it_applied_meanwhile_are_caught() {
-    assert_found(Bug::FeedResumeWithoutGap);
+fn watchers_left_behind_on_a_hub_without_a_view_are_caught() {
+    assert_found(Bug::WatchViewNotRefreshed);
 }
 
 #[test]

@@ -118,10 +118,11 @@ const SHRUNK_BUG_CASES: &[(&str, u64, &str)] = &[
     ),
     (
         "read-without-read-index",
-        1,
-        "members=3,clients=1,lease_clients=2,lease_ttl_s=2,watch_clients=2,recipe_clients=3,membership=1,ops=11,keys=1,delay_min_us=989,delay_max_us=21452,\
-         loss=0,dup=0,torn=0,diskerr=0.001,drift_ppm=0,faults_ms=3000,snap=20,timeout_ms=4897,disk_us=15101,get=10,ser=1,range=4,put=8,del=3,txn=4,compact=1,\
-         autocompact=0,cold_batch=0",
+        4,
+        "members=3,clients=4,lease_clients=0,lease_ttl_s=4,watch_clients=0,recipe_clients=0,membership=0,auto_promote=0,corrupt=0,ops=8,keys=1,\
+         delay_min_us=1605,delay_max_us=1605,loss=0.2,dup=0,torn=0,diskerr=0,drift_ppm=0,faults_ms=3000,snap=20,quota=2147483648,\
+         range_max=2147483647,timeout_ms=1579,disk_us=5527,get=5,ser=0,range=4,put=7,del=1,txn=6,compact=1,autocompact=0,cold_batch=1048576,auth=1,\
+         compact_slice=256,compact_release_ms=10",
     ),
 ];
 

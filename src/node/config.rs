@@ -118,9 +118,9 @@ pub struct Bugs {
     pub hard_state_only_without_entries: bool,
     /// The leader never clears NOSPACE once there is room again (etcd's latched alarm).
     pub space_alarm_latched: bool,
-    /// Feeds turned off and on again do not mark the next one as a gap, so watchers the hub
-    /// synced on its stale view skip what was applied while nobody watched.
-    pub feed_resume_without_gap: bool,
+    /// The node ignores a request for a fresh watch view (`Node::refresh_watch_view`), so a
+    /// stream opened on a hub that let go of its view waits for the next write to catch up.
+    pub watch_view_not_refreshed: bool,
     /// The view serializable reads of one key are answered from away from the node counts as
     /// current for as long as the raft term stays the same, whatever the node applied since.
     pub local_reads_by_term_only: bool,

@@ -53,14 +53,25 @@ impl Node {
     /// next batch's writes would copy the nodes they touch. Turned on again, the next batch
     /// emits a feed with a fresh view, marked as a gap.
     pub fn set_watched(&mut self, watched: bool) {
-        let gap = !self.bug(|b| b.feed_resume_without_gap);
         let feed = &mut self.watch_feed;
         if feed.wanted && !watched {
             feed.revisions.clear();
-            feed.gap = gap;
+            feed.gap = true;
             feed.reported = None;
         }
         feed.wanted = watched;
+    }
+
+    /// Makes the next batch emit a feed with a fresh view, marked as a gap, even if nothing
+    /// changed (while feeds are on): the hub let go of its view when its last stream closed,
+    /// and a stream opened since needs one to catch its watchers up from.
+    pub fn refresh_watch_view(&mut self) {
+        if self.bug(|b| b.watch_view_not_refreshed) {
+            return;
+        }
+        let feed = &mut self.watch_feed;
+        feed.gap = true;
+        feed.reported = None;
     }
 
     /// Emits the batch's feed, if watchers have anything to learn from it.

@@ -494,7 +494,12 @@ impl Driver {
             let now = self.now();
             // After the time is read: see `local_keepalives`.
             self.keepalives.hand_over(&mut self.node);
+            // The request first: a stream asks for a view after it counts itself as watching.
+            let view_requested = self.watch.take_view_request();
             self.node.set_watched(self.watch.is_watched());
+            if view_requested {
+                self.node.refresh_watch_view();
+            }
             self.reads.batch_starts();
             let inputs_count = inputs.len();
             self.node.handle_batch(now, inputs);

@@ -230,7 +230,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let mut watch_config = crate::watch::WatchConfig::new(identity.cluster_id, me);
     watch_config.fragment_bytes = cfg.node.max_request_bytes + WATCH_FRAGMENT_OVERHEAD_BYTES;
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
-    let watches = watch::spawn(watch_config, feeds.clone(), clock_origin)?;
+    let watches = watch::spawn(watch_config, feeds.clone(), handle.clone(), clock_origin)?;
     let reads = std::sync::Arc::new(local_reads::SharedLocalReads::default());
     let keepalives =
         std::sync::Arc::new(local_keepalives::SharedLocalKeepAlives::new(clock_origin));

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -75,6 +75,8 @@ pub struct FeedSlot {
     streams: AtomicU64,
     /// Feeds offered so far, for a first stream waiting for a fresh one.
     offers: tokio::sync::watch::Sender<u64>,
+    /// The hub wants a fresh view of the key space (`ask_for_view`).
+    view_wanted: AtomicBool,
 }
 
 impl Default for FeedSlot {
@@ -84,6 +86,7 @@ impl Default for FeedSlot {
             notify: Notify::new(),
             streams: AtomicU64::new(0),
             offers: tokio::sync::watch::Sender::new(0),
+            view_wanted: AtomicBool::new(false),
         }
     }
 }
@@ -91,18 +94,17 @@ impl Default for FeedSlot {
 impl FeedSlot {
     /// Leaves a feed (with the cold segments pinned when it left the node), merged with one the
     /// task has not taken yet.
-    pub fn offer(&self, mut feed: WatchFeed, cold: ColdReader) {
-        // A stream that opens meanwhile takes the slot before its first request (see `handle`).
-        let watched = self.streams.load(Ordering::SeqCst) > 0;
-        if !watched {
-            // Nobody to deliver them to; a watcher created later reads the past from the view.
-            feed.revisions.clear();
-            feed.gap = true;
-        }
+    pub fn offer(&self, feed: WatchFeed, cold: ColdReader) {
         let mut pending = self
             .pending
             .lock()
             .expect("the feed slot is never poisoned");
+        if !self.is_watched() {
+            // Nobody to deliver it to, and its view would keep what writes replace. A stream
+            // that opens meanwhile asks for a fresh one (`stream_opened`).
+            *pending = None;
+            return;
+        }
         match pending.as_mut() {
             Some((merged, reader)) => {
                 merged.revisions.extend(feed.revisions);
@@ -120,9 +122,7 @@ impl FeedSlot {
         }
         drop(pending);
         self.offers.send_modify(|n| *n += 1);
-        if watched {
-            self.notify.notify_one();
-        }
+        self.notify.notify_one();
     }
 
     /// Whether any watch stream is open (the driver then asks the node for feeds).
@@ -130,14 +130,26 @@ impl FeedSlot {
         self.streams.load(Ordering::SeqCst) > 0
     }
 
-    /// Counts a new stream. The first one after none waits (briefly) for a feed of a batch that
-    /// ran after it came: while nobody watched, the node sent none, and the hub's view may lack
-    /// writes already acknowledged.
+    /// Asks the node for a feed with a fresh view at its next batch, which runs now.
+    fn ask_for_view(&self, driver: &DriverHandle) {
+        if !self.view_wanted.swap(true, Ordering::SeqCst) {
+            driver.wake();
+        }
+    }
+
+    /// Whether the hub asked for a fresh view since the last call (the driver then has the
+    /// node send one: `Node::refresh_watch_view`).
+    pub fn take_view_request(&self) -> bool {
+        self.view_wanted.swap(false, Ordering::SeqCst)
+    }
+
+    /// Counts a new stream. The first one after none waits (briefly) for a feed with a fresh
+    /// view: while nobody watched, the node sent no feeds and the hub let go of its view.
     async fn stream_opened(&self, driver: &DriverHandle) {
         let mut offers = self.offers.subscribe();
         offers.borrow_and_update();
         if self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
-            driver.wake();
+            self.ask_for_view(driver);
             let _ = tokio::time::timeout(FRESH_FEED_WAIT, offers.changed()).await;
         }
     }
@@ -186,12 +198,14 @@ pub struct WatchHandle {
 pub fn spawn(
     config: WatchConfig,
     feeds: Arc<FeedSlot>,
+    driver: DriverHandle,
     clock_origin: std::time::Instant,
 ) -> Result<WatchHandle, String> {
     let (inputs, rx) = mpsc::channel(INPUTS_MAX);
     let task = WatchTask {
         hub: WatchHub::new(config),
         feeds: feeds.clone(),
+        driver,
         inputs: rx,
         answers: BTreeMap::new(),
         waiting: FuturesUnordered::new(),
@@ -411,6 +425,8 @@ type Waiting = Pin<Box<dyn std::future::Future<Output = (StreamId, bool)> + Send
 struct WatchTask {
     hub: WatchHub,
     feeds: Arc<FeedSlot>,
+    /// For the fresh views the hub needs (`WatchHub::needs_view`).
+    driver: DriverHandle,
     inputs: mpsc::Receiver<Input>,
     answers: BTreeMap<StreamId, watch_answers::Sender<Answer>>,
     /// Streams whose channel was full, each until its client reads.
@@ -450,6 +466,11 @@ impl WatchTask {
                 }
             }
             self.drain();
+            if self.hub.needs_view() {
+                // A stream opened after the last one closed, and the feed its opening asked for
+                // was taken before that close.
+                self.feeds.ask_for_view(&self.driver);
+            }
         }
     }
 

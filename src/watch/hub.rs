@@ -231,7 +231,12 @@ pub struct WatchHub {
     revision: i64,
     raft_term: u64,
     has_leader: bool,
+    /// The latest feed's key space, while a stream is open: with none, the hub lets go of it
+    /// (the node sends no feeds then, and an old view would keep what writes replace since),
+    /// and a stream opened later waits for a fresh one (`needs_view`).
     store: Option<Store>,
+    /// The compacted revision of the latest feed's view (-1 before the first).
+    compacted: i64,
     /// Reads that watchers catching up share.
     reads: CatchUpReads,
     /// The latest feeds' changes, which those reads gather from while they last.
@@ -261,6 +266,7 @@ impl WatchHub {
             raft_term: 0,
             has_leader: false,
             store: None,
+            compacted: -1,
             reads: CatchUpReads::default(),
             recent,
             picks_memo: PicksMemo::default(),
@@ -275,12 +281,6 @@ impl WatchHub {
 
     fn header(&self, revision: i64) -> Option<ResponseHeader> {
         header(&self.config, self.raft_term, revision)
-    }
-
-    fn compact_revision(&self) -> i64 {
-        self.store
-            .as_ref()
-            .map_or(-1, |s| s.view.compact_revision())
     }
 
     // ---------------------------------------------------------------------------------------
@@ -307,6 +307,18 @@ impl WatchHub {
         !self.streams.is_empty()
     }
 
+    /// Whether a stream is open on a hub that holds no view of the key space (its last stream
+    /// closed since the latest feed): the driver then asks the node for a fresh feed
+    /// (`Node::refresh_watch_view`), without which its watchers could not catch up.
+    pub fn needs_view(&self) -> bool {
+        self.is_watched() && self.store.is_none()
+    }
+
+    /// Streams open (ended ones count until closed).
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
     /// Catch-up reads made so far: how many gathered their changes from the latest feeds, and
     /// how many read the key space.
     pub fn catch_up_reads(&self) -> (u64, u64) {
@@ -320,10 +332,12 @@ impl WatchHub {
         }
         self.ready.remove(&stream);
         if self.streams.is_empty() {
-            // The node sends no feeds while no stream is open (`is_watched`), so the latest
-            // feeds and reads would stay as they are for as long as nobody watches, holding up
-            // to their byte bounds of values the key space has let go of since; the next
-            // stream's first feed is a gap, which its watchers catch up over from the view.
+            // The node sends no feeds while no stream is open (`is_watched`), so the view, the
+            // latest feeds and the reads would stay as they are for as long as nobody watches:
+            // the view shares the key space's index and values as they were, which writes then
+            // replace (a second copy of the key space, at worst). The next stream's watchers
+            // catch up from the fresh view it waits for (`needs_view`).
+            self.store = None;
             self.recent.clear();
             self.reads.clear();
         }
@@ -484,7 +498,7 @@ impl WatchHub {
     fn start_revision(&self, asked: i64) -> i64 {
         match asked {
             0 => self.revision + 1,
-            asked if asked < 0 && asked >= self.compact_revision() => self.revision + 1,
+            asked if asked < 0 && asked >= self.compacted => self.revision + 1,
             asked if self.config.bugs.start_at_local_revision && asked > self.revision + 1 => {
                 self.revision + 1
             }
@@ -555,6 +569,7 @@ impl WatchHub {
         self.deliver(&batch);
         self.recent.push(&batch, feed.gap);
         self.revision = self.revision.max(feed.view.revision());
+        self.compacted = feed.view.compact_revision();
         self.store = Some(Store {
             view: feed.view,
             cold,
@@ -653,7 +668,7 @@ impl WatchHub {
     /// One step for watcher `id`: it is canceled, or it moves its next revision forward, or
     /// its stream runs out of room (so the loop above ends).
     fn catch_up_step(&mut self, stream: StreamId, id: WatchId) {
-        let compact = self.compact_revision();
+        let compact = self.compacted;
         let (revision, config, term) = (self.revision, &self.config, self.raft_term);
         let state = self
             .streams

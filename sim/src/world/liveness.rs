@@ -288,7 +288,7 @@ impl World {
     }
 
     /// Steps until `deadline`, a failure, or `done`.
-    fn run_until(&mut self, deadline: SimNanos, done: impl Fn(&World) -> bool) {
+    pub(super) fn run_until(&mut self, deadline: SimNanos, done: impl Fn(&World) -> bool) {
         while self.now < deadline && self.failure.is_none() && !done(self) {
             if !self.step() {
                 break;

@@ -33,6 +33,7 @@ mod auth_clients;
 mod checks;
 mod clients;
 mod faults;
+mod hub_streams;
 mod kv_workload;
 mod lease_clients;
 mod liveness;
@@ -172,6 +173,8 @@ struct Member {
     /// A stream is being opened on a hub that had none: the node is woken for a fresh feed
     /// first, as the server's watch service does.
     stream_opening: bool,
+    /// Streams their clients left whose close has not reached the hub yet (`hub_streams`).
+    late_closes: Vec<u64>,
     /// What the last incarnation promised would survive its crash; checked at the restart.
     promise: Option<DurablePromise>,
     /// The disk was damaged since the member last started: it may refuse to start.
@@ -209,6 +212,7 @@ impl Member {
             local_keepalives: LocalKeepAlives::default(),
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             stream_opening: false,
+            late_closes: Vec::new(),
             promise: None,
             damaged: false,
         }
@@ -409,7 +413,7 @@ impl World {
                 hard_state_only_without_entries: options.bug
                     == Some(Bug::HardStateOnlyWithoutEntries),
                 space_alarm_latched: options.bug == Some(Bug::SpaceAlarmLatched),
-                feed_resume_without_gap: options.bug == Some(Bug::FeedResumeWithoutGap),
+                watch_view_not_refreshed: options.bug == Some(Bug::WatchViewNotRefreshed),
                 local_reads_by_term_only: options.bug == Some(Bug::LocalReadsByTermOnly),
                 local_keepalives_ignore_floor: options.bug == Some(Bug::LocalKeepAlivesIgnoreFloor),
                 auto_compaction_keeps_one_less: options.bug
@@ -647,6 +651,7 @@ impl World {
         member.incarnation += 1;
         count_catch_up_reads(&mut self.counters, &member.hub);
         member.hub = WatchHub::new(watch_config(id, self.options.bug));
+        member.late_closes.clear();
         self.timing.started_at.entry(id).or_default().push(now);
         self.fault_marks.push(FaultMark {
             at: now,
@@ -772,6 +777,7 @@ impl World {
             return;
         }
         let local = member.clock.local(now);
+        let watched = member.watched() || member.stream_opening;
         let Member {
             node,
             deferred,
@@ -787,10 +793,13 @@ impl World {
             return;
         };
         // As the server's driver does before each batch, once its time is read: the renewals
-        // acknowledged away from the node, and no feeds (and no views of the key space) while
-        // nobody watches.
+        // acknowledged away from the node, no feeds (and no views of the key space) while
+        // nobody watches, and a fresh view for a stream that opens on a hub without one.
         local_keepalives.hand_over(node);
-        node.set_watched(hub.is_watched() || *stream_opening);
+        node.set_watched(watched);
+        if *stream_opening || hub.needs_view() {
+            node.refresh_watch_view();
+        }
         *batches += 1;
         node.handle_batch(local, deferred.drain(..).chain([input]));
         node.check_invariants();
@@ -801,6 +810,7 @@ impl World {
         self.drain(id);
         self.arm_timer(id);
         self.watch_tick(id, local);
+        self.late_closes_may_arrive(id);
     }
 
     /// The catch-up reads of the hubs still up at the end of the run, as coverage (those of
@@ -809,26 +819,6 @@ impl World {
         for member in self.members.values() {
             count_catch_up_reads(&mut self.counters, &member.hub);
         }
-    }
-
-    /// Opens a stream on a member's hub. The first one after none first wakes the node, which
-    /// fed the hub nothing while unwatched, so that the hub holds a fresh view before it sees
-    /// the stream (the server's watch service waits for that feed). Now and then the feed is
-    /// late (the server's wait timed out): the stream opens on the stale view, and the feed
-    /// comes with the member's next batch.
-    pub(super) fn open_hub_stream(&mut self, id: MemberId, stream: u64, require_leader: bool) {
-        let late = self.rng.chance(0.2);
-        let member = self.members.get_mut(&id).expect("member");
-        if !member.hub.is_watched() && late {
-            self.counters.coverage.hit("fault.late-watch-feed");
-        } else if !member.hub.is_watched() {
-            member.stream_opening = true;
-            self.input(id, Input::Tick);
-            self.members.get_mut(&id).expect("member").stream_opening = false;
-            self.counters.coverage.hit("recovery.watch-feed-resumed");
-        }
-        let hub = &mut self.members.get_mut(&id).expect("member").hub;
-        hub.open(stream, require_leader);
     }
 
     /// Progress notifications: after each of the member's inputs, and at the hub's own

@@ -472,10 +472,7 @@ impl World {
         let run = self.recipe_runs.get_mut(&id).expect("run");
         if let Some(stream) = run.stream.take() {
             let (member, incarnation) = (run.member, run.incarnation);
-            let m = self.members.get_mut(&member).expect("member");
-            if m.incarnation == incarnation {
-                m.hub.close(stream);
-            }
+            self.close_hub_stream(member, incarnation, stream);
         }
     }
 

@@ -19,6 +19,11 @@ use std::collections::VecDeque;
 use super::*;
 use crate::history::{WatchRequestLog, WatchStreamLog};
 
+/// How long the streams opened at the end may wait for their hubs' views (ns): a member
+/// applies a batch within a tick, and a watcher behind catches up from the view as its client
+/// reads.
+const WATCH_SETTLE_NS: u64 = 300 * MS;
+
 /// A watch the client keeps across streams.
 #[derive(Clone, Debug)]
 pub(super) struct LogicalWatch {
@@ -96,10 +101,7 @@ impl World {
         let Some(stream) = watch_client.stream.take() else {
             return;
         };
-        let member = self.members.get_mut(&stream.member).expect("member");
-        if member.incarnation == stream.incarnation {
-            member.hub.close(stream.id);
-        }
+        self.close_hub_stream(stream.member, stream.incarnation, stream.id);
     }
 
     /// Opens a stream on a running member and creates every logical watch on it again.
@@ -109,11 +111,7 @@ impl World {
             .get_mut(&client)
             .and_then(|c| c.stream.take())
         {
-            if let Some(member) = self.members.get_mut(&old.member) {
-                if member.incarnation == old.incarnation {
-                    member.hub.close(old.id);
-                }
-            }
+            self.close_hub_stream(old.member, old.incarnation, old.id);
         }
         let member = 1 + self.rng.below(self.options.members);
         let m = &self.members[&member];
@@ -347,15 +345,56 @@ impl World {
         }
     }
 
-    /// At the end of the run: every client asks its stream for progress and reads it all, so
-    /// the checker knows how far each watch got.
+    /// At the end of the run, with faults healed and every member caught up: every client
+    /// reconnects (as clientv3 does when its connection breaks, leaving what it had not read),
+    /// adds a watch and asks for progress; a moment later it reads all its new stream has, asks it for progress
+    /// and reads the answer, so the checker knows how far each watch got; and that answer
+    /// must reach the revision the member applied. The cluster is idle by then: watchers that
+    /// wait for a write to come along would stay behind.
     pub(super) fn watchers_finish(&mut self) {
         let clients: Vec<u64> = self.watch_clients.keys().copied().collect();
+        for &client in &clients {
+            self.open_watch_stream(client);
+            if self.stream_alive(client) {
+                self.new_watch(client);
+                // While its watchers catch up, as Kubernetes asks right after its creates.
+                self.send_watch_request(client, progress_request());
+            }
+        }
+        let settled = |w: &World| w.members.values().all(|m| !m.hub.needs_view());
+        self.run_until(self.now + WATCH_SETTLE_NS, settled);
         for client in clients {
             if self.stream_alive(client) {
+                self.read_stream(client);
                 self.send_watch_request(client, progress_request());
                 self.read_stream(client);
+                self.check_watches_caught_up(client);
             }
+        }
+    }
+
+    /// A drained stream's watchers are complete up to what their member applied: the safety
+    /// checks alone would pass a watch that stops receiving (one on a hub left without a view
+    /// to catch up from, say).
+    fn check_watches_caught_up(&mut self, client: u64) {
+        if !self.stream_alive(client) {
+            return;
+        }
+        let stream = self.watch_clients[&client].stream.as_ref().expect("alive");
+        let applied = self
+            .node(stream.member)
+            .map_or(0, |n| n.state().kv().current_revision());
+        let progress = self.watch_logs[stream.log]
+            .responses
+            .last()
+            .filter(|(_, r)| r.watch_id == -1 && !r.created && r.events.is_empty())
+            .map(|(_, r)| r.header.as_ref().map_or(0, |h| h.revision));
+        if progress != Some(applied) {
+            let member = stream.member;
+            self.fail(format!(
+                "watch: the stream of client {client} on member {member}, drained at the end, \
+                 reports progress up to {progress:?}, but the member applied up to {applied}"
+            ));
         }
     }
 

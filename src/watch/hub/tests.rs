@@ -207,7 +207,7 @@ fn a_start_revision_in_the_past_replays_history_with_previous_values() {
 }
 
 #[test]
-fn with_no_stream_open_the_hub_keeps_no_feeds_and_the_next_stream_catches_up() {
+fn with_no_stream_open_the_hub_keeps_no_view_or_feeds_and_the_next_stream_catches_up() {
     let mut f = Fixture::standard();
     f.apply(vec![put("k", "1"), put("k", "2")]);
     f.hub.open(1, false);
@@ -223,13 +223,18 @@ fn with_no_stream_open_the_hub_keeps_no_feeds_and_the_next_stream_catches_up() {
         f.hub.recent.changes(k(), 3, 3).is_none(),
         "the latest feeds are let go"
     );
+    assert!(f.hub.store.is_none(), "the view is let go");
+    assert!(!f.hub.needs_view(), "nobody needs one");
 
     // Unwatched, the node sends no feeds: the key space moves on without the hub, whose
-    // next feed is a gap.
+    // next stream asks for a fresh view and catches up from it.
     f.state.apply(put("k", "3"));
     f.hub.open(2, false);
+    assert!(f.hub.needs_view());
     f.send(2, create(watch("k", "", 2)));
+    assert_eq!(events(&f.drain(2)), vec![], "nothing to read from yet");
     f.apply_after_gap();
+    assert!(!f.hub.needs_view());
     let responses = f.drain(2);
     let expected = vec![
         (2, "k".into(), PUT),
