@@ -433,8 +433,8 @@ impl Options {
             u8::from(self.disk_corruption),
             self.ops,
             self.keys,
-            self.net_delay_min_ns / 1000,
-            self.net_delay_max_ns / 1000,
+            in_units(self.net_delay_min_ns, 1000),
+            in_units(self.net_delay_max_ns, 1000),
             self.net_loss,
             self.net_duplicate,
             self.torn_write,
@@ -444,8 +444,8 @@ impl Options {
             self.snapshot_count,
             self.quota_bytes,
             self.range_bytes_max,
-            self.client_timeout_ns / MS,
-            self.disk_latency_max_ns / 1000,
+            in_units(self.client_timeout_ns, MS),
+            in_units(self.disk_latency_max_ns, 1000),
             self.mix.get,
             self.mix.get_serializable,
             self.mix.range,
@@ -481,8 +481,8 @@ impl Options {
                 "corrupt" => self.disk_corruption = int()? != 0,
                 "ops" => self.ops = int()?,
                 "keys" => self.keys = int()?.max(1),
-                "delay_min_us" => self.net_delay_min_ns = int()? * 1000,
-                "delay_max_us" => self.net_delay_max_ns = int()? * 1000,
+                "delay_min_us" => self.net_delay_min_ns = parse_units(value, 1000)?,
+                "delay_max_us" => self.net_delay_max_ns = parse_units(value, 1000)?,
                 "loss" => self.net_loss = float()?,
                 "dup" => self.net_duplicate = float()?,
                 "torn" => self.torn_write = float()?,
@@ -492,8 +492,8 @@ impl Options {
                 "snap" => self.snapshot_count = int()?.max(1),
                 "quota" => self.quota_bytes = int()?,
                 "range_max" => self.range_bytes_max = int()?,
-                "timeout_ms" => self.client_timeout_ns = int()? * MS,
-                "disk_us" => self.disk_latency_max_ns = int()?.max(2) * 1000,
+                "timeout_ms" => self.client_timeout_ns = parse_units(value, MS)?,
+                "disk_us" => self.disk_latency_max_ns = parse_units(value, 1000)?.max(2000),
                 "get" => self.mix.get = int()?,
                 "ser" => self.mix.get_serializable = int()?,
                 "range" => self.mix.range = int()?,
@@ -511,6 +511,33 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// `ns` in `unit`s (1,000 for microseconds, `MS` for milliseconds), with the fraction the draw
+/// left, if any: printed options must replay the very history they came from.
+fn in_units(ns: u64, unit: u64) -> String {
+    let (whole, rest) = (ns / unit, ns % unit);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let digits = unit.ilog10() as usize;
+    let fraction = format!("{rest:0digits$}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
+}
+
+/// Reads back what [`in_units`] printed, as nanoseconds.
+fn parse_units(text: &str, unit: u64) -> Result<u64, String> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = unit.ilog10() as usize;
+    let malformed = || format!("{text:?} is not a number of units of {unit} ns");
+    if fraction.len() > digits || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    let whole: u64 = whole.parse().map_err(|_| malformed())?;
+    let rest: u64 = format!("{fraction:0<digits$}")
+        .parse()
+        .map_err(|_| malformed())?;
+    Ok(whole * unit + rest)
 }
 
 /// `0` (off), `p:MS` (periodic, the retention in ms) or `r:KEEP:MS` (revision: revisions kept,
@@ -537,5 +564,40 @@ fn parse_auto_compaction(text: &str) -> Result<Option<AutoCompaction>, String> {
             every: Duration::from_millis(number(ms)?.max(1)),
         })),
         _ => Err(format!("autocompact: {text:?} is not 0, p:MS or r:KEEP:MS")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::draw_options;
+
+    #[test]
+    fn printed_options_read_back_as_drawn() {
+        for seed in 0..200 {
+            let drawn = draw_options(seed, 100);
+            let mut read = draw_options(seed + 1, 7);
+            read.apply_overrides(&drawn.overrides()).expect("valid");
+            assert_eq!(read.overrides(), drawn.overrides());
+            assert_eq!(
+                (read.net_delay_min_ns, read.net_delay_max_ns),
+                (drawn.net_delay_min_ns, drawn.net_delay_max_ns)
+            );
+            assert_eq!(read.client_timeout_ns, drawn.client_timeout_ns);
+            assert_eq!(read.disk_latency_max_ns, drawn.disk_latency_max_ns);
+        }
+    }
+
+    #[test]
+    fn units_print_exactly_and_refuse_what_is_not_a_number() {
+        assert_eq!(in_units(1_479_000, 1000), "1479");
+        assert_eq!(in_units(1_479_120, 1000), "1479.12");
+        assert_eq!(in_units(5_000_001, MS), "5.000001");
+        assert_eq!(parse_units("1479.12", 1000), Ok(1_479_120));
+        assert_eq!(parse_units("5.000001", MS), Ok(5_000_001));
+        assert_eq!(parse_units("7", MS), Ok(7 * MS));
+        assert!(parse_units("1.2345", 1000).is_err());
+        assert!(parse_units("1.-2", 1000).is_err());
+        assert!(parse_units("x", 1000).is_err());
     }
 }
