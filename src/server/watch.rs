@@ -140,7 +140,8 @@ impl FeedSlot {
     /// Whether the hub asked for a fresh view since the last call (the driver then has the
     /// node send one: `Node::refresh_watch_view`).
     pub fn take_view_request(&self) -> bool {
-        self.view_wanted.swap(false, Ordering::SeqCst)
+        // A load first: the driver asks before every batch, and a request is rare.
+        self.view_wanted.load(Ordering::SeqCst) && self.view_wanted.swap(false, Ordering::SeqCst)
     }
 
     /// Counts a new stream. The first one after none waits (briefly) for a feed with a fresh
