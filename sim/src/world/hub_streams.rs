@@ -8,6 +8,8 @@ use super::*;
 
 /// How often a stream's close reaches the hub late.
 const LATE_CLOSE_CHANCE: f64 = 0.3;
+/// How late a woken node may run its next batch, at most (ns).
+const WAKE_LATENESS_MAX_NS: u64 = 50 * MS;
 /// How likely late closes are to reach the hub after each of the member's batches: until they
 /// do, the node may apply writes unwatched while the hub keeps its view.
 const LATE_CLOSE_ARRIVAL_CHANCE: f64 = 0.5;
@@ -42,6 +44,33 @@ impl World {
             self.counters.coverage.hit("fault.watch-close-after-open");
         }
         self.deliver_late_closes(id);
+        self.ask_for_view(id);
+    }
+
+    /// A hub with a stream and no view asks for one: the node gets an input soon (the server's
+    /// driver runs a batch as soon as it is woken; later when it is busy), whose batch brings
+    /// a fresh view. Without it, an idle member's node might not run a batch for seconds.
+    fn ask_for_view(&mut self, id: MemberId) {
+        let member = &self.members[&id];
+        if !member.hub.needs_view() {
+            return;
+        }
+        let incarnation = member.incarnation;
+        let at = self.now + self.rng.between(MS / 10, WAKE_LATENESS_MAX_NS);
+        self.schedule(
+            at,
+            Event::WakeForView {
+                member: id,
+                incarnation,
+            },
+        );
+    }
+
+    pub(super) fn wake_for_view(&mut self, id: MemberId, incarnation: u64) {
+        let member = &self.members[&id];
+        if member.incarnation == incarnation && member.hub.needs_view() {
+            self.input(id, Input::Tick);
+        }
     }
 
     /// The client of `stream` on member `id` (of `incarnation`) leaves it; the hub learns of

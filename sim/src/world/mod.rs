@@ -237,6 +237,12 @@ enum Event {
         member: MemberId,
         incarnation: u64,
     },
+    /// The member's hub has a stream and no view: its node is woken for one, as the server's
+    /// watch thread wakes the driver (`hub_streams.rs`).
+    WakeForView {
+        member: MemberId,
+        incarnation: u64,
+    },
     ClientNext {
         client: u64,
     },
@@ -977,6 +983,10 @@ impl World {
                     }
                 }
             }
+            Event::WakeForView {
+                member,
+                incarnation,
+            } => self.wake_for_view(member, incarnation),
             Event::ClientNext { client } => self.client_next(client),
             Event::WatchTurn { client } => self.watch_client_turn(client),
             Event::RecipeTurn { client } => self.recipe_turn(client),
