@@ -192,6 +192,7 @@ impl KeySpaceView {
             footprint: Footprint::default(),
             cold: None,
             changes: Vec::new(),
+            every_change: true,
             bugs: KeySpaceBugs::default(),
         }
     }
@@ -334,6 +335,7 @@ impl KeySpace {
             release_slice_keys: super::RELEASE_SLICE_KEYS,
             cold: None,
             changes: Vec::new(),
+            every_change: true,
             bugs: KeySpaceBugs::default(),
         };
         store.check_revisions().map_err(invalid)?;

@@ -647,6 +647,45 @@ fn a_lease_sticks_only_through_ignore_lease() {
 }
 
 #[test]
+fn unwatched_writes_report_only_the_changes_that_move_keys_between_leases() {
+    let leases = |id: i64| id == 5;
+    let mut ks = KeySpace::new();
+    ks.report_every_change(false);
+    let leased = |key: &str, value: &str| PutRequest {
+        lease: 5,
+        ..put_req(key, value)
+    };
+    put(&mut ks, "plain", "1");
+    ks.put_with_leases(&leased("k", "1"), &leases).unwrap();
+    ks.put_with_leases(&leased("k", "2"), &leases).unwrap();
+    put(&mut ks, "k", "3");
+    put(&mut ks, "k", "4");
+    ks.put_with_leases(&leased("gone", "1"), &leases).unwrap();
+    del(&mut ks, "gone", "");
+    del(&mut ks, "plain", "");
+    let reported: Vec<(i64, String, i64, i64)> = ks
+        .take_changes()
+        .iter()
+        .map(|c| {
+            let key = String::from_utf8_lossy(c.key()).into_owned();
+            (c.revision.main, key, c.lease_before, c.lease_after())
+        })
+        .collect();
+    let expected = vec![
+        (3, "k".to_string(), 0, 5),
+        (4, "k".to_string(), 5, 5),
+        (5, "k".to_string(), 5, 0),
+        (7, "gone".to_string(), 0, 5),
+        (8, "gone".to_string(), 5, 0),
+    ];
+    assert_eq!(reported, expected);
+
+    ks.report_every_change(true);
+    put(&mut ks, "plain", "2");
+    assert_eq!(ks.take_changes().len(), 1, "every change again");
+}
+
+#[test]
 fn a_put_with_an_unknown_lease_fails_before_the_key_is_looked_at() {
     let mut ks = KeySpace::new();
     let req = PutRequest {

@@ -112,42 +112,49 @@ impl<'a> WriteTxn<'a> {
     fn put(&mut self, key: &[u8], value: Bytes, lease: i64) {
         let rev = self.next_revision();
         let begin = self.begin;
-        let (key, (prev, lease_before, kv)) = self.store.append_record(key, |key, h| {
-            let (prev, lease_before) = before_write(key, h, begin);
+        let every_change = self.store.every_change;
+        let (key, change) = self.store.append_record(key, |key, h| {
+            let lease_before = live_lease(h);
+            let reported = every_change || lease_before != 0 || lease != 0;
+            let prev = reported.then(|| previous(key, h, begin)).flatten();
             h.push_put(rev, value, lease);
-            let kv = h.live().and_then(|r| r.key_value(key));
-            (prev, lease_before, kv.expect("the put just wrote the key"))
+            reported.then(|| {
+                let kv = h.live().and_then(|r| r.key_value(key));
+                KeyChange {
+                    revision: rev,
+                    kv: kv.expect("the put just wrote the key"),
+                    deleted: false,
+                    prev,
+                    lease_before,
+                }
+            })
         });
-        self.effects.push(KeyChange {
-            revision: rev,
-            kv,
-            deleted: false,
-            prev,
-            lease_before,
-        });
+        self.effects.extend(change);
         self.changed.push(key);
     }
 
     fn delete(&mut self, key: &Bytes) {
         let rev = self.next_revision();
         let begin = self.begin;
-        let (key, (prev, lease_before)) = self.store.append_record(key, |key, h| {
-            let before = before_write(key, h, begin);
+        let every_change = self.store.every_change;
+        let (key, change) = self.store.append_record(key, |key, h| {
+            let lease_before = live_lease(h);
+            let reported = every_change || lease_before != 0;
+            let prev = reported.then(|| previous(key, h, begin)).flatten();
             h.push_tombstone(rev);
-            before
+            reported.then(|| KeyChange {
+                revision: rev,
+                kv: KeyValue {
+                    key: key.clone(),
+                    mod_revision: rev.main,
+                    ..KeyValue::default()
+                },
+                deleted: true,
+                prev,
+                lease_before,
+            })
         });
-        let kv = KeyValue {
-            key: key.clone(),
-            mod_revision: rev.main,
-            ..KeyValue::default()
-        };
-        self.effects.push(KeyChange {
-            revision: rev,
-            kv,
-            deleted: true,
-            prev,
-            lease_before,
-        });
+        self.effects.extend(change);
         self.changed.push(key);
     }
 
@@ -227,10 +234,14 @@ impl Drop for WriteTxn<'_> {
     }
 }
 
-/// The key as it was before the write that began at `begin` (see [`KeyChange::prev`]), and the
-/// lease it is attached to now (0 for none), read before the write appends to its history.
-fn before_write(key: &Bytes, history: &KeyHistory, begin: i64) -> (Option<KeyValue>, i64) {
-    let prev = history.live_at(begin).and_then(|r| r.key_value(key));
-    let lease = history.live().map_or(0, |record| record.lease());
-    (prev, lease)
+/// The key as it was before the write that began at `begin` (see [`KeyChange::prev`]), read
+/// before the write appends to its history.
+fn previous(key: &Bytes, history: &KeyHistory, begin: i64) -> Option<KeyValue> {
+    history.live_at(begin).and_then(|r| r.key_value(key))
+}
+
+/// The lease the key is attached to now (0 for none), read before the write appends to its
+/// history: after any earlier change of the same write.
+fn live_lease(history: &KeyHistory) -> i64 {
+    history.live().map_or(0, |record| record.lease())
 }

@@ -50,9 +50,12 @@ impl FeedBuilder {
 impl Node {
     /// Whether the driver has watchers to feed (on by default). Off, the node emits no feeds,
     /// and so takes no view of the key space per batch: a view shares the key index, so the
-    /// next batch's writes would copy the nodes they touch. Turned on again, the next batch
-    /// emits a feed with a fresh view, marked as a gap.
+    /// next batch's writes would copy the nodes they touch; and its writes report only the key
+    /// changes the lease table needs. Turned on again, the next batch emits a feed with a
+    /// fresh view, marked as a gap.
     pub fn set_watched(&mut self, watched: bool) {
+        // Every batch: a snapshot installed since replaced the key space, and its setting.
+        self.state.report_every_key_change(watched);
         let feed = &mut self.watch_feed;
         if feed.wanted && !watched {
             feed.revisions.clear();

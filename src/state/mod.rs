@@ -415,6 +415,12 @@ impl State {
         self.auth.inject_bugs(auth);
     }
 
+    /// Whether applied writes report every key change in their effects (for watchers), or only
+    /// those the lease table needs (see `KeySpace::report_every_change`).
+    pub fn report_every_key_change(&mut self, every: bool) {
+        self.kv.report_every_change(every);
+    }
+
     /// How many keys a slice of a compaction's release walks at most.
     pub fn release_compactions_in_slices_of(&mut self, keys: usize) {
         self.kv.release_compactions_in_slices_of(keys);
