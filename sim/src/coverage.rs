@@ -106,6 +106,7 @@ pub const EXPECTED: &[&str] = &[
     "fault.damaged-snapshot",
     "fault.late-watch-feed",
     "fault.late-watch-close",
+    "fault.watch-feeds-overflowed",
     "fault.watch-close-after-open",
     "recovery.corruption-refused",
     "recovery.snapshot-set-aside",

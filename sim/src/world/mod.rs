@@ -54,6 +54,8 @@ use recipe_clients::{RecipeClient, RecipeRun};
 use watch_clients::WatchClient;
 
 const MS: u64 = 1_000_000;
+/// How often a watch feed stands for feeds the server's slot merged past its bound.
+const FEED_OVERFLOW_CHANCE: f64 = 0.02;
 /// After the faults heal, a leader must be elected and serve within this bound.
 pub const LIVENESS_BOUND_NS: u64 = 20_000 * MS;
 /// After the liveness probe, every member must have applied everything committed within this.
@@ -886,7 +888,14 @@ impl World {
                         },
                     );
                 }
-                Output::Watch(feed) => {
+                Output::Watch(mut feed) => {
+                    if self.rng.chance(FEED_OVERFLOW_CHANCE) {
+                        // The server's feed slot merged more revisions than it keeps while
+                        // the watch thread was busy: it hands over the latest view, a gap.
+                        feed.revisions.clear();
+                        feed.gap = true;
+                        self.counters.coverage.hit("fault.watch-feeds-overflowed");
+                    }
                     // The hub reads the view's cold values as they were when the feed left.
                     let local = member.clock.local(self.now);
                     let cold = Box::new(member.cold.clone());
