@@ -30,9 +30,10 @@ impl World {
     pub(super) fn open_hub_stream(&mut self, id: MemberId, stream: u64, require_leader: bool) {
         let late = self.rng.chance(0.2);
         let member = self.members.get_mut(&id).expect("member");
-        if !member.watched() && late {
+        let first = !member.watched();
+        if first && late {
             self.counters.coverage.hit("fault.late-watch-feed");
-        } else if !member.watched() {
+        } else if first {
             member.stream_opening = true;
             self.input(id, Input::Tick);
             self.members.get_mut(&id).expect("member").stream_opening = false;
@@ -44,17 +45,20 @@ impl World {
             self.counters.coverage.hit("fault.watch-close-after-open");
         }
         self.deliver_late_closes(id);
-        self.ask_for_view(id);
+        self.ask_for_view(id, first && late);
     }
 
     /// A hub with a stream and no view asks for one: the node gets an input soon (the server's
     /// driver runs a batch as soon as it is woken; later when it is busy), whose batch brings
     /// a fresh view. Without it, an idle member's node might not run a batch for seconds.
-    fn ask_for_view(&mut self, id: MemberId) {
-        let member = &self.members[&id];
-        if !member.hub.needs_view() {
+    /// The first stream after none whose feed was late asks too (`unanswered`), as the
+    /// server's does whether or not the hub holds a view, which may be stale.
+    fn ask_for_view(&mut self, id: MemberId, unanswered: bool) {
+        let member = self.members.get_mut(&id).expect("member");
+        if !member.hub.needs_view() && !unanswered {
             return;
         }
+        member.wake_pending = true;
         let incarnation = member.incarnation;
         let at = self.now + self.rng.between(MS / 10, WAKE_LATENESS_MAX_NS);
         self.schedule(
@@ -67,10 +71,14 @@ impl World {
     }
 
     pub(super) fn wake_for_view(&mut self, id: MemberId, incarnation: u64) {
-        let member = &self.members[&id];
-        if member.incarnation == incarnation && member.hub.needs_view() {
-            self.input(id, Input::Tick);
+        let member = self.members.get_mut(&id).expect("member");
+        if member.incarnation != incarnation {
+            return;
         }
+        member.wake_pending = false;
+        member.stream_opening = true;
+        self.input(id, Input::Tick);
+        self.members.get_mut(&id).expect("member").stream_opening = false;
     }
 
     /// The client of `stream` on member `id` (of `incarnation`) leaves it; the hub learns of

@@ -177,6 +177,8 @@ struct Member {
     stream_opening: bool,
     /// Streams their clients left whose close has not reached the hub yet (`hub_streams`).
     late_closes: Vec<u64>,
+    /// A wake for a fresh view is on its way to the node (`hub_streams`).
+    wake_pending: bool,
     /// What the last incarnation promised would survive its crash; checked at the restart.
     promise: Option<DurablePromise>,
     /// The disk was damaged since the member last started: it may refuse to start.
@@ -215,6 +217,7 @@ impl Member {
             hub: WatchHub::new(WatchConfig::new(0, 0)),
             stream_opening: false,
             late_closes: Vec::new(),
+            wake_pending: false,
             promise: None,
             damaged: false,
         }
@@ -660,6 +663,7 @@ impl World {
         count_catch_up_reads(&mut self.counters, &member.hub);
         member.hub = WatchHub::new(watch_config(id, self.options.bug));
         member.late_closes.clear();
+        member.wake_pending = false;
         self.timing.started_at.entry(id).or_default().push(now);
         self.fault_marks.push(FaultMark {
             at: now,

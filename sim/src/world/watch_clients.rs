@@ -361,7 +361,8 @@ impl World {
                 self.send_watch_request(client, progress_request());
             }
         }
-        let settled = |w: &World| w.members.values().all(|m| !m.hub.needs_view());
+        let settled =
+            |w: &World| (w.members.values()).all(|m| !m.hub.needs_view() && !m.wake_pending);
         self.run_until(self.now + WATCH_SETTLE_NS, settled);
         for client in clients {
             if self.stream_alive(client) {
