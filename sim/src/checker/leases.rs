@@ -11,7 +11,8 @@
 //!   reaches a member late when its leader falls before committing it: its time counts from
 //!   its arrival), plus slack;
 //! - **answers**: a keepalive or TimeToLive answered for a lease names the TTL it was granted,
-//!   and comes after its grant was applied and before its expiry was.
+//!   and comes after its grant was applied and before its expiry was; a TimeToLive (which
+//!   reads linearizably) knows of every revocation or expiry applied before it was asked.
 //!
 //! The checker reads leases from the log, not from any member: the grant entries say which
 //! leases exist and with what TTL, the expiry entries say who revoked one and when. An id may be
@@ -183,7 +184,8 @@ fn lease_lives(log: &[AppliedEntry], failed: &BTreeSet<u64>, timing: &Timing) ->
     lives
 }
 
-/// A keepalive or TimeToLive answered for a live lease must be about a lease that exists then.
+/// A keepalive or TimeToLive answered for a live lease (a TimeToLive of 0 seconds left found
+/// it too) must be about a lease that exists then.
 /// The leader may have answered about a life of the id that ended while the answer travelled
 /// (a forwarded reply held up by the network past the lease's expiry and a new grant of the
 /// same id): any life granted before the answer returned and not ended before the request
@@ -200,7 +202,7 @@ fn check_answer(op: &Op, lives: &Lives, timing: &Timing) -> Result<(), String> {
         (ClientRequest::LeaseKeepAlive(_), ClientResponse::LeaseKeepAlive(k)) if k.ttl > 0 => {
             (k.id, k.ttl, k.ttl)
         }
-        (ClientRequest::LeaseTimeToLive(_), ClientResponse::LeaseTimeToLive(t)) if t.ttl > 0 => {
+        (ClientRequest::LeaseTimeToLive(_), ClientResponse::LeaseTimeToLive(t)) if t.ttl >= 0 => {
             (t.id, t.ttl, t.granted_ttl)
         }
         _ => return Ok(()),
@@ -239,6 +241,17 @@ fn answer_fits_life(
             what(),
             life.ttl_s
         ));
+    }
+    // A TimeToLive reads the lease table linearizably: an end some member applied before the
+    // request was made was committed then, and the answer must know it. (A keepalive may be
+    // renewed from the leader's memory: only its clock is judged, below.)
+    if matches!(op.request, ClientRequest::LeaseTimeToLive(_)) {
+        if let Some(ended_at) = life.ended_at().filter(|end| *end < op.invoked_at) {
+            return Err(format!(
+                "{}: but the lease's end was applied at {ended_at} ns, before",
+                what()
+            ));
+        }
     }
     if let Some((expired_at, member, _)) = life.expired {
         // The leader that answered saw time left; the one that expired the lease counted on

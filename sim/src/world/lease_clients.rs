@@ -10,6 +10,9 @@ use detcd::proto::etcdserverpb::{
 
 use super::*;
 
+/// How many of the latest grants a client asks about besides its own lease.
+const RECENT_LEASES: usize = 3;
+
 /// What a lease client holds.
 #[derive(Clone, Debug, Default)]
 pub(super) struct LeaseClient {
@@ -40,17 +43,21 @@ impl World {
         if lease.steps_left == 0 {
             return ClientRequest::LeaseRevoke(LeaseRevokeRequest { id: lease.id });
         }
-        match self.rng.below(10) {
-            0..=5 => ClientRequest::LeaseKeepAlive(LeaseKeepAliveRequest { id: lease.id }),
-            6 | 7 => ClientRequest::Put(PutRequest {
+        match self.rng.below(20) {
+            0..=10 => ClientRequest::LeaseKeepAlive(LeaseKeepAliveRequest { id: lease.id }),
+            11..=14 => ClientRequest::Put(PutRequest {
                 key: self.key(),
                 value: Bytes::from(format!("lease{:x}.{}", lease.id, self.issued)),
                 lease: lease.id,
                 ..Default::default()
             }),
-            8 => ClientRequest::LeaseTimeToLive(LeaseTimeToLiveRequest {
+            15 | 16 => ClientRequest::LeaseTimeToLive(LeaseTimeToLiveRequest {
                 id: lease.id,
                 keys: self.rng.chance(0.5),
+            }),
+            17 | 18 => ClientRequest::LeaseTimeToLive(LeaseTimeToLiveRequest {
+                id: self.recent_lease(),
+                keys: false,
             }),
             _ => ClientRequest::LeaseLeases(LeaseLeasesRequest {}),
         }
@@ -113,6 +120,15 @@ impl World {
         } else {
             self.rng.below(third_ms.min(200) * MS + 20 * MS)
         }
+    }
+
+    /// One of the leases granted last, perhaps revoked or expired since (there is one: the
+    /// asking client's). Recent ones matter: a member that missed their grant or end may
+    /// still be answering.
+    fn recent_lease(&mut self) -> i64 {
+        let recent = self.leases_granted.len().min(RECENT_LEASES);
+        let back = 1 + self.rng.below(recent as u64) as usize;
+        self.leases_granted[self.leases_granted.len() - back]
     }
 
     /// A lease for a KV client's put: one some lease client was granted (perhaps revoked or
