@@ -7,13 +7,17 @@
 //! - `coverage`: what a run reached, for the sweep's report;
 //! - `timeline`: the HTML failure report;
 //! - `checker`: the history checkers; `history`: their inputs; `model`: the reference model
-//!   they judge answers against.
+//!   they judge answers against;
+//! - `kv_sessions`: KV sessions in the shapes of `kv_shapes`, built from arbitrary bytes, judged
+//!   against the model one request at a time (the `kv_model` fuzz target's body).
 
 pub mod checker;
 pub mod coverage;
 pub mod disk;
 pub mod harness;
 pub mod history;
+pub mod kv_sessions;
+pub mod kv_shapes;
 pub mod model;
 pub mod options;
 pub mod run;

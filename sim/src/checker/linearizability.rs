@@ -25,7 +25,7 @@ mod requests;
 mod timeline;
 
 pub use report::{OpRef, Point, RequestSummary, Stats, Violation};
-pub use requests::Answer;
+pub use requests::{normalized_answer, Answer};
 
 use std::collections::{BTreeMap, BTreeSet};
 
