@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test tools check fmt sim sim-ci sim-bench build bench compat
+.PHONY: run test tools check fmt sim sim-ci sim-bench build bench compat fuzz
 
 # Root needs no sudo (CI runs as root); anyone else gets it for apt-get.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -125,3 +125,27 @@ sim-bench:
 	@./target/release/detcd-sim --members 3 --ops 100 --seeds 5000 --start 1000000 | head -1
 	@echo "large profile: 5 members x 1000 operations"
 	@./target/release/detcd-sim --members 5 --ops 1000 --seeds 300 --start 2000000 | head -1
+
+# Coverage-guided fuzzing with libFuzzer (fuzz/README.md): each of FUZZ_TARGETS for FUZZ_SECONDS,
+# starting from the committed seeds and what earlier runs kept in fuzz/corpus. Needs the nightly
+# toolchain and cargo-fuzz, installed here when missing; not part of `make test`. A failing
+# input is left in fuzz/artifacts/TARGET/ and stops the run.
+FUZZ_TARGETS ?= client_requests kv_model backup_read authority_repair wal_decode snapshot_decode
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@# The root's lock, so that the targets build the versions everything else does.
+	cp Cargo.lock fuzz/Cargo.lock
+	@mkdir -p fuzz/artifacts; for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$target; \
+	  seeds=$$([ -d fuzz/seeds/$$target ] && echo fuzz/seeds/$$target); \
+	  log=fuzz/artifacts/$$target.log; \
+	  echo "fuzzing $$target for $(FUZZ_SECONDS) s ($$log)"; \
+	  if $(CARGO) +nightly fuzz run --sanitizer none $$target fuzz/corpus/$$target $$seeds -- \
+	      -max_total_time=$(FUZZ_SECONDS) -max_len=4096 >$$log 2>&1; then \
+	    grep -E '^#[0-9]+ +DONE' $$log; \
+	  else \
+	    tail -n 40 $$log; exit 1; \
+	  fi; \
+	done

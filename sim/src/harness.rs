@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use detcd::api::Credentials;
 use detcd::error::EtcdError;
 use detcd::mvcc::MemoryColdStore;
 use detcd::node::{
@@ -146,6 +147,16 @@ impl Cluster {
     }
 
     pub fn submit(&mut self, to: MemberId, request: ClientRequest) -> RequestId {
+        self.submit_as(to, request, None)
+    }
+
+    /// Submits a request that carries what the client port learned of its sender.
+    pub fn submit_as(
+        &mut self,
+        to: MemberId,
+        request: ClientRequest,
+        credentials: Option<Credentials>,
+    ) -> RequestId {
         self.next_request += 1;
         let id = RequestId(self.next_request);
         self.input(
@@ -153,7 +164,7 @@ impl Cluster {
             Input::Client {
                 id,
                 request,
-                credentials: None,
+                credentials,
             },
         );
         id
