@@ -144,7 +144,7 @@ fuzz:
 	  echo "fuzzing $$target for $(FUZZ_SECONDS) s ($$log)"; \
 	  if $(CARGO) +nightly fuzz run --sanitizer none $$target fuzz/corpus/$$target $$seeds -- \
 	      -max_total_time=$(FUZZ_SECONDS) -max_len=4096 >$$log 2>&1; then \
-	    grep -E '^#[0-9]+ +DONE' $$log; \
+	    grep -E '^#[0-9]+[[:space:]]+DONE' $$log || true; \
 	  else \
 	    tail -n 40 $$log; exit 1; \
 	  fi; \
