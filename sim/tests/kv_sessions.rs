@@ -34,20 +34,20 @@ fn random_kv_sessions_answer_as_the_model() {
 /// wrong in either way, on its only member, is caught (by 30 and 25 of these 3,000 sessions).
 #[test]
 fn injected_key_space_bugs_are_caught() {
-    let without_lookahead = first_difference(|mut config| {
-        config.bugs.key_space.range_without_lookahead = true;
-        config
-    });
-    assert!(
-        without_lookahead.is_some(),
-        "range-without-lookahead passed"
-    );
-    let first_key_only = first_difference(|mut config| {
-        config.bugs.key_space.range_compare_first_key_only = true;
-        config
-    });
-    assert!(
-        first_key_only.is_some(),
-        "range-compare-first-key-only passed"
-    );
+    type Inject = fn(&mut Config);
+    let bugs: [(&str, Inject); 2] = [
+        ("range-without-lookahead", |c| {
+            c.bugs.key_space.range_without_lookahead = true
+        }),
+        ("range-compare-first-key-only", |c| {
+            c.bugs.key_space.range_compare_first_key_only = true
+        }),
+    ];
+    for (name, inject) in bugs {
+        let caught = first_difference(|mut config| {
+            inject(&mut config);
+            config
+        });
+        assert!(caught.is_some(), "{name} passed");
+    }
 }
