@@ -44,6 +44,8 @@
 //! backoff.
 
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod join;
 mod node_inbound;

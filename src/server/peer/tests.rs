@@ -833,3 +833,72 @@ async fn a_tls_listener_refuses_plain_diallers_and_certificates_of_another_ca() 
         "the plain dialler got as far as TCP"
     );
 }
+
+/// A frame for `fuzzing::frames_from_recipe`: mostly whole messages, some chunks, forwarded
+/// ones, and now and then any control byte (bad flags, CRCs, lengths); payloads mostly
+/// arbitrary, sometimes a raft message of this connection.
+fn recipe_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let control =
+        prop_oneof![6 => Just(0u8), 3 => Just(1), 2 => Just(2), 1 => Just(3), 1 => any::<u8>()];
+    let payload = prop_oneof![
+        3 => proptest::collection::vec(any::<u8>(), 0..40),
+        1 => (0u64..5).prop_map(|i| raft_message(1, 2, i).write_to_bytes().unwrap()),
+    ];
+    (control, payload).prop_map(|(control, payload)| {
+        let mut frame = vec![control, payload.len() as u8];
+        frame.extend(payload);
+        frame
+    })
+}
+
+proptest::proptest! {
+    /// The connection task's reader and the node thread's take the same messages from any
+    /// frames, cut anywhere, however their bytes arrive (`fuzzing.rs`, which the `peer_frames`
+    /// fuzz target drives too).
+    #[test]
+    fn both_readers_take_the_same_messages_from_any_frames(
+        frames in proptest::collection::vec(recipe_frame(), 0..8),
+        cut in proptest::prop_oneof![3 => proptest::strategy::Just(0usize), 1 => 1usize..16],
+        task_piece in 1usize..48,
+        node_piece in 1usize..48,
+        message_bytes_max in 16usize..400,
+    ) {
+        let bytes = fuzzing::frames_from_recipe(&frames.concat());
+        let bytes = &bytes[..bytes.len().saturating_sub(cut)];
+        fuzzing::read_both(bytes, task_piece, node_piece, message_bytes_max);
+    }
+}
+
+#[test]
+fn a_recipe_s_frames_are_read_as_messages_and_its_faults_refused() {
+    let whole = [0, 2, b'a', b'b'];
+    let chunked = [1, 1, b'c', 2 | 1, 0, 0, 1, b'd'];
+    let read = |recipe: &[u8]| {
+        fuzzing::read_both(
+            &fuzzing::frames_from_recipe(recipe),
+            3,
+            5,
+            MESSAGE_BYTES_MAX,
+        )
+    };
+    let both = read(&[&whole[..], &[2, 1, b'f']].concat());
+    assert_eq!(
+        both.messages,
+        [(false, b"ab".to_vec()), (true, b"f".to_vec())]
+    );
+    assert!(!both.refused);
+    // The chunks' kinds differ (the second is FORWARD): refused after the whole message.
+    let mixed = read(&[&whole[..], &chunked[..]].concat());
+    assert_eq!((mixed.messages.len(), mixed.refused), (1, true));
+    for fault in [4u8, 8, 16] {
+        let faulty = read(&[&whole[..], &[fault, 1, b'x']].concat());
+        assert_eq!(
+            (faulty.messages.len(), faulty.refused),
+            (1, true),
+            "{fault}"
+        );
+    }
+    let cut = read(&[1, 1, b'c']);
+    assert_eq!((cut.messages.len(), cut.refused), (0, true));
+}

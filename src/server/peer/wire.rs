@@ -12,9 +12,9 @@ use crate::node::{MemberId, PeerMessage};
 const MAGIC: [u8; 4] = *b"DTCP";
 const VERSION: u32 = 2;
 pub(super) const HANDSHAKE_BYTES: usize = 32;
-const FRAME_HEADER_BYTES: usize = 9;
-const FLAG_MORE: u8 = 0x01;
-const FLAG_FORWARD: u8 = 0x02;
+pub(super) const FRAME_HEADER_BYTES: usize = 9;
+pub(super) const FLAG_MORE: u8 = 0x01;
+pub(super) const FLAG_FORWARD: u8 = 0x02;
 /// The only byte a listener ever writes: "the cluster removed you" (see `join`).
 pub(super) const REMOVED_NOTICE: u8 = 0x52;
 
@@ -167,7 +167,7 @@ fn frame_crc(flags: u8, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&[flags]), payload)
 }
 
-fn frame_header(flags: u8, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
+pub(super) fn frame_header(flags: u8, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
     let length = u32::try_from(payload.len()).expect("chunks are at most FRAME_PAYLOAD_BYTES_MAX");
     let mut out = [0u8; FRAME_HEADER_BYTES];
     out[0..4].copy_from_slice(&length.to_be_bytes());
@@ -416,6 +416,11 @@ impl MessageReader {
             };
             return Ok(Some((kind, message)));
         }
+    }
+
+    /// The bytes its read buffer holds room for (bounded by the largest frame, twice).
+    pub fn buffer_len(&self) -> usize {
+        self.buffer.len()
     }
 
     /// At the end of the stream: whether it ended between messages.
