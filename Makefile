@@ -130,7 +130,7 @@ sim-bench:
 # starting from the committed seeds and what earlier runs kept in fuzz/corpus. Needs the nightly
 # toolchain and cargo-fuzz, installed here when missing; not part of `make test`. A failing
 # input is left in fuzz/artifacts/TARGET/ and stops the run.
-FUZZ_TARGETS ?= client_requests kv_model backup_read authority_repair peer_frames wal_decode snapshot_decode
+FUZZ_TARGETS ?= client_requests kv_model watch_model backup_read authority_repair peer_frames wal_decode snapshot_decode
 FUZZ_SECONDS ?= 60
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

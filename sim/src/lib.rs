@@ -22,4 +22,5 @@ pub mod model;
 pub mod options;
 pub mod run;
 pub mod timeline;
+pub mod watch_sessions;
 pub mod world;
