@@ -142,6 +142,8 @@ pub enum Bug {
     /// Watch: the latest feeds' changes are kept across a gap in the feeds, so a watcher
     /// catching up through the gap misses what the left-out revisions changed.
     WatchRecentAcrossGaps,
+    /// Watch: a watcher whose next revision is the compact revision is canceled as compacted.
+    WatchCancelAtCompaction,
     /// Lock: a waiter takes the lock once the one key it watches is deleted, without reading
     /// whether older contenders remain.
     LockSkipRecheck,
@@ -201,7 +203,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 32] = [
+    pub const ALL: [Bug; 33] = [
         Bug::AckBeforeDurable,
         Bug::ReadWithoutReadIndex,
         Bug::ApplyTwice,
@@ -214,6 +216,7 @@ impl Bug {
         Bug::WatchDuplicateEvent,
         Bug::WatchBackInTime,
         Bug::WatchRecentAcrossGaps,
+        Bug::WatchCancelAtCompaction,
         Bug::LockSkipRecheck,
         Bug::LeaderNewest,
         Bug::StaleConfAfterRestart,
@@ -250,6 +253,7 @@ impl Bug {
             Bug::WatchDuplicateEvent => "watch-duplicate-event",
             Bug::WatchBackInTime => "watch-back-in-time",
             Bug::WatchRecentAcrossGaps => "watch-recent-across-gaps",
+            Bug::WatchCancelAtCompaction => "watch-cancel-at-compaction",
             Bug::LockSkipRecheck => "lock-skip-recheck",
             Bug::LeaderNewest => "leader-newest",
             Bug::StaleConfAfterRestart => "stale-conf-after-restart",

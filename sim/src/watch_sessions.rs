@@ -9,7 +9,8 @@
 //! hub's bounds are drawn small, so that streams fill up, watchers fall behind and catch up
 //! from the key space. At the end each stream asks for progress and reads everything, and the
 //! simulator's watch checker (`checker::watch`) judges every stream against the log the model
-//! replays: ordered, unique, atomic, reliable, bookmarkable, prev_kv and filters.
+//! replays: ordered, unique, atomic, reliable, bookmarkable, prev_kv, filters, and canceled
+//! only for cause.
 //!
 //! The `watch_model` fuzz target runs sessions libFuzzer builds; `tests/watch_sessions.rs` runs
 //! sessions built from seeded random bytes, and shows the hub's injected bugs caught.

@@ -94,6 +94,11 @@ fn recent_feeds_kept_across_a_gap_in_the_feeds_are_caught() {
 }
 
 #[test]
+fn a_watch_canceled_as_compacted_at_the_compact_revision_is_caught() {
+    assert_found(Bug::WatchCancelAtCompaction);
+}
+
+#[test]
 fn a_lock_waiter_that_does_not_read_again_after_its_predecessor_goes_is_caught() {
     assert_found(Bug::LockSkipRecheck);
 }

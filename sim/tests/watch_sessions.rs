@@ -39,7 +39,7 @@ fn random_watch_sessions_keep_every_guarantee() {
 #[test]
 fn injected_watch_bugs_are_caught() {
     type Inject = fn(&mut WatchBugs);
-    let bugs: [(&str, Inject); 5] = [
+    let bugs: [(&str, Inject); 6] = [
         ("drop-at-compaction-boundary", |b| {
             b.drop_at_compaction_boundary = true
         }),
@@ -54,6 +54,9 @@ fn injected_watch_bugs_are_caught() {
         }),
         ("recent-changes-across-gaps", |b| {
             b.recent_changes_across_gaps = true
+        }),
+        ("cancel-at-compaction-boundary", |b| {
+            b.cancel_at_compaction_boundary = true
         }),
     ];
     for (name, inject) in bugs {

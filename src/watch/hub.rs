@@ -690,7 +690,12 @@ impl WatchHub {
             cancel_reason: reason,
             ..WatchResponse::default()
         };
-        if watcher.next_revision < compact {
+        let compacted_away = if config.bugs.cancel_at_compaction_boundary {
+            watcher.next_revision <= compact
+        } else {
+            watcher.next_revision < compact
+        };
+        if compacted_away {
             // etcd 3.4 leaves the revision out of this header.
             let response = cancel(compact, String::new(), 0);
             state.watchers.remove(id);

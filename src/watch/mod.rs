@@ -117,6 +117,9 @@ pub struct WatchBugs {
     /// The latest feeds' changes are kept across a gap in the feeds, as if the revisions left
     /// out had changed none of the keys a watcher catching up watches.
     pub recent_changes_across_gaps: bool,
+    /// A watcher whose next revision is the compact revision is canceled as compacted,
+    /// though that revision is still served (etcd cancels only below it).
+    pub cancel_at_compaction_boundary: bool,
 }
 
 /// The key changes of one applied revision, in the order the write made them.

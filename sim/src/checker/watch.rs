@@ -17,7 +17,10 @@
 //!   caught up from the compact revision (the only change of one key twice in a revision that
 //!   etcd's duplicate-key rules allow);
 //! - an event's `kv` is the change the log made, with create revision equal to mod revision
-//!   exactly when its version is 1.
+//!   exactly when its version is 1;
+//! - **canceled only for cause**: a watch canceled with `compact_revision` still needed a
+//!   revision below it (one it was not yet known complete through), which a compaction the log
+//!   applied removed; one canceled without a compaction or a reason was canceled by its client.
 
 use std::collections::BTreeMap;
 
@@ -168,7 +171,13 @@ fn check_stream(
         WatchRequestLog::Create { logical, request } => Some((*logical, request)),
         _ => None,
     });
-    let mut live: BTreeMap<i64, (u64, usize)> = BTreeMap::new();
+    let mut live: BTreeMap<i64, Live> = BTreeMap::new();
+    let mut cancels_asked: BTreeMap<i64, usize> = BTreeMap::new();
+    for request in &stream.requests {
+        if let WatchRequestLog::Cancel { watch_id } = request {
+            *cancels_asked.entry(*watch_id).or_default() += 1;
+        }
+    }
     let mut batch: Vec<&WatchResponse> = Vec::new();
     for (at, response) in &stream.responses {
         if response.created {
@@ -186,22 +195,34 @@ fn check_stream(
                     owed: owed(&Spec::of(request), start, revisions),
                     received: 0,
                 });
-                live.insert(response.watch_id, key);
+                let complete = start - 1;
+                live.insert(response.watch_id, Live { key, complete });
             }
             continue;
         }
+        let revision = response.header.as_ref().map_or(0, |h| h.revision);
         if response.watch_id == -1 {
-            let revision = response.header.as_ref().map_or(0, |h| h.revision);
-            for key in live.values() {
-                complete_up_to(&watches[key], revision, revisions.compacted)
+            for watch in live.values_mut() {
+                complete_up_to(&watches[&watch.key], revision, revisions.compacted)
                     .map_err(|why| format!("at {at} ns, a progress response: {why}"))?;
+                watch.complete = watch.complete.max(revision);
             }
             continue;
         }
-        let Some(&key) = live.get(&response.watch_id) else {
+        let Some(watch) = live.get_mut(&response.watch_id) else {
             continue;
         };
+        let key = watch.key;
         if response.canceled {
+            let asked = cancels_asked.entry(response.watch_id).or_default();
+            canceled_for_cause(response, watch.complete, asked, revisions.compacted).map_err(
+                |why| {
+                    format!(
+                        "at {at} ns, watch {} (client's watch {}): {why}",
+                        response.watch_id, key.1
+                    )
+                },
+            )?;
             live.remove(&response.watch_id);
             continue;
         }
@@ -209,14 +230,60 @@ fn check_stream(
         if response.fragment {
             continue;
         }
-        let watch = watches.get_mut(&key).expect("created above");
-        receive(watch, &batch, revisions).map_err(|why| {
+        receive(
+            watches.get_mut(&key).expect("created above"),
+            &batch,
+            revisions,
+        )
+        .map_err(|why| {
             format!(
                 "at {at} ns, watch {} (client's watch {}): {why}",
                 response.watch_id, key.1
             )
         })?;
+        watch.complete = watch.complete.max(revision);
         batch.clear();
+    }
+    Ok(())
+}
+
+/// A watch live on a stream: its logical watch, and the revision it is known to have received
+/// everything through (from its start, and the headers of its responses and of progress).
+struct Live {
+    key: (u64, usize),
+    complete: i64,
+}
+
+/// A cancel of a live watch that received everything through `complete`: for compaction, only
+/// if a revision it still needed was compacted (etcd cancels a watcher whose next revision is
+/// below the compact revision, and serves one at it); without a compaction or a reason, only
+/// if its client asked (`asked` counts the client's cancels of that id not yet answered).
+fn canceled_for_cause(
+    response: &WatchResponse,
+    complete: i64,
+    asked: &mut usize,
+    compacted: i64,
+) -> Result<(), String> {
+    let compact = response.compact_revision;
+    if compact > 0 {
+        if compact > compacted {
+            return Err(format!(
+                "canceled as compacted at {compact}, past every compaction applied ({compacted})"
+            ));
+        }
+        if complete + 1 >= compact {
+            return Err(format!(
+                "canceled as compacted at {compact}, but it had everything through {complete} \
+                 and needed nothing below {compact}"
+            ));
+        }
+        return Ok(());
+    }
+    if response.cancel_reason.is_empty() {
+        if *asked == 0 {
+            return Err("canceled, though neither its client nor a compaction asked".into());
+        }
+        *asked -= 1;
     }
     Ok(())
 }

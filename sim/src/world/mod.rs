@@ -1128,6 +1128,7 @@ fn watch_config(member: MemberId, bug: Option<Bug>) -> WatchConfig {
         duplicate_after_catch_up: bug == Some(Bug::WatchDuplicateEvent),
         start_at_local_revision: bug == Some(Bug::WatchBackInTime),
         recent_changes_across_gaps: bug == Some(Bug::WatchRecentAcrossGaps),
+        cancel_at_compaction_boundary: bug == Some(Bug::WatchCancelAtCompaction),
     };
     config
 }
