@@ -58,7 +58,7 @@ fn raw(u: &mut Unstructured) -> Result<Option<ClientRequest>> {
 }
 
 /// The end of the range of keys that start with `prefix`, as clientv3's `WithPrefix` makes it.
-fn prefix_end(prefix: &[u8]) -> Bytes {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bytes {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -36,6 +36,7 @@ use prost::Message;
 
 use crate::checker;
 use crate::history::{AppliedEntry, SimNanos, WatchRequestLog, WatchStreamLog};
+use crate::kv_shapes::prefix_end;
 
 /// Steps in one session.
 pub const STEPS_MAX: usize = 64;
@@ -321,17 +322,6 @@ fn range_end(u: &mut Unstructured, key: &[u8]) -> Result<Bytes> {
         2 => prefix_end(key),
         _ => self::key(u)?,
     })
-}
-
-fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Bytes::from(end);
-        }
-    }
-    Bytes::from_static(b"\0")
 }
 
 /// A write: a put (now and then a large value, which fragments), a delete of a key or range, a
