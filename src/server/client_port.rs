@@ -10,8 +10,11 @@
 
 use crate::server::log;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -21,10 +24,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 use tonic::body::BoxBody;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
+use tower::util::MapRequest;
 use tower::Service;
 
 use super::authority::AuthorityRepair;
@@ -131,12 +136,14 @@ impl Service<Request<Incoming>> for GrpcRoutes {
 
 /// Accepts client connections until `shutdown` turns true, then lets each finish what it
 /// serves (as tonic's graceful shutdown does) and returns once all have closed. With `tls`,
-/// each connection is served once its TLS handshake is done.
+/// each connection is served once its TLS handshake is done. With `watch_io`, a connection
+/// moves there when it opens its first watch stream ([`Relocation`]).
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S,
     http2: Http2Settings,
+    watch_io: Option<Handle>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
@@ -171,16 +178,17 @@ pub async fn serve<S>(
         if let Err(e) = socket.set_nodelay(true) {
             log::warning!("detcd: cannot set TCP_NODELAY on a client connection: {e}");
         }
-        let service = service.clone();
+        let relocation = Relocation::new(watch_io.clone());
+        let service = relocation.watch_streams_of(service.clone());
         let (builder, closing) = (builder.clone(), connections.clone());
         let Some(tls) = &tls else {
             let io = AuthorityRepair::new(CoalescedWrites::new(socket));
             let service = TowerToHyperService::new(service);
-            tokio::spawn(serve_connection(builder, io, service, closing));
+            relocation.spawn(serve_connection(builder, io, service, closing));
             continue;
         };
         let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket));
-        tokio::spawn(async move {
+        relocation.spawn(async move {
             // The client learns why from its TLS alert; the log says it as etcd's does.
             match handshake.await {
                 Ok(Ok(stream)) => {
@@ -235,5 +243,188 @@ async fn serve_connection<IO, S>(
                 connection.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Moves a connection that carries watch streams to the watch runtime, whose threads run at a
+/// lower CPU priority than the client port's (`server::run`).
+///
+/// A watch stream's events cost its connection's task far more than the requests it carries
+/// (ten thousand watchers of one prefix: thousands of responses per put, each written to the
+/// socket), and tokio has no priorities among the tasks of one runtime: with those writes on
+/// the client port's workers, a put of another connection waits behind them. Moved, the writes
+/// take the CPU the requests leave, as the watch thread's encoding already does. A connection
+/// moves once, when its first watch stream opens; its requests go with it (a client that
+/// multiplexes puts and watches over one connection, as clientv3 does, is served as one), and
+/// tasks it spawned before (that first stream's own) stay where they are.
+struct Relocation {
+    watch_io: Option<Handle>,
+    watch_opened: Arc<WatchOpened>,
+}
+
+/// Whether a request of the connection opened a watch stream, and the connection's task to
+/// wake when one does. The task registers itself once (a task's waker wakes that task
+/// whichever copy is used), so that each later poll costs one atomic load.
+#[derive(Default)]
+struct WatchOpened {
+    opened: AtomicBool,
+    task: OnceLock<Waker>,
+}
+
+impl WatchOpened {
+    fn notify(&self) {
+        if !self.opened.swap(true, Ordering::SeqCst) {
+            // Pairs with the fence in `Hosted::poll`: either the task sees `opened`, or this
+            // sees its waker.
+            fence(Ordering::SeqCst);
+            if let Some(task) = self.task.get() {
+                task.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// A connection's serving future, boxed so that it can move to another runtime mid-flight.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Relocation {
+    fn new(watch_io: Option<Handle>) -> Relocation {
+        Relocation {
+            watch_io,
+            watch_opened: Arc::default(),
+        }
+    }
+
+    /// `service`, telling this relocation when a request opens a watch stream.
+    fn watch_streams_of<S, B>(
+        &self,
+        service: S,
+    ) -> MapRequest<S, impl FnMut(Request<B>) -> Request<B> + Clone> {
+        let watch_opened = self.watch_opened.clone();
+        MapRequest::new(service, move |request: Request<B>| {
+            if request.uri().path().starts_with(WATCH_PATH_PREFIX) {
+                watch_opened.notify();
+            }
+            request
+        })
+    }
+
+    /// Serves `connection` on the current runtime until a watch stream opens on it, then on
+    /// the watch runtime.
+    fn spawn(self, connection: impl Future<Output = ()> + Send + 'static) {
+        let Some(watch_io) = self.watch_io else {
+            tokio::spawn(connection);
+            return;
+        };
+        tokio::spawn(Hosted {
+            serving: Some(Box::pin(connection)),
+            watch_opened: self.watch_opened,
+            watch_io,
+        });
+    }
+}
+
+/// The task that serves a connection until it moves: the move is the hosted future spawned
+/// on the watch runtime, where it goes on from where it was.
+struct Hosted {
+    serving: Option<Serving>,
+    watch_opened: Arc<WatchOpened>,
+    watch_io: Handle,
+}
+
+impl Future for Hosted {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.watch_opened.task.get().is_none() {
+            let _ = this.watch_opened.task.set(cx.waker().clone());
+            fence(Ordering::SeqCst);
+        }
+        if this.watch_opened.opened.load(Ordering::SeqCst) {
+            let serving = this.serving.take().expect("polled after it moved");
+            this.watch_io.spawn(serving);
+            return Poll::Ready(());
+        }
+        let serving = this.serving.as_mut().expect("polled after it moved");
+        serving.as_mut().poll(cx)
+    }
+}
+
+/// The path of every method of etcd's Watch service.
+const WATCH_PATH_PREFIX: &str = "/etcdserverpb.Watch/";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn runtime(name: &str) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name(name)
+            .build()
+            .expect("a runtime")
+    }
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_owned()
+    }
+
+    #[test]
+    fn a_connection_moves_to_the_watch_runtime_once_a_watch_stream_opens() {
+        let (client_port, watch_io) = (runtime("client-port"), runtime("watch-io"));
+        let relocation = Relocation::new(Some(watch_io.handle().clone()));
+        let watch_opened = relocation.watch_opened.clone();
+        let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        let (polled_on, polls) = mpsc::channel();
+        // Stands for a connection: each request it serves reports the thread serving it, and
+        // it serves one request per poll.
+        let connection = async move {
+            while woken.recv().await.is_some() {
+                polled_on.send(thread_name()).expect("the test listens");
+                tokio::task::yield_now().await;
+            }
+        };
+        client_port.block_on(async { relocation.spawn(connection) });
+        let serve_one = || {
+            wake.blocking_send(()).expect("the connection runs");
+            polls.recv().expect("the connection answers")
+        };
+        assert_eq!(serve_one(), "client-port");
+        assert_eq!(serve_one(), "client-port");
+        watch_opened.notify();
+        // The move comes at the connection's next poll: one under way when the watch stream
+        // opened may serve one request more where it is.
+        let served: Vec<String> = (0..5).map(|_| serve_one()).collect();
+        let moved = served.iter().position(|name| name == "watch-io");
+        let moved = moved.expect("the connection moved to the watch runtime");
+        assert!(moved <= 1, "moved only after {moved} requests: {served:?}");
+        let after = &served[moved..];
+        assert!(after.iter().all(|name| name == "watch-io"), "{served:?}");
+    }
+
+    #[test]
+    fn only_the_watch_service_moves_a_connection() {
+        let client_port = runtime("client-port");
+        let relocation = Relocation::new(None);
+        let watch_opened = relocation.watch_opened.clone();
+        let echo = tower::service_fn(|request: Request<()>| async move {
+            Ok::<_, Infallible>(request.uri().path().to_owned())
+        });
+        let service = relocation.watch_streams_of(echo);
+        let notified_after = |path: &str| {
+            client_port.block_on(async {
+                let request = Request::builder().uri(path).body(()).expect("a request");
+                tower::ServiceExt::oneshot(service.clone(), request)
+                    .await
+                    .expect("answered");
+            });
+            watch_opened.opened.load(Ordering::SeqCst)
+        };
+        assert!(!notified_after("/etcdserverpb.KV/Put"));
+        assert!(!notified_after("/v3/watch"));
+        assert!(notified_after("/etcdserverpb.Watch/Watch"));
     }
 }

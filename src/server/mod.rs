@@ -78,7 +78,19 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         .thread_name("detcd-io")
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(serve(cfg))
+    // The client connections that carry watch streams (`client_port::Relocation`).
+    let watch_io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("detcd-watch-io")
+        .on_thread_start(disk::lower_thread_priority)
+        .build()
+        .map_err(|e| format!("starting the watch runtime: {e}"))?;
+    let served = runtime.block_on(serve(cfg, watch_io.handle().clone()));
+    // Its connections' sockets are registered with the first runtime's I/O driver: this one
+    // goes first.
+    drop(watch_io);
+    served
 }
 
 /// Listens on each of `addrs`, with SO_REUSEADDR as Go's listeners have it, and SO_REUSEPORT
@@ -113,7 +125,7 @@ fn os_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-async fn serve(cfg: ServerConfig) -> Result<(), String> {
+async fn serve(cfg: ServerConfig, watch_io: tokio::runtime::Handle) -> Result<(), String> {
     let clock_origin = std::time::Instant::now();
     let options = disk::DiskOptions {
         segment_bytes: cfg.wal_segment_bytes,
@@ -279,6 +291,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 bcrypt_cost: cfg.bcrypt_cost,
                 http2: cfg.http2,
                 access: cfg.access.clone(),
+                watch_io: watch_io.clone(),
             },
             shutdown_rx.clone(),
         )));
@@ -293,6 +306,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 .layer(endpoints)
                 .service(http::NotFound),
             cfg.http2,
+            None,
             shutdown_rx.clone(),
         )));
     }
@@ -381,6 +395,7 @@ struct ClientPort {
     bcrypt_cost: u32,
     http2: client_port::Http2Settings,
     access: access::AccessControl,
+    watch_io: tokio::runtime::Handle,
 }
 
 async fn serve_clients(
@@ -449,7 +464,8 @@ async fn serve_clients(
         ))
         .layer(deadline::EtcdDeadlineLayer)
         .service(routes);
-    client_port::serve(listener, tls, service, port.http2, shutdown).await;
+    let watch_io = Some(port.watch_io);
+    client_port::serve(listener, tls, service, port.http2, watch_io, shutdown).await;
 }
 
 async fn wait_for_signal() {
