@@ -508,11 +508,13 @@ impl Driver {
             // what this leader's messages tell it is committed, and a keepalive sent here after
             // that must not be acknowledged from a lease table older than the commit.
             self.keepalives.refresh(&self.node);
+            // Before the batch's answers leave: a Status answer that names a leader must not
+            // reach `/metrics` before the count of leaders seen includes it.
+            self.log_leadership();
             if let Some(exit) = self.dispatch_outputs() {
                 self.disk.shutdown();
                 return exit;
             }
-            self.log_leadership();
             if !self.announced_ready && self.node.leader_id().is_some() {
                 self.announced_ready = true;
                 log::info!("{}", self.ready_message);
