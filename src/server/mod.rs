@@ -78,21 +78,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         .thread_name("detcd-io")
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    // The client connections that carry watch streams (`client_port::Relocation`). One
-    // worker: a second delivered no more events on two cores, and each worker's allocator
-    // heap costs its own pages (about 0.13 MiB per member once 10,000 watchers' streams open).
-    let watch_io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("detcd-watch-io")
-        .on_thread_start(disk::lower_thread_priority)
-        .build()
-        .map_err(|e| format!("starting the watch runtime: {e}"))?;
-    let served = runtime.block_on(serve(cfg, watch_io.handle().clone()));
-    // Its connections' sockets are registered with the first runtime's I/O driver: this one
-    // goes first.
-    drop(watch_io);
-    served
+    runtime.block_on(serve(cfg))
 }
 
 /// Listens on each of `addrs`, with SO_REUSEADDR as Go's listeners have it, and SO_REUSEPORT
@@ -127,7 +113,7 @@ fn os_seed() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-async fn serve(cfg: ServerConfig, watch_io: tokio::runtime::Handle) -> Result<(), String> {
+async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let clock_origin = std::time::Instant::now();
     let options = disk::DiskOptions {
         segment_bytes: cfg.wal_segment_bytes,
@@ -293,7 +279,7 @@ async fn serve(cfg: ServerConfig, watch_io: tokio::runtime::Handle) -> Result<()
                 bcrypt_cost: cfg.bcrypt_cost,
                 http2: cfg.http2,
                 access: cfg.access.clone(),
-                watch_io: watch_io.clone(),
+                watch_io: watches.runtime.clone(),
             },
             shutdown_rx.clone(),
         )));

@@ -189,6 +189,9 @@ pub struct WatchHandle {
     pub(super) inputs: mpsc::Sender<Input>,
     feeds: Arc<FeedSlot>,
     next_stream: Arc<AtomicU64>,
+    /// The watch thread's runtime, which also serves the client connections that carry watch
+    /// streams (`client_port::Relocation`).
+    pub(super) runtime: tokio::runtime::Handle,
 }
 
 /// Starts the watch task on a thread of its own, at a lower CPU priority than the node, disk
@@ -218,6 +221,7 @@ pub fn spawn(
         .enable_time()
         .build()
         .map_err(|e| format!("starting the watch runtime: {e}"))?;
+    let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("detcd-watch".into())
         .spawn(move || {
@@ -229,6 +233,7 @@ pub fn spawn(
         inputs,
         feeds,
         next_stream: Arc::new(AtomicU64::new(0)),
+        runtime: handle,
     })
 }
 
@@ -472,6 +477,10 @@ impl WatchTask {
                 // was taken before that close.
                 self.feeds.ask_for_view(&self.driver);
             }
+            // The client connections that carry watch streams are served on this thread too
+            // (`client_port::Relocation`): their writes, and the other requests a client sends
+            // over them, wait at most one turn of the hub's.
+            tokio::task::yield_now().await;
         }
     }
 
