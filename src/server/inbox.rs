@@ -153,6 +153,7 @@ impl Inbox {
         events: &mut Vec<Event>,
         inputs: &mut Vec<Input>,
     ) {
+        super::memory::collect_if_asked();
         self.bell.parked.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         // A sender that queued before the fence did not see the thread parked: look first.

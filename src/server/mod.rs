@@ -72,12 +72,13 @@ const REMOVED_EXIT_DELAY: std::time::Duration = std::time::Duration::from_secs(1
 pub fn run(cfg: ServerConfig) -> Result<(), String> {
     log::init(&cfg.log)?;
     memory::return_freed_memory()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = memory::collect_when_parked(&mut tokio::runtime::Builder::new_multi_thread())
         .worker_threads(2)
         .enable_all()
         .thread_name("detcd-io")
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.spawn(memory::wake_to_collect());
     runtime.block_on(serve(cfg))
 }
 

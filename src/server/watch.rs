@@ -217,10 +217,12 @@ pub fn spawn(
         clock_origin,
         block: BytesMut::new(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("starting the watch runtime: {e}"))?;
+    let runtime =
+        super::memory::collect_when_parked(&mut tokio::runtime::Builder::new_current_thread())
+            .enable_time()
+            .build()
+            .map_err(|e| format!("starting the watch runtime: {e}"))?;
+    runtime.spawn(super::memory::wake_to_collect());
     let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("detcd-watch".into())
