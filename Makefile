@@ -27,15 +27,25 @@ tools:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq etcd-client etcd-server openssl >/dev/null; \
 	fi
 
-# python-etcd3 and npm's etcd3 drive one etcd 3.4 member and one detcd member through the same
-# calls; their transcripts must be identical (scripts/compat). The clients go into target/compat
-# from PyPI and npm, once.
+# python-etcd3, npm's etcd3 and Go clientv3 drive one etcd 3.4 member and one detcd member
+# through the same calls; their transcripts must be identical (scripts/compat). The clients go
+# into target/compat from PyPI and npm, once; the Go one is built there against Debian's
+# clientv3 3.4 (golang-etcd-server-dev, offline in GOPATH mode), installed only when missing.
 COMPAT := target/compat
 COMPAT_DETCD ?= target/release/detcd
-compat: tools $(COMPAT)/py/bin/etcd3-installed $(COMPAT)/node/node_modules/etcd3
+compat: tools $(COMPAT)/py/bin/etcd3-installed $(COMPAT)/node/node_modules/etcd3 $(COMPAT)/go/client
 	@[ -x $(COMPAT_DETCD) ] || $(CARGO) build --release --bin detcd
-	PYTHON=$(COMPAT)/py/bin/python NODE_MODULES=$(COMPAT)/node/node_modules \
+	PYTHON=$(COMPAT)/py/bin/python NODE_MODULES=$(COMPAT)/node/node_modules GO_CLIENT=$(COMPAT)/go/client \
 	  scripts/compat/run.sh "$$(command -v etcd)" $(COMPAT_DETCD)
+GOCODE := /usr/share/gocode
+$(COMPAT)/go/client: scripts/compat/go-clientv3.go
+	@if ! command -v go >/dev/null || [ ! -d $(GOCODE)/src/go.etcd.io/etcd/clientv3 ]; then \
+	  echo "installing golang-go and golang-etcd-server-dev"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq golang-go golang-etcd-server-dev >/dev/null; \
+	fi
+	mkdir -p $(COMPAT)/go/src/compatclient
+	cp $< $(COMPAT)/go/src/compatclient/main.go
+	cd $(COMPAT)/go && GOPATH=$$PWD:$(GOCODE) GO111MODULE=off go build -o client compatclient
 $(COMPAT)/py/bin/etcd3-installed:
 	python3 -m venv $(COMPAT)/py
 	$(COMPAT)/py/bin/pip install -q --disable-pip-version-check etcd3==0.12.0 'protobuf<=3.20.3'
