@@ -120,6 +120,7 @@ pub const EXPECTED: &[&str] = &[
     "recovery.watch-feed-resumed",
     "watch.catch-up-from-recent-feeds",
     "watch.catch-up-from-key-space",
+    "watch.stream-ended-without-leader",
 ];
 
 impl Coverage {

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -35,11 +35,15 @@ use tower::Service;
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
 use super::direct::HotServices;
+use super::driver::DriverHandle;
+use super::grpc::status;
 use super::tls_identity::PeerCommonName;
 use super::watch_stream::WatchService;
+use crate::error::EtcdError;
 use crate::proto::etcdserverpb::kv_server::SERVICE_NAME as KV_SERVICE;
 use crate::proto::etcdserverpb::lease_server::SERVICE_NAME as LEASE_SERVICE;
 use crate::proto::etcdserverpb::watch_server::SERVICE_NAME as WATCH_SERVICE;
+use crate::proto::etcdserverpb::StatusRequest;
 
 /// A rarely called service of the client port: a call clones it (as tower requires a service
 /// of its own per call) and calls the clone.
@@ -72,6 +76,14 @@ pub struct GrpcRoutes {
     pub hot: HotServices,
     pub watch: WatchService,
     pub others: Arc<Vec<(&'static str, Routed)>>,
+    /// Asked whether the member has a leader before a call that requires one.
+    pub driver: DriverHandle,
+}
+
+/// Whether a call carries the gRPC metadata `hasleader=true` (clientv3's `WithRequireLeader`;
+/// clientv3's lease keepalive stream always does).
+pub fn requires_leader(headers: &HeaderMap) -> bool {
+    headers.get("hasleader").is_some_and(|v| v == "true")
 }
 
 impl GrpcRoutes {
@@ -112,7 +124,26 @@ impl Service<Request<Incoming>> for GrpcRoutes {
         Poll::Ready(Ok(()))
     }
 
+    /// A call that requires a leader is refused with `etcdserver: no leader` while the member
+    /// has none, whatever its service, as etcd's interceptors refuse it; the rest go straight
+    /// to their service.
     fn call(&mut self, request: Request<Incoming>) -> Answer {
+        if !requires_leader(request.headers()) {
+            return self.route(request);
+        }
+        let mut routes = self.clone();
+        Box::pin(async move {
+            let me = routes.driver.call(StatusRequest {}).await;
+            if me.is_ok_and(|me| me.leader == 0) {
+                return Ok(status(EtcdError::NoLeader).into_http());
+            }
+            routes.route(request).await
+        })
+    }
+}
+
+impl GrpcRoutes {
+    fn route(&mut self, request: Request<Incoming>) -> Answer {
         let path = request.uri().path();
         let service = path
             .strip_prefix('/')

@@ -231,6 +231,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let mut watch_config = crate::watch::WatchConfig::new(identity.cluster_id, me);
     watch_config.fragment_bytes = cfg.node.max_request_bytes + WATCH_FRAGMENT_OVERHEAD_BYTES;
     watch_config.progress_interval = cfg.watch_progress_notify_interval;
+    watch_config.leaderless_grace = 3 * cfg.node.election_timeout;
     let watches = watch::spawn(watch_config, feeds.clone(), handle.clone(), clock_origin)?;
     let reads = std::sync::Arc::new(local_reads::SharedLocalReads::default());
     let keepalives =
@@ -434,10 +435,12 @@ async fn serve_clients(
     );
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
-    let watch = watch_stream::WatchService::new(services.watch, services.driver, receive_max);
+    let watch =
+        watch_stream::WatchService::new(services.watch, services.driver.clone(), receive_max);
     let routes = client_port::GrpcRoutes {
         hot,
         watch,
+        driver: services.driver,
         others: Default::default(),
     }
     .with(health_service)

@@ -20,7 +20,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tonic::body::BoxBody;
 use tonic::Status;
 
-use super::client_port::Answer;
+use super::client_port::{requires_leader, Answer};
 use super::direct::{check_encoding, grpc_response, trailers, Unframer};
 use super::driver::DriverHandle;
 use super::grpc::{credentials, status};
@@ -69,11 +69,9 @@ impl WatchService {
         if me.is_ok_and(|s| s.is_learner) {
             return Err(status(EtcdError::NotSupportedForLearner));
         }
-        // clientv3's WithRequireLeader: the stream ends with "no leader" once there is none.
-        let require_leader = request
-            .headers()
-            .get("hasleader")
-            .is_some_and(|v| v == "true");
+        // clientv3's WithRequireLeader: the stream is refused while the member has no leader,
+        // and ends with "no leader" once it has had none for three election timeouts.
+        let require_leader = requires_leader(request.headers());
         let (stream, answers, closer) = self.handle.open(&self.driver, require_leader).await?;
         let messages = Unframer::new(self.receive_max);
         // A client that half-closes its side keeps its watchers, as etcd's do: the stream ends

@@ -231,6 +231,8 @@ pub struct WatchHub {
     revision: i64,
     raft_term: u64,
     has_leader: bool,
+    /// Since when the member has had no leader, by the feeds (`None` while it has one).
+    leaderless_since: Option<Instant>,
     /// The latest feed's key space, while a stream is open: with none, the hub lets go of it
     /// (the node sends no feeds then, and an old view would keep what writes replace since),
     /// and a stream opened later waits for a fresh one (`needs_view`).
@@ -265,6 +267,7 @@ impl WatchHub {
             revision: 0,
             raft_term: 0,
             has_leader: false,
+            leaderless_since: None,
             store: None,
             compacted: -1,
             reads: CatchUpReads::default(),
@@ -287,8 +290,9 @@ impl WatchHub {
     // Streams
     // ---------------------------------------------------------------------------------------
 
-    /// A client opened a stream; with `require_leader` (gRPC metadata `hasleader=true`) it ends
-    /// as soon as the member has no leader.
+    /// A client opened a stream; with `require_leader` (gRPC metadata `hasleader=true`) it is
+    /// refused while the member has no leader, and ends once the member has had none for
+    /// `leaderless_grace`.
     pub fn open(&mut self, stream: StreamId, require_leader: bool) {
         let mut state = Stream {
             require_leader,
@@ -584,6 +588,24 @@ impl WatchHub {
     fn set_leader(&mut self, has_leader: bool) {
         self.has_leader = has_leader;
         if has_leader {
+            self.leaderless_since = None;
+            return;
+        }
+        self.leaderless_since.get_or_insert(self.now);
+        self.end_leaderless_streams();
+    }
+
+    /// When the streams that require a leader end, if the member still has none by then.
+    fn leaderless_deadline(&self) -> Option<Instant> {
+        let since = self.leaderless_since?;
+        let waiting = self.streams.values();
+        let mut waiting = waiting.filter(|s| s.require_leader && s.ended.is_none());
+        waiting.next()?;
+        Some(since + self.config.leaderless_grace)
+    }
+
+    fn end_leaderless_streams(&mut self) {
+        if self.leaderless_deadline().is_none_or(|end| end > self.now) {
             return;
         }
         for (id, state) in self.streams.iter_mut() {
@@ -763,10 +785,12 @@ impl WatchHub {
     // Time
     // ---------------------------------------------------------------------------------------
 
-    /// Sends a progress notification to every synced watcher that asked for them and got
+    /// Ends the streams that require a leader once the member has had none for the grace, and
+    /// sends a progress notification to every synced watcher that asked for them and got
     /// nothing for an interval.
     pub fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        self.end_leaderless_streams();
         if self.progress_due.is_none_or(|due| due > now) {
             return;
         }
@@ -805,7 +829,8 @@ impl WatchHub {
 
     /// When `tick` next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.progress_due
+        let due = [self.progress_due, self.leaderless_deadline()];
+        due.into_iter().flatten().min()
     }
 }
 

@@ -71,6 +71,11 @@ pub struct WatchConfig {
     /// How often a watcher that asked for progress notifications gets one when it received
     /// nothing. etcd: `--watch-progress-notify-interval`, 10 minutes.
     pub progress_interval: Duration,
+    /// How long the member must have had no leader before the streams that require one
+    /// (`hasleader=true`) end. etcd checks once per election timeout and ends them at the third
+    /// check in a row that finds none: re-creating every watch costs clients far more than a
+    /// short election. A stream opened while there is no leader is refused at once.
+    pub leaderless_grace: Duration,
     /// The most revisions one catch-up step reads from the key space.
     pub catch_up_revisions_max: i64,
     /// Bytes of the latest feeds' changes kept for watchers catching up (`recent`).
@@ -93,6 +98,8 @@ impl WatchConfig {
             queued_bytes_total_max: 64 << 20,
             watchers_per_stream_max: 100_000,
             progress_interval: Duration::from_secs(600),
+            // Three of etcd's default election timeouts.
+            leaderless_grace: Duration::from_secs(3),
             catch_up_revisions_max: 1_000,
             recent_changes_bytes_max: 8 << 20,
             catch_up_reads_bytes_max: 8 << 20,

@@ -35,4 +35,5 @@ mod serializable_reads;
 mod tls;
 mod watch_cluster;
 mod watch_grpc;
+mod watch_leader_loss;
 mod watch_slow_reader;

@@ -16,8 +16,9 @@
 //! as soon as it listens (a resume on a member that may still be catching up); 4 s more of
 //! writes; then the writers stop.
 //!
-//! The watcher resumes the way clientv3 does when its stream breaks (the follower ends a
-//! `hasleader` stream when it loses the leader; the member it is on may die): it reconnects, to
+//! The watcher resumes the way clientv3 does when its stream breaks (a member ends a
+//! `hasleader` stream once it has had no leader for three election timeouts; the member it is
+//! on may die): it reconnects, to
 //! the next member, and creates the watch again from the revision after the last one it
 //! received, or after the revision of the last progress response if that is later (a progress
 //! revision is a bookmark: everything up to it was received). clientv3 3.4 resumes from the last

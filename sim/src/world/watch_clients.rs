@@ -11,7 +11,7 @@ use detcd::proto::etcdserverpb::watch_request::RequestUnion;
 use detcd::proto::etcdserverpb::{
     WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
-use detcd::watch::{HubResponse, StreamId};
+use detcd::watch::{HubResponse, StreamEnd, StreamId};
 use prost::Message as _;
 
 use std::collections::VecDeque;
@@ -64,6 +64,7 @@ impl World {
         }
         self.read_stream(client);
         if !self.stream_alive(client) {
+            self.count_leaderless_end(client);
             self.open_watch_stream(client);
         } else {
             match self.rng.below(10) {
@@ -81,6 +82,20 @@ impl World {
     fn live_watches(&self, client: u64) -> usize {
         let watches = &self.watch_clients[&client].watches;
         watches.iter().filter(|w| !w.ended).count()
+    }
+
+    /// Coverage of a stream that required a leader and ended (or was refused) without one.
+    fn count_leaderless_end(&mut self, client: u64) {
+        let Some(stream) = &self.watch_clients[&client].stream else {
+            return;
+        };
+        let member = &self.members[&stream.member];
+        let on_member = member.node.is_some() && member.incarnation == stream.incarnation;
+        if on_member && member.hub.ended(stream.id) == Some(&StreamEnd::NoLeader) {
+            self.counters
+                .coverage
+                .hit("watch.stream-ended-without-leader");
+        }
     }
 
     fn stream_alive(&self, client: u64) -> bool {

@@ -536,7 +536,8 @@ fn a_large_revision_comes_in_fragments_only_for_watchers_that_ask() {
 }
 
 #[test]
-fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
+fn a_stream_that_requires_a_leader_ends_once_the_member_had_none_for_the_grace() {
+    let at = |ms: u64| Instant::from_nanos(ms * 1_000_000);
     let mut f = Fixture::standard();
     f.hub.open(1, true);
     f.hub.open(2, false);
@@ -544,14 +545,41 @@ fn a_stream_that_requires_a_leader_ends_when_the_member_loses_it() {
     f.send(2, create(watch("k", "", 0)));
     f.has_leader = false;
     f.apply(vec![put("k", "1")]);
-    assert_eq!(f.hub.ended(1), Some(&StreamEnd::NoLeader));
-    assert_eq!(f.hub.ended(2), None);
     f.hub.open(3, true);
     assert_eq!(
         f.hub.ended(3),
         Some(&StreamEnd::NoLeader),
-        "no leader to start with"
+        "refused at once while there is no leader"
     );
+    assert_eq!(f.hub.ended(1), None, "an election may be short");
+    assert_eq!(f.hub.next_deadline(), Some(at(3_000)));
+    f.hub.tick(at(2_999));
+    assert_eq!(f.hub.ended(1), None);
+    f.hub.tick(at(3_000));
+    assert_eq!(f.hub.ended(1), Some(&StreamEnd::NoLeader));
+    assert_eq!(f.hub.ended(2), None, "it did not ask for a leader");
+    assert_eq!(f.hub.next_deadline(), None, "nothing left to end");
+}
+
+#[test]
+fn a_leader_found_within_the_grace_keeps_the_stream() {
+    let at = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+    let mut f = Fixture::standard();
+    f.hub.open(1, true);
+    f.send(1, create(watch("k", "", 0)));
+    f.has_leader = false;
+    f.apply(Vec::new());
+    f.hub.tick(at(2_000));
+    f.has_leader = true;
+    f.apply(vec![put("k", "1")]);
+    assert_eq!(f.hub.next_deadline(), None);
+    f.hub.tick(at(5_000));
+    assert_eq!(f.hub.ended(1), None);
+    assert_eq!(f.drain(1).len(), 2, "created, then the put");
+    // The grace counts from the next loss, not the first.
+    f.has_leader = false;
+    f.apply(Vec::new());
+    assert_eq!(f.hub.next_deadline(), Some(at(8_000)));
 }
 
 #[test]
