@@ -35,15 +35,14 @@ use tower::Service;
 use super::authority::AuthorityRepair;
 use super::coalesce::CoalescedWrites;
 use super::direct::HotServices;
-use super::driver::DriverHandle;
 use super::grpc::status;
+use super::leader_presence::LeaderPresence;
 use super::tls_identity::PeerCommonName;
 use super::watch_stream::WatchService;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::kv_server::SERVICE_NAME as KV_SERVICE;
 use crate::proto::etcdserverpb::lease_server::SERVICE_NAME as LEASE_SERVICE;
 use crate::proto::etcdserverpb::watch_server::SERVICE_NAME as WATCH_SERVICE;
-use crate::proto::etcdserverpb::StatusRequest;
 
 /// A rarely called service of the client port: a call clones it (as tower requires a service
 /// of its own per call) and calls the clone.
@@ -76,8 +75,8 @@ pub struct GrpcRoutes {
     pub hot: HotServices,
     pub watch: WatchService,
     pub others: Arc<Vec<(&'static str, Routed)>>,
-    /// Asked whether the member has a leader before a call that requires one.
-    pub driver: DriverHandle,
+    /// Whether the member has a leader, for the calls that require one.
+    pub presence: Arc<LeaderPresence>,
 }
 
 /// Whether a call carries the gRPC metadata `hasleader=true` (clientv3's `WithRequireLeader`;
@@ -128,17 +127,11 @@ impl Service<Request<Incoming>> for GrpcRoutes {
     /// has none, whatever its service, as etcd's interceptors refuse it; the rest go straight
     /// to their service.
     fn call(&mut self, request: Request<Incoming>) -> Answer {
-        if !requires_leader(request.headers()) {
-            return self.route(request);
+        if requires_leader(request.headers()) && !self.presence.has_leader() {
+            let refused = status(EtcdError::NoLeader).into_http();
+            return Box::pin(std::future::ready(Ok(refused)));
         }
-        let mut routes = self.clone();
-        Box::pin(async move {
-            let me = routes.driver.call(StatusRequest {}).await;
-            if me.is_ok_and(|me| me.leader == 0) {
-                return Ok(status(EtcdError::NoLeader).into_http());
-            }
-            routes.route(request).await
-        })
+        self.route(request)
     }
 }
 

@@ -29,11 +29,12 @@ use prost::Message;
 use tonic::body::BoxBody;
 use tonic::Status;
 
-use super::client_port::Answer;
+use super::client_port::{requires_leader, Answer};
 use super::driver::{read_cold_off_workers, typed, DriverHandle};
 use super::grpc::{credentials, status};
 use super::keepalive::KeepAlives;
 use super::large_range::{self, Encoded};
+use super::leader_presence::LeaderRule;
 use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use crate::api::{Credentials, Rpc};
@@ -54,6 +55,8 @@ pub struct HotServices {
     reads: Arc<SharedLocalReads>,
     /// Keepalives the leader's records cover, acknowledged here instead of by the node.
     keepalives: Arc<SharedLocalKeepAlives>,
+    /// What a keepalive stream that requires a leader is held to.
+    leader: LeaderRule,
     /// The largest request message taken, as tonic's `max_decoding_message_size`.
     receive_max: usize,
 }
@@ -63,12 +66,14 @@ impl HotServices {
         driver: DriverHandle,
         reads: Arc<SharedLocalReads>,
         keepalives: Arc<SharedLocalKeepAlives>,
+        leader: LeaderRule,
         receive_max: usize,
     ) -> HotServices {
         HotServices {
             driver,
             reads,
             keepalives,
+            leader,
             receive_max,
         }
     }
@@ -100,12 +105,14 @@ impl HotServices {
     }
 
     fn keep_alive(&self, request: Request<Incoming>) -> Answer {
+        let leaderless = requires_leader(request.headers()).then(|| self.leader.checks());
         let answer = match check_encoding(request.headers()) {
             Ok(()) => grpc_response(KeepAlives::new(
                 self.driver.clone(),
                 self.keepalives.clone(),
                 request.into_body(),
                 Unframer::new(self.receive_max),
+                leaderless,
             )),
             Err(refused) => refused.into_http(),
         };

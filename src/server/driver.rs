@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use super::disk::{ColdFiles, ColdReader, DiskExecutor};
 use super::inbox::{self, Inbox, NodeSender, Received};
 use super::jwt::JwtTokens;
+use super::leader_presence::LeaderPresence;
 use super::local_keepalives::SharedLocalKeepAlives;
 use super::local_reads::SharedLocalReads;
 use super::metrics::ServerMetrics;
@@ -364,6 +365,7 @@ pub struct Links {
     /// The member list as this member last applied it, for members asking to join.
     pub members: Arc<super::peer::MemberBoard>,
     pub metrics: Arc<ServerMetrics>,
+    pub presence: Arc<LeaderPresence>,
 }
 
 /// Why the driver loop ended.
@@ -387,6 +389,7 @@ pub struct Driver {
     keepalives: Arc<SharedLocalKeepAlives>,
     members: Arc<super::peer::MemberBoard>,
     metrics: Arc<ServerMetrics>,
+    presence: Arc<LeaderPresence>,
     clock_origin: std::time::Instant,
     replies: BTreeMap<RequestId, ReplySender>,
     next_request: u64,
@@ -421,6 +424,7 @@ impl Driver {
             keepalives,
             members,
             metrics,
+            presence,
         } = links;
         Driver {
             node,
@@ -434,6 +438,7 @@ impl Driver {
             keepalives,
             members,
             metrics,
+            presence,
             clock_origin,
             replies: BTreeMap::new(),
             next_request: 0,
@@ -540,6 +545,7 @@ impl Driver {
             );
         }
         let leader_id = self.node.leader_id();
+        self.presence.set(leader_id.is_some());
         if leader_id.is_some() && leader_id != self.last_leader {
             self.metrics.leader_changed();
         }

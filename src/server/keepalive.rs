@@ -3,7 +3,9 @@
 //! per keepalive.
 //!
 //! Each request is answered with the lease's TTL (0 when the lease is gone), in order; as etcd
-//! does, any other error ends the stream with that error. A keepalive the leader's committed
+//! does, any other error ends the stream with that error. A stream that requires a leader (as
+//! clientv3's lessor opens them) ends with `etcdserver: no leader` once the member has been
+//! without one for three election timeouts (`leader_presence`). A keepalive the leader's committed
 //! records cover is acknowledged here, from the node's latest view (`local_keepalives`); the
 //! others go to the node. Requests are read only while fewer
 //! than `KEEPALIVES_IN_FLIGHT_MAX` are at the node, and answers are made only as fast as the
@@ -24,7 +26,9 @@ use tonic::Status;
 use super::direct::{framed, trailers, Unframer};
 use super::driver::{Answer, DriverHandle};
 use super::grpc::status;
+use super::leader_presence::LeaderlessChecks;
 use super::local_keepalives::SharedLocalKeepAlives;
+use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 
 /// Keepalives one stream may have at the node at once; past it the stream stops reading until
@@ -43,6 +47,9 @@ pub struct KeepAlives {
     reading: bool,
     /// True once the status went out.
     ended: bool,
+    /// For a stream that requires a leader (clientv3's always does): ends it with
+    /// `etcdserver: no leader` once the member has gone without one for three checks.
+    leaderless: Option<LeaderlessChecks>,
 }
 
 /// One answer the stream owes.
@@ -57,6 +64,7 @@ impl KeepAlives {
         local: Arc<SharedLocalKeepAlives>,
         requests: Incoming,
         messages: Unframer,
+        leaderless: Option<LeaderlessChecks>,
     ) -> KeepAlives {
         KeepAlives {
             driver,
@@ -66,6 +74,7 @@ impl KeepAlives {
             in_flight: VecDeque::new(),
             reading: true,
             ended: false,
+            leaderless,
         }
     }
 
@@ -121,6 +130,11 @@ impl Body for KeepAlives {
         let this = self.get_mut();
         if this.ended {
             return Poll::Ready(None);
+        }
+        if let Some(checks) = &mut this.leaderless {
+            if checks.poll_end(cx).is_ready() {
+                return this.end(Err(status(EtcdError::NoLeader)));
+            }
         }
         this.read(cx);
         let Some(first) = this.in_flight.front_mut() else {

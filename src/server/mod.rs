@@ -27,6 +27,7 @@ pub mod jwt;
 mod jwt_es512;
 mod keepalive;
 mod large_range;
+mod leader_presence;
 mod local_keepalives;
 pub mod local_reads;
 pub mod log;
@@ -216,6 +217,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
     let h = handle.clone();
     let disk = disk::DiskExecutor::spawn(files, move |io, result| h.disk_done(io, result));
     let metrics = std::sync::Arc::new(metrics::ServerMetrics::new(me, disk.wal_sync_latencies()));
+    let presence = std::sync::Arc::new(leader_presence::LeaderPresence::default());
 
     let ready = format!(
         "detcd: member {me:x} ({}) of cluster {:x} ready to serve client requests on {}",
@@ -248,6 +250,7 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
             keepalives: keepalives.clone(),
             members: board,
             metrics: metrics.clone(),
+            presence: presence.clone(),
         },
         clock_origin,
         ready,
@@ -275,6 +278,10 @@ async fn serve(cfg: ServerConfig) -> Result<(), String> {
                 reads: reads.clone(),
                 keepalives: keepalives.clone(),
                 metrics: metrics.clone(),
+                leader: leader_presence::LeaderRule {
+                    presence: presence.clone(),
+                    check_every: cfg.node.election_timeout,
+                },
             },
             ClientPort {
                 max_request_bytes: cfg.node.max_request_bytes,
@@ -377,6 +384,7 @@ struct Services {
     reads: std::sync::Arc<local_reads::SharedLocalReads>,
     keepalives: std::sync::Arc<local_keepalives::SharedLocalKeepAlives>,
     metrics: std::sync::Arc<metrics::ServerMetrics>,
+    leader: leader_presence::LeaderRule,
 }
 
 /// How a client listener serves, from the flags.
@@ -406,6 +414,7 @@ async fn serve_clients(
         services.driver.clone(),
         services.reads,
         services.keepalives,
+        services.leader.clone(),
         receive_max,
     );
     let cluster = ClusterServer::new(maintenance::ClusterService::new(services.driver.clone()))
@@ -435,12 +444,11 @@ async fn serve_clients(
     );
     let lock = LockServer::new(recipes.clone()).max_decoding_message_size(receive_max);
     let election = ElectionServer::new(recipes).max_decoding_message_size(receive_max);
-    let watch =
-        watch_stream::WatchService::new(services.watch, services.driver.clone(), receive_max);
+    let watch = watch_stream::WatchService::new(services.watch, services.driver, receive_max);
     let routes = client_port::GrpcRoutes {
         hot,
         watch,
-        driver: services.driver,
+        presence: services.leader.presence,
         others: Default::default(),
     }
     .with(health_service)

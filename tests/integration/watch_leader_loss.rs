@@ -6,7 +6,8 @@
 //! the election ends, a second or two, and etcd keeps the stream (it ends such streams only at
 //! the third check in a row, one election timeout apart, that finds no leader), so a put after
 //! the election arrives on it. Then the new leader is killed too: the lone follower can elect
-//! nobody, and the stream ends with `etcdserver: no leader` a few seconds later; a new stream
+//! nobody, and the stream ends with `etcdserver: no leader` a few seconds later, as does a lease
+//! keepalive stream that requires a leader (clientv3's lessor always opens them so); a new stream
 //! that requires a leader is refused at once, and so is any call that requires one (a
 //! serializable Range, which needs no leader otherwise).
 
@@ -18,7 +19,8 @@ use bytes::Bytes;
 use common::{cluster, start_all, Flavor, Member};
 use detcd::proto::etcdserverpb::watch_request::RequestUnion;
 use detcd::proto::etcdserverpb::{
-    PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest, RangeRequest,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -134,6 +136,10 @@ fn scenario(members: &mut [Member]) -> Vec<String> {
     runtime.block_on(put_retrying(&members[WATCHED], "k", "after-the-election"));
     out.push(runtime.block_on(next(&mut responses, Duration::from_secs(5))));
 
+    let (_keepalives, mut keepalive_answers) =
+        runtime.block_on(keep_alive_requiring_a_leader(&members[WATCHED]));
+    out.push(runtime.block_on(next_keepalive(&mut keepalive_answers)));
+
     members[other].kill();
     let killed = Instant::now();
     out.push(runtime.block_on(next(&mut responses, Duration::from_secs(25))));
@@ -142,6 +148,7 @@ fn scenario(members: &mut [Member]) -> Vec<String> {
         waited >= Duration::from_secs(3) && waited <= Duration::from_secs(20),
         "the stream ended {waited:?} after the member's last peer died"
     );
+    out.push(runtime.block_on(next_keepalive(&mut keepalive_answers)));
     let refused = runtime.block_on(open(&members[WATCHED], "k"));
     out.push(match refused {
         Err(status) => format!("opened again: {status}"),
@@ -152,6 +159,39 @@ fn scenario(members: &mut [Member]) -> Vec<String> {
     });
     out.push(runtime.block_on(range_requiring_a_leader(&members[WATCHED])));
     out
+}
+
+/// A lease and a keepalive stream for it with `hasleader=true`, as clientv3's lessor opens
+/// them; one keepalive sent.
+async fn keep_alive_requiring_a_leader(
+    member: &Member,
+) -> (mpsc::Sender<LeaseKeepAliveRequest>, KeepAliveAnswers) {
+    let mut leases = common::lease_client(member).await;
+    let granted = leases
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("granted")
+        .into_inner();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(LeaseKeepAliveRequest { id: granted.id })
+        .await
+        .expect("the channel is open");
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let metadata = request.metadata_mut();
+    metadata.insert("hasleader", "true".parse().unwrap());
+    let answers = leases.lease_keep_alive(request).await.expect("opened");
+    (tx, answers.into_inner())
+}
+
+type KeepAliveAnswers = tonic::Streaming<LeaseKeepAliveResponse>;
+
+async fn next_keepalive(answers: &mut KeepAliveAnswers) -> String {
+    match tokio::time::timeout(Duration::from_secs(15), answers.message()).await {
+        Err(_) => "keepalive: nothing".into(),
+        Ok(Ok(None)) => "keepalive: ended".into(),
+        Ok(Err(status)) => format!("keepalive: {:?} {}", status.code(), status.message()),
+        Ok(Ok(Some(answer))) => format!("keepalive: ttl {}", answer.ttl),
+    }
 }
 
 /// A serializable Range (which needs no leader to answer) with `hasleader=true`.
@@ -190,7 +230,9 @@ fn a_stream_that_requires_a_leader_outlives_an_election_and_ends_without_a_quoru
     let expected = [
         "created",
         "events k=after-the-election",
+        "keepalive: ttl 60",
         "ended: Unavailable etcdserver: no leader",
+        "keepalive: Unavailable etcdserver: no leader",
         "opened again: Unavailable etcdserver: no leader",
         "range: Unavailable etcdserver: no leader",
     ];
