@@ -69,7 +69,6 @@ use detcd::proto::etcdserverpb::{
 };
 use detcd::proto::mvccpb::{event::EventType, Event, KeyValue};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 type Kv = KvClient<Channel>;
@@ -369,12 +368,8 @@ fn progress_request() -> WatchRequest {
 }
 
 /// Opens a `hasleader` stream to `endpoint` with one watch of the prefix from `from`.
-async fn open_watch(
-    endpoint: &str,
-    from: i64,
-) -> Result<(mpsc::Sender<WatchRequest>, tonic::Streaming<WatchResponse>), String> {
+async fn open_watch(endpoint: &str, from: i64) -> Result<common::WatchStream, String> {
     let mut client = WatchClient::new(connect(endpoint).await?);
-    let (tx, rx) = mpsc::channel(64);
     let create = WatchCreateRequest {
         key: Bytes::from(PREFIX),
         range_end: Bytes::from(PREFIX_END),
@@ -383,17 +378,12 @@ async fn open_watch(
         prev_kv: true,
         ..Default::default()
     };
-    tx.send(WatchRequest {
+    let first = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(create)),
-    })
-    .await
-    .expect("the channel is open");
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request
-        .metadata_mut()
-        .insert("hasleader", "true".parse().unwrap());
-    match tokio::time::timeout(Duration::from_secs(3), client.watch(request)).await {
-        Ok(Ok(response)) => Ok((tx, response.into_inner())),
+    };
+    let call = common::watch_call(&mut client, first, true);
+    match tokio::time::timeout(Duration::from_secs(3), call).await {
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(status)) => Err(format!("{:?} {}", status.code(), status.message())),
         Err(_) => Err("the watch call timed out".into()),
     }

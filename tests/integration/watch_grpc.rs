@@ -34,7 +34,6 @@ use detcd::proto::etcdserverpb::{
 };
 use detcd::proto::mvccpb::event::EventType;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 type Kv = KvClient<Channel>;
@@ -197,19 +196,11 @@ impl Stream {
     /// answered, which it may only do after a request).
     async fn open(endpoint: &str, first: WatchRequest, has_leader: bool) -> Stream {
         let mut client = watch_client(endpoint).await;
-        let (tx, rx) = mpsc::channel(1024);
-        tx.send(first).await.unwrap();
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        if has_leader {
-            request
-                .metadata_mut()
-                .insert("hasleader", "true".parse().unwrap());
-        }
-        let rx = tokio::time::timeout(Duration::from_secs(10), client.watch(request))
+        let call = common::watch_call(&mut client, first, has_leader);
+        let (tx, rx) = tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .expect("the watch call answered in time")
-            .expect("the watch call")
-            .into_inner();
+            .expect("the watch call");
         Stream { tx: Some(tx), rx }
     }
 

@@ -5,8 +5,8 @@
 //! The stream is on a follower. The leader is killed: the follower is without a leader until
 //! the election ends, a second or two, and etcd keeps the stream (it ends such streams only at
 //! the third check in a row, one election timeout apart, that finds no leader), so a put after
-//! the election arrives on it. Then the new leader is killed too: the lone follower can elect
-//! nobody, and the stream ends with `etcdserver: no leader` a few seconds later, as does a lease
+//! the election arrives on it. Then the other survivor is killed too: the lone member (a leader
+//! steps down once it cannot reach a quorum) can elect nobody, and the stream ends with `etcdserver: no leader` a few seconds later, as does a lease
 //! keepalive stream that requires a leader (clientv3's lessor always opens them so); a new stream
 //! that requires a leader is refused at once, and so is any call that requires one (a
 //! serializable Range, which needs no leader otherwise).
@@ -28,28 +28,17 @@ use tokio_stream::wrappers::ReceiverStream;
 type Responses = tonic::Streaming<WatchResponse>;
 
 /// Opens a `hasleader` stream with one watch of `key`; the error status if it is refused.
-async fn open(
-    member: &Member,
-    key: &str,
-) -> Result<(mpsc::Sender<WatchRequest>, Responses), String> {
+async fn open(member: &Member, key: &str) -> Result<common::WatchStream, String> {
     let mut client = common::watch_client(member).await;
-    let (tx, rx) = mpsc::channel(4);
     let create = WatchCreateRequest {
         key: Bytes::copy_from_slice(key.as_bytes()),
         ..Default::default()
     };
-    tx.send(WatchRequest {
+    let first = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(create)),
-    })
-    .await
-    .expect("the channel is open");
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    let metadata = request.metadata_mut();
-    metadata.insert("hasleader", "true".parse().unwrap());
-    match client.watch(request).await {
-        Ok(response) => Ok((tx, response.into_inner())),
-        Err(status) => Err(format!("{:?} {}", status.code(), status.message())),
-    }
+    };
+    let call = common::watch_call(&mut client, first, true).await;
+    call.map_err(|status| format!("{:?} {}", status.code(), status.message()))
 }
 
 /// The stream's next response as a line, or how it ended.
@@ -116,28 +105,24 @@ async fn put_retrying(member: &Member, key: &str, value: &str) {
     }
 }
 
-/// The watched member: its election timeout is longer than the others' (2.5 s against 1 s), so
-/// that it is never the one elected and stays the follower the scenario needs.
-const WATCHED: usize = 2;
-
 fn scenario(members: &mut [Member]) -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let first = leader(members, &[0, 1, 2], Duration::from_secs(10));
-    assert_ne!(first, WATCHED, "the watched member was not to lead");
-    let other = 1 - first;
+    let watched = (first + 1) % 3;
+    let other = (first + 2) % 3;
     let (_requests, mut responses) = runtime
-        .block_on(open(&members[WATCHED], "k"))
+        .block_on(open(&members[watched], "k"))
         .expect("opened");
     let mut out = vec![runtime.block_on(next(&mut responses, Duration::from_secs(5)))];
 
     members[first].kill();
-    let second = leader(members, &[WATCHED, other], Duration::from_secs(15));
-    assert_eq!(second, other, "the watched member was not to lead");
-    runtime.block_on(put_retrying(&members[WATCHED], "k", "after-the-election"));
+    // Either survivor may win: the watched one keeps its stream both ways.
+    leader(members, &[watched, other], Duration::from_secs(15));
+    runtime.block_on(put_retrying(&members[watched], "k", "after-the-election"));
     out.push(runtime.block_on(next(&mut responses, Duration::from_secs(5))));
 
     let (_keepalives, mut keepalive_answers) =
-        runtime.block_on(keep_alive_requiring_a_leader(&members[WATCHED]));
+        runtime.block_on(keep_alive_requiring_a_leader(&members[watched]));
     out.push(runtime.block_on(next_keepalive(&mut keepalive_answers)));
 
     members[other].kill();
@@ -145,11 +130,11 @@ fn scenario(members: &mut [Member]) -> Vec<String> {
     out.push(runtime.block_on(next(&mut responses, Duration::from_secs(25))));
     let waited = killed.elapsed();
     assert!(
-        waited >= Duration::from_secs(3) && waited <= Duration::from_secs(20),
+        waited >= Duration::from_secs(2) && waited <= Duration::from_secs(20),
         "the stream ended {waited:?} after the member's last peer died"
     );
     out.push(runtime.block_on(next_keepalive(&mut keepalive_answers)));
-    let refused = runtime.block_on(open(&members[WATCHED], "k"));
+    let refused = runtime.block_on(open(&members[watched], "k"));
     out.push(match refused {
         Err(status) => format!("opened again: {status}"),
         Ok((_, mut responses)) => {
@@ -157,7 +142,7 @@ fn scenario(members: &mut [Member]) -> Vec<String> {
             format!("opened again: {first}")
         }
     });
-    out.push(runtime.block_on(range_requiring_a_leader(&members[WATCHED])));
+    out.push(runtime.block_on(range_requiring_a_leader(&members[watched])));
     out
 }
 
@@ -212,9 +197,6 @@ async fn range_requiring_a_leader(member: &Member) -> String {
 
 fn run(flavor: Flavor, tag: &str) -> Vec<String> {
     let mut members = cluster(flavor, 3, tag, &[]);
-    members[WATCHED]
-        .extra_args
-        .push("--election-timeout=2500".into());
     start_all(&mut members);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut members)));
     result.unwrap_or_else(|panic| {

@@ -443,6 +443,33 @@ pub async fn watch_client(
     }
 }
 
+/// The watch stream a Watch call opens: the sender of its requests (the client's side stays
+/// open while it lives) and the server's responses.
+pub type WatchStream = (
+    tokio::sync::mpsc::Sender<detcd::proto::etcdserverpb::WatchRequest>,
+    tonic::Streaming<detcd::proto::etcdserverpb::WatchResponse>,
+);
+
+/// A Watch call on `client` whose first request is `first`, with the gRPC metadata
+/// `hasleader=true` (clientv3's `WithRequireLeader`) if asked; the status if it is refused. It
+/// returns once the server answered, which it may only do after a request.
+pub async fn watch_call(
+    client: &mut detcd::proto::etcdserverpb::watch_client::WatchClient<tonic::transport::Channel>,
+    first: detcd::proto::etcdserverpb::WatchRequest,
+    has_leader: bool,
+) -> Result<WatchStream, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tx.send(first).await.expect("the channel is open");
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut request = tonic::Request::new(requests);
+    if has_leader {
+        let metadata = request.metadata_mut();
+        metadata.insert("hasleader", "true".parse().unwrap());
+    }
+    let responses = client.watch(request).await?.into_inner();
+    Ok((tx, responses))
+}
+
 /// The resident set size of a process, in KiB (`VmRSS` of /proc/<pid>/status).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
