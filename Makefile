@@ -87,15 +87,23 @@ fmt:
 # seed with its readable trace (JSON=file also writes it as JSON lines; SHRINK=1 shrinks a
 # failure; HTML=file writes the (shrunk) history as a timeline). BUG=name turns on an injected
 # bug; OPTIONS=k=v,... overrides the drawn options. COVERAGE=1 prints every probe a sweep reached.
+# The simulator is built for this machine's processor (6% more histories per second here), in a
+# target directory of its own so that its flags never rebuild the server's. A history does not
+# depend on the processor: the simulation is integer logic and Rust fuses no float operations,
+# so a seed replays the same on any build (the traces of a build without the flag are identical).
 SEEDS ?= 2000
 START ?= 0
 SIM_FLAGS = $(if $(BUG),--bug $(BUG)) $(if $(OPTIONS),--options $(OPTIONS))
+SIM_TARGET := target/sim
+SIM_BIN := $(SIM_TARGET)/release/detcd-sim
+SIM_BUILD = RUSTFLAGS="-C target-cpu=native" $(CARGO) build --release -q -p detcd-sim \
+	--target-dir $(SIM_TARGET)
 sim:
-	$(CARGO) build --release -q -p detcd-sim
+	$(SIM_BUILD)
 ifdef SEED
-	./target/release/detcd-sim --seed $(SEED) --trace $(if $(JSON),--json $(JSON)) $(if $(SHRINK),--shrink) $(if $(HTML),--html $(HTML)) $(SIM_FLAGS)
+	$(SIM_BIN) --seed $(SEED) --trace $(if $(JSON),--json $(JSON)) $(if $(SHRINK),--shrink) $(if $(HTML),--html $(HTML)) $(SIM_FLAGS)
 else
-	./target/release/detcd-sim --seeds $(SEEDS) --start $(START) $(if $(COVERAGE),--coverage) $(SIM_FLAGS)
+	$(SIM_BIN) --seeds $(SEEDS) --start $(START) $(if $(COVERAGE),--coverage) $(SIM_FLAGS)
 endif
 
 # CI's seed budget: two sweeps (one per core) of CI_SEEDS histories each, a million in all, at
@@ -111,22 +119,26 @@ endif
 CI_SEEDS ?= 500000
 CI_TEST_SECONDS ?= 1740
 MAKE_STARTED := $(shell date +%s)
-SWEEP = nice -n 19 ./target/release/detcd-sim --seeds $(CI_SEEDS) --time-budget $$budget \
+SWEEP = nice -n 19 $(SIM_BIN) --seeds $(CI_SEEDS) --time-budget $$budget \
 	--require-coverage --start
-# $(call with_sweeps,COMMAND): both sweeps in the background, COMMAND meanwhile (an `exit 1`
-# from it stops the sweeps), then the sweeps' reports; fails if either sweep failed.
+# $(call with_sweeps,COMMAND): the simulator's build and then both sweeps in the background,
+# COMMAND meanwhile (an `exit 1` from it stops them), then the sweeps' reports; fails if either
+# sweep failed. The simulator builds beside COMMAND's own build (its target directory has a
+# lock of its own): alone, its last step (one LTO unit) leaves a core idle for about a minute.
 define with_sweeps
-	$(CARGO) build --release -q -p detcd-sim
-	@budget=$$(( $(MAKE_STARTED) + $(CI_TEST_SECONDS) - $$(date +%s) )); \
-	[ $$budget -gt 60 ] || budget=60; \
-	echo "simulator sweeps: $$budget s"; \
-	$(SWEEP) 0 > target/sim-ci-0.log 2>&1 & a=$$!; \
-	$(SWEEP) $(CI_SEEDS) > target/sim-ci-1.log 2>&1 & b=$$!; \
-	trap 'kill $$a $$b 2>/dev/null' EXIT; \
+	@( $(SIM_BUILD) || exit 1; \
+	  budget=$$(( $(MAKE_STARTED) + $(CI_TEST_SECONDS) - $$(date +%s) )); \
+	  [ $$budget -gt 60 ] || budget=60; \
+	  echo "simulator sweeps: $$budget s"; \
+	  $(SWEEP) 0 > target/sim-ci-0.log 2>&1 & a=$$!; \
+	  $(SWEEP) $(CI_SEEDS) > target/sim-ci-1.log 2>&1 & b=$$!; \
+	  trap 'kill $$a $$b 2>/dev/null; exit 1' TERM; \
+	  wait $$a; a=$$?; wait $$b; b=$$?; \
+	  cat target/sim-ci-0.log target/sim-ci-1.log; \
+	  test $$a -eq 0 -a $$b -eq 0 ) & sweeps=$$!; \
+	trap 'pkill -P $$sweeps; kill $$sweeps 2>/dev/null' EXIT; \
 	$(1); \
-	wait $$a; a=$$?; wait $$b; b=$$?; trap - EXIT; \
-	cat target/sim-ci-0.log target/sim-ci-1.log; \
-	test $$a -eq 0 -a $$b -eq 0
+	wait $$sweeps; s=$$?; trap - EXIT; exit $$s
 endef
 sim-ci:
 	$(call with_sweeps,true)
@@ -134,11 +146,11 @@ sim-ci:
 # Histories per second on one core: the standard profile (3 members, 100 client operations,
 # faults and every checker on) and a large one (5 members, 1,000 operations).
 sim-bench:
-	$(CARGO) build --release -q -p detcd-sim
+	$(SIM_BUILD)
 	@echo "standard profile: 3 members x 100 operations"
-	@./target/release/detcd-sim --members 3 --ops 100 --seeds 5000 --start 1000000 | head -1
+	@$(SIM_BIN) --members 3 --ops 100 --seeds 5000 --start 1000000 | head -1
 	@echo "large profile: 5 members x 1000 operations"
-	@./target/release/detcd-sim --members 5 --ops 1000 --seeds 300 --start 2000000 | head -1
+	@$(SIM_BIN) --members 5 --ops 1000 --seeds 300 --start 2000000 | head -1
 
 # Coverage-guided fuzzing with libFuzzer (fuzz/README.md): each of FUZZ_TARGETS for FUZZ_SECONDS,
 # starting from the committed seeds and what earlier runs kept in fuzz/corpus. Needs the nightly
