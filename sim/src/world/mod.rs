@@ -38,6 +38,7 @@ mod kv_workload;
 mod lease_clients;
 mod liveness;
 mod member_clients;
+mod member_table;
 mod network;
 mod queue;
 mod read_barriers;
@@ -49,6 +50,7 @@ use crate::history::{AppliedEntry, Op, Outcome, RecipeLog, SimNanos, Timing, Wat
 use crate::options::{Bug, Draw, Options};
 use detcd::watch::{WatchBugs, WatchConfig, WatchHub};
 use lease_clients::LeaseClient;
+use member_table::MemberTable;
 use queue::EventQueue;
 use recipe_clients::{RecipeClient, RecipeRun};
 use watch_clients::WatchClient;
@@ -328,7 +330,7 @@ pub struct World {
     pub options: Options,
     rng: ChaCha8Rng,
     pub now: SimNanos,
-    members: BTreeMap<MemberId, Member>,
+    members: MemberTable<Member>,
     /// What happens next, earliest first (ties in the order scheduled).
     events: EventQueue<Event>,
     cut: BTreeSet<(MemberId, MemberId)>,
@@ -396,7 +398,7 @@ impl World {
     pub fn new(seed: u64, options: Options, trace: bool) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05ee_d0fd_e7cd);
         let peers: Vec<MemberId> = (1..=options.members).collect();
-        let mut members = BTreeMap::new();
+        let mut members = MemberTable::new();
         for &id in &peers {
             let mut config = Config::new(id, peers.clone());
             config.observe = true;
