@@ -6,6 +6,7 @@
 //! key space section key by key. Encoding is deterministic; decoding trusts nothing and checks
 //! every state machine's invariants, including those between them (each key's lease exists).
 
+use std::cell::OnceCell;
 use std::io::{self, Write};
 
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
@@ -59,6 +60,11 @@ pub struct StateView {
     members: Members,
     alarms: Alarms,
     auth: Auth,
+    /// The key space section's length and the sections after it, each computed once: a
+    /// snapshot file's header needs the whole length before the sections are written, and
+    /// computing them again walked every key a second time.
+    kv_len: OnceCell<usize>,
+    trailing: OnceCell<Vec<u8>>,
 }
 
 fn delimited_header(tag: u32, len: usize, out: &mut Vec<u8>) {
@@ -78,8 +84,16 @@ impl StateView {
         out
     }
 
+    fn kv_len(&self) -> usize {
+        *self.kv_len.get_or_init(|| self.kv.encoded_len())
+    }
+
+    fn trailing_bytes(&self) -> &[u8] {
+        self.trailing.get_or_init(|| self.encode_trailing())
+    }
+
     /// The sections after the key space: leases, members, alarms, auth.
-    fn trailing_bytes(&self) -> Vec<u8> {
+    fn encode_trailing(&self) -> Vec<u8> {
         let mut out = Vec::new();
         prost::encoding::message::encode(LEASES_FIELD, &self.leases.to_snapshot(), &mut out);
         prost::encoding::message::encode(MEMBERS_FIELD, &self.members.to_snapshot(), &mut out);
@@ -90,7 +104,7 @@ impl StateView {
 
     /// Exactly how many bytes [`StateView::encode_to`] writes.
     pub fn encoded_len(&self) -> usize {
-        let kv = self.kv.encoded_len();
+        let kv = self.kv_len();
         self.leading_bytes().len()
             + key_len(KV_FIELD)
             + encoded_len_varint(kv as u64)
@@ -102,10 +116,10 @@ impl StateView {
     /// through `cold`); the bytes equal one `StateSnapshot` message.
     pub fn encode_to(&self, out: &mut dyn Write, cold: &dyn ColdRead) -> io::Result<()> {
         let mut head = self.leading_bytes();
-        delimited_header(KV_FIELD, self.kv.encoded_len(), &mut head);
+        delimited_header(KV_FIELD, self.kv_len(), &mut head);
         out.write_all(&head)?;
         self.kv.encode_to(out, cold)?;
-        out.write_all(&self.trailing_bytes())
+        out.write_all(self.trailing_bytes())
     }
 
     /// The whole state as bytes; equal states give equal bytes.
@@ -125,6 +139,8 @@ impl State {
             members: self.members.clone(),
             alarms: self.alarms.clone(),
             auth: self.auth.clone(),
+            kv_len: OnceCell::new(),
+            trailing: OnceCell::new(),
         }
     }
 
